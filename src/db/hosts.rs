@@ -1,0 +1,71 @@
+//! Hypervisor hosts.
+
+use diesel::prelude::*;
+use diesel::result::QueryResult;
+use diesel_async::RunQueryDsl;
+
+use super::models::{Host, NewHost};
+use super::schema::{hosts, vms};
+use super::{Conn, run};
+
+pub async fn insert(conn: &mut Conn<'_>, new: NewHost<'_>) -> QueryResult<Host> {
+    run!(conn, |c| diesel::insert_into(hosts::table)
+        .values(&new)
+        .returning(Host::as_returning())
+        .get_result(c)
+        .await)
+}
+
+pub async fn by_id(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Host>> {
+    run!(conn, |c| hosts::table
+        .find(id)
+        .select(Host::as_select())
+        .first(c)
+        .await
+        .optional())
+}
+
+pub async fn by_name(conn: &mut Conn<'_>, name: &str) -> QueryResult<Option<Host>> {
+    run!(conn, |c| hosts::table
+        .filter(hosts::name.eq(name))
+        .select(Host::as_select())
+        .first(c)
+        .await
+        .optional())
+}
+
+pub async fn by_ids(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Host>> {
+    run!(conn, |c| hosts::table
+        .filter(hosts::id.eq_any(ids))
+        .select(Host::as_select())
+        .load(c)
+        .await)
+}
+
+pub async fn by_names(conn: &mut Conn<'_>, names: &[String]) -> QueryResult<Vec<Host>> {
+    run!(conn, |c| hosts::table
+        .filter(hosts::name.eq_any(names))
+        .select(Host::as_select())
+        .load(c)
+        .await)
+}
+
+/// Every host, or (with `project`) the hosts on which that project has VMs; by id.
+pub async fn list(conn: &mut Conn<'_>, project: Option<i64>) -> QueryResult<Vec<Host>> {
+    run!(conn, |c| {
+        let mut query = hosts::table
+            .select(Host::as_select())
+            .order(hosts::id)
+            .into_boxed();
+        if let Some(project) = project {
+            query = query.filter(
+                hosts::id.eq_any(
+                    vms::table
+                        .filter(vms::project_id.eq(project))
+                        .select(vms::host_id),
+                ),
+            );
+        }
+        query.load(c).await
+    })
+}

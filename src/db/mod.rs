@@ -1,0 +1,282 @@
+//! Storage: connection pools for SQLite and PostgreSQL, the schema, and every query.
+//! Nothing above this module writes SQL.
+//!
+//! Both backends are first-class. A query is written once and expanded for either
+//! connection by [`run!`]; the few places where the backends differ (claiming tasks,
+//! row locks) match on [`Conn`] themselves.
+//!
+//! On SQLite one writer connection serialises all writes (SQLite allows one writer
+//! anyway) and every write transaction starts `IMMEDIATE`, so no transaction ever has
+//! to upgrade a read lock and fail with `SQLITE_BUSY`; readers use their own pool (WAL).
+
+pub mod events;
+pub mod history;
+pub mod hosts;
+mod migrate;
+pub mod models;
+pub mod projects;
+pub mod schema;
+pub mod snapshots;
+pub mod tasks;
+pub mod tokens;
+pub mod vms;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use diesel::SqliteConnection;
+use diesel::connection::{
+    AnsiTransactionManager as SyncAnsi, Instrumentation, InstrumentationEvent,
+    TransactionManager as SyncTm,
+};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
+};
+use futures_util::FutureExt;
+
+use crate::config::DatabaseUrl;
+use crate::error::{AppError, AppResult};
+
+pub use migrate::migrate;
+
+/// An async SQLite connection (diesel's sync one, run on blocking threads).
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+/// What getting a pooled connection can fail with.
+pub type PoolError = diesel_async::pooled_connection::deadpool::PoolError;
+
+/// A borrowed connection to either backend.
+pub enum Conn<'c> {
+    Sqlite(&'c mut SqliteConn),
+    Pg(&'c mut AsyncPgConnection),
+}
+
+/// Expands one diesel query for either backend: `run!(conn, |c| query.load(c).await)`.
+macro_rules! run {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::Conn::Sqlite(inner) => {
+                let $c = &mut **inner;
+                $body
+            }
+            $crate::db::Conn::Pg(inner) => {
+                let $c = &mut **inner;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use run;
+
+/// The database: pools for one backend, and a count of the statements they ran.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pools: Pools,
+    /// Every statement any connection of this `Db` started (diesel instrumentation).
+    statements: Arc<AtomicU64>,
+}
+
+enum Pools {
+    Sqlite {
+        /// One connection: SQLite has one writer.
+        writer: Pool<SqliteConn>,
+        /// Read-only connections; WAL lets them read while the writer writes.
+        readers: Pool<SqliteConn>,
+    },
+    Pg(Pool<AsyncPgConnection>),
+}
+
+impl Db {
+    /// Runs pending migrations, then opens the pools.
+    pub async fn connect(url: &DatabaseUrl) -> AppResult<Self> {
+        migrate(url).await?;
+        let statements = Arc::new(AtomicU64::new(0));
+        let pools = match url {
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.to_string_lossy().into_owned();
+                Pools::Sqlite {
+                    writer: sqlite_pool(&path, 1, false, &statements)?,
+                    readers: sqlite_pool(&path, 4, true, &statements)?,
+                }
+            }
+            DatabaseUrl::Postgres(url) => Pools::Pg(pg_pool(url, &statements)?),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner { pools, statements }),
+        })
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn backend(&self) -> &'static str {
+        match self.inner.pools {
+            Pools::Sqlite { .. } => "sqlite",
+            Pools::Pg(_) => "postgres",
+        }
+    }
+
+    /// How many SQL statements this database's connections have started so far.
+    pub fn statement_count(&self) -> u64 {
+        self.inner.statements.load(Ordering::Relaxed)
+    }
+
+    /// A connection for reading, outside any transaction.
+    pub async fn reader(&self) -> AppResult<Pooled> {
+        Ok(match &self.inner.pools {
+            Pools::Sqlite { readers, .. } => Pooled::Sqlite(readers.get().await?),
+            Pools::Pg(pool) => Pooled::Pg(pool.get().await?),
+        })
+    }
+
+    /// Starts a write transaction; end it with [`Tx::finish`].
+    pub async fn begin(&self) -> AppResult<Tx> {
+        let mut conn = match &self.inner.pools {
+            Pools::Sqlite { writer, .. } => Pooled::Sqlite(writer.get().await?),
+            Pools::Pg(pool) => Pooled::Pg(pool.get().await?),
+        };
+        match &mut conn {
+            Pooled::Sqlite(c) => {
+                c.spawn_blocking(|c| SyncAnsi::begin_transaction_sql(c, "BEGIN IMMEDIATE"))
+                    .await?
+            }
+            Pooled::Pg(c) => AnsiTransactionManager::begin_transaction(&mut **c).await?,
+        }
+        Ok(Tx { conn })
+    }
+}
+
+/// A pooled connection to either backend.
+pub enum Pooled {
+    Sqlite(Object<SqliteConn>),
+    Pg(Object<AsyncPgConnection>),
+}
+
+impl Pooled {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Pooled::Sqlite(c) => Conn::Sqlite(c),
+            Pooled::Pg(c) => Conn::Pg(c),
+        }
+    }
+}
+
+/// An open write transaction. Dropped without [`Tx::finish`] (a cancelled request), its
+/// connection still counts as inside a transaction, so the pool discards it, and the
+/// database rolls the transaction back.
+pub struct Tx {
+    conn: Pooled,
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        self.conn.conn()
+    }
+
+    /// Commits when `result` is `Ok`, rolls back otherwise; returns `result`.
+    pub async fn finish<T>(mut self, result: AppResult<T>) -> AppResult<T> {
+        let end = match (&mut self.conn, result.is_ok()) {
+            (Pooled::Sqlite(c), true) => {
+                c.spawn_blocking(<SyncAnsi as SyncTm<SqliteConnection>>::commit_transaction)
+                    .await
+            }
+            (Pooled::Sqlite(c), false) => {
+                c.spawn_blocking(<SyncAnsi as SyncTm<SqliteConnection>>::rollback_transaction)
+                    .await
+            }
+            (Pooled::Pg(c), true) => AnsiTransactionManager::commit_transaction(&mut **c).await,
+            (Pooled::Pg(c), false) => AnsiTransactionManager::rollback_transaction(&mut **c).await,
+        };
+        match (end, result) {
+            (Ok(()), result) => result,
+            // A failed commit loses the work; a failed rollback only matters if the work
+            // had succeeded (the connection is discarded either way).
+            (Err(e), Ok(_)) => Err(e.into()),
+            (Err(_), Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Counts every statement a connection starts.
+fn counting(statements: &Arc<AtomicU64>) -> impl Instrumentation {
+    let statements = Arc::clone(statements);
+    move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::StartQuery { .. } = event {
+            statements.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn sqlite_pool(
+    path: &str,
+    size: usize,
+    read_only: bool,
+    statements: &Arc<AtomicU64>,
+) -> AppResult<Pool<SqliteConn>> {
+    let statements = Arc::clone(statements);
+    let mut config = ManagerConfig::<SqliteConn>::default();
+    config.custom_setup = Box::new(move |url| {
+        let statements = Arc::clone(&statements);
+        let url = url.to_owned();
+        async move {
+            let mut conn = SqliteConn::establish(&url).await?;
+            // busy_timeout first: switching to WAL may itself wait for a lock.
+            let pragmas = if read_only {
+                "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA query_only = ON;"
+            } else {
+                "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+            };
+            conn.batch_execute(pragmas)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            conn.set_instrumentation(counting(&statements));
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(AppError::internal)
+}
+
+fn pg_pool(url: &str, statements: &Arc<AtomicU64>) -> AppResult<Pool<AsyncPgConnection>> {
+    let statements = Arc::clone(statements);
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.custom_setup = Box::new(move |url| {
+        let statements = Arc::clone(&statements);
+        let url = url.to_owned();
+        async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            conn.set_instrumentation(counting(&statements));
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+    Pool::builder(manager)
+        .max_size(16)
+        .build()
+        .map_err(AppError::internal)
+}
+
+/// True when `err` is a unique-constraint violation (a lost race the index caught).
+pub fn is_unique_violation(err: &DieselError) -> bool {
+    matches!(
+        err,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// The current time as stored: UTC without an offset.
+pub fn now() -> chrono::NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}

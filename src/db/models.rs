@@ -1,0 +1,258 @@
+//! Rows as diesel reads and writes them. Enum columns are kept in their stored form;
+//! the accessors turn them into domain types (the CHECK constraints guarantee they parse).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::*;
+use crate::domain::{Hypervisor, Role, SnapshotState, TaskKind, TaskState};
+
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = projects)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = tokens)]
+pub struct Token {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub role: String,
+    pub secret_hash: String,
+    pub created_at: NaiveDateTime,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+impl Token {
+    pub fn role(&self) -> Role {
+        self.role.parse().expect("tokens.role is checked by the database")
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = tokens)]
+pub struct NewToken<'a> {
+    pub project_id: i64,
+    pub name: &'a str,
+    pub role: &'a str,
+    pub secret_hash: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = hosts)]
+pub struct Host {
+    pub id: i64,
+    pub name: String,
+    pub hypervisor: String,
+    /// How to reach the host; may name a user, never holds a secret.
+    pub uri: String,
+    pub max_snapshots_per_vm: Option<i32>,
+    pub created_at: NaiveDateTime,
+}
+
+impl Host {
+    pub fn hypervisor(&self) -> Hypervisor {
+        self.hypervisor
+            .parse()
+            .expect("hosts.hypervisor is checked by the database")
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = hosts)]
+pub struct NewHost<'a> {
+    pub name: &'a str,
+    pub hypervisor: &'a str,
+    pub uri: &'a str,
+    pub max_snapshots_per_vm: Option<i32>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = vms)]
+pub struct Vm {
+    pub id: i64,
+    pub host_id: i64,
+    pub project_id: i64,
+    pub name: String,
+    /// The VM's name on its host (libvirt domain, Hyper-V VM name).
+    pub identifier: String,
+    /// A CloudCIX state-table integer.
+    pub state: i32,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = vms)]
+pub struct NewVm<'a> {
+    pub host_id: i64,
+    pub project_id: i64,
+    pub name: &'a str,
+    pub identifier: &'a str,
+    pub state: i32,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = snapshots)]
+pub struct Snapshot {
+    pub id: i64,
+    pub vm_id: i64,
+    pub parent_id: Option<i64>,
+    pub name: String,
+    pub description: Option<String>,
+    /// The snapshot's name on the host.
+    pub host_name: String,
+    pub active: bool,
+    pub state: i32,
+    pub remove_subtree: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl Snapshot {
+    pub fn state(&self) -> SnapshotState {
+        SnapshotState::from_code(self.state).expect("snapshots.state is checked by the database")
+    }
+
+    /// The node the tree rules work on.
+    pub fn node(&self) -> crate::domain::tree::Node {
+        crate::domain::tree::Node {
+            id: self.id,
+            parent_id: self.parent_id,
+            name: self.name.clone(),
+            state: self.state(),
+            active: self.active,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = snapshots)]
+pub struct NewSnapshot<'a> {
+    pub vm_id: i64,
+    pub parent_id: Option<i64>,
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub host_name: &'a str,
+    pub active: bool,
+    pub state: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = snapshot_history)]
+pub struct HistoryEntry {
+    pub id: i64,
+    pub snapshot_id: i64,
+    pub vm_id: i64,
+    pub project_id: i64,
+    pub state: i32,
+    /// The token's name, or `robot`.
+    pub actor: String,
+    pub at: NaiveDateTime,
+}
+
+impl HistoryEntry {
+    pub fn state(&self) -> SnapshotState {
+        SnapshotState::from_code(self.state).expect("history holds snapshot states only")
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = snapshot_history)]
+pub struct NewHistoryEntry<'a> {
+    pub snapshot_id: i64,
+    pub vm_id: i64,
+    pub project_id: i64,
+    pub state: i32,
+    pub actor: &'a str,
+    pub at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = tasks)]
+pub struct Task {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+    pub vm_id: i64,
+    pub host_id: i64,
+    pub snapshot_id: i64,
+    /// The VM's active snapshot before the action, restored when it fails.
+    pub prev_active_id: Option<i64>,
+    pub requested_by: String,
+    pub progress: Option<i32>,
+    pub phase: Option<String>,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+impl Task {
+    pub fn kind(&self) -> TaskKind {
+        self.kind.parse().expect("tasks.kind is checked by the database")
+    }
+
+    pub fn state(&self) -> TaskState {
+        self.state.parse().expect("tasks.state is checked by the database")
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = tasks)]
+pub struct NewTask<'a> {
+    pub kind: &'a str,
+    pub state: &'a str,
+    pub vm_id: i64,
+    pub host_id: i64,
+    pub snapshot_id: i64,
+    pub prev_active_id: Option<i64>,
+    pub requested_by: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Clone, Debug, PartialEq)]
+#[diesel(table_name = task_events)]
+pub struct TaskEvent {
+    /// Increases monotonically across the whole system.
+    pub id: i64,
+    pub task_id: i64,
+    pub vm_id: i64,
+    pub project_id: i64,
+    pub state: String,
+    pub progress: Option<i32>,
+    pub phase: Option<String>,
+    pub message: Option<String>,
+    pub at: NaiveDateTime,
+}
+
+impl TaskEvent {
+    pub fn state(&self) -> TaskState {
+        self.state.parse().expect("events hold task states only")
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = task_events)]
+pub struct NewTaskEvent<'a> {
+    pub task_id: i64,
+    pub vm_id: i64,
+    pub project_id: i64,
+    pub state: &'a str,
+    pub progress: Option<i32>,
+    pub phase: Option<&'a str>,
+    pub message: Option<&'a str>,
+    pub at: NaiveDateTime,
+}

@@ -1,0 +1,126 @@
+//! The diesel schema, written by hand in types both SQLite and PostgreSQL support
+//! (`BigInt` ids, `Timestamp` in UTC). Keep in step with `migrations/`.
+
+diesel::table! {
+    projects (id) {
+        id -> BigInt,
+        name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tokens (id) {
+        id -> BigInt,
+        project_id -> BigInt,
+        name -> Text,
+        role -> Text,
+        secret_hash -> Text,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    hosts (id) {
+        id -> BigInt,
+        name -> Text,
+        hypervisor -> Text,
+        uri -> Text,
+        max_snapshots_per_vm -> Nullable<Integer>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    vms (id) {
+        id -> BigInt,
+        host_id -> BigInt,
+        project_id -> BigInt,
+        name -> Text,
+        identifier -> Text,
+        state -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    snapshots (id) {
+        id -> BigInt,
+        vm_id -> BigInt,
+        parent_id -> Nullable<BigInt>,
+        name -> Text,
+        description -> Nullable<Text>,
+        host_name -> Text,
+        active -> Bool,
+        state -> Integer,
+        remove_subtree -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    snapshot_history (id) {
+        id -> BigInt,
+        snapshot_id -> BigInt,
+        vm_id -> BigInt,
+        project_id -> BigInt,
+        state -> Integer,
+        actor -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> BigInt,
+        kind -> Text,
+        state -> Text,
+        vm_id -> BigInt,
+        host_id -> BigInt,
+        snapshot_id -> BigInt,
+        prev_active_id -> Nullable<BigInt>,
+        requested_by -> Text,
+        progress -> Nullable<Integer>,
+        phase -> Nullable<Text>,
+        attempts -> Integer,
+        error -> Nullable<Text>,
+        cancel_requested -> Bool,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    task_events (id) {
+        id -> BigInt,
+        task_id -> BigInt,
+        vm_id -> BigInt,
+        project_id -> BigInt,
+        state -> Text,
+        progress -> Nullable<Integer>,
+        phase -> Nullable<Text>,
+        message -> Nullable<Text>,
+        at -> Timestamp,
+    }
+}
+
+diesel::joinable!(tokens -> projects (project_id));
+diesel::joinable!(vms -> hosts (host_id));
+diesel::joinable!(vms -> projects (project_id));
+diesel::joinable!(tasks -> vms (vm_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    projects,
+    tokens,
+    hosts,
+    vms,
+    snapshots,
+    snapshot_history,
+    tasks,
+    task_events,
+);

@@ -1,0 +1,255 @@
+//! Tasks: the robot's queue. A claimed task carries a lease (owner and expiry) that its
+//! robot renews while it works; a task whose lease expired can be claimed again.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::QueryResult;
+use diesel::sql_types::Bool;
+use diesel_async::RunQueryDsl;
+
+use super::models::{NewTask, Task};
+use super::schema::tasks::dsl::*;
+use super::{Conn, run};
+use crate::domain::TaskState;
+
+const QUEUED: &str = "QUEUED";
+const RUNNING: &str = "RUNNING";
+
+pub async fn insert(conn: &mut Conn<'_>, new: NewTask<'_>) -> QueryResult<Task> {
+    run!(conn, |c| diesel::insert_into(tasks)
+        .values(&new)
+        .returning(Task::as_returning())
+        .get_result(c)
+        .await)
+}
+
+pub async fn by_id(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<Option<Task>> {
+    run!(conn, |c| tasks
+        .find(wanted)
+        .select(Task::as_select())
+        .first(c)
+        .await
+        .optional())
+}
+
+pub async fn by_ids(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Task>> {
+    run!(conn, |c| tasks
+        .filter(id.eq_any(ids))
+        .select(Task::as_select())
+        .load(c)
+        .await)
+}
+
+/// The queued or running task of each of `vms` that has one.
+pub async fn open_of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<Task>> {
+    run!(conn, |c| tasks
+        .filter(vm_id.eq_any(vms))
+        .filter(state.eq_any([QUEUED, RUNNING]))
+        .select(Task::as_select())
+        .load(c)
+        .await)
+}
+
+/// Every task of `vms`, oldest first.
+pub async fn of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<Task>> {
+    run!(conn, |c| tasks
+        .filter(vm_id.eq_any(vms))
+        .select(Task::as_select())
+        .order(id)
+        .load(c)
+        .await)
+}
+
+/// Which tasks a listing shows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter<'a> {
+    /// Only tasks of these VMs (none: all).
+    pub vms: Option<&'a [i64]>,
+    pub state: Option<TaskState>,
+}
+
+/// Up to `limit` tasks older than `before`, newest first.
+pub async fn page(
+    conn: &mut Conn<'_>,
+    filter: Filter<'_>,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Task>> {
+    run!(conn, |c| {
+        let mut query = tasks
+            .select(Task::as_select())
+            .order(id.desc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(vms) = filter.vms {
+            query = query.filter(vm_id.eq_any(vms));
+        }
+        if let Some(wanted) = filter.state {
+            query = query.filter(state.eq(wanted.as_str()));
+        }
+        if let Some(before) = before {
+            query = query.filter(id.lt(before));
+        }
+        query.load(c).await
+    })
+}
+
+/// Claims the oldest task that is queued, or running under an expired lease (its robot
+/// died), for `owner` until `until`. `hosts` limits the claim to some hosts.
+pub async fn claim(
+    conn: &mut Conn<'_>,
+    owner: &str,
+    at: NaiveDateTime,
+    until: NaiveDateTime,
+    hosts: Option<&[i64]>,
+) -> QueryResult<Option<Task>> {
+    // `hosts: None` claims for every host; a bound boolean keeps the query unboxed, which
+    // the locking clause needs.
+    let every_host = hosts.is_none();
+    let hosts = hosts.unwrap_or_default();
+    let claimable = state
+        .eq(QUEUED)
+        .or(state.eq(RUNNING).and(lease_expires_at.lt(at)))
+        .and(host_id.eq_any(hosts).or(every_host.into_sql::<Bool>()));
+    let found: Option<Task> = match conn {
+        // The write transaction is IMMEDIATE: no other writer runs meanwhile.
+        Conn::Sqlite(c) => tasks
+            .filter(claimable)
+            .select(Task::as_select())
+            .order(id)
+            .first(&mut **c)
+            .await
+            .optional()?,
+        // Robots in other processes skip the rows this one has locked.
+        Conn::Pg(c) => tasks
+            .filter(claimable)
+            .select(Task::as_select())
+            .order(id)
+            .for_update()
+            .skip_locked()
+            .first(&mut **c)
+            .await
+            .optional()?,
+    };
+    let Some(task) = found else {
+        return Ok(None);
+    };
+    let first_start = task.started_at.unwrap_or(at);
+    run!(conn, |c| diesel::update(tasks.find(task.id))
+        .set((
+            state.eq(RUNNING),
+            lease_owner.eq(owner),
+            lease_expires_at.eq(until),
+            started_at.eq(first_start),
+        ))
+        .returning(Task::as_returning())
+        .get_result(c)
+        .await
+        .optional())
+}
+
+/// Extends `owner`'s lease on task `wanted`; false when the lease was lost.
+pub async fn renew(
+    conn: &mut Conn<'_>,
+    wanted: i64,
+    owner: &str,
+    until: NaiveDateTime,
+) -> QueryResult<bool> {
+    let changed = run!(conn, |c| diesel::update(
+        tasks
+            .find(wanted)
+            .filter(state.eq(RUNNING))
+            .filter(lease_owner.eq(owner))
+    )
+    .set(lease_expires_at.eq(until))
+    .execute(c)
+    .await)?;
+    Ok(changed == 1)
+}
+
+/// Records progress on a task `owner` holds; false when the lease was lost.
+pub async fn set_progress(
+    conn: &mut Conn<'_>,
+    wanted: i64,
+    owner: &str,
+    new_progress: Option<i32>,
+    new_phase: Option<&str>,
+    new_attempts: i32,
+) -> QueryResult<bool> {
+    let changed = run!(conn, |c| diesel::update(
+        tasks
+            .find(wanted)
+            .filter(state.eq(RUNNING))
+            .filter(lease_owner.eq(owner))
+    )
+    .set((
+        progress.eq(new_progress),
+        phase.eq(new_phase),
+        attempts.eq(new_attempts),
+    ))
+    .execute(c)
+    .await)?;
+    Ok(changed == 1)
+}
+
+/// Ends a task. With `owner`, only while that robot still holds it; without, only while
+/// it is still queued. False when the task was not in that position any more.
+pub async fn finish(
+    conn: &mut Conn<'_>,
+    wanted: i64,
+    owner: Option<&str>,
+    end: TaskState,
+    failure: Option<&str>,
+    at: NaiveDateTime,
+) -> QueryResult<bool> {
+    let values = (
+        state.eq(end.as_str()),
+        error.eq(failure),
+        finished_at.eq(at),
+        lease_owner.eq(None::<String>),
+        lease_expires_at.eq(None::<NaiveDateTime>),
+    );
+    let changed = match owner {
+        Some(owner) => run!(conn, |c| diesel::update(
+            tasks
+                .find(wanted)
+                .filter(state.eq(RUNNING))
+                .filter(lease_owner.eq(owner))
+        )
+        .set(values)
+        .execute(c)
+        .await)?,
+        None => run!(conn, |c| diesel::update(tasks.find(wanted).filter(state.eq(QUEUED)))
+            .set(values)
+            .execute(c)
+            .await)?,
+    };
+    Ok(changed == 1)
+}
+
+/// Puts a task `owner` holds back in the queue (its robot is stopping).
+pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResult<bool> {
+    let changed = run!(conn, |c| diesel::update(
+        tasks
+            .find(wanted)
+            .filter(state.eq(RUNNING))
+            .filter(lease_owner.eq(owner))
+    )
+    .set((
+        state.eq(QUEUED),
+        lease_owner.eq(None::<String>),
+        lease_expires_at.eq(None::<NaiveDateTime>),
+    ))
+    .execute(c)
+    .await)?;
+    Ok(changed == 1)
+}
+
+/// Asks the robot running task `wanted` to stop at its next safe point.
+pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
+    let changed = run!(conn, |c| diesel::update(tasks.find(wanted).filter(state.eq(RUNNING)))
+        .set(cancel_requested.eq(true))
+        .execute(c)
+        .await)?;
+    Ok(changed == 1)
+}

@@ -1,0 +1,394 @@
+//! The rules of `snapshots.md`, in one place: what each of the five actions requires and
+//! changes when it is asked for, and what the robot changes when its task starts,
+//! succeeds, fails or is cancelled. The service and the robot only load the tree, call
+//! these functions and write the [`Changes`] they return.
+
+use std::collections::{HashMap, HashSet};
+
+use super::tree::{Changes, Tree};
+use super::{SnapshotState, TaskKind, state, state::vm_state};
+use crate::error::{AppError, AppResult};
+
+use SnapshotState::*;
+
+/// Snapshot operations need the VM in RUNNING or QUIESCED.
+pub fn check_vm_state(code: i32) -> AppResult<()> {
+    if code == vm_state::RUNNING || code == vm_state::QUIESCED {
+        Ok(())
+    } else {
+        Err(AppError::invalid_state(format!(
+            "The VM is {}; snapshots need it RUNNING or QUIESCED.",
+            state::state_name(code)
+        )))
+    }
+}
+
+/// What a create needs to know before the snapshot row exists.
+#[derive(Debug, PartialEq)]
+pub struct CreatePlan {
+    /// The new snapshot's parent: the VM's active snapshot.
+    pub parent: Option<i64>,
+}
+
+/// Create: `name` (already trimmed and checked) must be unused among the VM's non-closed
+/// snapshots, and the host's limit must leave room.
+pub fn create(tree: &Tree, name: &str, limit: Option<i32>) -> AppResult<CreatePlan> {
+    if tree.has_name(name) {
+        return Err(AppError::validation(format!(
+            "This VM already has a snapshot named {name:?}; choose another name."
+        )));
+    }
+    if let Some(limit) = limit
+        && tree.len() >= usize::try_from(limit).unwrap_or(0)
+    {
+        return Err(AppError::limit_reached(limit));
+    }
+    Ok(CreatePlan {
+        parent: tree.active(),
+    })
+}
+
+/// The changes once the new snapshot (in REQUESTED) exists: it becomes active at once.
+pub fn created(new_id: i64) -> Changes {
+    Changes {
+        active: Some(Some(new_id)),
+        ..Changes::default()
+    }
+}
+
+/// An accepted apply, revert or delete: the changes and the task to queue.
+#[derive(Debug, PartialEq)]
+pub struct Plan {
+    pub kind: TaskKind,
+    pub target: i64,
+    pub changes: Changes,
+    /// Recorded on the snapshot (delete only).
+    pub remove_subtree: bool,
+}
+
+fn node_in(tree: &Tree, id: i64) -> AppResult<&super::tree::Node> {
+    tree.get(id)
+        .ok_or_else(|| AppError::invalid_state(format!("Snapshot {id} is deleted (CLOSED).")))
+}
+
+/// Apply: a RUNNING snapshot becomes active, state RUNNING_UPDATE.
+pub fn apply(tree: &Tree, id: i64) -> AppResult<Plan> {
+    let node = node_in(tree, id)?;
+    if node.state != Running {
+        return Err(AppError::invalid_state(format!(
+            "Snapshot {id} is {}; only a RUNNING snapshot can be applied.",
+            node.state
+        )));
+    }
+    Ok(Plan {
+        kind: TaskKind::Update,
+        target: id,
+        changes: Changes {
+            states: vec![(id, RunningUpdate)],
+            active: (!node.active).then_some(Some(id)),
+            ..Changes::default()
+        },
+        remove_subtree: false,
+    })
+}
+
+/// Revert: apply of the VM's active snapshot.
+pub fn revert(tree: &Tree) -> AppResult<Plan> {
+    let active = tree.active().ok_or_else(|| {
+        AppError::invalid_state("This VM has no active snapshot to revert to; create one first.")
+    })?;
+    apply(tree, active)
+}
+
+/// Delete one or a subtree: the snapshot must be RUNNING or UNRESOURCED; state SCRUB.
+pub fn delete(tree: &Tree, id: i64, remove_subtree: bool) -> AppResult<Plan> {
+    let node = node_in(tree, id)?;
+    if !matches!(node.state, Running | Unresourced) {
+        return Err(AppError::invalid_state(format!(
+            "Snapshot {id} is {}; only a RUNNING or UNRESOURCED snapshot can be deleted.",
+            node.state
+        )));
+    }
+    Ok(Plan {
+        kind: TaskKind::Scrub,
+        target: id,
+        changes: Changes {
+            states: vec![(id, Scrub)],
+            ..Changes::default()
+        },
+        remove_subtree,
+    })
+}
+
+/// What the robot knows of the task it is finishing.
+#[derive(Clone, Debug)]
+pub struct TaskFacts {
+    pub kind: TaskKind,
+    pub target: i64,
+    /// A subtree delete.
+    pub remove_subtree: bool,
+    /// The VM's active snapshot before the action.
+    pub prev_active: Option<i64>,
+}
+
+impl TaskFacts {
+    /// The snapshots the task works on: the target, and for a subtree delete every
+    /// descendant.
+    pub fn scope(&self, tree: &Tree) -> Vec<i64> {
+        if self.kind == TaskKind::Scrub && self.remove_subtree {
+            tree.subtree(self.target)
+        } else {
+            vec![self.target]
+        }
+    }
+}
+
+/// The robot starts work on the host.
+pub fn started(tree: &Tree, task: &TaskFacts) -> Changes {
+    let state = match task.kind {
+        TaskKind::Build => Building,
+        TaskKind::Update => RunningUpdating,
+        TaskKind::Scrub => Scrubbing,
+    };
+    Changes {
+        states: task
+            .scope(tree)
+            .into_iter()
+            .filter(|id| tree.get(*id).is_some_and(|n| n.state != state))
+            .map(|id| (id, state))
+            .collect(),
+        ..Changes::default()
+    }
+}
+
+/// The host did the work.
+pub fn succeeded(tree: &Tree, task: &TaskFacts) -> Changes {
+    match task.kind {
+        TaskKind::Build => Changes {
+            states: vec![(task.target, Running)],
+            ..Changes::default()
+        },
+        TaskKind::Update => Changes {
+            states: vec![(task.target, Running)],
+            active: (tree.active() != Some(task.target)).then_some(Some(task.target)),
+            ..Changes::default()
+        },
+        TaskKind::Scrub => tree.close(&task.scope(tree)),
+    }
+}
+
+/// What the host reported when asked after a failure; `None` when it could not tell.
+#[derive(Clone, Debug, Default)]
+pub struct HostView {
+    /// Snapshots (by id) that exist on the host.
+    pub existing: HashSet<i64>,
+    /// The host's current snapshot, when it is one snaptree knows.
+    pub current: Option<i64>,
+}
+
+/// The host failed (for good, or out of retries), or the task was stopped.
+///
+/// `before` holds each snapshot's state before the robot touched it (for a delete, the
+/// state before SCRUB). `host` is what the host reports now, when it could tell.
+pub fn failed(
+    tree: &Tree,
+    task: &TaskFacts,
+    before: &HashMap<i64, SnapshotState>,
+    host: Option<&HostView>,
+) -> Changes {
+    match task.kind {
+        // UNRESOURCED, and the active flag goes back to the parent.
+        TaskKind::Build => Changes {
+            states: vec![(task.target, Unresourced)],
+            active: (tree.active() == Some(task.target)).then_some(task.prev_active),
+            ..Changes::default()
+        },
+        // Back to RUNNING; active is what the host reports as current, or the previous one.
+        TaskKind::Update => {
+            let active = match host {
+                Some(view) => view.current.or(task.prev_active),
+                None => task.prev_active,
+            };
+            Changes {
+                states: vec![(task.target, Running)],
+                active: (tree.active() != active).then_some(active),
+                ..Changes::default()
+            }
+        }
+        // Back to the previous state; what the host no longer has is closed for real.
+        TaskKind::Scrub => {
+            let scope = task.scope(tree);
+            let prior = |id: i64| before.get(&id).copied().unwrap_or(Running);
+            let gone: Vec<i64> = match host {
+                Some(view) => scope
+                    .iter()
+                    .copied()
+                    .filter(|&id| prior(id) == Running && !view.existing.contains(&id))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut changes = tree.close(&gone);
+            changes.states.extend(
+                scope
+                    .iter()
+                    .filter(|id| !gone.contains(id))
+                    .map(|&id| (id, prior(id))),
+            );
+            changes
+        }
+    }
+}
+
+/// A task was cancelled before the host did anything lasting: a create leaves nothing
+/// behind (the snapshot is closed), an apply or delete changes nothing on the host.
+pub fn cancelled(tree: &Tree, task: &TaskFacts, before: &HashMap<i64, SnapshotState>) -> Changes {
+    match task.kind {
+        TaskKind::Build => tree.close(&[task.target]),
+        _ => failed(tree, task, before, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::tree::tests::tree;
+
+    fn facts(kind: TaskKind, target: i64, prev_active: Option<i64>) -> TaskFacts {
+        TaskFacts {
+            kind,
+            target,
+            remove_subtree: false,
+            prev_active,
+        }
+    }
+
+    fn with_state(mut t: Vec<crate::domain::tree::Node>, id: i64, s: SnapshotState) -> Tree {
+        t.iter_mut().find(|n| n.id == id).unwrap().state = s;
+        Tree::new(t)
+    }
+
+    fn nodes(t: &Tree) -> Vec<crate::domain::tree::Node> {
+        t.subtree(1).iter().map(|id| t.get(*id).unwrap().clone()).collect()
+    }
+
+    #[test]
+    fn vm_must_be_running_or_quiesced() {
+        assert!(check_vm_state(4).is_ok());
+        assert!(check_vm_state(6).is_ok());
+        assert_eq!(check_vm_state(3).unwrap_err().code(), "INVALID_STATE");
+    }
+
+    #[test]
+    fn create_parents_on_the_active_snapshot() {
+        let t = tree(&[(1, None), (2, Some(1))], Some(1));
+        assert_eq!(create(&t, "new", None).unwrap().parent, Some(1));
+        assert_eq!(create(&Tree::default(), "new", None).unwrap().parent, None);
+    }
+
+    #[test]
+    fn create_refuses_duplicate_names_and_full_vms() {
+        let t = tree(&[(1, None), (2, Some(1))], Some(2));
+        assert_eq!(create(&t, "s1", None).unwrap_err().code(), "VALIDATION");
+        assert_eq!(create(&t, "x", Some(2)).unwrap_err().code(), "LIMIT_REACHED");
+        assert!(create(&t, "x", Some(3)).is_ok());
+    }
+
+    #[test]
+    fn apply_needs_running_and_moves_active() {
+        let t = tree(&[(1, None), (2, Some(1))], Some(2));
+        let plan = apply(&t, 1).unwrap();
+        assert_eq!(plan.changes.states, vec![(1, RunningUpdate)]);
+        assert_eq!(plan.changes.active, Some(Some(1)));
+        let t = with_state(nodes(&t), 1, Unresourced);
+        assert_eq!(apply(&t, 1).unwrap_err().code(), "INVALID_STATE");
+        assert_eq!(apply(&t, 9).unwrap_err().code(), "INVALID_STATE");
+    }
+
+    #[test]
+    fn revert_applies_the_active_snapshot() {
+        let t = tree(&[(1, None), (2, Some(1))], Some(2));
+        let plan = revert(&t).unwrap();
+        assert_eq!((plan.target, plan.changes.active), (2, None));
+        let none = tree(&[(1, None)], None);
+        assert_eq!(revert(&none).unwrap_err().code(), "INVALID_STATE");
+    }
+
+    #[test]
+    fn delete_needs_a_stable_snapshot() {
+        let t = tree(&[(1, None), (2, Some(1))], Some(2));
+        assert_eq!(delete(&t, 2, true).unwrap().changes.states, vec![(2, Scrub)]);
+        let t = with_state(nodes(&t), 2, Building);
+        assert_eq!(delete(&t, 2, false).unwrap_err().code(), "INVALID_STATE");
+        let t = with_state(nodes(&t), 2, Unresourced);
+        assert!(delete(&t, 2, false).is_ok());
+    }
+
+    #[test]
+    fn a_subtree_delete_scrubs_every_descendant() {
+        let t = tree(&[(1, None), (2, Some(1)), (3, Some(2))], Some(3));
+        let task = TaskFacts {
+            remove_subtree: true,
+            ..facts(TaskKind::Scrub, 2, Some(3))
+        };
+        assert_eq!(
+            started(&t, &task).states,
+            vec![(2, Scrubbing), (3, Scrubbing)]
+        );
+        let done = succeeded(&t, &task);
+        assert_eq!(done.states, vec![(2, Closed), (3, Closed)]);
+        assert_eq!(done.active, Some(Some(1)));
+    }
+
+    #[test]
+    fn a_failed_create_gives_the_active_flag_back_to_the_parent() {
+        let t = tree(&[(1, None), (2, Some(1))], Some(2));
+        let changes = failed(&t, &facts(TaskKind::Build, 2, Some(1)), &HashMap::new(), None);
+        assert_eq!(changes.states, vec![(2, Unresourced)]);
+        assert_eq!(changes.active, Some(Some(1)));
+    }
+
+    #[test]
+    fn a_failed_apply_trusts_the_host_then_the_previous_active() {
+        let t = tree(&[(1, None), (2, Some(1)), (3, Some(1))], Some(3));
+        let task = facts(TaskKind::Update, 3, Some(2));
+        let host = HostView {
+            current: Some(1),
+            ..HostView::default()
+        };
+        assert_eq!(failed(&t, &task, &HashMap::new(), Some(&host)).active, Some(Some(1)));
+        assert_eq!(failed(&t, &task, &HashMap::new(), None).active, Some(Some(2)));
+    }
+
+    #[test]
+    fn a_failed_delete_restores_what_the_host_still_has() {
+        let t = tree(&[(1, None), (2, Some(1)), (3, Some(2)), (4, Some(2))], Some(4));
+        let task = TaskFacts {
+            remove_subtree: true,
+            ..facts(TaskKind::Scrub, 2, Some(4))
+        };
+        let before = HashMap::from([(2, Running), (3, Running), (4, Unresourced)]);
+        // The host lost 3 before failing; 4 was never on the host.
+        let host = HostView {
+            existing: HashSet::from([1, 2]),
+            current: Some(2),
+        };
+        let changes = failed(&t, &task, &before, Some(&host));
+        assert_eq!(
+            changes.states,
+            vec![(3, Closed), (2, Running), (4, Unresourced)]
+        );
+        let blind = failed(&t, &task, &before, None);
+        assert_eq!(
+            blind.states,
+            vec![(2, Running), (3, Running), (4, Unresourced)]
+        );
+    }
+
+    #[test]
+    fn a_cancelled_create_leaves_nothing_behind() {
+        let t = tree(&[(1, None), (2, Some(1))], Some(2));
+        let changes = cancelled(&t, &facts(TaskKind::Build, 2, Some(1)), &HashMap::new());
+        assert_eq!(changes.states, vec![(2, Closed)]);
+        assert_eq!(changes.active, Some(Some(1)));
+    }
+}

@@ -1,0 +1,9 @@
+//! Pure types and rules: states, names, the snapshot tree. No I/O here, so every rule
+//! of `snapshots.md` can be unit-tested on its own.
+
+pub mod lifecycle;
+pub mod names;
+pub mod state;
+pub mod tree;
+
+pub use state::{Hypervisor, Role, SnapshotState, TaskKind, TaskState};

@@ -1,0 +1,146 @@
+//! The one error type for user-facing failures.
+//!
+//! Every error a client can see carries one of the codes of `api.md` (`extensions.code`).
+//! Internal errors keep their cause for the log and show the client only a plain sentence,
+//! so no SQL, path or secret leaks out.
+
+use std::fmt;
+
+use async_graphql::ErrorExtensions;
+
+/// Result of anything that can fail in a way a client may see.
+pub type AppResult<T> = Result<T, AppError>;
+
+/// A failure with its `api.md` error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No token, or an unknown or revoked one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such object, or one the caller may not see.
+    #[error("{0}")]
+    NotFound(String),
+    /// A bad argument.
+    #[error("{0}")]
+    Validation(String),
+    /// The object's state does not allow the action.
+    #[error("{0}")]
+    InvalidState(String),
+    /// A task is already queued or running for the VM.
+    #[error("{message}")]
+    VmBusy { message: String, task_id: i64 },
+    /// The host's snapshot limit for the VM is reached.
+    #[error("{message}")]
+    LimitReached { message: String, limit: i32 },
+    /// Depth, complexity or size limits exceeded.
+    #[error("{0}")]
+    QueryTooComplex(String),
+    /// Anything else; the cause goes to the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn unauthenticated() -> Self {
+        Self::Unauthenticated(
+            "A valid API token is required: send `Authorization: Bearer <token>`.".into(),
+        )
+    }
+
+    pub fn forbidden(what: &str) -> Self {
+        Self::Forbidden(format!("Your token's role may not {what}."))
+    }
+
+    /// `kind` names the object, e.g. "VM" or "snapshot".
+    pub fn not_found(kind: &str, id: impl fmt::Display) -> Self {
+        Self::NotFound(format!("No {kind} with id {id} exists."))
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::Validation(message.into())
+    }
+
+    pub fn invalid_state(message: impl Into<String>) -> Self {
+        Self::InvalidState(message.into())
+    }
+
+    pub fn vm_busy(vm_id: i64, task_id: i64) -> Self {
+        Self::VmBusy {
+            message: format!(
+                "VM {vm_id} is busy with task {task_id}; wait for it to finish or cancel it."
+            ),
+            task_id,
+        }
+    }
+
+    pub fn limit_reached(limit: i32) -> Self {
+        Self::LimitReached {
+            message: format!(
+                "This VM already has {limit} snapshots, the limit of its host; delete one first."
+            ),
+            limit,
+        }
+    }
+
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+
+    /// The `extensions.code` of `api.md`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Validation(_) => "VALIDATION",
+            Self::InvalidState(_) => "INVALID_STATE",
+            Self::VmBusy { .. } => "VM_BUSY",
+            Self::LimitReached { .. } => "LIMIT_REACHED",
+            Self::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The sentence a client may see.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Internal(_) => {
+                "Something went wrong on the server; the details are in its log.".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::internal(format!("database: {err}"))
+    }
+}
+
+impl From<crate::db::PoolError> for AppError {
+    fn from(err: crate::db::PoolError) -> Self {
+        Self::internal(format!("database pool: {err}"))
+    }
+}
+
+/// Resolvers turn an `AppError` into a GraphQL error with `.extend()` (from
+/// `async_graphql::ResultExt`), which keeps the code; a plain `?` would drop it.
+impl ErrorExtensions for AppError {
+    fn extend(&self) -> async_graphql::Error {
+        if let AppError::Internal(cause) = self {
+            tracing::error!(%cause, "internal error answered to a client");
+        }
+        async_graphql::Error::new(self.public_message()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            match self {
+                AppError::VmBusy { task_id, .. } => ext.set("taskId", task_id.to_string()),
+                AppError::LimitReached { limit, .. } => ext.set("limit", *limit),
+                _ => {}
+            }
+        })
+    }
+}

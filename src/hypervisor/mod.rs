@@ -1,0 +1,104 @@
+//! Hypervisor drivers: the operations the robot needs from a host, whatever its kind.
+//!
+//! Every operation is idempotent, so a retried task is safe: create succeeds if the
+//! snapshot exists, delete succeeds if it is gone, apply just makes it current. Snapshot
+//! names are generated (`{vm_id}_{snapshot_id}`); no user text reaches a host.
+
+mod registry;
+pub mod sim;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+pub use registry::{Drivers, validate_uri};
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    /// Worth retrying: the host was unreachable, busy or too slow.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying will not help: no such VM or snapshot, refused, unsupported.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A snapshot as the host knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSnapshot {
+    pub name: String,
+    pub parent: Option<String>,
+    /// The host's current snapshot (the VM runs from it).
+    pub current: bool,
+}
+
+/// A VM as the host knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostVm {
+    pub identifier: String,
+    /// A CloudCIX state-table integer (RUNNING 4, QUIESCED 6).
+    pub state: i32,
+}
+
+/// One progress report: what the driver is doing, and how far it is, when it knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgressUpdate {
+    pub percent: Option<i32>,
+    pub phase: String,
+}
+
+/// Where a driver sends its progress reports.
+#[derive(Clone)]
+pub struct Progress(Option<mpsc::UnboundedSender<ProgressUpdate>>);
+
+impl Progress {
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<ProgressUpdate>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(Some(tx)), rx)
+    }
+
+    /// Reports nowhere.
+    pub fn ignore() -> Self {
+        Self(None)
+    }
+
+    pub fn report(&self, percent: Option<i32>, phase: impl Into<String>) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(ProgressUpdate {
+                percent,
+                phase: phase.into(),
+            });
+        }
+    }
+}
+
+/// What a host does with snapshots.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// The VM's state on the host.
+    async fn vm_state(&self, vm: &str) -> Result<i32, DriverError>;
+
+    /// The VMs on the host.
+    async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError>;
+
+    /// Snapshots the VM as `snapshot`, a child of its current snapshot, which it becomes.
+    async fn create(&self, vm: &str, snapshot: &str, progress: &Progress)
+    -> Result<(), DriverError>;
+
+    /// Returns the VM to `snapshot`, which becomes current.
+    async fn apply(&self, vm: &str, snapshot: &str, progress: &Progress)
+    -> Result<(), DriverError>;
+
+    /// Deletes `snapshot` (its children move up to its parent) or, with `subtree`, it and
+    /// all its descendants. The VM's live state is untouched.
+    async fn delete(
+        &self,
+        vm: &str,
+        snapshot: &str,
+        subtree: bool,
+        progress: &Progress,
+    ) -> Result<(), DriverError>;
+
+    /// The VM's snapshots.
+    async fn list(&self, vm: &str) -> Result<Vec<HostSnapshot>, DriverError>;
+}

@@ -1,0 +1,405 @@
+//! The simulated hypervisor (`sim://` hosts), for demos, tests and benchmarks.
+//!
+//! It keeps a real snapshot tree per VM with libvirt's semantics: a current snapshot
+//! that new snapshots hang from, children moving up when their parent is deleted, subtree
+//! deletes that make the parent current when the current snapshot was inside. Its state
+//! lives in one JSON file per VM under the state directory, so it outlives the snaptree
+//! process as a real host would.
+//!
+//! The URI tunes it: `sim://?latency_ms=50&fail_rate=0.1&flaky_rate=0.2&domains=web,db`.
+//! `latency_ms` is how long each operation takes, `fail_rate` the share of operations
+//! that fail for good, `flaky_rate` the share that fail transiently, and `domains` the VMs
+//! the host starts with. Any other VM comes into being when it is first asked for.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{Driver, DriverError, HostSnapshot, HostVm, Progress};
+use crate::domain::state::vm_state;
+
+/// The tuning read from a `sim://` URI.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimParams {
+    pub latency: Duration,
+    pub fail_rate: f64,
+    pub flaky_rate: f64,
+    pub domains: Vec<String>,
+}
+
+impl SimParams {
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        let rest = uri
+            .strip_prefix("sim://")
+            .ok_or_else(|| format!("a simulated host's URI starts with sim://, not {uri:?}"))?;
+        let query = rest.split_once('?').map_or("", |(_, q)| q);
+        let mut params = Self::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "latency_ms" => {
+                    let ms: u64 = value
+                        .parse()
+                        .ok()
+                        .filter(|ms| *ms <= 600_000)
+                        .ok_or_else(|| format!("latency_ms must be 0 to 600000, not {value:?}"))?;
+                    params.latency = Duration::from_millis(ms);
+                }
+                "fail_rate" => params.fail_rate = rate(key, value)?,
+                "flaky_rate" => params.flaky_rate = rate(key, value)?,
+                "domains" => {
+                    params.domains = value
+                        .split(',')
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
+                other => {
+                    return Err(format!(
+                        "unknown sim:// parameter {other:?}; use latency_ms, fail_rate, flaky_rate or domains"
+                    ));
+                }
+            }
+        }
+        if params.fail_rate + params.flaky_rate > 1.0 {
+            return Err("fail_rate and flaky_rate add up to more than 1".into());
+        }
+        Ok(params)
+    }
+}
+
+fn rate(key: &str, value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("{key} must be a number from 0 to 1, not {value:?}"))
+}
+
+/// One VM on the simulated host.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Domain {
+    state: i32,
+    /// Snapshot name to parent name.
+    snapshots: BTreeMap<String, Option<String>>,
+    current: Option<String>,
+}
+
+impl Domain {
+    fn new() -> Self {
+        Self {
+            state: vm_state::RUNNING,
+            ..Self::default()
+        }
+    }
+
+    fn create(&mut self, name: &str) {
+        if !self.snapshots.contains_key(name) {
+            self.snapshots.insert(name.to_owned(), self.current.clone());
+            self.current = Some(name.to_owned());
+        }
+    }
+
+    fn delete(&mut self, name: &str, subtree: bool) {
+        let Some(parent) = self.snapshots.get(name).cloned() else {
+            return;
+        };
+        let mut gone = vec![name.to_owned()];
+        if subtree {
+            let mut i = 0;
+            while i < gone.len() {
+                let up = gone[i].clone();
+                gone.extend(
+                    self.snapshots
+                        .iter()
+                        .filter(|(_, p)| p.as_deref() == Some(&up))
+                        .map(|(n, _)| n.clone()),
+                );
+                i += 1;
+            }
+        } else {
+            for p in self.snapshots.values_mut() {
+                if p.as_deref() == Some(name) {
+                    p.clone_from(&parent);
+                }
+            }
+        }
+        for n in &gone {
+            self.snapshots.remove(n);
+        }
+        if self.current.as_ref().is_some_and(|c| gone.contains(c)) {
+            self.current = parent;
+        }
+    }
+
+    fn list(&self) -> Vec<HostSnapshot> {
+        self.snapshots
+            .iter()
+            .map(|(name, parent)| HostSnapshot {
+                name: name.clone(),
+                parent: parent.clone(),
+                current: self.current.as_deref() == Some(name),
+            })
+            .collect()
+    }
+}
+
+/// A simulated host: its tuning and the directory holding its VMs.
+pub struct SimDriver {
+    params: SimParams,
+    dir: PathBuf,
+    /// One operation at a time touches the files, as a host serialises its own work.
+    files: Mutex<()>,
+}
+
+impl SimDriver {
+    /// A host tuned by `uri`, keeping its state in `dir`.
+    pub fn new(uri: &str, dir: &Path) -> Result<Self, String> {
+        Ok(Self {
+            params: SimParams::parse(uri)?,
+            dir: dir.to_owned(),
+            files: Mutex::new(()),
+        })
+    }
+
+    fn path(&self, vm: &str) -> PathBuf {
+        // Hex keeps any identifier a plain file name.
+        self.dir.join(format!("{}.json", hex::encode(vm)))
+    }
+
+    fn load(&self, vm: &str) -> Result<Option<Domain>, DriverError> {
+        match std::fs::read(self.path(vm)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| DriverError::Permanent(format!("simulated host state is corrupt: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DriverError::Transient(format!(
+                "cannot read simulated host state: {e}"
+            ))),
+        }
+    }
+
+    fn save(&self, vm: &str, domain: &Domain) -> Result<(), DriverError> {
+        let io = |e: std::io::Error| {
+            DriverError::Transient(format!("cannot write simulated host state: {e}"))
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let path = self.path(vm);
+        let tmp = path.with_extension("tmp");
+        let json = serde_json::to_vec(domain).expect("a domain serialises");
+        std::fs::write(&tmp, json).map_err(io)?;
+        // Atomic replace: a killed process leaves the old state or the new one.
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// Runs `change` on VM `vm`'s state (created on first sight) and saves it.
+    fn with_domain<T>(
+        &self,
+        vm: &str,
+        change: impl FnOnce(&mut Domain) -> Result<T, DriverError>,
+    ) -> Result<T, DriverError> {
+        let _guard = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut domain = self.load(vm)?.unwrap_or_else(Domain::new);
+        let out = change(&mut domain)?;
+        self.save(vm, &domain)?;
+        Ok(out)
+    }
+
+    /// Takes the host's time for one operation, reporting progress, and fails it as the
+    /// URI asks.
+    async fn work(&self, phase: &str, progress: &Progress) -> Result<(), DriverError> {
+        let roll = fastrand::f64();
+        let fails = roll < self.params.fail_rate;
+        let flaky = !fails && roll < self.params.fail_rate + self.params.flaky_rate;
+        progress.report(Some(0), phase);
+        let steps = if self.params.latency.is_zero() { 1 } else { 4 };
+        for step in 1..=steps {
+            tokio::time::sleep(self.params.latency / steps).await;
+            if step * 2 >= steps && fails {
+                return Err(DriverError::Permanent(format!(
+                    "simulated failure: the host refused to finish {phase}"
+                )));
+            }
+            if step * 2 >= steps && flaky {
+                return Err(DriverError::Transient(format!(
+                    "simulated transient failure: lost the connection to the host during {phase}"
+                )));
+            }
+            if step < steps {
+                progress.report(Some(i32::try_from(100 * step / steps).unwrap_or(0)), phase);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Driver for SimDriver {
+    async fn vm_state(&self, vm: &str) -> Result<i32, DriverError> {
+        self.vm_state_now(vm)
+    }
+
+    async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
+        let mut names: Vec<String> = self.params.domains.clone();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if let Some(name) = file
+                    .strip_suffix(".json")
+                    .and_then(|h| hex::decode(h).ok())
+                    .and_then(|b| String::from_utf8(b).ok())
+                {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|identifier| {
+                let state = self.vm_state_now(&identifier)?;
+                Ok(HostVm { identifier, state })
+            })
+            .collect()
+    }
+
+    async fn create(&self, vm: &str, snapshot: &str, progress: &Progress) -> Result<(), DriverError> {
+        self.work("creating the snapshot", progress).await?;
+        self.with_domain(vm, |d| {
+            d.create(snapshot);
+            Ok(())
+        })
+    }
+
+    async fn apply(&self, vm: &str, snapshot: &str, progress: &Progress) -> Result<(), DriverError> {
+        self.work("reverting the VM to the snapshot", progress).await?;
+        self.with_domain(vm, |d| {
+            if !d.snapshots.contains_key(snapshot) {
+                return Err(DriverError::Permanent(format!(
+                    "the host has no snapshot {snapshot} of VM {vm}"
+                )));
+            }
+            d.current = Some(snapshot.to_owned());
+            Ok(())
+        })
+    }
+
+    async fn delete(
+        &self,
+        vm: &str,
+        snapshot: &str,
+        subtree: bool,
+        progress: &Progress,
+    ) -> Result<(), DriverError> {
+        self.work("deleting the snapshot", progress).await?;
+        self.with_domain(vm, |d| {
+            d.delete(snapshot, subtree);
+            Ok(())
+        })
+    }
+
+    async fn list(&self, vm: &str) -> Result<Vec<HostSnapshot>, DriverError> {
+        self.work("listing snapshots", &Progress::ignore()).await?;
+        self.with_domain(vm, |d| Ok(d.list()))
+    }
+}
+
+impl SimDriver {
+    fn vm_state_now(&self, vm: &str) -> Result<i32, DriverError> {
+        self.with_domain(vm, |d| Ok(d.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_its_uri() {
+        let p = SimParams::parse("sim://?latency_ms=50&fail_rate=0.1&flaky_rate=0.2&domains=a,b")
+            .unwrap();
+        assert_eq!(p.latency, Duration::from_millis(50));
+        assert_eq!((p.fail_rate, p.flaky_rate), (0.1, 0.2));
+        assert_eq!(p.domains, ["a", "b"]);
+        assert_eq!(SimParams::parse("sim://").unwrap(), SimParams::default());
+        assert!(SimParams::parse("sim://?fail_rate=2").is_err());
+        assert!(SimParams::parse("sim://?colour=red").is_err());
+        assert!(SimParams::parse("qemu:///system").is_err());
+    }
+
+    fn names(d: &Domain) -> Vec<(String, Option<String>, bool)> {
+        d.list()
+            .into_iter()
+            .map(|s| (s.name, s.parent, s.current))
+            .collect()
+    }
+
+    fn s(name: &str) -> Option<String> {
+        Some(name.to_owned())
+    }
+
+    #[test]
+    fn behaves_like_libvirt() {
+        let mut d = Domain::new();
+        d.create("a");
+        d.create("b");
+        d.create("b"); // idempotent
+        d.current = s("a");
+        d.create("c");
+        // a -> {b, c}, current c
+        d.delete("a", false);
+        assert_eq!(
+            names(&d),
+            vec![("b".into(), None, false), ("c".into(), None, true)]
+        );
+        d.create("d");
+        d.create("e");
+        d.delete("c", true);
+        assert_eq!(names(&d), vec![("b".into(), None, false)]);
+        assert_eq!(d.current, None, "current was inside the deleted subtree");
+        d.delete("zzz", false); // idempotent
+    }
+
+    #[tokio::test]
+    async fn keeps_its_state_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = SimDriver::new("sim://", dir.path()).unwrap();
+        host.create("vm", "1_1", &Progress::ignore()).await.unwrap();
+        host.create("vm", "1_2", &Progress::ignore()).await.unwrap();
+        host.apply("vm", "1_1", &Progress::ignore()).await.unwrap();
+        let again = SimDriver::new("sim://", dir.path()).unwrap();
+        let list = again.list("vm").await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().any(|s| s.name == "1_1" && s.current));
+        assert_eq!(
+            again.apply("vm", "9_9", &Progress::ignore()).await,
+            Err(DriverError::Permanent(
+                "the host has no snapshot 9_9 of VM vm".into()
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn fails_as_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let broken = SimDriver::new("sim://?fail_rate=1", dir.path()).unwrap();
+        assert!(matches!(
+            broken.create("vm", "1_1", &Progress::ignore()).await,
+            Err(DriverError::Permanent(_))
+        ));
+        let flaky = SimDriver::new("sim://?flaky_rate=1", dir.path()).unwrap();
+        assert!(matches!(
+            flaky.create("vm", "1_1", &Progress::ignore()).await,
+            Err(DriverError::Transient(_))
+        ));
+        assert!(flaky.list("vm").await.is_err());
+        // Nothing was created by the failed operations.
+        let fine = SimDriver::new("sim://", dir.path()).unwrap();
+        assert!(fine.list("vm").await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,203 @@
+//! Who is calling, and what they may do. A token belongs to one project and has a role:
+//! ADMIN (everything, every project), OPERATOR (read and act on its project's VMs) or
+//! VIEWER (read its project's VMs). A VM of another project does not exist for a caller.
+
+use sha2::{Digest, Sha256};
+
+use super::Service;
+use crate::db::models::{NewToken, Project, Token};
+use crate::db::{self, Conn, projects, tokens};
+use crate::domain::{Role, names};
+use crate::error::{AppError, AppResult};
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub token_id: i64,
+    /// The token's name: the actor in snapshot history.
+    pub name: String,
+    pub project_id: i64,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// The one project the caller sees, or `None` for all of them (ADMIN).
+    pub fn scope(&self) -> Option<i64> {
+        (!self.is_admin()).then_some(self.project_id)
+    }
+
+    pub fn can_see(&self, project_id: i64) -> bool {
+        self.is_admin() || self.project_id == project_id
+    }
+
+    /// Acting on snapshots: ADMIN or OPERATOR.
+    pub fn require_operator(&self) -> AppResult<()> {
+        match self.role {
+            Role::Admin | Role::Operator => Ok(()),
+            Role::Viewer => Err(AppError::forbidden("act on VMs (it is VIEWER)")),
+        }
+    }
+
+    /// Administration: ADMIN only.
+    pub fn require_admin(&self) -> AppResult<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(AppError::forbidden("administer snaptree (that needs ADMIN)"))
+        }
+    }
+}
+
+/// Prefix of every token, so that secret scanners can recognise one.
+const TOKEN_PREFIX: &str = "snaptree_";
+
+/// A new random token: 256 bits from the operating system's generator.
+fn generate_token() -> String {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the operating system's random generator works");
+    format!("{TOKEN_PREFIX}{}", hex::encode(secret))
+}
+
+/// What is stored of a token. Tokens carry 256 random bits, so a fast hash is enough.
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Service {
+    /// The caller holding `token`, or UNAUTHENTICATED.
+    pub async fn authenticate(&self, token: &str) -> AppResult<Caller> {
+        if !token.starts_with(TOKEN_PREFIX) {
+            return Err(AppError::unauthenticated());
+        }
+        let hash = hash_token(token);
+        let found = tokens::by_hash(&mut self.db.reader().await?.conn(), &hash).await?;
+        match found {
+            Some(token) if token.revoked_at.is_none() => Ok(Caller {
+                token_id: token.id,
+                name: token.name.clone(),
+                project_id: token.project_id,
+                role: token.role(),
+            }),
+            _ => Err(AppError::unauthenticated()),
+        }
+    }
+
+    /// A new token for project `project_id`; the secret is returned once, here.
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        project_id: i64,
+        name: &str,
+        role: Role,
+    ) -> AppResult<(Token, String)> {
+        caller.require_admin()?;
+        let name = names::name("token name", name)?;
+        let mut tx = self.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let project = projects::by_id(&mut conn, project_id)
+                .await?
+                .ok_or_else(|| AppError::not_found("project", project_id))?;
+            insert_token(&mut conn, &project, &name, role).await
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    /// Revokes token `id`: true when it was live, false when already revoked.
+    pub async fn revoke_token(&self, caller: &Caller, id: i64) -> AppResult<bool> {
+        caller.require_admin()?;
+        let mut tx = self.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            if tokens::revoke(&mut conn, id).await? {
+                Ok(true)
+            } else if tokens::exists(&mut conn, id).await? {
+                Ok(false) // already revoked
+            } else {
+                Err(AppError::not_found("token", id))
+            }
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    /// For the command line: a token for project `project`, created if new.
+    pub async fn bootstrap_token(&self, project: &str, role: Role, name: &str) -> AppResult<String> {
+        let project = names::name("project name", project)?;
+        let name = names::name("token name", name)?;
+        let mut tx = self.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let project = match projects::by_name(&mut conn, &project).await? {
+                Some(found) => found,
+                None => projects::insert(&mut conn, &project).await?,
+            };
+            insert_token(&mut conn, &project, &name, role).await
+        }
+        .await;
+        let (_, secret) = tx.finish(result).await?;
+        Ok(secret)
+    }
+}
+
+async fn insert_token(
+    conn: &mut Conn<'_>,
+    project: &Project,
+    name: &str,
+    role: Role,
+) -> AppResult<(Token, String)> {
+    let secret = generate_token();
+    let hash = hash_token(&secret);
+    let token = tokens::insert(
+        conn,
+        NewToken {
+            project_id: project.id,
+            name,
+            role: role.as_str(),
+            secret_hash: &hash,
+            created_at: db::now(),
+        },
+    )
+    .await?;
+    Ok((token, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_only_their_hash_is_kept() {
+        let (a, b) = (generate_token(), generate_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX) && a.len() == TOKEN_PREFIX.len() + 64);
+        assert_eq!(hash_token(&a), hash_token(&a));
+        assert!(!hash_token(&a).contains(&a[TOKEN_PREFIX.len()..]));
+    }
+
+    #[test]
+    fn roles_decide_what_a_caller_may_do() {
+        let caller = |role| Caller {
+            token_id: 1,
+            name: "t".into(),
+            project_id: 7,
+            role,
+        };
+        assert_eq!(caller(Role::Admin).scope(), None);
+        assert_eq!(caller(Role::Viewer).scope(), Some(7));
+        assert!(caller(Role::Operator).can_see(7) && !caller(Role::Operator).can_see(8));
+        assert_eq!(
+            caller(Role::Viewer).require_operator().unwrap_err().code(),
+            "FORBIDDEN"
+        );
+        assert_eq!(
+            caller(Role::Operator).require_admin().unwrap_err().code(),
+            "FORBIDDEN"
+        );
+    }
+}
