@@ -62,27 +62,39 @@ pub async fn of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<Task>> 
 
 /// Which tasks a listing shows.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Filter<'a> {
-    /// Only tasks of these VMs (none: all).
-    pub vms: Option<&'a [i64]>,
+pub struct Filter {
+    /// Only tasks of this project's VMs (none: every project's).
+    pub project: Option<i64>,
+    /// Only tasks of this VM.
+    pub vm: Option<i64>,
     pub state: Option<TaskState>,
 }
 
 /// Up to `limit` tasks older than `before`, newest first.
 pub async fn page(
     conn: &mut Conn<'_>,
-    filter: Filter<'_>,
+    filter: Filter,
     before: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<Task>> {
+    use super::schema::vms;
     run!(conn, |c| {
         let mut query = tasks
             .select(Task::as_select())
             .order(id.desc())
             .limit(limit)
             .into_boxed();
-        if let Some(vms) = filter.vms {
-            query = query.filter(vm_id.eq_any(vms));
+        if let Some(project) = filter.project {
+            query = query.filter(
+                vm_id.eq_any(
+                    vms::table
+                        .filter(vms::project_id.eq(project))
+                        .select(vms::id),
+                ),
+            );
+        }
+        if let Some(vm) = filter.vm {
+            query = query.filter(vm_id.eq(vm));
         }
         if let Some(wanted) = filter.state {
             query = query.filter(state.eq(wanted.as_str()));
@@ -148,23 +160,25 @@ pub async fn claim(
         .optional())
 }
 
-/// Extends `owner`'s lease on task `wanted`; false when the lease was lost.
+/// Extends `owner`'s lease on task `wanted`. Returns whether a cancel was asked for, or
+/// `None` when the lease was lost.
 pub async fn renew(
     conn: &mut Conn<'_>,
     wanted: i64,
     owner: &str,
     until: NaiveDateTime,
-) -> QueryResult<bool> {
-    let changed = run!(conn, |c| diesel::update(
+) -> QueryResult<Option<bool>> {
+    run!(conn, |c| diesel::update(
         tasks
             .find(wanted)
             .filter(state.eq(RUNNING))
             .filter(lease_owner.eq(owner))
     )
     .set(lease_expires_at.eq(until))
-    .execute(c)
-    .await)?;
-    Ok(changed == 1)
+    .returning(cancel_requested)
+    .get_result(c)
+    .await
+    .optional())
 }
 
 /// Records progress on a task `owner` holds; false when the lease was lost.

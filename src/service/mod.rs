@@ -2,11 +2,11 @@
 //! transaction. GraphQL, the CLI and the robot all come through here, so every rule of
 //! `snapshots.md` (kept in [`crate::domain`]) is enforced in one place.
 
-//mod actions;
-//mod admin;
+mod actions;
+mod admin;
 pub mod auth;
-//mod read;
-//pub mod tasks;
+mod read;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -14,10 +14,10 @@ use crate::db::Db;
 use crate::events::EventBus;
 use crate::hypervisor::Drivers;
 
-//pub use actions::Accepted;
+pub use actions::Accepted;
 pub use auth::Caller;
-//pub use read::{TaskFilter, VmFilter};
-//pub use tasks::Claimed;
+pub use read::{TaskFilter, VmFilter};
+pub use tasks::Claimed;
 
 /// The actor recorded for the robot's own changes.
 pub const ROBOT: &str = "robot";

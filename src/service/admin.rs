@@ -1,0 +1,240 @@
+//! Administration (ADMIN only): projects, tokens, hosts, VMs, and importing a host's VMs
+//! with the snapshot trees they already have.
+
+use std::collections::HashMap;
+
+use super::{Caller, Service};
+use crate::db::models::{Host, NewHost, NewSnapshot, NewVm, Project, Vm};
+use crate::db::{self, Conn, hosts, projects, snapshots, vms};
+use crate::domain::{Hypervisor, SnapshotState, names};
+use crate::error::{AppError, AppResult};
+use crate::hypervisor::{DriverError, HostSnapshot, validate_uri};
+
+/// Standard checkpoints: Hyper-V allows at most 50 per VM.
+pub const HYPERV_MAX_SNAPSHOTS: i32 = 50;
+
+/// The longest VM identifier accepted.
+const MAX_IDENTIFIER_CHARS: usize = 128;
+
+/// An identifier reaches host command lines (as one argument, never through a shell), so
+/// it is held to the characters hypervisors use in names.
+fn identifier(raw: &str) -> AppResult<String> {
+    let id = raw.trim();
+    let fine = |c: char| c.is_ascii_alphanumeric() || " ._-+@:".contains(c);
+    if id.is_empty() || id.len() > MAX_IDENTIFIER_CHARS || !id.chars().all(fine) {
+        return Err(AppError::validation(format!(
+            "A VM identifier is 1 to {MAX_IDENTIFIER_CHARS} letters, digits, spaces or . _ - + @ :, not {raw:?}."
+        )));
+    }
+    Ok(id.to_owned())
+}
+
+fn host_failed(err: DriverError) -> AppError {
+    AppError::invalid_state(format!("The host could not answer: {err}."))
+}
+
+fn duplicate(what: String) -> impl FnOnce(diesel::result::Error) -> AppError {
+    move |e| {
+        if db::is_unique_violation(&e) {
+            AppError::validation(what)
+        } else {
+            e.into()
+        }
+    }
+}
+
+impl Service {
+    pub async fn create_project(&self, caller: &Caller, name: &str) -> AppResult<Project> {
+        caller.require_admin()?;
+        let name = names::name("project name", name)?;
+        let mut tx = self.db.begin().await?;
+        let result = projects::insert(&mut tx.conn(), &name)
+            .await
+            .map_err(duplicate(format!("A project named {name:?} already exists.")));
+        tx.finish(result).await
+    }
+
+    pub async fn create_host(
+        &self,
+        caller: &Caller,
+        name: &str,
+        hypervisor: Hypervisor,
+        uri: &str,
+        max_snapshots_per_vm: Option<i32>,
+    ) -> AppResult<Host> {
+        caller.require_admin()?;
+        let name = names::name("host name", name)?;
+        let uri = uri.trim();
+        validate_uri(hypervisor, uri).map_err(|e| AppError::validation(format!("Bad URI: {e}.")))?;
+        let limit = match (hypervisor, max_snapshots_per_vm) {
+            (_, Some(n)) if n < 0 => {
+                return Err(AppError::validation("maxSnapshotsPerVm must not be negative."));
+            }
+            (Hypervisor::Hyperv, Some(n)) if n > HYPERV_MAX_SNAPSHOTS => {
+                return Err(AppError::validation(format!(
+                    "Hyper-V allows at most {HYPERV_MAX_SNAPSHOTS} checkpoints per VM, not {n}."
+                )));
+            }
+            (Hypervisor::Hyperv, None) => Some(HYPERV_MAX_SNAPSHOTS),
+            (_, limit) => limit,
+        };
+        let mut tx = self.db.begin().await?;
+        let new = NewHost {
+            name: &name,
+            hypervisor: hypervisor.as_str(),
+            uri,
+            max_snapshots_per_vm: limit,
+            created_at: db::now(),
+        };
+        let result = hosts::insert(&mut tx.conn(), new)
+            .await
+            .map_err(duplicate(format!("A host named {name:?} already exists.")));
+        tx.finish(result).await
+    }
+
+    /// Registers VM `identifier` of host `host_id` for project `project_id`; its state
+    /// comes from the host.
+    pub async fn create_vm(
+        &self,
+        caller: &Caller,
+        host_id: i64,
+        project_id: i64,
+        name: &str,
+        identifier: &str,
+    ) -> AppResult<Vm> {
+        caller.require_admin()?;
+        let name = names::name("VM name", name)?;
+        let identifier = self::identifier(identifier)?;
+        let (host, project) = self.host_and_project(host_id, project_id).await?;
+        let driver = self.drivers.for_host(&host).map_err(host_failed)?;
+        let state = driver.vm_state(&identifier).await.map_err(host_failed)?;
+        let mut tx = self.db.begin().await?;
+        let new = NewVm {
+            host_id: host.id,
+            project_id: project.id,
+            name: &name,
+            identifier: &identifier,
+            state,
+            created_at: db::now(),
+        };
+        let result = vms::insert(&mut tx.conn(), new).await.map_err(duplicate(format!(
+            "Host {} already has a VM {identifier:?}.",
+            host.name
+        )));
+        tx.finish(result).await
+    }
+
+    /// Registers the VMs of host `host_id` that snaptree does not know yet, for project
+    /// `project_id`, with the snapshot trees they already have.
+    pub async fn import_vms(
+        &self,
+        caller: &Caller,
+        host_id: i64,
+        project_id: i64,
+    ) -> AppResult<Vec<Vm>> {
+        caller.require_admin()?;
+        let (host, project) = self.host_and_project(host_id, project_id).await?;
+        let driver = self.drivers.for_host(&host).map_err(host_failed)?;
+        let known: Vec<String> = {
+            let mut pooled = self.db.reader().await?;
+            vms::on_hosts(&mut pooled.conn(), &[host.id], None)
+                .await?
+                .into_iter()
+                .map(|vm| vm.identifier)
+                .collect()
+        };
+        let mut imported = Vec::new();
+        for found in driver.list_vms().await.map_err(host_failed)? {
+            if known.contains(&found.identifier) || identifier(&found.identifier).is_err() {
+                continue;
+            }
+            let listed = driver.list(&found.identifier).await.map_err(host_failed)?;
+            let mut tx = self.db.begin().await?;
+            let result = import_vm(&mut tx.conn(), caller, &host, &project, &found, &listed).await;
+            imported.push(tx.finish(result).await?);
+        }
+        Ok(imported)
+    }
+
+    async fn host_and_project(&self, host_id: i64, project_id: i64) -> AppResult<(Host, Project)> {
+        let mut pooled = self.db.reader().await?;
+        let mut conn = pooled.conn();
+        let host = hosts::by_id(&mut conn, host_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("host", host_id))?;
+        let project = projects::by_id(&mut conn, project_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("project", project_id))?;
+        Ok((host, project))
+    }
+}
+
+/// Inserts one discovered VM and its snapshots, parents first, all RUNNING, the host's
+/// current snapshot active.
+async fn import_vm(
+    conn: &mut Conn<'_>,
+    caller: &Caller,
+    host: &Host,
+    project: &Project,
+    found: &crate::hypervisor::HostVm,
+    listed: &[HostSnapshot],
+) -> AppResult<Vm> {
+    let vm = vms::insert(
+        conn,
+        NewVm {
+            host_id: host.id,
+            project_id: project.id,
+            name: &found.identifier,
+            identifier: &found.identifier,
+            state: found.state,
+            created_at: db::now(),
+        },
+    )
+    .await?;
+    let mut ids: HashMap<&str, i64> = HashMap::new();
+    let mut pending: Vec<&HostSnapshot> = listed.iter().collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut later = Vec::new();
+        for snap in pending {
+            let parent = match &snap.parent {
+                None => None,
+                Some(p) => match ids.get(p.as_str()) {
+                    Some(id) => Some(*id),
+                    None if listed.iter().any(|s| &s.name == p) => {
+                        later.push(snap);
+                        continue;
+                    }
+                    None => None, // a parent the listing lacks: treat as a root
+                },
+            };
+            let now = db::now();
+            let name: String = snap.name.chars().take(names::MAX_NAME_CHARS).collect();
+            let row = snapshots::insert(
+                conn,
+                &vm,
+                NewSnapshot {
+                    vm_id: vm.id,
+                    parent_id: parent,
+                    name: &name,
+                    description: Some("imported from the host"),
+                    host_name: &snap.name,
+                    active: snap.current,
+                    state: SnapshotState::Running.code(),
+                    created_at: now,
+                    updated_at: now,
+                },
+                &caller.name,
+            )
+            .await?;
+            ids.insert(&snap.name, row.id);
+        }
+        if later.len() == before {
+            return Err(AppError::invalid_state(
+                "The host's snapshot list has a cycle; it cannot be imported.",
+            ));
+        }
+        pending = later;
+    }
+    Ok(vm)
+}

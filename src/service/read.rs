@@ -1,0 +1,149 @@
+//! Reads, filtered to what the caller may see. The batch reads at the end serve the
+//! GraphQL loaders, which only reach objects hanging off something the caller already saw.
+
+use super::{Caller, Service};
+use crate::db::models::{HistoryEntry, Host, Project, Snapshot, Task, TaskEvent, Vm};
+use crate::db::{events, history, hosts, projects, snapshots, tasks, vms};
+use crate::domain::TaskState;
+use crate::error::{AppError, AppResult};
+
+/// Which VMs `Service::vms` lists.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VmFilter {
+    pub host: Option<i64>,
+}
+
+/// Which tasks `Service::tasks` lists.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskFilter {
+    pub vm: Option<i64>,
+    pub state: Option<TaskState>,
+}
+
+impl Service {
+    /// VM `id`, or `None` when it does not exist for the caller.
+    pub async fn vm(&self, caller: &Caller, id: i64) -> AppResult<Option<Vm>> {
+        let vm = vms::by_id(&mut self.db.reader().await?.conn(), id).await?;
+        Ok(vm.filter(|vm| caller.can_see(vm.project_id)))
+    }
+
+    pub async fn snapshot(&self, caller: &Caller, id: i64) -> AppResult<Option<Snapshot>> {
+        let mut pooled = self.db.reader().await?;
+        let mut conn = pooled.conn();
+        let Some(snapshot) = snapshots::by_id(&mut conn, id).await? else {
+            return Ok(None);
+        };
+        let vm = vms::by_id(&mut conn, snapshot.vm_id).await?;
+        Ok(vm
+            .filter(|vm| caller.can_see(vm.project_id))
+            .map(|_| snapshot))
+    }
+
+    pub async fn task(&self, caller: &Caller, id: i64) -> AppResult<Option<Task>> {
+        let mut pooled = self.db.reader().await?;
+        let mut conn = pooled.conn();
+        let Some(task) = tasks::by_id(&mut conn, id).await? else {
+            return Ok(None);
+        };
+        let vm = vms::by_id(&mut conn, task.vm_id).await?;
+        Ok(vm.filter(|vm| caller.can_see(vm.project_id)).map(|_| task))
+    }
+
+    /// The hosts the caller may see: all for ADMIN, else those its project has VMs on.
+    pub async fn hosts(&self, caller: &Caller) -> AppResult<Vec<Host>> {
+        Ok(hosts::list(&mut self.db.reader().await?.conn(), caller.scope()).await?)
+    }
+
+    pub async fn host(&self, caller: &Caller, id: i64) -> AppResult<Option<Host>> {
+        let all = self.hosts(caller).await?;
+        Ok(all.into_iter().find(|h| h.id == id))
+    }
+
+    /// Up to `limit` VMs after id `after`, by id.
+    pub async fn vms(
+        &self,
+        caller: &Caller,
+        filter: VmFilter,
+        after: Option<i64>,
+        limit: i64,
+    ) -> AppResult<Vec<Vm>> {
+        let filter = vms::Filter {
+            project: caller.scope(),
+            host: filter.host,
+        };
+        Ok(vms::page(&mut self.db.reader().await?.conn(), filter, after, limit).await?)
+    }
+
+    /// Up to `limit` tasks older than `before`, newest first.
+    pub async fn tasks(
+        &self,
+        caller: &Caller,
+        filter: TaskFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> AppResult<Vec<Task>> {
+        if let Some(vm) = filter.vm
+            && self.vm(caller, vm).await?.is_none()
+        {
+            return Err(AppError::not_found("VM", vm));
+        }
+        let filter = tasks::Filter {
+            project: caller.scope(),
+            vm: filter.vm,
+            state: filter.state,
+        };
+        Ok(tasks::page(&mut self.db.reader().await?.conn(), filter, before, limit).await?)
+    }
+
+    pub async fn projects(&self, caller: &Caller) -> AppResult<Vec<Project>> {
+        caller.require_admin()?;
+        Ok(projects::list(&mut self.db.reader().await?.conn(), None).await?)
+    }
+
+    // Batch reads for the GraphQL loaders.
+
+    pub async fn vms_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Vm>> {
+        Ok(vms::by_ids(&mut self.db.reader().await?.conn(), ids).await?)
+    }
+
+    /// The caller's VMs on `hosts`.
+    pub async fn vms_on_hosts(&self, caller: &Caller, hosts: &[i64]) -> AppResult<Vec<Vm>> {
+        Ok(vms::on_hosts(&mut self.db.reader().await?.conn(), hosts, caller.scope()).await?)
+    }
+
+    pub async fn hosts_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Host>> {
+        Ok(hosts::by_ids(&mut self.db.reader().await?.conn(), ids).await?)
+    }
+
+    pub async fn snapshots_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Snapshot>> {
+        Ok(snapshots::by_ids(&mut self.db.reader().await?.conn(), ids).await?)
+    }
+
+    pub async fn tasks_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Task>> {
+        Ok(tasks::by_ids(&mut self.db.reader().await?.conn(), ids).await?)
+    }
+
+    pub async fn snapshots_of_vms(
+        &self,
+        vms: &[i64],
+        include_closed: bool,
+    ) -> AppResult<Vec<Snapshot>> {
+        Ok(snapshots::of_vms(&mut self.db.reader().await?.conn(), vms, include_closed).await?)
+    }
+
+    pub async fn history_of_vms(&self, vms: &[i64]) -> AppResult<Vec<HistoryEntry>> {
+        Ok(history::of_vms(&mut self.db.reader().await?.conn(), vms).await?)
+    }
+
+    pub async fn tasks_of_vms(&self, vms: &[i64]) -> AppResult<Vec<Task>> {
+        Ok(tasks::of_vms(&mut self.db.reader().await?.conn(), vms).await?)
+    }
+
+    pub async fn open_tasks_of_vms(&self, vms: &[i64]) -> AppResult<Vec<Task>> {
+        Ok(tasks::open_of_vms(&mut self.db.reader().await?.conn(), vms).await?)
+    }
+
+    pub async fn events_of_vms(&self, vms: &[i64]) -> AppResult<Vec<TaskEvent>> {
+        Ok(events::of_vms(&mut self.db.reader().await?.conn(), vms).await?)
+    }
+}

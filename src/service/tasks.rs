@@ -1,0 +1,356 @@
+//! The life of a task after it is queued: the robot claims it, renews its lease, reports
+//! progress and ends it; a user may cancel it. Each step is one transaction that writes
+//! the task, the snapshots (through the rules of [`lifecycle`]) and a task event; the
+//! events are published after the commit.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::{Caller, ROBOT, Service};
+use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, TaskEvent, Vm};
+use crate::db::{self, Conn, history, hosts, snapshots, tasks, vms};
+use crate::domain::lifecycle::{self, HostView, TaskFacts};
+use crate::domain::tree::Tree;
+use crate::domain::{TaskKind, TaskState};
+use crate::error::{AppError, AppResult};
+use crate::hypervisor::HostSnapshot;
+
+/// A task a robot holds, with what it needs to run it.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub task: Task,
+    pub vm: Vm,
+    pub host: Host,
+    pub snapshot: Snapshot,
+}
+
+/// How a task ended.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Succeeded,
+    /// For good, or out of retries. `host` is the host's snapshot list, when it could tell.
+    Failed {
+        error: String,
+        host: Option<Vec<HostSnapshot>>,
+    },
+    /// Stopped at a safe point. `host` as for `Failed`; for a create, `cleaned_up` says the
+    /// host no longer has the snapshot.
+    Cancelled {
+        by: String,
+        host: Option<Vec<HostSnapshot>>,
+        cleaned_up: bool,
+    },
+}
+
+/// One event to record: the task's state, with progress, phase and message.
+pub(crate) struct Note<'a> {
+    pub state: TaskState,
+    pub progress: Option<i32>,
+    pub phase: Option<&'a str>,
+    pub message: Option<&'a str>,
+}
+
+/// Stores a task event (in the caller's transaction).
+pub(crate) async fn record(
+    conn: &mut Conn<'_>,
+    task: &Task,
+    vm: &Vm,
+    note: Note<'_>,
+) -> AppResult<TaskEvent> {
+    Ok(db::events::insert(
+        conn,
+        NewTaskEvent {
+            task_id: task.id,
+            vm_id: vm.id,
+            project_id: vm.project_id,
+            state: note.state.as_str(),
+            progress: note.progress,
+            phase: note.phase,
+            message: note.message,
+            at: db::now(),
+        },
+    )
+    .await?)
+}
+
+/// A VM's non-closed snapshots and the tree the rules work on.
+pub(crate) async fn load_tree(conn: &mut Conn<'_>, vm: i64) -> AppResult<(Vec<Snapshot>, Tree)> {
+    let rows = snapshots::of_vms(conn, &[vm], false).await?;
+    let tree = Tree::new(rows.iter().map(Snapshot::node).collect());
+    Ok((rows, tree))
+}
+
+fn facts(task: &Task, snapshot: &Snapshot) -> TaskFacts {
+    TaskFacts {
+        kind: task.kind(),
+        target: task.snapshot_id,
+        remove_subtree: snapshot.remove_subtree,
+        prev_active: task.prev_active_id,
+    }
+}
+
+/// Maps the host's snapshot list onto the VM's snapshots (by their names on the host).
+fn host_view(rows: &[Snapshot], listed: &[HostSnapshot]) -> HostView {
+    let by_name: HashMap<&str, i64> = rows.iter().map(|s| (s.host_name.as_str(), s.id)).collect();
+    let existing: HashSet<i64> = listed
+        .iter()
+        .filter_map(|s| by_name.get(s.name.as_str()).copied())
+        .collect();
+    let current = listed
+        .iter()
+        .find(|s| s.current)
+        .and_then(|s| by_name.get(s.name.as_str()).copied());
+    HostView { existing, current }
+}
+
+fn lease_until(lease: Duration) -> chrono::NaiveDateTime {
+    db::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10))
+}
+
+impl Service {
+    /// Claims the next task for robot `owner` (for `hosts` only, when given) and marks
+    /// its snapshots as being worked on.
+    pub async fn claim_task(
+        &self,
+        owner: &str,
+        lease: Duration,
+        hosts: Option<&[i64]>,
+    ) -> AppResult<Option<Claimed>> {
+        let mut tx = self.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let Some(task) = tasks::claim(&mut conn, owner, db::now(), lease_until(lease), hosts).await?
+            else {
+                return Ok(None);
+            };
+            let missing = || AppError::internal(format!("task {} lost its rows", task.id));
+            let vm = vms::by_id(&mut conn, task.vm_id).await?.ok_or_else(missing)?;
+            let host = hosts::by_id(&mut conn, task.host_id).await?.ok_or_else(missing)?;
+            let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
+                .await?
+                .ok_or_else(missing)?;
+            let (_, tree) = load_tree(&mut conn, vm.id).await?;
+            let changes = lifecycle::started(&tree, &facts(&task, &snapshot));
+            snapshots::apply(&mut conn, &vm, &changes, ROBOT).await?;
+            let message = if task.attempts > 0 {
+                format!("taken up again by {owner} after {} attempts", task.attempts)
+            } else {
+                format!("started by {owner}")
+            };
+            let note = Note {
+                state: TaskState::Running,
+                progress: task.progress,
+                phase: Some("starting"),
+                message: Some(&message),
+            };
+            let event = record(&mut conn, &task, &vm, note).await?;
+            let claimed = Claimed { task, vm, host, snapshot };
+            Ok(Some((claimed, event)))
+        }
+        .await;
+        let claimed = tx.finish(result).await?;
+        Ok(claimed.map(|(claimed, event)| {
+            self.bus.publish([event]);
+            claimed
+        }))
+    }
+
+    /// Extends the robot's lease. Returns whether a cancel was asked for, or `None` when
+    /// the robot lost the task (its lease ran out and another robot took it).
+    pub async fn renew_task(
+        &self,
+        claimed: &Claimed,
+        owner: &str,
+        lease: Duration,
+    ) -> AppResult<Option<bool>> {
+        let mut tx = self.db.begin().await?;
+        let result = tasks::renew(&mut tx.conn(), claimed.task.id, owner, lease_until(lease))
+            .await
+            .map_err(AppError::from);
+        tx.finish(result).await
+    }
+
+    /// Records progress of attempt `attempt`; false when the robot lost the task.
+    pub async fn task_progress(
+        &self,
+        claimed: &Claimed,
+        owner: &str,
+        attempt: i32,
+        progress: Option<i32>,
+        phase: &str,
+        message: Option<&str>,
+    ) -> AppResult<bool> {
+        let mut tx = self.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let task = &claimed.task;
+            if !tasks::set_progress(&mut conn, task.id, owner, progress, Some(phase), attempt).await?
+            {
+                return Ok(None);
+            }
+            let note = Note {
+                state: TaskState::Running,
+                progress,
+                phase: Some(phase),
+                message,
+            };
+            Ok(Some(record(&mut conn, task, &claimed.vm, note).await?))
+        }
+        .await;
+        let event = tx.finish(result).await?;
+        Ok(event.map(|e| self.bus.publish([e])).is_some())
+    }
+
+    /// Ends a task the robot holds, moving its snapshots to their final states. False
+    /// when the robot had lost the task (nothing is written then).
+    pub async fn finish_task(
+        &self,
+        claimed: &Claimed,
+        owner: &str,
+        outcome: Outcome,
+    ) -> AppResult<bool> {
+        let mut tx = self.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let task = &claimed.task;
+            let (state, error, message) = match &outcome {
+                Outcome::Succeeded => (TaskState::Succeeded, None, "done".to_owned()),
+                Outcome::Failed { error, .. } => {
+                    (TaskState::Failed, Some(error.clone()), format!("failed: {error}"))
+                }
+                Outcome::Cancelled { by, .. } => {
+                    let why = format!("cancelled by {by}");
+                    (TaskState::Cancelled, Some(why.clone()), why)
+                }
+            };
+            if !tasks::finish(&mut conn, task.id, Some(owner), state, error.as_deref(), db::now())
+                .await?
+            {
+                return Ok(None);
+            }
+            let (rows, tree) = load_tree(&mut conn, claimed.vm.id).await?;
+            let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
+                .await?
+                .unwrap_or_else(|| claimed.snapshot.clone());
+            let facts = facts(task, &snapshot);
+            let before = history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
+            let view = |listed: &Option<Vec<HostSnapshot>>| {
+                listed.as_deref().map(|l| host_view(&rows, l))
+            };
+            let changes = match &outcome {
+                Outcome::Succeeded => lifecycle::succeeded(&tree, &facts),
+                Outcome::Failed { host, .. } => {
+                    lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
+                }
+                Outcome::Cancelled { cleaned_up: true, .. } if facts.kind == TaskKind::Build => {
+                    lifecycle::cancelled(&tree, &facts, &before)
+                }
+                Outcome::Cancelled { host, .. } => {
+                    lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
+                }
+            };
+            snapshots::apply(&mut conn, &claimed.vm, &changes, ROBOT).await?;
+            if facts.kind == TaskKind::Scrub && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. }) {
+                snapshots::set_remove_subtree(&mut conn, task.snapshot_id, false).await?;
+            }
+            let progress = matches!(outcome, Outcome::Succeeded).then_some(100);
+            let note = Note {
+                state,
+                progress: progress.or(task.progress),
+                phase: None,
+                message: Some(&message),
+            };
+            Ok(Some(record(&mut conn, task, &claimed.vm, note).await?))
+        }
+        .await;
+        let event = tx.finish(result).await?;
+        Ok(event.map(|e| self.bus.publish([e])).is_some())
+    }
+
+    /// Puts a task back in the queue because its robot is stopping.
+    pub async fn release_task(&self, claimed: &Claimed, owner: &str) -> AppResult<()> {
+        let mut tx = self.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            if !tasks::release(&mut conn, claimed.task.id, owner).await? {
+                return Ok(None);
+            }
+            let note = Note {
+                state: TaskState::Queued,
+                progress: None,
+                phase: None,
+                message: Some("queued again: its robot is stopping"),
+            };
+            Ok(Some(record(&mut conn, &claimed.task, &claimed.vm, note).await?))
+        }
+        .await;
+        if let Some(event) = tx.finish(result).await? {
+            self.bus.publish([event]);
+            self.bus.task_queued();
+        }
+        Ok(())
+    }
+
+    /// Cancels task `id`: a queued one at once, a running one at the robot's next safe
+    /// point.
+    pub async fn cancel_task(&self, caller: &Caller, id: i64) -> AppResult<Task> {
+        let mut tx = self.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let not_found = || AppError::not_found("task", id);
+            let task = tasks::by_id(&mut conn, id).await?.ok_or_else(not_found)?;
+            let vm = vms::lock(&mut conn, task.vm_id)
+                .await?
+                .filter(|vm| caller.can_see(vm.project_id))
+                .ok_or_else(not_found)?;
+            caller.require_operator()?;
+            let message = format!("cancel requested by {}", caller.name);
+            let note = match task.state() {
+                TaskState::Queued => {
+                    let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
+                        .await?
+                        .ok_or_else(not_found)?;
+                    let (_, tree) = load_tree(&mut conn, vm.id).await?;
+                    let facts = facts(&task, &snapshot);
+                    let before = history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
+                    let changes = lifecycle::cancelled(&tree, &facts, &before);
+                    snapshots::apply(&mut conn, &vm, &changes, &caller.name).await?;
+                    if facts.kind == TaskKind::Scrub {
+                        snapshots::set_remove_subtree(&mut conn, snapshot.id, false).await?;
+                    }
+                    let why = format!("cancelled by {}", caller.name);
+                    tasks::finish(&mut conn, id, None, TaskState::Cancelled, Some(&why), db::now())
+                        .await?;
+                    Note {
+                        state: TaskState::Cancelled,
+                        progress: task.progress,
+                        phase: None,
+                        message: Some(&message),
+                    }
+                }
+                TaskState::Running => {
+                    tasks::request_cancel(&mut conn, id).await?;
+                    Note {
+                        state: TaskState::Running,
+                        progress: task.progress,
+                        phase: Some("cancelling at the next safe point"),
+                        message: Some(&message),
+                    }
+                }
+                done => {
+                    return Err(AppError::invalid_state(format!(
+                        "Task {id} has already ended ({done}); there is nothing to cancel."
+                    )));
+                }
+            };
+            let event = record(&mut conn, &task, &vm, note).await?;
+            let task = tasks::by_id(&mut conn, id).await?.ok_or_else(not_found)?;
+            Ok((task, event))
+        }
+        .await;
+        let (task, event) = tx.finish(result).await?;
+        self.bus.publish([event]);
+        Ok(task)
+    }
+}
+
