@@ -12,7 +12,7 @@ use async_graphql::ErrorExtensions;
 pub type AppResult<T> = Result<T, AppError>;
 
 /// A failure with its `api.md` error code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AppError {
     /// No token, or an unknown or revoked one.
     #[error("{0}")]

@@ -7,14 +7,15 @@
 
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod events;
-//pub mod graphql;
-//pub mod http;
+pub mod graphql;
+pub mod http;
 pub mod hypervisor;
-//pub mod robot;
-//pub mod server;
+pub mod robot;
+pub mod server;
 pub mod service;
 
 pub use error::{AppError, AppResult};

@@ -206,7 +206,7 @@ pub async fn set_progress(
     Ok(changed == 1)
 }
 
-/// Ends a task. With `owner`, only while that robot still holds it; without, only while
+/// Ends a task, leaving `final_progress`. With `owner`, only while that robot still holds it; without, only while
 /// it is still queued. False when the task was not in that position any more.
 pub async fn finish(
     conn: &mut Conn<'_>,
@@ -214,12 +214,14 @@ pub async fn finish(
     owner: Option<&str>,
     end: TaskState,
     failure: Option<&str>,
+    final_progress: Option<i32>,
     at: NaiveDateTime,
 ) -> QueryResult<bool> {
     let values = (
         state.eq(end.as_str()),
         error.eq(failure),
         finished_at.eq(at),
+        phase.eq(None::<String>),
         lease_owner.eq(None::<String>),
         lease_expires_at.eq(None::<NaiveDateTime>),
     );
@@ -230,11 +232,11 @@ pub async fn finish(
                 .filter(state.eq(RUNNING))
                 .filter(lease_owner.eq(owner))
         )
-        .set(values)
+        .set((values, progress.eq(final_progress)))
         .execute(c)
         .await)?,
         None => run!(conn, |c| diesel::update(tasks.find(wanted).filter(state.eq(QUEUED)))
-            .set(values)
+            .set((values, progress.eq(final_progress)))
             .execute(c)
             .await)?,
     };

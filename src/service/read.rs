@@ -147,3 +147,10 @@ impl Service {
         Ok(events::of_vms(&mut self.db.reader().await?.conn(), vms).await?)
     }
 }
+
+impl Service {
+    /// For robot placement: the hosts with these names.
+    pub async fn hosts_by_names(&self, names: &[String]) -> AppResult<Vec<Host>> {
+        Ok(hosts::by_names(&mut self.db.reader().await?.conn(), names).await?)
+    }
+}

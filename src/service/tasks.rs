@@ -33,10 +33,9 @@ pub enum Outcome {
         error: String,
         host: Option<Vec<HostSnapshot>>,
     },
-    /// Stopped at a safe point. `host` as for `Failed`; for a create, `cleaned_up` says the
-    /// host no longer has the snapshot.
+    /// Stopped at a safe point on request. `host` as for `Failed`; for a create,
+    /// `cleaned_up` says the host does not have the snapshot.
     Cancelled {
-        by: String,
         host: Option<Vec<HostSnapshot>>,
         cleaned_up: bool,
     },
@@ -218,14 +217,26 @@ impl Service {
                 Outcome::Failed { error, .. } => {
                     (TaskState::Failed, Some(error.clone()), format!("failed: {error}"))
                 }
-                Outcome::Cancelled { by, .. } => {
-                    let why = format!("cancelled by {by}");
+                Outcome::Cancelled { .. } => {
+                    let why = "cancelled on request".to_owned();
                     (TaskState::Cancelled, Some(why.clone()), why)
                 }
             };
-            if !tasks::finish(&mut conn, task.id, Some(owner), state, error.as_deref(), db::now())
-                .await?
-            {
+            let progress = match outcome {
+                Outcome::Succeeded => Some(100),
+                _ => task.progress,
+            };
+            let ended = tasks::finish(
+                &mut conn,
+                task.id,
+                Some(owner),
+                state,
+                error.as_deref(),
+                progress,
+                db::now(),
+            )
+            .await?;
+            if !ended {
                 return Ok(None);
             }
             let (rows, tree) = load_tree(&mut conn, claimed.vm.id).await?;
@@ -253,10 +264,9 @@ impl Service {
             if facts.kind == TaskKind::Scrub && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. }) {
                 snapshots::set_remove_subtree(&mut conn, task.snapshot_id, false).await?;
             }
-            let progress = matches!(outcome, Outcome::Succeeded).then_some(100);
             let note = Note {
                 state,
-                progress: progress.or(task.progress),
+                progress,
                 phase: None,
                 message: Some(&message),
             };
@@ -319,7 +329,8 @@ impl Service {
                         snapshots::set_remove_subtree(&mut conn, snapshot.id, false).await?;
                     }
                     let why = format!("cancelled by {}", caller.name);
-                    tasks::finish(&mut conn, id, None, TaskState::Cancelled, Some(&why), db::now())
+                    let (end, progress) = (TaskState::Cancelled, task.progress);
+                    tasks::finish(&mut conn, id, None, end, Some(&why), progress, db::now())
                         .await?;
                     Note {
                         state: TaskState::Cancelled,

@@ -1,0 +1,124 @@
+//! Batch loading for one request. Everything hanging off a VM (its snapshots, their
+//! history, tasks and events) loads in one statement per kind for all the VMs a request
+//! touches, and is cached for the request; walking a snapshot tree of any depth or width
+//! therefore costs a fixed number of statements.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+
+use crate::db::models::{HistoryEntry, Host, Snapshot, Task, TaskEvent, Vm};
+use crate::error::AppError;
+use crate::service::{Caller, Service};
+
+/// The request's loader.
+pub type Loaders = DataLoader<Batch, HashMapCache>;
+
+/// Loads for one caller.
+pub struct Batch {
+    service: Service,
+    caller: Caller,
+}
+
+impl Batch {
+    pub fn loader(service: Service, caller: Caller) -> Loaders {
+        DataLoader::with_cache(Self { service, caller }, tokio::spawn, HashMapCache::default())
+    }
+}
+
+/// Keys, one type per kind of load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VmId(pub i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostId(pub i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotId(pub i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskId(pub i64);
+/// A VM's non-closed snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OpenSnapshotsOf(pub i64);
+/// All of a VM's snapshots, closed ones too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AllSnapshotsOf(pub i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HistoryOf(pub i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TasksOf(pub i64);
+/// A VM's queued or running task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OpenTaskOf(pub i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EventsOf(pub i64);
+/// The caller's VMs on a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VmsOn(pub i64);
+
+fn ids<K: Copy>(keys: &[K], id: impl Fn(K) -> i64) -> Vec<i64> {
+    keys.iter().map(|&k| id(k)).collect()
+}
+
+/// Groups `rows` by `key`, giving every requested key a list (empty when it has none).
+fn grouped<K, T>(keys: &[K], rows: Vec<T>, key: impl Fn(&T) -> K) -> HashMap<K, Arc<Vec<T>>>
+where
+    K: Copy + Eq + Hash,
+{
+    let mut groups: HashMap<K, Vec<T>> = keys.iter().map(|&k| (k, Vec::new())).collect();
+    for row in rows {
+        if let Some(group) = groups.get_mut(&key(&row)) {
+            group.push(row);
+        }
+    }
+    groups.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
+}
+
+/// Declares a loader from a batch read that returns rows, and how to key them.
+macro_rules! by_key {
+    ($key:ident => $value:ty, |$this:ident, $ids:ident| $read:expr, |$row:ident| $row_key:expr) => {
+        impl Loader<$key> for Batch {
+            type Value = $value;
+            type Error = AppError;
+
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, $value>, AppError> {
+                let $this = self;
+                let $ids = ids(keys, |k| k.0);
+                let rows = $read.await?;
+                Ok(rows.into_iter().map(|$row| ($row_key, $row)).collect())
+            }
+        }
+    };
+}
+
+/// Declares a loader of lists: every key gets one, empty when it has no rows.
+macro_rules! lists {
+    ($key:ident => $row_ty:ty, |$this:ident, $ids:ident| $read:expr, |$row:ident| $row_key:expr) => {
+        impl Loader<$key> for Batch {
+            type Value = Arc<Vec<$row_ty>>;
+            type Error = AppError;
+
+            async fn load(
+                &self,
+                keys: &[$key],
+            ) -> Result<HashMap<$key, Arc<Vec<$row_ty>>>, AppError> {
+                let $this = self;
+                let $ids = ids(keys, |k| k.0);
+                let rows = $read.await?;
+                Ok(grouped(keys, rows, |$row: &$row_ty| $row_key))
+            }
+        }
+    };
+}
+
+by_key!(VmId => Vm, |b, ids| b.service.vms_by_ids(&ids), |r| VmId(r.id));
+by_key!(HostId => Host, |b, ids| b.service.hosts_by_ids(&ids), |r| HostId(r.id));
+by_key!(SnapshotId => Snapshot, |b, ids| b.service.snapshots_by_ids(&ids), |r| SnapshotId(r.id));
+by_key!(TaskId => Task, |b, ids| b.service.tasks_by_ids(&ids), |r| TaskId(r.id));
+by_key!(OpenTaskOf => Task, |b, ids| b.service.open_tasks_of_vms(&ids), |r| OpenTaskOf(r.vm_id));
+lists!(OpenSnapshotsOf => Snapshot, |b, ids| b.service.snapshots_of_vms(&ids, false), |r| OpenSnapshotsOf(r.vm_id));
+lists!(AllSnapshotsOf => Snapshot, |b, ids| b.service.snapshots_of_vms(&ids, true), |r| AllSnapshotsOf(r.vm_id));
+lists!(HistoryOf => HistoryEntry, |b, ids| b.service.history_of_vms(&ids), |r| HistoryOf(r.vm_id));
+lists!(TasksOf => Task, |b, ids| b.service.tasks_of_vms(&ids), |r| TasksOf(r.vm_id));
+lists!(EventsOf => TaskEvent, |b, ids| b.service.events_of_vms(&ids), |r| EventsOf(r.vm_id));
+lists!(VmsOn => Vm, |b, ids| b.service.vms_on_hosts(&b.caller, &ids), |r| VmsOn(r.host_id));

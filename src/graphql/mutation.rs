@@ -1,0 +1,160 @@
+//! Mutations: the five snapshot actions, cancelling a task, and administration.
+
+use async_graphql::{Context, ID, Object, Result, ResultExt};
+
+use super::parse_id;
+use super::types::{CreatedToken, Host, Project, SnapshotPayload, Task, Vm};
+use crate::domain::{Hypervisor, Role};
+use crate::service::{Caller, Service};
+
+pub struct Mutation;
+
+fn caller<'a>(ctx: &'a Context<'_>) -> &'a Caller {
+    ctx.data_unchecked::<Caller>()
+}
+
+fn service<'a>(ctx: &'a Context<'_>) -> &'a Service {
+    ctx.data_unchecked::<Service>()
+}
+
+#[Object]
+impl Mutation {
+    /// Snapshots a VM. The new snapshot is a child of the active one and becomes active.
+    async fn create_snapshot(
+        &self,
+        ctx: &Context<'_>,
+        vm_id: ID,
+        name: String,
+        description: Option<String>,
+    ) -> Result<SnapshotPayload> {
+        let vm = parse_id(&vm_id, "VM").extend()?;
+        let accepted = service(ctx)
+            .create_snapshot(caller(ctx), vm, &name, description.as_deref())
+            .await
+            .extend()?;
+        Ok(SnapshotPayload(accepted))
+    }
+
+    /// Returns the VM to a snapshot, which becomes active; changes since are lost.
+    async fn apply_snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<SnapshotPayload> {
+        let id = parse_id(&id, "snapshot").extend()?;
+        let accepted = service(ctx)
+            .apply_snapshot(caller(ctx), id)
+            .await
+            .extend()?;
+        Ok(SnapshotPayload(accepted))
+    }
+
+    /// Applies the VM's active snapshot: throws away everything since it.
+    async fn revert_snapshot(&self, ctx: &Context<'_>, vm_id: ID) -> Result<SnapshotPayload> {
+        let vm = parse_id(&vm_id, "VM").extend()?;
+        let accepted = service(ctx)
+            .revert_snapshot(caller(ctx), vm)
+            .await
+            .extend()?;
+        Ok(SnapshotPayload(accepted))
+    }
+
+    /// Deletes a snapshot (its children move up to its parent) or, with
+    /// `removeSubtree`, it and all its descendants. The VM's live state is untouched.
+    async fn delete_snapshot(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default = false)] remove_subtree: bool,
+    ) -> Result<SnapshotPayload> {
+        let id = parse_id(&id, "snapshot").extend()?;
+        let accepted = service(ctx)
+            .delete_snapshot(caller(ctx), id, remove_subtree)
+            .await
+            .extend()?;
+        Ok(SnapshotPayload(accepted))
+    }
+
+    /// A queued task is cancelled at once; a running one stops at a safe point.
+    async fn cancel_task(&self, ctx: &Context<'_>, id: ID) -> Result<Task> {
+        let id = parse_id(&id, "task").extend()?;
+        Ok(Task(service(ctx).cancel_task(caller(ctx), id).await.extend()?))
+    }
+
+    async fn create_project(&self, ctx: &Context<'_>, name: String) -> Result<Project> {
+        let project = service(ctx)
+            .create_project(caller(ctx), &name)
+            .await
+            .extend()?;
+        Ok(Project(project))
+    }
+
+    /// A token for a project; its secret is shown once, here.
+    async fn create_token(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        name: String,
+        role: Role,
+    ) -> Result<CreatedToken> {
+        let project = parse_id(&project_id, "project").extend()?;
+        let (token, secret) = service(ctx)
+            .create_token(caller(ctx), project, &name, role)
+            .await
+            .extend()?;
+        Ok(CreatedToken {
+            id: token.id.into(),
+            token: secret,
+        })
+    }
+
+    /// True when the token was live, false when it was already revoked.
+    async fn revoke_token(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let id = parse_id(&id, "token").extend()?;
+        service(ctx).revoke_token(caller(ctx), id).await.extend()
+    }
+
+    /// `uri`: `qemu:///system` or `qemu+ssh://user@host/system` (KVM), `ssh://user@host`
+    /// (Hyper-V), `sim://?latency_ms=50&fail_rate=0.1&flaky_rate=0.1` (simulated).
+    /// `maxSnapshotsPerVm` defaults to 50 on Hyper-V and to none elsewhere.
+    async fn create_host(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        hypervisor: Hypervisor,
+        uri: String,
+        max_snapshots_per_vm: Option<i32>,
+    ) -> Result<Host> {
+        let host = service(ctx)
+            .create_host(caller(ctx), &name, hypervisor, &uri, max_snapshots_per_vm)
+            .await
+            .extend()?;
+        Ok(Host(host))
+    }
+
+    /// Registers a VM of a host for a project; its state comes from the host.
+    async fn create_vm(
+        &self,
+        ctx: &Context<'_>,
+        host_id: ID,
+        project_id: ID,
+        name: String,
+        identifier: String,
+    ) -> Result<Vm> {
+        let host = parse_id(&host_id, "host").extend()?;
+        let project = parse_id(&project_id, "project").extend()?;
+        let vm = service(ctx)
+            .create_vm(caller(ctx), host, project, &name, &identifier)
+            .await
+            .extend()?;
+        Ok(Vm(vm))
+    }
+
+    /// Discovers the host's VMs that snaptree does not know yet, with their existing
+    /// snapshot trees, and registers them for the project.
+    async fn import_vms(&self, ctx: &Context<'_>, host_id: ID, project_id: ID) -> Result<Vec<Vm>> {
+        let host = parse_id(&host_id, "host").extend()?;
+        let project = parse_id(&project_id, "project").extend()?;
+        let vms = service(ctx)
+            .import_vms(caller(ctx), host, project)
+            .await
+            .extend()?;
+        Ok(vms.into_iter().map(Vm).collect())
+    }
+}

@@ -1,0 +1,137 @@
+//! Queries. Objects the caller may not see come back as null, as if they did not exist.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, ID, Object, Result, ResultExt};
+
+use super::types::{Host, Project, Snapshot, Task, Vm};
+use super::{DEFAULT_PAGE, MAX_PAGE, parse_id};
+use crate::domain::TaskState;
+use crate::error::AppError;
+use crate::service::{Caller, Service, TaskFilter, VmFilter};
+
+pub struct Query;
+
+fn caller<'a>(ctx: &'a Context<'_>) -> &'a Caller {
+    ctx.data_unchecked::<Caller>()
+}
+
+fn service<'a>(ctx: &'a Context<'_>) -> &'a Service {
+    ctx.data_unchecked::<Service>()
+}
+
+/// Page size from `first`: the default when absent, an error outside 0..=MAX_PAGE.
+fn page_size(first: Option<i32>) -> Result<i64, AppError> {
+    match first.unwrap_or(DEFAULT_PAGE) {
+        n @ 0..=MAX_PAGE => Ok(i64::from(n)),
+        n => Err(AppError::validation(format!(
+            "first must be 0 to {MAX_PAGE}, not {n}."
+        ))),
+    }
+}
+
+/// Cursors are ids, as opaque strings.
+fn cursor(after: Option<String>) -> Result<Option<i64>, AppError> {
+    after
+        .map(|a| {
+            a.parse::<i64>()
+                .map_err(|_| AppError::validation(format!("{a:?} is not a cursor from this API.")))
+        })
+        .transpose()
+}
+
+/// Builds a connection from one more row than asked for (which tells there is a next
+/// page).
+fn connection<R, N: async_graphql::OutputType>(
+    mut rows: Vec<R>,
+    size: i64,
+    id: impl Fn(&R) -> i64,
+    node: impl Fn(R) -> N,
+    after: bool,
+) -> Connection<String, N> {
+    let has_next = rows.len() as i64 > size;
+    rows.truncate(size as usize);
+    let mut page = Connection::new(after, has_next);
+    page.edges
+        .extend(rows.into_iter().map(|r| Edge::new(id(&r).to_string(), node(r))));
+    page
+}
+
+#[Object]
+impl Query {
+    /// Hosts: all for ADMIN; for others, those their project has VMs on.
+    async fn hosts(&self, ctx: &Context<'_>) -> Result<Vec<Host>> {
+        let hosts = service(ctx).hosts(caller(ctx)).await.extend()?;
+        Ok(hosts.into_iter().map(Host).collect())
+    }
+
+    async fn host(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Host>> {
+        let id = parse_id(&id, "host").extend()?;
+        Ok(service(ctx).host(caller(ctx), id).await.extend()?.map(Host))
+    }
+
+    /// VMs by id, a page at a time.
+    #[graphql(complexity = "first.unwrap_or(DEFAULT_PAGE).max(1) as usize * child_complexity")]
+    async fn vms(
+        &self,
+        ctx: &Context<'_>,
+        host_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Vm>> {
+        let host = host_id.map(|h| parse_id(&h, "host")).transpose().extend()?;
+        let size = page_size(first).extend()?;
+        let after_id = cursor(after).extend()?;
+        let filter = VmFilter { host };
+        let rows = service(ctx)
+            .vms(caller(ctx), filter, after_id, size + 1)
+            .await
+            .extend()?;
+        Ok(connection(rows, size, |v| v.id, Vm, after_id.is_some()))
+    }
+
+    async fn vm(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Vm>> {
+        let id = parse_id(&id, "VM").extend()?;
+        Ok(service(ctx).vm(caller(ctx), id).await.extend()?.map(Vm))
+    }
+
+    async fn snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Snapshot>> {
+        let id = parse_id(&id, "snapshot").extend()?;
+        Ok(service(ctx)
+            .snapshot(caller(ctx), id)
+            .await
+            .extend()?
+            .map(Snapshot))
+    }
+
+    async fn task(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Task>> {
+        let id = parse_id(&id, "task").extend()?;
+        Ok(service(ctx).task(caller(ctx), id).await.extend()?.map(Task))
+    }
+
+    /// Tasks, newest first, a page at a time.
+    #[graphql(complexity = "first.unwrap_or(DEFAULT_PAGE).max(1) as usize * child_complexity")]
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        vm_id: Option<ID>,
+        state: Option<TaskState>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Task>> {
+        let vm = vm_id.map(|v| parse_id(&v, "VM")).transpose().extend()?;
+        let size = page_size(first).extend()?;
+        let before = cursor(after).extend()?;
+        let filter = TaskFilter { vm, state };
+        let rows = service(ctx)
+            .tasks(caller(ctx), filter, before, size + 1)
+            .await
+            .extend()?;
+        Ok(connection(rows, size, |t| t.id, Task, before.is_some()))
+    }
+
+    /// Every project (ADMIN only).
+    async fn projects(&self, ctx: &Context<'_>) -> Result<Vec<Project>> {
+        let projects = service(ctx).projects(caller(ctx)).await.extend()?;
+        Ok(projects.into_iter().map(Project).collect())
+    }
+}

@@ -1,0 +1,440 @@
+//! The GraphQL object types. Each wraps its row; related objects come from the request's
+//! loaders, so nesting costs no extra statements per level.
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use async_graphql::dataloader::Loader;
+use async_graphql::{Context, ErrorExtensions, ID, Object, Result, ResultExt};
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use super::loaders::*;
+use crate::db::models;
+use crate::domain::state::state_name;
+use crate::domain::{Hypervisor, SnapshotState, TaskKind, TaskState};
+use crate::error::AppError;
+
+fn at(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}
+
+/// Loads one value by key; `None` when there is none.
+async fn maybe<K, V>(ctx: &Context<'_>, key: K) -> Result<Option<V>>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    Batch: Loader<K, Value = V, Error = AppError>,
+{
+    ctx.data_unchecked::<Loaders>().load_one(key).await.extend()
+}
+
+/// Loads one value that must exist (a foreign key).
+async fn one<K, V>(ctx: &Context<'_>, key: K) -> Result<V>
+where
+    K: Send + Sync + Hash + Eq + Clone + std::fmt::Debug + 'static,
+    Batch: Loader<K, Value = V, Error = AppError>,
+{
+    let found = maybe(ctx, key.clone()).await?;
+    found.ok_or_else(|| AppError::internal(format!("{key:?} is missing")).extend())
+}
+
+/// Loads a list by key (every key has one).
+async fn list<K, V>(ctx: &Context<'_>, key: K) -> Result<Arc<Vec<V>>>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    Batch: Loader<K, Value = Arc<Vec<V>>, Error = AppError>,
+{
+    Ok(maybe(ctx, key).await?.unwrap_or_default())
+}
+
+/// A hypervisor server.
+pub struct Host(pub models::Host);
+
+#[Object]
+impl Host {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn hypervisor(&self) -> Hypervisor {
+        self.0.hypervisor()
+    }
+
+    /// Most non-closed snapshots a VM of this host may have; null = no limit.
+    async fn max_snapshots_per_vm(&self) -> Option<i32> {
+        self.0.max_snapshots_per_vm
+    }
+
+    /// The host's VMs that the caller may see.
+    async fn vms(&self, ctx: &Context<'_>) -> Result<Vec<Vm>> {
+        let vms = list(ctx, VmsOn(self.0.id)).await?;
+        Ok(vms.iter().cloned().map(Vm).collect())
+    }
+}
+
+/// A virtual machine.
+pub struct Vm(pub models::Vm);
+
+impl Vm {
+    async fn open_snapshots(&self, ctx: &Context<'_>) -> Result<Arc<Vec<models::Snapshot>>> {
+        list(ctx, OpenSnapshotsOf(self.0.id)).await
+    }
+}
+
+#[Object]
+impl Vm {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The VM's name on its host (libvirt domain, Hyper-V VM name).
+    async fn identifier(&self) -> &str {
+        &self.0.identifier
+    }
+
+    async fn host(&self, ctx: &Context<'_>) -> Result<Host> {
+        one(ctx, HostId(self.0.host_id)).await.map(Host)
+    }
+
+    /// The CloudCIX state-table integer (RUNNING 4, QUIESCED 6, ...).
+    async fn state(&self) -> i32 {
+        self.0.state
+    }
+
+    async fn state_name(&self) -> &'static str {
+        state_name(self.0.state)
+    }
+
+    /// The snapshot the VM runs from; its live state is a child of it.
+    async fn active_snapshot(&self, ctx: &Context<'_>) -> Result<Option<Snapshot>> {
+        let open = self.open_snapshots(ctx).await?;
+        Ok(open.iter().find(|s| s.active).cloned().map(Snapshot))
+    }
+
+    /// The roots of the snapshot tree; walk down through `Snapshot.children`.
+    async fn snapshot_tree(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
+        let open = self.open_snapshots(ctx).await?;
+        let is_open = |id: i64| open.iter().any(|s| s.id == id);
+        Ok(open
+            .iter()
+            .filter(|s| !s.parent_id.is_some_and(is_open))
+            .cloned()
+            .map(Snapshot)
+            .collect())
+    }
+
+    /// All snapshots, oldest first.
+    async fn snapshots(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = false)] include_closed: bool,
+    ) -> Result<Vec<Snapshot>> {
+        let rows = if include_closed {
+            list(ctx, AllSnapshotsOf(self.0.id)).await?
+        } else {
+            self.open_snapshots(ctx).await?
+        };
+        Ok(rows.iter().cloned().map(Snapshot).collect())
+    }
+
+    /// Non-closed snapshots.
+    async fn snapshot_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        Ok(i32::try_from(self.open_snapshots(ctx).await?.len()).unwrap_or(i32::MAX))
+    }
+
+    /// The host's limit on non-closed snapshots; null = none.
+    async fn snapshot_limit(&self, ctx: &Context<'_>) -> Result<Option<i32>> {
+        let host: models::Host = one(ctx, HostId(self.0.host_id)).await?;
+        Ok(host.max_snapshots_per_vm)
+    }
+
+    /// A task is queued or running for this VM.
+    async fn busy(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(maybe(ctx, OpenTaskOf(self.0.id)).await?.is_some())
+    }
+
+    /// The queued or running task, if any.
+    async fn current_task(&self, ctx: &Context<'_>) -> Result<Option<Task>> {
+        Ok(maybe(ctx, OpenTaskOf(self.0.id)).await?.map(Task))
+    }
+
+    /// Every state change of this VM's snapshots, oldest first.
+    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<SnapshotHistoryEntry>> {
+        let rows = list(ctx, HistoryOf(self.0.id)).await?;
+        Ok(rows.iter().cloned().map(SnapshotHistoryEntry).collect())
+    }
+}
+
+/// A point-in-time state of a VM. Snapshots of one VM form a tree.
+pub struct Snapshot(pub models::Snapshot);
+
+#[Object]
+impl Snapshot {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+
+    async fn vm(&self, ctx: &Context<'_>) -> Result<Vm> {
+        one(ctx, VmId(self.0.vm_id)).await.map(Vm)
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+
+    /// The snapshot's name on the host, generated from ids (`{vm_id}_{snapshot_id}`).
+    async fn host_name(&self) -> &str {
+        &self.0.host_name
+    }
+
+    async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Snapshot>> {
+        let Some(parent) = self.0.parent_id else {
+            return Ok(None);
+        };
+        let open = list(ctx, OpenSnapshotsOf(self.0.vm_id)).await?;
+        if let Some(found) = open.iter().find(|s| s.id == parent) {
+            return Ok(Some(Snapshot(found.clone())));
+        }
+        // Only a closed snapshot can have a closed parent.
+        Ok(maybe(ctx, SnapshotId(parent)).await?.map(Snapshot))
+    }
+
+    /// Non-closed children.
+    async fn children(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
+        let open = list(ctx, OpenSnapshotsOf(self.0.vm_id)).await?;
+        Ok(open
+            .iter()
+            .filter(|s| s.parent_id == Some(self.0.id))
+            .cloned()
+            .map(Snapshot)
+            .collect())
+    }
+
+    /// The VM runs from this snapshot.
+    async fn active(&self) -> bool {
+        self.0.active
+    }
+
+    async fn state(&self) -> SnapshotState {
+        self.0.state()
+    }
+
+    /// The CloudCIX state-table integer.
+    async fn state_code(&self) -> i32 {
+        self.0.state
+    }
+
+    /// A delete of this snapshot takes its whole subtree.
+    async fn remove_subtree(&self) -> bool {
+        self.0.remove_subtree
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        at(self.0.created_at)
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        at(self.0.updated_at)
+    }
+
+    /// Every state change, oldest first.
+    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<SnapshotHistoryEntry>> {
+        let rows = list(ctx, HistoryOf(self.0.vm_id)).await?;
+        Ok(rows
+            .iter()
+            .filter(|h| h.snapshot_id == self.0.id)
+            .cloned()
+            .map(SnapshotHistoryEntry)
+            .collect())
+    }
+
+    /// The tasks that acted on this snapshot, oldest first.
+    async fn tasks(&self, ctx: &Context<'_>) -> Result<Vec<Task>> {
+        let rows = list(ctx, TasksOf(self.0.vm_id)).await?;
+        Ok(rows
+            .iter()
+            .filter(|t| t.snapshot_id == self.0.id)
+            .cloned()
+            .map(Task)
+            .collect())
+    }
+}
+
+/// One state change of a snapshot.
+pub struct SnapshotHistoryEntry(pub models::HistoryEntry);
+
+#[Object]
+impl SnapshotHistoryEntry {
+    async fn state(&self) -> SnapshotState {
+        self.0.state()
+    }
+
+    async fn state_code(&self) -> i32 {
+        self.0.state
+    }
+
+    /// The API token's name, or `robot`.
+    async fn actor(&self) -> &str {
+        &self.0.actor
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        at(self.0.at)
+    }
+
+    async fn snapshot_id(&self) -> ID {
+        self.0.snapshot_id.into()
+    }
+}
+
+/// One unit of robot work.
+pub struct Task(pub models::Task);
+
+#[Object]
+impl Task {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+
+    async fn kind(&self) -> TaskKind {
+        self.0.kind()
+    }
+
+    async fn state(&self) -> TaskState {
+        self.0.state()
+    }
+
+    async fn vm(&self, ctx: &Context<'_>) -> Result<Vm> {
+        one(ctx, VmId(self.0.vm_id)).await.map(Vm)
+    }
+
+    async fn snapshot(&self, ctx: &Context<'_>) -> Result<Snapshot> {
+        one(ctx, SnapshotId(self.0.snapshot_id)).await.map(Snapshot)
+    }
+
+    /// 0..100, null while unknown.
+    async fn progress(&self) -> Option<i32> {
+        self.0.progress
+    }
+
+    /// What the robot is doing now, in words.
+    async fn phase(&self) -> Option<&str> {
+        self.0.phase.as_deref()
+    }
+
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
+
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+
+    /// Who asked for it (the token's name).
+    async fn requested_by(&self) -> &str {
+        &self.0.requested_by
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        at(self.0.created_at)
+    }
+
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at.map(at)
+    }
+
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at.map(at)
+    }
+
+    /// Oldest first.
+    async fn events(&self, ctx: &Context<'_>) -> Result<Vec<TaskEvent>> {
+        let rows = list(ctx, EventsOf(self.0.vm_id)).await?;
+        Ok(rows
+            .iter()
+            .filter(|e| e.task_id == self.0.id)
+            .cloned()
+            .map(TaskEvent)
+            .collect())
+    }
+}
+
+/// A change of a task's state, phase or progress.
+pub struct TaskEvent(pub models::TaskEvent);
+
+#[Object]
+impl TaskEvent {
+    /// Increases monotonically across the whole system.
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+
+    async fn task(&self, ctx: &Context<'_>) -> Result<Task> {
+        one(ctx, TaskId(self.0.task_id)).await.map(Task)
+    }
+
+    async fn state(&self) -> TaskState {
+        self.0.state()
+    }
+
+    async fn progress(&self) -> Option<i32> {
+        self.0.progress
+    }
+
+    async fn phase(&self) -> Option<&str> {
+        self.0.phase.as_deref()
+    }
+
+    async fn message(&self) -> Option<&str> {
+        self.0.message.as_deref()
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        at(self.0.at)
+    }
+}
+
+pub struct Project(pub models::Project);
+
+#[Object]
+impl Project {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+/// A new token; the secret is shown once, here, and stored only hashed.
+#[derive(async_graphql::SimpleObject)]
+pub struct CreatedToken {
+    pub id: ID,
+    pub token: String,
+}
+
+/// An accepted action: its snapshot and the task that carries it out.
+pub struct SnapshotPayload(pub crate::service::Accepted);
+
+#[Object]
+impl SnapshotPayload {
+    async fn snapshot(&self) -> Snapshot {
+        Snapshot(self.0.snapshot.clone())
+    }
+
+    async fn task(&self) -> Task {
+        Task(self.0.task.clone())
+    }
+}

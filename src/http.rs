@@ -1,0 +1,163 @@
+//! The axum router: GraphQL over HTTP, the dashboard, and a health check.
+//!
+//! Every GraphQL request is authenticated here, before it runs: a missing, unknown or
+//! revoked token is answered with UNAUTHENTICATED and nothing else happens. The caller
+//! and a fresh set of loaders go into the request's data.
+
+use async_graphql::parser::types::OperationType;
+use async_graphql::{ParseRequestError, Request, Response as GqlResponse, ServerError};
+use async_graphql_axum::GraphQLRequest;
+use async_graphql_axum::rejection::GraphQLRejection;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use crate::error::AppError;
+use crate::graphql::{self, AppSchema, Batch, MAX_QUERY_BYTES};
+use crate::service::Service;
+
+/// The dashboard, built into the binary.
+const DASHBOARD: &str = include_str!("../web/index.html");
+
+/// Largest request body accepted (the query plus its variables).
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub schema: AppSchema,
+}
+
+pub fn router(service: Service) -> Router {
+    let schema = graphql::schema(Some(service.clone()));
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(healthz))
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(AppState { service, schema })
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn graphql_post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    match request {
+        Ok(request) => execute(&app, &headers, request.into_inner(), false).await,
+        Err(rejection) => rejected(rejection),
+    }
+}
+
+/// GET runs queries only: a mutation must not be one click on a link away.
+async fn graphql_get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    match request {
+        Ok(request) => execute(&app, &headers, request.into_inner(), true).await,
+        Err(rejection) => rejected(rejection),
+    }
+}
+
+async fn execute(app: &AppState, headers: &HeaderMap, request: Request, read_only: bool) -> Response {
+    if request.query.len() > MAX_QUERY_BYTES {
+        let err = AppError::QueryTooComplex(format!(
+            "The query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted.",
+            request.query.len()
+        ));
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, &err);
+    }
+    if read_only && !only_queries(&request.query) {
+        let err = AppError::validation("Only queries may be sent with GET; send mutations with POST.");
+        return error_response(StatusCode::METHOD_NOT_ALLOWED, &err);
+    }
+    let caller = match bearer(headers) {
+        Some(token) => app.service.authenticate(token).await,
+        None => Err(AppError::unauthenticated()),
+    };
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(err) => {
+            let status = match err {
+                AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if let AppError::Internal(cause) = &err {
+                tracing::error!(%cause, "authentication failed");
+            }
+            return error_response(status, &err);
+        }
+    };
+    let loaders = Batch::loader(app.service.clone(), caller.clone());
+    let mut response = app.schema.execute(request.data(caller).data(loaders)).await;
+    graphql::add_codes(&mut response.errors);
+    json(StatusCode::OK, &response)
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// True unless the document holds a mutation or subscription (or does not parse, which
+/// execution will report).
+fn only_queries(query: &str) -> bool {
+    match async_graphql::parser::parse_query(query) {
+        Ok(doc) => doc
+            .operations
+            .iter()
+            .all(|(_, op)| op.node.ty == OperationType::Query),
+        Err(_) => true,
+    }
+}
+
+fn rejected(rejection: GraphQLRejection) -> Response {
+    let too_large = matches!(rejection.0, ParseRequestError::PayloadTooLarge)
+        || rejection.0.to_string().contains("length limit");
+    if too_large {
+        let err = AppError::QueryTooComplex(format!(
+            "The request is larger than {MAX_BODY_BYTES} bytes."
+        ));
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, &err);
+    }
+    let err = AppError::validation(format!(
+        "The request is not a GraphQL request: {}.",
+        rejection.0
+    ));
+    error_response(StatusCode::BAD_REQUEST, &err)
+}
+
+/// A GraphQL-shaped error body, for requests that never reached execution.
+fn error_response(status: StatusCode, err: &AppError) -> Response {
+    let mut error = ServerError::new(err.public_message(), None);
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", err.code());
+    json(status, &GqlResponse::from_errors(vec![error]))
+}
+
+fn json(status: StatusCode, response: &GqlResponse) -> Response {
+    let body = serde_json::to_vec(response).expect("a GraphQL response serialises");
+    let mut out = (status, body).into_response();
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}

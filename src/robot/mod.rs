@@ -1,0 +1,376 @@
+//! The robot: a job runner backed by the tasks table. It claims queued tasks, drives the
+//! host's driver, and ends each task through the service, which moves the snapshots as
+//! `snapshots.md` says.
+//!
+//! A claim is a lease, renewed while the task runs; if this process dies, the lease runs
+//! out and any robot (this one restarted, or another) takes the task up again. Driver
+//! operations are idempotent, so running a task twice is safe. Transient failures retry
+//! with exponential backoff and jitter, within a number of attempts and a time budget;
+//! permanent ones end the task at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
+
+use crate::config::RobotConfig;
+use crate::domain::TaskKind;
+use crate::hypervisor::{Driver, DriverError, HostSnapshot, Progress};
+use crate::service::Service;
+use crate::service::tasks::{Claimed, Outcome};
+
+/// How long running tasks may take to reach a safe point when the robot stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs tasks until told to stop.
+pub struct Robot {
+    service: Service,
+    config: RobotConfig,
+    /// Names this process in leases and events.
+    owner: String,
+}
+
+/// Why a task stopped before it ended.
+enum Interrupt {
+    /// Another robot holds it now (this one's lease ran out).
+    Lost,
+    /// This robot is stopping; the task goes back to the queue.
+    Stopping,
+    /// A user asked to cancel it.
+    Cancel,
+}
+
+/// How a run of a task ended.
+enum Ending {
+    Done(Outcome),
+    Interrupted(Interrupt),
+}
+
+impl Robot {
+    pub fn new(service: Service, config: RobotConfig) -> Self {
+        let owner = format!("robot-{}-{:06x}", std::process::id(), fastrand::u32(..0xFF_FFFF));
+        Self {
+            service,
+            config,
+            owner,
+        }
+    }
+
+    /// Starts the robot; it stops when `shutdown` turns true.
+    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(Arc::new(self).dispatch(shutdown))
+    }
+
+    /// Claims tasks while workers are free; sleeps until a task is queued (or the slow
+    /// poll comes round, for tasks queued by other processes and expired leases).
+    async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let hosts = self.placement().await;
+        let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        let mut running = JoinSet::new();
+        tracing::info!(owner = %self.owner, workers = self.config.workers, "robot started");
+        loop {
+            while running.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                permit = Arc::clone(&workers).acquire_owned() => permit.expect("never closed"),
+                _ = shutdown.changed() => break,
+            };
+            match self.service.claim_task(&self.owner, self.config.lease, hosts.as_deref()).await {
+                Ok(Some(claimed)) => {
+                    running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
+                    continue;
+                }
+                Ok(None) => drop(permit),
+                Err(err) => {
+                    tracing::error!(error = %err, "robot could not claim a task");
+                    drop(permit);
+                }
+            }
+            tokio::select! {
+                _ = self.service.bus().wait_for_task() => {}
+                _ = sleep(self.config.poll) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        // Running tasks see the same signal and stop at their next safe point.
+        let drained = timeout(SHUTDOWN_GRACE, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            // Their leases run out and another robot takes them up.
+            running.abort_all();
+        }
+        tracing::info!(owner = %self.owner, "robot stopped");
+    }
+
+    /// The ids of the hosts this robot serves, or `None` for all.
+    async fn placement(&self) -> Option<Vec<i64>> {
+        if self.config.hosts.is_empty() {
+            return None;
+        }
+        match self.service.hosts_by_names(&self.config.hosts).await {
+            Ok(found) => {
+                for name in &self.config.hosts {
+                    if !found.iter().any(|h| &h.name == name) {
+                        tracing::warn!(host = %name, "robot placement names an unknown host");
+                    }
+                }
+                Some(found.into_iter().map(|h| h.id).collect())
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "robot could not resolve its hosts; serving none");
+                Some(Vec::new())
+            }
+        }
+    }
+
+    /// Runs one claimed task to its end, or until it is interrupted.
+    async fn work(
+        self: Arc<Self>,
+        claimed: Claimed,
+        _permit: OwnedSemaphorePermit,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let task = claimed.task.id;
+        let result = match self.run(&claimed, &mut shutdown).await {
+            Ending::Done(outcome) => self
+                .service
+                .finish_task(&claimed, &self.owner, outcome)
+                .await
+                .map(|held| {
+                    if !held {
+                        tracing::warn!(task, "task was taken over before it could end here");
+                    }
+                }),
+            Ending::Interrupted(Interrupt::Stopping) => {
+                self.service.release_task(&claimed, &self.owner).await
+            }
+            Ending::Interrupted(Interrupt::Lost) => {
+                tracing::warn!(task, "lost the lease on a task; another robot has it");
+                Ok(())
+            }
+            Ending::Interrupted(Interrupt::Cancel) => unreachable!("run turns a cancel into an outcome"),
+        };
+        if let Err(err) = result {
+            // The lease runs out and the task is taken up again.
+            tracing::error!(task, error = %err, "could not record the end of a task");
+        }
+    }
+
+    async fn run(&self, claimed: &Claimed, shutdown: &mut watch::Receiver<bool>) -> Ending {
+        let driver = match self.service.drivers().for_host(&claimed.host) {
+            Ok(driver) => driver,
+            Err(err) => {
+                return Ending::Done(Outcome::Failed {
+                    error: err.to_string(),
+                    host: None,
+                });
+            }
+        };
+        let started = Instant::now();
+        let mut attempt = claimed.task.attempts;
+        let mut cancel = claimed.task.cancel_requested;
+        loop {
+            // A safe point: between attempts nothing is half done on the host.
+            if cancel {
+                return Ending::Done(self.cancelled(claimed, &*driver, attempt).await);
+            }
+            if *shutdown.borrow() {
+                return Ending::Interrupted(Interrupt::Stopping);
+            }
+            attempt += 1;
+            let error = match self.attempt(claimed, &*driver, attempt).await {
+                Ok(Ok(())) => return Ending::Done(Outcome::Succeeded),
+                Err(interrupt) => return Ending::Interrupted(interrupt),
+                Ok(Err(DriverError::Permanent(error))) => {
+                    return Ending::Done(self.failed(claimed, &*driver, error).await);
+                }
+                Ok(Err(DriverError::Transient(error))) => error,
+            };
+            let delay = self.backoff(attempt);
+            if attempt >= self.config.max_attempts
+                || started.elapsed() + delay > self.config.give_up_after
+            {
+                let error = format!("gave up after {attempt} attempts: {error}");
+                return Ending::Done(self.failed(claimed, &*driver, error).await);
+            }
+            let message = format!(
+                "attempt {attempt} failed: {error}; retrying in {:.1}s",
+                delay.as_secs_f64()
+            );
+            self.report(claimed, attempt, None, "waiting to retry", Some(&message))
+                .await;
+            match self.hold(claimed, delay, shutdown).await {
+                Ok(()) => {}
+                Err(Interrupt::Cancel) => cancel = true,
+                Err(interrupt) => return Ending::Interrupted(interrupt),
+            }
+        }
+    }
+
+    /// One driver call, with heartbeats and progress reports while it runs.
+    async fn attempt(
+        &self,
+        claimed: &Claimed,
+        driver: &dyn Driver,
+        attempt: i32,
+    ) -> Result<Result<(), DriverError>, Interrupt> {
+        let vm = claimed.vm.identifier.as_str();
+        let name = claimed.snapshot.host_name.as_str();
+        let (progress, mut updates) = Progress::channel();
+        let call = timeout(self.config.op_timeout, async {
+            match claimed.task.kind() {
+                TaskKind::Build => driver.create(vm, name, &progress).await,
+                TaskKind::Update => driver.apply(vm, name, &progress).await,
+                TaskKind::Scrub => {
+                    let subtree = claimed.snapshot.remove_subtree;
+                    driver.delete(vm, name, subtree, &progress).await
+                }
+            }
+        });
+        tokio::pin!(call);
+        let mut heartbeat = self.heartbeat();
+        heartbeat.tick().await;
+        if attempt > 1 {
+            let phase = format!("attempt {attempt} of {}", self.config.max_attempts);
+            self.report(claimed, attempt, Some(0), &phase, None).await;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut call => {
+                    return Ok(done.unwrap_or_else(|_| Err(DriverError::Transient(format!(
+                        "the host did not finish within {}s",
+                        self.config.op_timeout.as_secs()
+                    )))));
+                }
+                Some(update) = updates.recv() => {
+                    if !self.report(claimed, attempt, update.percent, &update.phase, None).await {
+                        return Err(Interrupt::Lost);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if self.renew(claimed).await == Some(None) {
+                        return Err(Interrupt::Lost);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `delay` before a retry, keeping the lease.
+    async fn hold(
+        &self,
+        claimed: &Claimed,
+        delay: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Interrupt> {
+        let until = tokio::time::Instant::now() + delay;
+        let mut heartbeat = self.heartbeat();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return Ok(()),
+                _ = shutdown.changed() => return Err(Interrupt::Stopping),
+                _ = heartbeat.tick() => match self.renew(claimed).await {
+                    Some(None) => return Err(Interrupt::Lost),
+                    Some(Some(true)) => return Err(Interrupt::Cancel),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn heartbeat(&self) -> tokio::time::Interval {
+        let mut beat = interval(self.config.lease / 3);
+        beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        beat
+    }
+
+    /// Renews the lease: `Some(None)` when lost, `Some(Some(cancel))` when held, `None`
+    /// when the database could not be reached (the next beat tries again).
+    async fn renew(&self, claimed: &Claimed) -> Option<Option<bool>> {
+        match self
+            .service
+            .renew_task(claimed, &self.owner, self.config.lease)
+            .await
+        {
+            Ok(held) => Some(held),
+            Err(err) => {
+                tracing::warn!(task = claimed.task.id, error = %err, "could not renew a lease");
+                None
+            }
+        }
+    }
+
+    /// Records progress; false when the lease was lost. A database error only loses
+    /// the report.
+    async fn report(
+        &self,
+        claimed: &Claimed,
+        attempt: i32,
+        percent: Option<i32>,
+        phase: &str,
+        message: Option<&str>,
+    ) -> bool {
+        self.service
+            .task_progress(claimed, &self.owner, attempt, percent, phase, message)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(task = claimed.task.id, error = %err, "could not record progress");
+                true
+            })
+    }
+
+    /// The next retry delay: exponential, capped, with ±25% jitter.
+    fn backoff(&self, attempt: i32) -> Duration {
+        let exp = self
+            .config
+            .retry_base
+            .saturating_mul(1 << attempt.clamp(1, 16).saturating_sub(1));
+        exp.min(self.config.retry_cap).mul_f64(0.75 + fastrand::f64() / 2.0)
+    }
+
+    /// A failure, with what the host reports now (apply and delete need it).
+    async fn failed(&self, claimed: &Claimed, driver: &dyn Driver, error: String) -> Outcome {
+        let host = match claimed.task.kind() {
+            TaskKind::Build => None,
+            _ => self.listing(claimed, driver).await,
+        };
+        Outcome::Failed { error, host }
+    }
+
+    /// A cancel at a safe point. A create that may have reached the host is undone.
+    async fn cancelled(&self, claimed: &Claimed, driver: &dyn Driver, attempt: i32) -> Outcome {
+        match claimed.task.kind() {
+            TaskKind::Build => {
+                let cleaned_up = attempt == 0
+                    || driver
+                        .delete(
+                            &claimed.vm.identifier,
+                            &claimed.snapshot.host_name,
+                            false,
+                            &Progress::ignore(),
+                        )
+                        .await
+                        .is_ok();
+                Outcome::Cancelled {
+                    host: None,
+                    cleaned_up,
+                }
+            }
+            _ => Outcome::Cancelled {
+                host: self.listing(claimed, driver).await,
+                cleaned_up: false,
+            },
+        }
+    }
+
+    async fn listing(&self, claimed: &Claimed, driver: &dyn Driver) -> Option<Vec<HostSnapshot>> {
+        match timeout(self.config.op_timeout, driver.list(&claimed.vm.identifier)).await {
+            Ok(Ok(listed)) => Some(listed),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `snaptree serve`: the database, the service, the robot and the HTTP server, started
+//! together and stopped together through one shutdown signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{DatabaseUrl, RobotConfig};
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+use crate::events::EventBus;
+use crate::hypervisor::Drivers;
+use crate::robot::Robot;
+use crate::service::Service;
+
+/// What `serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub database: DatabaseUrl,
+    /// Run a robot in this process (`None`: another process runs tasks).
+    pub robot: Option<RobotConfig>,
+    /// Where simulated hosts keep their state.
+    pub sim_dir: PathBuf,
+}
+
+/// A started server.
+pub struct Server {
+    /// Where it listens (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    pub service: Service,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    robot: Option<JoinHandle<()>>,
+}
+
+/// Builds the service on an opened database.
+pub fn service(db: Db, sim_dir: PathBuf) -> Service {
+    Service::new(db, EventBus::default(), Arc::new(Drivers::new(sim_dir)))
+}
+
+impl Server {
+    /// Migrates the database, binds, and starts serving (and the robot).
+    pub async fn start(options: ServeOptions) -> AppResult<Self> {
+        let db = Db::connect(&options.database).await?;
+        let service = service(db, options.sim_dir);
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| AppError::internal(format!("cannot listen on {}: {e}", options.listen)))?;
+        let addr = listener.local_addr().map_err(AppError::internal)?;
+        let (shutdown, stop) = watch::channel(false);
+        let robot = options
+            .robot
+            .map(|config| Robot::new(service.clone(), config).spawn(stop.clone()));
+        let app = crate::http::router(service.clone());
+        let mut stop_http = stop;
+        let http = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop_http.wait_for(|stop| *stop).await;
+            });
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "HTTP server failed");
+            }
+        });
+        Ok(Self {
+            addr,
+            service,
+            shutdown,
+            http,
+            robot,
+        })
+    }
+
+    /// Stops accepting requests, lets the robot reach a safe point, and waits for both.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.http.await;
+        if let Some(robot) = self.robot {
+            let _ = robot.await;
+        }
+    }
+}
