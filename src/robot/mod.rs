@@ -233,9 +233,9 @@ impl Robot {
         tokio::pin!(call);
         let mut heartbeat = self.heartbeat();
         heartbeat.tick().await;
-        if attempt > 1 {
-            let phase = format!("attempt {attempt} of {}", self.config.max_attempts);
-            self.report(claimed, attempt, Some(0), &phase, None).await;
+        let phase = format!("attempt {attempt} of {}", self.config.max_attempts);
+        if !self.report(claimed, attempt, None, &phase, None).await {
+            return Err(Interrupt::Lost);
         }
         loop {
             tokio::select! {

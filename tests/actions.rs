@@ -1,0 +1,179 @@
+//! The five snapshot actions, through the robot on a simulated host, to their final
+//! states; the active snapshot and the tree after each.
+
+mod common;
+
+use common::TestApp;
+use serde_json::json;
+
+#[tokio::test]
+async fn the_five_actions_reach_their_final_states() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("five", "sim://").await;
+    let op = f.operator.as_str();
+
+    // Create: the new snapshot hangs from the active one and becomes active.
+    let (a, task) = app.create_snapshot(op, &f.vm, "a").await;
+    let done = app.finished(op, &task).await;
+    assert_eq!(done["state"], "SUCCEEDED");
+    assert_eq!(done["kind"], "BUILD");
+    assert_eq!(done["progress"], 100);
+    assert_eq!(done["snapshot"]["state"], "RUNNING");
+    assert_eq!(app.active(op, &f.vm).await.as_deref(), Some(a.as_str()));
+    let b = app.snapshot_built(op, &f.vm, "b").await;
+    assert_eq!(
+        app.tree(op, &f.vm).await,
+        vec![
+            (a.clone(), None, "RUNNING".into(), false),
+            (b.clone(), Some(a.clone()), "RUNNING".into(), true),
+        ]
+    );
+
+    // Apply: the applied snapshot becomes active; a new one then branches from it.
+    let (applied, task) = app.apply(op, &a).await;
+    assert_eq!(applied, a);
+    let done = app.finished(op, &task).await;
+    assert_eq!((done["state"].as_str(), done["kind"].as_str()), (Some("SUCCEEDED"), Some("UPDATE")));
+    assert_eq!(app.active(op, &f.vm).await.as_deref(), Some(a.as_str()));
+    let c = app.snapshot_built(op, &f.vm, "c").await;
+    assert_eq!(app.tree(op, &f.vm).await[2], (c.clone(), Some(a.clone()), "RUNNING".into(), true));
+
+    // Revert: applies the active snapshot; it stays active.
+    let (reverted, task) = app.revert(op, &f.vm).await;
+    assert_eq!(reverted, c);
+    assert_eq!(app.finished(op, &task).await["state"], "SUCCEEDED");
+    assert_eq!(app.active(op, &f.vm).await.as_deref(), Some(c.as_str()));
+
+    // Delete one: closed; the active one (its child here) is untouched.
+    let (_, task) = app.delete(op, &b, false).await;
+    let done = app.finished(op, &task).await;
+    assert_eq!((done["state"].as_str(), done["kind"].as_str()), (Some("SUCCEEDED"), Some("SCRUB")));
+    assert_eq!(done["snapshot"]["state"], "CLOSED");
+    assert_eq!(app.active(op, &f.vm).await.as_deref(), Some(c.as_str()));
+
+    // Delete a subtree holding the active snapshot: the subtree's parent (none) is active.
+    let (_, task) = app.delete(op, &a, true).await;
+    assert_eq!(app.finished(op, &task).await["state"], "SUCCEEDED");
+    assert_eq!(app.tree(op, &f.vm).await, vec![]);
+    assert_eq!(app.active(op, &f.vm).await, None);
+
+    // The host agrees: nothing is left on it.
+    let data = app
+        .data(op, "query($v: ID!) { vm(id: $v) { snapshots(includeClosed: true) { state } busy snapshotCount } }", json!({ "v": f.vm }))
+        .await;
+    assert_eq!(data["vm"]["snapshots"].as_array().unwrap().len(), 3);
+    assert_eq!(data["vm"]["busy"], false);
+    assert_eq!(data["vm"]["snapshotCount"], 0);
+}
+
+#[tokio::test]
+async fn deleting_one_snapshot_reattaches_its_children_to_its_parent() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("reparent", "sim://").await;
+    let op = f.operator.as_str();
+    //   root - mid - left
+    //            \-- right (active)
+    let root = app.snapshot_built(op, &f.vm, "root").await;
+    let mid = app.snapshot_built(op, &f.vm, "mid").await;
+    let left = app.snapshot_built(op, &f.vm, "left").await;
+    let (_, task) = app.apply(op, &mid).await;
+    app.finished(op, &task).await;
+    let right = app.snapshot_built(op, &f.vm, "right").await;
+
+    let (_, task) = app.delete(op, &mid, false).await;
+    assert_eq!(app.finished(op, &task).await["state"], "SUCCEEDED");
+    assert_eq!(
+        app.tree(op, &f.vm).await,
+        vec![
+            (root.clone(), None, "RUNNING".into(), false),
+            (left, Some(root.clone()), "RUNNING".into(), false),
+            (right.clone(), Some(root.clone()), "RUNNING".into(), true),
+        ]
+    );
+
+    // Deleting the active snapshot makes its parent active; its history tells the story.
+    let (_, task) = app.delete(op, &right, false).await;
+    app.finished(op, &task).await;
+    assert_eq!(app.active(op, &f.vm).await, Some(root));
+    let data = app
+        .data(op, "query($s: ID!) { snapshot(id: $s) { state active history { state stateCode actor } } }", json!({ "s": right }))
+        .await;
+    let history: Vec<(String, String)> = data["snapshot"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["state"].as_str().unwrap().into(), h["actor"].as_str().unwrap().into()))
+        .collect();
+    let expected = [
+        ("REQUESTED", "OPERATOR"),
+        ("BUILDING", "robot"),
+        ("RUNNING", "robot"),
+        ("SCRUB", "OPERATOR"),
+        ("SCRUBBING", "robot"),
+        ("CLOSED", "robot"),
+    ];
+    assert_eq!(
+        history,
+        expected.map(|(s, a)| (s.to_owned(), a.to_owned())).to_vec()
+    );
+    assert_eq!(data["snapshot"]["active"], false);
+}
+
+#[tokio::test]
+async fn a_subtree_delete_with_the_active_snapshot_inside_activates_the_subtree_parent() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("subtree", "sim://").await;
+    let op = f.operator.as_str();
+    // root - a - b - c (active); root - d
+    let root = app.snapshot_built(op, &f.vm, "root").await;
+    let a = app.snapshot_built(op, &f.vm, "a").await;
+    app.snapshot_built(op, &f.vm, "b").await;
+    let (_, task) = app.apply(op, &root).await;
+    app.finished(op, &task).await;
+    let d = app.snapshot_built(op, &f.vm, "d").await;
+    let (_, task) = app.apply(op, &a).await;
+    app.finished(op, &task).await;
+    let c_parent = app.snapshot_built(op, &f.vm, "b2").await;
+    let c = app.snapshot_built(op, &f.vm, "c").await;
+    assert_eq!(app.active(op, &f.vm).await.as_deref(), Some(c.as_str()));
+
+    let (_, task) = app.delete(op, &a, true).await;
+    let done = app.finished(op, &task).await;
+    assert_eq!(done["state"], "SUCCEEDED");
+    assert_eq!(app.active(op, &f.vm).await.as_deref(), Some(root.as_str()));
+    assert_eq!(
+        app.tree(op, &f.vm).await,
+        vec![
+            (root.clone(), None, "RUNNING".into(), true),
+            (d, Some(root), "RUNNING".into(), false),
+        ]
+    );
+    let data = app
+        .data(op, "query($s: ID!) { snapshot(id: $s) { state removeSubtree } }", json!({ "s": c_parent }))
+        .await;
+    assert_eq!(data["snapshot"]["state"], "CLOSED");
+}
+
+#[tokio::test]
+async fn a_queued_task_can_be_cancelled_and_changes_nothing() {
+    let app = TestApp::spawn_with(None).await; // no robot: the task stays queued
+    let f = app.project_with_vm("cancel", "sim://").await;
+    let op = f.operator.as_str();
+    let (snapshot, task) = app.create_snapshot(op, &f.vm, "never").await;
+    let data = app
+        .data(op, "mutation($t: ID!) { cancelTask(id: $t) { state error } }", json!({ "t": task }))
+        .await;
+    assert_eq!(data["cancelTask"]["state"], "CANCELLED");
+    assert_eq!(app.tree(op, &f.vm).await, vec![]);
+    assert_eq!(app.active(op, &f.vm).await, None);
+    let data = app
+        .data(op, "query($s: ID!) { snapshot(id: $s) { state } }", json!({ "s": snapshot }))
+        .await;
+    assert_eq!(data["snapshot"]["state"], "CLOSED");
+    // The VM is free again, and an ended task cannot be cancelled twice.
+    app.create_snapshot(op, &f.vm, "next").await;
+    let code = app
+        .error_code(Some(op), "mutation($t: ID!) { cancelTask(id: $t) { state } }", json!({ "t": task }))
+        .await;
+    assert_eq!(code, "INVALID_STATE");
+}

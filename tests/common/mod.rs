@@ -1,0 +1,363 @@
+//! The test harness: a real snaptree server on an ephemeral port, on SQLite or on
+//! PostgreSQL, and a client that talks GraphQL to it over HTTP.
+//!
+//! `SNAPTREE_TEST_DATABASE=postgres` runs the suite on PostgreSQL: each test gets its own
+//! database on the server at `SNAPTREE_TEST_POSTGRES_URL`, dropped afterwards. Without
+//! the URL a PostgreSQL run fails rather than silently testing SQLite.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use snaptree::config::{DatabaseUrl, RobotConfig};
+use snaptree::domain::Role;
+use snaptree::server::{ServeOptions, Server};
+use tempfile::TempDir;
+
+/// Polls for a task's end at most this often; a hang guard, not a performance limit.
+const POLL: Duration = Duration::from_millis(20);
+const MAX_POLLS: usize = 15_000; // five minutes
+
+/// A robot tuned for tests: quick retries; no slow poll racing the statement counts.
+pub fn test_robot() -> RobotConfig {
+    RobotConfig {
+        lease: Duration::from_secs(2),
+        poll: Duration::from_secs(3600),
+        retry_base: Duration::from_millis(20),
+        retry_cap: Duration::from_millis(100),
+        give_up_after: Duration::from_secs(30),
+        ..RobotConfig::default()
+    }
+}
+
+/// A database for one test: a SQLite file in the test's directory, or a new PostgreSQL
+/// database.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    /// The PostgreSQL server and database to drop at the end.
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(dir: &Path) -> Self {
+        match std::env::var("SNAPTREE_TEST_DATABASE").as_deref() {
+            Ok("postgres") => {
+                let server = std::env::var("SNAPTREE_TEST_POSTGRES_URL").expect(
+                    "SNAPTREE_TEST_DATABASE=postgres needs SNAPTREE_TEST_POSTGRES_URL \
+                     (e.g. postgres://postgres@127.0.0.1/postgres)",
+                );
+                let name = format!(
+                    "snaptree_test_{}_{:08x}",
+                    std::process::id(),
+                    fastrand::u32(..)
+                );
+                admin_sql(&server, &format!("CREATE DATABASE {name}")).await;
+                let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+                Self {
+                    url: DatabaseUrl::Postgres(format!("{base}/{name}")),
+                    pg: Some((server.clone(), name)),
+                }
+            }
+            Ok("sqlite") | Err(_) => Self {
+                url: DatabaseUrl::Sqlite(dir.join("snaptree.db")),
+                pg: None,
+            },
+            Ok(other) => panic!("SNAPTREE_TEST_DATABASE must be sqlite or postgres, not {other}"),
+        }
+    }
+
+    /// The URL as the command line takes it.
+    pub fn cli_url(&self) -> String {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((server, name)) = self.pg.take() {
+            // Drop runs outside async; a small runtime of its own does the work.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(admin_sql(&server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            })
+            .join();
+        }
+    }
+}
+
+async fn admin_sql(server: &str, sql: &str) {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let mut conn = AsyncPgConnection::establish(server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at SNAPTREE_TEST_POSTGRES_URL: {e}"));
+    conn.batch_execute(sql).await.expect(sql);
+}
+
+/// A running server and an ADMIN token for it.
+pub struct TestApp {
+    pub server: Option<Server>,
+    pub url: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    /// A server with a robot.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Some(test_robot())).await
+    }
+
+    pub async fn spawn_with(robot: Option<RobotConfig>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(dir.path()).await;
+        let server = Server::start(ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database: db.url.clone(),
+            robot,
+            sim_dir: dir.path().join("sim"),
+        })
+        .await
+        .expect("the server starts");
+        let admin = server
+            .service
+            .bootstrap_token("ops", Role::Admin, "admin")
+            .await
+            .unwrap();
+        Self {
+            url: format!("http://{}/graphql", server.addr),
+            server: Some(server),
+            admin,
+            client: reqwest::Client::new(),
+            db,
+            dir,
+        }
+    }
+
+    pub fn sim_dir(&self) -> PathBuf {
+        self.dir.path().join("sim")
+    }
+
+    /// Statements the server's database connections have run so far.
+    pub fn statements(&self) -> u64 {
+        self.server.as_ref().unwrap().service.db().statement_count()
+    }
+
+    /// Sends a GraphQL request with `token` (none: no Authorization header); returns
+    /// the whole response body.
+    pub async fn request(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The response's data; fails the test on any error.
+    pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.request(Some(token), query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}\nfor {query}");
+        body["data"].clone()
+    }
+
+    /// The code of the response's first error; fails the test if there is none.
+    pub async fn error_code(&self, token: Option<&str>, query: &str, variables: Value) -> String {
+        let body = self.request(token, query, variables).await;
+        error_code(&body)
+    }
+
+    pub async fn create_project(&self, name: &str) -> String {
+        let data = self
+            .data(&self.admin, "mutation($n: String!) { createProject(name: $n) { id } }", json!({ "n": name }))
+            .await;
+        data["createProject"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_token(&self, project: &str, role: &str) -> String {
+        let data = self
+            .data(
+                &self.admin,
+                "mutation($p: ID!, $r: Role!) { createToken(projectId: $p, name: $r, role: $r) { token } }",
+                json!({ "p": project, "r": role }),
+            )
+            .await;
+        data["createToken"]["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_host(&self, name: &str, hypervisor: &str, uri: &str, max: Option<i32>) -> String {
+        let data = self
+            .data(
+                &self.admin,
+                "mutation($n: String!, $h: Hypervisor!, $u: String!, $m: Int) {
+                   createHost(name: $n, hypervisor: $h, uri: $u, maxSnapshotsPerVm: $m) { id }
+                 }",
+                json!({ "n": name, "h": hypervisor, "u": uri, "m": max }),
+            )
+            .await;
+        data["createHost"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_vm(&self, host: &str, project: &str, name: &str) -> String {
+        let data = self
+            .data(
+                &self.admin,
+                "mutation($h: ID!, $p: ID!, $n: String!) {
+                   createVm(hostId: $h, projectId: $p, name: $n, identifier: $n) { id }
+                 }",
+                json!({ "h": host, "p": project, "n": name }),
+            )
+            .await;
+        data["createVm"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A project with an OPERATOR token and a VM on a new simulated host tuned by `uri`.
+    pub async fn project_with_vm(&self, project: &str, uri: &str) -> Fixture {
+        let project_id = self.create_project(project).await;
+        let operator = self.create_token(&project_id, "OPERATOR").await;
+        let host = self.create_host(&format!("{project}-host"), "SIMULATED", uri, None).await;
+        let vm = self.create_vm(&host, &project_id, &format!("{project}-vm")).await;
+        Fixture {
+            project: project_id,
+            operator,
+            host,
+            vm,
+        }
+    }
+
+    /// Runs an action mutation (`createSnapshot`, ...) and returns (snapshot id, task id).
+    pub async fn act(&self, token: &str, mutation: &str, variables: Value) -> (String, String) {
+        let data = self.data(token, mutation, variables).await;
+        let payload = data.as_object().unwrap().values().next().unwrap();
+        (
+            payload["snapshot"]["id"].as_str().unwrap().to_owned(),
+            payload["task"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn create_snapshot(&self, token: &str, vm: &str, name: &str) -> (String, String) {
+        self.act(
+            token,
+            "mutation($v: ID!, $n: String!) { createSnapshot(vmId: $v, name: $n) { snapshot { id } task { id } } }",
+            json!({ "v": vm, "n": name }),
+        )
+        .await
+    }
+
+    pub async fn apply(&self, token: &str, snapshot: &str) -> (String, String) {
+        self.act(
+            token,
+            "mutation($s: ID!) { applySnapshot(id: $s) { snapshot { id } task { id } } }",
+            json!({ "s": snapshot }),
+        )
+        .await
+    }
+
+    pub async fn revert(&self, token: &str, vm: &str) -> (String, String) {
+        self.act(
+            token,
+            "mutation($v: ID!) { revertSnapshot(vmId: $v) { snapshot { id } task { id } } }",
+            json!({ "v": vm }),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, token: &str, snapshot: &str, subtree: bool) -> (String, String) {
+        self.act(
+            token,
+            "mutation($s: ID!, $t: Boolean) { deleteSnapshot(id: $s, removeSubtree: $t) { snapshot { id } task { id } } }",
+            json!({ "s": snapshot, "t": subtree }),
+        )
+        .await
+    }
+
+    /// Waits until task `task` has ended; returns it with its snapshot.
+    pub async fn finished(&self, token: &str, task: &str) -> Value {
+        for _ in 0..MAX_POLLS {
+            let data = self
+                .data(
+                    token,
+                    "query($t: ID!) { task(id: $t) {
+                       id kind state attempts error progress phase startedAt finishedAt
+                       snapshot { id state active parent { id } }
+                       events { id state progress phase message }
+                     } }",
+                    json!({ "t": task }),
+                )
+                .await;
+            let task = &data["task"];
+            if !matches!(task["state"].as_str(), Some("QUEUED" | "RUNNING")) {
+                return task.clone();
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("task {task} never ended");
+    }
+
+    /// Creates a snapshot and waits for it to be built; returns its id.
+    pub async fn snapshot_built(&self, token: &str, vm: &str, name: &str) -> String {
+        let (snapshot, task) = self.create_snapshot(token, vm, name).await;
+        let done = self.finished(token, &task).await;
+        assert_eq!(done["state"], "SUCCEEDED", "{done:#}");
+        snapshot
+    }
+
+    /// The VM's non-closed snapshots as (id, parent id, state, active), oldest first.
+    pub async fn tree(&self, token: &str, vm: &str) -> Vec<(String, Option<String>, String, bool)> {
+        let data = self
+            .data(
+                token,
+                "query($v: ID!) { vm(id: $v) { snapshots { id state active parent { id } } } }",
+                json!({ "v": vm }),
+            )
+            .await;
+        data["vm"]["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_owned(),
+                    s["parent"]["id"].as_str().map(str::to_owned),
+                    s["state"].as_str().unwrap().to_owned(),
+                    s["active"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// The VM's active snapshot id.
+    pub async fn active(&self, token: &str, vm: &str) -> Option<String> {
+        let data = self
+            .data(token, "query($v: ID!) { vm(id: $v) { activeSnapshot { id } } }", json!({ "v": vm }))
+            .await;
+        data["vm"]["activeSnapshot"]["id"].as_str().map(str::to_owned)
+    }
+}
+
+/// The code of a response's first error.
+pub fn error_code(body: &Value) -> String {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error with a code, got {body:#}"))
+        .to_owned()
+}
+
+/// A project with an OPERATOR token and one VM on its own simulated host.
+pub struct Fixture {
+    pub project: String,
+    pub operator: String,
+    pub host: String,
+    pub vm: String,
+}
