@@ -7,9 +7,10 @@
 //! process as a real host would.
 //!
 //! The URI tunes it: `sim://?latency_ms=50&fail_rate=0.1&flaky_rate=0.2&domains=web,db`.
-//! `latency_ms` is how long each operation takes, `fail_rate` the share of operations
-//! that fail for good, `flaky_rate` the share that fail transiently, and `domains` the VMs
-//! the host starts with. Any other VM comes into being when it is first asked for.
+//! `latency_ms` is how long each snapshot operation (create, apply, delete) takes,
+//! `fail_rate` the share of them that fail for good, `flaky_rate` the share that fail
+//! transiently, and `domains` the VMs the host starts with. Any other VM comes into being
+//! when it is first asked for. Reads (VM state, listings) are instant and never fail.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -303,8 +304,8 @@ impl Driver for SimDriver {
         })
     }
 
+    /// Reading never fails here, so a test can tell what a failed host still holds.
     async fn list(&self, vm: &str) -> Result<Vec<HostSnapshot>, DriverError> {
-        self.work("listing snapshots", &Progress::ignore()).await?;
         self.with_domain(vm, |d| Ok(d.list()))
     }
 }
@@ -397,7 +398,6 @@ mod tests {
             flaky.create("vm", "1_1", &Progress::ignore()).await,
             Err(DriverError::Transient(_))
         ));
-        assert!(flaky.list("vm").await.is_err());
         // Nothing was created by the failed operations.
         let fine = SimDriver::new("sim://", dir.path()).unwrap();
         assert!(fine.list("vm").await.unwrap().is_empty());
