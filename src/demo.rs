@@ -9,7 +9,11 @@ use crate::service::{Caller, Service};
 pub const PROJECT: &str = "demo";
 /// The demo host: slow enough that progress is visible.
 const HOST: (&str, &str) = ("sim-1", "sim://?latency_ms=800");
-const VMS: &[(&str, &str)] = &[("web-1", "demo-web-1"), ("db-1", "demo-db-1"), ("build-1", "demo-build-1")];
+const VMS: &[(&str, &str)] = &[
+    ("web-1", "demo-web-1"),
+    ("db-1", "demo-db-1"),
+    ("build-1", "demo-build-1"),
+];
 
 /// Seeds the demo (unless the project exists) and returns a new OPERATOR token for it.
 pub async fn seed(service: &Service) -> AppResult<String> {

@@ -15,7 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use crate::error::AppError;
-use crate::graphql::{self, AppSchema, Batch, MAX_QUERY_BYTES};
+use crate::graphql::{self, AppSchema, Loaders, MAX_QUERY_BYTES};
 use crate::service::Service;
 
 /// The dashboard, built into the binary.
@@ -72,7 +72,12 @@ async fn graphql_get(
     }
 }
 
-async fn execute(app: &AppState, headers: &HeaderMap, request: Request, read_only: bool) -> Response {
+async fn execute(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: Request,
+    read_only: bool,
+) -> Response {
     if request.query.len() > MAX_QUERY_BYTES {
         let err = AppError::QueryTooComplex(format!(
             "The query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted.",
@@ -81,7 +86,8 @@ async fn execute(app: &AppState, headers: &HeaderMap, request: Request, read_onl
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, &err);
     }
     if read_only && !only_queries(&request.query) {
-        let err = AppError::validation("Only queries may be sent with GET; send mutations with POST.");
+        let err =
+            AppError::validation("Only queries may be sent with GET; send mutations with POST.");
         return error_response(StatusCode::METHOD_NOT_ALLOWED, &err);
     }
     let caller = match bearer(headers) {
@@ -101,7 +107,7 @@ async fn execute(app: &AppState, headers: &HeaderMap, request: Request, read_onl
             return error_response(status, &err);
         }
     };
-    let loaders = Batch::loader(app.service.clone(), caller.clone());
+    let loaders = Loaders::new(app.service.clone(), caller.clone());
     let mut response = app.schema.execute(request.data(caller).data(loaders)).await;
     graphql::add_codes(&mut response.errors);
     json(StatusCode::OK, &response)

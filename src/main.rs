@@ -45,7 +45,11 @@ enum Command {
 #[derive(Args)]
 struct DatabaseArgs {
     /// sqlite://FILE (the embedded default) or postgres://USER@HOST/DB.
-    #[arg(long, env = "SNAPTREE_DATABASE_URL", default_value = "sqlite://snaptree.db")]
+    #[arg(
+        long,
+        env = "SNAPTREE_DATABASE_URL",
+        default_value = "sqlite://snaptree.db"
+    )]
     database_url: DatabaseUrl,
 }
 
@@ -146,11 +150,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    // The migration harness blocks; it needs a multi-threaded runtime.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts");
+    let runtime = server::runtime().expect("a tokio runtime starts");
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -180,7 +180,9 @@ async fn run(command: Command) -> AppResult<()> {
         }) => {
             let db = Db::connect(&database.database_url).await?;
             let service = server::service(db, PathBuf::from("snaptree-sim"));
-            let token = service.bootstrap_token(&project, role.into(), &name).await?;
+            let token = service
+                .bootstrap_token(&project, role.into(), &name)
+                .await?;
             println!("{token}");
             Ok(())
         }
@@ -206,10 +208,16 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
     })
     .await?;
     let url = format!("http://{}/", server.addr);
-    println!("snaptree is serving on {url} ({})", args.database.database_url);
+    println!(
+        "snaptree is serving on {url} ({})",
+        args.database.database_url
+    );
     if args.demo {
         let token = demo::seed(&server.service).await?;
-        println!("Open {url} - demo token (OPERATOR of project \"{}\"):", demo::PROJECT);
+        println!(
+            "Open {url} - demo token (OPERATOR of project \"{}\"):",
+            demo::PROJECT
+        );
         println!("{token}");
         println!(
             "Try: curl -s {url}graphql -H \"Authorization: Bearer {token}\" -H 'Content-Type: application/json' -d '{{\"query\":\"{{ vms {{ edges {{ node {{ id name }} }} }} }}\"}}'"

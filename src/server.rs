@@ -17,6 +17,20 @@ use crate::hypervisor::Drivers;
 use crate::robot::Robot;
 use crate::service::Service;
 
+/// Stack of each runtime thread. Resolving a query nested as deep as the limits allow
+/// recurses through every level; the default 2 MiB is too little for that (in debug
+/// builds even at 50 levels), and running out would abort the whole process. Only the
+/// pages a thread touches cost memory.
+const THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// The runtime snaptree runs on (multi-threaded: the migration harness blocks).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()
+}
+
 /// What `serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {

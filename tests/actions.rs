@@ -33,10 +33,16 @@ async fn the_five_actions_reach_their_final_states() {
     let (applied, task) = app.apply(op, &a).await;
     assert_eq!(applied, a);
     let done = app.finished(op, &task).await;
-    assert_eq!((done["state"].as_str(), done["kind"].as_str()), (Some("SUCCEEDED"), Some("UPDATE")));
+    assert_eq!(
+        (done["state"].as_str(), done["kind"].as_str()),
+        (Some("SUCCEEDED"), Some("UPDATE"))
+    );
     assert_eq!(app.active(op, &f.vm).await.as_deref(), Some(a.as_str()));
     let c = app.snapshot_built(op, &f.vm, "c").await;
-    assert_eq!(app.tree(op, &f.vm).await[2], (c.clone(), Some(a.clone()), "RUNNING".into(), true));
+    assert_eq!(
+        app.tree(op, &f.vm).await[2],
+        (c.clone(), Some(a.clone()), "RUNNING".into(), true)
+    );
 
     // Revert: applies the active snapshot; it stays active.
     let (reverted, task) = app.revert(op, &f.vm).await;
@@ -47,7 +53,10 @@ async fn the_five_actions_reach_their_final_states() {
     // Delete one: closed; the active one (its child here) is untouched.
     let (_, task) = app.delete(op, &b, false).await;
     let done = app.finished(op, &task).await;
-    assert_eq!((done["state"].as_str(), done["kind"].as_str()), (Some("SUCCEEDED"), Some("SCRUB")));
+    assert_eq!(
+        (done["state"].as_str(), done["kind"].as_str()),
+        (Some("SUCCEEDED"), Some("SCRUB"))
+    );
     assert_eq!(done["snapshot"]["state"], "CLOSED");
     assert_eq!(app.active(op, &f.vm).await.as_deref(), Some(c.as_str()));
 
@@ -102,7 +111,12 @@ async fn deleting_one_snapshot_reattaches_its_children_to_its_parent() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h["state"].as_str().unwrap().into(), h["actor"].as_str().unwrap().into()))
+        .map(|h| {
+            (
+                h["state"].as_str().unwrap().into(),
+                h["actor"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let expected = [
         ("REQUESTED", "OPERATOR"),
@@ -149,7 +163,11 @@ async fn a_subtree_delete_with_the_active_snapshot_inside_activates_the_subtree_
         ]
     );
     let data = app
-        .data(op, "query($s: ID!) { snapshot(id: $s) { state removeSubtree } }", json!({ "s": c_parent }))
+        .data(
+            op,
+            "query($s: ID!) { snapshot(id: $s) { state removeSubtree } }",
+            json!({ "s": c_parent }),
+        )
         .await;
     assert_eq!(data["snapshot"]["state"], "CLOSED");
 }
@@ -161,19 +179,31 @@ async fn a_queued_task_can_be_cancelled_and_changes_nothing() {
     let op = f.operator.as_str();
     let (snapshot, task) = app.create_snapshot(op, &f.vm, "never").await;
     let data = app
-        .data(op, "mutation($t: ID!) { cancelTask(id: $t) { state error } }", json!({ "t": task }))
+        .data(
+            op,
+            "mutation($t: ID!) { cancelTask(id: $t) { state error } }",
+            json!({ "t": task }),
+        )
         .await;
     assert_eq!(data["cancelTask"]["state"], "CANCELLED");
     assert_eq!(app.tree(op, &f.vm).await, vec![]);
     assert_eq!(app.active(op, &f.vm).await, None);
     let data = app
-        .data(op, "query($s: ID!) { snapshot(id: $s) { state } }", json!({ "s": snapshot }))
+        .data(
+            op,
+            "query($s: ID!) { snapshot(id: $s) { state } }",
+            json!({ "s": snapshot }),
+        )
         .await;
     assert_eq!(data["snapshot"]["state"], "CLOSED");
     // The VM is free again, and an ended task cannot be cancelled twice.
     app.create_snapshot(op, &f.vm, "next").await;
     let code = app
-        .error_code(Some(op), "mutation($t: ID!) { cancelTask(id: $t) { state } }", json!({ "t": task }))
+        .error_code(
+            Some(op),
+            "mutation($t: ID!) { cancelTask(id: $t) { state } }",
+            json!({ "t": task }),
+        )
         .await;
     assert_eq!(code, "INVALID_STATE");
 }

@@ -14,10 +14,18 @@ use snaptree::hypervisor::{Driver, Progress};
 async fn imported_vm_on_a_failing_host(app: &TestApp) -> (String, String, Vec<(String, String)>) {
     let project = app.create_project("failing").await;
     let op = app.create_token(&project, "OPERATOR").await;
-    let host = app.create_host("broken", "SIMULATED", "sim://?fail_rate=1", None).await;
+    let host = app
+        .create_host("broken", "SIMULATED", "sim://?fail_rate=1", None)
+        .await;
     let on_host = SimDriver::new("sim://", &app.sim_dir().join(format!("host-{host}"))).unwrap();
-    on_host.create("legacy", "base", &Progress::ignore()).await.unwrap();
-    on_host.create("legacy", "current", &Progress::ignore()).await.unwrap();
+    on_host
+        .create("legacy", "base", &Progress::ignore())
+        .await
+        .unwrap();
+    on_host
+        .create("legacy", "current", &Progress::ignore())
+        .await
+        .unwrap();
     let data = app
         .data(
             &app.admin,
@@ -40,7 +48,12 @@ async fn imported_vm_on_a_failing_host(app: &TestApp) -> (String, String, Vec<(S
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["id"].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["id"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     (op, vm["id"].as_str().unwrap().to_owned(), snapshots)
 }
@@ -56,16 +69,34 @@ async fn a_failing_host_leaves_every_snapshot_true_and_the_error_on_the_task() {
     let done = app.finished(&op, &task).await;
     assert_eq!(done["state"], "FAILED");
     assert_eq!(done["attempts"], 1, "a permanent failure is not retried");
-    assert!(done["error"].as_str().unwrap().contains("simulated failure"), "{done:#}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("simulated failure"),
+        "{done:#}"
+    );
     assert_eq!(done["snapshot"]["state"], "UNRESOURCED");
     assert_eq!(done["snapshot"]["active"], false);
-    assert_eq!(app.active(&op, &vm).await.as_deref(), Some(current.as_str()));
-    let message = done["events"].as_array().unwrap().last().unwrap()["message"].as_str().unwrap();
-    assert!(message.starts_with("failed: simulated failure"), "{message}");
+    assert_eq!(
+        app.active(&op, &vm).await.as_deref(),
+        Some(current.as_str())
+    );
+    let message = done["events"].as_array().unwrap().last().unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.starts_with("failed: simulated failure"),
+        "{message}"
+    );
 
     // An UNRESOURCED snapshot cannot be applied.
     let code = app
-        .error_code(Some(&op), "mutation($s: ID!) { applySnapshot(id: $s) { task { id } } }", json!({ "s": new }))
+        .error_code(
+            Some(&op),
+            "mutation($s: ID!) { applySnapshot(id: $s) { task { id } } }",
+            json!({ "s": new }),
+        )
         .await;
     assert_eq!(code, "INVALID_STATE");
 
@@ -74,7 +105,10 @@ async fn a_failing_host_leaves_every_snapshot_true_and_the_error_on_the_task() {
     let done = app.finished(&op, &task).await;
     assert_eq!(done["state"], "FAILED");
     assert_eq!(done["snapshot"]["state"], "RUNNING");
-    assert_eq!(app.active(&op, &vm).await.as_deref(), Some(current.as_str()));
+    assert_eq!(
+        app.active(&op, &vm).await.as_deref(),
+        Some(current.as_str())
+    );
 
     // Delete fails: back to the previous state, nothing closed.
     let (_, task) = app.delete(&op, base, true).await;
@@ -82,9 +116,21 @@ async fn a_failing_host_leaves_every_snapshot_true_and_the_error_on_the_task() {
     let tree = app.tree(&op, &vm).await;
     let states: Vec<_> = tree.iter().map(|(_, _, s, _)| s.as_str()).collect();
     assert_eq!(states, ["RUNNING", "RUNNING", "UNRESOURCED"]);
-    let data = app.data(&op, "query($s: ID!) { snapshot(id: $s) { removeSubtree } }", json!({ "s": base })).await;
+    let data = app
+        .data(
+            &op,
+            "query($s: ID!) { snapshot(id: $s) { removeSubtree } }",
+            json!({ "s": base }),
+        )
+        .await;
     assert_eq!(data["snapshot"]["removeSubtree"], false);
-    let data = app.data(&op, "query($v: ID!) { vm(id: $v) { busy } }", json!({ "v": vm })).await;
+    let data = app
+        .data(
+            &op,
+            "query($v: ID!) { vm(id: $v) { busy } }",
+            json!({ "v": vm }),
+        )
+        .await;
     assert_eq!(data["vm"]["busy"], false);
 }
 
@@ -98,12 +144,21 @@ async fn transient_failures_are_retried_and_give_up_with_the_last_error() {
     assert_eq!(done["state"], "FAILED");
     assert_eq!(done["attempts"], max);
     let error = done["error"].as_str().unwrap();
-    assert!(error.starts_with(&format!("gave up after {max} attempts: simulated transient failure")), "{error}");
+    assert!(
+        error.starts_with(&format!(
+            "gave up after {max} attempts: simulated transient failure"
+        )),
+        "{error}"
+    );
     let retries = done["events"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["message"].as_str().is_some_and(|m| m.contains("retrying in")))
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("retrying in"))
+        })
         .count();
     assert_eq!(retries, usize::try_from(max).unwrap() - 1);
     assert_eq!(done["snapshot"]["state"], "UNRESOURCED");
@@ -119,7 +174,9 @@ async fn a_flaky_host_gets_there_in_the_end() {
     let f = app.project_with_vm("wobbly", "sim://?flaky_rate=0.5").await;
     let mut retried = 0;
     for i in 0..20 {
-        let (_, task) = app.create_snapshot(&f.operator, &f.vm, &format!("s{i}")).await;
+        let (_, task) = app
+            .create_snapshot(&f.operator, &f.vm, &format!("s{i}"))
+            .await;
         let done = app.finished(&f.operator, &task).await;
         assert_eq!(done["state"], "SUCCEEDED", "{done:#}");
         assert_eq!(done["snapshot"]["state"], "RUNNING");
@@ -128,7 +185,8 @@ async fn a_flaky_host_gets_there_in_the_end() {
     // Half of all attempts fail: twenty tasks without a retry would be a one in a million.
     assert!(retried > 0);
     // Every snapshot is on the host, in a chain, exactly once (creates are idempotent).
-    let on_host = SimDriver::new("sim://", &app.sim_dir().join(format!("host-{}", f.host))).unwrap();
+    let on_host =
+        SimDriver::new("sim://", &app.sim_dir().join(format!("host-{}", f.host))).unwrap();
     let listed = on_host.list(&format!("{}-vm", "wobbly")).await.unwrap();
     assert_eq!(listed.len(), 20);
 }

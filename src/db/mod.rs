@@ -31,7 +31,9 @@ use diesel::connection::{
 };
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{
     AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
@@ -221,6 +223,7 @@ fn sqlite_pool(
 ) -> AppResult<Pool<SqliteConn>> {
     let statements = Arc::clone(statements);
     let mut config = ManagerConfig::<SqliteConn>::default();
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let statements = Arc::clone(&statements);
         let url = url.to_owned();
@@ -250,7 +253,10 @@ fn sqlite_pool(
 
 fn pg_pool(url: &str, statements: &Arc<AtomicU64>) -> AppResult<Pool<AsyncPgConnection>> {
     let statements = Arc::clone(statements);
+    // No test query per checkout: a closed or mid-transaction connection is discarded
+    // anyway (diesel-async's `is_broken`), and the round trip would cost every request.
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let statements = Arc::clone(&statements);
         let url = url.to_owned();

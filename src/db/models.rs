@@ -29,7 +29,9 @@ pub struct Token {
 
 impl Token {
     pub fn role(&self) -> Role {
-        self.role.parse().expect("tokens.role is checked by the database")
+        self.role
+            .parse()
+            .expect("tokens.role is checked by the database")
     }
 }
 
@@ -202,11 +204,15 @@ pub struct Task {
 
 impl Task {
     pub fn kind(&self) -> TaskKind {
-        self.kind.parse().expect("tasks.kind is checked by the database")
+        self.kind
+            .parse()
+            .expect("tasks.kind is checked by the database")
     }
 
     pub fn state(&self) -> TaskState {
-        self.state.parse().expect("tasks.state is checked by the database")
+        self.state
+            .parse()
+            .expect("tasks.state is checked by the database")
     }
 }
 

@@ -90,7 +90,12 @@ pub async fn of_vms(
 }
 
 /// Writes `changes` to `vm`'s snapshots, with a history row per state change.
-pub async fn apply(conn: &mut Conn<'_>, vm: &Vm, changes: &Changes, actor: &str) -> QueryResult<()> {
+pub async fn apply(
+    conn: &mut Conn<'_>,
+    vm: &Vm,
+    changes: &Changes,
+    actor: &str,
+) -> QueryResult<()> {
     let at = now();
     for &(child, parent) in &changes.parents {
         run!(conn, |c| diesel::update(snapshots.find(child))
@@ -109,8 +114,7 @@ pub async fn apply(conn: &mut Conn<'_>, vm: &Vm, changes: &Changes, actor: &str)
     }
     for &(target, new_state) in &changes.states {
         run!(conn, |c| diesel::update(snapshots.find(target))
-            .set((state.eq(new_state.code()), updated_at.eq(at))
-            )
+            .set((state.eq(new_state.code()), updated_at.eq(at)))
             .execute(c)
             .await)?;
     }
@@ -127,4 +131,3 @@ pub async fn apply(conn: &mut Conn<'_>, vm: &Vm, changes: &Changes, actor: &str)
         .collect();
     history::insert(conn, &entries).await
 }
-

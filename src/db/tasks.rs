@@ -235,10 +235,12 @@ pub async fn finish(
         .set((values, progress.eq(final_progress)))
         .execute(c)
         .await)?,
-        None => run!(conn, |c| diesel::update(tasks.find(wanted).filter(state.eq(QUEUED)))
-            .set((values, progress.eq(final_progress)))
-            .execute(c)
-            .await)?,
+        None => run!(conn, |c| diesel::update(
+            tasks.find(wanted).filter(state.eq(QUEUED))
+        )
+        .set((values, progress.eq(final_progress)))
+        .execute(c)
+        .await)?,
     };
     Ok(changed == 1)
 }
@@ -263,9 +265,11 @@ pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResu
 
 /// Asks the robot running task `wanted` to stop at its next safe point.
 pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
-    let changed = run!(conn, |c| diesel::update(tasks.find(wanted).filter(state.eq(RUNNING)))
-        .set(cancel_requested.eq(true))
-        .execute(c)
-        .await)?;
+    let changed = run!(conn, |c| diesel::update(
+        tasks.find(wanted).filter(state.eq(RUNNING))
+    )
+    .set(cancel_requested.eq(true))
+    .execute(c)
+    .await)?;
     Ok(changed == 1)
 }

@@ -268,7 +268,10 @@ mod tests {
     }
 
     fn nodes(t: &Tree) -> Vec<crate::domain::tree::Node> {
-        t.subtree(1).iter().map(|id| t.get(*id).unwrap().clone()).collect()
+        t.subtree(1)
+            .iter()
+            .map(|id| t.get(*id).unwrap().clone())
+            .collect()
     }
 
     #[test]
@@ -289,7 +292,10 @@ mod tests {
     fn create_refuses_duplicate_names_and_full_vms() {
         let t = tree(&[(1, None), (2, Some(1))], Some(2));
         assert_eq!(create(&t, "s1", None).unwrap_err().code(), "VALIDATION");
-        assert_eq!(create(&t, "x", Some(2)).unwrap_err().code(), "LIMIT_REACHED");
+        assert_eq!(
+            create(&t, "x", Some(2)).unwrap_err().code(),
+            "LIMIT_REACHED"
+        );
         assert!(create(&t, "x", Some(3)).is_ok());
     }
 
@@ -316,7 +322,10 @@ mod tests {
     #[test]
     fn delete_needs_a_stable_snapshot() {
         let t = tree(&[(1, None), (2, Some(1))], Some(2));
-        assert_eq!(delete(&t, 2, true).unwrap().changes.states, vec![(2, Scrub)]);
+        assert_eq!(
+            delete(&t, 2, true).unwrap().changes.states,
+            vec![(2, Scrub)]
+        );
         let t = with_state(nodes(&t), 2, Building);
         assert_eq!(delete(&t, 2, false).unwrap_err().code(), "INVALID_STATE");
         let t = with_state(nodes(&t), 2, Unresourced);
@@ -342,7 +351,12 @@ mod tests {
     #[test]
     fn a_failed_create_gives_the_active_flag_back_to_the_parent() {
         let t = tree(&[(1, None), (2, Some(1))], Some(2));
-        let changes = failed(&t, &facts(TaskKind::Build, 2, Some(1)), &HashMap::new(), None);
+        let changes = failed(
+            &t,
+            &facts(TaskKind::Build, 2, Some(1)),
+            &HashMap::new(),
+            None,
+        );
         assert_eq!(changes.states, vec![(2, Unresourced)]);
         assert_eq!(changes.active, Some(Some(1)));
     }
@@ -355,13 +369,22 @@ mod tests {
             current: Some(1),
             ..HostView::default()
         };
-        assert_eq!(failed(&t, &task, &HashMap::new(), Some(&host)).active, Some(Some(1)));
-        assert_eq!(failed(&t, &task, &HashMap::new(), None).active, Some(Some(2)));
+        assert_eq!(
+            failed(&t, &task, &HashMap::new(), Some(&host)).active,
+            Some(Some(1))
+        );
+        assert_eq!(
+            failed(&t, &task, &HashMap::new(), None).active,
+            Some(Some(2))
+        );
     }
 
     #[test]
     fn a_failed_delete_restores_what_the_host_still_has() {
-        let t = tree(&[(1, None), (2, Some(1)), (3, Some(2)), (4, Some(2))], Some(4));
+        let t = tree(
+            &[(1, None), (2, Some(1)), (3, Some(2)), (4, Some(2))],
+            Some(4),
+        );
         let task = TaskFacts {
             remove_subtree: true,
             ..facts(TaskKind::Scrub, 2, Some(4))

@@ -13,7 +13,9 @@ pub fn name(what: &str, raw: &str) -> AppResult<String> {
     let name = raw.trim();
     let chars = name.chars().count();
     if chars == 0 {
-        return Err(AppError::validation(format!("The {what} must not be empty.")));
+        return Err(AppError::validation(format!(
+            "The {what} must not be empty."
+        )));
     }
     if chars > MAX_NAME_CHARS {
         return Err(AppError::validation(format!(
@@ -53,8 +55,14 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(name("snapshot name", "  before upgrade ").unwrap(), "before upgrade");
-        assert_eq!(name("snapshot name", "   ").unwrap_err().code(), "VALIDATION");
+        assert_eq!(
+            name("snapshot name", "  before upgrade ").unwrap(),
+            "before upgrade"
+        );
+        assert_eq!(
+            name("snapshot name", "   ").unwrap_err().code(),
+            "VALIDATION"
+        );
         assert!(name("snapshot name", &"é".repeat(128)).is_ok());
         assert_eq!(
             name("snapshot name", &"é".repeat(129)).unwrap_err().code(),

@@ -180,7 +180,10 @@ pub(crate) mod tests {
 
     #[test]
     fn closing_a_chain_link_skips_every_closed_ancestor() {
-        let t = tree(&[(1, None), (2, Some(1)), (3, Some(2)), (4, Some(3))], Some(4));
+        let t = tree(
+            &[(1, None), (2, Some(1)), (3, Some(2)), (4, Some(3))],
+            Some(4),
+        );
         let changes = t.close(&[2, 3]);
         assert_eq!(changes.parents, vec![(4, Some(1))]);
         assert_eq!(changes.active, None);

@@ -1,31 +1,71 @@
 //! Batch loading for one request. Everything hanging off a VM (its snapshots, their
 //! history, tasks and events) loads in one statement per kind for all the VMs a request
-//! touches, and is cached for the request; walking a snapshot tree of any depth or width
+//! touches, and is kept for the request; walking a snapshot tree of any depth or width
 //! therefore costs a fixed number of statements.
+//!
+//! async-graphql's `DataLoader` batches keys asked for together, but a key asked for
+//! while its batch is already running starts another batch. [`Loaders`] therefore keeps
+//! one shared future per key: every later ask awaits the first load.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use async_graphql::dataloader::{DataLoader, Loader};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 
 use crate::db::models::{HistoryEntry, Host, Snapshot, Task, TaskEvent, Vm};
 use crate::error::AppError;
 use crate::service::{Caller, Service};
 
-/// The request's loader.
-pub type Loaders = DataLoader<Batch, HashMapCache>;
+/// A load in flight or done, shared by everyone who asks for the same key.
+type Memo<V> = Shared<BoxFuture<'static, Result<Option<V>, AppError>>>;
+
+/// The request's loaders: batching, then one load per key.
+pub struct Loaders {
+    batch: Arc<DataLoader<Batch>>,
+    /// Per key type, a `HashMap<K, Memo<V>>`.
+    memo: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+}
+
+impl Loaders {
+    pub fn new(service: Service, caller: Caller) -> Self {
+        Self {
+            batch: Arc::new(DataLoader::new(Batch { service, caller }, tokio::spawn)),
+            memo: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The value for `key`, loaded at most once per request.
+    pub async fn load<K, V>(&self, key: K) -> Result<Option<V>, AppError>
+    where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        V: Send + Sync + Clone + 'static,
+        Batch: Loader<K, Value = V, Error = AppError>,
+    {
+        let shared = {
+            let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+            let by_key = memo
+                .entry(TypeId::of::<K>())
+                .or_insert_with(|| Box::new(HashMap::<K, Memo<V>>::new()))
+                .downcast_mut::<HashMap<K, Memo<V>>>()
+                .expect("each key type has one value type");
+            let batch = Arc::clone(&self.batch);
+            by_key
+                .entry(key.clone())
+                .or_insert_with(|| async move { batch.load_one(key).await }.boxed().shared())
+                .clone()
+        };
+        shared.await
+    }
+}
 
 /// Loads for one caller.
 pub struct Batch {
     service: Service,
     caller: Caller,
-}
-
-impl Batch {
-    pub fn loader(service: Service, caller: Caller) -> Loaders {
-        DataLoader::with_cache(Self { service, caller }, tokio::spawn, HashMapCache::default())
-    }
 }
 
 /// Keys, one type per kind of load.

@@ -9,7 +9,7 @@ mod types;
 
 use async_graphql::{EmptySubscription, ID, Schema, ServerError};
 
-pub use loaders::{Batch, Loaders};
+pub use loaders::Loaders;
 pub use mutation::Mutation;
 pub use query::Query;
 
@@ -23,7 +23,7 @@ pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 /// with fields around it, and well short of what could exhaust the server.
 pub const MAX_DEPTH: usize = 100;
 /// Most fields a query may select, lists counting once per `first` item.
-pub const MAX_COMPLEXITY: usize = 5_000;
+pub const MAX_COMPLEXITY: usize = 10_000;
 /// Longest query text, in bytes.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 /// Default and largest page size of the connections.
@@ -64,7 +64,7 @@ pub fn add_codes(errors: &mut [ServerError]) {
         if ext.get("code").is_some() {
             continue;
         }
-        let limit = ["nested too deep", "too complex", "recursion depth", "directives"]
+        let limit = ["nested too deep", "too complex", "recursion", "directives"]
             .iter()
             .any(|m| error.message.contains(m));
         ext.set(

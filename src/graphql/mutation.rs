@@ -74,7 +74,9 @@ impl Mutation {
     /// A queued task is cancelled at once; a running one stops at a safe point.
     async fn cancel_task(&self, ctx: &Context<'_>, id: ID) -> Result<Task> {
         let id = parse_id(&id, "task").extend()?;
-        Ok(Task(service(ctx).cancel_task(caller(ctx), id).await.extend()?))
+        Ok(Task(
+            service(ctx).cancel_task(caller(ctx), id).await.extend()?,
+        ))
     }
 
     async fn create_project(&self, ctx: &Context<'_>, name: String) -> Result<Project> {

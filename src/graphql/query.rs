@@ -51,8 +51,10 @@ fn connection<R, N: async_graphql::OutputType>(
     let has_next = rows.len() as i64 > size;
     rows.truncate(size as usize);
     let mut page = Connection::new(after, has_next);
-    page.edges
-        .extend(rows.into_iter().map(|r| Edge::new(id(&r).to_string(), node(r))));
+    page.edges.extend(
+        rows.into_iter()
+            .map(|r| Edge::new(id(&r).to_string(), node(r))),
+    );
     page
 }
 

@@ -22,15 +22,17 @@ fn at(t: NaiveDateTime) -> DateTime<Utc> {
 async fn maybe<K, V>(ctx: &Context<'_>, key: K) -> Result<Option<V>>
 where
     K: Send + Sync + Hash + Eq + Clone + 'static,
+    V: Send + Sync + Clone + 'static,
     Batch: Loader<K, Value = V, Error = AppError>,
 {
-    ctx.data_unchecked::<Loaders>().load_one(key).await.extend()
+    ctx.data_unchecked::<Loaders>().load(key).await.extend()
 }
 
 /// Loads one value that must exist (a foreign key).
 async fn one<K, V>(ctx: &Context<'_>, key: K) -> Result<V>
 where
     K: Send + Sync + Hash + Eq + Clone + std::fmt::Debug + 'static,
+    V: Send + Sync + Clone + 'static,
     Batch: Loader<K, Value = V, Error = AppError>,
 {
     let found = maybe(ctx, key.clone()).await?;
@@ -41,14 +43,15 @@ where
 async fn list<K, V>(ctx: &Context<'_>, key: K) -> Result<Arc<Vec<V>>>
 where
     K: Send + Sync + Hash + Eq + Clone + 'static,
+    V: Send + Sync + 'static,
     Batch: Loader<K, Value = Arc<Vec<V>>, Error = AppError>,
 {
     Ok(maybe(ctx, key).await?.unwrap_or_default())
 }
 
-/// A hypervisor server.
 pub struct Host(pub models::Host);
 
+/// A hypervisor server.
 #[Object]
 impl Host {
     async fn id(&self) -> ID {
@@ -75,7 +78,6 @@ impl Host {
     }
 }
 
-/// A virtual machine.
 pub struct Vm(pub models::Vm);
 
 impl Vm {
@@ -84,6 +86,7 @@ impl Vm {
     }
 }
 
+/// A virtual machine.
 #[Object]
 impl Vm {
     async fn id(&self) -> ID {
@@ -172,9 +175,9 @@ impl Vm {
     }
 }
 
-/// A point-in-time state of a VM. Snapshots of one VM form a tree.
 pub struct Snapshot(pub models::Snapshot);
 
+/// A point-in-time state of a VM. Snapshots of one VM form a tree.
 #[Object]
 impl Snapshot {
     async fn id(&self) -> ID {
@@ -271,9 +274,9 @@ impl Snapshot {
     }
 }
 
-/// One state change of a snapshot.
 pub struct SnapshotHistoryEntry(pub models::HistoryEntry);
 
+/// One state change of a snapshot.
 #[Object]
 impl SnapshotHistoryEntry {
     async fn state(&self) -> SnapshotState {
@@ -298,9 +301,9 @@ impl SnapshotHistoryEntry {
     }
 }
 
-/// One unit of robot work.
 pub struct Task(pub models::Task);
 
+/// One unit of robot work.
 #[Object]
 impl Task {
     async fn id(&self) -> ID {
@@ -370,9 +373,9 @@ impl Task {
     }
 }
 
-/// A change of a task's state, phase or progress.
 pub struct TaskEvent(pub models::TaskEvent);
 
+/// A change of a task's state, phase or progress.
 #[Object]
 impl TaskEvent {
     /// Increases monotonically across the whole system.
@@ -425,9 +428,9 @@ pub struct CreatedToken {
     pub token: String,
 }
 
-/// An accepted action: its snapshot and the task that carries it out.
 pub struct SnapshotPayload(pub crate::service::Accepted);
 
+/// An accepted action: its snapshot and the task that carries it out.
 #[Object]
 impl SnapshotPayload {
     async fn snapshot(&self) -> Snapshot {

@@ -82,8 +82,12 @@ pub trait Driver: Send + Sync {
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError>;
 
     /// Snapshots the VM as `snapshot`, a child of its current snapshot, which it becomes.
-    async fn create(&self, vm: &str, snapshot: &str, progress: &Progress)
-    -> Result<(), DriverError>;
+    async fn create(
+        &self,
+        vm: &str,
+        snapshot: &str,
+        progress: &Progress,
+    ) -> Result<(), DriverError>;
 
     /// Returns the VM to `snapshot`, which becomes current.
     async fn apply(&self, vm: &str, snapshot: &str, progress: &Progress)

@@ -13,9 +13,7 @@ use crate::domain::Hypervisor;
 pub fn validate_uri(kind: Hypervisor, uri: &str) -> Result<(), String> {
     match kind {
         Hypervisor::Simulated => SimParams::parse(uri).map(drop),
-        Hypervisor::Kvm if uri.starts_with("qemu:///") || uri.starts_with("qemu+ssh://") => {
-            Ok(())
-        }
+        Hypervisor::Kvm if uri.starts_with("qemu:///") || uri.starts_with("qemu+ssh://") => Ok(()),
         Hypervisor::Kvm => Err(format!(
             "a KVM host's URI is qemu:///system or qemu+ssh://user@host/system, not {uri:?}"
         )),

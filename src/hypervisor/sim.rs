@@ -174,9 +174,9 @@ impl SimDriver {
 
     fn load(&self, vm: &str) -> Result<Option<Domain>, DriverError> {
         match std::fs::read(self.path(vm)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| DriverError::Permanent(format!("simulated host state is corrupt: {e}"))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                DriverError::Permanent(format!("simulated host state is corrupt: {e}"))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(DriverError::Transient(format!(
                 "cannot read simulated host state: {e}"
@@ -269,7 +269,12 @@ impl Driver for SimDriver {
             .collect()
     }
 
-    async fn create(&self, vm: &str, snapshot: &str, progress: &Progress) -> Result<(), DriverError> {
+    async fn create(
+        &self,
+        vm: &str,
+        snapshot: &str,
+        progress: &Progress,
+    ) -> Result<(), DriverError> {
         self.work("creating the snapshot", progress).await?;
         self.with_domain(vm, |d| {
             d.create(snapshot);
@@ -277,8 +282,14 @@ impl Driver for SimDriver {
         })
     }
 
-    async fn apply(&self, vm: &str, snapshot: &str, progress: &Progress) -> Result<(), DriverError> {
-        self.work("reverting the VM to the snapshot", progress).await?;
+    async fn apply(
+        &self,
+        vm: &str,
+        snapshot: &str,
+        progress: &Progress,
+    ) -> Result<(), DriverError> {
+        self.work("reverting the VM to the snapshot", progress)
+            .await?;
         self.with_domain(vm, |d| {
             if !d.snapshots.contains_key(snapshot) {
                 return Err(DriverError::Permanent(format!(

@@ -50,7 +50,11 @@ enum Ending {
 
 impl Robot {
     pub fn new(service: Service, config: RobotConfig) -> Self {
-        let owner = format!("robot-{}-{:06x}", std::process::id(), fastrand::u32(..0xFF_FFFF));
+        let owner = format!(
+            "robot-{}-{:06x}",
+            std::process::id(),
+            fastrand::u32(..0xFF_FFFF)
+        );
         Self {
             service,
             config,
@@ -76,7 +80,11 @@ impl Robot {
                 permit = Arc::clone(&workers).acquire_owned() => permit.expect("never closed"),
                 _ = shutdown.changed() => break,
             };
-            match self.service.claim_task(&self.owner, self.config.lease, hosts.as_deref()).await {
+            match self
+                .service
+                .claim_task(&self.owner, self.config.lease, hosts.as_deref())
+                .await
+            {
                 Ok(Some(claimed)) => {
                     running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
                     continue;
@@ -151,7 +159,9 @@ impl Robot {
                 tracing::warn!(task, "lost the lease on a task; another robot has it");
                 Ok(())
             }
-            Ending::Interrupted(Interrupt::Cancel) => unreachable!("run turns a cancel into an outcome"),
+            Ending::Interrupted(Interrupt::Cancel) => {
+                unreachable!("run turns a cancel into an outcome")
+            }
         };
         if let Err(err) = result {
             // The lease runs out and the task is taken up again.
@@ -329,7 +339,8 @@ impl Robot {
             .config
             .retry_base
             .saturating_mul(1 << attempt.clamp(1, 16).saturating_sub(1));
-        exp.min(self.config.retry_cap).mul_f64(0.75 + fastrand::f64() / 2.0)
+        exp.min(self.config.retry_cap)
+            .mul_f64(0.75 + fastrand::f64() / 2.0)
     }
 
     /// A failure, with what the host reports now (apply and delete need it).

@@ -50,7 +50,9 @@ impl Service {
         let mut tx = self.db.begin().await?;
         let result = projects::insert(&mut tx.conn(), &name)
             .await
-            .map_err(duplicate(format!("A project named {name:?} already exists.")));
+            .map_err(duplicate(format!(
+                "A project named {name:?} already exists."
+            )));
         tx.finish(result).await
     }
 
@@ -65,10 +67,13 @@ impl Service {
         caller.require_admin()?;
         let name = names::name("host name", name)?;
         let uri = uri.trim();
-        validate_uri(hypervisor, uri).map_err(|e| AppError::validation(format!("Bad URI: {e}.")))?;
+        validate_uri(hypervisor, uri)
+            .map_err(|e| AppError::validation(format!("Bad URI: {e}.")))?;
         let limit = match (hypervisor, max_snapshots_per_vm) {
             (_, Some(n)) if n < 0 => {
-                return Err(AppError::validation("maxSnapshotsPerVm must not be negative."));
+                return Err(AppError::validation(
+                    "maxSnapshotsPerVm must not be negative.",
+                ));
             }
             (Hypervisor::Hyperv, Some(n)) if n > HYPERV_MAX_SNAPSHOTS => {
                 return Err(AppError::validation(format!(
@@ -117,10 +122,12 @@ impl Service {
             state,
             created_at: db::now(),
         };
-        let result = vms::insert(&mut tx.conn(), new).await.map_err(duplicate(format!(
-            "Host {} already has a VM {identifier:?}.",
-            host.name
-        )));
+        let result = vms::insert(&mut tx.conn(), new)
+            .await
+            .map_err(duplicate(format!(
+                "Host {} already has a VM {identifier:?}.",
+                host.name
+            )));
         tx.finish(result).await
     }
 

@@ -47,7 +47,9 @@ impl Caller {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(AppError::forbidden("administer snaptree (that needs ADMIN)"))
+            Err(AppError::forbidden(
+                "administer snaptree (that needs ADMIN)",
+            ))
         }
     }
 }
@@ -127,7 +129,12 @@ impl Service {
     }
 
     /// For the command line: a token for project `project`, created if new.
-    pub async fn bootstrap_token(&self, project: &str, role: Role, name: &str) -> AppResult<String> {
+    pub async fn bootstrap_token(
+        &self,
+        project: &str,
+        role: Role,
+        name: &str,
+    ) -> AppResult<String> {
         let project = names::name("project name", project)?;
         let name = names::name("token name", name)?;
         let mut tx = self.db.begin().await?;

@@ -118,13 +118,18 @@ impl Service {
         let mut tx = self.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
-            let Some(task) = tasks::claim(&mut conn, owner, db::now(), lease_until(lease), hosts).await?
+            let Some(task) =
+                tasks::claim(&mut conn, owner, db::now(), lease_until(lease), hosts).await?
             else {
                 return Ok(None);
             };
             let missing = || AppError::internal(format!("task {} lost its rows", task.id));
-            let vm = vms::by_id(&mut conn, task.vm_id).await?.ok_or_else(missing)?;
-            let host = hosts::by_id(&mut conn, task.host_id).await?.ok_or_else(missing)?;
+            let vm = vms::by_id(&mut conn, task.vm_id)
+                .await?
+                .ok_or_else(missing)?;
+            let host = hosts::by_id(&mut conn, task.host_id)
+                .await?
+                .ok_or_else(missing)?;
             let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
                 .await?
                 .ok_or_else(missing)?;
@@ -143,7 +148,12 @@ impl Service {
                 message: Some(&message),
             };
             let event = record(&mut conn, &task, &vm, note).await?;
-            let claimed = Claimed { task, vm, host, snapshot };
+            let claimed = Claimed {
+                task,
+                vm,
+                host,
+                snapshot,
+            };
             Ok(Some((claimed, event)))
         }
         .await;
@@ -183,7 +193,8 @@ impl Service {
         let result = async {
             let mut conn = tx.conn();
             let task = &claimed.task;
-            if !tasks::set_progress(&mut conn, task.id, owner, progress, Some(phase), attempt).await?
+            if !tasks::set_progress(&mut conn, task.id, owner, progress, Some(phase), attempt)
+                .await?
             {
                 return Ok(None);
             }
@@ -214,9 +225,11 @@ impl Service {
             let task = &claimed.task;
             let (state, error, message) = match &outcome {
                 Outcome::Succeeded => (TaskState::Succeeded, None, "done".to_owned()),
-                Outcome::Failed { error, .. } => {
-                    (TaskState::Failed, Some(error.clone()), format!("failed: {error}"))
-                }
+                Outcome::Failed { error, .. } => (
+                    TaskState::Failed,
+                    Some(error.clone()),
+                    format!("failed: {error}"),
+                ),
                 Outcome::Cancelled { .. } => {
                     let why = "cancelled on request".to_owned();
                     (TaskState::Cancelled, Some(why.clone()), why)
@@ -245,23 +258,24 @@ impl Service {
                 .unwrap_or_else(|| claimed.snapshot.clone());
             let facts = facts(task, &snapshot);
             let before = history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
-            let view = |listed: &Option<Vec<HostSnapshot>>| {
-                listed.as_deref().map(|l| host_view(&rows, l))
-            };
+            let view =
+                |listed: &Option<Vec<HostSnapshot>>| listed.as_deref().map(|l| host_view(&rows, l));
             let changes = match &outcome {
                 Outcome::Succeeded => lifecycle::succeeded(&tree, &facts),
                 Outcome::Failed { host, .. } => {
                     lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
                 }
-                Outcome::Cancelled { cleaned_up: true, .. } if facts.kind == TaskKind::Build => {
-                    lifecycle::cancelled(&tree, &facts, &before)
-                }
+                Outcome::Cancelled {
+                    cleaned_up: true, ..
+                } if facts.kind == TaskKind::Build => lifecycle::cancelled(&tree, &facts, &before),
                 Outcome::Cancelled { host, .. } => {
                     lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
                 }
             };
             snapshots::apply(&mut conn, &claimed.vm, &changes, ROBOT).await?;
-            if facts.kind == TaskKind::Scrub && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. }) {
+            if facts.kind == TaskKind::Scrub
+                && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
+            {
                 snapshots::set_remove_subtree(&mut conn, task.snapshot_id, false).await?;
             }
             let note = Note {
@@ -291,7 +305,9 @@ impl Service {
                 phase: None,
                 message: Some("queued again: its robot is stopping"),
             };
-            Ok(Some(record(&mut conn, &claimed.task, &claimed.vm, note).await?))
+            Ok(Some(
+                record(&mut conn, &claimed.task, &claimed.vm, note).await?,
+            ))
         }
         .await;
         if let Some(event) = tx.finish(result).await? {
@@ -322,7 +338,8 @@ impl Service {
                         .ok_or_else(not_found)?;
                     let (_, tree) = load_tree(&mut conn, vm.id).await?;
                     let facts = facts(&task, &snapshot);
-                    let before = history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
+                    let before =
+                        history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
                     let changes = lifecycle::cancelled(&tree, &facts, &before);
                     snapshots::apply(&mut conn, &vm, &changes, &caller.name).await?;
                     if facts.kind == TaskKind::Scrub {
@@ -364,4 +381,3 @@ impl Service {
         Ok(task)
     }
 }
-

@@ -86,7 +86,10 @@ impl Drop for TestDb {
                     .enable_all()
                     .build()
                     .unwrap()
-                    .block_on(admin_sql(&server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .block_on(admin_sql(
+                        &server,
+                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    ))
             })
             .join();
         }
@@ -101,8 +104,10 @@ async fn admin_sql(server: &str, sql: &str) {
     conn.batch_execute(sql).await.expect(sql);
 }
 
-/// A running server and an ADMIN token for it.
+/// A running server and an ADMIN token for it. The server runs on a runtime of its own,
+/// built as `snaptree serve` builds it, not on the test's.
 pub struct TestApp {
+    runtime: Option<tokio::runtime::Runtime>,
     pub server: Option<Server>,
     pub url: String,
     pub admin: String,
@@ -120,26 +125,39 @@ impl TestApp {
     pub async fn spawn_with(robot: Option<RobotConfig>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(dir.path()).await;
-        let server = Server::start(ServeOptions {
+        let runtime = snaptree::server::runtime().unwrap();
+        let options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             database: db.url.clone(),
             robot,
             sim_dir: dir.path().join("sim"),
-        })
-        .await
-        .expect("the server starts");
-        let admin = server
-            .service
-            .bootstrap_token("ops", Role::Admin, "admin")
+        };
+        let (server, admin) = runtime
+            .spawn(async move {
+                let server = Server::start(options).await.expect("the server starts");
+                let admin = server
+                    .service
+                    .bootstrap_token("ops", Role::Admin, "admin")
+                    .await;
+                (server, admin.unwrap())
+            })
             .await
             .unwrap();
         Self {
+            runtime: Some(runtime),
             url: format!("http://{}/graphql", server.addr),
             server: Some(server),
             admin,
             client: reqwest::Client::new(),
             db,
             dir,
+        }
+    }
+
+    /// Stops the server the way `serve` stops on SIGTERM.
+    pub async fn stop(&mut self) {
+        if let (Some(server), Some(runtime)) = (self.server.take(), &self.runtime) {
+            runtime.spawn(server.stop()).await.unwrap();
         }
     }
 
@@ -168,7 +186,10 @@ impl TestApp {
     /// The response's data; fails the test on any error.
     pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
         let body = self.request(Some(token), query, variables).await;
-        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}\nfor {query}");
+        assert!(
+            body.get("errors").is_none(),
+            "unexpected errors: {body:#}\nfor {query}"
+        );
         body["data"].clone()
     }
 
@@ -180,7 +201,11 @@ impl TestApp {
 
     pub async fn create_project(&self, name: &str) -> String {
         let data = self
-            .data(&self.admin, "mutation($n: String!) { createProject(name: $n) { id } }", json!({ "n": name }))
+            .data(
+                &self.admin,
+                "mutation($n: String!) { createProject(name: $n) { id } }",
+                json!({ "n": name }),
+            )
             .await;
         data["createProject"]["id"].as_str().unwrap().to_owned()
     }
@@ -196,7 +221,13 @@ impl TestApp {
         data["createToken"]["token"].as_str().unwrap().to_owned()
     }
 
-    pub async fn create_host(&self, name: &str, hypervisor: &str, uri: &str, max: Option<i32>) -> String {
+    pub async fn create_host(
+        &self,
+        name: &str,
+        hypervisor: &str,
+        uri: &str,
+        max: Option<i32>,
+    ) -> String {
         let data = self
             .data(
                 &self.admin,
@@ -226,8 +257,12 @@ impl TestApp {
     pub async fn project_with_vm(&self, project: &str, uri: &str) -> Fixture {
         let project_id = self.create_project(project).await;
         let operator = self.create_token(&project_id, "OPERATOR").await;
-        let host = self.create_host(&format!("{project}-host"), "SIMULATED", uri, None).await;
-        let vm = self.create_vm(&host, &project_id, &format!("{project}-vm")).await;
+        let host = self
+            .create_host(&format!("{project}-host"), "SIMULATED", uri, None)
+            .await;
+        let vm = self
+            .create_vm(&host, &project_id, &format!("{project}-vm"))
+            .await;
         Fixture {
             project: project_id,
             operator,
@@ -340,9 +375,24 @@ impl TestApp {
     /// The VM's active snapshot id.
     pub async fn active(&self, token: &str, vm: &str) -> Option<String> {
         let data = self
-            .data(token, "query($v: ID!) { vm(id: $v) { activeSnapshot { id } } }", json!({ "v": vm }))
+            .data(
+                token,
+                "query($v: ID!) { vm(id: $v) { activeSnapshot { id } } }",
+                json!({ "v": vm }),
+            )
             .await;
-        data["vm"]["activeSnapshot"]["id"].as_str().map(str::to_owned)
+        data["vm"]["activeSnapshot"]["id"]
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
