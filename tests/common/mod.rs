@@ -109,11 +109,23 @@ async fn admin_sql(server: &str, sql: &str) {
 pub struct TestApp {
     runtime: Option<tokio::runtime::Runtime>,
     pub server: Option<Server>,
+    pub api: Api,
+    pub db: TestDb,
+    pub dir: TempDir,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// A GraphQL client of one server, holding an ADMIN token.
+pub struct Api {
     pub url: String,
     pub admin: String,
     pub client: reqwest::Client,
-    pub db: TestDb,
-    pub dir: TempDir,
 }
 
 impl TestApp {
@@ -145,10 +157,8 @@ impl TestApp {
             .unwrap();
         Self {
             runtime: Some(runtime),
-            url: format!("http://{}/graphql", server.addr),
+            api: Api::new(&format!("http://{}/", server.addr), admin),
             server: Some(server),
-            admin,
-            client: reqwest::Client::new(),
             db,
             dir,
         }
@@ -168,6 +178,17 @@ impl TestApp {
     /// Statements the server's database connections have run so far.
     pub fn statements(&self) -> u64 {
         self.server.as_ref().unwrap().service.db().statement_count()
+    }
+}
+
+impl Api {
+    /// A client of the server at `base` (`http://host:port/`).
+    pub fn new(base: &str, admin: String) -> Self {
+        Self {
+            url: format!("{base}graphql"),
+            admin,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// Sends a GraphQL request with `token` (none: no Authorization header); returns

@@ -1,0 +1,110 @@
+//! A server killed (SIGKILL) while a task runs loses nothing: started again, it takes the
+//! task up and finishes it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::{Api, TestDb};
+use snaptree::hypervisor::Driver;
+use snaptree::hypervisor::sim::SimDriver;
+
+/// `snaptree serve` as a process; returns it and its base URL.
+fn serve(db: &TestDb, dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snaptree"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--lease-seconds", "2"])
+        .args(["--database-url", &db.cli_url()])
+        .arg("--sim-dir")
+        .arg(dir.join("sim"))
+        .env("SNAPTREE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("snaptree serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "snaptree is serving on http://127.0.0.1:PORT/ (...)"
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+fn admin_token(db: &TestDb) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_snaptree"))
+        .args(["token", "create", "--project", "ops", "--role", "ADMIN"])
+        .args(["--database-url", &db.cli_url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_task_survives_a_killed_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let admin = admin_token(&db);
+    let (mut first, url) = serve(&db, dir.path());
+    let api = Api::new(&url, admin.clone());
+
+    let project = api.create_project("p").await;
+    let op = api.create_token(&project, "OPERATOR").await;
+    let host = api
+        .create_host("slow", "SIMULATED", "sim://?latency_ms=3000", None)
+        .await;
+    let vm = api.create_vm(&host, &project, "victim").await;
+    let (snapshot, task) = api.create_snapshot(&op, &vm, "mid-flight").await;
+
+    // Wait until the robot is working on it, then kill the server outright.
+    loop {
+        let data = api
+            .data(
+                &op,
+                "query($t: ID!) { task(id: $t) { state progress } }",
+                serde_json::json!({ "t": task }),
+            )
+            .await;
+        if data["task"]["state"] == "RUNNING" && data["task"]["progress"].is_number() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let (mut second, url) = serve(&db, dir.path());
+    let api = Api::new(&url, admin);
+    let done = api.finished(&op, &task).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    assert_eq!(done["state"], "SUCCEEDED", "{done:#}");
+    assert_eq!(done["snapshot"]["id"], snapshot.as_str());
+    assert_eq!(done["snapshot"]["state"], "RUNNING");
+    assert_eq!(done["snapshot"]["active"], true);
+    assert!(done["attempts"].as_i64().unwrap() >= 2, "{done:#}");
+    let resumed = done["events"].as_array().unwrap().iter().any(|e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("taken up again"))
+    });
+    assert!(resumed, "{done:#}");
+    // The host has the snapshot exactly once.
+    let on_host = SimDriver::new(
+        "sim://",
+        &dir.path().join("sim").join(format!("host-{host}")),
+    )
+    .unwrap();
+    let listed = on_host.list("victim").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].current);
+}
