@@ -133,7 +133,7 @@ impl Db {
     pub async fn reader(&self) -> AppResult<Pooled> {
         Ok(match &self.inner.pools {
             Pools::Sqlite { readers, .. } => Pooled::Sqlite(readers.get().await?),
-            Pools::Pg(pool) => Pooled::Pg(pool.get().await?),
+            Pools::Pg(pool) => Pooled::Pg(Box::new(pool.get().await?)),
         })
     }
 
@@ -141,14 +141,14 @@ impl Db {
     pub async fn begin(&self) -> AppResult<Tx> {
         let mut conn = match &self.inner.pools {
             Pools::Sqlite { writer, .. } => Pooled::Sqlite(writer.get().await?),
-            Pools::Pg(pool) => Pooled::Pg(pool.get().await?),
+            Pools::Pg(pool) => Pooled::Pg(Box::new(pool.get().await?)),
         };
         match &mut conn {
             Pooled::Sqlite(c) => {
                 c.spawn_blocking(|c| SyncAnsi::begin_transaction_sql(c, "BEGIN IMMEDIATE"))
                     .await?
             }
-            Pooled::Pg(c) => AnsiTransactionManager::begin_transaction(&mut **c).await?,
+            Pooled::Pg(c) => AnsiTransactionManager::begin_transaction(&mut ***c).await?,
         }
         Ok(Tx { conn })
     }
@@ -157,7 +157,8 @@ impl Db {
 /// A pooled connection to either backend.
 pub enum Pooled {
     Sqlite(Object<SqliteConn>),
-    Pg(Object<AsyncPgConnection>),
+    /// Boxed: a PostgreSQL connection is several times the size of a SQLite one.
+    Pg(Box<Object<AsyncPgConnection>>),
 }
 
 impl Pooled {
@@ -192,8 +193,10 @@ impl Tx {
                 c.spawn_blocking(<SyncAnsi as SyncTm<SqliteConnection>>::rollback_transaction)
                     .await
             }
-            (Pooled::Pg(c), true) => AnsiTransactionManager::commit_transaction(&mut **c).await,
-            (Pooled::Pg(c), false) => AnsiTransactionManager::rollback_transaction(&mut **c).await,
+            (Pooled::Pg(c), true) => AnsiTransactionManager::commit_transaction(&mut ***c).await,
+            (Pooled::Pg(c), false) => {
+                AnsiTransactionManager::rollback_transaction(&mut ***c).await
+            }
         };
         match (end, result) {
             (Ok(()), result) => result,

@@ -41,6 +41,7 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// The backend `SNAPTREE_TEST_DATABASE` names (SQLite when unset).
     pub async fn new(dir: &Path) -> Self {
         match std::env::var("SNAPTREE_TEST_DATABASE").as_deref() {
             Ok("postgres") => {
@@ -48,23 +49,32 @@ impl TestDb {
                     "SNAPTREE_TEST_DATABASE=postgres needs SNAPTREE_TEST_POSTGRES_URL \
                      (e.g. postgres://postgres@127.0.0.1/postgres)",
                 );
-                let name = format!(
-                    "snaptree_test_{}_{:08x}",
-                    std::process::id(),
-                    fastrand::u32(..)
-                );
-                admin_sql(&server, &format!("CREATE DATABASE {name}")).await;
-                let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-                Self {
-                    url: DatabaseUrl::Postgres(format!("{base}/{name}")),
-                    pg: Some((server.clone(), name)),
-                }
+                Self::postgres(&server).await
             }
-            Ok("sqlite") | Err(_) => Self {
-                url: DatabaseUrl::Sqlite(dir.join("snaptree.db")),
-                pg: None,
-            },
+            Ok("sqlite") | Err(_) => Self::sqlite(dir),
             Ok(other) => panic!("SNAPTREE_TEST_DATABASE must be sqlite or postgres, not {other}"),
+        }
+    }
+
+    pub fn sqlite(dir: &Path) -> Self {
+        Self {
+            url: DatabaseUrl::Sqlite(dir.join("snaptree.db")),
+            pg: None,
+        }
+    }
+
+    /// A new database on the PostgreSQL server at `server`.
+    pub async fn postgres(server: &str) -> Self {
+        let name = format!(
+            "snaptree_test_{}_{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        admin_sql(server, &format!("CREATE DATABASE {name}")).await;
+        let base = server.rsplit_once('/').map_or(server, |(b, _)| b);
+        Self {
+            url: DatabaseUrl::Postgres(format!("{base}/{name}")),
+            pg: Some((server.to_owned(), name)),
         }
     }
 
@@ -122,6 +132,7 @@ impl std::ops::Deref for TestApp {
 }
 
 /// A GraphQL client of one server, holding an ADMIN token.
+#[derive(Clone)]
 pub struct Api {
     pub url: String,
     pub admin: String,
@@ -137,6 +148,11 @@ impl TestApp {
     pub async fn spawn_with(robot: Option<RobotConfig>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(dir.path()).await;
+        Self::spawn_on(db, dir, robot).await
+    }
+
+    /// A server on `db`, keeping its files in `dir`.
+    pub async fn spawn_on(db: TestDb, dir: TempDir, robot: Option<RobotConfig>) -> Self {
         let runtime = snaptree::server::runtime().unwrap();
         let options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
