@@ -87,7 +87,10 @@ async fn run(db: TestDb, dir: tempfile::TempDir, backend: &'static str) -> Resul
     // 2. Throughput: VMS VMs, each a chain of TASKS_PER_VM creates, all at once.
     let mut vms = Vec::new();
     for i in 0..VMS {
-        vms.push(app.create_vm(&f.host, &f.project, &format!("load{i}")).await);
+        vms.push(
+            app.create_vm(&f.host, &f.project, &format!("load{i}"))
+                .await,
+        );
     }
     let began = Instant::now();
     let mut load = tokio::task::JoinSet::new();
@@ -156,7 +159,9 @@ fn main() {
             eprintln!("(set SNAPTREE_BENCH_POSTGRES_URL to measure PostgreSQL too)");
         }
     });
-    println!("| backend | reply → task start p50 / p95 / max | tasks completed per second | 50-snapshot tree query p50 / p95 |");
+    println!(
+        "| backend | reply → task start p50 / p95 / max | tasks completed per second | 50-snapshot tree query p50 / p95 |"
+    );
     println!("|---|---|---|---|");
     for r in results {
         println!(

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::domain::TaskKind;
+
 /// Where the database lives.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -86,8 +88,8 @@ pub struct RobotConfig {
     pub max_attempts: i32,
     /// A task that keeps failing transiently gives up after this long.
     pub give_up_after: Duration,
-    /// Longest single driver call.
-    pub op_timeout: Duration,
+    /// Longest single driver call, per kind of task; a hung call fails the attempt.
+    pub timeouts: Timeouts,
     /// Only run tasks of these hosts (by name); all when empty.
     pub hosts: Vec<String>,
 }
@@ -102,8 +104,46 @@ impl Default for RobotConfig {
             retry_cap: Duration::from_secs(15),
             max_attempts: 8,
             give_up_after: Duration::from_secs(60),
-            op_timeout: Duration::from_secs(300),
+            timeouts: Timeouts::default(),
             hosts: Vec::new(),
+        }
+    }
+}
+
+/// How long one driver call of each kind of task may take.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    pub build: Duration,
+    /// Applying restarts the VM on Hyper-V and restarts QEMU on KVM: the slowest.
+    pub update: Duration,
+    pub scrub: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            build: Duration::from_secs(300),
+            update: Duration::from_secs(600),
+            scrub: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn of(&self, kind: TaskKind) -> Duration {
+        match kind {
+            TaskKind::Build => self.build,
+            TaskKind::Update => self.update,
+            TaskKind::Scrub => self.scrub,
+        }
+    }
+
+    /// The same limit for every kind.
+    pub fn all(limit: Duration) -> Self {
+        Self {
+            build: limit,
+            update: limit,
+            scrub: limit,
         }
     }
 }

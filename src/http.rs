@@ -8,11 +8,12 @@ use async_graphql::parser::types::OperationType;
 use async_graphql::{ParseRequestError, Request, Response as GqlResponse, ServerError};
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
-use axum::Router;
+use axum::extract::FromRequest;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::{RequestExt, Router};
 
 use crate::error::AppError;
 use crate::graphql::{self, AppSchema, Loaders, MAX_QUERY_BYTES};
@@ -49,12 +50,12 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn graphql_post(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
-) -> Response {
-    match request {
+async fn graphql_post(State(app): State<AppState>, request: axum::extract::Request) -> Response {
+    let headers = request.headers().clone();
+    // The GraphQL extractor reads the body stream itself, past `DefaultBodyLimit`; the
+    // limit has to be put on the body first.
+    let request = request.with_limited_body();
+    match GraphQLRequest::<GraphQLRejection>::from_request(request, &()).await {
         Ok(request) => execute(&app, &headers, request.into_inner(), false).await,
         Err(rejection) => rejected(rejection),
     }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{TestApp, test_robot};
 use serde_json::json;
-use snaptree::config::RobotConfig;
+use snaptree::config::{RobotConfig, Timeouts};
 use snaptree::hypervisor::sim::SimDriver;
 use snaptree::hypervisor::{Driver, Progress};
 
@@ -189,4 +189,26 @@ async fn a_flaky_host_gets_there_in_the_end() {
         SimDriver::new("sim://", &app.sim_dir().join(format!("host-{}", f.host))).unwrap();
     let listed = on_host.list(&format!("{}-vm", "wobbly")).await.unwrap();
     assert_eq!(listed.len(), 20);
+}
+
+#[tokio::test]
+async fn a_hung_host_call_fails_the_attempt_and_the_task_gives_up() {
+    let app = TestApp::spawn_with(Some(RobotConfig {
+        timeouts: Timeouts::all(std::time::Duration::from_millis(100)),
+        max_attempts: 3,
+        ..test_robot()
+    }))
+    .await;
+    // Every operation takes a minute: far past the 100 ms the robot allows.
+    let f = app.project_with_vm("hung", "sim://?latency_ms=60000").await;
+    let (_, task) = app.create_snapshot(&f.operator, &f.vm, "stuck").await;
+    let done = app.finished(&f.operator, &task).await;
+    assert_eq!(done["state"], "FAILED");
+    assert_eq!(done["attempts"], 3);
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("the host did not finish within 0.1s"),
+        "{error}"
+    );
+    assert_eq!(done["snapshot"]["state"], "UNRESOURCED");
 }

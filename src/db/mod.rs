@@ -194,9 +194,7 @@ impl Tx {
                     .await
             }
             (Pooled::Pg(c), true) => AnsiTransactionManager::commit_transaction(&mut ***c).await,
-            (Pooled::Pg(c), false) => {
-                AnsiTransactionManager::rollback_transaction(&mut ***c).await
-            }
+            (Pooled::Pg(c), false) => AnsiTransactionManager::rollback_transaction(&mut ***c).await,
         };
         match (end, result) {
             (Ok(()), result) => result,

@@ -230,7 +230,8 @@ impl Robot {
         let vm = claimed.vm.identifier.as_str();
         let name = claimed.snapshot.host_name.as_str();
         let (progress, mut updates) = Progress::channel();
-        let call = timeout(self.config.op_timeout, async {
+        let limit = self.config.timeouts.of(claimed.task.kind());
+        let call = timeout(limit, async {
             match claimed.task.kind() {
                 TaskKind::Build => driver.create(vm, name, &progress).await,
                 TaskKind::Update => driver.apply(vm, name, &progress).await,
@@ -252,8 +253,8 @@ impl Robot {
                 biased;
                 done = &mut call => {
                     return Ok(done.unwrap_or_else(|_| Err(DriverError::Transient(format!(
-                        "the host did not finish within {}s",
-                        self.config.op_timeout.as_secs()
+                        "the host did not finish within {:.1}s",
+                        limit.as_secs_f64()
                     )))));
                 }
                 Some(update) = updates.recv() => {
@@ -379,9 +380,30 @@ impl Robot {
     }
 
     async fn listing(&self, claimed: &Claimed, driver: &dyn Driver) -> Option<Vec<HostSnapshot>> {
-        match timeout(self.config.op_timeout, driver.list(&claimed.vm.identifier)).await {
+        let limit = self.config.timeouts.of(TaskKind::Scrub);
+        match timeout(limit, driver.list(&claimed.vm.identifier)).await {
             Ok(Ok(listed)) => Some(listed),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults promise that a task that keeps failing gives up within about a
+    /// minute: even with the longest jitter, its retry delays add up to less.
+    #[test]
+    fn default_retries_give_up_within_a_minute() {
+        let config = RobotConfig::default();
+        let longest: Duration = (1..config.max_attempts)
+            .map(|attempt| {
+                let exp = config.retry_base * (1 << (attempt - 1));
+                exp.min(config.retry_cap).mul_f64(1.25)
+            })
+            .sum();
+        assert!(longest <= config.give_up_after, "{longest:?}");
+        assert!(config.give_up_after <= Duration::from_secs(60));
     }
 }
