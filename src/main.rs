@@ -45,9 +45,11 @@ enum Command {
 #[derive(Args)]
 struct DatabaseArgs {
     /// sqlite://FILE (the embedded default) or postgres://USER@HOST/DB.
+    // The URL may hold a password: --help must not show the variable's value.
     #[arg(
         long,
         env = "SNAPTREE_DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://snaptree.db"
     )]
     database_url: DatabaseUrl,
