@@ -12,8 +12,8 @@ use super::schema::tasks::dsl::*;
 use super::{Conn, run};
 use crate::domain::TaskState;
 
-const QUEUED: &str = "QUEUED";
-const RUNNING: &str = "RUNNING";
+const QUEUED: &str = TaskState::Queued.as_str();
+const RUNNING: &str = TaskState::Running.as_str();
 
 pub async fn insert(conn: &mut Conn<'_>, new: NewTask<'_>) -> QueryResult<Task> {
     run!(conn, |c| diesel::insert_into(tasks)

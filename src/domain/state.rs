@@ -17,7 +17,7 @@ macro_rules! text_enum {
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
 
             /// The stored (and GraphQL) name.
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text,)* }
             }
         }
