@@ -148,10 +148,30 @@ impl Timeouts {
     }
 }
 
-/// Where the simulated hypervisor keeps its hosts' state.
+/// How this process reaches hosts. Connection secrets (key files) are configuration,
+/// never API data.
 #[derive(Clone, Debug)]
-pub struct SimConfig {
-    pub state_dir: PathBuf,
+pub struct DriverConfig {
+    /// Where simulated hosts keep their state, a directory per host.
+    pub sim_dir: PathBuf,
+    /// libvirt's command line client, for KVM hosts.
+    pub virsh: PathBuf,
+    /// The SSH client for Hyper-V hosts (OpenSSH options; tests put a stand-in here).
+    pub ssh: PathBuf,
+    /// The private key for Hyper-V hosts; the SSH client's defaults when absent.
+    pub ssh_identity: Option<PathBuf>,
+}
+
+impl DriverConfig {
+    /// The defaults, with simulated hosts' state under `sim_dir`.
+    pub fn new(sim_dir: PathBuf) -> Self {
+        Self {
+            sim_dir,
+            virsh: "virsh".into(),
+            ssh: "ssh".into(),
+            ssh_identity: None,
+        }
+    }
 }
 
 #[cfg(test)]

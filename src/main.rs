@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
-use snaptree::config::{DatabaseUrl, RobotConfig};
+use snaptree::config::{DatabaseUrl, DriverConfig, RobotConfig};
 use snaptree::db::Db;
 use snaptree::domain::Role;
 use snaptree::robot::Robot;
@@ -64,9 +64,36 @@ struct RobotTuning {
     /// again after this.
     #[arg(long, env = "SNAPTREE_LEASE_SECONDS", default_value_t = 10)]
     lease_seconds: u64,
+    #[command(flatten)]
+    hosts: HostAccess,
+}
+
+/// How hosts are reached.
+#[derive(Args)]
+struct HostAccess {
     /// Where simulated (sim://) hosts keep their state.
     #[arg(long, env = "SNAPTREE_SIM_DIR", default_value = "snaptree-sim")]
     sim_dir: PathBuf,
+    /// libvirt's virsh, for KVM hosts.
+    #[arg(long, env = "SNAPTREE_VIRSH", default_value = "virsh")]
+    virsh: PathBuf,
+    /// The OpenSSH client, for Hyper-V hosts.
+    #[arg(long, env = "SNAPTREE_SSH", default_value = "ssh")]
+    ssh: PathBuf,
+    /// Private key for Hyper-V hosts (ssh's own defaults when absent).
+    #[arg(long, env = "SNAPTREE_SSH_IDENTITY")]
+    ssh_identity: Option<PathBuf>,
+}
+
+impl HostAccess {
+    fn config(&self) -> DriverConfig {
+        DriverConfig {
+            sim_dir: self.sim_dir.clone(),
+            virsh: self.virsh.clone(),
+            ssh: self.ssh.clone(),
+            ssh_identity: self.ssh_identity.clone(),
+        }
+    }
 }
 
 impl RobotTuning {
@@ -181,7 +208,7 @@ async fn run(command: Command) -> AppResult<()> {
             database,
         }) => {
             let db = Db::connect(&database.database_url).await?;
-            let service = server::service(db, PathBuf::from("snaptree-sim"));
+            let service = server::service(db, DriverConfig::new("snaptree-sim".into()));
             let token = service
                 .bootstrap_token(&project, role.into(), &name)
                 .await?;
@@ -206,7 +233,7 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
         listen: args.listen,
         database: args.database.database_url.clone(),
         robot,
-        sim_dir: args.tuning.sim_dir.clone(),
+        drivers: args.tuning.hosts.config(),
     })
     .await?;
     let url = format!("http://{}/", server.addr);
@@ -233,7 +260,7 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
 
 async fn robot(args: RobotArgs) -> AppResult<()> {
     let db = Db::connect(&args.database.database_url).await?;
-    let service = server::service(db, args.tuning.sim_dir.clone());
+    let service = server::service(db, args.tuning.hosts.config());
     let (stop, stopped) = watch::channel(false);
     let robot = Robot::new(service, args.tuning.config(args.hosts)).spawn(stopped);
     shutdown_signal().await;

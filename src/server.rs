@@ -2,14 +2,13 @@
 //! together and stopped together through one shutdown signal.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{DatabaseUrl, RobotConfig};
+use crate::config::{DatabaseUrl, DriverConfig, RobotConfig};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
@@ -38,8 +37,8 @@ pub struct ServeOptions {
     pub database: DatabaseUrl,
     /// Run a robot in this process (`None`: another process runs tasks).
     pub robot: Option<RobotConfig>,
-    /// Where simulated hosts keep their state.
-    pub sim_dir: PathBuf,
+    /// How hosts are reached.
+    pub drivers: DriverConfig,
 }
 
 /// A started server.
@@ -53,15 +52,15 @@ pub struct Server {
 }
 
 /// Builds the service on an opened database.
-pub fn service(db: Db, sim_dir: PathBuf) -> Service {
-    Service::new(db, EventBus::default(), Arc::new(Drivers::new(sim_dir)))
+pub fn service(db: Db, drivers: DriverConfig) -> Service {
+    Service::new(db, EventBus::default(), Arc::new(Drivers::new(drivers)))
 }
 
 impl Server {
     /// Migrates the database, binds, and starts serving (and the robot).
     pub async fn start(options: ServeOptions) -> AppResult<Self> {
         let db = Db::connect(&options.database).await?;
-        let service = service(db, options.sim_dir);
+        let service = service(db, options.drivers);
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|e| AppError::internal(format!("cannot listen on {}: {e}", options.listen)))?;

@@ -1,6 +1,7 @@
 //! Pure types and rules: states, names, the snapshot tree. No I/O here, so every rule
 //! of `snapshots.md` can be unit-tested on its own.
 
+pub mod drift;
 pub mod lifecycle;
 pub mod names;
 pub mod state;

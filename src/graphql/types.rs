@@ -168,6 +168,15 @@ impl Vm {
         Ok(maybe(ctx, OpenTaskOf(self.0.id)).await?.map(Task))
     }
 
+    /// Where snaptree's record and the host's own snapshot list disagree, asked of the
+    /// host now; empty when they agree. (While a task runs they differ for a moment.)
+    async fn drift(&self, ctx: &Context<'_>) -> Result<Vec<DriftEntry>> {
+        let service = ctx.data_unchecked::<crate::service::Service>();
+        let caller = ctx.data_unchecked::<crate::service::Caller>();
+        let found = service.drift(caller, self.0.id).await.extend()?;
+        Ok(found.into_iter().map(DriftEntry).collect())
+    }
+
     /// Every state change of this VM's snapshots, oldest first.
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<SnapshotHistoryEntry>> {
         let rows = list(ctx, HistoryOf(self.0.id)).await?;
@@ -418,6 +427,32 @@ impl Project {
 
     async fn name(&self) -> &str {
         &self.0.name
+    }
+}
+
+pub struct DriftEntry(pub crate::domain::drift::Drift);
+
+/// One way snaptree and a host disagree about a VM's snapshots. Names are the snapshots'
+/// names on the host.
+#[Object]
+impl DriftEntry {
+    async fn kind(&self) -> crate::domain::drift::DriftKind {
+        self.0.kind
+    }
+
+    /// The snapshot concerned (for DIFFERENT_CURRENT, snaptree's active one).
+    async fn host_name(&self) -> Option<&str> {
+        self.0.host_name.as_deref()
+    }
+
+    /// What snaptree records (a parent, or the active snapshot).
+    async fn expected(&self) -> Option<&str> {
+        self.0.expected.as_deref()
+    }
+
+    /// What the host has.
+    async fn actual(&self) -> Option<&str> {
+        self.0.actual.as_deref()
     }
 }
 

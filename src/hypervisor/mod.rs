@@ -4,6 +4,8 @@
 //! snapshot exists, delete succeeds if it is gone, apply just makes it current. Snapshot
 //! names are generated (`{vm_id}_{snapshot_id}`); no user text reaches a host.
 
+mod command;
+pub mod kvm;
 mod registry;
 pub mod sim;
 
@@ -18,9 +20,18 @@ pub enum DriverError {
     /// Worth retrying: the host was unreachable, busy or too slow.
     #[error("{0}")]
     Transient(String),
-    /// Retrying will not help: no such VM or snapshot, refused, unsupported.
+    /// Retrying will not help: no such snapshot, refused, unsupported.
     #[error("{0}")]
     Permanent(String),
+    /// The host has no such VM (a permanent failure too).
+    #[error("{0}")]
+    NoSuchVm(String),
+}
+
+impl DriverError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
 }
 
 /// A snapshot as the host knows it.
@@ -75,6 +86,11 @@ impl Progress {
 /// What a host does with snapshots.
 #[async_trait]
 pub trait Driver: Send + Sync {
+    /// Reaches the host, or says why it cannot.
+    async fn check(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
+
     /// The VM's state on the host.
     async fn vm_state(&self, vm: &str) -> Result<i32, DriverError>;
 

@@ -1,11 +1,12 @@
 //! Which driver serves a host, and which URIs each kind of host accepts.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::kvm::KvmDriver;
 use super::sim::{SimDriver, SimParams};
 use super::{Driver, DriverError};
+use crate::config::DriverConfig;
 use crate::db::models::Host;
 use crate::domain::Hypervisor;
 
@@ -26,16 +27,27 @@ pub fn validate_uri(kind: Hypervisor, uri: &str) -> Result<(), String> {
 
 /// The drivers of the hosts this process talks to, one per host.
 pub struct Drivers {
-    /// Where simulated hosts keep their state, a directory per host.
-    sim_dir: PathBuf,
+    config: DriverConfig,
     cache: Mutex<HashMap<i64, Arc<dyn Driver>>>,
 }
 
 impl Drivers {
-    pub fn new(sim_dir: PathBuf) -> Self {
+    pub fn new(config: DriverConfig) -> Self {
         Self {
-            sim_dir,
+            config,
             cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reaches a host of kind `kind` at `uri`, or says why it cannot.
+    pub async fn check(&self, kind: Hypervisor, uri: &str) -> Result<(), DriverError> {
+        match kind {
+            // A simulated host is always there; its URI was checked already.
+            Hypervisor::Simulated => Ok(()),
+            Hypervisor::Kvm => KvmDriver::new(uri, self.config.virsh.clone()).check().await,
+            Hypervisor::Hyperv => Err(DriverError::Permanent(
+                "this build of snaptree has no driver for HYPERV hosts yet".into(),
+            )),
         }
     }
 
@@ -46,10 +58,11 @@ impl Drivers {
             return Ok(Arc::clone(driver));
         }
         let driver: Arc<dyn Driver> = match host.hypervisor() {
-            Hypervisor::Simulated => Arc::new(
-                SimDriver::new(&host.uri, &self.sim_dir.join(format!("host-{}", host.id)))
-                    .map_err(DriverError::Permanent)?,
-            ),
+            Hypervisor::Simulated => {
+                let dir = self.config.sim_dir.join(format!("host-{}", host.id));
+                Arc::new(SimDriver::new(&host.uri, &dir).map_err(DriverError::Permanent)?)
+            }
+            Hypervisor::Kvm => Arc::new(KvmDriver::new(&host.uri, self.config.virsh.clone())),
             kind => {
                 return Err(DriverError::Permanent(format!(
                     "this build of snaptree has no driver for {kind} hosts yet"

@@ -194,10 +194,11 @@ impl Robot {
             let error = match self.attempt(claimed, &*driver, attempt).await {
                 Ok(Ok(())) => return Ending::Done(Outcome::Succeeded),
                 Err(interrupt) => return Ending::Interrupted(interrupt),
-                Ok(Err(DriverError::Permanent(error))) => {
+                Ok(Err(DriverError::Transient(error))) => error,
+                Ok(Err(permanent)) => {
+                    let error = permanent.to_string();
                     return Ending::Done(self.failed(claimed, &*driver, error).await);
                 }
-                Ok(Err(DriverError::Transient(error))) => error,
             };
             let delay = self.backoff(attempt);
             if attempt >= self.config.max_attempts

@@ -83,6 +83,9 @@ impl Service {
             (Hypervisor::Hyperv, None) => Some(HYPERV_MAX_SNAPSHOTS),
             (_, limit) => limit,
         };
+        self.drivers.check(hypervisor, uri).await.map_err(|e| {
+            AppError::validation(format!("snaptree cannot reach the host at {uri}: {e}."))
+        })?;
         let mut tx = self.db.begin().await?;
         let new = NewHost {
             name: &name,
@@ -155,7 +158,12 @@ impl Service {
             if known.contains(&found.identifier) || identifier(&found.identifier).is_err() {
                 continue;
             }
-            let listed = driver.list(&found.identifier).await.map_err(host_failed)?;
+            let listed = match driver.list(&found.identifier).await {
+                Ok(listed) => listed,
+                // Removed from the host since it was listed: nothing to import.
+                Err(DriverError::NoSuchVm(_)) => continue,
+                Err(e) => return Err(host_failed(e)),
+            };
             let mut tx = self.db.begin().await?;
             let result = import_vm(&mut tx.conn(), caller, &host, &project, &found, &listed).await;
             imported.push(tx.finish(result).await?);

@@ -5,6 +5,7 @@ use super::{Caller, Service};
 use crate::db::models::{HistoryEntry, Host, Project, Snapshot, Task, TaskEvent, Vm};
 use crate::db::{events, history, hosts, projects, snapshots, tasks, vms};
 use crate::domain::TaskState;
+use crate::domain::drift::{self, Drift, Listed, Recorded};
 use crate::error::{AppError, AppResult};
 
 /// Which VMs `Service::vms` lists.
@@ -152,5 +153,52 @@ impl Service {
     /// For robot placement: the hosts with these names.
     pub async fn hosts_by_names(&self, names: &[String]) -> AppResult<Vec<Host>> {
         Ok(hosts::by_names(&mut self.db.reader().await?.conn(), names).await?)
+    }
+}
+
+impl Service {
+    /// Where snaptree and the VM's host disagree about its snapshots, asking the host now.
+    /// While a task runs the two legitimately differ for a moment.
+    pub async fn drift(&self, caller: &Caller, vm_id: i64) -> AppResult<Vec<Drift>> {
+        let vm = self
+            .vm(caller, vm_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("VM", vm_id))?;
+        let (host, rows) = {
+            let mut pooled = self.db.reader().await?;
+            let mut conn = pooled.conn();
+            let host = hosts::by_id(&mut conn, vm.host_id)
+                .await?
+                .ok_or_else(|| AppError::internal(format!("VM {vm_id} has no host")))?;
+            (host, snapshots::of_vms(&mut conn, &[vm.id], false).await?)
+        };
+        let driver = self
+            .drivers
+            .for_host(&host)
+            .map_err(|e| AppError::invalid_state(format!("The host could not answer: {e}.")))?;
+        let listed = driver
+            .list(&vm.identifier)
+            .await
+            .map_err(|e| AppError::invalid_state(format!("The host could not answer: {e}.")))?;
+        let names: std::collections::HashMap<i64, &str> =
+            rows.iter().map(|s| (s.id, s.host_name.as_str())).collect();
+        let recorded: Vec<Recorded<'_>> = rows
+            .iter()
+            .map(|s| Recorded {
+                host_name: &s.host_name,
+                parent_host_name: s.parent_id.and_then(|p| names.get(&p).copied()),
+                state: s.state(),
+                active: s.active,
+            })
+            .collect();
+        let on_host: Vec<Listed<'_>> = listed
+            .iter()
+            .map(|l| Listed {
+                name: &l.name,
+                parent: l.parent.as_deref(),
+                current: l.current,
+            })
+            .collect();
+        Ok(drift::compare(&recorded, &on_host))
     }
 }

@@ -7,11 +7,13 @@
 
 #![allow(dead_code)]
 
+pub mod libvirt;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use snaptree::config::{DatabaseUrl, RobotConfig};
+use snaptree::config::{DatabaseUrl, DriverConfig, RobotConfig};
 use snaptree::domain::Role;
 use snaptree::server::{ServeOptions, Server};
 use tempfile::TempDir;
@@ -158,7 +160,7 @@ impl TestApp {
             listen: "127.0.0.1:0".parse().unwrap(),
             database: db.url.clone(),
             robot,
-            sim_dir: dir.path().join("sim"),
+            drivers: DriverConfig::new(dir.path().join("sim")),
         };
         let (server, admin) = runtime
             .spawn(async move {

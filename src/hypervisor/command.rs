@@ -1,0 +1,57 @@
+//! Runs host commands as argument vectors (never through a shell), killing them when the
+//! caller gives up (a timeout drops the future).
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::DriverError;
+
+/// What a finished command said.
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program` with `args`, feeding `stdin` when given.
+pub async fn run<I, S>(program: &Path, args: I, stdin: Option<&str>) -> Result<Output, DriverError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| DriverError::Permanent(format!("cannot run {}: {e}", program.display())))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await.map_err(|e| {
+            DriverError::Transient(format!("cannot write to {}: {e}", program.display()))
+        })?;
+        // Closing stdin tells the reader the script is complete.
+        drop(pipe);
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| DriverError::Transient(format!("{} failed: {e}", program.display())))?;
+    Ok(Output {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}

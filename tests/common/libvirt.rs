@@ -1,0 +1,121 @@
+//! Real libvirt for tests: a tiny QEMU domain (software emulation, no guest OS), and
+//! virsh's own view of its snapshots to compare snaptree's with.
+//!
+//! Without libvirt the tests that need it are skipped, unless
+//! `SNAPTREE_TEST_REQUIRE_LIBVIRT=1` (CI sets it), which makes its absence a failure.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub const URI: &str = "qemu:///system";
+
+/// Runs `virsh -c qemu:///system args`; its stdout, or its stderr as the error.
+pub fn virsh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("virsh")
+        .args(["-q", "-c", URI])
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Whether the tests may use libvirt; skipping is only allowed when not required.
+pub fn available() -> bool {
+    if virsh(&["version"]).is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("SNAPTREE_TEST_REQUIRE_LIBVIRT").as_deref() != Ok("1"),
+        "SNAPTREE_TEST_REQUIRE_LIBVIRT=1 but libvirtd does not answer at {URI}"
+    );
+    eprintln!("skipped: libvirtd does not answer at {URI}");
+    false
+}
+
+/// A tiny domain, defined for one test and undefined (with its snapshots) after it.
+pub struct TestDomain {
+    pub name: String,
+    pub disk: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDomain {
+    /// Defines (and with `running`, starts) a new domain.
+    pub fn new(running: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // QEMU runs as another user: it must reach the disk.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let name = format!(
+            "snaptree-test-{}-{:06x}",
+            std::process::id(),
+            fastrand::u32(..0xFF_FFFF)
+        );
+        let disk = dir.path().join("disk.qcow2");
+        let made = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("16M")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let xml = format!(
+            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='pc'>hvm</type></os><devices>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+            disk.display()
+        );
+        let xml_path = dir.path().join("domain.xml");
+        std::fs::write(&xml_path, xml).unwrap();
+        virsh(&["define", xml_path.to_str().unwrap()]).expect("the domain is defined");
+        if running {
+            virsh(&["start", &name]).expect("the domain starts");
+        }
+        Self {
+            name,
+            disk,
+            _dir: dir,
+        }
+    }
+
+    /// The domain's snapshot tree as `virsh snapshot-list --tree` draws it:
+    /// (name, parent) pairs, sorted.
+    pub fn tree(&self) -> Vec<(String, Option<String>)> {
+        let drawn = virsh(&["snapshot-list", "--domain", &self.name, "--tree"]).unwrap();
+        let mut stack: Vec<String> = Vec::new();
+        let mut pairs = Vec::new();
+        for line in drawn.lines() {
+            let (depth, name) = match line.find("+- ") {
+                Some(at) => (at / 4 + 1, line[at + 3..].trim()),
+                None if line.trim().is_empty() || line.trim() == "|" => continue,
+                None if line.trim_start().starts_with('|') => continue,
+                None => (0, line.trim()),
+            };
+            stack.truncate(depth);
+            pairs.push((name.to_owned(), stack.last().cloned()));
+            stack.push(name.to_owned());
+        }
+        pairs.sort();
+        pairs
+    }
+
+    /// `virsh snapshot-current --name`, or `None` without one.
+    pub fn current(&self) -> Option<String> {
+        virsh(&["snapshot-current", "--domain", &self.name, "--name"])
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+impl Drop for TestDomain {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", &self.name]);
+        let _ = virsh(&["undefine", "--snapshots-metadata", &self.name]);
+    }
+}

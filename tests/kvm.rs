@@ -1,0 +1,269 @@
+//! KVM hosts for real: libvirt and a tiny QEMU domain. After every action, snaptree's
+//! tree and active snapshot equal `virsh snapshot-list --tree` and `snapshot-current`.
+
+mod common;
+
+use common::TestApp;
+use common::libvirt::{self, TestDomain, virsh};
+use serde_json::{Value, json};
+
+/// snaptree's view of the VM: (host name, parent's host name) pairs, sorted, and the
+/// active snapshot's host name.
+async fn api_view(
+    app: &TestApp,
+    token: &str,
+    vm: &str,
+) -> (Vec<(String, Option<String>)>, Option<String>) {
+    let data = app
+        .data(
+            token,
+            "query($v: ID!) { vm(id: $v) { activeSnapshot { hostName } snapshots { hostName parent { hostName } } } }",
+            json!({ "v": vm }),
+        )
+        .await;
+    let mut pairs: Vec<(String, Option<String>)> = data["vm"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["hostName"].as_str().unwrap().to_owned(),
+                s["parent"]["hostName"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    pairs.sort();
+    let active = data["vm"]["activeSnapshot"]["hostName"]
+        .as_str()
+        .map(str::to_owned);
+    (pairs, active)
+}
+
+async fn assert_agrees(app: &TestApp, token: &str, vm: &str, domain: &TestDomain) {
+    let (tree, active) = api_view(app, token, vm).await;
+    assert_eq!(
+        tree,
+        domain.tree(),
+        "snaptree's tree vs virsh snapshot-list --tree"
+    );
+    assert_eq!(
+        active,
+        domain.current(),
+        "active snapshot vs virsh snapshot-current"
+    );
+}
+
+async fn kvm_project(app: &TestApp, name: &str) -> (String, String, String) {
+    let project = app.create_project(name).await;
+    let op = app.create_token(&project, "OPERATOR").await;
+    let host = app
+        .create_host(&format!("{name}-kvm"), "KVM", libvirt::URI, None)
+        .await;
+    (project, op, host)
+}
+
+async fn register(app: &TestApp, host: &str, project: &str, domain: &TestDomain) -> String {
+    let data = app
+        .data(
+            &app.admin,
+            "mutation($h: ID!, $p: ID!, $i: String!) { createVm(hostId: $h, projectId: $p, name: \"vm\", identifier: $i) { id state stateName } }",
+            json!({ "h": host, "p": project, "i": domain.name }),
+        )
+        .await;
+    data["createVm"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn succeeds(app: &TestApp, token: &str, task: &str) -> Value {
+    let done = app.finished(token, task).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done:#}");
+    done
+}
+
+#[tokio::test]
+async fn the_five_actions_on_a_real_kvm_domain() {
+    if !libvirt::available() {
+        return;
+    }
+    let domain = TestDomain::new(true);
+    let app = TestApp::spawn().await;
+    let (project, op, host) = kvm_project(&app, "five").await;
+    let vm = register(&app, &host, &project, &domain).await;
+    let op = op.as_str();
+
+    let a = app.snapshot_built(op, &vm, "a").await;
+    assert_agrees(&app, op, &vm, &domain).await;
+    let b = app.snapshot_built(op, &vm, "b").await;
+    assert_agrees(&app, op, &vm, &domain).await;
+
+    let (_, task) = app.apply(op, &a).await;
+    succeeds(&app, op, &task).await;
+    assert_agrees(&app, op, &vm, &domain).await;
+    assert_eq!(
+        virsh(&["domstate", &domain.name]).unwrap().trim(),
+        "running"
+    );
+
+    app.snapshot_built(op, &vm, "c").await;
+    assert_agrees(&app, op, &vm, &domain).await;
+
+    let (_, task) = app.revert(op, &vm).await;
+    succeeds(&app, op, &task).await;
+    assert_agrees(&app, op, &vm, &domain).await;
+
+    let (_, task) = app.delete(op, &b, false).await;
+    succeeds(&app, op, &task).await;
+    assert_agrees(&app, op, &vm, &domain).await;
+
+    let (_, task) = app.delete(op, &a, true).await;
+    succeeds(&app, op, &task).await;
+    assert_agrees(&app, op, &vm, &domain).await;
+    assert!(domain.tree().is_empty());
+}
+
+#[tokio::test]
+async fn importing_a_domain_reproduces_its_tree_and_drift_shows_changes_behind_our_back() {
+    if !libvirt::available() {
+        return;
+    }
+    let domain = TestDomain::new(true);
+    // A tree made by hand on the host: base -> {left, right}, right current.
+    for (name, revert_to) in [("base", None), ("left", None), ("right", Some("base"))] {
+        if let Some(to) = revert_to {
+            virsh(&[
+                "snapshot-revert",
+                "--domain",
+                &domain.name,
+                "--snapshotname",
+                to,
+            ])
+            .unwrap();
+        }
+        virsh(&[
+            "snapshot-create-as",
+            "--domain",
+            &domain.name,
+            "--name",
+            name,
+        ])
+        .unwrap();
+    }
+    let app = TestApp::spawn().await;
+    let (project, op, host) = kvm_project(&app, "import").await;
+    let data = app
+        .data(
+            &app.admin,
+            "mutation($h: ID!, $p: ID!) { importVms(hostId: $h, projectId: $p) { id identifier } }",
+            json!({ "h": host, "p": project }),
+        )
+        .await;
+    let vm = data["importVms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["identifier"] == domain.name.as_str())
+        .expect("the domain is imported")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_agrees(&app, &op, &vm, &domain).await;
+    let drift = "query($v: ID!) { vm(id: $v) { drift { kind hostName expected actual } } }";
+    assert_eq!(
+        app.data(&op, drift, json!({ "v": vm })).await["vm"]["drift"],
+        json!([])
+    );
+
+    // Imported snapshots work like any other: apply one snaptree did not name.
+    let left = app
+        .data(
+            &op,
+            "query($v: ID!) { vm(id: $v) { snapshots { id name } } }",
+            json!({ "v": vm }),
+        )
+        .await["vm"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "left")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, task) = app.apply(&op, &left).await;
+    succeeds(&app, &op, &task).await;
+    assert_agrees(&app, &op, &vm, &domain).await;
+
+    // Behind snaptree's back.
+    virsh(&[
+        "snapshot-delete",
+        "--domain",
+        &domain.name,
+        "--snapshotname",
+        "right",
+    ])
+    .unwrap();
+    let found = app.data(&op, drift, json!({ "v": vm })).await;
+    assert_eq!(
+        found["vm"]["drift"],
+        json!([{ "kind": "MISSING_ON_HOST", "hostName": "right", "expected": "right", "actual": null }])
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_brings_the_disk_back() {
+    if !libvirt::available() {
+        return;
+    }
+    // Shut off, so that qemu-io may open the disk.
+    let domain = TestDomain::new(false);
+    let app = TestApp::spawn().await;
+    let (project, op, host) = kvm_project(&app, "data").await;
+    let vm = register(&app, &host, &project, &domain).await;
+    let qemu_io = |command: &str| {
+        let out = std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", command])
+            .arg(&domain.disk)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (
+            out.status.success() && !text.contains("verification failed"),
+            text,
+        )
+    };
+    assert!(qemu_io("write -P 0xab 0 64k").0);
+    let snapshot = app.snapshot_built(&op, &vm, "pattern ab").await;
+    assert!(qemu_io("write -P 0xcd 0 64k").0);
+    assert!(qemu_io("read -P 0xcd 0 64k").0);
+    let (_, task) = app.apply(&op, &snapshot).await;
+    succeeds(&app, &op, &task).await;
+    let (ok, text) = qemu_io("read -P 0xab 0 64k");
+    assert!(ok, "the first pattern is back: {text}");
+}
+
+#[tokio::test]
+async fn a_task_on_a_domain_that_is_gone_fails_at_once_naming_it() {
+    if !libvirt::available() {
+        return;
+    }
+    let domain = TestDomain::new(false);
+    let app = TestApp::spawn().await;
+    let (project, op, host) = kvm_project(&app, "gone").await;
+    let vm = register(&app, &host, &project, &domain).await;
+    virsh(&["undefine", &domain.name]).unwrap();
+    let (_, task) = app.create_snapshot(&op, &vm, "too late").await;
+    let done = app.finished(&op, &task).await;
+    assert_eq!(done["state"], "FAILED");
+    assert_eq!(done["attempts"], 1);
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains(&domain.name), "{error}");
+    assert!(error.contains("has no VM"), "{error}");
+
+    // And a host that cannot be reached is refused when registered, saying why.
+    let body = app
+        .request(Some(&app.admin), "mutation { createHost(name: \"far\", hypervisor: KVM, uri: \"qemu+ssh://nobody@127.0.0.1:1/system\") { id } }", json!({}))
+        .await;
+    assert_eq!(common::error_code(&body), "VALIDATION");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("cannot reach the host"), "{message}");
+}
