@@ -7,8 +7,9 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// Longest snapshot description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 
-/// Trims `raw` and checks it is 1 to 128 characters with no control characters.
-/// `what` names the field in the error ("snapshot name").
+/// Trims `raw` and checks it is 1 to 128 characters, as snapshots.md says. Any character
+/// is fine but NUL, which PostgreSQL cannot store: names never reach a host, so quotes,
+/// `$(...)` or newlines are just text. `what` names the field ("snapshot name").
 pub fn name(what: &str, raw: &str) -> AppResult<String> {
     let name = raw.trim();
     let chars = name.chars().count();
@@ -22,9 +23,9 @@ pub fn name(what: &str, raw: &str) -> AppResult<String> {
             "The {what} is {chars} characters long; at most {MAX_NAME_CHARS} are allowed."
         )));
     }
-    if name.chars().any(char::is_control) {
+    if name.contains('\0') {
         return Err(AppError::validation(format!(
-            "The {what} must not contain control characters."
+            "The {what} must not contain a NUL character."
         )));
     }
     Ok(name.to_owned())
@@ -35,6 +36,11 @@ pub fn description(raw: Option<&str>) -> AppResult<Option<String>> {
     let Some(text) = raw.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
+    if text.contains('\0') {
+        return Err(AppError::validation(
+            "The description must not contain a NUL character.",
+        ));
+    }
     let chars = text.chars().count();
     if chars > MAX_DESCRIPTION_CHARS {
         return Err(AppError::validation(format!(
@@ -68,7 +74,8 @@ mod tests {
             name("snapshot name", &"é".repeat(129)).unwrap_err().code(),
             "VALIDATION"
         );
-        assert!(name("snapshot name", "a\nb").is_err());
+        assert_eq!(name("snapshot name", "a\nb").unwrap(), "a\nb");
+        assert!(name("snapshot name", "a\0b").is_err());
     }
 
     #[test]

@@ -55,3 +55,50 @@ where
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
+
+/// Like [`run`], handing each stdout line to `on_line` as it arrives (progress reports).
+pub async fn stream<I, S>(
+    program: &Path,
+    args: I,
+    stdin: &str,
+    mut on_line: impl FnMut(&str),
+) -> Result<Output, DriverError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| DriverError::Permanent(format!("cannot run {}: {e}", program.display())))?;
+    let broken =
+        |e: std::io::Error| DriverError::Transient(format!("{} failed: {e}", program.display()));
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    pipe.write_all(stdin.as_bytes()).await.map_err(broken)?;
+    drop(pipe);
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let stderr_task = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text).await;
+        text
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+    let mut stdout = String::new();
+    while let Some(line) = lines.next_line().await.map_err(broken)? {
+        on_line(&line);
+        stdout.push_str(&line);
+        stdout.push('\n');
+    }
+    let status = child.wait().await.map_err(broken)?;
+    Ok(Output {
+        success: status.success(),
+        stdout,
+        stderr: stderr_task.await.unwrap_or_default(),
+    })
+}

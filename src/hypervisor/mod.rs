@@ -5,6 +5,7 @@
 //! names are generated (`{vm_id}_{snapshot_id}`); no user text reaches a host.
 
 mod command;
+pub mod hyperv;
 pub mod kvm;
 mod registry;
 pub mod sim;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::hyperv::{HypervDriver, Target};
 use super::kvm::KvmDriver;
 use super::sim::{SimDriver, SimParams};
 use super::{Driver, DriverError};
@@ -18,10 +19,7 @@ pub fn validate_uri(kind: Hypervisor, uri: &str) -> Result<(), String> {
         Hypervisor::Kvm => Err(format!(
             "a KVM host's URI is qemu:///system or qemu+ssh://user@host/system, not {uri:?}"
         )),
-        Hypervisor::Hyperv if uri.starts_with("ssh://") && uri.len() > "ssh://".len() => Ok(()),
-        Hypervisor::Hyperv => Err(format!(
-            "a Hyper-V host's URI is ssh://user@host, not {uri:?}"
-        )),
+        Hypervisor::Hyperv => Target::parse(uri).map(drop),
     }
 }
 
@@ -45,10 +43,13 @@ impl Drivers {
             // A simulated host is always there; its URI was checked already.
             Hypervisor::Simulated => Ok(()),
             Hypervisor::Kvm => KvmDriver::new(uri, self.config.virsh.clone()).check().await,
-            Hypervisor::Hyperv => Err(DriverError::Permanent(
-                "this build of snaptree has no driver for HYPERV hosts yet".into(),
-            )),
+            Hypervisor::Hyperv => self.hyperv(uri)?.check().await,
         }
+    }
+
+    fn hyperv(&self, uri: &str) -> Result<HypervDriver, DriverError> {
+        let (ssh, key) = (self.config.ssh.clone(), self.config.ssh_identity.clone());
+        HypervDriver::new(uri, ssh, key).map_err(DriverError::Permanent)
     }
 
     /// The driver for `host`.
@@ -63,11 +64,7 @@ impl Drivers {
                 Arc::new(SimDriver::new(&host.uri, &dir).map_err(DriverError::Permanent)?)
             }
             Hypervisor::Kvm => Arc::new(KvmDriver::new(&host.uri, self.config.virsh.clone())),
-            kind => {
-                return Err(DriverError::Permanent(format!(
-                    "this build of snaptree has no driver for {kind} hosts yet"
-                )));
-            }
+            Hypervisor::Hyperv => Arc::new(self.hyperv(&host.uri)?),
         };
         cache.insert(host.id, Arc::clone(&driver));
         Ok(driver)

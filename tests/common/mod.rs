@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod hyperv;
 pub mod libvirt;
 
 use std::path::{Path, PathBuf};
@@ -153,14 +154,37 @@ impl TestApp {
         Self::spawn_on(db, dir, robot).await
     }
 
+    /// A server whose Hyper-V hosts are the stand-in (its ssh is the stand-in's).
+    pub async fn spawn_with_standin() -> (Self, hyperv::StandIn) {
+        let dir = tempfile::tempdir().unwrap();
+        let standin = hyperv::StandIn::new(dir.path());
+        let db = TestDb::new(dir.path()).await;
+        let mut drivers = DriverConfig::new(dir.path().join("sim"));
+        drivers.ssh = standin.ssh.clone();
+        (
+            Self::start(db, dir, Some(test_robot()), drivers).await,
+            standin,
+        )
+    }
+
     /// A server on `db`, keeping its files in `dir`.
     pub async fn spawn_on(db: TestDb, dir: TempDir, robot: Option<RobotConfig>) -> Self {
+        let drivers = DriverConfig::new(dir.path().join("sim"));
+        Self::start(db, dir, robot, drivers).await
+    }
+
+    async fn start(
+        db: TestDb,
+        dir: TempDir,
+        robot: Option<RobotConfig>,
+        drivers: DriverConfig,
+    ) -> Self {
         let runtime = snaptree::server::runtime().unwrap();
         let options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             database: db.url.clone(),
             robot,
-            drivers: DriverConfig::new(dir.path().join("sim")),
+            drivers,
         };
         let (server, admin) = runtime
             .spawn(async move {

@@ -1,0 +1,436 @@
+//! Hyper-V hosts: PowerShell over SSH (`ssh://user@host[:port]`), standard checkpoints.
+//!
+//! Each call sends one script on standard input to `powershell -NoProfile
+//! -NonInteractive -Command -`. PowerShell reads such input statement by statement and
+//! `$ErrorActionPreference = 'Stop'` would only end the failing statement, so a script is
+//! a single `& { try { ... } catch { ... } }` block ending in a blank line, and it
+//! answers with marker lines (`SNAPTREE-RESULT`, `-PROGRESS`, `-DONE`, `-ERROR`) rather
+//! than relying on exit codes. Every value is a single-quoted literal with its quotes
+//! doubled; the statements come from the fixed set below, which the test stand-in for a
+//! Windows host checks against what Hyper-V accepts.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::command;
+use super::{Driver, DriverError, HostSnapshot, HostVm, Progress};
+use crate::domain::state::vm_state;
+
+/// Where and how to reach the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub user: String,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl Target {
+    /// Parses `ssh://user@host[:port]`.
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        let usage = || format!("a Hyper-V host's URI is ssh://user@host[:port], not {uri:?}");
+        let rest = uri.strip_prefix("ssh://").ok_or_else(usage)?;
+        let rest = rest.trim_end_matches('/');
+        let (user, address) = rest.split_once('@').ok_or_else(usage)?;
+        let (host, port) = match address.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| usage())?)),
+            None => (address, None),
+        };
+        let plain = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('-')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        if !plain(user) || !plain(host) {
+            return Err(usage());
+        }
+        Ok(Self {
+            user: user.to_owned(),
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// `value` as a PowerShell single-quoted literal. PowerShell also ends such a literal at
+/// the typographic single quotes, so those are doubled too; nothing else is special
+/// inside one (no `$`, backtick or newline expansion).
+pub fn literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// The statements the driver sends. `{vm}` and `{name}` stand for literals.
+mod statements {
+    pub const SET_STANDARD: &str = "Set-VM -Name {vm} -CheckpointType Standard";
+    pub const CHECKPOINT: &str = "$job = Checkpoint-VM -Name {vm} -SnapshotName {name} -AsJob";
+    pub const RESTORE: &str =
+        "$job = Restore-VMCheckpoint -VMName {vm} -Name {name} -Confirm:$false -AsJob";
+    pub const REMOVE: &str =
+        "$job = Remove-VMCheckpoint -VMName {vm} -Name {name} -Confirm:$false -AsJob";
+    pub const REMOVE_SUBTREE: &str = "$job = Remove-VMCheckpoint -VMName {vm} -Name {name} -IncludeAllChildCheckpoints -Confirm:$false -AsJob";
+    /// Waits for `$job`, reporting its progress, and rethrows its errors.
+    pub const WAIT: &[&str] = &[
+        "while ($job.State -eq 'NotStarted' -or $job.State -eq 'Running') { $p = @($job.ChildJobs[0].Progress); if ($p.Count -gt 0) { Write-Output ('SNAPTREE-PROGRESS ' + $p[-1].PercentComplete) }; Start-Sleep -Milliseconds 500 }",
+        "Receive-Job -Job $job -Wait -ErrorAction Stop | Out-Null",
+        "Write-Output 'SNAPTREE-DONE'",
+    ];
+    pub const START: &str = "Start-VM -Name {vm}";
+    pub const DONE: &str = "Write-Output 'SNAPTREE-DONE'";
+    pub const LIST: &str = "Write-Output ('SNAPTREE-RESULT ' + (ConvertTo-Json -Compress -Depth 3 -InputObject @{ current = (Get-VM -Name {vm}).ParentSnapshotName; checkpoints = @(Get-VMCheckpoint -VMName {vm} | ForEach-Object { @{ name = $_.Name; parent = $_.ParentSnapshotName } }) }))";
+    pub const STATE: &str = "Write-Output ('SNAPTREE-RESULT ' + (ConvertTo-Json -Compress -InputObject @{ state = [string](Get-VM -Name {vm}).State }))";
+    pub const VMS: &str = "Write-Output ('SNAPTREE-RESULT ' + (ConvertTo-Json -Compress -InputObject @(Get-VM | ForEach-Object { @{ name = $_.Name; state = [string]$_.State } })))";
+    pub const HOST: &str = "Write-Output ('SNAPTREE-RESULT ' + (ConvertTo-Json -Compress -InputObject @{ host = (Get-VMHost).Name }))";
+}
+
+/// Fills a statement's slots with literals.
+fn fill(statement: &str, vm: &str, name: &str) -> String {
+    statement
+        .replace("{vm}", &literal(vm))
+        .replace("{name}", &literal(name))
+}
+
+/// The whole script around `body`.
+fn script(body: &[String]) -> String {
+    let mut s = String::from(
+        "& {\n$ErrorActionPreference = 'Stop'\n$ProgressPreference = 'SilentlyContinue'\ntry {\n",
+    );
+    for line in body {
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push_str(
+        "} catch {\nWrite-Output ('SNAPTREE-ERROR ' + ($_.Exception.Message -replace '\\s+', ' '))\nexit 1\n}\n}\n\n",
+    );
+    s
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    current: Option<String>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+#[derive(Deserialize)]
+struct Checkpoint {
+    name: String,
+    parent: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct VmState {
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct VmEntry {
+    name: String,
+    state: String,
+}
+
+/// A Hyper-V host reached over SSH.
+pub struct HypervDriver {
+    target: Target,
+    ssh: PathBuf,
+    identity: Option<PathBuf>,
+}
+
+/// The CloudCIX state of a Hyper-V VM state name.
+fn state(name: &str) -> i32 {
+    match name {
+        "Off" | "Saved" | "FastSaved" | "Hibernated" => vm_state::QUIESCED,
+        "Stopping" | "Saving" | "FastSaving" => 12, // QUIESCING
+        _ => vm_state::RUNNING,
+    }
+}
+
+impl HypervDriver {
+    pub fn new(uri: &str, ssh: PathBuf, identity: Option<PathBuf>) -> Result<Self, String> {
+        Ok(Self {
+            target: Target::parse(uri)?,
+            ssh,
+            identity,
+        })
+    }
+
+    fn ssh_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=15",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(port) = self.target.port {
+            args.extend(["-p".into(), port.to_string()]);
+        }
+        if let Some(key) = &self.identity {
+            args.extend(["-i".into(), key.to_string_lossy().into_owned()]);
+        }
+        args.extend([
+            "-l".into(),
+            self.target.user.clone(),
+            "--".into(),
+            self.target.host.clone(),
+            "powershell -NoProfile -NonInteractive -Command -".into(),
+        ]);
+        args
+    }
+
+    /// Runs a script; returns its `SNAPTREE-RESULT` payload (or `DONE`'s empty one).
+    async fn run(
+        &self,
+        vm: &str,
+        body: &[String],
+        progress: Option<(&Progress, &str)>,
+    ) -> Result<String, DriverError> {
+        let script = script(body);
+        let out = command::stream(&self.ssh, self.ssh_args(), &script, |line| {
+            if let (Some((progress, phase)), Some(pct)) =
+                (progress, line.strip_prefix("SNAPTREE-PROGRESS "))
+            {
+                progress.report(pct.trim().parse().ok(), phase);
+            }
+        })
+        .await?;
+        let mut result = None;
+        for line in out.stdout.lines() {
+            if let Some(message) = line.strip_prefix("SNAPTREE-ERROR ") {
+                return Err(self.sort(vm, message.trim()));
+            }
+            if let Some(payload) = line.strip_prefix("SNAPTREE-RESULT ") {
+                result = Some(payload.to_owned());
+            } else if line == "SNAPTREE-DONE" {
+                result.get_or_insert_with(String::new);
+            }
+        }
+        match result {
+            Some(payload) => Ok(payload),
+            // ssh's own failures exit 255: the host was not reached.
+            None if out.stderr.contains("ssh:") || out.stderr.contains("Connection") => {
+                Err(DriverError::Transient(format!(
+                    "cannot reach {}: {}",
+                    self.target.host,
+                    out.stderr.trim()
+                )))
+            }
+            None => Err(DriverError::Permanent(format!(
+                "{} gave no answer snaptree understands: {}",
+                self.target.host,
+                out.stderr.trim()
+            ))),
+        }
+    }
+
+    /// Sorts a PowerShell error.
+    fn sort(&self, vm: &str, message: &str) -> DriverError {
+        if message.contains("unable to find a virtual machine") {
+            DriverError::NoSuchVm(format!(
+                "the host has no VM named {vm:?} (Hyper-V: {message})"
+            ))
+        } else if ["current state", "another operation", "timed out", "busy"]
+            .iter()
+            .any(|t| message.to_lowercase().contains(t))
+        {
+            DriverError::Transient(format!("Hyper-V is busy: {message}"))
+        } else {
+            DriverError::Permanent(format!("Hyper-V: {message}"))
+        }
+    }
+
+    async fn listing(&self, vm: &str) -> Result<Listing, DriverError> {
+        let payload = self
+            .run(vm, &[fill(statements::LIST, vm, "")], None)
+            .await?;
+        serde_json::from_str(&payload).map_err(|e| {
+            DriverError::Permanent(format!("unreadable checkpoint list from the host: {e}"))
+        })
+    }
+
+    async fn job(
+        &self,
+        vm: &str,
+        mut body: Vec<String>,
+        progress: &Progress,
+        phase: &str,
+    ) -> Result<(), DriverError> {
+        body.extend(statements::WAIT.iter().map(|s| s.to_string()));
+        progress.report(Some(0), phase);
+        self.run(vm, &body, Some((progress, phase))).await.map(drop)
+    }
+}
+
+#[async_trait]
+impl Driver for HypervDriver {
+    async fn check(&self) -> Result<(), DriverError> {
+        self.run("", &[statements::HOST.to_owned()], None)
+            .await
+            .map(drop)
+    }
+
+    async fn vm_state(&self, vm: &str) -> Result<i32, DriverError> {
+        let payload = self
+            .run(vm, &[fill(statements::STATE, vm, "")], None)
+            .await?;
+        let parsed: VmState = serde_json::from_str(&payload).map_err(|e| {
+            DriverError::Permanent(format!("unreadable VM state from the host: {e}"))
+        })?;
+        Ok(state(&parsed.state))
+    }
+
+    async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
+        let payload = self.run("", &[statements::VMS.to_owned()], None).await?;
+        let vms: Vec<VmEntry> = serde_json::from_str(&payload).map_err(|e| {
+            DriverError::Permanent(format!("unreadable VM list from the host: {e}"))
+        })?;
+        Ok(vms
+            .into_iter()
+            .map(|v| HostVm {
+                state: state(&v.state),
+                identifier: v.name,
+            })
+            .collect())
+    }
+
+    /// Hyper-V allows two checkpoints of one name, so a retried create must look first.
+    async fn create(
+        &self,
+        vm: &str,
+        snapshot: &str,
+        progress: &Progress,
+    ) -> Result<(), DriverError> {
+        progress.report(None, "checking the host's checkpoints");
+        if self
+            .listing(vm)
+            .await?
+            .checkpoints
+            .iter()
+            .any(|c| c.name == snapshot)
+        {
+            return Ok(());
+        }
+        let body = vec![
+            fill(statements::SET_STANDARD, vm, ""),
+            fill(statements::CHECKPOINT, vm, snapshot),
+        ];
+        self.job(vm, body, progress, "creating the checkpoint")
+            .await
+    }
+
+    /// Restores, then starts the VM when the checkpoint left it saved (it ran when the
+    /// checkpoint was taken).
+    async fn apply(
+        &self,
+        vm: &str,
+        snapshot: &str,
+        progress: &Progress,
+    ) -> Result<(), DriverError> {
+        let body = vec![fill(statements::RESTORE, vm, snapshot)];
+        self.job(vm, body, progress, "restoring the checkpoint")
+            .await?;
+        let payload = self
+            .run(vm, &[fill(statements::STATE, vm, "")], None)
+            .await?;
+        let now: VmState = serde_json::from_str(&payload).map_err(|e| {
+            DriverError::Permanent(format!("unreadable VM state from the host: {e}"))
+        })?;
+        if now.state == "Saved" {
+            progress.report(Some(100), "starting the VM again");
+            let body = [fill(statements::START, vm, ""), statements::DONE.to_owned()];
+            self.run(vm, &body, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        vm: &str,
+        snapshot: &str,
+        subtree: bool,
+        progress: &Progress,
+    ) -> Result<(), DriverError> {
+        progress.report(None, "checking the host's checkpoints");
+        if !self
+            .listing(vm)
+            .await?
+            .checkpoints
+            .iter()
+            .any(|c| c.name == snapshot)
+        {
+            return Ok(()); // gone already: the goal
+        }
+        let statement = if subtree {
+            statements::REMOVE_SUBTREE
+        } else {
+            statements::REMOVE
+        };
+        let body = vec![fill(statement, vm, snapshot)];
+        self.job(vm, body, progress, "removing the checkpoint")
+            .await
+    }
+
+    async fn list(&self, vm: &str) -> Result<Vec<HostSnapshot>, DriverError> {
+        let listing = self.listing(vm).await?;
+        Ok(listing
+            .checkpoints
+            .into_iter()
+            .map(|c| HostSnapshot {
+                current: listing.current.as_deref() == Some(c.name.as_str()),
+                name: c.name,
+                parent: c.parent,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_double_every_kind_of_single_quote() {
+        assert_eq!(literal("plain"), "'plain'");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\u{2019}b"), "'a\u{2019}\u{2019}b'");
+        // Nothing else is special inside a single-quoted literal.
+        assert_eq!(literal("$(rm -rf /); `x`\n"), "'$(rm -rf /); `x`\n'");
+    }
+
+    #[test]
+    fn parses_ssh_uris_and_refuses_option_injection() {
+        assert_eq!(
+            Target::parse("ssh://admin@hv1.example:2222").unwrap(),
+            Target {
+                user: "admin".into(),
+                host: "hv1.example".into(),
+                port: Some(2222)
+            }
+        );
+        assert!(Target::parse("ssh://admin@-oProxyCommand=x").is_err());
+        assert!(Target::parse("ssh://hv1").is_err());
+        assert!(Target::parse("ssh://a b@hv1").is_err());
+    }
+
+    #[test]
+    fn scripts_are_one_block_ending_in_a_blank_line() {
+        let s = script(&[fill(statements::START, "web", "")]);
+        assert!(s.starts_with("& {\n$ErrorActionPreference = 'Stop'\n"));
+        assert!(s.contains("\nStart-VM -Name 'web'\n"));
+        assert!(s.ends_with("}\n}\n\n"));
+    }
+}

@@ -1,0 +1,256 @@
+//! Hyper-V hosts against the stand-in Windows host: the five actions, the 50-checkpoint
+//! limit, names that would be dangerous in a script, unreachable hosts and missing VMs.
+
+mod common;
+
+use common::TestApp;
+use common::hyperv::StandIn;
+use serde_json::json;
+
+const HOST: &str = "hv1";
+
+/// snaptree's view: (host name, parent's host name) pairs, sorted; the active one's.
+async fn api_view(
+    app: &TestApp,
+    token: &str,
+    vm: &str,
+) -> (Vec<(String, Option<String>)>, Option<String>) {
+    let data = app
+        .data(token, "query($v: ID!) { vm(id: $v) { activeSnapshot { hostName } snapshots { hostName parent { hostName } } } }", json!({ "v": vm }))
+        .await;
+    let mut pairs: Vec<_> = data["vm"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["hostName"].as_str().unwrap().to_owned(),
+                s["parent"]["hostName"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    pairs.sort();
+    (
+        pairs,
+        data["vm"]["activeSnapshot"]["hostName"]
+            .as_str()
+            .map(str::to_owned),
+    )
+}
+
+async fn assert_agrees(app: &TestApp, token: &str, vm: &str, standin: &StandIn, identifier: &str) {
+    assert_eq!(
+        api_view(app, token, vm).await,
+        standin.tree(HOST, identifier)
+    );
+}
+
+/// A project, its OPERATOR token, a Hyper-V host and a VM `identifier` on it.
+async fn setup(app: &TestApp, standin: &StandIn, identifier: &str) -> (String, String, String) {
+    standin.add_vm(HOST, identifier);
+    let project = app.create_project("hv").await;
+    let op = app.create_token(&project, "OPERATOR").await;
+    let host = app
+        .create_host(
+            "hyperv-1",
+            "HYPERV",
+            &format!("ssh://administrator@{HOST}"),
+            None,
+        )
+        .await;
+    let vm = app
+        .data(&app.admin, "mutation($h: ID!, $p: ID!, $i: String!) { createVm(hostId: $h, projectId: $p, name: \"vm\", identifier: $i) { id stateName } }", json!({ "h": host, "p": project, "i": identifier }))
+        .await["createVm"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (op, host, vm)
+}
+
+#[tokio::test]
+async fn the_five_actions_on_hyperv() {
+    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (op, _, vm) = setup(&app, &standin, "web").await;
+    let op = op.as_str();
+
+    let a = app.snapshot_built(op, &vm, "a").await;
+    let b = app.snapshot_built(op, &vm, "b").await;
+    assert_agrees(&app, op, &vm, &standin, "web").await;
+
+    let (_, task) = app.apply(op, &a).await;
+    let done = app.finished(op, &task).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done:#}");
+    assert_agrees(&app, op, &vm, &standin, "web").await;
+    // The checkpoint was taken while the VM ran: it runs again after the apply.
+    assert_eq!(standin.dump(HOST, "web")["state"], "Running");
+    let progress: Vec<_> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["progress"].as_i64())
+        .collect();
+    assert!(
+        progress.contains(&50),
+        "job progress reaches the task: {progress:?}"
+    );
+
+    app.snapshot_built(op, &vm, "c").await;
+    let (_, task) = app.revert(op, &vm).await;
+    assert_eq!(app.finished(op, &task).await["state"], "SUCCEEDED");
+    assert_agrees(&app, op, &vm, &standin, "web").await;
+
+    let (_, task) = app.delete(op, &b, false).await;
+    assert_eq!(app.finished(op, &task).await["state"], "SUCCEEDED");
+    assert_agrees(&app, op, &vm, &standin, "web").await;
+
+    let (_, task) = app.delete(op, &a, true).await;
+    assert_eq!(app.finished(op, &task).await["state"], "SUCCEEDED");
+    assert_agrees(&app, op, &vm, &standin, "web").await;
+    assert_eq!(standin.tree(HOST, "web"), (vec![], None));
+}
+
+#[tokio::test]
+async fn the_api_refuses_the_51st_checkpoint_before_hyperv_would() {
+    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (op, _, vm) = setup(&app, &standin, "full").await;
+    let data = app
+        .data(
+            &op,
+            "query($v: ID!) { vm(id: $v) { snapshotLimit } }",
+            json!({ "v": vm }),
+        )
+        .await;
+    assert_eq!(data["vm"]["snapshotLimit"], 50);
+    for i in 0..50 {
+        app.snapshot_built(&op, &vm, &format!("s{i}")).await;
+    }
+    let body = app
+        .request(
+            Some(&op),
+            "mutation($v: ID!) { createSnapshot(vmId: $v, name: \"s50\") { task { id } } }",
+            json!({ "v": vm }),
+        )
+        .await;
+    assert_eq!(common::error_code(&body), "LIMIT_REACHED");
+    assert_eq!(standin.tree(HOST, "full").0.len(), 50);
+}
+
+#[tokio::test]
+async fn names_full_of_script_syntax_change_nothing_that_runs() {
+    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (op, host, vm) = setup(&app, &standin, "db").await;
+    let nasty = [
+        "it's $(Remove-VM -Name db -Force)",
+        "`whoami`; Stop-Computer -Force",
+        "line one\nline two'; Remove-VMCheckpoint -VMName 'db' -Name '*",
+        "\u{2019}); Stop-VM db #",
+    ];
+    for name in nasty {
+        let id = app.snapshot_built(&op, &vm, name).await;
+        let data = app
+            .data(
+                &op,
+                "query($s: ID!) { snapshot(id: $s) { name hostName } }",
+                json!({ "s": id }),
+            )
+            .await;
+        assert_eq!(data["snapshot"]["name"], name);
+    }
+    assert_agrees(&app, &op, &vm, &standin, "db").await;
+    assert_eq!(standin.dump(HOST, "db")["state"], "Running");
+
+    // Checkpoints made by hand on the host keep their names: those do reach scripts.
+    standin.add_vm(HOST, "legacy");
+    for name in nasty {
+        standin.add_checkpoint(HOST, "legacy", name);
+    }
+    let project = app.create_project("legacy").await;
+    let legacy_op = app.create_token(&project, "OPERATOR").await;
+    let imported = app
+        .data(&app.admin, "mutation($h: ID!, $p: ID!) { importVms(hostId: $h, projectId: $p) { id identifier snapshots { id name } } }", json!({ "h": host, "p": project }))
+        .await;
+    let legacy = imported["importVms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["identifier"] == "legacy")
+        .unwrap();
+    let legacy_vm = legacy["id"].as_str().unwrap();
+    assert_agrees(&app, &legacy_op, legacy_vm, &standin, "legacy").await;
+    let first = legacy["snapshots"][0]["id"].as_str().unwrap();
+    let second = legacy["snapshots"][1]["id"].as_str().unwrap();
+    assert_eq!(legacy["snapshots"][1]["name"], nasty[1]);
+    let (_, task) = app.apply(&legacy_op, second).await;
+    assert_eq!(app.finished(&legacy_op, &task).await["state"], "SUCCEEDED");
+    let (_, task) = app.delete(&legacy_op, first, false).await;
+    assert_eq!(app.finished(&legacy_op, &task).await["state"], "SUCCEEDED");
+    assert_agrees(&app, &legacy_op, legacy_vm, &standin, "legacy").await;
+    assert_eq!(standin.tree(HOST, "legacy").0.len(), 3);
+    // Nothing else on the host was touched.
+    assert_eq!(standin.tree(HOST, "db").0.len(), 4);
+}
+
+#[tokio::test]
+async fn unreachable_hosts_and_missing_vms() {
+    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (op, _, vm) = setup(&app, &standin, "app").await;
+
+    // A host that cannot be reached is refused when registered.
+    standin.set_down("hv2", true);
+    let body = app
+        .request(Some(&app.admin), "mutation { createHost(name: \"hv2\", hypervisor: HYPERV, uri: \"ssh://administrator@hv2\") { id } }", json!({}))
+        .await;
+    assert_eq!(common::error_code(&body), "VALIDATION");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{body}"
+    );
+
+    // An outage is transient: the task waits it out.
+    standin.set_down(HOST, true);
+    let (_, task) = app.create_snapshot(&op, &vm, "later").await;
+    loop {
+        let data = app
+            .data(
+                &op,
+                "query($t: ID!) { task(id: $t) { attempts } }",
+                json!({ "t": task }),
+            )
+            .await;
+        if data["task"]["attempts"].as_i64().unwrap() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    standin.set_down(HOST, false);
+    assert_eq!(app.finished(&op, &task).await["state"], "SUCCEEDED");
+
+    // A VM the host does not have fails at once, named.
+    let project = app.create_project("ghost").await;
+    let ghost_op = app.create_token(&project, "OPERATOR").await;
+    standin.add_vm(HOST, "ghost");
+    let host = app
+        .data(&app.admin, "{ hosts { id name } }", json!({}))
+        .await["hosts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ghost = app.create_vm(&host, &project, "ghost").await;
+    let state = standin.dir.join(format!("{HOST}.json"));
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    saved["vms"].as_object_mut().unwrap().remove("ghost");
+    std::fs::write(&state, saved.to_string()).unwrap();
+    let (_, task) = app.create_snapshot(&ghost_op, &ghost, "nothing").await;
+    let done = app.finished(&ghost_op, &task).await;
+    assert_eq!(done["state"], "FAILED");
+    assert_eq!(done["attempts"], 1);
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("Hyper-V was unable to find a virtual machine with name \"ghost\""),
+        "{error}"
+    );
+}
