@@ -106,8 +106,32 @@ pub async fn page(
     })
 }
 
+/// Whether any task could be claimed now (see [`claim`]); a read, so that looking for
+/// work does not take SQLite's one write lock.
+pub async fn claimable(
+    conn: &mut Conn<'_>,
+    at: NaiveDateTime,
+    hosts: Option<&[i64]>,
+) -> QueryResult<bool> {
+    let every_host = hosts.is_none();
+    let hosts = hosts.unwrap_or_default();
+    let found: Option<i64> = run!(conn, |c| tasks
+        .filter(
+            state
+                .eq(QUEUED)
+                .or(state.eq(RUNNING).and(lease_expires_at.lt(at)))
+                .and(host_id.eq_any(hosts).or(every_host.into_sql::<Bool>())),
+        )
+        .select(id)
+        .first(c)
+        .await
+        .optional())?;
+    Ok(found.is_some())
+}
+
 /// Claims the oldest task that is queued, or running under an expired lease (its robot
-/// died), for `owner` until `until`. `hosts` limits the claim to some hosts.
+/// died), for `owner` until `until`, counting one more attempt. `hosts` limits the claim
+/// to some hosts.
 pub async fn claim(
     conn: &mut Conn<'_>,
     owner: &str,
@@ -147,12 +171,14 @@ pub async fn claim(
         return Ok(None);
     };
     let first_start = task.started_at.unwrap_or(at);
+    // The claim counts the attempt it starts.
     run!(conn, |c| diesel::update(tasks.find(task.id))
         .set((
             state.eq(RUNNING),
             lease_owner.eq(owner),
             lease_expires_at.eq(until),
             started_at.eq(first_start),
+            attempts.eq(task.attempts + 1),
         ))
         .returning(Task::as_returning())
         .get_result(c)

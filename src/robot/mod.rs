@@ -180,17 +180,17 @@ impl Robot {
             }
         };
         let started = Instant::now();
+        // The claim counted this run's first attempt.
         let mut attempt = claimed.task.attempts;
         let mut cancel = claimed.task.cancel_requested;
         loop {
             // A safe point: between attempts nothing is half done on the host.
             if cancel {
-                return Ending::Done(self.cancelled(claimed, &*driver, attempt).await);
+                return Ending::Done(self.cancelled(claimed, &*driver, attempt - 1).await);
             }
             if *shutdown.borrow() {
                 return Ending::Interrupted(Interrupt::Stopping);
             }
-            attempt += 1;
             let error = match self.attempt(claimed, &*driver, attempt).await {
                 Ok(Ok(())) => return Ending::Done(Outcome::Succeeded),
                 Err(interrupt) => return Ending::Interrupted(interrupt),
@@ -217,6 +217,11 @@ impl Robot {
                 Ok(()) => {}
                 Err(Interrupt::Cancel) => cancel = true,
                 Err(interrupt) => return Ending::Interrupted(interrupt),
+            }
+            attempt += 1;
+            let phase = format!("attempt {attempt} of {}", self.config.max_attempts);
+            if !cancel && !self.report(claimed, attempt, None, &phase, None).await {
+                return Ending::Interrupted(Interrupt::Lost);
             }
         }
     }
@@ -245,10 +250,6 @@ impl Robot {
         tokio::pin!(call);
         let mut heartbeat = self.heartbeat();
         heartbeat.tick().await;
-        let phase = format!("attempt {attempt} of {}", self.config.max_attempts);
-        if !self.report(claimed, attempt, None, &phase, None).await {
-            return Err(Interrupt::Lost);
-        }
         loop {
             tokio::select! {
                 biased;
@@ -354,11 +355,12 @@ impl Robot {
         Outcome::Failed { error, host }
     }
 
-    /// A cancel at a safe point. A create that may have reached the host is undone.
-    async fn cancelled(&self, claimed: &Claimed, driver: &dyn Driver, attempt: i32) -> Outcome {
+    /// A cancel at a safe point, after `tried` attempts. A create that may have reached
+    /// the host is undone.
+    async fn cancelled(&self, claimed: &Claimed, driver: &dyn Driver, tried: i32) -> Outcome {
         match claimed.task.kind() {
             TaskKind::Build => {
-                let cleaned_up = attempt == 0
+                let cleaned_up = tried == 0
                     || driver
                         .delete(
                             &claimed.vm.identifier,

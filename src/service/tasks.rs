@@ -115,6 +115,9 @@ impl Service {
         lease: Duration,
         hosts: Option<&[i64]>,
     ) -> AppResult<Option<Claimed>> {
+        if !tasks::claimable(&mut self.db.reader().await?.conn(), db::now(), hosts).await? {
+            return Ok(None);
+        }
         let mut tx = self.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
@@ -130,14 +133,21 @@ impl Service {
             let host = hosts::by_id(&mut conn, task.host_id)
                 .await?
                 .ok_or_else(missing)?;
-            let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
-                .await?
-                .ok_or_else(missing)?;
-            let (_, tree) = load_tree(&mut conn, vm.id).await?;
+            let (rows, tree) = load_tree(&mut conn, vm.id).await?;
+            let snapshot = match rows.into_iter().find(|s| s.id == task.snapshot_id) {
+                Some(open) => open,
+                None => snapshots::by_id(&mut conn, task.snapshot_id)
+                    .await?
+                    .ok_or_else(missing)?,
+            };
             let changes = lifecycle::started(&tree, &facts(&task, &snapshot));
             snapshots::apply(&mut conn, &vm, &changes, ROBOT).await?;
-            let message = if task.attempts > 0 {
-                format!("taken up again by {owner} after {} attempts", task.attempts)
+            // The claim counted this attempt; more means an earlier run was cut short.
+            let message = if task.attempts > 1 {
+                format!(
+                    "taken up again by {owner} after {} attempts",
+                    task.attempts - 1
+                )
             } else {
                 format!("started by {owner}")
             };
@@ -253,11 +263,18 @@ impl Service {
                 return Ok(None);
             }
             let (rows, tree) = load_tree(&mut conn, claimed.vm.id).await?;
-            let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
-                .await?
-                .unwrap_or_else(|| claimed.snapshot.clone());
-            let facts = facts(task, &snapshot);
-            let before = history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
+            let snapshot = rows
+                .iter()
+                .find(|s| s.id == task.snapshot_id)
+                .unwrap_or(&claimed.snapshot);
+            let facts = facts(task, snapshot);
+            // Only a delete that did not go through needs the states before it.
+            let before = match (&outcome, facts.kind) {
+                (Outcome::Succeeded, _) | (_, TaskKind::Build | TaskKind::Update) => {
+                    Default::default()
+                }
+                _ => history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?,
+            };
             let view =
                 |listed: &Option<Vec<HostSnapshot>>| listed.as_deref().map(|l| host_view(&rows, l));
             let changes = match &outcome {
