@@ -15,7 +15,7 @@ use common::{TestApp, TestDb, test_robot};
 use serde_json::json;
 use snaptree::config::RobotConfig;
 
-const RUNS: usize = 20;
+const RUNS: usize = 30;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

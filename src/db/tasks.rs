@@ -167,23 +167,40 @@ pub async fn claim(
             .await
             .optional()?,
     };
-    let Some(task) = found else {
-        return Ok(None);
-    };
+    match found {
+        Some(task) => take(conn, &task, owner, at, until).await,
+        None => Ok(None),
+    }
+}
+
+/// Takes task `task` (just read, queued or under an expired lease) for `owner` until
+/// `until`, counting the attempt it starts. `None` if another robot was quicker.
+pub async fn take(
+    conn: &mut Conn<'_>,
+    task: &Task,
+    owner: &str,
+    at: NaiveDateTime,
+    until: NaiveDateTime,
+) -> QueryResult<Option<Task>> {
     let first_start = task.started_at.unwrap_or(at);
-    // The claim counts the attempt it starts.
-    run!(conn, |c| diesel::update(tasks.find(task.id))
-        .set((
-            state.eq(RUNNING),
-            lease_owner.eq(owner),
-            lease_expires_at.eq(until),
-            started_at.eq(first_start),
-            attempts.eq(task.attempts + 1),
-        ))
-        .returning(Task::as_returning())
-        .get_result(c)
-        .await
-        .optional())
+    run!(conn, |c| diesel::update(
+        tasks.find(task.id).filter(
+            state
+                .eq(QUEUED)
+                .or(state.eq(RUNNING).and(lease_expires_at.lt(at)))
+        )
+    )
+    .set((
+        state.eq(RUNNING),
+        lease_owner.eq(owner),
+        lease_expires_at.eq(until),
+        started_at.eq(first_start),
+        attempts.eq(task.attempts + 1),
+    ))
+    .returning(Task::as_returning())
+    .get_result(c)
+    .await
+    .optional())
 }
 
 /// Extends `owner`'s lease on task `wanted`. Returns whether a cancel was asked for, or

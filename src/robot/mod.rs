@@ -11,14 +11,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
+use tokio::time::{MissedTickBehavior, interval_at, sleep, timeout};
 
 use crate::config::RobotConfig;
 use crate::domain::TaskKind;
 use crate::hypervisor::{Driver, DriverError, HostSnapshot, Progress};
 use crate::service::Service;
+use crate::service::handoff::{Handoff, LocalRobot};
 use crate::service::tasks::{Claimed, Outcome};
 
 /// How long running tasks may take to reach a safe point when the robot stops.
@@ -72,11 +73,24 @@ impl Robot {
     async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let hosts = self.placement().await;
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        let (handoffs, mut handed) = mpsc::unbounded_channel::<Handoff>();
+        self.service.attach_robot(LocalRobot {
+            owner: self.owner.clone(),
+            lease: self.config.lease,
+            hosts: hosts.clone(),
+            workers: Arc::clone(&workers),
+            handoffs,
+        });
         let mut running = JoinSet::new();
         tracing::info!(owner = %self.owner, workers = self.config.workers, "robot started");
         loop {
             while running.try_join_next().is_some() {}
+            // A hand-off brings its own worker; a claim needs a free one.
             let permit = tokio::select! {
+                Some(h) = handed.recv() => {
+                    running.spawn(Arc::clone(&self).work(h.claimed, h.permit, shutdown.clone()));
+                    continue;
+                }
                 permit = Arc::clone(&workers).acquire_owned() => permit.expect("never closed"),
                 _ = shutdown.changed() => break,
             };
@@ -96,10 +110,18 @@ impl Robot {
                 }
             }
             tokio::select! {
+                Some(h) = handed.recv() => {
+                    running.spawn(Arc::clone(&self).work(h.claimed, h.permit, shutdown.clone()));
+                }
                 _ = self.service.bus().wait_for_task() => {}
                 _ = sleep(self.config.poll) => {}
                 _ = shutdown.changed() => break,
             }
+        }
+        // No more hand-offs; any already sent stop at their first safe point, like the rest.
+        handed.close();
+        while let Ok(h) = handed.try_recv() {
+            running.spawn(Arc::clone(&self).work(h.claimed, h.permit, shutdown.clone()));
         }
         // Running tasks see the same signal and stop at their next safe point.
         let drained = timeout(SHUTDOWN_GRACE, async {
@@ -249,7 +271,6 @@ impl Robot {
         });
         tokio::pin!(call);
         let mut heartbeat = self.heartbeat();
-        heartbeat.tick().await;
         loop {
             tokio::select! {
                 biased;
@@ -295,8 +316,12 @@ impl Robot {
         }
     }
 
+    /// Beats every third of a lease, the first one a period from now: the lease was just
+    /// set, and awaiting an "immediate" first tick costs a turn of the timer (about 1 ms)
+    /// before every host call.
     fn heartbeat(&self) -> tokio::time::Interval {
-        let mut beat = interval(self.config.lease / 3);
+        let period = self.config.lease / 3;
+        let mut beat = interval_at(tokio::time::Instant::now() + period, period);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         beat
     }

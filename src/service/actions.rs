@@ -1,7 +1,8 @@
 //! The five snapshot actions. Each is checked and recorded in one transaction and queues
 //! exactly one task; a rejected action changes nothing.
 
-use super::tasks::{Note, load_tree, record};
+use super::handoff::Handoff;
+use super::tasks::{Note, begin_work, lease_until, load_tree, record};
 use super::{Caller, Service};
 use crate::db::models::{Host, NewSnapshot, NewTask, Snapshot, Task, Vm};
 use crate::db::{self, Conn, hosts, snapshots, tasks, vms};
@@ -160,13 +161,38 @@ impl Service {
                 phase: None,
                 message: Some(&message),
             };
-            let event = record(&mut conn, &task, &vm, note).await?;
-            Ok((Accepted { snapshot, task }, event))
+            let queued = record(&mut conn, &task, &vm, note).await?;
+            // A free worker of this process's robot takes the task in this transaction.
+            let slot = self
+                .local
+                .get()
+                .and_then(|robot| Some((robot, robot.slot(vm.host_id)?)));
+            let Some((robot, permit)) = slot else {
+                return Ok((Accepted { snapshot, task }, vec![queued], None));
+            };
+            let now = db::now();
+            let until = lease_until(robot.lease);
+            let Some(taken) = tasks::take(&mut conn, &task, &robot.owner, now, until).await? else {
+                return Ok((Accepted { snapshot, task }, vec![queued], None));
+            };
+            let (claimed, started) = begin_work(&mut conn, taken, vm, host, &robot.owner).await?;
+            let accepted = Accepted {
+                snapshot: claimed.snapshot.clone(),
+                task: claimed.task.clone(),
+            };
+            let handoff = Handoff { claimed, permit };
+            Ok((accepted, vec![queued, started], Some(handoff)))
         }
         .await;
-        let (accepted, event) = tx.finish(result).await?;
-        self.bus.publish([event]);
-        self.bus.task_queued();
+        let (accepted, events, handoff) = tx.finish(result).await?;
+        self.bus.publish(events);
+        match (handoff, self.local.get()) {
+            (Some(handoff), Some(robot)) => {
+                // A robot that has stopped leaves it to the lease.
+                let _ = robot.handoffs.send(handoff);
+            }
+            _ => self.bus.task_queued(),
+        }
         Ok(accepted)
     }
 }

@@ -5,10 +5,11 @@
 mod actions;
 mod admin;
 pub mod auth;
+pub mod handoff;
 mod read;
 pub mod tasks;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::db::Db;
 use crate::events::EventBus;
@@ -28,11 +29,25 @@ pub struct Service {
     db: Db,
     bus: EventBus,
     drivers: Arc<Drivers>,
+    /// The robot of this process, once it runs.
+    local: Arc<OnceLock<handoff::LocalRobot>>,
 }
 
 impl Service {
     pub fn new(db: Db, bus: EventBus, drivers: Arc<Drivers>) -> Self {
-        Self { db, bus, drivers }
+        Self {
+            db,
+            bus,
+            drivers,
+            local: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Registers this process's robot for eager dispatch (once).
+    pub fn attach_robot(&self, robot: handoff::LocalRobot) {
+        if self.local.set(robot).is_err() {
+            tracing::warn!("a second robot in one process gets no hand-offs");
+        }
     }
 
     pub fn db(&self) -> &Db {

@@ -102,8 +102,51 @@ fn host_view(rows: &[Snapshot], listed: &[HostSnapshot]) -> HostView {
     HostView { existing, current }
 }
 
-fn lease_until(lease: Duration) -> chrono::NaiveDateTime {
+pub(crate) fn lease_until(lease: Duration) -> chrono::NaiveDateTime {
     db::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10))
+}
+
+/// Starts a task robot `owner` has just taken: its snapshots move to their working states
+/// and a RUNNING event says who took it (in the caller's transaction).
+pub(crate) async fn begin_work(
+    conn: &mut Conn<'_>,
+    task: Task,
+    vm: Vm,
+    host: Host,
+    owner: &str,
+) -> AppResult<(Claimed, TaskEvent)> {
+    let (rows, tree) = load_tree(conn, vm.id).await?;
+    let snapshot = match rows.into_iter().find(|s| s.id == task.snapshot_id) {
+        Some(open) => open,
+        None => snapshots::by_id(conn, task.snapshot_id)
+            .await?
+            .ok_or_else(|| AppError::internal(format!("task {} lost its snapshot", task.id)))?,
+    };
+    let changes = lifecycle::started(&tree, &facts(&task, &snapshot));
+    snapshots::apply(conn, &vm, &changes, ROBOT).await?;
+    // The claim counted this attempt; more means an earlier run was cut short.
+    let message = if task.attempts > 1 {
+        format!(
+            "taken up again by {owner} after {} attempts",
+            task.attempts - 1
+        )
+    } else {
+        format!("started by {owner}")
+    };
+    let note = Note {
+        state: TaskState::Running,
+        progress: task.progress,
+        phase: Some("starting"),
+        message: Some(&message),
+    };
+    let event = record(conn, &task, &vm, note).await?;
+    let claimed = Claimed {
+        task,
+        vm,
+        host,
+        snapshot,
+    };
+    Ok((claimed, event))
 }
 
 impl Service {
@@ -133,38 +176,7 @@ impl Service {
             let host = hosts::by_id(&mut conn, task.host_id)
                 .await?
                 .ok_or_else(missing)?;
-            let (rows, tree) = load_tree(&mut conn, vm.id).await?;
-            let snapshot = match rows.into_iter().find(|s| s.id == task.snapshot_id) {
-                Some(open) => open,
-                None => snapshots::by_id(&mut conn, task.snapshot_id)
-                    .await?
-                    .ok_or_else(missing)?,
-            };
-            let changes = lifecycle::started(&tree, &facts(&task, &snapshot));
-            snapshots::apply(&mut conn, &vm, &changes, ROBOT).await?;
-            // The claim counted this attempt; more means an earlier run was cut short.
-            let message = if task.attempts > 1 {
-                format!(
-                    "taken up again by {owner} after {} attempts",
-                    task.attempts - 1
-                )
-            } else {
-                format!("started by {owner}")
-            };
-            let note = Note {
-                state: TaskState::Running,
-                progress: task.progress,
-                phase: Some("starting"),
-                message: Some(&message),
-            };
-            let event = record(&mut conn, &task, &vm, note).await?;
-            let claimed = Claimed {
-                task,
-                vm,
-                host,
-                snapshot,
-            };
-            Ok(Some((claimed, event)))
+            begin_work(&mut conn, task, vm, host, owner).await.map(Some)
         }
         .await;
         let claimed = tx.finish(result).await?;
