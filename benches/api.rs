@@ -1,7 +1,7 @@
 //! `cargo bench --bench api`: what a client of snaptree waits for, measured over HTTP
 //! against a real server (release build) with a simulated host of no latency.
 //!
-//! - start: from a mutation's reply to its task starting (the robot's wake-up);
+//! - start: from a mutation's reply to the host's first progress report on its task;
 //! - throughput: tasks completed per second, many VMs at once;
 //! - tree query: latency of a query of a VM with a 50-snapshot tree.
 //!
@@ -44,6 +44,16 @@ async fn event(events: &mut broadcast::Receiver<TaskEvent>, task: i64, states: &
     }
 }
 
+/// Waits for the host's first progress report on `task`: its work on the host has begun.
+async fn host_work(events: &mut broadcast::Receiver<TaskEvent>, task: i64) -> Instant {
+    loop {
+        let e = events.recv().await.expect("the event stream keeps up");
+        if e.task_id == task && e.state == "RUNNING" && e.phase.as_deref() != Some("starting") {
+            return Instant::now();
+        }
+    }
+}
+
 struct Results {
     backend: &'static str,
     start_p50: Duration,
@@ -71,8 +81,9 @@ async fn run(db: TestDb, dir: tempfile::TempDir, backend: &'static str) -> Resul
         let (_, task) = app.create_snapshot(&op, &f.vm, &format!("start{i}")).await;
         let replied = Instant::now();
         let task: i64 = task.parse().unwrap();
-        // The robot may start before the reply reaches the client: that counts as 0.
-        let started = event(&mut events, task, &["RUNNING"]).await;
+        // The task is claimed in the mutation's own transaction; what is measured is the
+        // host's first report. One that precedes the reply counts as 0.
+        let started = host_work(&mut events, task).await;
         starts.push(started.saturating_duration_since(replied));
         event(&mut events, task, &["SUCCEEDED", "FAILED"]).await;
         if i % 40 == 39 {
@@ -160,7 +171,7 @@ fn main() {
         }
     });
     println!(
-        "| backend | reply → task start p50 / p95 / max | tasks completed per second | 50-snapshot tree query p50 / p95 |"
+        "| backend | reply → host work begins p50 / p95 / max | tasks completed per second | 50-snapshot tree query p50 / p95 |"
     );
     println!("|---|---|---|---|");
     for r in results {

@@ -275,6 +275,12 @@ impl Robot {
             tokio::select! {
                 biased;
                 done = &mut call => {
+                    // Every report becomes an event, even one the call outran.
+                    while let Ok(update) = updates.try_recv() {
+                        if !self.report(claimed, attempt, update.percent, &update.phase, None).await {
+                            return Err(Interrupt::Lost);
+                        }
+                    }
                     return Ok(done.unwrap_or_else(|_| Err(DriverError::Transient(format!(
                         "the host did not finish within {:.1}s",
                         limit.as_secs_f64()
