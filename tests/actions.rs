@@ -207,3 +207,23 @@ async fn a_queued_task_can_be_cancelled_and_changes_nothing() {
         .await;
     assert_eq!(code, "INVALID_STATE");
 }
+
+#[tokio::test]
+async fn the_answer_to_an_action_agrees_with_itself() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("answer", "sim://?latency_ms=200").await;
+    let data = app
+        .data(&f.operator, "mutation($v: ID!) { createSnapshot(vmId: $v, name: \"x\") { snapshot { state active } task { state } } }", json!({ "v": f.vm }))
+        .await;
+    let payload = &data["createSnapshot"];
+    // Taken at once by the robot (eager dispatch), or still queued: never a mix.
+    let pair = (
+        payload["snapshot"]["state"].as_str().unwrap(),
+        payload["task"]["state"].as_str().unwrap(),
+    );
+    assert!(
+        matches!(pair, ("BUILDING", "RUNNING") | ("REQUESTED", "QUEUED")),
+        "{pair:?}"
+    );
+    assert_eq!(payload["snapshot"]["active"], true);
+}

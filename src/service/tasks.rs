@@ -122,8 +122,12 @@ pub(crate) async fn begin_work(
             .await?
             .ok_or_else(|| AppError::internal(format!("task {} lost its snapshot", task.id)))?,
     };
+    let mut snapshot = snapshot;
     let changes = lifecycle::started(&tree, &facts(&task, &snapshot));
     snapshots::apply(conn, &vm, &changes, ROBOT).await?;
+    if let Some(&(_, state)) = changes.states.iter().find(|(id, _)| *id == snapshot.id) {
+        snapshot.state = state.code();
+    }
     // The claim counted this attempt; more means an earlier run was cut short.
     let message = if task.attempts > 1 {
         format!(
