@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::libvirt::{self, TestDomain};
 use common::{TestApp, TestDb, test_robot};
-use serde_json::json;
 use snaptree::config::RobotConfig;
 
 const RUNS: usize = 30;
@@ -49,12 +48,7 @@ fn main() {
         let project = app.create_project("bench").await;
         let op = app.create_token(&project, "OPERATOR").await;
         let host = app.create_host("kvm", "KVM", libvirt::URI, None).await;
-        let vm = app
-            .data(&app.admin, "mutation($h: ID!, $p: ID!, $i: String!) { createVm(hostId: $h, projectId: $p, name: \"vm\", identifier: $i) { id } }", json!({ "h": host, "p": project, "i": domain.name }))
-            .await["createVm"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let vm = app.register_vm(&host, &project, &domain.name).await;
         let bus = app.server.as_ref().unwrap().service.bus().clone();
         let (mut by_hand, mut through) = (Vec::new(), Vec::new());
         for i in 0..RUNS {

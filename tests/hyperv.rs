@@ -9,38 +9,9 @@ use serde_json::json;
 
 const HOST: &str = "hv1";
 
-/// snaptree's view: (host name, parent's host name) pairs, sorted; the active one's.
-async fn api_view(
-    app: &TestApp,
-    token: &str,
-    vm: &str,
-) -> (Vec<(String, Option<String>)>, Option<String>) {
-    let data = app
-        .data(token, "query($v: ID!) { vm(id: $v) { activeSnapshot { hostName } snapshots { hostName parent { hostName } } } }", json!({ "v": vm }))
-        .await;
-    let mut pairs: Vec<_> = data["vm"]["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["hostName"].as_str().unwrap().to_owned(),
-                s["parent"]["hostName"].as_str().map(str::to_owned),
-            )
-        })
-        .collect();
-    pairs.sort();
-    (
-        pairs,
-        data["vm"]["activeSnapshot"]["hostName"]
-            .as_str()
-            .map(str::to_owned),
-    )
-}
-
 async fn assert_agrees(app: &TestApp, token: &str, vm: &str, standin: &StandIn, identifier: &str) {
     assert_eq!(
-        api_view(app, token, vm).await,
+        app.host_view(token, vm).await,
         standin.tree(HOST, identifier)
     );
 }
@@ -58,12 +29,7 @@ async fn setup(app: &TestApp, standin: &StandIn, identifier: &str) -> (String, S
             None,
         )
         .await;
-    let vm = app
-        .data(&app.admin, "mutation($h: ID!, $p: ID!, $i: String!) { createVm(hostId: $h, projectId: $p, name: \"vm\", identifier: $i) { id stateName } }", json!({ "h": host, "p": project, "i": identifier }))
-        .await["createVm"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let vm = app.register_vm(&host, &project, identifier).await;
     (op, host, vm)
 }
 

@@ -7,40 +7,8 @@ use common::TestApp;
 use common::libvirt::{self, TestDomain, virsh};
 use serde_json::{Value, json};
 
-/// snaptree's view of the VM: (host name, parent's host name) pairs, sorted, and the
-/// active snapshot's host name.
-async fn api_view(
-    app: &TestApp,
-    token: &str,
-    vm: &str,
-) -> (Vec<(String, Option<String>)>, Option<String>) {
-    let data = app
-        .data(
-            token,
-            "query($v: ID!) { vm(id: $v) { activeSnapshot { hostName } snapshots { hostName parent { hostName } } } }",
-            json!({ "v": vm }),
-        )
-        .await;
-    let mut pairs: Vec<(String, Option<String>)> = data["vm"]["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["hostName"].as_str().unwrap().to_owned(),
-                s["parent"]["hostName"].as_str().map(str::to_owned),
-            )
-        })
-        .collect();
-    pairs.sort();
-    let active = data["vm"]["activeSnapshot"]["hostName"]
-        .as_str()
-        .map(str::to_owned);
-    (pairs, active)
-}
-
 async fn assert_agrees(app: &TestApp, token: &str, vm: &str, domain: &TestDomain) {
-    let (tree, active) = api_view(app, token, vm).await;
+    let (tree, active) = app.host_view(token, vm).await;
     assert_eq!(
         tree,
         domain.tree(),
@@ -62,17 +30,6 @@ async fn kvm_project(app: &TestApp, name: &str) -> (String, String, String) {
     (project, op, host)
 }
 
-async fn register(app: &TestApp, host: &str, project: &str, domain: &TestDomain) -> String {
-    let data = app
-        .data(
-            &app.admin,
-            "mutation($h: ID!, $p: ID!, $i: String!) { createVm(hostId: $h, projectId: $p, name: \"vm\", identifier: $i) { id state stateName } }",
-            json!({ "h": host, "p": project, "i": domain.name }),
-        )
-        .await;
-    data["createVm"]["id"].as_str().unwrap().to_owned()
-}
-
 async fn succeeds(app: &TestApp, token: &str, task: &str) -> Value {
     let done = app.finished(token, task).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done:#}");
@@ -87,7 +44,7 @@ async fn the_five_actions_on_a_real_kvm_domain() {
     let domain = TestDomain::new(true);
     let app = TestApp::spawn().await;
     let (project, op, host) = kvm_project(&app, "five").await;
-    let vm = register(&app, &host, &project, &domain).await;
+    let vm = app.register_vm(&host, &project, &domain.name).await;
     let op = op.as_str();
 
     let a = app.snapshot_built(op, &vm, "a").await;
@@ -217,7 +174,7 @@ async fn a_snapshot_brings_the_disk_back() {
     let domain = TestDomain::new(false);
     let app = TestApp::spawn().await;
     let (project, op, host) = kvm_project(&app, "data").await;
-    let vm = register(&app, &host, &project, &domain).await;
+    let vm = app.register_vm(&host, &project, &domain.name).await;
     let qemu_io = |command: &str| {
         let out = std::process::Command::new("qemu-io")
             .args(["-f", "qcow2", "-c", command])
@@ -249,7 +206,7 @@ async fn a_task_on_a_domain_that_is_gone_fails_at_once_naming_it() {
     let domain = TestDomain::new(false);
     let app = TestApp::spawn().await;
     let (project, op, host) = kvm_project(&app, "gone").await;
-    let vm = register(&app, &host, &project, &domain).await;
+    let vm = app.register_vm(&host, &project, &domain.name).await;
     virsh(&["undefine", &domain.name]).unwrap();
     let (_, task) = app.create_snapshot(&op, &vm, "too late").await;
     let done = app.finished(&op, &task).await;

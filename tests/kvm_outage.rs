@@ -62,12 +62,7 @@ async fn a_task_waits_out_a_libvirtd_outage() {
     let project = app.create_project("outage").await;
     let op = app.create_token(&project, "OPERATOR").await;
     let host = app.create_host("kvm", "KVM", libvirt::URI, None).await;
-    let vm = app
-        .data(&app.admin, "mutation($h: ID!, $p: ID!, $i: String!) { createVm(hostId: $h, projectId: $p, name: \"vm\", identifier: $i) { id } }", json!({ "h": host, "p": project, "i": domain.name }))
-        .await["createVm"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let vm = app.register_vm(&host, &project, &domain.name).await;
 
     let _restart = Restart;
     stop_libvirtd();

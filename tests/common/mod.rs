@@ -316,6 +316,52 @@ impl Api {
         data["createVm"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// Registers VM `identifier` of host `host` for project `project`; its id.
+    pub async fn register_vm(&self, host: &str, project: &str, identifier: &str) -> String {
+        let data = self
+            .data(
+                &self.admin,
+                "mutation($h: ID!, $p: ID!, $i: String!) {
+                   createVm(hostId: $h, projectId: $p, name: \"vm\", identifier: $i) { id }
+                 }",
+                json!({ "h": host, "p": project, "i": identifier }),
+            )
+            .await;
+        data["createVm"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The VM's tree as its host sees it, in snaptree's record: (host name, parent's host
+    /// name) pairs, sorted, and the active snapshot's host name.
+    pub async fn host_view(
+        &self,
+        token: &str,
+        vm: &str,
+    ) -> (Vec<(String, Option<String>)>, Option<String>) {
+        let data = self
+            .data(
+                token,
+                "query($v: ID!) { vm(id: $v) { activeSnapshot { hostName } snapshots { hostName parent { hostName } } } }",
+                json!({ "v": vm }),
+            )
+            .await;
+        let mut pairs: Vec<_> = data["vm"]["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["hostName"].as_str().unwrap().to_owned(),
+                    s["parent"]["hostName"].as_str().map(str::to_owned),
+                )
+            })
+            .collect();
+        pairs.sort();
+        let active = data["vm"]["activeSnapshot"]["hostName"]
+            .as_str()
+            .map(str::to_owned);
+        (pairs, active)
+    }
+
     /// A project with an OPERATOR token and a VM on a new simulated host tuned by `uri`.
     pub async fn project_with_vm(&self, project: &str, uri: &str) -> Fixture {
         let project_id = self.create_project(project).await;
