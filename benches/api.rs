@@ -35,7 +35,11 @@ fn ms(d: Duration) -> String {
 }
 
 /// Waits for the event of `task` whose state is one of `states`.
-async fn event(events: &mut broadcast::Receiver<TaskEvent>, task: i64, states: &[&str]) -> Instant {
+async fn event(
+    events: &mut broadcast::Receiver<std::sync::Arc<TaskEvent>>,
+    task: i64,
+    states: &[&str],
+) -> Instant {
     loop {
         let e = events.recv().await.expect("the event stream keeps up");
         if e.task_id == task && states.contains(&e.state.as_str()) {
@@ -45,7 +49,10 @@ async fn event(events: &mut broadcast::Receiver<TaskEvent>, task: i64, states: &
 }
 
 /// Waits for the host's first progress report on `task`: its work on the host has begun.
-async fn host_work(events: &mut broadcast::Receiver<TaskEvent>, task: i64) -> Instant {
+async fn host_work(
+    events: &mut broadcast::Receiver<std::sync::Arc<TaskEvent>>,
+    task: i64,
+) -> Instant {
     loop {
         let e = events.recv().await.expect("the event stream keeps up");
         if e.task_id == task && e.state == "RUNNING" && e.phase.as_deref() != Some("starting") {
@@ -76,7 +83,7 @@ async fn run(db: TestDb, dir: tempfile::TempDir, backend: &'static str) -> Resul
 
     // 1. Reply to start: one VM, one task at a time.
     let mut starts = Vec::with_capacity(STARTS);
-    let mut events = bus.subscribe();
+    let mut events = bus.tap().0;
     for i in 0..STARTS {
         let (_, task) = app.create_snapshot(&op, &f.vm, &format!("start{i}")).await;
         let replied = Instant::now();
@@ -108,7 +115,7 @@ async fn run(db: TestDb, dir: tempfile::TempDir, backend: &'static str) -> Resul
     for vm in vms {
         let api = app.api.clone();
         let op = op.clone();
-        let mut events = bus.subscribe();
+        let mut events = bus.tap().0;
         load.spawn(async move {
             for n in 0..TASKS_PER_VM {
                 let (_, task) = api.create_snapshot(&op, &vm, &format!("t{n}")).await;

@@ -60,7 +60,7 @@ fn main() {
             by_hand.push(began.elapsed());
             assert!(out.status.success());
 
-            let mut events = bus.subscribe();
+            let mut events = bus.tap().0;
             let began = Instant::now();
             let (_, task) = app.create_snapshot(&op, &vm, &format!("snaptree{i}")).await;
             let task: i64 = task.parse().unwrap();

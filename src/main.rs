@@ -260,12 +260,15 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
 
 async fn robot(args: RobotArgs) -> AppResult<()> {
     let db = Db::connect(&args.database.database_url).await?;
-    let service = server::service(db, args.tuning.hosts.config());
+    let service = server::service(db.clone(), args.tuning.hosts.config());
     let (stop, stopped) = watch::channel(false);
+    // The pump's listener hears of tasks other processes queue.
+    let pump = snaptree::events::spawn_pump(service.bus().clone(), db, stopped.clone());
     let robot = Robot::new(service, args.tuning.config(args.hosts)).spawn(stopped);
     shutdown_signal().await;
     let _ = stop.send(true);
     let _ = robot.await;
+    let _ = pump.await;
     Ok(())
 }
 

@@ -49,6 +49,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
     robot: Option<JoinHandle<()>>,
+    pump: JoinHandle<()>,
 }
 
 /// Builds the service on an opened database.
@@ -60,12 +61,13 @@ impl Server {
     /// Migrates the database, binds, and starts serving (and the robot).
     pub async fn start(options: ServeOptions) -> AppResult<Self> {
         let db = Db::connect(&options.database).await?;
-        let service = service(db, options.drivers);
+        let service = service(db.clone(), options.drivers);
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|e| AppError::internal(format!("cannot listen on {}: {e}", options.listen)))?;
         let addr = listener.local_addr().map_err(AppError::internal)?;
         let (shutdown, stop) = watch::channel(false);
+        let pump = crate::events::spawn_pump(service.bus().clone(), db, stop.clone());
         let robot = options
             .robot
             .map(|config| Robot::new(service.clone(), config).spawn(stop.clone()));
@@ -85,6 +87,7 @@ impl Server {
             shutdown,
             http,
             robot,
+            pump,
         })
     }
 
@@ -95,5 +98,6 @@ impl Server {
         if let Some(robot) = self.robot {
             let _ = robot.await;
         }
+        let _ = self.pump.await;
     }
 }

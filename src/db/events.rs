@@ -1,5 +1,11 @@
 //! Task events: every change of a task's state, phase or progress, numbered in one
-//! sequence across the whole system.
+//! sequence across the whole system, in commit order.
+//!
+//! On PostgreSQL, ids come from a sequence and concurrent transactions could commit them
+//! out of order, which a reader following the table by id would see as a gap that later
+//! fills. So every transaction that writes an event takes one advisory lock first: event
+//! ids then commit in order. (SQLite has one writer anyway.) Each such transaction also
+//! notifies other processes (`pg_notify`), delivered at commit.
 
 use diesel::prelude::*;
 use diesel::result::QueryResult;
@@ -9,7 +15,20 @@ use super::models::{NewTaskEvent, TaskEvent};
 use super::schema::task_events::dsl::*;
 use super::{Conn, run};
 
+/// Any key will do, as long as nothing else on the server uses it.
+const PG_EVENT_ORDER_LOCK: i64 = 0x736e_6170_6576_7473; // "snapevts"
+
+/// The PostgreSQL channel that tells other processes events were committed.
+pub const PG_CHANNEL: &str = "snaptree_events";
+
 pub async fn insert(conn: &mut Conn<'_>, new: NewTaskEvent<'_>) -> QueryResult<TaskEvent> {
+    if let Conn::Pg(c) = conn {
+        diesel::sql_query(format!(
+            "SELECT pg_advisory_xact_lock({PG_EVENT_ORDER_LOCK}), pg_notify('{PG_CHANNEL}', '')"
+        ))
+        .execute(&mut **c)
+        .await?;
+    }
     run!(conn, |c| diesel::insert_into(task_events)
         .values(&new)
         .returning(TaskEvent::as_returning())
@@ -25,4 +44,72 @@ pub async fn of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<TaskEve
         .order(id)
         .load(c)
         .await)
+}
+
+/// Which events a reader follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this project's (none: all).
+    pub project: Option<i64>,
+    pub vm: Option<i64>,
+    pub task: Option<i64>,
+}
+
+impl Filter {
+    pub fn matches(&self, event: &TaskEvent) -> bool {
+        self.project.is_none_or(|p| p == event.project_id)
+            && self.vm.is_none_or(|v| v == event.vm_id)
+            && self.task.is_none_or(|t| t == event.task_id)
+    }
+}
+
+/// Up to `limit` events after id `after` (and up to `upto`, when given), oldest first.
+pub async fn after(
+    conn: &mut Conn<'_>,
+    filter: Filter,
+    after: i64,
+    upto: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<TaskEvent>> {
+    run!(conn, |c| {
+        let mut query = task_events
+            .filter(id.gt(after))
+            .select(TaskEvent::as_select())
+            .order(id)
+            .limit(limit)
+            .into_boxed();
+        if let Some(upto) = upto {
+            query = query.filter(id.le(upto));
+        }
+        if let Some(p) = filter.project {
+            query = query.filter(project_id.eq(p));
+        }
+        if let Some(v) = filter.vm {
+            query = query.filter(vm_id.eq(v));
+        }
+        if let Some(t) = filter.task {
+            query = query.filter(task_id.eq(t));
+        }
+        query.load(c).await
+    })
+}
+
+/// The newest event of task `task`.
+pub async fn latest_of_task(conn: &mut Conn<'_>, task: i64) -> QueryResult<Option<TaskEvent>> {
+    run!(conn, |c| task_events
+        .filter(task_id.eq(task))
+        .select(TaskEvent::as_select())
+        .order(id.desc())
+        .first(c)
+        .await
+        .optional())
+}
+
+/// The id of the newest event, 0 when there is none.
+pub async fn newest_id(conn: &mut Conn<'_>) -> QueryResult<i64> {
+    let newest: Option<i64> = run!(conn, |c| task_events
+        .select(diesel::dsl::max(id))
+        .first(c)
+        .await)?;
+    Ok(newest.unwrap_or(0))
 }

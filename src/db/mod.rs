@@ -104,6 +104,8 @@ pub struct Db {
 }
 
 struct Inner {
+    /// Where the database is (for connections of their own, like a listener).
+    url: DatabaseUrl,
     pools: Pools,
     /// Every statement any connection of this `Db` started (diesel instrumentation).
     statements: Arc<AtomicU64>,
@@ -135,7 +137,11 @@ impl Db {
             DatabaseUrl::Postgres(url) => Pools::Pg(pg_pool(url, &statements)?),
         };
         Ok(Self {
-            inner: Arc::new(Inner { pools, statements }),
+            inner: Arc::new(Inner {
+                url: url.clone(),
+                pools,
+                statements,
+            }),
         })
     }
 
@@ -183,6 +189,40 @@ impl Db {
             Pooled::Pg(c) => AnsiTransactionManager::begin_transaction(&mut ***c).await?,
         }
         Ok(Tx { conn })
+    }
+}
+
+/// Notifications from other processes, on PostgreSQL (`LISTEN`).
+pub struct Listener {
+    conn: AsyncPgConnection,
+}
+
+impl Listener {
+    /// The next notification's channel; `None` when the connection is gone.
+    pub async fn next(&mut self) -> Option<String> {
+        use futures_util::StreamExt;
+        let mut stream = std::pin::pin!(self.conn.notifications_stream());
+        match stream.next().await {
+            Some(Ok(notification)) => Some(notification.channel),
+            _ => None,
+        }
+    }
+}
+
+impl Db {
+    /// Listens on `channels` with a connection of its own; `None` on SQLite, where every
+    /// writer shares this process.
+    pub async fn listen(&self, channels: &[&str]) -> AppResult<Option<Listener>> {
+        let DatabaseUrl::Postgres(url) = &self.inner.url else {
+            return Ok(None);
+        };
+        let mut conn = AsyncPgConnection::establish(url)
+            .await
+            .map_err(|e| AppError::internal(format!("cannot connect to PostgreSQL: {e}")))?;
+        for channel in channels {
+            conn.batch_execute(&format!("LISTEN {channel}")).await?;
+        }
+        Ok(Some(Listener { conn }))
     }
 }
 

@@ -316,3 +316,17 @@ pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<boo
     .await)?;
     Ok(changed == 1)
 }
+
+/// The PostgreSQL channel that tells robots in other processes a task was queued.
+pub const PG_CHANNEL: &str = "snaptree_tasks";
+
+/// Tells robots in other processes (at commit) that a task was queued; nothing on
+/// SQLite, whose robots share the process.
+pub async fn notify_queued(conn: &mut Conn<'_>) -> QueryResult<()> {
+    if let Conn::Pg(c) = conn {
+        diesel::sql_query(format!("SELECT pg_notify('{PG_CHANNEL}', '')"))
+            .execute(&mut **c)
+            .await?;
+    }
+    Ok(())
+}

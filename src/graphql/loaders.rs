@@ -26,15 +26,25 @@ type Memo<V> = Shared<BoxFuture<'static, Result<Option<V>, AppError>>>;
 /// The request's loaders: batching, then one load per key.
 pub struct Loaders {
     batch: Arc<DataLoader<Batch>>,
-    /// Per key type, a `HashMap<K, Memo<V>>`.
-    memo: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+    /// Per key type, a `HashMap<K, Memo<V>>`; `None` keeps nothing (subscriptions, whose
+    /// connection outlives any one answer).
+    memo: Option<Mutex<HashMap<TypeId, Box<dyn Any + Send>>>>,
 }
 
 impl Loaders {
+    /// Loaders for one request: each key loads once.
     pub fn new(service: Service, caller: Caller) -> Self {
         Self {
             batch: Arc::new(DataLoader::new(Batch { service, caller }, tokio::spawn)),
-            memo: Mutex::new(HashMap::new()),
+            memo: Some(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Loaders for a subscription: each event's fields are read afresh.
+    pub fn fresh(service: Service, caller: Caller) -> Self {
+        Self {
+            memo: None,
+            ..Self::new(service, caller)
         }
     }
 
@@ -45,8 +55,11 @@ impl Loaders {
         V: Send + Sync + Clone + 'static,
         Batch: Loader<K, Value = V, Error = AppError>,
     {
+        let Some(memo) = &self.memo else {
+            return self.batch.load_one(key).await;
+        };
         let shared = {
-            let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+            let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
             let by_key = memo
                 .entry(TypeId::of::<K>())
                 .or_insert_with(|| Box::new(HashMap::<K, Memo<V>>::new()))

@@ -5,19 +5,21 @@
 mod loaders;
 mod mutation;
 mod query;
+mod subscription;
 mod types;
 
-use async_graphql::{EmptySubscription, ID, Schema, ServerError};
+use async_graphql::{ID, Schema, ServerError};
 
 pub use loaders::Loaders;
 pub use mutation::Mutation;
 pub use query::Query;
+pub use subscription::Subscription;
 
 use crate::error::AppError;
 use crate::service::Service;
 
 /// The schema type served.
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Deepest query accepted: room for a chain of 50 snapshots walked through `children`
 /// with fields around it, and well short of what could exhaust the server.
@@ -32,7 +34,7 @@ pub const MAX_PAGE: i32 = 200;
 
 /// Builds the schema; `service` is absent only when printing the SDL.
 pub fn schema(service: Option<Service>) -> AppSchema {
-    let mut builder = Schema::build(Query, Mutation, EmptySubscription)
+    let mut builder = Schema::build(Query, Mutation, Subscription)
         .limit_depth(MAX_DEPTH)
         .limit_recursive_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)

@@ -161,31 +161,36 @@ impl Service {
                 phase: None,
                 message: Some(&message),
             };
-            let queued = record(&mut conn, &task, &vm, note).await?;
+            record(&mut conn, &task, &vm, note).await?;
             // A free worker of this process's robot takes the task in this transaction.
             let slot = self
                 .local
                 .get()
                 .and_then(|robot| Some((robot, robot.slot(vm.host_id)?)));
-            let Some((robot, permit)) = slot else {
-                return Ok((Accepted { snapshot, task }, vec![queued], None));
+            let taken = match slot {
+                Some((robot, permit)) => {
+                    let until = lease_until(robot.lease);
+                    tasks::take(&mut conn, &task, &robot.owner, db::now(), until)
+                        .await?
+                        .map(|taken| (robot, permit, taken))
+                }
+                None => None,
             };
-            let now = db::now();
-            let until = lease_until(robot.lease);
-            let Some(taken) = tasks::take(&mut conn, &task, &robot.owner, now, until).await? else {
-                return Ok((Accepted { snapshot, task }, vec![queued], None));
+            let Some((robot, permit, taken)) = taken else {
+                // Robots in other processes hear of it at commit.
+                tasks::notify_queued(&mut conn).await?;
+                return Ok((Accepted { snapshot, task }, None));
             };
-            let (claimed, started) = begin_work(&mut conn, taken, vm, host, &robot.owner).await?;
+            let (claimed, _) = begin_work(&mut conn, taken, vm, host, &robot.owner).await?;
             let accepted = Accepted {
                 snapshot: claimed.snapshot.clone(),
                 task: claimed.task.clone(),
             };
-            let handoff = Handoff { claimed, permit };
-            Ok((accepted, vec![queued, started], Some(handoff)))
+            Ok((accepted, Some(Handoff { claimed, permit })))
         }
         .await;
-        let (accepted, events, handoff) = tx.finish(result).await?;
-        self.bus.publish(events);
+        let (accepted, handoff) = tx.finish(result).await?;
+        self.bus.committed();
         match (handoff, self.local.get()) {
             (Some(handoff), Some(robot)) => {
                 // A robot that has stopped leaves it to the lease.

@@ -5,6 +5,7 @@
 mod actions;
 mod admin;
 pub mod auth;
+mod follow;
 pub mod handoff;
 mod read;
 pub mod tasks;
@@ -17,6 +18,7 @@ use crate::hypervisor::Drivers;
 
 pub use actions::Accepted;
 pub use auth::Caller;
+pub use follow::Follow;
 pub use read::{TaskFilter, VmFilter};
 pub use tasks::Claimed;
 

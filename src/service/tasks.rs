@@ -184,10 +184,10 @@ impl Service {
         }
         .await;
         let claimed = tx.finish(result).await?;
-        Ok(claimed.map(|(claimed, event)| {
-            self.bus.publish([event]);
-            claimed
-        }))
+        if claimed.is_some() {
+            self.bus.committed();
+        }
+        Ok(claimed.map(|(claimed, _)| claimed))
     }
 
     /// Extends the robot's lease. Returns whether a cancel was asked for, or `None` when
@@ -234,7 +234,10 @@ impl Service {
         }
         .await;
         let event = tx.finish(result).await?;
-        Ok(event.map(|e| self.bus.publish([e])).is_some())
+        if event.is_some() {
+            self.bus.committed();
+        }
+        Ok(event.is_some())
     }
 
     /// Ends a task the robot holds, moving its snapshots to their final states. False
@@ -321,7 +324,10 @@ impl Service {
         }
         .await;
         let event = tx.finish(result).await?;
-        Ok(event.map(|e| self.bus.publish([e])).is_some())
+        if event.is_some() {
+            self.bus.committed();
+        }
+        Ok(event.is_some())
     }
 
     /// Puts a task back in the queue because its robot is stopping.
@@ -332,6 +338,7 @@ impl Service {
             if !tasks::release(&mut conn, claimed.task.id, owner).await? {
                 return Ok(None);
             }
+            tasks::notify_queued(&mut conn).await?;
             let note = Note {
                 state: TaskState::Queued,
                 progress: None,
@@ -343,8 +350,8 @@ impl Service {
             ))
         }
         .await;
-        if let Some(event) = tx.finish(result).await? {
-            self.bus.publish([event]);
+        if tx.finish(result).await?.is_some() {
+            self.bus.committed();
             self.bus.task_queued();
         }
         Ok(())
@@ -409,8 +416,8 @@ impl Service {
             Ok((task, event))
         }
         .await;
-        let (task, event) = tx.finish(result).await?;
-        self.bus.publish([event]);
+        let (task, _) = tx.finish(result).await?;
+        self.bus.committed();
         Ok(task)
     }
 }

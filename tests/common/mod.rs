@@ -9,6 +9,7 @@
 
 pub mod hyperv;
 pub mod libvirt;
+pub mod ws;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -8,8 +8,9 @@ use async_graphql::parser::types::OperationType;
 use async_graphql::{ParseRequestError, Request, Response as GqlResponse, ServerError};
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
-use axum::extract::FromRequest;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -19,8 +20,10 @@ use crate::error::AppError;
 use crate::graphql::{self, AppSchema, Loaders, MAX_QUERY_BYTES};
 use crate::service::Service;
 
+mod subscriptions;
+
 /// The dashboard, built into the binary.
-const DASHBOARD: &str = include_str!("../web/index.html");
+const DASHBOARD: &str = include_str!("../../web/index.html");
 
 /// Largest request body accepted (the query plus its variables).
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -28,6 +31,7 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
+    /// The service, for authentication.
     pub service: Service,
     pub schema: AppSchema,
 }
@@ -61,13 +65,18 @@ async fn graphql_post(State(app): State<AppState>, request: axum::extract::Reque
     }
 }
 
-/// GET runs queries only: a mutation must not be one click on a link away.
-async fn graphql_get(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
-) -> Response {
-    match request {
+/// GET is a WebSocket for subscriptions, or a query (only: a mutation must not be one
+/// click on a link away).
+async fn graphql_get(State(app): State<AppState>, request: axum::extract::Request) -> Response {
+    let headers = request.headers().clone();
+    if headers.contains_key(header::UPGRADE) {
+        let (mut parts, _) = request.into_parts();
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => subscriptions::upgrade(app, upgrade, &headers),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    match GraphQLRequest::<GraphQLRejection>::from_request(request, &()).await {
         Ok(request) => execute(&app, &headers, request.into_inner(), true).await,
         Err(rejection) => rejected(rejection),
     }
@@ -116,7 +125,11 @@ async fn execute(
 
 /// The token of `Authorization: Bearer <token>`.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token of a `Bearer <token>` value.
+fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

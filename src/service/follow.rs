@@ -1,0 +1,151 @@
+//! Following task events for subscriptions: what the caller missed, from the table, then
+//! live, with no gap and no duplicate (see [`crate::events`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures_util::stream::{self, BoxStream};
+use tokio::sync::broadcast;
+
+use super::{Caller, Service};
+use crate::db::events::{self, Filter};
+use crate::db::models::TaskEvent;
+use crate::error::{AppError, AppResult};
+use crate::events::EventBus;
+
+/// What to follow.
+#[derive(Clone, Copy, Debug)]
+pub enum Follow {
+    /// One task, from its current state on, until its final event.
+    Task(i64),
+    /// One VM's tasks; `after` an event id replays what came after it.
+    Vm { vm: i64, after: Option<i64> },
+    /// Everything the caller may see.
+    All { after: Option<i64> },
+}
+
+/// Events read from the table at a time.
+const BATCH: i64 = 500;
+
+struct Follower {
+    service: Service,
+    bus: EventBus,
+    live: broadcast::Receiver<Arc<TaskEvent>>,
+    filter: Filter,
+    /// Every matching event up to this id has been queued or delivered.
+    cursor: i64,
+    /// Read the table up to here before listening again.
+    upto: i64,
+    pending: VecDeque<TaskEvent>,
+    /// End after the task's final event.
+    until_final: bool,
+    done: bool,
+}
+
+impl Service {
+    /// The events `what` names that the caller may see.
+    pub async fn follow(
+        &self,
+        caller: &Caller,
+        what: Follow,
+    ) -> AppResult<BoxStream<'static, AppResult<TaskEvent>>> {
+        let scope = Filter {
+            project: caller.scope(),
+            ..Filter::default()
+        };
+        // Tap first: what the tap does not carry, the table holds.
+        let (live, position) = self.bus.tap();
+        let (filter, cursor, until_final) = match what {
+            Follow::Task(id) => {
+                self.task(caller, id)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("task", id))?;
+                let latest = events::latest_of_task(&mut self.db.reader().await?.conn(), id)
+                    .await?
+                    .ok_or_else(|| AppError::internal(format!("task {id} has no events")))?;
+                let filter = Filter {
+                    task: Some(id),
+                    ..scope
+                };
+                // From its current state on: its newest event first.
+                (filter, latest.id - 1, true)
+            }
+            Follow::Vm { vm, after } => {
+                self.vm(caller, vm)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("VM", vm))?;
+                let filter = Filter {
+                    vm: Some(vm),
+                    ..scope
+                };
+                (filter, after.unwrap_or(position), false)
+            }
+            Follow::All { after } => (scope, after.unwrap_or(position), false),
+        };
+        let follower = Follower {
+            service: self.clone(),
+            bus: self.bus.clone(),
+            live,
+            filter,
+            cursor,
+            upto: position,
+            pending: VecDeque::new(),
+            until_final,
+            done: false,
+        };
+        Ok(Box::pin(stream::unfold(follower, next)))
+    }
+}
+
+/// The task has ended (succeeded, failed or cancelled).
+fn is_final(event: &TaskEvent) -> bool {
+    !event.state().is_open()
+}
+
+async fn next(mut f: Follower) -> Option<(AppResult<TaskEvent>, Follower)> {
+    loop {
+        if f.done {
+            return None;
+        }
+        if let Some(event) = f.pending.pop_front() {
+            if f.until_final && is_final(&event) {
+                f.done = true;
+            }
+            return Some((Ok(event), f));
+        }
+        if f.cursor < f.upto {
+            match read(&f).await {
+                Ok(batch) => {
+                    f.cursor = match batch.last() {
+                        Some(last) if batch.len() as i64 == BATCH => last.id,
+                        _ => f.upto,
+                    };
+                    f.pending.extend(batch);
+                    continue;
+                }
+                Err(err) => {
+                    f.done = true;
+                    return Some((Err(err), f));
+                }
+            }
+        }
+        match f.live.recv().await {
+            Ok(event) if event.id > f.cursor => {
+                f.cursor = event.id;
+                f.upto = event.id;
+                if f.filter.matches(&event) {
+                    f.pending.push_back((*event).clone());
+                }
+            }
+            Ok(_) => {}
+            // Fell behind the broadcast: the table has what was dropped.
+            Err(broadcast::error::RecvError::Lagged(_)) => f.upto = f.bus.position(),
+            Err(broadcast::error::RecvError::Closed) => f.done = true,
+        }
+    }
+}
+
+async fn read(f: &Follower) -> AppResult<Vec<TaskEvent>> {
+    let mut pooled = f.service.db.reader().await?;
+    Ok(events::after(&mut pooled.conn(), f.filter, f.cursor, Some(f.upto), BATCH).await?)
+}

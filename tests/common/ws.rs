@@ -1,0 +1,115 @@
+//! A graphql-transport-ws client, as the dashboard and the `graphql-ws` library speak it.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// What the server sent.
+#[derive(Debug)]
+pub enum Frame {
+    /// A result of subscription `id`.
+    Next(String, Value),
+    Complete(String),
+    Error(String, Value),
+    /// The server closed the connection.
+    Closed(u16, String),
+}
+
+pub struct Subscriber {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Subscriber {
+    /// Connects to `url` (the server's `http://.../graphql`) and sends `connection_init`
+    /// with `token`; `Err((code, reason))` when the server closes instead of accepting.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, (u16, String)> {
+        let mut request = url
+            .replacen("http://", "ws://", 1)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the upgrade succeeds");
+        let mut sub = Self { ws };
+        let payload = match token {
+            Some(t) => json!({ "authorization": format!("Bearer {t}") }),
+            None => json!({}),
+        };
+        sub.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        loop {
+            match sub.ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let msg: Value = serde_json::from_str(&text).unwrap();
+                    if msg["type"] == "connection_ack" {
+                        return Ok(sub);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let frame = frame.expect("a close frame");
+                    return Err((frame.code.into(), frame.reason.to_string()));
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended without a close frame: {other:?}"),
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.ws
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }))
+            .await;
+    }
+
+    /// The next frame (answering pings on the way).
+    pub async fn next(&mut self) -> Frame {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let msg: Value = serde_json::from_str(&text).unwrap();
+                    let id = msg["id"].as_str().unwrap_or_default().to_owned();
+                    match msg["type"].as_str() {
+                        Some("next") => return Frame::Next(id, msg["payload"].clone()),
+                        Some("complete") => return Frame::Complete(id),
+                        Some("error") => return Frame::Error(id, msg["payload"].clone()),
+                        Some("ping") => self.send(json!({ "type": "pong" })).await,
+                        _ => {}
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                        (f.code.into(), f.reason.to_string())
+                    });
+                    return Frame::Closed(code, reason);
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return Frame::Closed(1006, "connection lost".into()),
+            }
+        }
+    }
+
+    /// The next event of subscription `id` (its `payload.data.<field>`); fails on
+    /// anything else.
+    pub async fn event(&mut self, field: &str) -> Value {
+        match self.next().await {
+            Frame::Next(_, payload) => {
+                assert!(payload.get("errors").is_none(), "{payload:#}");
+                payload["data"][field].clone()
+            }
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}

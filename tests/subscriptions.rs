@@ -1,0 +1,305 @@
+//! Subscriptions over a real WebSocket: events in order, replay across a disconnect with
+//! every event exactly once, project isolation, refused tokens, a slow subscriber.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestApp;
+use common::ws::{Frame, Subscriber};
+use serde_json::{Value, json};
+
+const EVENT: &str = "id state progress phase message task { id kind vm { id } }";
+
+fn id(event: &Value) -> i64 {
+    event["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// The project's events in the table after event `after`, ids only, in order.
+async fn stored_after(app: &TestApp, token: &str, vms: &[String], after: i64) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for vm in vms {
+        let data = app
+            .data(token, "query($v: ID!) { tasks(vmId: $v, first: 200) { edges { node { events { id } } } } }", json!({ "v": vm }))
+            .await;
+        for task in data["tasks"]["edges"].as_array().unwrap() {
+            for e in task["node"]["events"].as_array().unwrap() {
+                ids.push(id(e));
+            }
+        }
+    }
+    ids.retain(|i| *i > after);
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_create_streams_its_events_in_order_to_completion() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("stream", "sim://?latency_ms=300").await;
+    let mut sub = Subscriber::connect(&app.url, Some(&f.operator))
+        .await
+        .unwrap();
+    let (_, task) = app.create_snapshot(&f.operator, &f.vm, "watched").await;
+    sub.subscribe(
+        "1",
+        &format!("subscription($t: ID!) {{ taskEvents(taskId: $t) {{ {EVENT} }} }}"),
+        json!({ "t": task }),
+    )
+    .await;
+    let mut streamed = Vec::new();
+    loop {
+        match sub.next().await {
+            Frame::Next(_, payload) => streamed.push(payload["data"]["taskEvents"].clone()),
+            Frame::Complete(id) => {
+                assert_eq!(id, "1");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // From the task's current state on, every later event, in order, ending with the last.
+    let ids: Vec<i64> = streamed.iter().map(id).collect();
+    let stored = app.finished(&f.operator, &task).await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        ids,
+        stored[stored.len() - ids.len()..],
+        "streamed {ids:?}, stored {stored:?}"
+    );
+    assert_eq!(streamed.last().unwrap()["state"], "SUCCEEDED");
+    assert_eq!(streamed.last().unwrap()["progress"], 100);
+    let percents: Vec<i64> = streamed
+        .iter()
+        .filter_map(|e| e["progress"].as_i64())
+        .collect();
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "progress only grows: {percents:?}"
+    );
+    assert!(
+        streamed
+            .iter()
+            .any(|e| e["phase"] == "creating the snapshot"),
+        "{streamed:#?}"
+    );
+
+    // A finished task yields its final event and completes.
+    sub.subscribe(
+        "2",
+        &format!("subscription($t: ID!) {{ taskEvents(taskId: $t) {{ {EVENT} }} }}"),
+        json!({ "t": task }),
+    )
+    .await;
+    assert_eq!(sub.event("taskEvents").await["state"], "SUCCEEDED");
+    assert!(matches!(sub.next().await, Frame::Complete(id) if id == "2"));
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_gets_every_event_exactly_once() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("replay", "sim://?latency_ms=40").await;
+    let mut vms = vec![f.vm.clone()];
+    for i in 0..2 {
+        vms.push(
+            app.create_vm(&f.host, &f.project, &format!("replay-{i}"))
+                .await,
+        );
+    }
+    let start = {
+        let mut sub = Subscriber::connect(&app.url, Some(&f.operator))
+            .await
+            .unwrap();
+        // A first snapshot gives a starting event id.
+        let (_, task) = app.create_snapshot(&f.operator, &f.vm, "start").await;
+        sub.subscribe(
+            "s",
+            "subscription($t: ID!) { taskEvents(taskId: $t) { id state } }",
+            json!({ "t": task }),
+        )
+        .await;
+        let mut last = 0;
+        while let Frame::Next(_, p) = sub.next().await {
+            last = id(&p["data"]["taskEvents"]);
+        }
+        last
+    };
+
+    // Tasks keep running on three VMs while the client comes and goes.
+    let workers: Vec<_> = vms
+        .iter()
+        .map(|vm| {
+            let (api, op, vm) = (app.api.clone(), f.operator.clone(), vm.clone());
+            tokio::spawn(async move {
+                for n in 0..8 {
+                    let (_, task) = api.create_snapshot(&op, &vm, &format!("s{n}")).await;
+                    api.finished(&op, &task).await;
+                }
+            })
+        })
+        .collect();
+
+    let query = format!("subscription($a: ID) {{ events(after: $a) {{ {EVENT} }} }}");
+    let mut received = Vec::new();
+    let mut after = start;
+    for round in 0..3 {
+        let mut sub = Subscriber::connect(&app.url, Some(&f.operator))
+            .await
+            .unwrap();
+        sub.subscribe("e", &query, json!({ "a": after.to_string() }))
+            .await;
+        for _ in 0..10 {
+            let event = sub.event("events").await;
+            after = id(&event);
+            received.push(after);
+        }
+        // A forced disconnect: the socket is dropped mid-stream.
+        drop(sub);
+        tokio::time::sleep(Duration::from_millis(50 * (round + 1))).await;
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    // The rest, then nothing more.
+    let mut sub = Subscriber::connect(&app.url, Some(&f.operator))
+        .await
+        .unwrap();
+    sub.subscribe("e", &query, json!({ "a": after.to_string() }))
+        .await;
+    let expected = stored_after(&app, &f.operator, &vms, start).await;
+    while received.len() < expected.len() {
+        received.push(id(&sub.event("events").await));
+    }
+    assert_eq!(received, expected, "every event exactly once, in order");
+}
+
+#[tokio::test]
+async fn a_subscriber_sees_nothing_of_another_project() {
+    let app = TestApp::spawn().await;
+    let a = app.project_with_vm("alpha", "sim://").await;
+    let b = app.project_with_vm("beta", "sim://").await;
+    let mut sub = Subscriber::connect(&app.url, Some(&b.operator))
+        .await
+        .unwrap();
+    sub.subscribe(
+        "all",
+        &format!("subscription {{ events {{ {EVENT} }} }}"),
+        json!({}),
+    )
+    .await;
+    for n in 0..3 {
+        app.snapshot_built(&a.operator, &a.vm, &format!("a{n}"))
+            .await;
+    }
+    let (_, task) = app.create_snapshot(&b.operator, &b.vm, "b").await;
+    // The first event B sees is of B's own task: none of A's came before it.
+    let first = sub.event("events").await;
+    assert_eq!(first["task"]["id"], task.as_str());
+    assert_eq!(first["task"]["vm"]["id"], b.vm.as_str());
+
+    // A's VM does not exist for B.
+    sub.subscribe(
+        "vm",
+        "subscription($v: ID!) { vmEvents(vmId: $v) { id } }",
+        json!({ "v": a.vm }),
+    )
+    .await;
+    loop {
+        match sub.next().await {
+            // Refused before any event: an `error` message, or a result carrying errors.
+            Frame::Error(id, payload) if id == "vm" => {
+                assert_eq!(payload[0]["extensions"]["code"], "NOT_FOUND", "{payload}");
+                break;
+            }
+            Frame::Next(id, payload) if id == "vm" => {
+                assert_eq!(payload["data"], Value::Null);
+                assert_eq!(
+                    payload["errors"][0]["extensions"]["code"], "NOT_FOUND",
+                    "{payload}"
+                );
+                break;
+            }
+            Frame::Next(id, payload) if id == "all" => {
+                assert_eq!(payload["data"]["events"]["task"]["vm"]["id"], b.vm.as_str());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_bad_token_is_refused_with_4403() {
+    let app = TestApp::spawn().await;
+    let Err((code, reason)) = Subscriber::connect(&app.url, Some("snaptree_not-a-token")).await
+    else {
+        panic!("a bad token was accepted");
+    };
+    assert_eq!(code, 4403);
+    assert!(reason.contains("token"), "{reason}");
+    let Err((code, _)) = Subscriber::connect(&app.url, None).await else {
+        panic!("no token was accepted");
+    };
+    assert_eq!(code, 4403);
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_gets_a_thousand_events_complete() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("slow", "sim://").await;
+    let mut vms = vec![f.vm.clone()];
+    for i in 0..4 {
+        vms.push(
+            app.create_vm(&f.host, &f.project, &format!("slow-{i}"))
+                .await,
+        );
+    }
+    let mut sub = Subscriber::connect(&app.url, Some(&f.operator))
+        .await
+        .unwrap();
+    let (_, first) = app.create_snapshot(&f.operator, &f.vm, "first").await;
+    sub.subscribe(
+        "t",
+        "subscription($t: ID!) { taskEvents(taskId: $t) { id } }",
+        json!({ "t": first }),
+    )
+    .await;
+    let mut start = 0;
+    while let Frame::Next(_, p) = sub.next().await {
+        start = id(&p["data"]["taskEvents"]);
+    }
+    sub.subscribe(
+        "e",
+        "subscription($a: ID) { events(after: $a) { id } }",
+        json!({ "a": start.to_string() }),
+    )
+    .await;
+
+    // Over a thousand events, produced far faster than the subscriber reads them.
+    let workers: Vec<_> = vms
+        .iter()
+        .map(|vm| {
+            let (api, op, vm) = (app.api.clone(), f.operator.clone(), vm.clone());
+            tokio::spawn(async move {
+                for n in 0..50 {
+                    let (_, task) = api.create_snapshot(&op, &vm, &format!("n{n}")).await;
+                    api.finished(&op, &task).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let expected = stored_after(&app, &f.operator, &vms, start).await;
+    assert!(expected.len() >= 1000, "{} events", expected.len());
+    let mut received = Vec::with_capacity(expected.len());
+    while received.len() < expected.len() {
+        received.push(id(&sub.event("events").await));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(received, expected);
+}
