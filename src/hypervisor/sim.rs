@@ -210,31 +210,38 @@ impl SimDriver {
         Ok(out)
     }
 
-    /// Takes the host's time for one operation, reporting progress, and fails it as the
-    /// URI asks.
-    async fn work(&self, phase: &str, progress: &Progress) -> Result<(), DriverError> {
+    /// Runs one operation as a host would: connects, works for the URI's latency while
+    /// reporting progress, fails as the URI asks, makes the change (`apply`), verifies.
+    async fn work<T>(
+        &self,
+        phase: &str,
+        progress: &Progress,
+        apply: impl FnOnce() -> Result<T, DriverError>,
+    ) -> Result<T, DriverError> {
         let roll = fastrand::f64();
         let fails = roll < self.params.fail_rate;
         let flaky = !fails && roll < self.params.fail_rate + self.params.flaky_rate;
-        progress.report(Some(0), phase);
-        let steps = if self.params.latency.is_zero() { 1 } else { 4 };
-        for step in 1..=steps {
-            tokio::time::sleep(self.params.latency / steps).await;
-            if step * 2 >= steps && fails {
-                return Err(DriverError::Permanent(format!(
-                    "simulated failure: the host refused to finish {phase}"
-                )));
-            }
-            if step * 2 >= steps && flaky {
-                return Err(DriverError::Transient(format!(
-                    "simulated transient failure: lost the connection to the host during {phase}"
-                )));
-            }
-            if step < steps {
-                progress.report(Some(i32::try_from(100 * step / steps).unwrap_or(0)), phase);
-            }
+        let step = self.params.latency / 4;
+        progress.report(Some(0), "connecting to the host");
+        tokio::time::sleep(step).await;
+        progress.report(Some(25), phase);
+        tokio::time::sleep(step).await;
+        if fails {
+            return Err(DriverError::Permanent(format!(
+                "simulated failure: the host refused to finish {phase}"
+            )));
         }
-        Ok(())
+        if flaky {
+            return Err(DriverError::Transient(format!(
+                "simulated transient failure: lost the connection to the host during {phase}"
+            )));
+        }
+        progress.report(Some(50), phase);
+        tokio::time::sleep(step).await;
+        let done = apply()?;
+        progress.report(Some(90), "verifying");
+        tokio::time::sleep(step).await;
+        Ok(done)
     }
 }
 
@@ -275,11 +282,13 @@ impl Driver for SimDriver {
         snapshot: &str,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        self.work("creating the snapshot", progress).await?;
-        self.with_domain(vm, |d| {
-            d.create(snapshot);
-            Ok(())
+        self.work("creating the snapshot", progress, || {
+            self.with_domain(vm, |d| {
+                d.create(snapshot);
+                Ok(())
+            })
         })
+        .await
     }
 
     async fn apply(
@@ -288,17 +297,18 @@ impl Driver for SimDriver {
         snapshot: &str,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        self.work("reverting the VM to the snapshot", progress)
-            .await?;
-        self.with_domain(vm, |d| {
-            if !d.snapshots.contains_key(snapshot) {
-                return Err(DriverError::Permanent(format!(
-                    "the host has no snapshot {snapshot} of VM {vm}"
-                )));
-            }
-            d.current = Some(snapshot.to_owned());
-            Ok(())
+        self.work("reverting the VM to the snapshot", progress, || {
+            self.with_domain(vm, |d| {
+                if !d.snapshots.contains_key(snapshot) {
+                    return Err(DriverError::Permanent(format!(
+                        "the host has no snapshot {snapshot} of VM {vm}"
+                    )));
+                }
+                d.current = Some(snapshot.to_owned());
+                Ok(())
+            })
         })
+        .await
     }
 
     async fn delete(
@@ -308,11 +318,13 @@ impl Driver for SimDriver {
         subtree: bool,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        self.work("deleting the snapshot", progress).await?;
-        self.with_domain(vm, |d| {
-            d.delete(snapshot, subtree);
-            Ok(())
+        self.work("deleting the snapshot", progress, || {
+            self.with_domain(vm, |d| {
+                d.delete(snapshot, subtree);
+                Ok(())
+            })
         })
+        .await
     }
 
     /// Reading never fails here, so a test can tell what a failed host still holds.
