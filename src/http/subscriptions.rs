@@ -18,6 +18,9 @@ use super::{AppState, bearer_token};
 use crate::error::AppError;
 use crate::graphql::Loaders;
 
+/// Largest message a client may send (a subscribe carries one query).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// graphql-transport-ws's close code for a refused `connection_init`.
 const FORBIDDEN: u16 = 4403;
 
@@ -37,8 +40,15 @@ pub fn upgrade(app: AppState, upgrade: WebSocketUpgrade, headers: &HeaderMap) ->
         )
             .into_response();
     };
+    // Small buffers (messages here are small) keep idle subscriptions cheap: tungstenite's
+    // defaults reserve 128 KiB each way per connection.
     upgrade
         .protocols(["graphql-transport-ws", "graphql-ws"])
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve(app, socket, protocol))
 }
 
