@@ -303,3 +303,64 @@ async fn a_slow_subscriber_gets_a_thousand_events_complete() {
     }
     assert_eq!(received, expected);
 }
+
+/// The legacy `graphql-ws` protocol (subscriptions-transport-ws) works too.
+#[tokio::test]
+async fn the_legacy_protocol_delivers_events_and_refuses_bad_tokens() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("legacy", "sim://").await;
+    let connect = |token: &str| {
+        let mut request = app
+            .url
+            .replacen("http://", "ws://", 1)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-ws".parse().unwrap());
+        let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            ws.send(Message::Text(init.to_string().into()))
+                .await
+                .unwrap();
+            ws
+        }
+    };
+    let text = |m: Message| -> Value { serde_json::from_str(m.to_text().unwrap()).unwrap() };
+
+    let mut ws = connect(&f.operator).await;
+    assert_eq!(
+        text(ws.next().await.unwrap().unwrap())["type"],
+        "connection_ack"
+    );
+    let (_, task) = app.create_snapshot(&f.operator, &f.vm, "old school").await;
+    let start = json!({ "id": "1", "type": "start", "payload": { "query": "subscription($t: ID!) { taskEvents(taskId: $t) { state } }", "variables": { "t": task } } });
+    ws.send(Message::Text(start.to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        let msg = text(ws.next().await.unwrap().unwrap());
+        if msg["type"] == "ka" {
+            continue;
+        }
+        assert_eq!(msg["type"], "data", "{msg}");
+        if msg["payload"]["data"]["taskEvents"]["state"] == "SUCCEEDED" {
+            break;
+        }
+    }
+
+    let mut ws = connect("snaptree_bad").await;
+    let mut refused = None;
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Close(frame) = msg {
+            refused = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(refused, Some(4403));
+}
