@@ -199,11 +199,11 @@ function drawTree(vm) {
     children.get(parent).push(s);
   }
   const subtreeSize = (id) => 1 + (children.get(id) || []).reduce((n, c) => n + subtreeSize(c.id), 0);
-  const nowItem = () => el("li", { role: "treeitem" },
+  const nowItem = () => el("li", {},
     el("span", { className: "now", title: "The VM's current state: a child of the active snapshot" }, "Now"));
 
   const branch = (parent) => {
-    const list = el("ul", { role: parent === null ? undefined : "group" });
+    const list = el("ul");
     for (const s of children.get(parent) || []) list.append(node(s));
     if (parent === null && !vm.activeSnapshot) list.append(nowItem());
     return list;
@@ -222,7 +222,8 @@ function drawTree(vm) {
         ? action("Delete subtree", `Delete snapshot ${s.name} and all below it`, () => deleteSnapshot(s, true, subtreeSize(s.id)), vm.busy || !stable)
         : null,
       action("History", `History of snapshot ${s.name}`, () => showHistory(s), false));
-    const item = el("li", { role: "treeitem", "aria-label": `${s.name}, ${s.state.toLowerCase()}${s.active ? ", active" : ""}` }, box);
+    // Nested lists: screen readers announce each level; every action is a button.
+    const item = el("li", { "aria-label": `${s.name}, ${s.state.toLowerCase()}${s.active ? ", active" : ""}` }, box);
     item.dataset.snapshot = s.name;
     const sub = branch(s.id);
     if (s.active) sub.append(nowItem());
