@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -73,6 +74,13 @@ impl Server {
             .map(|config| Robot::new(service.clone(), config).spawn(stop.clone()));
         let app = crate::http::router(service.clone());
         let mut stop_http = stop;
+        // Small writes (events) go out at once: with Nagle's algorithm, a second small
+        // message waits for the client's delayed ACK, up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let http = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stop_http.wait_for(|stop| *stop).await;
