@@ -12,12 +12,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::Api;
 use common::ws::{Frame, Subscriber};
+use common::{Api, process};
 use serde_json::json;
 
 const TASKS: usize = 200;
@@ -33,42 +31,6 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-fn serve(dir: &std::path::Path) -> (Child, String, String) {
-    let db = format!("sqlite://{}/bench.db", dir.display());
-    let token = Command::new(env!("CARGO_BIN_EXE_snaptree"))
-        .args([
-            "token",
-            "create",
-            "--project",
-            "bench",
-            "--role",
-            "ADMIN",
-            "--database-url",
-            &db,
-        ])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snaptree"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
-        .arg("--sim-dir")
-        .arg(dir.join("sim"))
-        .env("SNAPTREE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
-    (child, url, token)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -80,7 +42,9 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let (mut server, base, admin) = serve(dir.path());
+        let db = format!("sqlite://{}/bench.db", dir.path().display());
+        let admin = process::token(&db, "bench", "ADMIN");
+        let (mut server, base) = process::serve(&db, &dir.path().join("sim"), &[]);
         let api = Api::new(&base, admin.clone());
         let project = api.data(&admin, "{ projects { id } }", json!({})).await["projects"][0]["id"]
             .as_str()

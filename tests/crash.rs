@@ -3,56 +3,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-use common::{Api, TestDb};
+use common::{Api, TestDb, process};
 use snaptree::hypervisor::Driver;
 use snaptree::hypervisor::sim::SimDriver;
 
-/// `snaptree serve` as a process; returns it and its base URL.
-fn serve(db: &TestDb, dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snaptree"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--lease-seconds", "2"])
-        .args(["--database-url", &db.cli_url()])
-        .arg("--sim-dir")
-        .arg(dir.join("sim"))
-        .env("SNAPTREE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("snaptree serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "snaptree is serving on http://127.0.0.1:PORT/ (...)"
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    (child, url)
-}
-
-fn admin_token(db: &TestDb) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_snaptree"))
-        .args(["token", "create", "--project", "ops", "--role", "ADMIN"])
-        .args(["--database-url", &db.cli_url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+/// `snaptree serve` on `db`, with a short lease so that a dead server's task is taken
+/// up soon.
+fn serve(db: &TestDb, dir: &std::path::Path) -> (std::process::Child, String) {
+    process::serve(&db.cli_url(), &dir.join("sim"), &["--lease-seconds", "2"])
 }
 
 #[tokio::test]
 async fn a_task_survives_a_killed_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(dir.path()).await;
-    let admin = admin_token(&db);
+    let admin = process::token(&db.cli_url(), "ops", "ADMIN");
     let (mut first, url) = serve(&db, dir.path());
     let api = Api::new(&url, admin.clone());
 

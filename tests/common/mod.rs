@@ -9,6 +9,7 @@
 
 pub mod hyperv;
 pub mod libvirt;
+pub mod process;
 pub mod ws;
 
 use std::path::{Path, PathBuf};
