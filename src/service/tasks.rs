@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{Caller, ROBOT, Service};
 use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, TaskEvent, Vm};
-use crate::db::{self, Conn, history, hosts, snapshots, tasks, vms};
+use crate::db::{self, Conn, Tx, history, hosts, snapshots, tasks, vms};
 use crate::domain::lifecycle::{self, HostView, TaskFacts};
 use crate::domain::tree::Tree;
 use crate::domain::{TaskKind, TaskState};
@@ -154,6 +154,16 @@ pub(crate) async fn begin_work(
 }
 
 impl Service {
+    /// Ends a robot step's transaction, waking the event pump when the step stored an
+    /// event. False when the robot no longer held the task (nothing was written).
+    async fn end_step(&self, tx: Tx, result: AppResult<Option<TaskEvent>>) -> AppResult<bool> {
+        let stored = tx.finish(result).await?.is_some();
+        if stored {
+            self.bus.committed();
+        }
+        Ok(stored)
+    }
+
     /// Claims the next task for robot `owner` (for `hosts` only, when given) and marks
     /// its snapshots as being worked on.
     pub async fn claim_task(
@@ -233,11 +243,7 @@ impl Service {
             Ok(Some(record(&mut conn, task, &claimed.vm, note).await?))
         }
         .await;
-        let event = tx.finish(result).await?;
-        if event.is_some() {
-            self.bus.committed();
-        }
-        Ok(event.is_some())
+        self.end_step(tx, result).await
     }
 
     /// Ends a task the robot holds, moving its snapshots to their final states. False
@@ -323,11 +329,7 @@ impl Service {
             Ok(Some(record(&mut conn, task, &claimed.vm, note).await?))
         }
         .await;
-        let event = tx.finish(result).await?;
-        if event.is_some() {
-            self.bus.committed();
-        }
-        Ok(event.is_some())
+        self.end_step(tx, result).await
     }
 
     /// Puts a task back in the queue because its robot is stopping.
@@ -350,8 +352,7 @@ impl Service {
             ))
         }
         .await;
-        if tx.finish(result).await?.is_some() {
-            self.bus.committed();
+        if self.end_step(tx, result).await? {
             self.bus.task_queued();
         }
         Ok(())
