@@ -44,8 +44,8 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}/bench.db", dir.path().display());
         let admin = process::token(&db, "bench", "ADMIN");
-        let (mut server, base) = process::serve(&db, &dir.path().join("sim"), &[]);
-        let api = Api::new(&base, admin.clone());
+        let mut server = process::ServerProcess::start(&db, &dir.path().join("sim"), &[]);
+        let api = Api::new(&server.url, admin.clone());
         let project = api.data(&admin, "{ projects { id } }", json!({})).await["projects"][0]["id"]
             .as_str()
             .unwrap()
@@ -109,7 +109,7 @@ fn main() {
 
         // Idle subscriptions.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = rss_mib(server.id());
+        let before = rss_mib(server.pid());
         let mut idle = Vec::with_capacity(IDLE);
         for _ in 0..IDLE {
             let mut s = Subscriber::connect(&api.url, Some(&admin)).await.unwrap();
@@ -117,7 +117,7 @@ fn main() {
             idle.push(s);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let held = rss_mib(server.id());
+        let held = rss_mib(server.pid());
         // Every one of them still hears the next event.
         let (_, task) = api.create_snapshot(&admin, &vms[0], "wake").await;
         api.finished(&admin, &task).await;
@@ -127,8 +127,7 @@ fn main() {
                 heard += 1;
             }
         }
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.kill();
 
         println!("| events (of {TASKS} tasks) | creation → WebSocket client p50 | p99 |");
         println!("|---|---|---|");

@@ -174,6 +174,146 @@ impl DriverConfig {
     }
 }
 
+/// What one request, connection and token may cost: the limits that keep one tenant from
+/// slowing the service down for the others. Every transport enforces the same ones, each
+/// in one place (`graphql::guard` for operations, `http` for connections,
+/// `service::throttle` for budgets, `service::sessions` for sockets).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest operation text, in bytes.
+    pub max_query_bytes: usize,
+    /// Deepest nesting of fields (fragments expanded; a fragment adds no level).
+    pub max_depth: usize,
+    /// Highest cost of one operation, computed before it runs (`graphql::cost`): every
+    /// field counts once per object it is resolved on, lists by their page size.
+    pub max_cost: u64,
+    /// Most objects one operation may return, computed the same way.
+    pub max_nodes: u64,
+    /// Most non-closed snapshots a VM may have, whatever its host allows: what bounds a
+    /// snapshot tree, and therefore the cost of walking one.
+    pub snapshots_per_vm: u32,
+    /// Longest an operation may run; past it, it is cancelled and answered `TIMEOUT`.
+    /// Reading an HTTP request's body counts toward it too.
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// Longest a WebSocket may stay open before its `connection_init` (closed with 4408).
+    pub ws_init_timeout: Duration,
+    /// How often a WebSocket is pinged; a client that answers nothing for three
+    /// intervals is gone, and its connection is closed.
+    pub ws_keepalive: Duration,
+    /// Most operations running at once on one WebSocket.
+    pub subscriptions_per_socket: usize,
+    /// Most WebSockets one token may hold open (ADMIN tokens: no limit).
+    pub sockets_per_token: usize,
+    /// Most host operations running at once against one host, for queries and the robot
+    /// together.
+    pub host_calls_per_host: usize,
+    /// Longest `createHost` waits for a new host to answer.
+    pub host_check_timeout: Duration,
+    /// Request and cost budgets per role.
+    pub rates: RateLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_query_bytes: 32 * 1024,
+            max_depth: 100,
+            max_cost: 50_000,
+            max_nodes: 20_000,
+            snapshots_per_vm: 100,
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            ws_init_timeout: Duration::from_secs(10),
+            ws_keepalive: Duration::from_secs(30),
+            subscriptions_per_socket: 100,
+            sockets_per_token: 20,
+            host_calls_per_host: 4,
+            host_check_timeout: Duration::from_secs(10),
+            rates: RateLimits::default(),
+        }
+    }
+}
+
+/// What a token of each role may spend; `None` is no limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    pub admin: Option<Rate>,
+    pub operator: Option<Rate>,
+    pub viewer: Option<Rate>,
+}
+
+impl Default for RateLimits {
+    /// CloudCIX's API allows 20 requests per second per user; ADMIN tokens (the cloud's
+    /// own automation) are not limited unless configured to be.
+    fn default() -> Self {
+        Self {
+            admin: None,
+            operator: Some(Rate::DEFAULT),
+            viewer: Some(Rate::DEFAULT),
+        }
+    }
+}
+
+impl RateLimits {
+    pub fn of(&self, role: crate::domain::Role) -> Option<Rate> {
+        use crate::domain::Role;
+        match role {
+            Role::Admin => self.admin,
+            Role::Operator => self.operator,
+            Role::Viewer => self.viewer,
+        }
+    }
+
+    /// Sets one role's rate from `ROLE=REQUESTS:COST` (per second) or `ROLE=none`.
+    pub fn set(&mut self, spec: &str) -> Result<(), String> {
+        use crate::domain::Role;
+        let usage = || {
+            format!("a rate limit is ROLE=REQUESTS:COST (per second) or ROLE=none, not {spec:?}")
+        };
+        let (role, rate) = spec.split_once('=').ok_or_else(usage)?;
+        let role: Role = role
+            .trim()
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|_| usage())?;
+        let rate = match rate.trim() {
+            "none" => None,
+            r => {
+                let (requests, cost) = r.split_once(':').ok_or_else(usage)?;
+                let n = |s: &str| s.trim().parse::<u32>().ok().filter(|n| *n > 0);
+                Some(Rate {
+                    requests: n(requests).ok_or_else(usage)?,
+                    cost: n(cost).ok_or_else(usage)?,
+                })
+            }
+        };
+        match role {
+            Role::Admin => self.admin = rate,
+            Role::Operator => self.operator = rate,
+            Role::Viewer => self.viewer = rate,
+        }
+        Ok(())
+    }
+}
+
+/// A sustained rate per second. A token may burst to twice the requests and four times
+/// the cost (so that the costliest operation allowed always fits) after a quiet moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub requests: u32,
+    pub cost: u32,
+}
+
+impl Rate {
+    pub const DEFAULT: Rate = Rate {
+        requests: 20,
+        cost: 25_000,
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +345,24 @@ mod tests {
         assert_eq!(url.to_string(), "postgres://app:***@db.example/snap");
         let err = "mysql://app:s3cret@x/y".parse::<DatabaseUrl>().unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_are_set_per_role() {
+        let mut rates = RateLimits::default();
+        assert_eq!(rates.admin, None);
+        rates.set("admin=100:200000").unwrap();
+        rates.set("VIEWER=none").unwrap();
+        assert_eq!(
+            rates.admin,
+            Some(Rate {
+                requests: 100,
+                cost: 200_000
+            })
+        );
+        assert_eq!(rates.viewer, None);
+        assert!(rates.set("OPERATOR=0:5").is_err());
+        assert!(rates.set("ROBOT=1:1").is_err());
+        assert!(rates.set("VIEWER").is_err());
     }
 }

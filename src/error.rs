@@ -35,9 +35,24 @@ pub enum AppError {
     /// The host's snapshot limit for the VM is reached.
     #[error("{message}")]
     LimitReached { message: String, limit: i32 },
-    /// Depth, complexity or size limits exceeded.
+    /// Depth, cost, node or size limits exceeded; `cost` and `limit` when a cost was
+    /// computed.
+    #[error("{message}")]
+    QueryTooComplex {
+        message: String,
+        cost: Option<u64>,
+        limit: Option<u64>,
+    },
+    /// The token spent its budget of requests or cost; it may try again after
+    /// `retry_after_seconds`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_seconds: u64,
+    },
+    /// The operation passed its deadline and was cancelled.
     #[error("{0}")]
-    QueryTooComplex(String),
+    Timeout(String),
     /// Anything else; the cause goes to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,6 +63,11 @@ impl AppError {
         Self::Unauthenticated(
             "A valid API token is required: send `Authorization: Bearer <token>`.".into(),
         )
+    }
+
+    /// A token revoked after it was accepted (on an open connection, or mid-request).
+    pub fn revoked() -> Self {
+        Self::Unauthenticated("Your token has been revoked.".into())
     }
 
     pub fn forbidden(what: &str) -> Self {
@@ -85,6 +105,53 @@ impl AppError {
         }
     }
 
+    /// A limit on the request's shape (size, depth, aliases) was passed.
+    pub fn too_complex(message: impl Into<String>) -> Self {
+        Self::QueryTooComplex {
+            message: message.into(),
+            cost: None,
+            limit: None,
+        }
+    }
+
+    /// The computed cost `cost` (of objects or fields, as `what` says) passes `limit`.
+    pub fn too_costly(what: &str, cost: u64, limit: u64) -> Self {
+        Self::QueryTooComplex {
+            message: format!(
+                "This operation could {what} {cost} times; at most {limit} are allowed. \
+                 Ask for smaller pages (first) or fewer nested lists."
+            ),
+            cost: Some(cost),
+            limit: Some(limit),
+        }
+    }
+
+    pub fn rate_limited(retry_after: std::time::Duration, what: &str) -> Self {
+        // Whole seconds, rounded up: never tell a client to come back too early.
+        let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
+        Self::RateLimited {
+            message: format!("Your token has used its budget of {what}; try again in {secs} s."),
+            retry_after_seconds: secs,
+        }
+    }
+
+    /// A token opening more WebSockets than `cap`.
+    pub fn too_many_connections(cap: usize) -> Self {
+        Self::RateLimited {
+            message: format!(
+                "Your token already holds {cap} open connections, its limit; close one first."
+            ),
+            retry_after_seconds: 1,
+        }
+    }
+
+    pub fn timeout(limit: std::time::Duration) -> Self {
+        Self::Timeout(format!(
+            "The operation did not finish within {} s and was cancelled.",
+            limit.as_secs_f64()
+        ))
+    }
+
     pub fn internal(cause: impl fmt::Display) -> Self {
         Self::Internal(cause.to_string())
     }
@@ -99,7 +166,9 @@ impl AppError {
             Self::InvalidState(_) => "INVALID_STATE",
             Self::VmBusy { .. } => "VM_BUSY",
             Self::LimitReached { .. } => "LIMIT_REACHED",
-            Self::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
+            Self::QueryTooComplex { .. } => "QUERY_TOO_COMPLEX",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Timeout(_) => "TIMEOUT",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -134,13 +203,36 @@ impl ErrorExtensions for AppError {
         if let AppError::Internal(cause) = self {
             tracing::error!(%cause, "internal error answered to a client");
         }
-        async_graphql::Error::new(self.public_message()).extend_with(|_, ext| {
-            ext.set("code", self.code());
-            match self {
-                AppError::VmBusy { task_id, .. } => ext.set("taskId", task_id.to_string()),
-                AppError::LimitReached { limit, .. } => ext.set("limit", *limit),
-                _ => {}
+        async_graphql::Error::new(self.public_message())
+            .extend_with(|_, ext| self.fill_extensions(ext))
+    }
+}
+
+impl AppError {
+    /// Puts the code and the error's details into a GraphQL error's `extensions`.
+    pub fn fill_extensions(&self, ext: &mut async_graphql::ErrorExtensionValues) {
+        ext.set("code", self.code());
+        match self {
+            AppError::VmBusy { task_id, .. } => ext.set("taskId", task_id.to_string()),
+            AppError::LimitReached { limit, .. } => ext.set("limit", *limit),
+            AppError::QueryTooComplex { cost, limit, .. } => {
+                if let (Some(cost), Some(limit)) = (cost, limit) {
+                    ext.set("cost", *cost);
+                    ext.set("limit", *limit);
+                }
             }
-        })
+            AppError::RateLimited {
+                retry_after_seconds,
+                ..
+            } => ext.set("retryAfterSeconds", *retry_after_seconds),
+            _ => {}
+        }
+    }
+
+    /// The error as a GraphQL server error (for failures outside a resolver).
+    pub fn into_server_error(self) -> async_graphql::ServerError {
+        let mut error = async_graphql::ServerError::new(self.public_message(), None);
+        self.fill_extensions(error.extensions.get_or_insert_with(Default::default));
+        error
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
-use snaptree::config::{DatabaseUrl, DriverConfig, RobotConfig};
+use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, RobotConfig};
 use snaptree::db::Db;
 use snaptree::domain::Role;
 use snaptree::robot::Robot;
@@ -83,9 +83,112 @@ struct HostAccess {
     /// Private key for Hyper-V hosts (ssh's own defaults when absent).
     #[arg(long, env = "SNAPTREE_SSH_IDENTITY")]
     ssh_identity: Option<PathBuf>,
+    /// Most operations at once against one host (queries and the robot together).
+    #[arg(long, env = "SNAPTREE_HOST_CALLS_PER_HOST", default_value_t = 4)]
+    host_calls_per_host: usize,
+}
+
+/// What one request, connection and token may cost (see the README's "Limits").
+#[derive(Args)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Highest computed cost of one operation (fields it may resolve).
+    #[arg(long, env = "SNAPTREE_MAX_QUERY_COST", default_value_t = 50_000)]
+    max_query_cost: u64,
+    /// Most objects one operation may return.
+    #[arg(long, env = "SNAPTREE_MAX_QUERY_NODES", default_value_t = 20_000)]
+    max_query_nodes: u64,
+    /// Deepest nesting of fields in one operation.
+    #[arg(long, env = "SNAPTREE_MAX_QUERY_DEPTH", default_value_t = 100)]
+    max_query_depth: usize,
+    /// Longest operation text, in bytes.
+    #[arg(long, env = "SNAPTREE_MAX_QUERY_BYTES", default_value_t = 32 * 1024)]
+    max_query_bytes: usize,
+    /// Most non-closed snapshots per VM, whatever its host allows.
+    #[arg(long, env = "SNAPTREE_MAX_SNAPSHOTS_PER_VM", default_value_t = 100)]
+    max_snapshots_per_vm: u32,
+    /// Seconds an operation may run before it is cancelled (TIMEOUT).
+    #[arg(long, env = "SNAPTREE_REQUEST_TIMEOUT", default_value_t = 30)]
+    request_timeout: u64,
+    /// Seconds a client may take to send a request's headers or body; also how long an
+    /// idle connection stays open.
+    #[arg(long, env = "SNAPTREE_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a WebSocket may wait before its connection_init.
+    #[arg(long, env = "SNAPTREE_WS_INIT_TIMEOUT", default_value_t = 10)]
+    ws_init_timeout: u64,
+    /// Seconds between WebSocket pings (a client silent for three is dropped).
+    #[arg(long, env = "SNAPTREE_WS_KEEPALIVE", default_value_t = 30)]
+    ws_keepalive: u64,
+    /// Most operations running at once on one WebSocket.
+    #[arg(long, env = "SNAPTREE_SUBSCRIPTIONS_PER_SOCKET", default_value_t = 100)]
+    subscriptions_per_socket: usize,
+    /// Most WebSockets one OPERATOR or VIEWER token may hold open.
+    #[arg(long, env = "SNAPTREE_SOCKETS_PER_TOKEN", default_value_t = 20)]
+    sockets_per_token: usize,
+    /// Seconds createHost waits for a new host to answer.
+    #[arg(long, env = "SNAPTREE_HOST_CHECK_TIMEOUT", default_value_t = 10)]
+    host_check_timeout: u64,
+    /// A role's budget, ROLE=REQUESTS:COST per second, or ROLE=none; repeatable.
+    /// Defaults: OPERATOR=20:25000, VIEWER=20:25000, ADMIN=none.
+    #[arg(
+        long = "rate-limit",
+        env = "SNAPTREE_RATE_LIMITS",
+        value_delimiter = ','
+    )]
+    rate_limits: Vec<String>,
+}
+
+impl LimitArgs {
+    fn limits(&self, host_calls_per_host: usize) -> Result<Limits, String> {
+        let mut rates = RateLimits::default();
+        for spec in &self.rate_limits {
+            rates.set(spec)?;
+        }
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        let limits = Limits {
+            max_query_bytes: self.max_query_bytes,
+            max_depth: self.max_query_depth,
+            max_cost: self.max_query_cost,
+            max_nodes: self.max_query_nodes,
+            snapshots_per_vm: self.max_snapshots_per_vm.max(1),
+            request_timeout: secs(self.request_timeout),
+            header_timeout: secs(self.header_timeout),
+            ws_init_timeout: secs(self.ws_init_timeout),
+            ws_keepalive: secs(self.ws_keepalive),
+            subscriptions_per_socket: self.subscriptions_per_socket,
+            sockets_per_token: self.sockets_per_token,
+            host_calls_per_host,
+            host_check_timeout: secs(self.host_check_timeout),
+            rates,
+        };
+        for (role, rate) in [
+            ("OPERATOR", limits.rates.operator),
+            ("VIEWER", limits.rates.viewer),
+            ("ADMIN", limits.rates.admin),
+        ] {
+            if let Some(rate) = rate
+                && u64::from(rate.cost) * 4 < limits.max_cost
+            {
+                return Err(format!(
+                    "{role}'s cost budget ({} a second, bursts of four times that) cannot pay for an operation of --max-query-cost {}",
+                    rate.cost, limits.max_cost
+                ));
+            }
+        }
+        Ok(limits)
+    }
 }
 
 impl HostAccess {
+    /// The default limits, with this process's host concurrency (for the robot).
+    fn limits(&self) -> Limits {
+        Limits {
+            host_calls_per_host: self.host_calls_per_host,
+            ..Limits::default()
+        }
+    }
+
     fn config(&self) -> DriverConfig {
         DriverConfig {
             sim_dir: self.sim_dir.clone(),
@@ -122,6 +225,8 @@ struct ServeArgs {
     no_robot: bool,
     #[command(flatten)]
     tuning: RobotTuning,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 #[derive(Args)]
@@ -208,7 +313,8 @@ async fn run(command: Command) -> AppResult<()> {
             database,
         }) => {
             let db = Db::connect(&database.database_url).await?;
-            let service = server::service(db, DriverConfig::new("snaptree-sim".into()));
+            let drivers = DriverConfig::new("snaptree-sim".into());
+            let service = server::service(db, drivers, Limits::default());
             let token = service
                 .bootstrap_token(&project, role.into(), &name)
                 .await?;
@@ -229,11 +335,16 @@ async fn run(command: Command) -> AppResult<()> {
 
 async fn serve(args: ServeArgs) -> AppResult<()> {
     let robot = (!args.no_robot).then(|| args.tuning.config(Vec::new()));
+    let limits = args
+        .limits
+        .limits(args.tuning.hosts.host_calls_per_host)
+        .map_err(|e| AppError::validation(format!("bad limits: {e}")))?;
     let server = Server::start(ServeOptions {
         listen: args.listen,
         database: args.database.database_url.clone(),
         robot,
         drivers: args.tuning.hosts.config(),
+        limits,
     })
     .await?;
     let url = format!("http://{}/", server.addr);
@@ -260,7 +371,8 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
 
 async fn robot(args: RobotArgs) -> AppResult<()> {
     let db = Db::connect(&args.database.database_url).await?;
-    let service = server::service(db.clone(), args.tuning.hosts.config());
+    let hosts = &args.tuning.hosts;
+    let service = server::service(db.clone(), hosts.config(), hosts.limits());
     let (stop, stopped) = watch::channel(false);
     // The pump's listener hears of tasks other processes queue.
     let pump = snaptree::events::spawn_pump(service.bus().clone(), db, stopped.clone());

@@ -4,12 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{DatabaseUrl, DriverConfig, RobotConfig};
+use crate::config::{DatabaseUrl, DriverConfig, Limits, RobotConfig};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
@@ -40,6 +39,8 @@ pub struct ServeOptions {
     pub robot: Option<RobotConfig>,
     /// How hosts are reached.
     pub drivers: DriverConfig,
+    /// What requests, connections and tokens may cost.
+    pub limits: Limits,
 }
 
 /// A started server.
@@ -51,18 +52,23 @@ pub struct Server {
     http: JoinHandle<()>,
     robot: Option<JoinHandle<()>>,
     pump: JoinHandle<()>,
+    /// Closes the WebSockets of tokens that other processes revoke.
+    revocations: JoinHandle<()>,
 }
 
 /// Builds the service on an opened database.
-pub fn service(db: Db, drivers: DriverConfig) -> Service {
-    Service::new(db, EventBus::default(), Arc::new(Drivers::new(drivers)))
+pub fn service(db: Db, drivers: DriverConfig, limits: Limits) -> Service {
+    let limits = Arc::new(limits);
+    let drivers = Arc::new(Drivers::new(drivers, &limits));
+    Service::new(db, EventBus::default(), drivers, limits)
 }
 
 impl Server {
     /// Migrates the database, binds, and starts serving (and the robot).
     pub async fn start(options: ServeOptions) -> AppResult<Self> {
         let db = Db::connect(&options.database).await?;
-        let service = service(db.clone(), options.drivers);
+        let header_timeout = options.limits.header_timeout;
+        let service = service(db.clone(), options.drivers, options.limits);
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|e| AppError::internal(format!("cannot listen on {}: {e}", options.listen)))?;
@@ -72,23 +78,15 @@ impl Server {
         let robot = options
             .robot
             .map(|config| Robot::new(service.clone(), config).spawn(stop.clone()));
-        let app = crate::http::router(service.clone());
-        let mut stop_http = stop;
-        // Small writes (events) go out at once: with Nagle's algorithm, a second small
-        // message waits for the client's delayed ACK, up to 40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
-        let http = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop_http.wait_for(|stop| *stop).await;
-            });
-            if let Err(err) = serve.await {
-                tracing::error!(error = %err, "HTTP server failed");
-            }
-        });
+        let revocations =
+            crate::service::sessions::watch_revocations(service.clone(), stop.clone());
+        let app = crate::http::router(service.clone(), stop.clone());
+        let http = tokio::spawn(crate::http::listener::serve(
+            listener,
+            app,
+            header_timeout,
+            stop,
+        ));
         Ok(Self {
             addr,
             service,
@@ -96,6 +94,7 @@ impl Server {
             http,
             robot,
             pump,
+            revocations,
         })
     }
 
@@ -107,5 +106,6 @@ impl Server {
             let _ = robot.await;
         }
         let _ = self.pump.await;
+        let _ = self.revocations.await;
     }
 }

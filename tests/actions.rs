@@ -196,16 +196,14 @@ async fn a_queued_task_can_be_cancelled_and_changes_nothing() {
         )
         .await;
     assert_eq!(data["snapshot"]["state"], "CLOSED");
-    // The VM is free again, and an ended task cannot be cancelled twice.
+    // Cancelling it again changes nothing and records nothing.
+    let again = "mutation($t: ID!) { cancelTask(id: $t) { state events { id } } }";
+    let before = app.data(op, again, json!({ "t": task })).await;
+    let after = app.data(op, again, json!({ "t": task })).await;
+    assert_eq!(after["cancelTask"]["state"], "CANCELLED");
+    assert_eq!(before, after);
+    // The VM is free again.
     app.create_snapshot(op, &f.vm, "next").await;
-    let code = app
-        .error_code(
-            Some(op),
-            "mutation($t: ID!) { cancelTask(id: $t) { state } }",
-            json!({ "t": task }),
-        )
-        .await;
-    assert_eq!(code, "INVALID_STATE");
 }
 
 #[tokio::test]

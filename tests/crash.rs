@@ -8,9 +8,10 @@ use snaptree::hypervisor::Driver;
 use snaptree::hypervisor::sim::SimDriver;
 
 /// `snaptree serve` on `db`, with a short lease so that a dead server's task is taken
-/// up soon.
-fn serve(db: &TestDb, dir: &std::path::Path) -> (std::process::Child, String) {
-    process::serve(&db.cli_url(), &dir.join("sim"), &["--lease-seconds", "2"])
+/// up soon, and no budget on the OPERATOR token the test polls with.
+fn serve(db: &TestDb, dir: &std::path::Path) -> process::ServerProcess {
+    let flags = ["--lease-seconds", "2", "--rate-limit", "OPERATOR=none"];
+    process::ServerProcess::start(&db.cli_url(), &dir.join("sim"), &flags)
 }
 
 #[tokio::test]
@@ -18,8 +19,8 @@ async fn a_task_survives_a_killed_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(dir.path()).await;
     let admin = process::token(&db.cli_url(), "ops", "ADMIN");
-    let (mut first, url) = serve(&db, dir.path());
-    let api = Api::new(&url, admin.clone());
+    let mut first = serve(&db, dir.path());
+    let api = Api::new(&first.url, admin.clone());
 
     let project = api.create_project("p").await;
     let op = api.create_token(&project, "OPERATOR").await;
@@ -43,14 +44,12 @@ async fn a_task_survives_a_killed_server() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.kill(); // SIGKILL
 
-    let (mut second, url) = serve(&db, dir.path());
-    let api = Api::new(&url, admin);
+    let mut second = serve(&db, dir.path());
+    let api = Api::new(&second.url, admin);
     let done = api.finished(&op, &task).await;
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
 
     assert_eq!(done["state"], "SUCCEEDED", "{done:#}");
     assert_eq!(done["snapshot"]["id"], snapshot.as_str());

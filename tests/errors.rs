@@ -163,6 +163,12 @@ async fn invalid_state_for_actions_the_state_does_not_allow() {
         app.error_code(op, DELETE, json!({ "s": gone })).await,
         "INVALID_STATE"
     );
+    // A task that succeeded cannot be cancelled.
+    let cancel = "mutation($t: ID!) { cancelTask(id: $t) { state } }";
+    assert_eq!(
+        app.error_code(op, cancel, json!({ "t": task })).await,
+        "INVALID_STATE"
+    );
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ async fn imported_vm_on_a_failing_host(app: &TestApp) -> (String, String, Vec<(S
         .data(
             &app.admin,
             "mutation($h: ID!, $p: ID!) { importVms(hostId: $h, projectId: $p) {
-               id identifier snapshots { id name hostName state active parent { name } }
+               id identifier snapshots(first: 10) { id name hostName state active parent { name } }
              } }",
             json!({ "h": host, "p": project }),
         )

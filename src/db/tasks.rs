@@ -306,10 +306,14 @@ pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResu
     Ok(changed == 1)
 }
 
-/// Asks the robot running task `wanted` to stop at its next safe point.
+/// Asks the robot running task `wanted` to stop at its next safe point; false when it is
+/// not running or was asked already.
 pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
     let changed = run!(conn, |c| diesel::update(
-        tasks.find(wanted).filter(state.eq(RUNNING))
+        tasks
+            .find(wanted)
+            .filter(state.eq(RUNNING))
+            .filter(cancel_requested.eq(false))
     )
     .set(cancel_requested.eq(true))
     .execute(c)

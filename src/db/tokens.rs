@@ -46,3 +46,26 @@ pub async fn exists(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
         .optional())?;
     Ok(found.is_some())
 }
+
+/// The tokens among `ids` that are revoked.
+pub async fn revoked_among(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<i64>> {
+    run!(conn, |c| tokens
+        .filter(id.eq_any(ids))
+        .filter(revoked_at.is_not_null())
+        .select(id)
+        .load(c)
+        .await)
+}
+
+/// Whether token `wanted` is live (not revoked). In a write transaction on PostgreSQL the
+/// row stays share-locked until the transaction ends, so a revocation either waits for
+/// the transaction or is seen by it; on SQLite the transaction excludes every other
+/// writer anyway.
+pub async fn is_live(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
+    let query = tokens.find(wanted).filter(revoked_at.is_null()).select(id);
+    let found: Option<i64> = match conn {
+        Conn::Pg(c) => query.for_share().first(&mut **c).await.optional()?,
+        Conn::Sqlite(c) => query.first(&mut **c).await.optional()?,
+    };
+    Ok(found.is_some())
+}

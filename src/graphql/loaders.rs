@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
 use crate::db::models::{HistoryEntry, Host, Snapshot, Task, TaskEvent, Vm};
+use crate::domain::drift::Drift;
 use crate::error::AppError;
 use crate::service::{Caller, Service};
 
@@ -108,6 +109,27 @@ pub struct EventsOf(pub i64);
 /// The caller's VMs on a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VmsOn(pub i64);
+
+/// Where a VM's host and snaptree disagree, asked of the host once per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DriftOf(pub i64);
+
+/// A host's answer is kept whether it succeeded or not: asking again in the same
+/// request would only make the host answer twice.
+impl Loader<DriftOf> for Batch {
+    type Value = Arc<Result<Vec<Drift>, AppError>>;
+    type Error = AppError;
+
+    async fn load(&self, keys: &[DriftOf]) -> Result<HashMap<DriftOf, Self::Value>, AppError> {
+        let asks = keys.iter().map(|&key| async move {
+            (key, Arc::new(self.service.drift(&self.caller, key.0).await))
+        });
+        Ok(futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .collect())
+    }
+}
 
 fn ids<K: Copy>(keys: &[K], id: impl Fn(K) -> i64) -> Vec<i64> {
     keys.iter().map(|&k| id(k)).collect()

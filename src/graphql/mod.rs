@@ -2,6 +2,8 @@
 //! thin: they parse arguments and call the service, which holds every rule. Kept apart
 //! from the web framework; `http` serves it.
 
+pub mod cost;
+mod gate;
 mod loaders;
 mod mutation;
 mod query;
@@ -10,6 +12,7 @@ mod types;
 
 use async_graphql::{ID, Schema, ServerError};
 
+pub use gate::{Admitted, Gate};
 pub use loaders::Loaders;
 pub use mutation::Mutation;
 pub use query::Query;
@@ -21,23 +24,21 @@ use crate::service::Service;
 /// The schema type served.
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
-/// Deepest query accepted: room for a chain of 50 snapshots walked through `children`
-/// with fields around it, and well short of what could exhaust the server.
-pub const MAX_DEPTH: usize = 100;
-/// Most fields a query may select, lists counting once per `first` item.
-pub const MAX_COMPLEXITY: usize = 10_000;
-/// Longest query text, in bytes.
-pub const MAX_QUERY_BYTES: usize = 32 * 1024;
-/// Default and largest page size of the connections.
+/// Default and largest page size of connections and lists (`first`).
 pub const DEFAULT_PAGE: i32 = 50;
 pub const MAX_PAGE: i32 = 200;
+/// Most entries `Vm.drift` lists.
+pub const MAX_DRIFT: usize = 200;
 
 /// Builds the schema; `service` is absent only when printing the SDL.
+///
+/// The depth, cost and size limits are the [`Gate`]'s, checked before async-graphql
+/// sees a document: its own depth and complexity checks expand fragments, which a
+/// document can make exponential. The parser's recursion limit here only has to be above
+/// what the gate admits.
 pub fn schema(service: Option<Service>) -> AppSchema {
     let mut builder = Schema::build(Query, Mutation, Subscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_recursive_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(usize::MAX)
         .limit_directives(16);
     if let Some(service) = service {
         builder = builder.data(service);
@@ -58,17 +59,15 @@ pub(crate) fn parse_id(id: &ID, what: &str) -> Result<i64, AppError> {
         .ok_or_else(|| AppError::validation(format!("{:?} is not a valid {what} id.", id.as_str())))
 }
 
-/// Gives every error a code: ours carry one; the library's own are either the limits
-/// (QUERY_TOO_COMPLEX) or a malformed query (VALIDATION).
+/// Gives every error a code: ours carry one; the library's own are either the
+/// directive limit (QUERY_TOO_COMPLEX) or a malformed query (VALIDATION).
 pub fn add_codes(errors: &mut [ServerError]) {
     for error in errors {
         let ext = error.extensions.get_or_insert_with(Default::default);
         if ext.get("code").is_some() {
             continue;
         }
-        let limit = ["nested too deep", "too complex", "recursion", "directives"]
-            .iter()
-            .any(|m| error.message.contains(m));
+        let limit = error.message.contains("directives");
         ext.set(
             "code",
             if limit {
@@ -77,5 +76,56 @@ pub fn add_codes(errors: &mut [ServerError]) {
                 "VALIDATION"
             },
         );
+    }
+}
+
+/// `first` items after the one with id `after`, of a list in id order: the arguments
+/// every plain list field takes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Page {
+    first: usize,
+    after: Option<i64>,
+}
+
+impl Page {
+    /// The page `first` and `after` ask for; `first` must be 0 to [`MAX_PAGE`].
+    pub(crate) fn new(first: i32, after: Option<&ID>) -> Result<Self, AppError> {
+        if !(0..=MAX_PAGE).contains(&first) {
+            return Err(AppError::validation(format!(
+                "first must be 0 to {MAX_PAGE}, not {first}."
+            )));
+        }
+        let after = after.map(|a| parse_id(a, "cursor")).transpose()?;
+        Ok(Self {
+            first: first as usize,
+            after,
+        })
+    }
+
+    /// The page of `items` (in ascending id order), as `wrap` makes them.
+    pub(crate) fn of<T: Clone, O>(
+        &self,
+        items: &[T],
+        id: impl Fn(&T) -> i64,
+        wrap: impl Fn(T) -> O,
+    ) -> Vec<O> {
+        self.of_matching(items, |_| true, id, wrap)
+    }
+
+    /// The page of the `items` that `keep` keeps.
+    pub(crate) fn of_matching<T: Clone, O>(
+        &self,
+        items: &[T],
+        keep: impl Fn(&T) -> bool,
+        id: impl Fn(&T) -> i64,
+        wrap: impl Fn(T) -> O,
+    ) -> Vec<O> {
+        items
+            .iter()
+            .filter(|item| keep(item) && self.after.is_none_or(|after| id(item) > after))
+            .take(self.first)
+            .cloned()
+            .map(wrap)
+            .collect()
     }
 }

@@ -71,7 +71,8 @@ impl Mutation {
         Ok(SnapshotPayload(accepted))
     }
 
-    /// A queued task is cancelled at once; a running one stops at a safe point.
+    /// A queued task is cancelled at once; a running one stops at a safe point. Asking
+    /// again changes nothing.
     async fn cancel_task(&self, ctx: &Context<'_>, id: ID) -> Result<Task> {
         let id = parse_id(&id, "task").extend()?;
         Ok(Task(

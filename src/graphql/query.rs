@@ -4,7 +4,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, Object, Result, ResultExt};
 
 use super::types::{Host, Project, Snapshot, Task, Vm};
-use super::{DEFAULT_PAGE, MAX_PAGE, parse_id};
+use super::{DEFAULT_PAGE, MAX_PAGE, Page, parse_id};
 use crate::domain::TaskState;
 use crate::error::AppError;
 use crate::service::{Caller, Service, TaskFilter, VmFilter};
@@ -60,10 +60,17 @@ fn connection<R, N: async_graphql::OutputType>(
 
 #[Object]
 impl Query {
-    /// Hosts: all for ADMIN; for others, those their project has VMs on.
-    async fn hosts(&self, ctx: &Context<'_>) -> Result<Vec<Host>> {
+    /// Hosts: all for ADMIN; for others, those their project has VMs on. By id,
+    /// `first` of them after `after`.
+    async fn hosts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<Host>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
         let hosts = service(ctx).hosts(caller(ctx)).await.extend()?;
-        Ok(hosts.into_iter().map(Host).collect())
+        Ok(page.of(&hosts, |h| h.id, Host))
     }
 
     async fn host(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Host>> {
@@ -72,7 +79,6 @@ impl Query {
     }
 
     /// VMs by id, a page at a time.
-    #[graphql(complexity = "first.unwrap_or(DEFAULT_PAGE).max(1) as usize * child_complexity")]
     async fn vms(
         &self,
         ctx: &Context<'_>,
@@ -111,7 +117,6 @@ impl Query {
     }
 
     /// Tasks, newest first, a page at a time.
-    #[graphql(complexity = "first.unwrap_or(DEFAULT_PAGE).max(1) as usize * child_complexity")]
     async fn tasks(
         &self,
         ctx: &Context<'_>,
@@ -131,9 +136,15 @@ impl Query {
         Ok(connection(rows, size, |t| t.id, Task, before.is_some()))
     }
 
-    /// Every project (ADMIN only).
-    async fn projects(&self, ctx: &Context<'_>) -> Result<Vec<Project>> {
+    /// Projects (ADMIN only), by id: `first` of them after `after`.
+    async fn projects(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<Project>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
         let projects = service(ctx).projects(caller(ctx)).await.extend()?;
-        Ok(projects.into_iter().map(Project).collect())
+        Ok(page.of(&projects, |p| p.id, Project))
     }
 }

@@ -9,6 +9,7 @@ use async_graphql::{Context, ErrorExtensions, ID, Object, Result, ResultExt};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::loaders::*;
+use super::{DEFAULT_PAGE, MAX_PAGE, Page};
 use crate::db::models;
 use crate::domain::state::state_name;
 use crate::domain::{Hypervisor, SnapshotState, TaskKind, TaskState};
@@ -71,10 +72,16 @@ impl Host {
         self.0.max_snapshots_per_vm
     }
 
-    /// The host's VMs that the caller may see.
-    async fn vms(&self, ctx: &Context<'_>) -> Result<Vec<Vm>> {
+    /// The host's VMs that the caller may see, by id: `first` of them after `after`.
+    async fn vms(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<Vm>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
         let vms = list(ctx, VmsOn(self.0.id)).await?;
-        Ok(vms.iter().cloned().map(Vm).collect())
+        Ok(page.of(&vms, |v| v.id, Vm))
     }
 }
 
@@ -133,18 +140,22 @@ impl Vm {
             .collect())
     }
 
-    /// All snapshots, oldest first.
+    /// The snapshots, oldest first: `first` of them after `after`. The default page
+    /// holds every non-closed snapshot a VM may have.
     async fn snapshots(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = false)] include_closed: bool,
+        #[graphql(default_with = "MAX_PAGE")] first: i32,
+        after: Option<ID>,
     ) -> Result<Vec<Snapshot>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
         let rows = if include_closed {
             list(ctx, AllSnapshotsOf(self.0.id)).await?
         } else {
             self.open_snapshots(ctx).await?
         };
-        Ok(rows.iter().cloned().map(Snapshot).collect())
+        Ok(page.of(&rows, |s| s.id, Snapshot))
     }
 
     /// Non-closed snapshots.
@@ -152,10 +163,12 @@ impl Vm {
         Ok(i32::try_from(self.open_snapshots(ctx).await?.len()).unwrap_or(i32::MAX))
     }
 
-    /// The host's limit on non-closed snapshots; null = none.
+    /// The most non-closed snapshots this VM may have: its host's limit, within the
+    /// server's ceiling (`--max-snapshots-per-vm`).
     async fn snapshot_limit(&self, ctx: &Context<'_>) -> Result<Option<i32>> {
         let host: models::Host = one(ctx, HostId(self.0.host_id)).await?;
-        Ok(host.max_snapshots_per_vm)
+        let service = ctx.data_unchecked::<crate::service::Service>();
+        Ok(Some(service.snapshot_limit(host.max_snapshots_per_vm)))
     }
 
     /// A task is queued or running for this VM.
@@ -169,18 +182,32 @@ impl Vm {
     }
 
     /// Where snaptree's record and the host's own snapshot list disagree, asked of the
-    /// host now; empty when they agree. (While a task runs they differ for a moment.)
+    /// host now (once per request, however often it is asked for); empty when they agree,
+    /// at most 200 entries. (While a task runs they differ for a moment.)
     async fn drift(&self, ctx: &Context<'_>) -> Result<Vec<DriftEntry>> {
-        let service = ctx.data_unchecked::<crate::service::Service>();
-        let caller = ctx.data_unchecked::<crate::service::Caller>();
-        let found = service.drift(caller, self.0.id).await.extend()?;
-        Ok(found.into_iter().map(DriftEntry).collect())
+        let found: Arc<Result<Vec<_>, AppError>> = one(ctx, DriftOf(self.0.id)).await?;
+        match &*found {
+            Ok(found) => Ok(found
+                .iter()
+                .take(super::MAX_DRIFT)
+                .cloned()
+                .map(DriftEntry)
+                .collect()),
+            Err(err) => Err(err.extend()),
+        }
     }
 
-    /// Every state change of this VM's snapshots, oldest first.
-    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<SnapshotHistoryEntry>> {
+    /// The state changes of this VM's snapshots, oldest first: `first` of them after
+    /// `after`.
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<SnapshotHistoryEntry>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
         let rows = list(ctx, HistoryOf(self.0.id)).await?;
-        Ok(rows.iter().cloned().map(SnapshotHistoryEntry).collect())
+        Ok(page.of(&rows, |h| h.id, SnapshotHistoryEntry))
     }
 }
 
@@ -260,26 +287,34 @@ impl Snapshot {
         at(self.0.updated_at)
     }
 
-    /// Every state change, oldest first.
-    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<SnapshotHistoryEntry>> {
+    /// The state changes, oldest first: `first` of them after `after`.
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<SnapshotHistoryEntry>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
         let rows = list(ctx, HistoryOf(self.0.vm_id)).await?;
-        Ok(rows
-            .iter()
-            .filter(|h| h.snapshot_id == self.0.id)
-            .cloned()
-            .map(SnapshotHistoryEntry)
-            .collect())
+        Ok(page.of_matching(
+            &rows,
+            |h| h.snapshot_id == self.0.id,
+            |h| h.id,
+            SnapshotHistoryEntry,
+        ))
     }
 
-    /// The tasks that acted on this snapshot, oldest first.
-    async fn tasks(&self, ctx: &Context<'_>) -> Result<Vec<Task>> {
+    /// The tasks that acted on this snapshot, oldest first: `first` of them after
+    /// `after`.
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<Task>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
         let rows = list(ctx, TasksOf(self.0.vm_id)).await?;
-        Ok(rows
-            .iter()
-            .filter(|t| t.snapshot_id == self.0.id)
-            .cloned()
-            .map(Task)
-            .collect())
+        Ok(page.of_matching(&rows, |t| t.snapshot_id == self.0.id, |t| t.id, Task))
     }
 }
 
@@ -370,15 +405,16 @@ impl Task {
         self.0.finished_at.map(at)
     }
 
-    /// Oldest first.
-    async fn events(&self, ctx: &Context<'_>) -> Result<Vec<TaskEvent>> {
+    /// Its events, oldest first: `first` of them after `after`.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<TaskEvent>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
         let rows = list(ctx, EventsOf(self.0.vm_id)).await?;
-        Ok(rows
-            .iter()
-            .filter(|e| e.task_id == self.0.id)
-            .cloned()
-            .map(TaskEvent)
-            .collect())
+        Ok(page.of_matching(&rows, |e| e.task_id == self.0.id, |e| e.id, TaskEvent))
     }
 }
 

@@ -1,11 +1,12 @@
 //! The axum router: GraphQL over HTTP, the dashboard, and a health check.
 //!
 //! Every GraphQL request is authenticated here, before it runs: a missing, unknown or
-//! revoked token is answered with UNAUTHENTICATED and nothing else happens. The caller
-//! and a fresh set of loaders go into the request's data.
+//! revoked token is answered with UNAUTHENTICATED and nothing else happens. Then the
+//! [`Gate`] admits it (size, cost, the token's budget) and runs it within its deadline;
+//! the caller and a fresh set of loaders go into the request's data.
 
 use async_graphql::parser::types::OperationType;
-use async_graphql::{ParseRequestError, Request, Response as GqlResponse, ServerError};
+use async_graphql::{ParseRequestError, Request, Response as GqlResponse};
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -15,11 +16,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{RequestExt, Router};
+use futures_util::StreamExt;
+use tokio::sync::watch;
 
 use crate::error::AppError;
-use crate::graphql::{self, AppSchema, Loaders, MAX_QUERY_BYTES};
+use crate::graphql::{self, AppSchema, Gate, Loaders};
 use crate::service::Service;
 
+pub mod listener;
 mod subscriptions;
 
 /// The dashboard, built into the binary: no build step, nothing loaded from elsewhere.
@@ -38,11 +42,18 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct AppState {
     /// The service, for authentication.
     pub service: Service,
+    /// The GraphQL schema, with the service in its data.
     pub schema: AppSchema,
+    /// Admits and runs operations, on every transport.
+    pub gate: Gate,
+    /// Turns true when the server stops (WebSockets close with 1001).
+    pub stop: watch::Receiver<bool>,
 }
 
-pub fn router(service: Service) -> Router {
+/// The routes, for a server that stops when `stop` turns true.
+pub fn router(service: Service, stop: watch::Receiver<bool>) -> Router {
     let schema = graphql::schema(Some(service.clone()));
+    let gate = Gate::new(service.limits().clone());
     Router::new()
         .route("/", get(dashboard))
         .route(
@@ -56,7 +67,12 @@ pub fn router(service: Service) -> Router {
         .route("/healthz", get(healthz))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState { service, schema })
+        .with_state(AppState {
+            service,
+            schema,
+            gate,
+            stop,
+        })
 }
 
 async fn dashboard() -> Response {
@@ -93,9 +109,27 @@ async fn graphql_post(State(app): State<AppState>, request: axum::extract::Reque
     // The GraphQL extractor reads the body stream itself, past `DefaultBodyLimit`; the
     // limit has to be put on the body first.
     let request = request.with_limited_body();
-    match GraphQLRequest::<GraphQLRejection>::from_request(request, &()).await {
-        Ok(request) => execute(&app, &headers, request.into_inner(), false).await,
-        Err(rejection) => rejected(rejection),
+    match read(&app, request).await {
+        Ok(request) => execute(&app, &headers, request, false).await,
+        Err(response) => response,
+    }
+}
+
+/// Reads a GraphQL request; its body must arrive within the header timeout (a client
+/// trickling it would otherwise hold the connection for as long as it likes).
+async fn read(app: &AppState, request: axum::extract::Request) -> Result<Request, Response> {
+    let limit = app.service.limits().header_timeout;
+    let read = GraphQLRequest::<GraphQLRejection>::from_request(request, &());
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(request)) => Ok(request.into_inner()),
+        Ok(Err(rejection)) => Err(rejected(rejection)),
+        Err(_) => {
+            let err = AppError::Timeout(format!(
+                "The request was not received within {} s.",
+                limit.as_secs()
+            ));
+            Err(error_response(StatusCode::REQUEST_TIMEOUT, &err))
+        }
     }
 }
 
@@ -110,51 +144,64 @@ async fn graphql_get(State(app): State<AppState>, request: axum::extract::Reques
             Err(rejection) => rejection.into_response(),
         };
     }
-    match GraphQLRequest::<GraphQLRejection>::from_request(request, &()).await {
-        Ok(request) => execute(&app, &headers, request.into_inner(), true).await,
-        Err(rejection) => rejected(rejection),
+    match read(&app, request).await {
+        Ok(request) => execute(&app, &headers, request, true).await,
+        Err(response) => response,
     }
 }
 
 async fn execute(
     app: &AppState,
     headers: &HeaderMap,
-    request: Request,
+    mut request: Request,
     read_only: bool,
 ) -> Response {
-    if request.query.len() > MAX_QUERY_BYTES {
-        let err = AppError::QueryTooComplex(format!(
-            "The query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted.",
-            request.query.len()
-        ));
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, &err);
-    }
-    if read_only && !only_queries(&request.query) {
-        let err =
-            AppError::validation("Only queries may be sent with GET; send mutations with POST.");
-        return error_response(StatusCode::METHOD_NOT_ALLOWED, &err);
-    }
     let caller = match bearer(headers) {
         Some(token) => app.service.authenticate(token).await,
         None => Err(AppError::unauthenticated()),
     };
     let caller = match caller {
         Ok(caller) => caller,
-        Err(err) => {
-            let status = match err {
-                AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            if let AppError::Internal(cause) = &err {
-                tracing::error!(%cause, "authentication failed");
-            }
-            return error_response(status, &err);
-        }
+        Err(err) => return error_response(status_of(&err), &err),
     };
+    let admitted = match app.gate.admit(&app.service, &caller, &mut request) {
+        Ok(admitted) => admitted,
+        Err(err) => return error_response(status_of(&err), &err),
+    };
+    match admitted.kind {
+        Some(OperationType::Subscription) => {
+            let err = AppError::validation(
+                "Subscriptions run over a WebSocket (GET /graphql with graphql-transport-ws).",
+            );
+            return error_response(StatusCode::BAD_REQUEST, &err);
+        }
+        Some(OperationType::Mutation) if read_only => {
+            let err = AppError::validation(
+                "Only queries may be sent with GET; send mutations with POST.",
+            );
+            return error_response(StatusCode::METHOD_NOT_ALLOWED, &err);
+        }
+        _ => {}
+    }
     let loaders = Loaders::new(app.service.clone(), caller.clone());
-    let mut response = app.schema.execute(request.data(caller).data(loaders)).await;
+    let request = request.data(caller).data(loaders);
+    let mut answers = app.gate.run(&app.schema, request, admitted);
+    let mut response = answers.next().await.unwrap_or_default();
     graphql::add_codes(&mut response.errors);
     json(StatusCode::OK, &response)
+}
+
+/// The HTTP status of an error answered before execution.
+fn status_of(err: &AppError) -> StatusCode {
+    match err {
+        AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        AppError::QueryTooComplex { message, .. } if message.contains("bytes long") => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::OK,
+    }
 }
 
 /// The token of `Authorization: Bearer <token>`.
@@ -168,23 +215,11 @@ fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// True unless the document holds a mutation or subscription (or does not parse, which
-/// execution will report).
-fn only_queries(query: &str) -> bool {
-    match async_graphql::parser::parse_query(query) {
-        Ok(doc) => doc
-            .operations
-            .iter()
-            .all(|(_, op)| op.node.ty == OperationType::Query),
-        Err(_) => true,
-    }
-}
-
 fn rejected(rejection: GraphQLRejection) -> Response {
     let too_large = matches!(rejection.0, ParseRequestError::PayloadTooLarge)
         || rejection.0.to_string().contains("length limit");
     if too_large {
-        let err = AppError::QueryTooComplex(format!(
+        let err = AppError::too_complex(format!(
             "The request is larger than {MAX_BODY_BYTES} bytes."
         ));
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, &err);
@@ -198,20 +233,38 @@ fn rejected(rejection: GraphQLRejection) -> Response {
 
 /// A GraphQL-shaped error body, for requests that never reached execution.
 fn error_response(status: StatusCode, err: &AppError) -> Response {
-    let mut error = ServerError::new(err.public_message(), None);
-    error
-        .extensions
-        .get_or_insert_with(Default::default)
-        .set("code", err.code());
-    json(status, &GqlResponse::from_errors(vec![error]))
+    if let AppError::Internal(cause) = err {
+        tracing::error!(%cause, "internal error answered to a client");
+    }
+    let mut response = json(
+        status,
+        &GqlResponse::from_errors(vec![err.clone().into_server_error()]),
+    );
+    if let AppError::RateLimited {
+        retry_after_seconds,
+        ..
+    } = err
+    {
+        let value = HeaderValue::from(*retry_after_seconds);
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
+/// A GraphQL answer. It may hold a secret (`createToken`) or a tenant's data: no cache
+/// may keep it, and no browser may read it as anything but JSON.
 fn json(status: StatusCode, response: &GqlResponse) -> Response {
     let body = serde_json::to_vec(response).expect("a GraphQL response serialises");
     let mut out = (status, body).into_response();
-    out.headers_mut().insert(
+    let headers = out.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     out
 }

@@ -1,5 +1,6 @@
 //! Runs host commands as argument vectors (never through a shell), killing them when the
-//! caller gives up (a timeout drops the future).
+//! caller gives up (a timeout drops the future): each runs in a process group of its own,
+//! killed whole, so that what it started (virsh's ssh for a `qemu+ssh` host) goes too.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -18,6 +19,34 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// A command's process group, killed when dropped before the command has ended.
+struct Group(Option<u32>);
+
+impl Group {
+    fn of(child: &tokio::process::Child) -> Self {
+        Self(child.id())
+    }
+
+    /// The command ended by itself: nothing to kill.
+    fn ended(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|pid| i32::try_from(pid).ok()) {
+            // SAFETY: kill(2) only sends a signal. A negative pid names the child's own
+            // process group (process_group(0)); Linux does not hand out an id again
+            // while a process still has it as its group, so only what the command
+            // started can be hit.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Runs `program` with `args`, feeding `stdin` when given.
 pub async fn run<I, S>(program: &Path, args: I, stdin: Option<&str>) -> Result<Output, DriverError>
 where
@@ -34,10 +63,12 @@ where
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = command
         .spawn()
         .map_err(|e| DriverError::Permanent(format!("cannot run {}: {e}", program.display())))?;
+    let group = Group::of(&child);
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes()).await.map_err(|e| {
             DriverError::Transient(format!("cannot write to {}: {e}", program.display()))
@@ -49,6 +80,7 @@ where
         .wait_with_output()
         .await
         .map_err(|e| DriverError::Transient(format!("{} failed: {e}", program.display())))?;
+    group.ended();
     Ok(Output {
         success: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -74,9 +106,11 @@ where
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| DriverError::Permanent(format!("cannot run {}: {e}", program.display())))?;
+    let group = Group::of(&child);
     let broken =
         |e: std::io::Error| DriverError::Transient(format!("{} failed: {e}", program.display()));
     let mut pipe = child.stdin.take().expect("stdin is piped");
@@ -96,6 +130,7 @@ where
         stdout.push('\n');
     }
     let status = child.wait().await.map_err(broken)?;
+    group.ended();
     Ok(Output {
         success: status.success(),
         stdout,

@@ -54,6 +54,17 @@ impl Target {
     }
 }
 
+/// The URI, rebuilt from its checked parts.
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ssh://{}@{}", self.user, self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
+}
+
 /// `value` as a PowerShell single-quoted literal. PowerShell also ends such a literal at
 /// the typographic single quotes, so those are doubled too; nothing else is special
 /// inside one (no `$`, backtick or newline expansion).
@@ -155,12 +166,12 @@ fn state(name: &str) -> i32 {
 }
 
 impl HypervDriver {
-    pub fn new(uri: &str, ssh: PathBuf, identity: Option<PathBuf>) -> Result<Self, String> {
-        Ok(Self {
-            target: Target::parse(uri)?,
+    pub fn new(target: Target, ssh: PathBuf, identity: Option<PathBuf>) -> Self {
+        Self {
+            target,
             ssh,
             identity,
-        })
+        }
     }
 
     fn ssh_args(&self) -> Vec<String> {

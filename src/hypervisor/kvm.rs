@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 
 use super::command::{self, Output};
+use super::uri::KvmUri;
 use super::{Driver, DriverError, HostSnapshot, HostVm, Progress};
 use crate::domain::state::vm_state;
 
@@ -71,9 +72,11 @@ impl Failure {
 }
 
 impl KvmDriver {
-    pub fn new(uri: &str, virsh: PathBuf) -> Self {
+    /// A driver for the host at `uri`, which only ever reaches virsh rebuilt from its
+    /// checked parts.
+    pub fn new(uri: &KvmUri, virsh: PathBuf) -> Self {
         Self {
-            uri: uri.to_owned(),
+            uri: uri.to_string(),
             virsh,
         }
     }

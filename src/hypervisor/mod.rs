@@ -9,11 +9,13 @@ pub mod hyperv;
 pub mod kvm;
 mod registry;
 pub mod sim;
+pub mod uri;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-pub use registry::{Drivers, validate_uri};
+pub use registry::Drivers;
+pub use uri::HostUri;
 
 /// Why an operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

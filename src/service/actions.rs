@@ -47,7 +47,8 @@ impl Service {
         let name = names::name("snapshot name", name)?;
         let description = names::description(description)?;
         self.act(caller, Target::Vm(vm_id), |host, tree| {
-            let plan = lifecycle::create(tree, &name, host.max_snapshots_per_vm)?;
+            let limit = self.snapshot_limit(host.max_snapshots_per_vm);
+            let plan = lifecycle::create(tree, &name, Some(limit))?;
             Ok(Step::Create {
                 name,
                 description,
@@ -94,7 +95,7 @@ impl Service {
         target: Target,
         decide: impl FnOnce(&Host, &Tree) -> AppResult<Step> + Send,
     ) -> AppResult<Accepted> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_for(caller).await?;
         let result = async {
             let mut conn = tx.conn();
             let vm = lock_target(&mut conn, caller, target).await?;

@@ -8,10 +8,13 @@ use crate::db::models::{Host, NewHost, NewSnapshot, NewVm, Project, Vm};
 use crate::db::{self, Conn, hosts, projects, snapshots, vms};
 use crate::domain::{Hypervisor, SnapshotState, names};
 use crate::error::{AppError, AppResult};
-use crate::hypervisor::{DriverError, HostSnapshot, validate_uri};
+use crate::hypervisor::{DriverError, HostSnapshot, HostUri};
 
 /// Standard checkpoints: Hyper-V allows at most 50 per VM.
 pub const HYPERV_MAX_SNAPSHOTS: i32 = 50;
+
+/// Most VMs one `import_vms` registers; a second call goes on where the first stopped.
+pub const IMPORT_BATCH: usize = 200;
 
 /// The longest VM identifier accepted.
 const MAX_IDENTIFIER_CHARS: usize = 128;
@@ -47,7 +50,7 @@ impl Service {
     pub async fn create_project(&self, caller: &Caller, name: &str) -> AppResult<Project> {
         caller.require_admin()?;
         let name = names::name("project name", name)?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_for(caller).await?;
         let result = projects::insert(&mut tx.conn(), &name)
             .await
             .map_err(duplicate(format!(
@@ -66,14 +69,21 @@ impl Service {
     ) -> AppResult<Host> {
         caller.require_admin()?;
         let name = names::name("host name", name)?;
-        let uri = uri.trim();
-        validate_uri(hypervisor, uri)
+        let given = uri.trim();
+        let parsed = HostUri::parse(hypervisor, given)
             .map_err(|e| AppError::validation(format!("Bad URI: {e}.")))?;
+        let uri = parsed.canonical(given);
+        let ceiling = self.snapshot_limit(None);
         let limit = match (hypervisor, max_snapshots_per_vm) {
             (_, Some(n)) if n < 0 => {
                 return Err(AppError::validation(
                     "maxSnapshotsPerVm must not be negative.",
                 ));
+            }
+            (_, Some(n)) if n > ceiling => {
+                return Err(AppError::validation(format!(
+                    "This server keeps at most {ceiling} snapshots per VM, so maxSnapshotsPerVm cannot be {n}."
+                )));
             }
             (Hypervisor::Hyperv, Some(n)) if n > HYPERV_MAX_SNAPSHOTS => {
                 return Err(AppError::validation(format!(
@@ -83,14 +93,14 @@ impl Service {
             (Hypervisor::Hyperv, None) => Some(HYPERV_MAX_SNAPSHOTS),
             (_, limit) => limit,
         };
-        self.drivers.check(hypervisor, uri).await.map_err(|e| {
+        self.drivers.check(&parsed).await.map_err(|e| {
             AppError::validation(format!("snaptree cannot reach the host at {uri}: {e}."))
         })?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_for(caller).await?;
         let new = NewHost {
             name: &name,
             hypervisor: hypervisor.as_str(),
-            uri,
+            uri: &uri,
             max_snapshots_per_vm: limit,
             created_at: db::now(),
         };
@@ -116,7 +126,7 @@ impl Service {
         let (host, project) = self.host_and_project(host_id, project_id).await?;
         let driver = self.drivers.for_host(&host).map_err(host_failed)?;
         let state = driver.vm_state(&identifier).await.map_err(host_failed)?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_for(caller).await?;
         let new = NewVm {
             host_id: host.id,
             project_id: project.id,
@@ -153,10 +163,15 @@ impl Service {
                 .map(|vm| vm.identifier)
                 .collect()
         };
+        let limit = self.snapshot_limit(host.max_snapshots_per_vm);
         let mut imported = Vec::new();
         for found in driver.list_vms().await.map_err(host_failed)? {
             if known.contains(&found.identifier) || identifier(&found.identifier).is_err() {
                 continue;
+            }
+            // One call registers a bounded number; the next call goes on from there.
+            if imported.len() == IMPORT_BATCH {
+                break;
             }
             let listed = match driver.list(&found.identifier).await {
                 Ok(listed) => listed,
@@ -164,7 +179,17 @@ impl Service {
                 Err(DriverError::NoSuchVm(_)) => continue,
                 Err(e) => return Err(host_failed(e)),
             };
-            let mut tx = self.db.begin().await?;
+            if listed.len() > usize::try_from(limit).unwrap_or(0) {
+                return Err(AppError::LimitReached {
+                    message: format!(
+                        "VM {:?} has {} snapshots on the host, more than the {limit} a VM may have here; delete some on the host first.",
+                        found.identifier,
+                        listed.len()
+                    ),
+                    limit,
+                });
+            }
+            let mut tx = self.begin_for(caller).await?;
             let result = import_vm(&mut tx.conn(), caller, &host, &project, &found, &listed).await;
             imported.push(tx.finish(result).await?);
         }

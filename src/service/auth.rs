@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::Service;
 use crate::db::models::{NewToken, Project, Token};
-use crate::db::{self, Conn, projects, tokens};
+use crate::db::{self, Conn, Tx, projects, tokens};
 use crate::domain::{Role, names};
 use crate::error::{AppError, AppResult};
 
@@ -88,6 +88,17 @@ impl Service {
         }
     }
 
+    /// Starts a write transaction on `caller`'s behalf, refused if its token has been
+    /// revoked: nothing a token asks for runs after its revocation has committed.
+    pub(crate) async fn begin_for(&self, caller: &Caller) -> AppResult<Tx> {
+        let mut tx = self.db.begin().await?;
+        match tokens::is_live(&mut tx.conn(), caller.token_id).await {
+            Ok(true) => Ok(tx),
+            Ok(false) => tx.finish(Err(AppError::revoked())).await,
+            Err(err) => tx.finish(Err(err.into())).await,
+        }
+    }
+
     /// A new token for project `project_id`; the secret is returned once, here.
     pub async fn create_token(
         &self,
@@ -98,7 +109,7 @@ impl Service {
     ) -> AppResult<(Token, String)> {
         caller.require_admin()?;
         let name = names::name("token name", name)?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_for(caller).await?;
         let result = async {
             let mut conn = tx.conn();
             let project = projects::by_id(&mut conn, project_id)
@@ -111,9 +122,10 @@ impl Service {
     }
 
     /// Revokes token `id`: true when it was live, false when already revoked.
+    /// Its open connections, here and in other processes, are closed.
     pub async fn revoke_token(&self, caller: &Caller, id: i64) -> AppResult<bool> {
         caller.require_admin()?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_for(caller).await?;
         let result = async {
             let mut conn = tx.conn();
             if tokens::revoke(&mut conn, id).await? {
@@ -125,7 +137,20 @@ impl Service {
             }
         }
         .await;
-        tx.finish(result).await
+        let revoked = tx.finish(result).await?;
+        self.sessions.revoke(id);
+        Ok(revoked)
+    }
+
+    /// Checks that `caller`'s token is still live (for connections that authenticated
+    /// once and run many operations).
+    pub async fn check_live(&self, caller: &Caller) -> AppResult<()> {
+        let live = tokens::is_live(&mut self.db.reader().await?.conn(), caller.token_id).await?;
+        if live {
+            Ok(())
+        } else {
+            Err(AppError::revoked())
+        }
     }
 
     /// For the command line: a token for project `project`, created if new.

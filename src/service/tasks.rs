@@ -361,7 +361,7 @@ impl Service {
     /// Cancels task `id`: a queued one at once, a running one at the robot's next safe
     /// point.
     pub async fn cancel_task(&self, caller: &Caller, id: i64) -> AppResult<Task> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_for(caller).await?;
         let result = async {
             let mut conn = tx.conn();
             let not_found = || AppError::not_found("task", id);
@@ -398,7 +398,10 @@ impl Service {
                     }
                 }
                 TaskState::Running => {
-                    tasks::request_cancel(&mut conn, id).await?;
+                    if !tasks::request_cancel(&mut conn, id).await? {
+                        // Asked for already: a second ask changes and records nothing.
+                        return Ok(task);
+                    }
                     Note {
                         state: TaskState::Running,
                         progress: task.progress,
@@ -406,18 +409,19 @@ impl Service {
                         message: Some(&message),
                     }
                 }
+                // Cancelled already: asking again is not an error, and changes nothing.
+                TaskState::Cancelled => return Ok(task),
                 done => {
                     return Err(AppError::invalid_state(format!(
                         "Task {id} has already ended ({done}); there is nothing to cancel."
                     )));
                 }
             };
-            let event = record(&mut conn, &task, &vm, note).await?;
-            let task = tasks::by_id(&mut conn, id).await?.ok_or_else(not_found)?;
-            Ok((task, event))
+            record(&mut conn, &task, &vm, note).await?;
+            tasks::by_id(&mut conn, id).await?.ok_or_else(not_found)
         }
         .await;
-        let (task, _) = tx.finish(result).await?;
+        let task = tx.finish(result).await?;
         self.bus.committed();
         Ok(task)
     }

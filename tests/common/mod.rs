@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use snaptree::config::{DatabaseUrl, DriverConfig, RobotConfig};
+use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, RobotConfig};
 use snaptree::domain::Role;
 use snaptree::server::{ServeOptions, Server};
 use tempfile::TempDir;
@@ -34,6 +34,19 @@ pub fn test_robot() -> RobotConfig {
         retry_cap: Duration::from_millis(100),
         give_up_after: Duration::from_secs(30),
         ..RobotConfig::default()
+    }
+}
+
+/// The default limits without the per-token budgets: tests poll far faster than any
+/// budget allows. (`tests/abuse.rs` attacks the defaults, in a server process of its own.)
+pub fn test_limits() -> Limits {
+    Limits {
+        rates: RateLimits {
+            admin: None,
+            operator: None,
+            viewer: None,
+        },
+        ..Limits::default()
     }
 }
 
@@ -187,6 +200,7 @@ impl TestApp {
             database: db.url.clone(),
             robot,
             drivers,
+            limits: test_limits(),
         };
         let (server, admin) = runtime
             .spawn(async move {
