@@ -27,6 +27,9 @@ type Memo<V> = Shared<BoxFuture<'static, Result<Option<V>, AppError>>>;
 /// The request's loaders: batching, then one load per key.
 pub struct Loaders {
     batch: Arc<DataLoader<Batch>>,
+    /// Who asks, for loads made outside the `DataLoader`.
+    service: Service,
+    caller: Caller,
     /// Per key type, a `HashMap<K, Memo<V>>`; `None` keeps nothing (subscriptions, whose
     /// connection outlives any one answer).
     memo: Option<Mutex<HashMap<TypeId, Box<dyn Any + Send>>>>,
@@ -36,7 +39,15 @@ impl Loaders {
     /// Loaders for one request: each key loads once.
     pub fn new(service: Service, caller: Caller) -> Self {
         Self {
-            batch: Arc::new(DataLoader::new(Batch { service, caller }, tokio::spawn)),
+            batch: Arc::new(DataLoader::new(
+                Batch {
+                    service: service.clone(),
+                    caller: caller.clone(),
+                },
+                tokio::spawn,
+            )),
+            service,
+            caller,
             memo: Some(Mutex::new(HashMap::new())),
         }
     }
@@ -114,20 +125,31 @@ pub struct VmsOn(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DriftOf(pub i64);
 
-/// A host's answer is kept whether it succeeded or not: asking again in the same
-/// request would only make the host answer twice.
-impl Loader<DriftOf> for Batch {
-    type Value = Arc<Result<Vec<Drift>, AppError>>;
-    type Error = AppError;
-
-    async fn load(&self, keys: &[DriftOf]) -> Result<HashMap<DriftOf, Self::Value>, AppError> {
-        let asks = keys.iter().map(|&key| async move {
-            (key, Arc::new(self.service.drift(&self.caller, key.0).await))
-        });
-        Ok(futures_util::future::join_all(asks)
-            .await
-            .into_iter()
-            .collect())
+impl Loaders {
+    /// The drift of VM `key.0`, asked of its host once per request. Not through the
+    /// `DataLoader`, which runs its loads on tasks of their own: a host call must end
+    /// when the request does (its deadline passed, its client left), or a hung host
+    /// would keep its process, and its place in the host's limit, for good.
+    pub async fn drift(&self, key: DriftOf) -> Arc<Result<Vec<Drift>, AppError>> {
+        let (service, caller) = (self.service.clone(), self.caller.clone());
+        let ask = async move { Arc::new(service.drift(&caller, key.0).await) };
+        let Some(memo) = &self.memo else {
+            return ask.await;
+        };
+        type Asked = Shared<BoxFuture<'static, Arc<Result<Vec<Drift>, AppError>>>>;
+        let shared = {
+            let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
+            let by_key = memo
+                .entry(TypeId::of::<DriftOf>())
+                .or_insert_with(|| Box::new(HashMap::<DriftOf, Asked>::new()))
+                .downcast_mut::<HashMap<DriftOf, Asked>>()
+                .expect("each key type has one value type");
+            by_key
+                .entry(key)
+                .or_insert_with(|| ask.boxed().shared())
+                .clone()
+        };
+        shared.await
     }
 }
 

@@ -185,7 +185,10 @@ impl Vm {
     /// host now (once per request, however often it is asked for); empty when they agree,
     /// at most 200 entries. (While a task runs they differ for a moment.)
     async fn drift(&self, ctx: &Context<'_>) -> Result<Vec<DriftEntry>> {
-        let found: Arc<Result<Vec<_>, AppError>> = one(ctx, DriftOf(self.0.id)).await?;
+        let found = ctx
+            .data_unchecked::<Loaders>()
+            .drift(DriftOf(self.0.id))
+            .await;
         match &*found {
             Ok(found) => Ok(found
                 .iter()

@@ -42,9 +42,10 @@ use crate::service::{Caller, Session};
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest operation id accepted.
 const MAX_ID_BYTES: usize = 128;
-/// Control messages (acks, pongs, refusals) waiting to be written. A client that keeps
-/// sending without reading fills it and is dropped.
-const CONTROL_QUEUE: usize = 16;
+/// Control messages (acks, pongs, refusals) waiting to be written.
+const CONTROL_QUEUE: usize = 64;
+/// How long a client may leave what it was sent unread before it is dropped.
+const STALL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Results waiting to be written; past this, operations wait for the client to read.
 const DATA_QUEUE: usize = 64;
 
@@ -149,11 +150,11 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// Queues a control message; false when the client is not reading.
-    fn control(&self, message: Value) -> bool {
-        self.control
-            .try_send(Message::Text(message.to_string().into()))
-            .is_ok()
+    /// Queues a control message; false when the client has not read what it was sent
+    /// for [`STALL`] (reading its next message waits meanwhile), or is gone.
+    async fn control(&self, message: Value) -> bool {
+        let send = self.control.send(Message::Text(message.to_string().into()));
+        matches!(tokio::time::timeout(STALL, send).await, Ok(Ok(())))
     }
 
     /// Queues a result, waiting while the client catches up; false when it is gone.
@@ -206,13 +207,27 @@ async fn serve(app: AppState, socket: WebSocket, protocol: Protocol) {
     if let Some((code, reason)) = closing {
         let frame = CloseFrame {
             code,
-            reason: Utf8Bytes::from(reason),
+            reason: Utf8Bytes::from(close_reason(reason)),
         };
         let _ = out.control.try_send(Message::Close(Some(frame)));
     }
     drop(out);
     let grace = std::time::Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, writer).await;
+}
+
+/// `reason` cut to the 123 bytes a close frame can carry (a longer one would make the
+/// frame invalid, and the connection would end without a code).
+fn close_reason(mut reason: String) -> String {
+    const MAX: usize = 123;
+    if reason.len() > MAX {
+        let mut end = MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// Writes queued messages, control ones first, until a close frame or the queues end.
@@ -284,7 +299,7 @@ impl Connection {
                     }
                     let _ = self.out.control.try_send(Message::Ping(Default::default()));
                     if self.out.protocol == Protocol::Legacy && self.caller.is_some() {
-                        self.out.control(json!({ "type": "ka" }));
+                        let _ = self.out.control.try_send(Message::Text(r#"{"type":"ka"}"#.into()));
                     }
                 }
                 _ = stop.changed() => return closing(1001, "The server is stopping"),
@@ -315,7 +330,7 @@ impl Connection {
                 }
                 // The legacy protocol confirms a stop.
                 self.out.protocol == Protocol::TransportWs
-                    || self.out.control(json!({ "type": "complete", "id": id }))
+                    || self.out.control(json!({ "type": "complete", "id": id })).await
             }
             ClientMessage::Ping { payload } => match self.out.protocol {
                 Protocol::TransportWs => {
@@ -323,7 +338,7 @@ impl Connection {
                     if let Some(payload) = payload {
                         pong["payload"] = payload;
                     }
-                    self.out.control(pong)
+                    self.out.control(pong).await
                 }
                 Protocol::Legacy => true,
             },
@@ -368,7 +383,7 @@ impl Connection {
             Err(err) => return closing(4429, err.public_message()),
         }
         self.caller = Some(caller);
-        if self.out.control(json!({ "type": "connection_ack" })) {
+        if self.out.control(json!({ "type": "connection_ack" })).await {
             None
         } else {
             closing(1008, "Messages are not being read")
@@ -402,7 +417,7 @@ impl Connection {
                 ),
                 retry_after_seconds: 1,
             };
-            return self.refuse(&id, err);
+            return self.refuse(&id, err).await;
         }
         // A socket authenticates once; each operation checks that its token still holds.
         match service.check_live(&caller).await {
@@ -410,11 +425,11 @@ impl Connection {
             Err(AppError::Unauthenticated(_)) => {
                 return closing(4403, "Forbidden: the token has been revoked");
             }
-            Err(err) => return self.refuse(&id, err),
+            Err(err) => return self.refuse(&id, err).await,
         }
         let admitted = match self.app.gate.admit(&service, &caller, &mut request) {
             Ok(admitted) => admitted,
-            Err(err) => return self.refuse(&id, err),
+            Err(err) => return self.refuse(&id, err).await,
         };
         let loaders = if admitted.kind == Some(OperationType::Subscription) {
             // A subscription's events are read afresh each time.
@@ -437,12 +452,10 @@ impl Connection {
     }
 
     /// Refuses operation `id` with `err`.
-    fn refuse(&self, id: &str, err: AppError) -> Option<Closing> {
+    async fn refuse(&self, id: &str, err: AppError) -> Option<Closing> {
         let errors = vec![err.into_server_error()];
-        if self
-            .out
-            .control(error_message(self.out.protocol, id, &errors))
-        {
+        let refusal = error_message(self.out.protocol, id, &errors);
+        if self.out.control(refusal).await {
             None
         } else {
             closing(1008, "Messages are not being read")

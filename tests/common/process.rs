@@ -32,6 +32,20 @@ impl ServerProcess {
     /// `snaptree serve` on an ephemeral port with `extra` flags, ready once it has
     /// printed its address.
     pub fn start(database: &str, sim_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_logging(database, sim_dir, extra, None)
+    }
+
+    /// Like [`ServerProcess::start`], its log (warnings and worse) going to `log`.
+    pub fn start_logging(
+        database: &str,
+        sim_dir: &Path,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> Self {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_snaptree"))
             .args([
                 "serve",
@@ -45,7 +59,7 @@ impl ServerProcess {
             .args(extra)
             .env("SNAPTREE_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("snaptree serve starts");
         let mut line = String::new();
@@ -67,14 +81,7 @@ impl ServerProcess {
 
     /// Its resident memory, in KiB; 0 once it has exited.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()));
-        status
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-                line.split_whitespace().nth(1)?.parse().ok()
-            })
-            .unwrap_or(0)
+        rss_kib(self.pid())
     }
 
     /// Whether it is still running.
@@ -93,4 +100,68 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Kills a server whose resident memory passes a ceiling, so that an attack that gets
+/// through fails its test instead of exhausting the machine; remembers the peak.
+pub struct Watchdog {
+    peak_kib: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    /// Watches process `pid`, killing it past `ceiling_kib`.
+    pub fn new(pid: u32, ceiling_kib: u64) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let tripped = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (peak, trip, done) = (peak_kib.clone(), tripped.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let rss = rss_kib(pid);
+                peak.fetch_max(rss, Ordering::Relaxed);
+                if rss > ceiling_kib {
+                    trip.store(true, Ordering::Relaxed);
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        Self {
+            peak_kib,
+            tripped,
+            stop,
+        }
+    }
+
+    /// The highest resident memory seen, in KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak_kib.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether it had to kill the server.
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Resident memory of process `pid`, in KiB; 0 when it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }

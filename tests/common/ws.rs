@@ -23,9 +23,9 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Connects to `url` (the server's `http://.../graphql`) and sends `connection_init`
-    /// with `token`; `Err((code, reason))` when the server closes instead of accepting.
-    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, (u16, String)> {
+    /// Opens a `graphql-transport-ws` socket to `url` (the server's `http://.../graphql`)
+    /// and sends nothing yet.
+    pub async fn open(url: &str) -> Self {
         let mut request = url
             .replacen("http://", "ws://", 1)
             .into_client_request()
@@ -37,7 +37,13 @@ impl Subscriber {
         let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("the upgrade succeeds");
-        let mut sub = Self { ws };
+        Self { ws }
+    }
+
+    /// Connects to `url` (the server's `http://.../graphql`) and sends `connection_init`
+    /// with `token`; `Err((code, reason))` when the server closes instead of accepting.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, (u16, String)> {
+        let mut sub = Self::open(url).await;
         let payload = match token {
             Some(t) => json!({ "authorization": format!("Bearer {t}") }),
             None => json!({}),
@@ -62,11 +68,14 @@ impl Subscriber {
         }
     }
 
-    async fn send(&mut self, message: Value) {
-        self.ws
-            .send(Message::Text(message.to_string().into()))
-            .await
-            .unwrap();
+    /// Sends one JSON message.
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    /// Sends one text frame as it is (the server may already have closed: ignored).
+    pub async fn send_text(&mut self, text: String) {
+        let _ = self.ws.send(Message::Text(text.into())).await;
     }
 
     pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
