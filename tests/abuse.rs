@@ -101,7 +101,10 @@ impl Target {
 
     /// Another client's simple query is answered.
     async fn still_answers(&self) {
-        assert!(!self.watchdog.tripped(), "the server passed the memory ceiling");
+        assert!(
+            !self.watchdog.tripped(),
+            "the server passed the memory ceiling"
+        );
         let data = self
             .api
             .data(&self.api.admin, "{ vm(id: 1) { id name } }", json!({}))
@@ -113,7 +116,10 @@ impl Target {
     async fn settles(&self, before: u64, attack: &str) {
         let start = Instant::now();
         loop {
-            assert!(!self.watchdog.tripped(), "{attack}: passed the memory ceiling");
+            assert!(
+                !self.watchdog.tripped(),
+                "{attack}: passed the memory ceiling"
+            );
             let now = self.server.rss_kib();
             if now * 5 <= before * 6 {
                 eprintln!(
@@ -169,7 +175,9 @@ async fn a_revoked_token_loses_its_sockets_on_every_server_and_cannot_act() {
     let subscription = "subscription { events { id } }";
     let mut here = Subscriber::connect(&t.url(), Some(&doomed)).await.unwrap();
     here.subscribe("e", subscription, json!({})).await;
-    let mut there = Subscriber::connect(&other_url, Some(&doomed)).await.unwrap();
+    let mut there = Subscriber::connect(&other_url, Some(&doomed))
+        .await
+        .unwrap();
     there.subscribe("e", subscription, json!({})).await;
     let mut acting = Subscriber::connect(&t.url(), Some(&doomed)).await.unwrap();
 
@@ -201,7 +209,10 @@ async fn a_revoked_token_loses_its_sockets_on_every_server_and_cannot_act() {
     assert!(reason.contains("revoked"), "{reason}");
     let (code, _) = closed(&mut there).await;
     assert_eq!(code, 4403);
-    eprintln!("both sockets closed {} ms after the revocation", at.elapsed().as_millis());
+    eprintln!(
+        "both sockets closed {} ms after the revocation",
+        at.elapsed().as_millis()
+    );
     // Nothing of it was recorded, and neither HTTP nor a new socket takes the token.
     let data = t
         .api
@@ -212,7 +223,10 @@ async fn a_revoked_token_loses_its_sockets_on_every_server_and_cannot_act() {
         )
         .await;
     assert_eq!(data["vm"]["snapshots"], json!([]));
-    let body = t.api.request(Some(&doomed), "{ hosts { id } }", json!({})).await;
+    let body = t
+        .api
+        .request(Some(&doomed), "{ hosts { id } }", json!({}))
+        .await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");
     let refused = Subscriber::connect(&other_url, Some(&doomed)).await;
     assert_eq!(refused.err().unwrap().0, 4403);
@@ -250,7 +264,14 @@ fn costly_documents() -> Vec<(&'static str, String)> {
             ));
         }
         doubling.push_str(&format!("{{ ...F{levels} }}"));
-        docs.push((if levels == 22 { "doubling fragments 22" } else { "doubling fragments 39" }, doubling));
+        docs.push((
+            if levels == 22 {
+                "doubling fragments 22"
+            } else {
+                "doubling fragments 39"
+            },
+            doubling,
+        ));
     }
     // One fragment spread as often as the size limit allows.
     let spreads = "...F ".repeat(6000);
@@ -279,7 +300,10 @@ fn costly_documents() -> Vec<(&'static str, String)> {
         .collect();
     docs.push(("600 aliases", format!("{{ {} }}", aliases.join(" "))));
     // Brackets nested far deeper than any field may be.
-    docs.push(("5,000 nested braces", format!("{}{}", "{ a ".repeat(5_000), "}".repeat(5_000))));
+    docs.push((
+        "5,000 nested braces",
+        format!("{}{}", "{ a ".repeat(5_000), "}".repeat(5_000)),
+    ));
     docs
 }
 
@@ -287,7 +311,9 @@ fn costly_documents() -> Vec<(&'static str, String)> {
 async fn costly_queries_are_refused_before_they_run_on_every_transport() {
     let t = Target::start(&[]).await;
     let before = t.baseline().await;
-    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer)).await.unwrap();
+    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer))
+        .await
+        .unwrap();
     for (i, (attack, doc)) in costly_documents().into_iter().enumerate() {
         assert!(doc.len() <= 32 * 1024, "{attack} is {} bytes", doc.len());
         let body = t.api.request(Some(&t.viewer), &doc, json!({})).await;
@@ -300,7 +326,10 @@ async fn costly_queries_are_refused_before_they_run_on_every_transport() {
         socket.subscribe(&format!("q{i}"), &doc, json!({})).await;
         match socket.next().await {
             Frame::Error(_, payload) => {
-                assert_eq!(payload[0]["extensions"]["code"], "QUERY_TOO_COMPLEX", "{attack}")
+                assert_eq!(
+                    payload[0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+                    "{attack}"
+                )
             }
             other => panic!("{attack} over the socket answered {other:?}"),
         }
@@ -409,7 +438,11 @@ async fn host_calls_are_shared_within_a_request_limited_per_host_and_cut_off() {
     let before = lists();
     let data = t
         .api
-        .data(&t.viewer, &format!("{{ {} }}", aliases.join(" ")), json!({}))
+        .data(
+            &t.viewer,
+            &format!("{{ {} }}", aliases.join(" ")),
+            json!({}),
+        )
         .await;
     assert_eq!(data["d39"]["drift"], json!([]));
     assert_eq!(lists() - before, 1);
@@ -419,7 +452,11 @@ async fn host_calls_are_shared_within_a_request_limited_per_host_and_cut_off() {
         .collect();
     let body = t
         .api
-        .request(Some(&t.admin()), &format!("{{ {} }}", aliases.join(" ")), json!({}))
+        .request(
+            Some(&t.admin()),
+            &format!("{{ {} }}", aliases.join(" ")),
+            json!({}),
+        )
         .await;
     assert_eq!(error_code(&body), "QUERY_TOO_COMPLEX");
     assert_eq!(lists() - before, 1);
@@ -433,22 +470,38 @@ async fn host_calls_are_shared_within_a_request_limited_per_host_and_cut_off() {
     });
     futures_util::future::join_all(asks).await;
     let seen = std::fs::read_to_string(dir.path().join("concurrency.log")).unwrap();
-    let most = seen.lines().filter_map(|l| l.trim().parse::<u32>().ok()).max();
+    let most = seen
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .max();
     assert!(matches!(most, Some(2..=4)), "{most:?} host calls at once");
 
     // A host call that hangs is cut off at the deadline, with everything it started.
     let body = t
         .api
-        .request(Some(&t.admin()), &format!("{{ vm(id: {hung}) {{ drift {{ kind }} }} }}"), json!({}))
+        .request(
+            Some(&t.admin()),
+            &format!("{{ vm(id: {hung}) {{ drift {{ kind }} }} }}"),
+            json!({}),
+        )
         .await;
     assert_eq!(error_code(&body), "TIMEOUT", "{body}");
-    wait_until("the hung host call's processes end", || processes(&virsh_flag) == 0).await;
+    wait_until("the hung host call's processes end", || {
+        processes(&virsh_flag) == 0
+    })
+    .await;
 
     // A client that goes away takes its request with it, long before the deadline.
     let patient = ServerProcess::start(
         &t.db.cli_url(),
         &t.dir.path().join("sim"),
-        &["--no-robot", "--request-timeout", "600", "--virsh", &virsh_flag],
+        &[
+            "--no-robot",
+            "--request-timeout",
+            "600",
+            "--virsh",
+            &virsh_flag,
+        ],
     );
     let client = reqwest::Client::new();
     let request = client
@@ -458,7 +511,10 @@ async fn host_calls_are_shared_within_a_request_limited_per_host_and_cut_off() {
         .send();
     let _ = tokio::time::timeout(Duration::from_secs(2), request).await;
     assert!(processes(&virsh_flag) >= 1, "the host call was running");
-    wait_until("the abandoned request's processes end", || processes(&virsh_flag) == 0).await;
+    wait_until("the abandoned request's processes end", || {
+        processes(&virsh_flag) == 0
+    })
+    .await;
     t.still_answers().await;
 }
 
@@ -482,7 +538,11 @@ async fn host_uris_cannot_run_programs_or_reach_other_sockets() {
     let t = Target::start(&[]).await;
     let marker = t.dir.path().join("marker");
     let program = t.dir.path().join("evil.sh");
-    std::fs::write(&program, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\ntouch '{}'\n", marker.display()),
+    )
+    .unwrap();
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
     let program = program.display().to_string();
     let parameters = [
@@ -506,10 +566,20 @@ async fn host_uris_cannot_run_programs_or_reach_other_sockets() {
             let uri = format!("{base}?{parameter}");
             let body = t
                 .api
-                .request(Some(&t.admin()), create, json!({ "n": format!("h{i}"), "h": "KVM", "u": uri }))
+                .request(
+                    Some(&t.admin()),
+                    create,
+                    json!({ "n": format!("h{i}"), "h": "KVM", "u": uri }),
+                )
                 .await;
             assert_eq!(error_code(&body), "VALIDATION", "{uri}: {body}");
-            let name = parameter.rsplit('&').next().unwrap().split('=').next().unwrap();
+            let name = parameter
+                .rsplit('&')
+                .next()
+                .unwrap()
+                .split('=')
+                .next()
+                .unwrap();
             let message = body["errors"][0]["message"].as_str().unwrap();
             assert!(message.contains(&format!("\"{name}\"")), "{uri}: {message}");
         }
@@ -523,7 +593,11 @@ async fn host_uris_cannot_run_programs_or_reach_other_sockets() {
     ] {
         let body = t
             .api
-            .request(Some(&t.admin()), create, json!({ "n": "x", "h": "KVM", "u": uri }))
+            .request(
+                Some(&t.admin()),
+                create,
+                json!({ "n": "x", "h": "KVM", "u": uri }),
+            )
             .await;
         assert_eq!(error_code(&body), "VALIDATION", "{uri}: {body}");
     }
@@ -534,7 +608,11 @@ async fn host_uris_cannot_run_programs_or_reach_other_sockets() {
     ] {
         let body = t
             .api
-            .request(Some(&t.admin()), create, json!({ "n": "x", "h": "HYPERV", "u": uri }))
+            .request(
+                Some(&t.admin()),
+                create,
+                json!({ "n": "x", "h": "HYPERV", "u": uri }),
+            )
             .await;
         assert_eq!(error_code(&body), "VALIDATION", "{uri}: {body}");
     }
@@ -573,7 +651,10 @@ async fn create_host_gives_up_on_a_host_that_never_answers() {
     assert!(message.contains("did not answer within 2 s"), "{message}");
     // The ssh that virsh started went with it.
     let needle = format!("{port}");
-    wait_until("the host check's processes end", || processes(&format!("ssh.*{needle}")) == 0).await;
+    wait_until("the host check's processes end", || {
+        processes(&format!("ssh.*{needle}")) == 0
+    })
+    .await;
     drop(held);
 }
 
@@ -583,7 +664,9 @@ async fn one_socket_and_one_token_hold_a_bounded_number_of_subscriptions() {
     let before = t.baseline().await;
     // 5,000 subscriptions on one socket (ADMIN: no budget, so only the socket's cap
     // stops them).
-    let mut socket = Subscriber::connect(&t.url(), Some(&t.admin())).await.unwrap();
+    let mut socket = Subscriber::connect(&t.url(), Some(&t.admin()))
+        .await
+        .unwrap();
     let subscribe = |i: usize| (format!("s{i}"), "subscription { events { id } }");
     for i in 0..100 {
         let (id, query) = subscribe(i);
@@ -617,23 +700,38 @@ async fn one_socket_and_one_token_hold_a_bounded_number_of_subscriptions() {
     // A VIEWER token holds at most 20 sockets.
     let mut sockets = Vec::new();
     for _ in 0..20 {
-        sockets.push(Subscriber::connect(&t.url(), Some(&t.viewer)).await.unwrap());
+        sockets.push(
+            Subscriber::connect(&t.url(), Some(&t.viewer))
+                .await
+                .unwrap(),
+        );
     }
     let refused = Subscriber::connect(&t.url(), Some(&t.viewer)).await;
     assert_eq!(refused.err().unwrap().0, 4429);
     drop(sockets);
     // And its budget stops a flood of subscribes on one socket.
-    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer)).await.unwrap();
+    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer))
+        .await
+        .unwrap();
     for i in 0..200 {
         socket
-            .subscribe(&format!("v{i}"), "subscription { events { id } }", json!({}))
+            .subscribe(
+                &format!("v{i}"),
+                "subscription { events { id } }",
+                json!({}),
+            )
             .await;
     }
     let mut limited = 0;
     while limited == 0 {
         if let Frame::Error(_, payload) = socket.next().await {
             assert_eq!(payload[0]["extensions"]["code"], "RATE_LIMITED");
-            assert!(payload[0]["extensions"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
+            assert!(
+                payload[0]["extensions"]["retryAfterSeconds"]
+                    .as_u64()
+                    .unwrap()
+                    >= 1
+            );
             limited += 1;
         }
     }
@@ -643,20 +741,30 @@ async fn one_socket_and_one_token_hold_a_bounded_number_of_subscriptions() {
 async fn slow_and_silent_clients_are_cut_off() {
     let t = Target::start(&[]).await;
     let before = t.baseline().await;
-    let addr = t.api.url.trim_start_matches("http://").trim_end_matches("/graphql").to_owned();
+    let addr = t
+        .api
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/graphql")
+        .to_owned();
 
     // 1,000 connections that never finish their headers.
     let mut idle = Vec::new();
     for _ in 0..1000 {
         let mut tcp = TcpStream::connect(&addr).await.unwrap();
-        tcp.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        tcp.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         idle.push(tcp);
     }
     t.still_answers().await;
     for mut tcp in idle {
         let mut buf = [0u8; 256];
         let read = tokio::time::timeout(GUARD, tcp.read(&mut buf)).await;
-        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a silent connection stayed open");
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent connection stayed open"
+        );
     }
     t.settles(before, "1,000 unfinished headers").await;
 
@@ -694,11 +802,15 @@ async fn slow_and_silent_clients_are_cut_off() {
 
     // An idle keep-alive connection is closed too.
     let mut tcp = TcpStream::connect(&addr).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 1024];
     let n = tcp.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let read = tokio::time::timeout(GUARD, tcp.read(&mut buf)).await.unwrap();
+    let read = tokio::time::timeout(GUARD, tcp.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(read, Ok(0) | Err(_)));
 
     // 1,000 WebSockets that never send connection_init are closed with 4408.
@@ -724,24 +836,34 @@ async fn the_protocol_is_held_to() {
         .await;
     assert_eq!(closed(&mut socket).await.0, 4401);
     // An id already running: 4409.
-    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer)).await.unwrap();
+    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer))
+        .await
+        .unwrap();
     socket.subscribe("same", query, json!({})).await;
     socket.subscribe("same", query, json!({})).await;
     let (code, reason) = closed(&mut socket).await;
     assert_eq!(code, 4409, "{reason}");
     // A second connection_init: 4429.
-    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer)).await.unwrap();
+    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer))
+        .await
+        .unwrap();
     let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", t.viewer) } });
     socket.send(init).await;
     assert_eq!(closed(&mut socket).await.0, 4429);
     // Not JSON of the protocol: 4400.
-    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer)).await.unwrap();
+    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer))
+        .await
+        .unwrap();
     socket.send_text("{\"type\": \"launch\"}".into()).await;
     assert_eq!(closed(&mut socket).await.0, 4400);
     // An id can be used again once its operation completed.
-    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer)).await.unwrap();
+    let mut socket = Subscriber::connect(&t.url(), Some(&t.viewer))
+        .await
+        .unwrap();
     for _ in 0..3 {
-        socket.subscribe("again", "{ hosts { id } }", json!({})).await;
+        socket
+            .subscribe("again", "{ hosts { id } }", json!({}))
+            .await;
         assert!(matches!(socket.next().await, Frame::Next(..)));
         assert!(matches!(socket.next().await, Frame::Complete(_)));
     }
@@ -777,7 +899,11 @@ async fn concurrent_cancels_record_one_request() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("cancel requested")))
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("cancel requested"))
+        })
         .count();
     assert_eq!(asked, 1, "{done:#}");
 }
@@ -787,7 +913,11 @@ async fn wait_for_running(t: &Target, task: &str) {
     loop {
         let data = t
             .api
-            .data(&t.api.admin, "query($t: ID!) { task(id: $t) { state } }", json!({ "t": task }))
+            .data(
+                &t.api.admin,
+                "query($t: ID!) { task(id: $t) { state } }",
+                json!({ "t": task }),
+            )
             .await;
         if data["task"]["state"] == "RUNNING" {
             return;
@@ -816,7 +946,11 @@ async fn budgets_limit_tokens_but_not_admin() {
         }
     }
     let response = limited.expect("a VIEWER is held to its budget");
-    let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry >= 1);
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_code(&body), "RATE_LIMITED");

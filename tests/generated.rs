@@ -57,7 +57,9 @@ impl Schema {
         let mut objects = HashMap::new();
         let mut enums = HashMap::new();
         for def in doc.definitions {
-            let TypeSystemDefinition::Type(ty) = def else { continue };
+            let TypeSystemDefinition::Type(ty) = def else {
+                continue;
+            };
             let name = ty.node.name.node.to_string();
             match ty.node.kind {
                 TypeKind::Object(object) => {
@@ -127,9 +129,13 @@ impl Generator<'_> {
 
     /// A string literal, sometimes full of quotes, escapes and braces.
     fn string(&mut self) -> String {
-        let pool = ['a', 'Z', '"', '\\', '{', '}', ' ', 'é', '$', '\n', '\'', '#', '\u{2019}'];
+        let pool = [
+            'a', 'Z', '"', '\\', '{', '}', ' ', 'é', '$', '\n', '\'', '#', '\u{2019}',
+        ];
         let n = self.rng.usize(0..20);
-        let raw: String = (0..n).map(|_| pool[self.rng.usize(0..pool.len())]).collect();
+        let raw: String = (0..n)
+            .map(|_| pool[self.rng.usize(0..pool.len())])
+            .collect();
         serde_json::to_string(&raw).unwrap()
     }
 
@@ -138,7 +144,11 @@ impl Generator<'_> {
         if self.mistake(10) {
             // A variable, declared with a type that may or may not fit.
             let name = format!("v{}", self.variables.len());
-            let declared = if self.chance(80) { ty.to_string() } else { "String".to_owned() };
+            let declared = if self.chance(80) {
+                ty.to_string()
+            } else {
+                "String".to_owned()
+            };
             let value = match self.rng.u32(0..5) {
                 0 => json!(null),
                 1 => json!(self.rng.i64(-10..300)),
@@ -190,7 +200,9 @@ impl Generator<'_> {
             "Boolean" => self.rng.bool().to_string(),
             "String" => self.string(),
             other => match self.schema.enums.get(other) {
-                Some(values) if !values.is_empty() => values[self.rng.usize(0..values.len())].clone(),
+                Some(values) if !values.is_empty() => {
+                    values[self.rng.usize(0..values.len())].clone()
+                }
                 _ => self.word(),
             },
         }
@@ -306,7 +318,10 @@ impl Generator<'_> {
             .filter(|_| self.rng.u32(0..10) != 0)
             .map(|(name, _, value)| (name.clone(), value.clone()))
             .collect();
-        (format!("{fragments}{head} {body}"), Value::Object(variables))
+        (
+            format!("{fragments}{head} {body}"),
+            Value::Object(variables),
+        )
     }
 
     /// Random bytes, as text.
@@ -322,7 +337,9 @@ impl Generator<'_> {
 fn check_answer(body: &Value, what: &str) -> String {
     match body.get("errors") {
         Some(errors) => {
-            let errors = errors.as_array().unwrap_or_else(|| panic!("{what}: {body}"));
+            let errors = errors
+                .as_array()
+                .unwrap_or_else(|| panic!("{what}: {body}"));
             assert!(!errors.is_empty(), "{what}: {body}");
             for error in errors {
                 let code = error["extensions"]["code"].as_str();
@@ -394,7 +411,10 @@ async fn random_documents_and_bytes_always_get_an_answer_with_a_code() {
             .send()
             .await
             .unwrap();
-        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{query}: {e}"));
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
         slowest = slowest.max(started.elapsed());
         *seen.entry(check_answer(&body, &query)).or_default() += 1;
     }
@@ -403,7 +423,10 @@ async fn random_documents_and_bytes_always_get_an_answer_with_a_code() {
     for _ in 0..1000 {
         let noise = generator.noise();
         let bodies = [
-            client.post(&api.url).bearer_auth(&admin).body(noise.clone()),
+            client
+                .post(&api.url)
+                .bearer_auth(&admin)
+                .body(noise.clone()),
             client
                 .post(&api.url)
                 .bearer_auth(&admin)
@@ -436,9 +459,10 @@ async fn random_documents_and_bytes_always_get_an_answer_with_a_code() {
         }
         let started = Instant::now();
         loop {
-            let frame = tokio::time::timeout(Duration::from_secs(DEADLINE_SECS) + SLACK, socket.next())
-                .await
-                .unwrap_or_else(|_| panic!("no answer within the deadline to {query}"));
+            let frame =
+                tokio::time::timeout(Duration::from_secs(DEADLINE_SECS) + SLACK, socket.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("no answer within the deadline to {query}"));
             match frame {
                 Frame::Next(got, payload) => {
                     check_answer(&payload, &query);
@@ -478,5 +502,8 @@ async fn random_documents_and_bytes_always_get_an_answer_with_a_code() {
     );
     assert!(server.alive(), "the server died");
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(!logged.contains("panicked"), "the server panicked:\n{logged}");
+    assert!(
+        !logged.contains("panicked"),
+        "the server panicked:\n{logged}"
+    );
 }

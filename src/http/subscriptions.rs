@@ -330,7 +330,10 @@ impl Connection {
                 }
                 // The legacy protocol confirms a stop.
                 self.out.protocol == Protocol::TransportWs
-                    || self.out.control(json!({ "type": "complete", "id": id })).await
+                    || self
+                        .out
+                        .control(json!({ "type": "complete", "id": id }))
+                        .await
             }
             ClientMessage::Ping { payload } => match self.out.protocol {
                 Protocol::TransportWs => {

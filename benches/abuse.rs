@@ -1,0 +1,271 @@
+//! `cargo bench --bench abuse`: what each attack of `tests/abuse.rs` does to everyone
+//! else. A release `snaptree serve` (SQLite, default limits) runs as its own process; a
+//! bystander, an OPERATOR of another project, sends a simple query, one at a time,
+//! first at rest and then while each attack runs for a few seconds. Printed, for
+//! BENCHMARKS.md: the bystander's p50/p99 at rest and under each attack, and the
+//! server's resident memory before, at its peak during, and after the attack.
+//!
+//! The attacker sends from this process with the ADMIN token, which has no budget
+//! (unless said otherwise), so that only the limits of each request and connection stand
+//! between it and the server: a tenant's VIEWER token would be throttled to 20 requests a
+//! second besides. Attacker, bystander and server share the machine's two cores.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Api;
+use common::process::{self, ServerProcess, Watchdog};
+use common::ws::Subscriber;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// How long each attack runs while the bystander measures.
+const ATTACK: Duration = Duration::from_secs(5);
+/// Concurrent attacking clients for request floods.
+const ATTACKERS: usize = 8;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The bystander's query latencies while `running` holds.
+async fn bystand(api: Api, token: String, vm: String, running: Arc<AtomicBool>) -> Vec<Duration> {
+    let query = "query($v: ID!) { vm(id: $v) { id name snapshotCount } }";
+    let mut samples = Vec::new();
+    while running.load(Ordering::Relaxed) {
+        let start = Instant::now();
+        let data = api.data(&token, query, json!({ "v": vm })).await;
+        samples.push(start.elapsed());
+        assert_eq!(data["vm"]["id"], vm.as_str());
+    }
+    samples.sort();
+    samples
+}
+
+/// The documents of the attacks that are refused before they run.
+fn documents() -> Vec<(&'static str, String)> {
+    let mut nested = String::from("{ vm(id: 1) { ");
+    for _ in 0..7 {
+        nested.push_str("host { vms { id ");
+    }
+    nested.push_str(&"} } ".repeat(7));
+    nested.push_str("} }");
+    let mut fragments = String::from("fragment F0 on Vm { id name }\n");
+    for i in 1..=10 {
+        let p = i - 1;
+        fragments.push_str(&format!(
+            "fragment F{i} on Vm {{ ...F{p} host {{ vms {{ ...F{p} }} }} }}\n"
+        ));
+    }
+    fragments.push_str("{ vm(id: 1) { ...F10 } }");
+    let mut doubling = String::from("fragment F0 on Query { hosts { id } }\n");
+    for i in 1..=39 {
+        let p = i - 1;
+        doubling.push_str(&format!("fragment F{i} on Query {{ ...F{p} ...F{p} }}\n"));
+    }
+    doubling.push_str("{ ...F39 }");
+    let drift: Vec<String> = (0..1200)
+        .map(|i| format!("d{i}: vm(id: 1) {{ drift {{ kind }} }}"))
+        .collect();
+    vec![
+        ("nested lists, 7 levels (135 bytes)", nested),
+        ("nested named fragments, 10 levels", fragments),
+        ("doubling fragments, 39 levels", doubling),
+        (
+            "1,200 aliased `drift`",
+            format!("{{ {} }}", drift.join(" ")),
+        ),
+    ]
+}
+
+/// Sends `query` as fast as `ATTACKERS` clients can until `running` ends.
+async fn flood(api: &Api, token: &str, query: &str, running: &Arc<AtomicBool>) {
+    let floods = (0..ATTACKERS).map(|_| {
+        let (api, token, query, running) = (
+            api.clone(),
+            token.to_owned(),
+            query.to_owned(),
+            running.clone(),
+        );
+        async move {
+            while running.load(Ordering::Relaxed) {
+                api.request(Some(&token), &query, json!({})).await;
+            }
+        }
+    });
+    futures_util::future::join_all(floods).await;
+}
+
+struct Row {
+    attack: String,
+    p50: Duration,
+    p99: Duration,
+    before: u64,
+    peak: u64,
+    after: u64,
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}/bench.db", dir.path().display());
+        let admin = process::token(&db, "ops", "ADMIN");
+        let server = ServerProcess::start(
+            &db,
+            &dir.path().join("sim"),
+            // The bystander may ask as fast as it likes; attackers keep the defaults.
+            &["--rate-limit", "OPERATOR=100000:100000000"],
+        );
+        let api = Api::new(&server.url, admin.clone());
+        let bystanders = api.create_project("bystanders").await;
+        let bystander = api.create_token(&bystanders, "OPERATOR").await;
+        let tenant = api.create_project("tenant").await;
+        let viewer = api.create_token(&tenant, "VIEWER").await;
+        let host = api.create_host("sim", "SIMULATED", "sim://", None).await;
+        for i in 0..8 {
+            api.create_vm(&host, &tenant, &format!("t{i}")).await;
+        }
+        let mine = api.create_vm(&host, &bystanders, "mine").await;
+        api.snapshot_built(&admin, &mine, "base").await;
+
+        let measure_rest = |label: &'static str| {
+            let (api, bystander, mine) = (api.clone(), bystander.clone(), mine.clone());
+            async move {
+                let running = Arc::new(AtomicBool::new(true));
+                let stop = running.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(ATTACK).await;
+                    stop.store(false, Ordering::Relaxed);
+                });
+                let samples = bystand(api, bystander, mine, running).await;
+                (label, samples)
+            }
+        };
+        // Warm up, then the bystander at rest.
+        measure_rest("warm-up").await;
+        let (_, rest) = measure_rest("rest").await;
+        let mut rows = Vec::new();
+
+        // Each attack: the bystander measures while it runs.
+        macro_rules! attack {
+            ($name:expr, |$running:ident| $body:expr) => {{
+                let before = server.rss_kib();
+                let watchdog = Watchdog::new(server.pid(), u64::MAX);
+                let $running = Arc::new(AtomicBool::new(true));
+                let measuring = tokio::spawn(bystand(api.clone(), bystander.clone(), mine.clone(), $running.clone()));
+                let stop = $running.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(ATTACK).await;
+                    stop.store(false, Ordering::Relaxed);
+                });
+                $body;
+                $running.store(false, Ordering::Relaxed);
+                let samples = measuring.await.unwrap();
+                let peak = watchdog.peak_kib();
+                // Connections close and memory is handed back within seconds.
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                let row = Row {
+                    attack: $name.to_string(),
+                    p50: percentile(&samples, 0.5),
+                    p99: percentile(&samples, 0.99),
+                    before,
+                    peak,
+                    after: server.rss_kib(),
+                };
+                eprintln!("{}: p50 {} p99 {} ({} samples)", row.attack, ms(row.p50), ms(row.p99), samples.len());
+                rows.push(row);
+            }};
+        }
+
+        for (name, doc) in documents() {
+            attack!(name, |running| flood(&api, &admin, &doc, &running).await);
+        }
+        let costly = "{ vms(first: 8) { edges { node { snapshots { id name state history(first: 10) { at actor } } } } } }";
+        attack!("a VIEWER's costliest accepted query, flooded (its budget applies)", |running| {
+            flood(&api, &viewer, costly, &running).await
+        });
+        attack!("5,000 subscriptions on one socket", |running| {
+            let mut socket = Subscriber::connect(&api.url, Some(&admin)).await.unwrap();
+            for i in 0..5000 {
+                socket.subscribe(&format!("s{i}"), "subscription { events { id } }", json!({})).await;
+            }
+            let reading = async {
+                while running.load(Ordering::Relaxed) {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), socket.next()).await;
+                }
+            };
+            reading.await;
+        });
+        let addr = api.url.trim_start_matches("http://").trim_end_matches("/graphql").to_owned();
+        attack!("1,000 connections that never finish their headers", |running| {
+            let mut held = Vec::new();
+            for _ in 0..1000 {
+                let mut tcp = TcpStream::connect(&addr).await.unwrap();
+                let _ = tcp.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n").await;
+                held.push(tcp);
+            }
+            while running.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        attack!("100 bodies trickled a byte a second", |running| {
+            let mut held = Vec::new();
+            for _ in 0..100 {
+                let mut tcp = TcpStream::connect(&addr).await.unwrap();
+                let head = "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+                let _ = tcp.write_all(head.as_bytes()).await;
+                held.push(tcp);
+            }
+            while running.load(Ordering::Relaxed) {
+                for tcp in &mut held {
+                    let _ = tcp.write_all(b" ").await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        attack!("1,000 WebSockets that never send connection_init", |running| {
+            let mut held = Vec::new();
+            for _ in 0..1000 {
+                held.push(Subscriber::open(&api.url).await);
+            }
+            while running.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+
+        println!("\nBystander at rest: p50 {} / p99 {} ({} queries in {} s)\n", ms(percentile(&rest, 0.5)), ms(percentile(&rest, 0.99)), rest.len(), ATTACK.as_secs());
+        println!("| attack ({} s) | bystander p50 | p99 | p99 / p99 at rest | memory before | peak | after |", ATTACK.as_secs());
+        println!("|---|---|---|---|---|---|---|");
+        let rest99 = percentile(&rest, 0.99);
+        for row in rows {
+            println!(
+                "| {} | {} | {} | {:.1}x | {} | {} | {} |",
+                row.attack,
+                ms(row.p50),
+                ms(row.p99),
+                row.p99.as_secs_f64() / rest99.as_secs_f64(),
+                mib(row.before),
+                mib(row.peak),
+                mib(row.after)
+            );
+        }
+        drop(server);
+    });
+}
