@@ -18,7 +18,6 @@
 //! (`RATE_LIMITED`), as do operations the gate refuses.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_graphql::parser::types::OperationType;
@@ -26,12 +25,10 @@ use async_graphql::{Request, Response as GqlResponse, ServerError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{self, AbortHandle, BoxStream, SelectAll, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinSet};
 
 use super::{AppState, bearer_token};
 use crate::error::AppError;
@@ -42,12 +39,9 @@ use crate::service::{Caller, Session};
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest operation id accepted.
 const MAX_ID_BYTES: usize = 128;
-/// Control messages (acks, pongs, refusals) waiting to be written.
-const CONTROL_QUEUE: usize = 64;
-/// How long a client may leave what it was sent unread before it is dropped.
+/// How long a client may leave what it was sent unread before it is dropped. While a
+/// send waits, the connection reads nothing more from the client.
 const STALL: std::time::Duration = std::time::Duration::from_secs(10);
-/// Results waiting to be written; past this, operations wait for the client to read.
-const DATA_QUEUE: usize = 64;
 
 /// The two protocols.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,79 +135,62 @@ pub fn upgrade(app: AppState, upgrade: WebSocketUpgrade, headers: &HeaderMap) ->
         .on_upgrade(move |socket| serve(app, socket, protocol))
 }
 
-/// Where messages to the client go: the writer takes control messages first.
-#[derive(Clone)]
-struct Outbox {
-    control: mpsc::Sender<Message>,
-    data: mpsc::Sender<Message>,
-    protocol: Protocol,
+/// An operation's next answer, or its end (`None`), tagged with its id and generation.
+type Answer = (String, u64, Option<GqlResponse>);
+
+/// An operation running on a connection.
+struct Running {
+    /// Tells apart two operations that used the same id one after the other.
+    generation: u64,
+    /// Stops it.
+    abort: AbortHandle,
+    /// Whether it has answered yet (a first answer of errors alone is an `error`).
+    answered: bool,
 }
 
-impl Outbox {
-    /// Queues a control message; false when the client has not read what it was sent
-    /// for [`STALL`] (reading its next message waits meanwhile), or is gone.
-    async fn control(&self, message: Value) -> bool {
-        let send = self.control.send(Message::Text(message.to_string().into()));
-        matches!(tokio::time::timeout(STALL, send).await, Ok(Ok(())))
-    }
-
-    /// Queues a result, waiting while the client catches up; false when it is gone.
-    async fn data(&self, message: Value) -> bool {
-        let text = Message::Text(message.to_string().into());
-        self.data.send(text).await.is_ok()
-    }
-}
-
-/// The operations running on one connection, by id.
-type Running = Arc<Mutex<HashMap<String, AbortHandle>>>;
-
-/// One connection's state.
+/// One connection: its socket's writing half and what runs on it. One task serves it
+/// all, polling the operations' answers as they come (`SelectAll` polls only those
+/// that woke), so an idle subscription costs little more than its stream.
 struct Connection {
     app: AppState,
-    out: Outbox,
+    protocol: Protocol,
+    sink: SplitSink<WebSocket, Message>,
     /// Set once `connection_init` has been accepted.
     caller: Option<Caller>,
     /// The connection's place in the token's sessions (revocation, the per-token cap).
     session: Option<Session>,
     /// Whether `connection_init` was seen (a second one is refused).
     init_seen: bool,
-    running: Running,
-    /// The operations' tasks; dropping it stops them all.
-    tasks: JoinSet<()>,
+    /// The operations running, by id.
+    running: HashMap<String, Running>,
+    /// The next operation's generation.
+    generation: u64,
+    /// Their answers, as they come.
+    answers: SelectAll<BoxStream<'static, Answer>>,
 }
 
 async fn serve(app: AppState, socket: WebSocket, protocol: Protocol) {
     let (sink, mut stream) = socket.split();
-    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
-    let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
-    let writer = tokio::spawn(write(sink, control_rx, data_rx));
-    let out = Outbox {
-        control: control_tx,
-        data: data_tx,
-        protocol,
-    };
     let mut conn = Connection {
         app,
-        out: out.clone(),
+        protocol,
+        sink,
         caller: None,
         session: None,
         init_seen: false,
-        running: Running::default(),
-        tasks: JoinSet::new(),
+        running: HashMap::new(),
+        generation: 0,
+        answers: SelectAll::new(),
     };
-    let closing = conn.run(&mut stream).await;
-    // Stop every operation before saying goodbye.
-    drop(conn);
-    if let Some((code, reason)) = closing {
+    if let Some((code, reason)) = conn.run(&mut stream).await {
+        // Stop every operation before saying goodbye.
+        conn.answers = SelectAll::new();
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from(close_reason(reason)),
         };
-        let _ = out.control.try_send(Message::Close(Some(frame)));
+        let _ = tokio::time::timeout(STALL, conn.sink.send(Message::Close(Some(frame)))).await;
     }
-    drop(out);
-    let grace = std::time::Duration::from_secs(1);
-    let _ = tokio::time::timeout(grace, writer).await;
 }
 
 /// `reason` cut to the 123 bytes a close frame can carry (a longer one would make the
@@ -230,36 +207,14 @@ fn close_reason(mut reason: String) -> String {
     reason
 }
 
-/// Writes queued messages, control ones first, until a close frame or the queues end.
-async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut control: mpsc::Receiver<Message>,
-    mut data: mpsc::Receiver<Message>,
-) {
-    loop {
-        let message = tokio::select! {
-            biased;
-            Some(message) = control.recv() => message,
-            Some(message) = data.recv() => message,
-            else => return,
-        };
-        let last = matches!(message, Message::Close(_));
-        if sink.send(message).await.is_err() || last {
-            return;
-        }
-    }
-}
-
 impl Connection {
-    /// Reads the client's messages until the connection ends; why the server closes it,
-    /// if it does.
-    async fn run(
-        &mut self,
-        stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    ) -> Option<Closing> {
+    /// Reads the client's messages and sends the operations' answers until the
+    /// connection ends; why the server closes it, if it does.
+    async fn run(&mut self, stream: &mut SplitStream<WebSocket>) -> Option<Closing> {
         let limits = self.app.service.limits().clone();
-        let init_deadline = tokio::time::sleep(limits.ws_init_timeout);
-        let mut init_deadline = std::pin::pin!(init_deadline);
+        // Boxed and dropped once the connection is acknowledged: idle connections are
+        // many, and this is their one timer besides the ping.
+        let mut init_deadline = Some(Box::pin(tokio::time::sleep(limits.ws_init_timeout)));
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.ws_keepalive,
             limits.ws_keepalive,
@@ -267,44 +222,76 @@ impl Connection {
         let mut heard = Instant::now();
         let mut stop = self.app.stop.clone();
         loop {
-            tokio::select! {
-                _ = &mut init_deadline, if self.caller.is_none() => {
-                    return closing(4408, "Connection initialisation timeout");
+            let closing = tokio::select! {
+                _ = expiry(&mut init_deadline) => {
+                    closing(4408, "Connection initialisation timeout")
                 }
                 message = stream.next() => {
-                    let text = match message {
-                        Some(Ok(Message::Text(text))) => text.to_string(),
-                        Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
-                            Ok(text) => text,
-                            Err(_) => return closing(4400, "Messages must be UTF-8 JSON"),
+                    heard = Instant::now();
+                    // Boxed: handling a message (authenticating, admitting an operation)
+                    // awaits large futures, which would otherwise make every idle
+                    // connection's own future as large as they are.
+                    match message {
+                        Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str())).await,
+                        Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
+                            Ok(text) => Box::pin(self.handle(text)).await,
+                            Err(_) => closing(4400, "Messages must be UTF-8 JSON"),
                         },
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
-                        Some(Ok(_)) => {
-                            heard = Instant::now(); // a ping or pong frame
-                            continue;
-                        }
-                    };
-                    heard = Instant::now();
-                    if let Some(close) = self.handle(&text).await {
-                        return Some(close);
+                        Some(Ok(_)) => None, // a ping or pong frame
                     }
                 }
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some((id, generation, answer)) = self.answers.next(), if !self.answers.is_empty() => {
+                    Box::pin(self.deliver(id, generation, answer)).await
+                }
                 _ = revoked(&mut self.session) => {
-                    return closing(4403, "Forbidden: the token has been revoked");
+                    closing(4403, "Forbidden: the token has been revoked")
                 }
                 _ = ping.tick() => {
                     if heard.elapsed() > 3 * limits.ws_keepalive {
-                        return closing(1001, "No answer to pings");
-                    }
-                    let _ = self.out.control.try_send(Message::Ping(Default::default()));
-                    if self.out.protocol == Protocol::Legacy && self.caller.is_some() {
-                        let _ = self.out.control.try_send(Message::Text(r#"{"type":"ka"}"#.into()));
+                        closing(1001, "No answer to pings")
+                    } else {
+                        Box::pin(self.keepalive()).await
                     }
                 }
-                _ = stop.changed() => return closing(1001, "The server is stopping"),
+                _ = stop.changed() => closing(1001, "The server is stopping"),
+            };
+            if closing.is_some() {
+                return closing;
+            }
+            if self.caller.is_some() {
+                init_deadline = None;
             }
         }
+    }
+
+    /// Sends `message`; false when the client has left what it was sent unread for
+    /// [`STALL`] (nothing else happens on the connection meanwhile), or is gone.
+    async fn send(&mut self, message: Message) -> bool {
+        matches!(
+            tokio::time::timeout(STALL, self.sink.send(message)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Sends a protocol message; why the connection must close, if it must.
+    async fn reply(&mut self, message: Value) -> Option<Closing> {
+        if self.send(Message::Text(message.to_string().into())).await {
+            None
+        } else {
+            closing(1008, "Messages are not being read")
+        }
+    }
+
+    /// A WebSocket ping, and the legacy protocol's keep-alive message.
+    async fn keepalive(&mut self) -> Option<Closing> {
+        if !self.send(Message::Ping(Default::default())).await {
+            return closing(1008, "Messages are not being read");
+        }
+        if self.protocol == Protocol::Legacy && self.caller.is_some() {
+            return self.reply(json!({ "type": "ka" })).await;
+        }
+        None
     }
 
     /// Acts on one client message.
@@ -313,46 +300,34 @@ impl Connection {
             Ok(message) => message,
             Err(err) => return closing(4400, format!("Invalid message: {err}")),
         };
-        let sent = match message {
-            ClientMessage::ConnectionInit { payload } => return self.init(payload).await,
-            ClientMessage::Subscribe { id, payload } => return self.subscribe(id, *payload).await,
+        match message {
+            ClientMessage::ConnectionInit { payload } => self.init(payload).await,
+            ClientMessage::Subscribe { id, payload } => self.subscribe(id, *payload).await,
             ClientMessage::Complete { id } => {
                 if self.caller.is_none() {
                     return closing(4401, "Unauthorized");
                 }
-                let stopped = self
-                    .running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                if let Some(handle) = stopped {
-                    handle.abort();
+                if let Some(running) = self.running.remove(&id) {
+                    running.abort.abort();
                 }
                 // The legacy protocol confirms a stop.
-                self.out.protocol == Protocol::TransportWs
-                    || self
-                        .out
-                        .control(json!({ "type": "complete", "id": id }))
-                        .await
+                match self.protocol {
+                    Protocol::TransportWs => None,
+                    Protocol::Legacy => self.reply(json!({ "type": "complete", "id": id })).await,
+                }
             }
-            ClientMessage::Ping { payload } => match self.out.protocol {
+            ClientMessage::Ping { payload } => match self.protocol {
                 Protocol::TransportWs => {
                     let mut pong = json!({ "type": "pong" });
                     if let Some(payload) = payload {
                         pong["payload"] = payload;
                     }
-                    self.out.control(pong).await
+                    self.reply(pong).await
                 }
-                Protocol::Legacy => true,
+                Protocol::Legacy => None,
             },
-            ClientMessage::Pong { .. } => true,
-            ClientMessage::ConnectionTerminate => return closing(1000, ""),
-        };
-        // A client that sends without reading what it is sent is dropped.
-        if sent {
-            None
-        } else {
-            closing(1008, "Messages are not being read")
+            ClientMessage::Pong { .. } => None,
+            ClientMessage::ConnectionTerminate => closing(1000, ""),
         }
     }
 
@@ -386,11 +361,7 @@ impl Connection {
             Err(err) => return closing(4429, err.public_message()),
         }
         self.caller = Some(caller);
-        if self.out.control(json!({ "type": "connection_ack" })).await {
-            None
-        } else {
-            closing(1008, "Messages are not being read")
-        }
+        self.reply(json!({ "type": "connection_ack" })).await
     }
 
     /// `subscribe`: runs one operation, if the connection, the token and the gate allow.
@@ -404,16 +375,12 @@ impl Connection {
                 format!("Operation ids are at most {MAX_ID_BYTES} bytes"),
             );
         }
+        if self.running.contains_key(&id) {
+            return closing(4409, format!("Subscriber for {id} already exists"));
+        }
         let service = self.app.service.clone();
         let limit = service.limits().subscriptions_per_socket;
-        let running = {
-            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if running.contains_key(&id) {
-                return closing(4409, format!("Subscriber for {id} already exists"));
-            }
-            running.len()
-        };
-        if running >= limit {
+        if self.running.len() >= limit {
             let err = AppError::RateLimited {
                 message: format!(
                     "A connection runs at most {limit} operations at once; complete one first."
@@ -442,27 +409,71 @@ impl Connection {
         };
         let request = request.data(caller).data(loaders);
         let answers = self.app.gate.run(&self.app.schema, request, admitted);
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        // Spawned while holding the lock: the task cannot take its id out before it is in.
-        let handle = self.tasks.spawn(forward(
-            answers,
-            id.clone(),
-            self.out.clone(),
-            Arc::clone(&self.running),
-        ));
-        running.insert(id, handle);
+        let (answers, abort) = stream::abortable(answers);
+        self.generation += 1;
+        let (tag, generation) = (id.clone(), self.generation);
+        let tagged = answers
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .map(move |answer| (tag.clone(), generation, answer));
+        self.answers.push(tagged.boxed());
+        self.running.insert(
+            id,
+            Running {
+                generation,
+                abort,
+                answered: false,
+            },
+        );
         None
     }
 
-    /// Refuses operation `id` with `err`.
-    async fn refuse(&self, id: &str, err: AppError) -> Option<Closing> {
-        let errors = vec![err.into_server_error()];
-        let refusal = error_message(self.out.protocol, id, &errors);
-        if self.out.control(refusal).await {
-            None
-        } else {
-            closing(1008, "Messages are not being read")
+    /// Sends an answer of operation `id` (of `generation`), or ends it with `complete`
+    /// (`None`); a first answer of errors alone is sent as `error`. Answers of an
+    /// operation that was completed or refused meanwhile are dropped.
+    async fn deliver(
+        &mut self,
+        id: String,
+        generation: u64,
+        answer: Option<GqlResponse>,
+    ) -> Option<Closing> {
+        // Not running any more (completed or refused meanwhile): nothing to send.
+        let running = self
+            .running
+            .get_mut(&id)
+            .filter(|r| r.generation == generation)?;
+        let Some(mut response) = answer else {
+            self.running.remove(&id);
+            return self.reply(json!({ "type": "complete", "id": id })).await;
+        };
+        graphql::add_codes(&mut response.errors);
+        let failed =
+            !running.answered && response.data == async_graphql::Value::Null && response.is_err();
+        running.answered = true;
+        if failed {
+            if let Some(running) = self.running.remove(&id) {
+                running.abort.abort();
+            }
+            let message = error_message(self.protocol, &id, &response.errors);
+            return self.reply(message).await;
         }
+        let message = json!({ "type": self.protocol.next(), "id": id, "payload": response });
+        self.reply(message).await
+    }
+
+    /// Refuses operation `id` with `err`.
+    async fn refuse(&mut self, id: &str, err: AppError) -> Option<Closing> {
+        let errors = vec![err.into_server_error()];
+        let refusal = error_message(self.protocol, id, &errors);
+        self.reply(refusal).await
+    }
+}
+
+/// Waits for `deadline` (never, when there is none).
+async fn expiry(deadline: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(deadline) => deadline.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -472,42 +483,6 @@ async fn revoked(session: &mut Option<Session>) {
         Some(session) => session.revoked().await,
         None => std::future::pending().await,
     }
-}
-
-/// Sends operation `id`'s results; ends it with `complete`, or with `error` when it
-/// failed before producing any data.
-async fn forward(
-    mut answers: futures_util::stream::BoxStream<'static, GqlResponse>,
-    id: String,
-    out: Outbox,
-    running: Running,
-) {
-    let mut first = true;
-    while let Some(mut response) = answers.next().await {
-        graphql::add_codes(&mut response.errors);
-        let failed = first && response.data == async_graphql::Value::Null && response.is_err();
-        first = false;
-        if failed {
-            running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            let _ = out
-                .data(error_message(out.protocol, &id, &response.errors))
-                .await;
-            return;
-        }
-        let message = json!({ "type": out.protocol.next(), "id": id, "payload": response });
-        if !out.data(message).await {
-            return;
-        }
-    }
-    // Out of the running set first: the client may reuse the id once it reads this.
-    running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
-    let _ = out.data(json!({ "type": "complete", "id": id })).await;
 }
 
 fn error_message(protocol: Protocol, id: &str, errors: &[ServerError]) -> Value {
