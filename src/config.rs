@@ -192,11 +192,11 @@ pub struct Limits {
     /// Most non-closed snapshots a VM may have, whatever its host allows: what bounds a
     /// snapshot tree, and therefore the cost of walking one.
     pub snapshots_per_vm: u32,
-    /// Longest an operation may run; past it, it is cancelled and answered `TIMEOUT`.
-    /// Reading an HTTP request's body counts toward it too.
+    /// Longest a query or mutation may run; past it, it is cancelled and answered
+    /// `TIMEOUT`.
     pub request_timeout: Duration,
-    /// Longest a client may take to send a request's headers; also how long an idle
-    /// keep-alive connection stays open.
+    /// Longest a client may take to send a request's headers, and then its body; also
+    /// how long an idle keep-alive connection stays open.
     pub header_timeout: Duration,
     /// Longest a WebSocket may stay open before its `connection_init` (closed with 4408).
     pub ws_init_timeout: Duration,

@@ -54,8 +54,8 @@ pub struct Server {
     pump: JoinHandle<()>,
     /// Closes the WebSockets of tokens that other processes revoke.
     revocations: JoinHandle<()>,
-    /// Gives memory freed after a burst back to the system.
-    trimmer: JoinHandle<()>,
+    /// Forgets idle budgets and gives memory freed after a burst back to the system.
+    housekeeping: JoinHandle<()>,
 }
 
 /// Builds the service on an opened database.
@@ -82,7 +82,7 @@ impl Server {
             .map(|config| Robot::new(service.clone(), config).spawn(stop.clone()));
         let revocations =
             crate::service::sessions::watch_revocations(service.clone(), stop.clone());
-        let trimmer = spawn_trimmer(stop.clone());
+        let housekeeping = spawn_housekeeping(service.clone(), stop.clone());
         let app = crate::http::router(service.clone(), stop.clone());
         let http = tokio::spawn(crate::http::listener::serve(
             listener,
@@ -98,7 +98,7 @@ impl Server {
             robot,
             pump,
             revocations,
-            trimmer,
+            housekeeping,
         })
     }
 
@@ -111,24 +111,28 @@ impl Server {
         }
         let _ = self.pump.await;
         let _ = self.revocations.await;
-        let _ = self.trimmer.await;
+        let _ = self.housekeeping.await;
     }
 }
 
-/// How often freed memory is handed back.
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the housekeeping runs.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Hands memory freed since the last time back to the system, every few seconds. glibc
-/// keeps what a burst of connections freed in its arenas, so without this a server stays
-/// at its peak for good after an attack it refused; a trim takes well under a millisecond
-/// at snaptree's size.
-fn spawn_trimmer(mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Every few seconds: forgets the budgets of tokens quiet long enough to have a full one
+/// again, and hands memory freed since the last time back to the system. glibc keeps
+/// what a burst of connections freed in its arenas, so without the trim a server stays
+/// at its peak for good after an attack it refused; a trim takes well under a
+/// millisecond at snaptree's size.
+fn spawn_housekeeping(service: Service, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TRIM_EVERY);
+        let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => trim(),
+                _ = tick.tick() => {
+                    service.throttle().forget_idle();
+                    trim();
+                }
                 _ = stop.changed() => return,
             }
         }
