@@ -45,7 +45,12 @@ impl Loaders {
                     caller: caller.clone(),
                 },
                 tokio::spawn,
-            )),
+            )
+            // Keys asked for together are batched anyway: a batch is fetched on a task
+            // of its own, after the resolvers polled with the first key have asked for
+            // theirs. Waiting a further millisecond (the default) only added latency and
+            // a timer thread's wake-up per batch (7% of the tree query's throughput).
+            .delay(std::time::Duration::ZERO)),
             service,
             caller,
             memo: Some(Mutex::new(HashMap::new())),
