@@ -34,7 +34,9 @@ const FIELDS: &str = "id name state active";
 fn baseline(port: u16) -> Child {
     let dir = std::env::var("SNAPTREE_AG_CEILING")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/anchors/ag-ceiling"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/anchors/ag-ceiling")
+        });
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ag-ceiling");
     let built = Command::new("cargo")
         .args(["build", "--release", "--quiet", "--manifest-path"])
@@ -57,7 +59,8 @@ async fn load(url: &str, token: Option<&str>, query: &str) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let running = Arc::new(AtomicBool::new(true));
     let clients = (0..CLIENTS).map(|_| {
-        let (url, body, done, running) = (url.to_owned(), body.clone(), done.clone(), running.clone());
+        let (url, body, done, running) =
+            (url.to_owned(), body.clone(), done.clone(), running.clone());
         let token = token.map(str::to_owned);
         tokio::spawn(async move {
             let client = reqwest::Client::new();

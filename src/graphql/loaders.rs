@@ -39,18 +39,20 @@ impl Loaders {
     /// Loaders for one request: each key loads once.
     pub fn new(service: Service, caller: Caller) -> Self {
         Self {
-            batch: Arc::new(DataLoader::new(
-                Batch {
-                    service: service.clone(),
-                    caller: caller.clone(),
-                },
-                tokio::spawn,
-            )
-            // Keys asked for together are batched anyway: a batch is fetched on a task
-            // of its own, after the resolvers polled with the first key have asked for
-            // theirs. Waiting a further millisecond (the default) only added latency and
-            // a timer thread's wake-up per batch (7% of the tree query's throughput).
-            .delay(std::time::Duration::ZERO)),
+            batch: Arc::new(
+                DataLoader::new(
+                    Batch {
+                        service: service.clone(),
+                        caller: caller.clone(),
+                    },
+                    tokio::spawn,
+                )
+                // Keys asked for together are batched anyway: a batch is fetched on a task
+                // of its own, after the resolvers polled with the first key have asked for
+                // theirs. Waiting a further millisecond (the default) only added latency and
+                // a timer thread's wake-up per batch (7% of the tree query's throughput).
+                .delay(std::time::Duration::ZERO),
+            ),
             service,
             caller,
             memo: Some(Mutex::new(HashMap::new())),
