@@ -153,6 +153,7 @@ fn main() {
             snap / base
         );
         let _ = ceiling.kill();
+        let _ = ceiling.wait();
         drop(server);
     });
 }
