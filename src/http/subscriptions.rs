@@ -13,6 +13,8 @@
 //! | 4409 | `subscribe` with an id already running |
 //! | 4429 | a second `connection_init`, or the token already holds its most sockets |
 //! | 1001 | the server stops, or the client answered no ping for three intervals |
+//! | 1008 | the client left what it was sent unread for 10 s |
+//! | 1011 | the token could not be checked (the database failed) |
 //!
 //! More operations at once than a socket may run get an `error` for that operation
 //! (`RATE_LIMITED`), as do operations the gate refuses.
