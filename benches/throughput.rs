@@ -1,0 +1,155 @@
+//! `cargo bench --bench throughput`: tasks per second as clients see them. A release
+//! `snaptree serve` runs as its own process with a simulated host of no latency; each
+//! action is a `createSnapshot` mutation over HTTP, and its end is the task's final event
+//! on an `events` subscription over a WebSocket. `VMS` VMs each run a chain of `CHAIN`
+//! creates, the next sent when the previous one's end has been seen. Also printed: the
+//! events received per second, and their delivery delay (stored, per the event's `at`,
+//! to received by the subscriber).
+//!
+//! SQLite always; PostgreSQL too when `SNAPTREE_BENCH_POSTGRES_URL` (or
+//! `SNAPTREE_TEST_POSTGRES_URL`) names a server.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use common::process::{self, ServerProcess};
+use common::ws::{Frame, Subscriber};
+use common::{Api, TestDb};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+const VMS: usize = 32;
+const CHAIN: usize = 20;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Results {
+    tasks_per_second: f64,
+    events_per_second: f64,
+    delay_p50_ms: f64,
+    delay_p99_ms: f64,
+}
+
+async fn run(db: TestDb, dir: &std::path::Path) -> Results {
+    let admin = process::token(&db.cli_url(), "bench", "ADMIN");
+    let server = ServerProcess::start(&db.cli_url(), &dir.join("sim"), &[]);
+    let api = Api::new(&server.url, admin.clone());
+    let project = api.create_project("p").await;
+    let host = api.create_host("sim", "SIMULATED", "sim://", None).await;
+    let mut vms = Vec::new();
+    for i in 0..VMS {
+        vms.push(api.create_vm(&host, &project, &format!("vm{i}")).await);
+    }
+
+    // The subscriber: hands each task's final event to whoever waits for that task.
+    let mut socket = Subscriber::connect(&api.url, Some(&admin)).await.unwrap();
+    socket
+        .subscribe(
+            "e",
+            "subscription { events { id state at task { id } } }",
+            json!({}),
+        )
+        .await;
+    let (wait_tx, mut wait_rx) = mpsc::unbounded_channel::<(String, oneshot::Sender<()>)>();
+    let reader = tokio::spawn(async move {
+        let mut waiting: HashMap<String, oneshot::Sender<()>> = HashMap::new();
+        let mut ended: std::collections::HashSet<String> = Default::default();
+        let mut delays = Vec::new();
+        let mut received = 0usize;
+        let mut first: Option<Instant> = None;
+        let mut last = Instant::now();
+        loop {
+            tokio::select! {
+                asked = wait_rx.recv() => match asked {
+                    Some((task, done)) => {
+                        if ended.remove(&task) {
+                            let _ = done.send(());
+                        } else {
+                            waiting.insert(task, done);
+                        }
+                    }
+                    None => break,
+                },
+                frame = socket.next() => {
+                    let Frame::Next(_, payload) = frame else { panic!("{frame:?}") };
+                    let event = &payload["data"]["events"];
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    last = now;
+                    received += 1;
+                    let at = chrono::DateTime::parse_from_rfc3339(event["at"].as_str().unwrap()).unwrap();
+                    let delay = chrono::Utc::now().signed_duration_since(at);
+                    delays.push(delay.num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                    if matches!(event["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
+                        let task = event["task"]["id"].as_str().unwrap().to_owned();
+                        match waiting.remove(&task) {
+                            Some(done) => { let _ = done.send(()); }
+                            None => { ended.insert(task); }
+                        }
+                    }
+                }
+            }
+        }
+        delays.sort_by(f64::total_cmp);
+        let span = last.duration_since(first.unwrap_or(last)).as_secs_f64();
+        (received, span, delays)
+    });
+
+    let started = Instant::now();
+    let chains = vms.iter().enumerate().map(|(v, vm)| {
+        let (api, admin, vm, wait_tx) = (api.clone(), admin.clone(), vm.clone(), wait_tx.clone());
+        async move {
+            for i in 0..CHAIN {
+                let (_, task) = api.create_snapshot(&admin, &vm, &format!("s{v}-{i}")).await;
+                let (done_tx, done_rx) = oneshot::channel();
+                wait_tx.send((task, done_tx)).unwrap();
+                done_rx.await.unwrap();
+            }
+        }
+    });
+    futures_util::future::join_all(chains).await;
+    let elapsed = started.elapsed();
+    drop(wait_tx);
+    let (received, span, delays) = reader.await.unwrap();
+    drop(server);
+    Results {
+        tasks_per_second: (VMS * CHAIN) as f64 / elapsed.as_secs_f64(),
+        events_per_second: received as f64 / span.max(1e-9),
+        delay_p50_ms: percentile(&delays, 0.5),
+        delay_p99_ms: percentile(&delays, 0.99),
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut rows = Vec::new();
+        let dir = tempfile::tempdir().unwrap();
+        rows.push(("SQLite", run(TestDb::sqlite(dir.path()), dir.path()).await));
+        let pg = std::env::var("SNAPTREE_BENCH_POSTGRES_URL")
+            .or_else(|_| std::env::var("SNAPTREE_TEST_POSTGRES_URL"));
+        match pg {
+            Ok(url) => {
+                let dir = tempfile::tempdir().unwrap();
+                rows.push(("PostgreSQL", run(TestDb::postgres(&url).await, dir.path()).await));
+            }
+            Err(_) => eprintln!("(set SNAPTREE_BENCH_POSTGRES_URL to measure PostgreSQL too)"),
+        }
+        println!("| backend | tasks/s (mutation over HTTP to final event over WebSocket) | events/s to the subscriber | delivery delay p50 / p99 |");
+        println!("|---|---|---|---|");
+        for (backend, r) in rows {
+            println!(
+                "| {backend} | {:.0} | {:.0} | {:.2} ms / {:.2} ms |",
+                r.tasks_per_second, r.events_per_second, r.delay_p50_ms, r.delay_p99_ms
+            );
+        }
+    });
+}
