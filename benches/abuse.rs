@@ -119,10 +119,7 @@ struct Row {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = snaptree::server::runtime().unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}/bench.db", dir.path().display());

@@ -88,10 +88,7 @@ async fn load(url: &str, token: Option<&str>, query: &str) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = snaptree::server::runtime().unwrap();
     runtime.block_on(async {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut ceiling = baseline(port);

@@ -126,10 +126,7 @@ async fn run(db: TestDb, dir: &std::path::Path) -> Results {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = snaptree::server::runtime().unwrap();
     runtime.block_on(async {
         let mut rows = Vec::new();
         let dir = tempfile::tempdir().unwrap();
