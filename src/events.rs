@@ -8,6 +8,7 @@
 //! and continues live; if it falls behind the broadcast's buffer, it catches up from the
 //! table again. One table read per wake-up serves every subscriber.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -94,49 +95,170 @@ impl EventBus {
     }
 }
 
+/// How soon the pump looks again while it waits at a gap (PostgreSQL).
+const GAP_RECHECK: Duration = Duration::from_millis(1);
+
+/// Ids that may still commit on PostgreSQL (see [`db::events`]): which event ids are known
+/// final, from observations of the sequence and the running transactions.
+#[derive(Debug, Default)]
+struct Horizon {
+    /// The newest id of the last observation, waiting for a snapshot taken after it.
+    unpaired: Option<i64>,
+    /// (newest id, horizon of a later snapshot): final once every transaction older than
+    /// that horizon has ended.
+    waiting: VecDeque<(i64, i64)>,
+    /// Every id up to here is final: committed, or never will be.
+    stable: i64,
+}
+
+impl Horizon {
+    fn observe(&mut self, seen: db::events::Observation) {
+        if let Some(last) = self.unpaired.take() {
+            self.waiting.push_back((last, seen.xmax));
+        }
+        while let Some(&(last, xmax)) = self.waiting.front() {
+            if seen.xmin < xmax {
+                break;
+            }
+            self.stable = self.stable.max(last);
+            self.waiting.pop_front();
+        }
+        self.unpaired = Some(seen.last_id);
+    }
+}
+
 /// Starts the pump (and, on PostgreSQL, the listener for other processes' commits and
 /// queued tasks). It stops when `shutdown` turns true.
 pub fn spawn_pump(bus: EventBus, db: Db, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let start = match db.reader().await {
-            Ok(mut pooled) => db::events::newest_id(&mut pooled.conn()).await.unwrap_or(0),
-            Err(_) => 0,
+        // SQLite commits ids in order: there a gap is final at once.
+        let mut horizon = (db.backend() == "postgres").then(Horizon::default);
+        let start = loop {
+            match start_position(&db, horizon.as_mut()).await {
+                Ok(start) => break start,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the event log; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
         };
         bus.inner.position.store(start, Ordering::Release);
         let mut listener = listen(&db).await;
+        let mut listened = tokio::time::Instant::now();
+        let mut at_gap = false;
         loop {
+            let recheck = async {
+                if at_gap {
+                    tokio::time::sleep(GAP_RECHECK).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             tokio::select! {
                 _ = bus.inner.committed.notified() => {}
                 channel = next_notification(&mut listener) => match channel.as_deref() {
                     Some(db::tasks::PG_CHANNEL) => { bus.task_queued(); continue; }
                     Some(_) => {}
-                    None => listener = listen(&db).await,
+                    None => {
+                        tracing::warn!("lost the connection that listens for other processes; polling");
+                        listener = None;
+                    }
                 },
+                _ = recheck => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = shutdown.changed() => break,
             }
-            if let Err(err) = pump(&bus, &db).await {
-                tracing::warn!(error = %err, "could not read new task events");
+            // A lost listener comes back by itself (the database restarted); what it
+            // missed meanwhile, the pump and the robot's poll find.
+            if listener.is_none() && db.backend() == "postgres" && listened.elapsed() >= POLL {
+                listened = tokio::time::Instant::now();
+                listener = listen(&db).await;
+                if listener.is_some() {
+                    tracing::info!("listening for other processes again");
+                    bus.task_queued();
+                }
+            }
+            match pump(&bus, &db, horizon.as_mut()).await {
+                Ok(gap) => at_gap = gap,
+                Err(err) => tracing::warn!(error = %err, "could not read new task events"),
             }
         }
     })
 }
 
-/// Reads and broadcasts every event after the bus's position.
-async fn pump(bus: &EventBus, db: &Db) -> crate::AppResult<()> {
+/// Where the pump starts: the newest event on SQLite; on PostgreSQL, the newest id known
+/// final (one that might still commit is published when it does).
+async fn start_position(db: &Db, horizon: Option<&mut Horizon>) -> crate::AppResult<i64> {
+    let mut pooled = db.reader().await?;
+    let mut conn = pooled.conn();
+    let Some(horizon) = horizon else {
+        return Ok(db::events::newest_id(&mut conn).await?);
+    };
+    let mut target = None;
     loop {
-        let after = bus.position();
-        let mut pooled = db.reader().await?;
-        let batch =
-            db::events::after(&mut pooled.conn(), Default::default(), after, None, BATCH).await?;
-        let full = batch.len() as i64 == BATCH;
-        bus.publish(batch);
-        if !full {
-            return Ok(());
+        if let Some(seen) = db::events::observe(&mut conn).await? {
+            horizon.observe(seen);
+            let target = *target.get_or_insert(seen.last_id);
+            if horizon.stable >= target {
+                return Ok(target);
+            }
         }
+        tokio::time::sleep(GAP_RECHECK).await;
     }
 }
 
+/// Reads and broadcasts, in order, every event after the bus's position that is known
+/// final. Returns true when it stopped at a gap that may still fill.
+async fn pump(
+    bus: &EventBus,
+    db: &Db,
+    mut horizon: Option<&mut Horizon>,
+) -> crate::AppResult<bool> {
+    let mut pooled = db.reader().await?;
+    let mut conn = pooled.conn();
+    loop {
+        let after = bus.position();
+        let stable = horizon.as_ref().map_or(i64::MAX, |h| h.stable);
+        let batch = db::events::after(&mut conn, Default::default(), after, None, BATCH).await?;
+        let full = batch.len() as i64 == BATCH;
+        let mut next = after + 1;
+        let mut gap = false;
+        let ready: Vec<TaskEvent> = batch
+            .into_iter()
+            .take_while(|event| {
+                // Publishable when every id before it is here or final.
+                gap = event.id != next && event.id - 1 > stable;
+                next = event.id + 1;
+                !gap
+            })
+            .collect();
+        bus.publish(ready);
+        if !gap {
+            // Nothing after the position up to `stable` is missing now: ids there that
+            // never came never will.
+            if !full && stable != i64::MAX && stable > bus.position() {
+                bus.inner.position.store(stable, Ordering::Release);
+            }
+            if full {
+                continue;
+            }
+            return Ok(false);
+        }
+        let Some(horizon) = horizon.as_deref_mut() else {
+            return Ok(false);
+        };
+        let Some(seen) = db::events::observe(&mut conn).await? else {
+            return Ok(false);
+        };
+        horizon.observe(seen);
+        if horizon.stable <= stable {
+            return Ok(true);
+        }
+    }
+}
 async fn listen(db: &Db) -> Option<db::Listener> {
     match db
         .listen(&[db::events::PG_CHANNEL, db::tasks::PG_CHANNEL])

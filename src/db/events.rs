@@ -1,10 +1,14 @@
 //! Task events: every change of a task's state, phase or progress, numbered in one
-//! sequence across the whole system, in commit order.
+//! sequence across the whole system.
 //!
-//! On PostgreSQL, ids come from a sequence and concurrent transactions could commit them
-//! out of order, which a reader following the table by id would see as a gap that later
-//! fills. So every transaction that writes an event takes one advisory lock first: event
-//! ids then commit in order. (SQLite has one writer anyway.) Each such transaction also
+//! Readers follow the table in id order, so they must never pass an id that could still
+//! commit. SQLite has one writer: ids commit in order, and a missing id never comes. On
+//! PostgreSQL, concurrent transactions take ids from a sequence and may commit out of
+//! order; rather than serialise their commits, readers wait at a gap until it fills or is
+//! known final, which [`observe`] tells them: every transaction that held an id up to a
+//! sequence value read before a snapshot has ended once a later snapshot's oldest running
+//! transaction is newer than that snapshot's horizon (`xmax`). For that, a transaction
+//! takes its transaction id before its first event id. Each such transaction also
 //! notifies other processes (`pg_notify`), delivered at commit.
 
 use diesel::prelude::*;
@@ -15,16 +19,14 @@ use super::models::{NewTaskEvent, TaskEvent};
 use super::schema::task_events::dsl::*;
 use super::{Conn, run};
 
-/// Any key will do, as long as nothing else on the server uses it.
-const PG_EVENT_ORDER_LOCK: i64 = 0x736e_6170_6576_7473; // "snapevts"
-
 /// The PostgreSQL channel that tells other processes events were committed.
 pub const PG_CHANNEL: &str = "snaptree_events";
 
 pub async fn insert(conn: &mut Conn<'_>, new: NewTaskEvent<'_>) -> QueryResult<TaskEvent> {
     if let Conn::Pg(c) = conn {
+        // The transaction id first (see the module's doc), then the wake-up for others.
         diesel::sql_query(format!(
-            "SELECT pg_advisory_xact_lock({PG_EVENT_ORDER_LOCK}), pg_notify('{PG_CHANNEL}', '')"
+            "SELECT pg_current_xact_id(), pg_notify('{PG_CHANNEL}', '')"
         ))
         .execute(&mut **c)
         .await?;
@@ -112,4 +114,33 @@ pub async fn newest_id(conn: &mut Conn<'_>) -> QueryResult<i64> {
         .first(c)
         .await)?;
     Ok(newest.unwrap_or(0))
+}
+
+/// What a reader on PostgreSQL sees of ids that may still commit: the newest event id
+/// handed out, read after this statement's snapshot was taken, and that snapshot's
+/// oldest running transaction and horizon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, QueryableByName)]
+pub struct Observation {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub last_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub xmin: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub xmax: i64,
+}
+
+/// Observes the event sequence and running transactions (PostgreSQL; `None` on SQLite,
+/// where a missing id never comes).
+pub async fn observe(conn: &mut Conn<'_>) -> QueryResult<Option<Observation>> {
+    let Conn::Pg(c) = conn else {
+        return Ok(None);
+    };
+    diesel::sql_query(
+        "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('task_events', 'id')::regclass), 0) AS last_id, \
+                pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, \
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax",
+    )
+    .get_result(&mut **c)
+    .await
+    .map(Some)
 }
