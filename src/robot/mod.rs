@@ -20,7 +20,8 @@ use crate::domain::TaskKind;
 use crate::hypervisor::{Driver, DriverError, HostSnapshot, Progress};
 use crate::service::Service;
 use crate::service::handoff::{Handoff, LocalRobot};
-use crate::service::tasks::{Claimed, Outcome};
+use crate::service::ledger::Ledger;
+use crate::service::tasks::{Claimed, Outcome, Step};
 
 /// How long running tasks may take to reach a safe point when the robot stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -30,7 +31,9 @@ pub struct Robot {
     service: Service,
     config: RobotConfig,
     /// Names this process in leases and events.
-    owner: String,
+    owner: Arc<str>,
+    /// Writes the steps of every task this robot runs, many in one transaction.
+    ledger: Ledger,
 }
 
 /// Why a task stopped before it ended.
@@ -50,6 +53,7 @@ enum Ending {
 }
 
 impl Robot {
+    /// A robot for `service`'s tasks (inside a runtime: its ledger's writer starts now).
     pub fn new(service: Service, config: RobotConfig) -> Self {
         let owner = format!(
             "robot-{}-{:06x}",
@@ -57,9 +61,10 @@ impl Robot {
             fastrand::u32(..0xFF_FFFF)
         );
         Self {
+            ledger: Ledger::spawn(service.clone()),
             service,
             config,
-            owner,
+            owner: owner.into(),
         }
     }
 
@@ -75,7 +80,7 @@ impl Robot {
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let (handoffs, mut handed) = mpsc::unbounded_channel::<Handoff>();
         self.service.attach_robot(LocalRobot {
-            owner: self.owner.clone(),
+            owner: self.owner.to_string(),
             lease: self.config.lease,
             hosts: hosts.clone(),
             workers: Arc::clone(&workers),
@@ -164,10 +169,11 @@ impl Robot {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let task = claimed.task.id;
+        let claimed = Arc::new(claimed);
         let result = match self.run(&claimed, &mut shutdown).await {
             Ending::Done(outcome) => self
-                .service
-                .finish_task(&claimed, &self.owner, outcome)
+                .ledger
+                .write(&claimed, &self.owner, Step::Finish(outcome))
                 .await
                 .map(|held| {
                     if !held {
@@ -191,7 +197,7 @@ impl Robot {
         }
     }
 
-    async fn run(&self, claimed: &Claimed, shutdown: &mut watch::Receiver<bool>) -> Ending {
+    async fn run(&self, claimed: &Arc<Claimed>, shutdown: &mut watch::Receiver<bool>) -> Ending {
         let driver = match self.service.drivers().for_host(&claimed.host) {
             Ok(driver) => driver,
             Err(err) => {
@@ -251,7 +257,7 @@ impl Robot {
     /// One driver call, with heartbeats and progress reports while it runs.
     async fn attempt(
         &self,
-        claimed: &Claimed,
+        claimed: &Arc<Claimed>,
         driver: &dyn Driver,
         attempt: i32,
     ) -> Result<Result<(), DriverError>, Interrupt> {
@@ -277,9 +283,7 @@ impl Robot {
                 done = &mut call => {
                     // Every report becomes an event, even one the call outran.
                     while let Ok(update) = updates.try_recv() {
-                        if !self.report(claimed, attempt, update.percent, &update.phase, None).await {
-                            return Err(Interrupt::Lost);
-                        }
+                        self.report_later(claimed, attempt, update.percent, update.phase);
                     }
                     return Ok(done.unwrap_or_else(|_| Err(DriverError::Transient(format!(
                         "the host did not finish within {:.1}s",
@@ -287,9 +291,7 @@ impl Robot {
                     )))));
                 }
                 Some(update) = updates.recv() => {
-                    if !self.report(claimed, attempt, update.percent, &update.phase, None).await {
-                        return Err(Interrupt::Lost);
-                    }
+                    self.report_later(claimed, attempt, update.percent, update.phase);
                 }
                 _ = heartbeat.tick() => {
                     if self.renew(claimed).await == Some(None) {
@@ -348,23 +350,47 @@ impl Robot {
         }
     }
 
-    /// Records progress; false when the lease was lost. A database error only loses
-    /// the report.
+    /// Records progress and waits for it; false when the lease was lost. A database
+    /// error only loses the report.
     async fn report(
         &self,
-        claimed: &Claimed,
+        claimed: &Arc<Claimed>,
         attempt: i32,
         percent: Option<i32>,
         phase: &str,
         message: Option<&str>,
     ) -> bool {
-        self.service
-            .task_progress(claimed, &self.owner, attempt, percent, phase, message)
+        let step = Step::Progress {
+            attempt,
+            percent,
+            phase: phase.to_owned(),
+            message: message.map(str::to_owned),
+        };
+        self.ledger
+            .write(claimed, &self.owner, step)
             .await
             .unwrap_or_else(|err| {
                 tracing::warn!(task = claimed.task.id, error = %err, "could not record progress");
                 true
             })
+    }
+
+    /// Records the host's progress without waiting: the call goes on meanwhile, and a
+    /// lost lease shows at the next heartbeat or at the end.
+    fn report_later(
+        &self,
+        claimed: &Arc<Claimed>,
+        attempt: i32,
+        percent: Option<i32>,
+        phase: String,
+    ) {
+        let step = Step::Progress {
+            attempt,
+            percent,
+            phase,
+            message: None,
+        };
+        self.ledger.send(claimed, &self.owner, step);
     }
 
     /// The next retry delay: exponential, capped, with ±25% jitter.

@@ -7,6 +7,7 @@ mod admin;
 pub mod auth;
 mod follow;
 pub mod handoff;
+pub mod ledger;
 mod read;
 pub mod sessions;
 pub mod tasks;

@@ -153,6 +153,127 @@ pub(crate) async fn begin_work(
     Ok((claimed, event))
 }
 
+/// One step of the robot's work on a task it holds, written by the [`super::ledger`].
+pub enum Step {
+    /// Progress of attempt `attempt`.
+    Progress {
+        attempt: i32,
+        percent: Option<i32>,
+        phase: String,
+        message: Option<String>,
+    },
+    /// The end, moving the task's snapshots to their final states.
+    Finish(Outcome),
+}
+
+/// Writes `step` of the task `claimed` that robot `owner` holds (in the caller's
+/// transaction): the change and its event, or nothing (`None`) when the robot no longer
+/// holds the task.
+pub(crate) async fn write_step(
+    conn: &mut Conn<'_>,
+    claimed: &Claimed,
+    owner: &str,
+    step: &Step,
+) -> AppResult<Option<TaskEvent>> {
+    match step {
+        Step::Progress {
+            attempt,
+            percent,
+            phase,
+            message,
+        } => {
+            let task = &claimed.task;
+            if !tasks::set_progress(conn, task.id, owner, *percent, Some(phase), *attempt).await? {
+                return Ok(None);
+            }
+            let note = Note {
+                state: TaskState::Running,
+                progress: *percent,
+                phase: Some(phase),
+                message: message.as_deref(),
+            };
+            Ok(Some(record(conn, task, &claimed.vm, note).await?))
+        }
+        Step::Finish(outcome) => finish(conn, claimed, owner, outcome).await,
+    }
+}
+
+/// Ends a task the robot holds (see [`write_step`]).
+async fn finish(
+    conn: &mut Conn<'_>,
+    claimed: &Claimed,
+    owner: &str,
+    outcome: &Outcome,
+) -> AppResult<Option<TaskEvent>> {
+    let task = &claimed.task;
+    let (state, error, message) = match outcome {
+        Outcome::Succeeded => (TaskState::Succeeded, None, "done".to_owned()),
+        Outcome::Failed { error, .. } => (
+            TaskState::Failed,
+            Some(error.clone()),
+            format!("failed: {error}"),
+        ),
+        Outcome::Cancelled { .. } => {
+            let why = "cancelled on request".to_owned();
+            (TaskState::Cancelled, Some(why.clone()), why)
+        }
+    };
+    let progress = match outcome {
+        Outcome::Succeeded => Some(100),
+        _ => task.progress,
+    };
+    let ended = tasks::finish(
+        conn,
+        task.id,
+        Some(owner),
+        state,
+        error.as_deref(),
+        progress,
+        db::now(),
+    )
+    .await?;
+    if !ended {
+        return Ok(None);
+    }
+    let (rows, tree) = load_tree(conn, claimed.vm.id).await?;
+    let snapshot = rows
+        .iter()
+        .find(|s| s.id == task.snapshot_id)
+        .unwrap_or(&claimed.snapshot);
+    let facts = facts(task, snapshot);
+    // Only a delete that did not go through needs the states before it.
+    let before = match (outcome, facts.kind) {
+        (Outcome::Succeeded, _) | (_, TaskKind::Build | TaskKind::Update) => Default::default(),
+        _ => history::states_before_scrub(conn, &facts.scope(&tree)).await?,
+    };
+    let view = |listed: &Option<Vec<HostSnapshot>>| listed.as_deref().map(|l| host_view(&rows, l));
+    let changes = match outcome {
+        Outcome::Succeeded => lifecycle::succeeded(&tree, &facts),
+        Outcome::Failed { host, .. } => {
+            lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
+        }
+        Outcome::Cancelled {
+            cleaned_up: true, ..
+        } if facts.kind == TaskKind::Build => lifecycle::cancelled(&tree, &facts, &before),
+        Outcome::Cancelled { host, .. } => {
+            lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
+        }
+    };
+    snapshots::apply(conn, &claimed.vm, &changes, ROBOT).await?;
+    if facts.kind == TaskKind::Scrub
+        && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
+    {
+        snapshots::set_remove_subtree(conn, task.snapshot_id, false).await?;
+    }
+    let note = Note {
+        state,
+        progress,
+        phase: None,
+        message: Some(&message),
+    };
+    Ok(Some(record(conn, task, &claimed.vm, note).await?))
+}
+
 impl Service {
     /// Ends a robot step's transaction, waking the event pump when the step stored an
     /// event. False when the robot no longer held the task (nothing was written).
@@ -213,123 +334,6 @@ impl Service {
             .await
             .map_err(AppError::from);
         tx.finish(result).await
-    }
-
-    /// Records progress of attempt `attempt`; false when the robot lost the task.
-    pub async fn task_progress(
-        &self,
-        claimed: &Claimed,
-        owner: &str,
-        attempt: i32,
-        progress: Option<i32>,
-        phase: &str,
-        message: Option<&str>,
-    ) -> AppResult<bool> {
-        let mut tx = self.db.begin().await?;
-        let result = async {
-            let mut conn = tx.conn();
-            let task = &claimed.task;
-            if !tasks::set_progress(&mut conn, task.id, owner, progress, Some(phase), attempt)
-                .await?
-            {
-                return Ok(None);
-            }
-            let note = Note {
-                state: TaskState::Running,
-                progress,
-                phase: Some(phase),
-                message,
-            };
-            Ok(Some(record(&mut conn, task, &claimed.vm, note).await?))
-        }
-        .await;
-        self.end_step(tx, result).await
-    }
-
-    /// Ends a task the robot holds, moving its snapshots to their final states. False
-    /// when the robot had lost the task (nothing is written then).
-    pub async fn finish_task(
-        &self,
-        claimed: &Claimed,
-        owner: &str,
-        outcome: Outcome,
-    ) -> AppResult<bool> {
-        let mut tx = self.db.begin().await?;
-        let result = async {
-            let mut conn = tx.conn();
-            let task = &claimed.task;
-            let (state, error, message) = match &outcome {
-                Outcome::Succeeded => (TaskState::Succeeded, None, "done".to_owned()),
-                Outcome::Failed { error, .. } => (
-                    TaskState::Failed,
-                    Some(error.clone()),
-                    format!("failed: {error}"),
-                ),
-                Outcome::Cancelled { .. } => {
-                    let why = "cancelled on request".to_owned();
-                    (TaskState::Cancelled, Some(why.clone()), why)
-                }
-            };
-            let progress = match outcome {
-                Outcome::Succeeded => Some(100),
-                _ => task.progress,
-            };
-            let ended = tasks::finish(
-                &mut conn,
-                task.id,
-                Some(owner),
-                state,
-                error.as_deref(),
-                progress,
-                db::now(),
-            )
-            .await?;
-            if !ended {
-                return Ok(None);
-            }
-            let (rows, tree) = load_tree(&mut conn, claimed.vm.id).await?;
-            let snapshot = rows
-                .iter()
-                .find(|s| s.id == task.snapshot_id)
-                .unwrap_or(&claimed.snapshot);
-            let facts = facts(task, snapshot);
-            // Only a delete that did not go through needs the states before it.
-            let before = match (&outcome, facts.kind) {
-                (Outcome::Succeeded, _) | (_, TaskKind::Build | TaskKind::Update) => {
-                    Default::default()
-                }
-                _ => history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?,
-            };
-            let view =
-                |listed: &Option<Vec<HostSnapshot>>| listed.as_deref().map(|l| host_view(&rows, l));
-            let changes = match &outcome {
-                Outcome::Succeeded => lifecycle::succeeded(&tree, &facts),
-                Outcome::Failed { host, .. } => {
-                    lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
-                }
-                Outcome::Cancelled {
-                    cleaned_up: true, ..
-                } if facts.kind == TaskKind::Build => lifecycle::cancelled(&tree, &facts, &before),
-                Outcome::Cancelled { host, .. } => {
-                    lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
-                }
-            };
-            snapshots::apply(&mut conn, &claimed.vm, &changes, ROBOT).await?;
-            if facts.kind == TaskKind::Scrub
-                && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
-            {
-                snapshots::set_remove_subtree(&mut conn, task.snapshot_id, false).await?;
-            }
-            let note = Note {
-                state,
-                progress,
-                phase: None,
-                message: Some(&message),
-            };
-            Ok(Some(record(&mut conn, task, &claimed.vm, note).await?))
-        }
-        .await;
-        self.end_step(tx, result).await
     }
 
     /// Puts a task back in the queue because its robot is stopping.
