@@ -22,20 +22,37 @@ use super::{Conn, run};
 /// The PostgreSQL channel that tells other processes events were committed.
 pub const PG_CHANNEL: &str = "snaptree_events";
 
-pub async fn insert(conn: &mut Conn<'_>, new: NewTaskEvent<'_>) -> QueryResult<TaskEvent> {
-    if let Conn::Pg(c) = conn {
-        // The transaction id first (see the module's doc), then the wake-up for others.
-        diesel::sql_query(format!(
-            "SELECT pg_current_xact_id(), pg_notify('{PG_CHANNEL}', '')"
-        ))
-        .execute(&mut **c)
-        .await?;
+/// Stores `new` events, in this order (one statement for all, and on PostgreSQL one
+/// more first, see the module's doc).
+pub async fn insert(conn: &mut Conn<'_>, new: &[NewTaskEvent]) -> QueryResult<()> {
+    if new.is_empty() {
+        return Ok(());
     }
-    run!(conn, |c| diesel::insert_into(task_events)
-        .values(&new)
-        .returning(TaskEvent::as_returning())
-        .get_result(c)
-        .await)
+    match conn {
+        // A statement is a function call in-process: one per event costs nothing.
+        Conn::Sqlite(c) => {
+            for event in new {
+                diesel::insert_into(task_events)
+                    .values(event)
+                    .execute(&mut **c)
+                    .await?;
+            }
+        }
+        Conn::Pg(c) => {
+            // The transaction id first, then the wake-up for others (once per
+            // transaction would do; PostgreSQL folds repeated notifications).
+            diesel::sql_query(format!(
+                "SELECT pg_current_xact_id(), pg_notify('{PG_CHANNEL}', '')"
+            ))
+            .execute(&mut **c)
+            .await?;
+            diesel::insert_into(task_events)
+                .values(new)
+                .execute(&mut **c)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The events of `vms`' tasks, oldest first.

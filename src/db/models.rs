@@ -252,13 +252,13 @@ impl TaskEvent {
 
 #[derive(Insertable)]
 #[diesel(table_name = task_events)]
-pub struct NewTaskEvent<'a> {
+pub struct NewTaskEvent {
     pub task_id: i64,
     pub vm_id: i64,
     pub project_id: i64,
-    pub state: &'a str,
+    pub state: &'static str,
     pub progress: Option<i32>,
-    pub phase: Option<&'a str>,
-    pub message: Option<&'a str>,
+    pub phase: Option<String>,
+    pub message: Option<String>,
     pub at: NaiveDateTime,
 }

@@ -2,7 +2,7 @@
 //! exactly one task; a rejected action changes nothing.
 
 use super::handoff::Handoff;
-use super::tasks::{Note, begin_work, lease_until, load_tree, record};
+use super::tasks::{Note, begin_work, event, lease_until, load_tree};
 use super::{Caller, Service};
 use crate::db::models::{Host, NewSnapshot, NewTask, Snapshot, Task, Vm};
 use crate::db::{self, Conn, hosts, snapshots, tasks, vms};
@@ -162,7 +162,7 @@ impl Service {
                 phase: None,
                 message: Some(&message),
             };
-            record(&mut conn, &task, &vm, note).await?;
+            let queued = event(&task, &vm, note);
             // A free worker of this process's robot takes the task in this transaction.
             let slot = self
                 .local
@@ -178,11 +178,13 @@ impl Service {
                 None => None,
             };
             let Some((robot, permit, taken)) = taken else {
+                db::events::insert(&mut conn, &[queued]).await?;
                 // Robots in other processes hear of it at commit.
                 tasks::notify_queued(&mut conn).await?;
                 return Ok((Accepted { snapshot, task }, None));
             };
-            let (claimed, _) = begin_work(&mut conn, taken, vm, host, &robot.owner).await?;
+            let (claimed, running) = begin_work(&mut conn, taken, vm, host, &robot.owner).await?;
+            db::events::insert(&mut conn, &[queued, running]).await?;
             let accepted = Accepted {
                 snapshot: claimed.snapshot.clone(),
                 task: claimed.task.clone(),

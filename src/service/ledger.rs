@@ -9,12 +9,14 @@
 //! up again anyway). If a batch fails, each of its steps is written alone, so one bad
 //! step cannot take the others down with it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::Service;
 use super::tasks::{Claimed, Step, write_step};
+use crate::db::{self, models::NewTaskEvent};
 use crate::error::{AppError, AppResult};
 
 /// Steps written in one transaction at most.
@@ -125,24 +127,59 @@ async fn write(service: Service, mut queue: mpsc::UnboundedReceiver<Entry>) {
 
 impl Service {
     /// Writes `entries` in one transaction; for each, whether the robot still held the
-    /// task.
+    /// task. A task's progress row is updated once, by its last report of the batch; the
+    /// earlier reports share that answer. The events are stored together, in order.
     async fn write_batch(&self, entries: &[Entry]) -> AppResult<Vec<bool>> {
+        let last_report: HashMap<i64, usize> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.step, Step::Progress { .. }))
+            .map(|(i, e)| (e.claimed.task.id, i))
+            .collect();
         let mut tx = self.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
-            let mut written = Vec::with_capacity(entries.len());
-            for entry in entries {
-                let event =
-                    write_step(&mut conn, &entry.claimed, &entry.owner, &entry.step).await?;
-                written.push(event.is_some());
+            let mut events: Vec<Option<NewTaskEvent>> = entries.iter().map(|_| None).collect();
+            let mut held = vec![false; entries.len()];
+            // Last reports and ends first, in order; then the earlier reports follow them.
+            for (i, entry) in entries.iter().enumerate() {
+                let task = entry.claimed.task.id;
+                let deferred =
+                    matches!(entry.step, Step::Progress { .. }) && last_report[&task] != i;
+                if !deferred {
+                    events[i] =
+                        write_step(&mut conn, &entry.claimed, &entry.owner, &entry.step, true)
+                            .await?;
+                    held[i] = events[i].is_some();
+                }
             }
-            Ok(written)
+            for (i, entry) in entries.iter().enumerate() {
+                let last = last_report.get(&entry.claimed.task.id).copied();
+                if matches!(entry.step, Step::Progress { .. })
+                    && last != Some(i)
+                    && held[last.unwrap_or(i)]
+                {
+                    events[i] =
+                        write_step(&mut conn, &entry.claimed, &entry.owner, &entry.step, false)
+                            .await?;
+                    held[i] = events[i].is_some();
+                }
+            }
+            // Stored now, together: one time for all, so that their times keep their order.
+            let at = db::now();
+            let events: Vec<NewTaskEvent> = events
+                .into_iter()
+                .flatten()
+                .map(|event| NewTaskEvent { at, ..event })
+                .collect();
+            db::events::insert(&mut conn, &events).await?;
+            Ok(held)
         }
         .await;
-        let written = tx.finish(result).await?;
-        if written.iter().any(|w| *w) {
+        let held = tx.finish(result).await?;
+        if held.iter().any(|h| *h) {
             self.bus.committed();
         }
-        Ok(written)
+        Ok(held)
     }
 }

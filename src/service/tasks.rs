@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{Caller, ROBOT, Service};
-use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, TaskEvent, Vm};
+use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, Vm};
 use crate::db::{self, Conn, Tx, history, hosts, snapshots, tasks, vms};
 use crate::domain::lifecycle::{self, HostView, TaskFacts};
 use crate::domain::tree::Tree;
@@ -49,27 +49,28 @@ pub(crate) struct Note<'a> {
     pub message: Option<&'a str>,
 }
 
+/// The event `note` makes of task `task` of VM `vm`.
+pub(crate) fn event(task: &Task, vm: &Vm, note: Note<'_>) -> NewTaskEvent {
+    NewTaskEvent {
+        task_id: task.id,
+        vm_id: vm.id,
+        project_id: vm.project_id,
+        state: note.state.as_str(),
+        progress: note.progress,
+        phase: note.phase.map(str::to_owned),
+        message: note.message.map(str::to_owned),
+        at: db::now(),
+    }
+}
+
 /// Stores a task event (in the caller's transaction).
 pub(crate) async fn record(
     conn: &mut Conn<'_>,
     task: &Task,
     vm: &Vm,
     note: Note<'_>,
-) -> AppResult<TaskEvent> {
-    Ok(db::events::insert(
-        conn,
-        NewTaskEvent {
-            task_id: task.id,
-            vm_id: vm.id,
-            project_id: vm.project_id,
-            state: note.state.as_str(),
-            progress: note.progress,
-            phase: note.phase,
-            message: note.message,
-            at: db::now(),
-        },
-    )
-    .await?)
+) -> AppResult<()> {
+    Ok(db::events::insert(conn, &[event(task, vm, note)]).await?)
 }
 
 /// A VM's non-closed snapshots and the tree the rules work on.
@@ -107,14 +108,15 @@ pub(crate) fn lease_until(lease: Duration) -> chrono::NaiveDateTime {
 }
 
 /// Starts a task robot `owner` has just taken: its snapshots move to their working states
-/// and a RUNNING event says who took it (in the caller's transaction).
+/// (in the caller's transaction), and the RUNNING event that says who took it is
+/// returned for the caller to store.
 pub(crate) async fn begin_work(
     conn: &mut Conn<'_>,
     task: Task,
     vm: Vm,
     host: Host,
     owner: &str,
-) -> AppResult<(Claimed, TaskEvent)> {
+) -> AppResult<(Claimed, NewTaskEvent)> {
     let (rows, tree) = load_tree(conn, vm.id).await?;
     let snapshot = match rows.into_iter().find(|s| s.id == task.snapshot_id) {
         Some(open) => open,
@@ -143,7 +145,7 @@ pub(crate) async fn begin_work(
         phase: Some("starting"),
         message: Some(&message),
     };
-    let event = record(conn, &task, &vm, note).await?;
+    let event = event(&task, &vm, note);
     let claimed = Claimed {
         task,
         vm,
@@ -167,14 +169,16 @@ pub enum Step {
 }
 
 /// Writes `step` of the task `claimed` that robot `owner` holds (in the caller's
-/// transaction): the change and its event, or nothing (`None`) when the robot no longer
-/// holds the task.
+/// transaction) and returns its event for the caller to store, or `None` when the robot
+/// no longer holds the task (nothing is written then). A progress step whose task row a
+/// later step of the same transaction updates anyway may leave it (`update_task` false).
 pub(crate) async fn write_step(
     conn: &mut Conn<'_>,
     claimed: &Claimed,
     owner: &str,
     step: &Step,
-) -> AppResult<Option<TaskEvent>> {
+    update_task: bool,
+) -> AppResult<Option<NewTaskEvent>> {
     match step {
         Step::Progress {
             attempt,
@@ -183,7 +187,10 @@ pub(crate) async fn write_step(
             message,
         } => {
             let task = &claimed.task;
-            if !tasks::set_progress(conn, task.id, owner, *percent, Some(phase), *attempt).await? {
+            if update_task
+                && !tasks::set_progress(conn, task.id, owner, *percent, Some(phase), *attempt)
+                    .await?
+            {
                 return Ok(None);
             }
             let note = Note {
@@ -192,7 +199,7 @@ pub(crate) async fn write_step(
                 phase: Some(phase),
                 message: message.as_deref(),
             };
-            Ok(Some(record(conn, task, &claimed.vm, note).await?))
+            Ok(Some(event(task, &claimed.vm, note)))
         }
         Step::Finish(outcome) => finish(conn, claimed, owner, outcome).await,
     }
@@ -204,7 +211,7 @@ async fn finish(
     claimed: &Claimed,
     owner: &str,
     outcome: &Outcome,
-) -> AppResult<Option<TaskEvent>> {
+) -> AppResult<Option<NewTaskEvent>> {
     let task = &claimed.task;
     let (state, error, message) = match outcome {
         Outcome::Succeeded => (TaskState::Succeeded, None, "done".to_owned()),
@@ -271,13 +278,13 @@ async fn finish(
         phase: None,
         message: Some(&message),
     };
-    Ok(Some(record(conn, task, &claimed.vm, note).await?))
+    Ok(Some(event(task, &claimed.vm, note)))
 }
 
 impl Service {
     /// Ends a robot step's transaction, waking the event pump when the step stored an
     /// event. False when the robot no longer held the task (nothing was written).
-    async fn end_step(&self, tx: Tx, result: AppResult<Option<TaskEvent>>) -> AppResult<bool> {
+    async fn end_step<T>(&self, tx: Tx, result: AppResult<Option<T>>) -> AppResult<bool> {
         let stored = tx.finish(result).await?.is_some();
         if stored {
             self.bus.committed();
@@ -311,14 +318,16 @@ impl Service {
             let host = hosts::by_id(&mut conn, task.host_id)
                 .await?
                 .ok_or_else(missing)?;
-            begin_work(&mut conn, task, vm, host, owner).await.map(Some)
+            let (claimed, event) = begin_work(&mut conn, task, vm, host, owner).await?;
+            db::events::insert(&mut conn, &[event]).await?;
+            Ok(Some(claimed))
         }
         .await;
         let claimed = tx.finish(result).await?;
         if claimed.is_some() {
             self.bus.committed();
         }
-        Ok(claimed.map(|(claimed, _)| claimed))
+        Ok(claimed)
     }
 
     /// Extends the robot's lease. Returns whether a cancel was asked for, or `None` when
