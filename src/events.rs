@@ -102,10 +102,10 @@ const GAP_RECHECK: Duration = Duration::from_millis(1);
 /// final, from observations of the sequence and the running transactions.
 #[derive(Debug, Default)]
 struct Horizon {
-    /// The newest id of the last observation, waiting for a snapshot taken after it.
+    /// The newest id of the last observation, waiting for a transaction id taken after it.
     unpaired: Option<i64>,
-    /// (newest id, horizon of a later snapshot): final once every transaction older than
-    /// that horizon has ended.
+    /// (newest id, a transaction id taken after it was read): final once no older
+    /// transaction runs, as seen by a later observation.
     waiting: VecDeque<(i64, i64)>,
     /// Every id up to here is final: committed, or never will be.
     stable: i64,
@@ -113,17 +113,16 @@ struct Horizon {
 
 impl Horizon {
     fn observe(&mut self, seen: db::events::Observation) {
-        if let Some(last) = self.unpaired.take() {
-            self.waiting.push_back((last, seen.xmax));
-        }
-        while let Some(&(last, xmax)) = self.waiting.front() {
-            if seen.xmin < xmax {
+        while let Some(&(last, xid)) = self.waiting.front() {
+            if seen.xmin < xid {
                 break;
             }
             self.stable = self.stable.max(last);
             self.waiting.pop_front();
         }
-        self.unpaired = Some(seen.last_id);
+        if let Some(last) = self.unpaired.replace(seen.last_id) {
+            self.waiting.push_back((last, seen.xid));
+        }
     }
 }
 

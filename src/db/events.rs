@@ -5,10 +5,11 @@
 //! commit. SQLite has one writer: ids commit in order, and a missing id never comes. On
 //! PostgreSQL, concurrent transactions take ids from a sequence and may commit out of
 //! order; rather than serialise their commits, readers wait at a gap until it fills or is
-//! known final, which [`observe`] tells them: every transaction that held an id up to a
-//! sequence value read before a snapshot has ended once a later snapshot's oldest running
-//! transaction is newer than that snapshot's horizon (`xmax`). For that, a transaction
-//! takes its transaction id before its first event id. Each such transaction also
+//! known final, which [`observe`] tells them: a transaction takes its transaction id
+//! before its first event id, so every id up to a value of the sequence is final once no
+//! transaction older than one begun after that value was read is running. (A snapshot's
+//! `xmax` would not do: it follows the last *completed* transaction, and a running one
+//! may be newer.) Each such transaction also
 //! notifies other processes (`pg_notify`), delivered at commit.
 
 use diesel::prelude::*;
@@ -134,28 +135,30 @@ pub async fn newest_id(conn: &mut Conn<'_>) -> QueryResult<i64> {
 }
 
 /// What a reader on PostgreSQL sees of ids that may still commit: the newest event id
-/// handed out, read after this statement's snapshot was taken, and that snapshot's
-/// oldest running transaction and horizon.
+/// handed out, a transaction id assigned after it was read (the observer's own), and the
+/// oldest transaction still running when the statement began.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, QueryableByName)]
 pub struct Observation {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub last_id: i64,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub xmin: i64,
+    pub xid: i64,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub xmax: i64,
+    pub xmin: i64,
 }
 
 /// Observes the event sequence and running transactions (PostgreSQL; `None` on SQLite,
-/// where a missing id never comes).
+/// where a missing id never comes). Takes a transaction id, whose commit need not wait
+/// for the disk: it records nothing.
 pub async fn observe(conn: &mut Conn<'_>) -> QueryResult<Option<Observation>> {
     let Conn::Pg(c) = conn else {
         return Ok(None);
     };
     diesel::sql_query(
         "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('task_events', 'id')::regclass), 0) AS last_id, \
+                pg_current_xact_id()::text::bigint AS xid, \
                 pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, \
-                pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax",
+                set_config('synchronous_commit', 'off', true) AS off",
     )
     .get_result(&mut **c)
     .await
