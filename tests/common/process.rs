@@ -165,3 +165,40 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A running `snaptree robot`, its log (warnings and worse) in `log`.
+pub struct RobotProcess {
+    child: Child,
+}
+
+impl RobotProcess {
+    pub fn start(database: &str, sim_dir: &Path, extra: &[&str], log: &Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_snaptree"))
+            .args(["robot", "--database-url", database])
+            .arg("--sim-dir")
+            .arg(sim_dir)
+            .args(extra)
+            .env("SNAPTREE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+            .spawn()
+            .expect("snaptree robot starts");
+        Self { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills it outright (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RobotProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,298 @@
+//! Separate processes on one PostgreSQL database behave as one: servers without robots
+//! take the actions, robots in other processes run them, and a subscriber on any server
+//! sees every event of every process, in order, exactly once. (PostgreSQL only: SQLite
+//! serves one machine.)
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use common::process::{self, RobotProcess, ServerProcess};
+use common::ws::{Frame, Subscriber};
+use common::{Api, TestDb};
+use serde_json::json;
+use snaptree::db::{self, Db};
+use snaptree::domain::{SnapshotState, TaskState};
+use tokio::sync::oneshot;
+
+fn on_postgres() -> bool {
+    let pg = std::env::var("SNAPTREE_TEST_DATABASE").as_deref() == Ok("postgres");
+    if !pg {
+        eprintln!("skipped: the fleet tests run with SNAPTREE_TEST_DATABASE=postgres");
+    }
+    pg
+}
+
+/// The final event of each task, as a subscriber on one server receives them.
+#[derive(Clone, Default)]
+struct Ends {
+    /// Every event received: (id, task id, state), in the order received.
+    received: Arc<Mutex<Vec<(i64, String, String)>>>,
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    ended: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Ends {
+    /// Follows `events` on the server at `url` until the socket closes.
+    async fn follow(&self, url: &str, token: &str) -> tokio::task::JoinHandle<()> {
+        let mut socket = Subscriber::connect(url, Some(token)).await.unwrap();
+        socket
+            .subscribe(
+                "all",
+                "subscription { events { id state task { id } } }",
+                json!({}),
+            )
+            .await;
+        let ends = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Frame::Next(_, payload) = socket.next().await else {
+                    return;
+                };
+                let event = &payload["data"]["events"];
+                let id: i64 = event["id"].as_str().unwrap().parse().unwrap();
+                let task = event["task"]["id"].as_str().unwrap().to_owned();
+                let state = event["state"].as_str().unwrap().to_owned();
+                let last = matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED");
+                ends.received
+                    .lock()
+                    .unwrap()
+                    .push((id, task.clone(), state));
+                if last {
+                    match ends.waiting.lock().unwrap().remove(&task) {
+                        Some(done) => {
+                            let _ = done.send(());
+                        }
+                        None => {
+                            ends.ended.lock().unwrap().insert(task);
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Waits for task `task`'s final event.
+    async fn wait(&self, task: &str) {
+        let (done, ended) = oneshot::channel();
+        if self.ended.lock().unwrap().remove(task) {
+            return;
+        }
+        self.waiting.lock().unwrap().insert(task.to_owned(), done);
+        ended.await.unwrap();
+    }
+}
+
+/// One random action on VM `vm` that its tree allows; (task id, what it was).
+async fn random_action(
+    api: &Api,
+    token: &str,
+    vm: &str,
+    step: usize,
+    rng: &mut fastrand::Rng,
+) -> (String, String) {
+    let tree = api.tree(token, vm).await;
+    let built: Vec<&String> = tree
+        .iter()
+        .filter(|s| s.2 == "RUNNING")
+        .map(|s| &s.0)
+        .collect();
+    let active = tree.iter().any(|s| s.3);
+    let roll = rng.u32(..100);
+    let (snapshot, what) = match () {
+        _ if built.is_empty() || roll < 40 => ("".to_owned(), "create"),
+        _ if roll < 60 => (built[rng.usize(..built.len())].clone(), "apply"),
+        _ if roll < 70 && active => ("".to_owned(), "revert"),
+        _ if roll < 90 => (built[rng.usize(..built.len())].clone(), "delete"),
+        _ => (built[rng.usize(..built.len())].clone(), "delete subtree"),
+    };
+    let (_, task) = match what {
+        "create" => {
+            api.create_snapshot(token, vm, &format!("s{step}-{}", rng.u32(..)))
+                .await
+        }
+        "apply" => api.apply(token, &snapshot).await,
+        "revert" => api.revert(token, vm).await,
+        "delete" => api.delete(token, &snapshot, false).await,
+        _ => api.delete(token, &snapshot, true).await,
+    };
+    (task, what.to_owned())
+}
+
+/// Checks the invariants over the whole database: every task final and ended by exactly
+/// one final event, its last; no snapshot left in a transitional state; at most one
+/// active snapshot per VM; every tree acyclic.
+async fn check_invariants(db: &TestDb) -> (Vec<db::models::Task>, Vec<db::models::TaskEvent>) {
+    let db = Db::connect(&db.url).await.unwrap();
+    let mut pooled = db.reader().await.unwrap();
+    let mut conn = pooled.conn();
+    let tasks = db::tasks::page(&mut conn, Default::default(), None, 1_000_000)
+        .await
+        .unwrap();
+    let events = db::events::after(&mut conn, Default::default(), 0, None, 1_000_000)
+        .await
+        .unwrap();
+    let mut by_task: BTreeMap<i64, Vec<&db::models::TaskEvent>> = BTreeMap::new();
+    for event in &events {
+        by_task.entry(event.task_id).or_default().push(event);
+    }
+    for task in &tasks {
+        assert!(
+            !task.state().is_open(),
+            "task {} is still {}",
+            task.id,
+            task.state
+        );
+        let mine = &by_task[&task.id];
+        let finals: Vec<_> = mine.iter().filter(|e| !e.state().is_open()).collect();
+        assert_eq!(finals.len(), 1, "task {}: {mine:#?}", task.id);
+        assert_eq!(
+            mine.last().unwrap().id,
+            finals[0].id,
+            "task {}: final event not last",
+            task.id
+        );
+        assert_eq!(finals[0].state(), task.state());
+    }
+    let vms: Vec<i64> = tasks
+        .iter()
+        .map(|t| t.vm_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let snapshots = db::snapshots::of_vms(&mut conn, &vms, false).await.unwrap();
+    let mut active: HashMap<i64, usize> = HashMap::new();
+    let parents: HashMap<i64, Option<i64>> =
+        snapshots.iter().map(|s| (s.id, s.parent_id)).collect();
+    for s in &snapshots {
+        let state = SnapshotState::from_code(s.state).unwrap();
+        assert!(
+            state.is_stable(),
+            "snapshot {} left in {state} with no task",
+            s.id
+        );
+        if s.active {
+            *active.entry(s.vm_id).or_default() += 1;
+        }
+        // Walking up ends at a root within as many steps as there are snapshots.
+        let mut at = s.parent_id;
+        for _ in 0..=snapshots.len() {
+            match at {
+                Some(parent) => at = parents.get(&parent).copied().flatten(),
+                None => break,
+            }
+        }
+        assert!(at.is_none(), "snapshot {} is in a cycle", s.id);
+    }
+    assert!(active.values().all(|n| *n <= 1), "{active:?}");
+    (tasks, events)
+}
+
+/// Two `serve --no-robot` and three `snaptree robot` on one database: 1,000 random
+/// actions over 100 VMs through both servers, each task run once by some robot, every
+/// event seen on the other server, in order.
+#[tokio::test]
+async fn two_servers_and_three_robots_behave_as_one() {
+    if !on_postgres() {
+        return;
+    }
+    const VMS: usize = 100;
+    const ACTIONS: usize = 10;
+    let seed = std::env::var("SNAPTREE_FLEET_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("SNAPTREE_FLEET_SEED={seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let url = db.cli_url();
+    let sim = dir.path().join("sim");
+    let admin = process::token(&url, "ops", "ADMIN");
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let servers: Vec<ServerProcess> = ["a", "b"]
+        .iter()
+        .map(|name| ServerProcess::start_logging(&url, &sim, &["--no-robot"], Some(&log(name))))
+        .collect();
+    let robots: Vec<RobotProcess> = (0..3)
+        .map(|i| {
+            RobotProcess::start(
+                &url,
+                &sim,
+                &["--lease-seconds", "5"],
+                &log(&format!("robot{i}")),
+            )
+        })
+        .collect();
+    let apis: Vec<Api> = servers
+        .iter()
+        .map(|s| Api::new(&s.url, admin.clone()))
+        .collect();
+
+    let project = apis[0].create_project("fleet").await;
+    let host = apis[0]
+        .create_host("sim", "SIMULATED", "sim://?latency_ms=2", None)
+        .await;
+    let mut vms = Vec::new();
+    for i in 0..VMS {
+        vms.push(
+            apis[i % 2]
+                .create_vm(&host, &project, &format!("vm{i}"))
+                .await,
+        );
+    }
+    // The subscriber listens on server b; half the actions go through server a.
+    let ends = Ends::default();
+    let follower = ends.follow(&apis[1].url, &admin).await;
+
+    let chains = vms.iter().enumerate().map(|(v, vm)| {
+        let (apis, admin, ends) = (apis.clone(), admin.clone(), ends.clone());
+        let mut rng = fastrand::Rng::with_seed(seed ^ v as u64);
+        let vm = vm.clone();
+        async move {
+            for step in 0..ACTIONS {
+                let api = &apis[(v + step) % 2];
+                let (task, _) = random_action(api, &admin, &vm, step, &mut rng).await;
+                ends.wait(&task).await;
+            }
+        }
+    });
+    futures_util::future::join_all(chains).await;
+
+    let (tasks, events) = check_invariants(&db).await;
+    assert_eq!(tasks.len(), VMS * ACTIONS);
+    assert!(
+        tasks.iter().all(|t| t.state() == TaskState::Succeeded),
+        "a task failed on a host that does not fail"
+    );
+    // Every event, in id order, exactly once, on the server that ran none of them.
+    let received: Vec<i64> = ends.received.lock().unwrap().iter().map(|e| e.0).collect();
+    let stored: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(
+        received, stored,
+        "the subscriber on server b missed, repeated or reordered events"
+    );
+    // Each task was started once, and the work was shared by the robots.
+    let mut by_robot: HashMap<String, usize> = HashMap::new();
+    for event in &events {
+        if let Some(owner) = event
+            .message
+            .as_deref()
+            .and_then(|m| m.strip_prefix("started by "))
+        {
+            *by_robot.entry(owner.to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        by_robot.values().sum::<usize>(),
+        tasks.len(),
+        "{by_robot:?}"
+    );
+    assert!(
+        by_robot.len() >= 2,
+        "one robot did all the work: {by_robot:?}"
+    );
+    follower.abort();
+    drop(robots);
+    drop(servers);
+}
