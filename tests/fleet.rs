@@ -296,3 +296,112 @@ async fn two_servers_and_three_robots_behave_as_one() {
     drop(robots);
     drop(servers);
 }
+
+/// A robot killed (SIGKILL) in the middle of tasks on a slow host: the other robots take
+/// every one of its tasks up once its lease runs out, and finish each exactly once.
+#[tokio::test]
+async fn a_killed_robots_tasks_are_finished_by_the_others() {
+    use snaptree::hypervisor::Driver;
+    use snaptree::hypervisor::sim::SimDriver;
+    if !on_postgres() {
+        return;
+    }
+    const VMS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let url = db.cli_url();
+    let sim = dir.path().join("sim");
+    let admin = process::token(&url, "ops", "ADMIN");
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let server = ServerProcess::start_logging(&url, &sim, &["--no-robot"], Some(&log("server")));
+    let mut robots: Vec<RobotProcess> = (0..3)
+        .map(|i| {
+            RobotProcess::start(
+                &url,
+                &sim,
+                &["--lease-seconds", "2"],
+                &log(&format!("robot{i}")),
+            )
+        })
+        .collect();
+    let api = Api::new(&server.url, admin.clone());
+    let project = api.create_project("fleet").await;
+    let host = api
+        .create_host("slow", "SIMULATED", "sim://?latency_ms=3000", None)
+        .await;
+    let ends = Ends::default();
+    let follower = ends.follow(&api.url, &admin).await;
+    let mut tasks = Vec::new();
+    for i in 0..VMS {
+        let vm = api.create_vm(&host, &project, &format!("vm{i}")).await;
+        tasks.push(api.create_snapshot(&admin, &vm, "before").await.1);
+    }
+
+    // Once every task runs, kill the robot that holds the most.
+    let lib = Db::connect(&db.url).await.unwrap();
+    let holders = loop {
+        let mut pooled = lib.reader().await.unwrap();
+        let all = db::tasks::page(&mut pooled.conn(), Default::default(), None, 100)
+            .await
+            .unwrap();
+        if all.iter().all(|t| t.state() == TaskState::Running) {
+            break all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let mut held: HashMap<u32, Vec<i64>> = HashMap::new();
+    for task in &holders {
+        let owner = task.lease_owner.as_deref().unwrap();
+        let pid: u32 = owner.split('-').nth(1).unwrap().parse().unwrap();
+        held.entry(pid).or_default().push(task.id);
+    }
+    let (&victim, victims_tasks) = held.iter().max_by_key(|(_, t)| t.len()).unwrap();
+    let victims_tasks = victims_tasks.clone();
+    robots
+        .iter_mut()
+        .find(|r| r.pid() == victim)
+        .unwrap()
+        .kill();
+
+    for task in &tasks {
+        ends.wait(task).await;
+    }
+    let (all, events) = check_invariants(&db).await;
+    for task in &all {
+        assert_eq!(task.state(), TaskState::Succeeded, "{task:?}");
+        let started: Vec<&str> = events
+            .iter()
+            .filter(|e| e.task_id == task.id)
+            .filter_map(|e| e.message.as_deref())
+            .filter(|m| m.starts_with("started by") || m.starts_with("taken up again"))
+            .collect();
+        if victims_tasks.contains(&task.id) {
+            assert!(task.attempts >= 2, "{task:?}");
+            assert!(
+                started.last().unwrap().starts_with("taken up again"),
+                "{started:?}"
+            );
+            assert!(
+                !started
+                    .last()
+                    .unwrap()
+                    .contains(&format!("robot-{victim}-")),
+                "{started:?}"
+            );
+        } else {
+            assert_eq!(
+                started.len(),
+                1,
+                "task {} started twice: {started:?}",
+                task.id
+            );
+        }
+    }
+    // The host has each snapshot exactly once.
+    let on_host = SimDriver::new("sim://", &sim.join(format!("host-{host}"))).unwrap();
+    for i in 0..VMS {
+        let listed = on_host.list(&format!("vm{i}")).await.unwrap();
+        assert_eq!(listed.len(), 1, "vm{i}: {listed:?}");
+    }
+    follower.abort();
+}
