@@ -1,7 +1,7 @@
 //! `cargo bench --bench throughput`: tasks per second as clients see them. A release
 //! `snaptree serve` runs as its own process with a simulated host of no latency; each
 //! action is a `createSnapshot` mutation over HTTP, and its end is the task's final event
-//! on an `events` subscription over a WebSocket. `VMS` VMs each run a chain of `CHAIN`
+//! on an `events` subscription over a WebSocket. `VMS` VMs each run a chain of 20
 //! creates, the next sent when the previous one's end has been seen. Also printed: the
 //! events received per second, and their delivery delay (stored, per the event's `at`,
 //! to received by the subscriber).
@@ -22,7 +22,14 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 const VMS: usize = 32;
-const CHAIN: usize = 20;
+/// Creates per VM; `SNAPTREE_BENCH_CHAIN` (up to 100, the per-VM limit) makes the run
+/// longer, for a profiler.
+fn chain() -> usize {
+    std::env::var("SNAPTREE_BENCH_CHAIN")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(20)
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -104,7 +111,7 @@ async fn run(db: TestDb, dir: &std::path::Path) -> Results {
     let chains = vms.iter().enumerate().map(|(v, vm)| {
         let (api, admin, vm, wait_tx) = (api.clone(), admin.clone(), vm.clone(), wait_tx.clone());
         async move {
-            for i in 0..CHAIN {
+            for i in 0..chain() {
                 let (_, task) = api.create_snapshot(&admin, &vm, &format!("s{v}-{i}")).await;
                 let (done_tx, done_rx) = oneshot::channel();
                 wait_tx.send((task, done_tx)).unwrap();
@@ -118,7 +125,7 @@ async fn run(db: TestDb, dir: &std::path::Path) -> Results {
     let (received, span, delays) = reader.await.unwrap();
     drop(server);
     Results {
-        tasks_per_second: (VMS * CHAIN) as f64 / elapsed.as_secs_f64(),
+        tasks_per_second: (VMS * chain()) as f64 / elapsed.as_secs_f64(),
         events_per_second: received as f64 / span.max(1e-9),
         delay_p50_ms: percentile(&delays, 0.5),
         delay_p99_ms: percentile(&delays, 0.99),
