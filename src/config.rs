@@ -92,6 +92,9 @@ pub struct RobotConfig {
     pub timeouts: Timeouts,
     /// Only run tasks of these hosts (by name); all when empty.
     pub hosts: Vec<String>,
+    /// When stopping, how long running tasks may take to finish; what is still running
+    /// then goes back to the queue at once.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RobotConfig {
@@ -106,6 +109,7 @@ impl Default for RobotConfig {
             give_up_after: Duration::from_secs(60),
             timeouts: Timeouts::default(),
             hosts: Vec::new(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

@@ -64,6 +64,10 @@ struct RobotTuning {
     /// again after this.
     #[arg(long, env = "SNAPTREE_LEASE_SECONDS", default_value_t = 10)]
     lease_seconds: u64,
+    /// Seconds running tasks may take to finish when stopping (SIGTERM); the rest go back
+    /// to the queue at once for other robots.
+    #[arg(long, env = "SNAPTREE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    shutdown_grace_seconds: u64,
     #[command(flatten)]
     hosts: HostAccess,
 }
@@ -204,6 +208,7 @@ impl RobotTuning {
         RobotConfig {
             workers: self.workers,
             lease: Duration::from_secs(self.lease_seconds.max(1)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             hosts,
             ..RobotConfig::default()
         }

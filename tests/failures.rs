@@ -212,3 +212,56 @@ async fn a_hung_host_call_fails_the_attempt_and_the_task_gives_up() {
     );
     assert_eq!(done["snapshot"]["state"], "UNRESOURCED");
 }
+
+/// A task whose attempts fail at once keeps its lease while it retries: every attempt
+/// and every wait between them is shorter than a heartbeat's period, and yet the lease
+/// must be renewed, so that no claim (here, this very robot's own poll) takes the task
+/// up again while its robot still works on it.
+#[tokio::test]
+async fn a_task_that_fails_fast_keeps_its_lease_while_it_retries() {
+    use std::time::Duration;
+    let robot = RobotConfig {
+        // A heartbeat every 500 ms; an expired lease is taken up within 100 ms.
+        lease: Duration::from_millis(1500),
+        poll: Duration::from_millis(100),
+        // Every wait at most 375 ms (with jitter); 20 attempts last several leases.
+        retry_base: Duration::from_millis(100),
+        retry_cap: Duration::from_millis(300),
+        max_attempts: 20,
+        give_up_after: Duration::from_secs(60),
+        ..test_robot()
+    };
+    let app = TestApp::spawn_with(Some(robot)).await;
+    let project = app.create_project("flaky").await;
+    let op = app.create_token(&project, "OPERATOR").await;
+    let host = app
+        .create_host("flaky", "SIMULATED", "sim://?flaky_rate=1", None)
+        .await;
+    let vm = app.create_vm(&host, &project, "vm").await;
+    let (_, task) = app.create_snapshot(&op, &vm, "s").await;
+    app.finished(&op, &task).await;
+    let data = app
+        .data(
+            &op,
+            "query($t: ID!) { task(id: $t) { state attempts error events(first: 200) { message } } }",
+            json!({ "t": task }),
+        )
+        .await;
+    let done = &data["task"];
+    assert_eq!(done["state"], "FAILED", "{done:#}");
+    assert_eq!(done["attempts"], 20, "{done:#}");
+    let messages: Vec<&str> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    let taken = messages
+        .iter()
+        .filter(|m| m.starts_with("started by") || m.starts_with("taken up again"))
+        .count();
+    assert_eq!(
+        taken, 1,
+        "the task was claimed again while it ran: {messages:#?}"
+    );
+}

@@ -405,3 +405,68 @@ async fn a_killed_robots_tasks_are_finished_by_the_others() {
     }
     follower.abort();
 }
+
+/// A robot told to stop (SIGTERM) finishes what it can within its grace and hands the
+/// rest back at once: another robot takes the task up without waiting for the lease.
+#[tokio::test]
+async fn a_stopping_robot_hands_back_what_outlasts_its_grace() {
+    use snaptree::hypervisor::Driver;
+    use snaptree::hypervisor::sim::SimDriver;
+    if !on_postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let url = db.cli_url();
+    let sim = dir.path().join("sim");
+    let admin = process::token(&url, "ops", "ADMIN");
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let server = ServerProcess::start_logging(&url, &sim, &["--no-robot"], Some(&log("server")));
+    // A lease far longer than the test: only a hand-back lets another robot in.
+    let flags = ["--lease-seconds", "600", "--shutdown-grace-seconds", "1"];
+    let mut first = RobotProcess::start(&url, &sim, &flags, &log("first"));
+    let api = Api::new(&server.url, admin.clone());
+    let project = api.create_project("fleet").await;
+    let host = api
+        .create_host("slow", "SIMULATED", "sim://?latency_ms=5000", None)
+        .await;
+    let vm = api.create_vm(&host, &project, "vm").await;
+    let ends = Ends::default();
+    let follower = ends.follow(&api.url, &admin).await;
+    let (_, task) = api.create_snapshot(&admin, &vm, "s").await;
+
+    let lib = Db::connect(&db.url).await.unwrap();
+    loop {
+        let mut pooled = lib.reader().await.unwrap();
+        let all = db::tasks::page(&mut pooled.conn(), Default::default(), None, 10)
+            .await
+            .unwrap();
+        if all[0].state() == TaskState::Running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        first.terminate().success(),
+        "the robot did not stop cleanly"
+    );
+    let _second = RobotProcess::start(&url, &sim, &["--lease-seconds", "600"], &log("second"));
+    ends.wait(&task).await;
+
+    let (all, events) = check_invariants(&db).await;
+    assert_eq!(all[0].state(), TaskState::Succeeded);
+    let messages: Vec<&str> = events.iter().filter_map(|e| e.message.as_deref()).collect();
+    let handed_back = messages
+        .iter()
+        .position(|m| *m == "queued again: its robot is stopping");
+    let taken_up = messages
+        .iter()
+        .position(|m| m.starts_with("taken up again"));
+    assert!(
+        matches!((handed_back, taken_up), (Some(a), Some(b)) if a < b),
+        "{messages:#?}"
+    );
+    let on_host = SimDriver::new("sim://", &sim.join(format!("host-{host}"))).unwrap();
+    assert_eq!(on_host.list("vm").await.unwrap().len(), 1);
+    follower.abort();
+}

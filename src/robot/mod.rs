@@ -23,9 +23,6 @@ use crate::service::handoff::{Handoff, LocalRobot};
 use crate::service::ledger::Ledger;
 use crate::service::tasks::{Claimed, Outcome, Step};
 
-/// How long running tasks may take to reach a safe point when the robot stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Runs tasks until told to stop.
 pub struct Robot {
     service: Service,
@@ -34,6 +31,8 @@ pub struct Robot {
     owner: Arc<str>,
     /// Writes the steps of every task this robot runs, many in one transaction.
     ledger: Ledger,
+    /// The tasks it runs now, by id: what it releases if they outlast a shutdown's grace.
+    running: std::sync::Mutex<std::collections::HashMap<i64, Arc<Claimed>>>,
 }
 
 /// Why a task stopped before it ended.
@@ -65,6 +64,7 @@ impl Robot {
             service,
             config,
             owner: owner.into(),
+            running: Default::default(),
         }
     }
 
@@ -128,14 +128,30 @@ impl Robot {
         while let Ok(h) = handed.try_recv() {
             running.spawn(Arc::clone(&self).work(h.claimed, h.permit, shutdown.clone()));
         }
-        // Running tasks see the same signal and stop at their next safe point.
-        let drained = timeout(SHUTDOWN_GRACE, async {
+        // Running tasks see the same signal and stop at their next safe point (a host
+        // call in flight finishes first).
+        let drained = timeout(self.config.shutdown_grace, async {
             while running.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            // Their leases run out and another robot takes them up.
+            // Cut short; the host's call is killed, and the tasks go back to the queue at
+            // once for another robot (their operations are idempotent), rather than when
+            // their leases run out.
             running.abort_all();
+            while running.join_next().await.is_some() {}
+            let left: Vec<Arc<Claimed>> = self
+                .running
+                .lock()
+                .unwrap()
+                .drain()
+                .map(|(_, c)| c)
+                .collect();
+            for claimed in left {
+                if let Err(err) = self.service.release_task(&claimed, &self.owner).await {
+                    tracing::warn!(task = claimed.task.id, error = %err, "could not release a task; its lease will run out");
+                }
+            }
         }
         tracing::info!(owner = %self.owner, "robot stopped");
     }
@@ -170,6 +186,10 @@ impl Robot {
     ) {
         let task = claimed.task.id;
         let claimed = Arc::new(claimed);
+        self.running
+            .lock()
+            .unwrap()
+            .insert(task, Arc::clone(&claimed));
         let result = match self.run(&claimed, &mut shutdown).await {
             Ending::Done(outcome) => self
                 .ledger
@@ -191,6 +211,7 @@ impl Robot {
                 unreachable!("run turns a cancel into an outcome")
             }
         };
+        self.running.lock().unwrap().remove(&task);
         if let Err(err) = result {
             // The lease runs out and the task is taken up again.
             tracing::error!(task, error = %err, "could not record the end of a task");
@@ -208,6 +229,9 @@ impl Robot {
             }
         };
         let started = Instant::now();
+        // One heartbeat for the whole run: attempts and waits shorter than its period
+        // must not restart it, or a task that fails fast would never renew its lease.
+        let mut heartbeat = self.heartbeat();
         // The claim counted this run's first attempt.
         let mut attempt = claimed.task.attempts;
         let mut cancel = claimed.task.cancel_requested;
@@ -219,7 +243,10 @@ impl Robot {
             if *shutdown.borrow() {
                 return Ending::Interrupted(Interrupt::Stopping);
             }
-            let error = match self.attempt(claimed, &*driver, attempt).await {
+            let error = match self
+                .attempt(claimed, &*driver, attempt, &mut heartbeat)
+                .await
+            {
                 Ok(Ok(())) => return Ending::Done(Outcome::Succeeded),
                 Err(interrupt) => return Ending::Interrupted(interrupt),
                 Ok(Err(DriverError::Transient(error))) => error,
@@ -241,7 +268,7 @@ impl Robot {
             );
             self.report(claimed, attempt, None, "waiting to retry", Some(&message))
                 .await;
-            match self.hold(claimed, delay, shutdown).await {
+            match self.hold(claimed, delay, shutdown, &mut heartbeat).await {
                 Ok(()) => {}
                 Err(Interrupt::Cancel) => cancel = true,
                 Err(interrupt) => return Ending::Interrupted(interrupt),
@@ -260,6 +287,7 @@ impl Robot {
         claimed: &Arc<Claimed>,
         driver: &dyn Driver,
         attempt: i32,
+        heartbeat: &mut tokio::time::Interval,
     ) -> Result<Result<(), DriverError>, Interrupt> {
         let vm = claimed.vm.identifier.as_str();
         let name = claimed.snapshot.host_name.as_str();
@@ -276,7 +304,6 @@ impl Robot {
             }
         });
         tokio::pin!(call);
-        let mut heartbeat = self.heartbeat();
         loop {
             tokio::select! {
                 biased;
@@ -308,9 +335,9 @@ impl Robot {
         claimed: &Claimed,
         delay: Duration,
         shutdown: &mut watch::Receiver<bool>,
+        heartbeat: &mut tokio::time::Interval,
     ) -> Result<(), Interrupt> {
         let until = tokio::time::Instant::now() + delay;
-        let mut heartbeat = self.heartbeat();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return Ok(()),

@@ -33,6 +33,7 @@ pub fn test_robot() -> RobotConfig {
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(100),
         give_up_after: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
         ..RobotConfig::default()
     }
 }

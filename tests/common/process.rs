@@ -195,6 +195,14 @@ impl RobotProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Asks it to stop (SIGTERM), as a service manager does, and waits until it has.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
 }
 
 impl Drop for RobotProcess {
