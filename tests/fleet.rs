@@ -5,84 +5,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
+use common::fleet::{Ends, check_invariants, on_postgres};
 use common::process::{self, RobotProcess, ServerProcess};
-use common::ws::{Frame, Subscriber};
 use common::{Api, TestDb};
-use serde_json::json;
 use snaptree::db::{self, Db};
-use snaptree::domain::{SnapshotState, TaskState};
-use tokio::sync::oneshot;
-
-fn on_postgres() -> bool {
-    let pg = std::env::var("SNAPTREE_TEST_DATABASE").as_deref() == Ok("postgres");
-    if !pg {
-        eprintln!("skipped: the fleet tests run with SNAPTREE_TEST_DATABASE=postgres");
-    }
-    pg
-}
-
-/// The final event of each task, as a subscriber on one server receives them.
-#[derive(Clone, Default)]
-struct Ends {
-    /// Every event received: (id, task id, state), in the order received.
-    received: Arc<Mutex<Vec<(i64, String, String)>>>,
-    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
-    ended: Arc<Mutex<HashSet<String>>>,
-}
-
-impl Ends {
-    /// Follows `events` on the server at `url` until the socket closes.
-    async fn follow(&self, url: &str, token: &str) -> tokio::task::JoinHandle<()> {
-        let mut socket = Subscriber::connect(url, Some(token)).await.unwrap();
-        socket
-            .subscribe(
-                "all",
-                "subscription { events { id state task { id } } }",
-                json!({}),
-            )
-            .await;
-        let ends = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let Frame::Next(_, payload) = socket.next().await else {
-                    return;
-                };
-                let event = &payload["data"]["events"];
-                let id: i64 = event["id"].as_str().unwrap().parse().unwrap();
-                let task = event["task"]["id"].as_str().unwrap().to_owned();
-                let state = event["state"].as_str().unwrap().to_owned();
-                let last = matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED");
-                ends.received
-                    .lock()
-                    .unwrap()
-                    .push((id, task.clone(), state));
-                if last {
-                    match ends.waiting.lock().unwrap().remove(&task) {
-                        Some(done) => {
-                            let _ = done.send(());
-                        }
-                        None => {
-                            ends.ended.lock().unwrap().insert(task);
-                        }
-                    }
-                }
-            }
-        })
-    }
-
-    /// Waits for task `task`'s final event.
-    async fn wait(&self, task: &str) {
-        let (done, ended) = oneshot::channel();
-        if self.ended.lock().unwrap().remove(task) {
-            return;
-        }
-        self.waiting.lock().unwrap().insert(task.to_owned(), done);
-        ended.await.unwrap();
-    }
-}
+use snaptree::domain::TaskState;
 
 /// One random action on VM `vm` that its tree allows; (task id, what it was).
 async fn random_action(
@@ -118,75 +47,6 @@ async fn random_action(
         _ => api.delete(token, &snapshot, true).await,
     };
     (task, what.to_owned())
-}
-
-/// Checks the invariants over the whole database: every task final and ended by exactly
-/// one final event, its last; no snapshot left in a transitional state; at most one
-/// active snapshot per VM; every tree acyclic.
-async fn check_invariants(db: &TestDb) -> (Vec<db::models::Task>, Vec<db::models::TaskEvent>) {
-    let db = Db::connect(&db.url).await.unwrap();
-    let mut pooled = db.reader().await.unwrap();
-    let mut conn = pooled.conn();
-    let tasks = db::tasks::page(&mut conn, Default::default(), None, 1_000_000)
-        .await
-        .unwrap();
-    let events = db::events::after(&mut conn, Default::default(), 0, None, 1_000_000)
-        .await
-        .unwrap();
-    let mut by_task: BTreeMap<i64, Vec<&db::models::TaskEvent>> = BTreeMap::new();
-    for event in &events {
-        by_task.entry(event.task_id).or_default().push(event);
-    }
-    for task in &tasks {
-        assert!(
-            !task.state().is_open(),
-            "task {} is still {}",
-            task.id,
-            task.state
-        );
-        let mine = &by_task[&task.id];
-        let finals: Vec<_> = mine.iter().filter(|e| !e.state().is_open()).collect();
-        assert_eq!(finals.len(), 1, "task {}: {mine:#?}", task.id);
-        assert_eq!(
-            mine.last().unwrap().id,
-            finals[0].id,
-            "task {}: final event not last",
-            task.id
-        );
-        assert_eq!(finals[0].state(), task.state());
-    }
-    let vms: Vec<i64> = tasks
-        .iter()
-        .map(|t| t.vm_id)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let snapshots = db::snapshots::of_vms(&mut conn, &vms, false).await.unwrap();
-    let mut active: HashMap<i64, usize> = HashMap::new();
-    let parents: HashMap<i64, Option<i64>> =
-        snapshots.iter().map(|s| (s.id, s.parent_id)).collect();
-    for s in &snapshots {
-        let state = SnapshotState::from_code(s.state).unwrap();
-        assert!(
-            state.is_stable(),
-            "snapshot {} left in {state} with no task",
-            s.id
-        );
-        if s.active {
-            *active.entry(s.vm_id).or_default() += 1;
-        }
-        // Walking up ends at a root within as many steps as there are snapshots.
-        let mut at = s.parent_id;
-        for _ in 0..=snapshots.len() {
-            match at {
-                Some(parent) => at = parents.get(&parent).copied().flatten(),
-                None => break,
-            }
-        }
-        assert!(at.is_none(), "snapshot {} is in a cycle", s.id);
-    }
-    assert!(active.values().all(|n| *n <= 1), "{active:?}");
-    (tasks, events)
 }
 
 /// Two `serve --no-robot` and three `snaptree robot` on one database: 1,000 random

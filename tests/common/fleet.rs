@@ -1,0 +1,184 @@
+//! Helpers for tests of several processes on one PostgreSQL database: a subscriber
+//! that follows every event and says when each task has ended, and the invariants that
+//! must hold over the whole database afterwards.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use snaptree::db::{self, Db};
+use snaptree::domain::SnapshotState;
+use tokio::sync::oneshot;
+
+use super::TestDb;
+use super::ws::{Frame, Subscriber};
+
+pub fn on_postgres() -> bool {
+    let pg = std::env::var("SNAPTREE_TEST_DATABASE").as_deref() == Ok("postgres");
+    if !pg {
+        eprintln!("skipped: the fleet tests run with SNAPTREE_TEST_DATABASE=postgres");
+    }
+    pg
+}
+
+/// The final event of each task, as a subscriber on one server receives them.
+#[derive(Clone, Default)]
+pub struct Ends {
+    /// Every event received: (id, task id, state), in the order received.
+    pub received: Arc<Mutex<Vec<(i64, String, String)>>>,
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    ended: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Ends {
+    /// Follows `events` on the server at `url` from now on; when the subscription ends
+    /// or the socket closes (the database went away, say), it subscribes again with
+    /// `after` the last event it received, as a client should.
+    pub async fn follow(&self, url: &str, token: &str) -> tokio::task::JoinHandle<()> {
+        let (url, token) = (url.to_owned(), token.to_owned());
+        let mut socket = Subscriber::connect(&url, Some(&token)).await.unwrap();
+        socket
+            .subscribe(
+                "all",
+                "subscription { events { id state task { id } } }",
+                json!({}),
+            )
+            .await;
+        let ends = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let payload = match socket.next().await {
+                    Frame::Next(_, payload) if payload.get("errors").is_none() => payload,
+                    _ => {
+                        socket = ends.resubscribe(&url, &token).await;
+                        continue;
+                    }
+                };
+                let event = &payload["data"]["events"];
+                let id: i64 = event["id"].as_str().unwrap().parse().unwrap();
+                let task = event["task"]["id"].as_str().unwrap().to_owned();
+                let state = event["state"].as_str().unwrap().to_owned();
+                let last = matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED");
+                ends.received
+                    .lock()
+                    .unwrap()
+                    .push((id, task.clone(), state));
+                if last {
+                    match ends.waiting.lock().unwrap().remove(&task) {
+                        Some(done) => {
+                            let _ = done.send(());
+                        }
+                        None => {
+                            ends.ended.lock().unwrap().insert(task);
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Subscribes again after the last event received, retrying until the server takes
+    /// it.
+    async fn resubscribe(&self, url: &str, token: &str) -> Subscriber {
+        let after = self
+            .received
+            .lock()
+            .unwrap()
+            .last()
+            .map(|e| e.0.to_string());
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(mut socket) = Subscriber::connect(url, Some(token)).await else {
+                continue;
+            };
+            socket
+                .subscribe(
+                    "all",
+                    "subscription($a: ID) { events(after: $a) { id state task { id } } }",
+                    json!({ "a": after }),
+                )
+                .await;
+            return socket;
+        }
+    }
+
+    /// Waits for task `task`'s final event.
+    pub async fn wait(&self, task: &str) {
+        let (done, ended) = oneshot::channel();
+        if self.ended.lock().unwrap().remove(task) {
+            return;
+        }
+        self.waiting.lock().unwrap().insert(task.to_owned(), done);
+        ended.await.unwrap();
+    }
+}
+
+/// Checks the invariants over the whole database: every task final and ended by exactly
+/// one final event, its last; no snapshot left in a transitional state; at most one
+/// active snapshot per VM; every tree acyclic.
+pub async fn check_invariants(db: &TestDb) -> (Vec<db::models::Task>, Vec<db::models::TaskEvent>) {
+    let db = Db::connect(&db.url).await.unwrap();
+    let mut pooled = db.reader().await.unwrap();
+    let mut conn = pooled.conn();
+    let tasks = db::tasks::page(&mut conn, Default::default(), None, 1_000_000)
+        .await
+        .unwrap();
+    let events = db::events::after(&mut conn, Default::default(), 0, None, 1_000_000)
+        .await
+        .unwrap();
+    let mut by_task: BTreeMap<i64, Vec<&db::models::TaskEvent>> = BTreeMap::new();
+    for event in &events {
+        by_task.entry(event.task_id).or_default().push(event);
+    }
+    for task in &tasks {
+        assert!(
+            !task.state().is_open(),
+            "task {} is still {}",
+            task.id,
+            task.state
+        );
+        let mine = &by_task[&task.id];
+        let finals: Vec<_> = mine.iter().filter(|e| !e.state().is_open()).collect();
+        assert_eq!(finals.len(), 1, "task {}: {mine:#?}", task.id);
+        assert_eq!(
+            mine.last().unwrap().id,
+            finals[0].id,
+            "task {}: final event not last",
+            task.id
+        );
+        assert_eq!(finals[0].state(), task.state());
+    }
+    let vms: Vec<i64> = tasks
+        .iter()
+        .map(|t| t.vm_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let snapshots = db::snapshots::of_vms(&mut conn, &vms, false).await.unwrap();
+    let mut active: HashMap<i64, usize> = HashMap::new();
+    let parents: HashMap<i64, Option<i64>> =
+        snapshots.iter().map(|s| (s.id, s.parent_id)).collect();
+    for s in &snapshots {
+        let state = SnapshotState::from_code(s.state).unwrap();
+        assert!(
+            state.is_stable(),
+            "snapshot {} left in {state} with no task",
+            s.id
+        );
+        if s.active {
+            *active.entry(s.vm_id).or_default() += 1;
+        }
+        // Walking up ends at a root within as many steps as there are snapshots.
+        let mut at = s.parent_id;
+        for _ in 0..=snapshots.len() {
+            match at {
+                Some(parent) => at = parents.get(&parent).copied().flatten(),
+                None => break,
+            }
+        }
+        assert!(at.is_none(), "snapshot {} is in a cycle", s.id);
+    }
+    assert!(active.values().all(|n| *n <= 1), "{active:?}");
+    (tasks, events)
+}

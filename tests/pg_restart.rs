@@ -1,0 +1,130 @@
+//! PostgreSQL restarted while tasks run: the servers and robots ride through by
+//! themselves (pools, the `LISTEN` connection, the pump, the task ledger), and no task or
+//! event is lost or doubled. It restarts the database server it tests on, so it has a
+//! test binary of its own (cargo runs them one at a time); PostgreSQL only.
+//!
+//! The restart is `pg_ctlcluster <version> main restart`, or the shell command in
+//! `SNAPTREE_TEST_POSTGRES_RESTART`.
+
+mod common;
+
+use common::fleet::{Ends, check_invariants, on_postgres};
+use common::process::{self, RobotProcess, ServerProcess};
+use common::{Api, TestDb};
+use serde_json::json;
+use snaptree::db::{self, Db};
+use snaptree::domain::TaskState;
+use snaptree::hypervisor::Driver;
+use snaptree::hypervisor::sim::SimDriver;
+
+fn restart_postgres() {
+    let command = std::env::var("SNAPTREE_TEST_POSTGRES_RESTART").unwrap_or_else(|_| {
+        let version = std::fs::read_dir("/etc/postgresql")
+            .expect("a Debian PostgreSQL cluster, or SNAPTREE_TEST_POSTGRES_RESTART")
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name();
+        format!("pg_ctlcluster {} main restart", version.to_string_lossy())
+    });
+    let status = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{command} failed");
+}
+
+/// `createSnapshot`, sent again while the server answers with an error (its pooled
+/// connections died with the database); the task's id.
+async fn create_until_accepted(api: &Api, token: &str, vm: &str, name: &str) -> String {
+    loop {
+        let body = api
+            .request(
+                Some(token),
+                "mutation($v: ID!, $n: String!) { createSnapshot(vmId: $v, name: $n) { task { id } } }",
+                json!({ "v": vm, "n": name }),
+            )
+            .await;
+        if let Some(task) = body["data"]["createSnapshot"]["task"]["id"].as_str() {
+            return task.to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn everything_resumes_after_postgres_restarts_under_load() {
+    if !on_postgres() {
+        return;
+    }
+    const VMS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let url = db.cli_url();
+    let sim = dir.path().join("sim");
+    let admin = process::token(&url, "ops", "ADMIN");
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let server = ServerProcess::start_logging(&url, &sim, &["--no-robot"], Some(&log("server")));
+    // Workers for every VM: the whole first wave runs at once.
+    let flags = ["--lease-seconds", "3", "--workers", "16"];
+    let _robot = RobotProcess::start(&url, &sim, &flags, &log("robot"));
+    let api = Api::new(&server.url, admin.clone());
+    let project = api.create_project("p").await;
+    let host = api
+        .create_host("slow", "SIMULATED", "sim://?latency_ms=3000", None)
+        .await;
+    let mut vms = Vec::new();
+    for i in 0..VMS {
+        vms.push(api.create_vm(&host, &project, &format!("vm{i}")).await);
+    }
+    let ends = Ends::default();
+    let follower = ends.follow(&api.url, &admin).await;
+
+    // The first wave is on the host when the database goes away.
+    let mut tasks = Vec::new();
+    for vm in &vms {
+        tasks.push(api.create_snapshot(&admin, vm, "before").await.1);
+    }
+    {
+        let lib = Db::connect(&db.url).await.unwrap();
+        loop {
+            let mut pooled = lib.reader().await.unwrap();
+            let all = db::tasks::page(&mut pooled.conn(), Default::default(), None, 100)
+                .await
+                .unwrap();
+            if all.iter().all(|t| t.state() == TaskState::Running) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    tokio::task::spawn_blocking(restart_postgres).await.unwrap();
+    for task in &tasks {
+        ends.wait(task).await;
+    }
+    // The second wave goes through the same server and robot afterwards.
+    for vm in &vms {
+        let task = create_until_accepted(&api, &admin, vm, "after").await;
+        ends.wait(&task).await;
+        tasks.push(task);
+    }
+
+    let (all, events) = check_invariants(&db).await;
+    assert_eq!(all.len(), 2 * VMS);
+    assert!(
+        all.iter().all(|t| t.state() == TaskState::Succeeded),
+        "{all:#?}"
+    );
+    let received: Vec<i64> = ends.received.lock().unwrap().iter().map(|e| e.0).collect();
+    let stored: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(
+        received, stored,
+        "the subscriber missed, repeated or reordered events"
+    );
+    let on_host = SimDriver::new("sim://", &sim.join(format!("host-{host}"))).unwrap();
+    for i in 0..VMS {
+        let listed = on_host.list(&format!("vm{i}")).await.unwrap();
+        assert_eq!(listed.len(), 2, "vm{i}: {listed:?}");
+    }
+    follower.abort();
+}
