@@ -7,10 +7,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::fleet::{Ends, check_invariants, on_postgres};
-use common::process::{self, RobotProcess, ServerProcess};
-use common::{Api, TestDb};
-use snaptree::db::{self, Db};
+use common::Api;
+use common::fleet::{Ends, Fleet, check_invariants, on_postgres};
+use common::process::{RobotProcess, ServerProcess};
 use snaptree::domain::TaskState;
 
 /// One random action on VM `vm` that its tree allows; (task id, what it was).
@@ -64,21 +63,18 @@ async fn two_servers_and_three_robots_behave_as_one() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("SNAPTREE_FLEET_SEED={seed}");
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::new(dir.path()).await;
-    let url = db.cli_url();
-    let sim = dir.path().join("sim");
-    let admin = process::token(&url, "ops", "ADMIN");
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let fleet = Fleet::new().await;
+    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
+    let log = |name: &str| fleet.log(name);
     let servers: Vec<ServerProcess> = ["a", "b"]
         .iter()
-        .map(|name| ServerProcess::start_logging(&url, &sim, &["--no-robot"], Some(&log(name))))
+        .map(|name| ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log(name))))
         .collect();
     let robots: Vec<RobotProcess> = (0..3)
         .map(|i| {
             RobotProcess::start(
-                &url,
-                &sim,
+                url,
+                sim,
                 &["--lease-seconds", "5"],
                 &log(&format!("robot{i}")),
             )
@@ -119,7 +115,7 @@ async fn two_servers_and_three_robots_behave_as_one() {
     });
     futures_util::future::join_all(chains).await;
 
-    let (tasks, events) = check_invariants(&db).await;
+    let (tasks, events) = check_invariants(db).await;
     assert_eq!(tasks.len(), VMS * ACTIONS);
     assert!(
         tasks.iter().all(|t| t.state() == TaskState::Succeeded),
@@ -167,18 +163,15 @@ async fn a_killed_robots_tasks_are_finished_by_the_others() {
         return;
     }
     const VMS: usize = 12;
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::new(dir.path()).await;
-    let url = db.cli_url();
-    let sim = dir.path().join("sim");
-    let admin = process::token(&url, "ops", "ADMIN");
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let server = ServerProcess::start_logging(&url, &sim, &["--no-robot"], Some(&log("server")));
+    let fleet = Fleet::new().await;
+    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
+    let log = |name: &str| fleet.log(name);
+    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
     let mut robots: Vec<RobotProcess> = (0..3)
         .map(|i| {
             RobotProcess::start(
-                &url,
-                &sim,
+                url,
+                sim,
                 &["--lease-seconds", "2"],
                 &log(&format!("robot{i}")),
             )
@@ -198,17 +191,7 @@ async fn a_killed_robots_tasks_are_finished_by_the_others() {
     }
 
     // Once every task runs, kill the robot that holds the most.
-    let lib = Db::connect(&db.url).await.unwrap();
-    let holders = loop {
-        let mut pooled = lib.reader().await.unwrap();
-        let all = db::tasks::page(&mut pooled.conn(), Default::default(), None, 100)
-            .await
-            .unwrap();
-        if all.iter().all(|t| t.state() == TaskState::Running) {
-            break all;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let holders = fleet.all_running().await;
     let mut held: HashMap<u32, Vec<i64>> = HashMap::new();
     for task in &holders {
         let owner = task.lease_owner.as_deref().unwrap();
@@ -226,7 +209,7 @@ async fn a_killed_robots_tasks_are_finished_by_the_others() {
     for task in &tasks {
         ends.wait(task).await;
     }
-    let (all, events) = check_invariants(&db).await;
+    let (all, events) = check_invariants(db).await;
     for task in &all {
         assert_eq!(task.state(), TaskState::Succeeded, "{task:?}");
         let started: Vec<&str> = events
@@ -275,16 +258,13 @@ async fn a_stopping_robot_hands_back_what_outlasts_its_grace() {
     if !on_postgres() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::new(dir.path()).await;
-    let url = db.cli_url();
-    let sim = dir.path().join("sim");
-    let admin = process::token(&url, "ops", "ADMIN");
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let server = ServerProcess::start_logging(&url, &sim, &["--no-robot"], Some(&log("server")));
+    let fleet = Fleet::new().await;
+    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
+    let log = |name: &str| fleet.log(name);
+    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
     // A lease far longer than the test: only a hand-back lets another robot in.
     let flags = ["--lease-seconds", "600", "--shutdown-grace-seconds", "1"];
-    let mut first = RobotProcess::start(&url, &sim, &flags, &log("first"));
+    let mut first = RobotProcess::start(url, sim, &flags, &log("first"));
     let api = Api::new(&server.url, admin.clone());
     let project = api.create_project("fleet").await;
     let host = api
@@ -295,25 +275,15 @@ async fn a_stopping_robot_hands_back_what_outlasts_its_grace() {
     let follower = ends.follow(&api.url, &admin).await;
     let (_, task) = api.create_snapshot(&admin, &vm, "s").await;
 
-    let lib = Db::connect(&db.url).await.unwrap();
-    loop {
-        let mut pooled = lib.reader().await.unwrap();
-        let all = db::tasks::page(&mut pooled.conn(), Default::default(), None, 10)
-            .await
-            .unwrap();
-        if all[0].state() == TaskState::Running {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    fleet.all_running().await;
     assert!(
         first.terminate().success(),
         "the robot did not stop cleanly"
     );
-    let _second = RobotProcess::start(&url, &sim, &["--lease-seconds", "600"], &log("second"));
+    let _second = RobotProcess::start(url, sim, &["--lease-seconds", "600"], &log("second"));
     ends.wait(&task).await;
 
-    let (all, events) = check_invariants(&db).await;
+    let (all, events) = check_invariants(db).await;
     assert_eq!(all[0].state(), TaskState::Succeeded);
     let messages: Vec<&str> = events.iter().filter_map(|e| e.message.as_deref()).collect();
     let handed_back = messages

@@ -8,11 +8,10 @@
 
 mod common;
 
-use common::fleet::{Ends, check_invariants, on_postgres};
-use common::process::{self, RobotProcess, ServerProcess};
-use common::{Api, TestDb};
+use common::Api;
+use common::fleet::{Ends, Fleet, check_invariants, on_postgres};
+use common::process::{RobotProcess, ServerProcess};
 use serde_json::json;
-use snaptree::db::{self, Db};
 use snaptree::domain::TaskState;
 use snaptree::hypervisor::Driver;
 use snaptree::hypervisor::sim::SimDriver;
@@ -58,16 +57,13 @@ async fn everything_resumes_after_postgres_restarts_under_load() {
         return;
     }
     const VMS: usize = 10;
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::new(dir.path()).await;
-    let url = db.cli_url();
-    let sim = dir.path().join("sim");
-    let admin = process::token(&url, "ops", "ADMIN");
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let server = ServerProcess::start_logging(&url, &sim, &["--no-robot"], Some(&log("server")));
+    let fleet = Fleet::new().await;
+    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
+    let log = |name: &str| fleet.log(name);
+    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
     // Workers for every VM: the whole first wave runs at once.
     let flags = ["--lease-seconds", "3", "--workers", "16"];
-    let _robot = RobotProcess::start(&url, &sim, &flags, &log("robot"));
+    let _robot = RobotProcess::start(url, sim, &flags, &log("robot"));
     let api = Api::new(&server.url, admin.clone());
     let project = api.create_project("p").await;
     let host = api
@@ -85,19 +81,7 @@ async fn everything_resumes_after_postgres_restarts_under_load() {
     for vm in &vms {
         tasks.push(api.create_snapshot(&admin, vm, "before").await.1);
     }
-    {
-        let lib = Db::connect(&db.url).await.unwrap();
-        loop {
-            let mut pooled = lib.reader().await.unwrap();
-            let all = db::tasks::page(&mut pooled.conn(), Default::default(), None, 100)
-                .await
-                .unwrap();
-            if all.iter().all(|t| t.state() == TaskState::Running) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
+    fleet.all_running().await;
     tokio::task::spawn_blocking(restart_postgres).await.unwrap();
     for task in &tasks {
         ends.wait(task).await;
@@ -109,7 +93,7 @@ async fn everything_resumes_after_postgres_restarts_under_load() {
         tasks.push(task);
     }
 
-    let (all, events) = check_invariants(&db).await;
+    let (all, events) = check_invariants(db).await;
     assert_eq!(all.len(), 2 * VMS);
     assert!(
         all.iter().all(|t| t.state() == TaskState::Succeeded),

@@ -3,15 +3,17 @@
 //! must hold over the whole database afterwards.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 use snaptree::db::{self, Db};
-use snaptree::domain::SnapshotState;
+use snaptree::domain::{SnapshotState, TaskState};
 use tokio::sync::oneshot;
 
 use super::TestDb;
+use super::process;
 use super::ws::{Frame, Subscriber};
 
 pub fn on_postgres() -> bool {
@@ -181,4 +183,51 @@ pub async fn check_invariants(db: &TestDb) -> (Vec<db::models::Task>, Vec<db::mo
     }
     assert!(active.values().all(|n| *n <= 1), "{active:?}");
     (tasks, events)
+}
+
+/// What processes of one fleet share: a database, the simulated hosts' state, an ADMIN
+/// token, and a directory for their logs.
+pub struct Fleet {
+    pub db: TestDb,
+    /// The database's URL as the command line takes it.
+    pub url: String,
+    pub sim: PathBuf,
+    pub admin: String,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(dir.path()).await;
+        let url = db.cli_url();
+        let admin = process::token(&url, "ops", "ADMIN");
+        Self {
+            sim: dir.path().join("sim"),
+            db,
+            url,
+            admin,
+            dir,
+        }
+    }
+
+    /// Where a process named `name` logs.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Waits until every task is running (read from the database); returns them.
+    pub async fn all_running(&self) -> Vec<db::models::Task> {
+        let lib = Db::connect(&self.db.url).await.unwrap();
+        loop {
+            let mut pooled = lib.reader().await.unwrap();
+            let all = db::tasks::page(&mut pooled.conn(), Default::default(), None, 1000)
+                .await
+                .unwrap();
+            if all.iter().all(|t| t.state() == TaskState::Running) {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
