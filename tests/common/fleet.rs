@@ -112,7 +112,12 @@ impl Ends {
             return;
         }
         self.waiting.lock().unwrap().insert(task.to_owned(), done);
-        ended.await.unwrap();
+        // A hang guard, not a performance limit: a final event that never comes fails
+        // the test instead of stalling the suite.
+        tokio::time::timeout(Duration::from_secs(300), ended)
+            .await
+            .unwrap_or_else(|_| panic!("task {task}'s final event never came"))
+            .unwrap();
     }
 }
 
