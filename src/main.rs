@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
-use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, RobotConfig};
+use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, RobotConfig, Timeouts};
 use snaptree::db::Db;
 use snaptree::domain::Role;
 use snaptree::robot::Robot;
@@ -68,6 +68,15 @@ struct RobotTuning {
     /// to the queue at once for other robots.
     #[arg(long, env = "SNAPTREE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     shutdown_grace_seconds: u64,
+    /// Seconds one host call of a create may take before it is cut off (and retried).
+    #[arg(long, env = "SNAPTREE_CREATE_TIMEOUT_SECONDS", default_value_t = 300)]
+    create_timeout_seconds: u64,
+    /// Seconds one host call of an apply or revert may take (the VM restarts: the slowest).
+    #[arg(long, env = "SNAPTREE_APPLY_TIMEOUT_SECONDS", default_value_t = 600)]
+    apply_timeout_seconds: u64,
+    /// Seconds one host call of a delete may take.
+    #[arg(long, env = "SNAPTREE_DELETE_TIMEOUT_SECONDS", default_value_t = 300)]
+    delete_timeout_seconds: u64,
     #[command(flatten)]
     hosts: HostAccess,
 }
@@ -209,6 +218,11 @@ impl RobotTuning {
             workers: self.workers,
             lease: Duration::from_secs(self.lease_seconds.max(1)),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            timeouts: Timeouts {
+                build: Duration::from_secs(self.create_timeout_seconds.max(1)),
+                update: Duration::from_secs(self.apply_timeout_seconds.max(1)),
+                scrub: Duration::from_secs(self.delete_timeout_seconds.max(1)),
+            },
             hosts,
             ..RobotConfig::default()
         }

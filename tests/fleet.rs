@@ -300,3 +300,158 @@ async fn a_stopping_robot_hands_back_what_outlasts_its_grace() {
     assert_eq!(on_host.list("vm").await.unwrap().len(), 1);
     follower.abort();
 }
+
+/// Hosts that fail 30% of calls (half for good, half transiently) and hang 5%, and one
+/// that is down (every call fails after a second, as when libvirtd is stopped), under
+/// three robots with short host-call timeouts: every task ends, every failure says why on
+/// its task, no robot loses a lease it holds (none dies here, so a task "taken up again"
+/// would be a lapsed lease), and snaptree's trees match the hosts'.
+#[tokio::test]
+async fn faults_on_the_hosts_lose_nothing() {
+    use snaptree::hypervisor::Driver;
+    use snaptree::hypervisor::sim::SimDriver;
+    if !on_postgres() {
+        return;
+    }
+    const VMS: usize = 30;
+    const ACTIONS: usize = 8;
+    let seed = std::env::var("SNAPTREE_FLEET_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("SNAPTREE_FLEET_SEED={seed}");
+    let fleet = Fleet::new().await;
+    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
+    let log = |name: &str| fleet.log(name);
+    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
+    // Leases of 8 s, renewed every 2.7 s. On the down host, attempts of 1 s and the first
+    // waits between them (0.5, 1, 2 s) are each shorter than that period: a heartbeat
+    // restarted with each attempt or wait (a bug once) would never beat, and the lease
+    // would run out after a few of them.
+    let flags = [
+        "--lease-seconds",
+        "8",
+        "--create-timeout-seconds",
+        "2",
+        "--apply-timeout-seconds",
+        "2",
+        "--delete-timeout-seconds",
+        "2",
+    ];
+    let _robots: Vec<RobotProcess> = (0..3)
+        .map(|i| RobotProcess::start(url, sim, &flags, &log(&format!("robot{i}"))))
+        .collect();
+    let api = Api::new(&server.url, admin.clone());
+    let project = api.create_project("faults").await;
+    let host = api
+        .create_host(
+            "faulty",
+            "SIMULATED",
+            "sim://?latency_ms=8&fail_rate=0.15&flaky_rate=0.15&hang_rate=0.05",
+            None,
+        )
+        .await;
+    let down = api
+        .create_host(
+            "down",
+            "SIMULATED",
+            "sim://?latency_ms=2000&flaky_rate=1",
+            None,
+        )
+        .await;
+    let mut vms = Vec::new();
+    for i in 0..VMS {
+        vms.push(api.create_vm(&host, &project, &format!("vm{i}")).await);
+    }
+    let mut stranded = Vec::new();
+    for i in 0..3 {
+        stranded.push(
+            api.create_vm(&down, &project, &format!("stranded{i}"))
+                .await,
+        );
+    }
+    let ends = Ends::default();
+    let follower = ends.follow(&api.url, &admin).await;
+    let mut doomed = Vec::new();
+    for vm in &stranded {
+        doomed.push(api.create_snapshot(&admin, vm, "never").await.1);
+    }
+    let chains = vms.iter().enumerate().map(|(v, vm)| {
+        let (api, admin, ends) = (api.clone(), admin.clone(), ends.clone());
+        let mut rng = fastrand::Rng::with_seed(seed ^ v as u64);
+        let vm = vm.clone();
+        async move {
+            for step in 0..ACTIONS {
+                let (task, _) = random_action(&api, &admin, &vm, step, &mut rng).await;
+                ends.wait(&task).await;
+            }
+        }
+    });
+    futures_util::future::join_all(chains).await;
+    for task in &doomed {
+        ends.wait(task).await;
+    }
+
+    let (tasks, events) = check_invariants(db).await;
+    assert_eq!(tasks.len(), VMS * ACTIONS + doomed.len());
+    for task in tasks.iter().filter(|t| doomed.contains(&t.id.to_string())) {
+        let error = task.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("gave up after"), "{error}");
+    }
+    let failed = tasks
+        .iter()
+        .filter(|t| t.state() == TaskState::Failed)
+        .count();
+    eprintln!(
+        "{} tasks, {failed} failed, {} events",
+        tasks.len(),
+        events.len()
+    );
+    // With 15% of calls failing for good, some tasks must fail: else the faults were off.
+    assert!(failed > 0, "no task failed on hosts that fail");
+    for task in &tasks {
+        let mine: Vec<&str> = events
+            .iter()
+            .filter(|e| e.task_id == task.id)
+            .filter_map(|e| e.message.as_deref())
+            .collect();
+        if task.state() == TaskState::Failed {
+            let error = task.error.as_deref().unwrap_or_default();
+            assert!(
+                error.contains("simulated") || error.contains("did not finish"),
+                "task {} failed without its reason: {error:?}",
+                task.id
+            );
+        }
+        let starts = mine
+            .iter()
+            .filter(|m| m.starts_with("started by") || m.starts_with("taken up again"))
+            .count();
+        assert_eq!(starts, 1, "task {} lost its lease: {mine:#?}", task.id);
+    }
+    // The hosts hold exactly the snapshots snaptree shows as built, and their current
+    // snapshot is snaptree's active one.
+    let lib = snaptree::db::Db::connect(&db.url).await.unwrap();
+    let mut pooled = lib.reader().await.unwrap();
+    let on_host = SimDriver::new("sim://", &sim.join(format!("host-{host}"))).unwrap();
+    for (i, vm) in vms.iter().enumerate() {
+        let vm: i64 = vm.parse().unwrap();
+        let ours = snaptree::db::snapshots::of_vms(&mut pooled.conn(), &[vm], false)
+            .await
+            .unwrap();
+        let mut built: Vec<&str> = ours
+            .iter()
+            .filter(|s| s.state() == snaptree::domain::SnapshotState::Running)
+            .map(|s| s.host_name.as_str())
+            .collect();
+        built.sort();
+        let active = ours.iter().find(|s| s.active).map(|s| s.host_name.clone());
+        let theirs = on_host.list(&format!("vm{i}")).await.unwrap();
+        let mut held: Vec<&str> = theirs.iter().map(|s| s.name.as_str()).collect();
+        held.sort();
+        let current = theirs.iter().find(|s| s.current).map(|s| s.name.clone());
+        assert_eq!(built, held, "vm{i}: snaptree's snapshots vs the host's");
+        assert_eq!(active, current, "vm{i}: active vs the host's current");
+    }
+    follower.abort();
+}

@@ -6,10 +6,12 @@
 //! lives in one JSON file per VM under the state directory, so it outlives the snaptree
 //! process as a real host would.
 //!
-//! The URI tunes it: `sim://?latency_ms=50&fail_rate=0.1&flaky_rate=0.2&domains=web,db`.
+//! The URI tunes it: `sim://?latency_ms=50&fail_rate=0.1&flaky_rate=0.2&hang_rate=0.05&domains=web,db`.
 //! `latency_ms` is how long each snapshot operation (create, apply, delete) takes,
 //! `fail_rate` the share of them that fail for good, `flaky_rate` the share that fail
-//! transiently, and `domains` the VMs the host starts with. Any other VM comes into being
+//! transiently, `hang_rate` the share that never answer (the host stops responding
+//! midway, before making the change: only the robot's timeout ends them), and `domains`
+//! the VMs the host starts with. Any other VM comes into being
 //! when it is first asked for. Reads (VM state, listings) are instant and never fail.
 
 use std::collections::BTreeMap;
@@ -29,6 +31,7 @@ pub struct SimParams {
     pub latency: Duration,
     pub fail_rate: f64,
     pub flaky_rate: f64,
+    pub hang_rate: f64,
     pub domains: Vec<String>,
 }
 
@@ -52,6 +55,7 @@ impl SimParams {
                 }
                 "fail_rate" => params.fail_rate = rate(key, value)?,
                 "flaky_rate" => params.flaky_rate = rate(key, value)?,
+                "hang_rate" => params.hang_rate = rate(key, value)?,
                 "domains" => {
                     params.domains = value
                         .split(',')
@@ -61,13 +65,13 @@ impl SimParams {
                 }
                 other => {
                     return Err(format!(
-                        "unknown sim:// parameter {other:?}; use latency_ms, fail_rate, flaky_rate or domains"
+                        "unknown sim:// parameter {other:?}; use latency_ms, fail_rate, flaky_rate, hang_rate or domains"
                     ));
                 }
             }
         }
-        if params.fail_rate + params.flaky_rate > 1.0 {
-            return Err("fail_rate and flaky_rate add up to more than 1".into());
+        if params.fail_rate + params.flaky_rate + params.hang_rate > 1.0 {
+            return Err("fail_rate, flaky_rate and hang_rate add up to more than 1".into());
         }
         Ok(params)
     }
@@ -221,6 +225,9 @@ impl SimDriver {
         let roll = fastrand::f64();
         let fails = roll < self.params.fail_rate;
         let flaky = !fails && roll < self.params.fail_rate + self.params.flaky_rate;
+        let hangs = !fails
+            && !flaky
+            && roll < self.params.fail_rate + self.params.flaky_rate + self.params.hang_rate;
         let step = self.params.latency / 4;
         progress.report(Some(0), "connecting to the host");
         tokio::time::sleep(step).await;
@@ -235,6 +242,9 @@ impl SimDriver {
             return Err(DriverError::Transient(format!(
                 "simulated transient failure: lost the connection to the host during {phase}"
             )));
+        }
+        if hangs {
+            std::future::pending::<()>().await;
         }
         progress.report(Some(50), phase);
         tokio::time::sleep(step).await;
