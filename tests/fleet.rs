@@ -455,3 +455,110 @@ async fn faults_on_the_hosts_lose_nothing() {
     }
     follower.abort();
 }
+
+/// Servers stopped while clients follow `events` on them: one killed outright (SIGKILL),
+/// one told to stop (SIGTERM, which closes its sockets with 1001, "go elsewhere"). Their
+/// subscribers resubscribe on the server left, with `after` the last event they saw, and
+/// end up with every event, in order, exactly once.
+#[tokio::test]
+async fn subscribers_of_a_stopped_server_resume_on_another() {
+    if !on_postgres() {
+        return;
+    }
+    const VMS: usize = 20;
+    const ACTIONS: usize = 10;
+    let seed = fastrand::u64(..);
+    eprintln!("SNAPTREE_FLEET_SEED={seed}");
+    let fleet = Fleet::new().await;
+    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
+    let log = |name: &str| fleet.log(name);
+    let mut servers: Vec<ServerProcess> = ["a", "b", "c"]
+        .iter()
+        .map(|name| ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log(name))))
+        .collect();
+    let _robots: Vec<RobotProcess> = (0..2)
+        .map(|i| RobotProcess::start(url, sim, &[], &log(&format!("robot{i}"))))
+        .collect();
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| Api::new(&s.url, admin.clone()).url)
+        .collect();
+    let api = Api::new(&servers[1].url, admin.clone());
+    let project = api.create_project("fleet").await;
+    let host = api
+        .create_host("sim", "SIMULATED", "sim://?latency_ms=20", None)
+        .await;
+    let mut vms = Vec::new();
+    for i in 0..VMS {
+        vms.push(api.create_vm(&host, &project, &format!("vm{i}")).await);
+    }
+    // The actions go through b, and b's own subscriber says when each has ended.
+    let on_b = Ends::default();
+    let follow_b = on_b.follow(&urls[1], &admin).await;
+    let on_a = Ends::default();
+    let follow_a = on_a.follow_any(&[&urls[0], &urls[1]], &admin).await;
+    let on_c = Ends::default();
+    let follow_c = on_c.follow_any(&[&urls[2], &urls[1]], &admin).await;
+
+    let chains = futures_util::future::join_all(vms.iter().enumerate().map(|(v, vm)| {
+        let (api, admin, ends) = (api.clone(), admin.clone(), on_b.clone());
+        let mut rng = fastrand::Rng::with_seed(seed ^ v as u64);
+        let vm = vm.clone();
+        async move {
+            for step in 0..ACTIONS {
+                let (task, _) = random_action(&api, &admin, &vm, step, &mut rng).await;
+                ends.wait(&task).await;
+            }
+        }
+    }));
+    let ended = |ends: &Ends| {
+        ends.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.2.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED"))
+            .count()
+    };
+    let (mut a, mut c) = (servers.remove(0), servers.remove(1));
+    let stopper = async {
+        while ended(&on_b) < VMS * ACTIONS / 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        a.kill();
+        while ended(&on_b) < VMS * ACTIONS * 2 / 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(c.terminate().success(), "server c did not stop cleanly");
+    };
+    tokio::join!(chains, stopper);
+
+    let (tasks, events) = check_invariants(db).await;
+    assert_eq!(tasks.len(), VMS * ACTIONS);
+    let stored: Vec<i64> = events.iter().map(|e| e.id).collect();
+    for (name, ends) in [("a", &on_a), ("c", &on_c)] {
+        // The last events may still be on their way; a hang guard, not a time limit.
+        for _ in 0..3000 {
+            if ends.received.lock().unwrap().len() >= stored.len() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let received: Vec<i64> = ends.received.lock().unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(
+            received, stored,
+            "the subscriber of server {name} missed, repeated or reordered events"
+        );
+    }
+    assert!(
+        !on_a.closes.lock().unwrap().is_empty(),
+        "server a's socket never closed"
+    );
+    assert!(
+        on_c.closes.lock().unwrap().contains(&1001),
+        "server c closed its sockets with {:?}, not 1001",
+        on_c.closes.lock().unwrap()
+    );
+    for follower in [follow_a, follow_b, follow_c] {
+        follower.abort();
+    }
+}

@@ -29,6 +29,8 @@ pub fn on_postgres() -> bool {
 pub struct Ends {
     /// Every event received: (id, task id, state), in the order received.
     pub received: Arc<Mutex<Vec<(i64, String, String)>>>,
+    /// The close codes of the sockets the servers closed.
+    pub closes: Arc<Mutex<Vec<u16>>>,
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
     ended: Arc<Mutex<HashSet<String>>>,
 }
@@ -38,8 +40,17 @@ impl Ends {
     /// or the socket closes (the database went away, say), it subscribes again with
     /// `after` the last event it received, as a client should.
     pub async fn follow(&self, url: &str, token: &str) -> tokio::task::JoinHandle<()> {
-        let (url, token) = (url.to_owned(), token.to_owned());
-        let mut socket = Subscriber::connect(&url, Some(&token)).await.unwrap();
+        self.follow_any(&[url], token).await
+    }
+
+    /// Like [`Ends::follow`] on the first of `urls`; when a server closes the socket or
+    /// cannot be reached, it subscribes on the next one (round the list), as a client
+    /// of several servers behind one name would.
+    pub async fn follow_any(&self, urls: &[&str], token: &str) -> tokio::task::JoinHandle<()> {
+        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        let token = token.to_owned();
+        let mut at = 0;
+        let mut socket = Subscriber::connect(&urls[at], Some(&token)).await.unwrap();
         socket
             .subscribe(
                 "all",
@@ -52,8 +63,11 @@ impl Ends {
             loop {
                 let payload = match socket.next().await {
                     Frame::Next(_, payload) if payload.get("errors").is_none() => payload,
-                    _ => {
-                        socket = ends.resubscribe(&url, &token).await;
+                    other => {
+                        if let Frame::Closed(code, _) = other {
+                            ends.closes.lock().unwrap().push(code);
+                        }
+                        (socket, at) = ends.resubscribe(&urls, at, &token).await;
                         continue;
                     }
                 };
@@ -80,9 +94,14 @@ impl Ends {
         })
     }
 
-    /// Subscribes again after the last event received, retrying until the server takes
-    /// it.
-    async fn resubscribe(&self, url: &str, token: &str) -> Subscriber {
+    /// Subscribes again after the last event received, on the server at `urls[at]` if
+    /// it answers, else on the next one, retrying until one takes it.
+    async fn resubscribe(
+        &self,
+        urls: &[String],
+        mut at: usize,
+        token: &str,
+    ) -> (Subscriber, usize) {
         let after = self
             .received
             .lock()
@@ -91,7 +110,8 @@ impl Ends {
             .map(|e| e.0.to_string());
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let Ok(mut socket) = Subscriber::connect(url, Some(token)).await else {
+            let Some(mut socket) = Subscriber::try_connect(&urls[at], token).await else {
+                at = (at + 1) % urls.len();
                 continue;
             };
             socket
@@ -101,7 +121,7 @@ impl Ends {
                     json!({ "a": after }),
                 )
                 .await;
-            return socket;
+            return (socket, at);
         }
     }
 

@@ -26,6 +26,11 @@ impl Subscriber {
     /// Opens a `graphql-transport-ws` socket to `url` (the server's `http://.../graphql`)
     /// and sends nothing yet.
     pub async fn open(url: &str) -> Self {
+        Self::try_open(url).await.expect("the upgrade succeeds")
+    }
+
+    /// Like [`Subscriber::open`]; `None` when the server cannot be reached.
+    async fn try_open(url: &str) -> Option<Self> {
         let mut request = url
             .replacen("http://", "ws://", 1)
             .into_client_request()
@@ -34,10 +39,26 @@ impl Subscriber {
             "Sec-WebSocket-Protocol",
             "graphql-transport-ws".parse().unwrap(),
         );
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("the upgrade succeeds");
-        Self { ws }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.ok()?;
+        Some(Self { ws })
+    }
+
+    /// Like [`Subscriber::connect`], for a server that may be gone: `None` when it
+    /// cannot be reached, refuses, or drops the connection before accepting.
+    pub async fn try_connect(url: &str, token: &str) -> Option<Self> {
+        let mut sub = Self::try_open(url).await?;
+        let payload = json!({ "authorization": format!("Bearer {token}") });
+        sub.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        loop {
+            match sub.ws.next().await {
+                Some(Ok(Message::Text(text))) if text.contains("connection_ack") => {
+                    return Some(sub);
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
     }
 
     /// Connects to `url` (the server's `http://.../graphql`) and sends `connection_init`
