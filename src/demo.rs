@@ -29,7 +29,7 @@ pub async fn seed(service: &Service) -> AppResult<String> {
     let already = !service.hosts(&operator).await?.is_empty();
     if !already {
         let host = service
-            .create_host(&admin, HOST.0, Hypervisor::Simulated, HOST.1, None)
+            .create_host(&admin, HOST.0, Hypervisor::Simulated, HOST.1, None, None)
             .await?;
         for (name, identifier) in VMS {
             service

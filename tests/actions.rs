@@ -225,3 +225,51 @@ async fn the_answer_to_an_action_agrees_with_itself() {
     );
     assert_eq!(payload["snapshot"]["active"], true);
 }
+
+/// A host that takes two tasks at once, under the server's own robot (8 workers, taking
+/// tasks as they are queued): a burst of six runs two at a time, in the order queued, and
+/// each task that ends lets the next one in (the robot polls only once an hour here).
+#[tokio::test]
+async fn a_hosts_limit_holds_for_the_robot_in_process() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("burst").await;
+    let host = app
+        .create_host_with(
+            "narrow",
+            "SIMULATED",
+            "sim://?latency_ms=200",
+            None,
+            Some(2),
+        )
+        .await;
+    let limit = app
+        .data(
+            &app.admin,
+            "query($h: ID!) { host(id: $h) { maxConcurrentTasks } }",
+            json!({ "h": host }),
+        )
+        .await;
+    assert_eq!(limit["host"]["maxConcurrentTasks"], 2);
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let vm = app.create_vm(&host, &project, &format!("vm{i}")).await;
+        tasks.push(app.create_snapshot(&app.admin, &vm, "burst").await.1);
+    }
+    for task in &tasks {
+        assert_eq!(app.finished(&app.admin, task).await["state"], "SUCCEEDED");
+    }
+    let (_, events) = common::fleet::check_invariants(&app.db).await;
+    let ids: Vec<i64> = tasks.iter().map(|t| t.parse().unwrap()).collect();
+    let (most, starts) = common::fleet::at_once(&events, &ids);
+    assert_eq!(most, 2, "most tasks at once on a host that takes 2");
+    assert_eq!(starts, ids, "tasks started out of order");
+
+    let code = app
+        .error_code(
+            Some(&app.admin),
+            r#"mutation { createHost(name: "zero", hypervisor: SIMULATED, uri: "sim://", maxConcurrentTasks: 0) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "VALIDATION");
+}

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::Api;
-use common::fleet::{Ends, Fleet, check_invariants, on_postgres};
+use common::fleet::{Ends, Fleet, at_once, check_invariants, on_postgres};
 use common::process::{RobotProcess, ServerProcess};
 use snaptree::domain::TaskState;
 
@@ -180,7 +180,13 @@ async fn a_killed_robots_tasks_are_finished_by_the_others() {
     let api = Api::new(&server.url, admin.clone());
     let project = api.create_project("fleet").await;
     let host = api
-        .create_host("slow", "SIMULATED", "sim://?latency_ms=3000", None)
+        .create_host_with(
+            "slow",
+            "SIMULATED",
+            "sim://?latency_ms=3000",
+            None,
+            Some(VMS as i32),
+        )
         .await;
     let ends = Ends::default();
     let follower = ends.follow(&api.url, &admin).await;
@@ -561,4 +567,64 @@ async fn subscribers_of_a_stopped_server_resume_on_another() {
     for follower in [follow_a, follow_b, follow_c] {
         follower.abort();
     }
+}
+
+/// A burst over two hosts that take 2 and 3 tasks at once, run by three robots with 8
+/// workers each: never more tasks on a host at once than it takes (read from each task's
+/// start and end events), the limit used to the full, and each host's tasks started in the
+/// order they were queued.
+#[tokio::test]
+async fn a_hosts_limit_holds_across_robots() {
+    if !on_postgres() {
+        return;
+    }
+    const VMS: usize = 12;
+    let fleet = Fleet::new().await;
+    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
+    let log = |name: &str| fleet.log(name);
+    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
+    let _robots: Vec<RobotProcess> = (0..3)
+        .map(|i| RobotProcess::start(url, sim, &[], &log(&format!("robot{i}"))))
+        .collect();
+    let api = Api::new(&server.url, admin.clone());
+    let project = api.create_project("burst").await;
+    let mut hosts = Vec::new();
+    for (name, limit) in [("narrow", 2), ("wider", 3)] {
+        let uri = "sim://?latency_ms=300";
+        let host = api
+            .create_host_with(name, "SIMULATED", uri, None, Some(limit))
+            .await;
+        let mut vms = Vec::new();
+        for i in 0..VMS {
+            vms.push(api.create_vm(&host, &project, &format!("{name}{i}")).await);
+        }
+        hosts.push((host.parse::<i64>().unwrap(), limit as usize, vms));
+    }
+    let ends = Ends::default();
+    let follower = ends.follow(&api.url, &admin).await;
+    let mut queued = Vec::new();
+    for i in 0..VMS {
+        for (_, _, vms) in &hosts {
+            queued.push(api.create_snapshot(&admin, &vms[i], "burst").await.1);
+        }
+    }
+    for task in &queued {
+        ends.wait(task).await;
+    }
+
+    let (tasks, events) = check_invariants(db).await;
+    assert!(tasks.iter().all(|t| t.state() == TaskState::Succeeded));
+    for (host, limit, _) in &hosts {
+        let mine: Vec<i64> = tasks
+            .iter()
+            .filter(|t| t.host_id == *host)
+            .map(|t| t.id)
+            .collect();
+        let (most, starts) = at_once(&events, &mine);
+        assert_eq!(most, *limit as i32, "host {host}: most tasks at once");
+        let mut in_order = starts.clone();
+        in_order.sort();
+        assert_eq!(starts, in_order, "host {host}: tasks started out of order");
+    }
+    follower.abort();
 }

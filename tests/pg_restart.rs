@@ -67,7 +67,13 @@ async fn everything_resumes_after_postgres_restarts_under_load() {
     let api = Api::new(&server.url, admin.clone());
     let project = api.create_project("p").await;
     let host = api
-        .create_host("slow", "SIMULATED", "sim://?latency_ms=3000", None)
+        .create_host_with(
+            "slow",
+            "SIMULATED",
+            "sim://?latency_ms=3000",
+            None,
+            Some(VMS as i32),
+        )
         .await;
     let mut vms = Vec::new();
     for i in 0..VMS {

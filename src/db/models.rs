@@ -55,6 +55,8 @@ pub struct Host {
     pub uri: String,
     pub max_snapshots_per_vm: Option<i32>,
     pub created_at: NaiveDateTime,
+    /// Tasks that may run on the host at once, across every robot.
+    pub max_concurrent_tasks: i32,
 }
 
 impl Host {
@@ -73,6 +75,7 @@ pub struct NewHost<'a> {
     pub uri: &'a str,
     pub max_snapshots_per_vm: Option<i32>,
     pub created_at: NaiveDateTime,
+    pub max_concurrent_tasks: i32,
 }
 
 #[derive(Queryable, Selectable, Clone, Debug)]

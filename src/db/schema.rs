@@ -29,6 +29,7 @@ diesel::table! {
         uri -> Text,
         max_snapshots_per_vm -> Nullable<Integer>,
         created_at -> Timestamp,
+        max_concurrent_tasks -> Integer,
     }
 }
 
@@ -113,6 +114,7 @@ diesel::joinable!(tokens -> projects (project_id));
 diesel::joinable!(vms -> hosts (host_id));
 diesel::joinable!(vms -> projects (project_id));
 diesel::joinable!(tasks -> vms (vm_id));
+diesel::joinable!(tasks -> hosts (host_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     projects,

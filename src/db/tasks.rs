@@ -106,6 +106,25 @@ pub async fn page(
     })
 }
 
+/// A task a robot may claim at `at`: queued, or running under a lease that has run out
+/// (its robot died).
+#[diesel::dsl::auto_type]
+fn claimable_at(at: NaiveDateTime) -> _ {
+    let queued: &'static str = QUEUED;
+    let running: &'static str = RUNNING;
+    state
+        .eq(queued)
+        .or(state.eq(running).and(lease_expires_at.lt(at)))
+}
+
+/// A task some robot holds at `at`: running under a live lease. These count against
+/// their host's `max_concurrent_tasks`.
+#[diesel::dsl::auto_type]
+fn held_at(at: NaiveDateTime) -> _ {
+    let running: &'static str = RUNNING;
+    state.eq(running).and(lease_expires_at.ge(at))
+}
+
 /// Whether any task could be claimed now (see [`claim`]); a read, so that looking for
 /// work does not take SQLite's one write lock.
 pub async fn claimable(
@@ -115,12 +134,12 @@ pub async fn claimable(
 ) -> QueryResult<bool> {
     let every_host = hosts.is_none();
     let hosts = hosts.unwrap_or_default();
+    let full = full_hosts(conn, at).await?;
     let found: Option<i64> = run!(conn, |c| tasks
         .filter(
-            state
-                .eq(QUEUED)
-                .or(state.eq(RUNNING).and(lease_expires_at.lt(at)))
-                .and(host_id.eq_any(hosts).or(every_host.into_sql::<Bool>())),
+            claimable_at(at)
+                .and(host_id.eq_any(hosts).or(every_host.into_sql::<Bool>()))
+                .and(host_id.ne_all(&full)),
         )
         .select(id)
         .first(c)
@@ -129,9 +148,103 @@ pub async fn claimable(
     Ok(found.is_some())
 }
 
+/// The hosts whose held tasks fill their `max_concurrent_tasks` at `at`: none of their
+/// tasks may be claimed now.
+pub async fn full_hosts(conn: &mut Conn<'_>, at: NaiveDateTime) -> QueryResult<Vec<i64>> {
+    use super::schema::hosts;
+    let held: Vec<(i64, i64)> = run!(conn, |c| tasks
+        .filter(held_at(at))
+        .group_by(host_id)
+        .select((host_id, diesel::dsl::count_star()))
+        .load(c)
+        .await)?;
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let busy: Vec<i64> = held.iter().map(|(host, _)| *host).collect();
+    let limits: Vec<(i64, i32)> = run!(conn, |c| hosts::table
+        .filter(hosts::id.eq_any(&busy))
+        .select((hosts::id, hosts::max_concurrent_tasks))
+        .load(c)
+        .await)?;
+    Ok(limits
+        .into_iter()
+        .filter(|(host, limit)| {
+            held.iter()
+                .any(|(h, n)| h == host && *n >= i64::from(*limit))
+        })
+        .map(|(host, _)| host)
+        .collect())
+}
+
+/// Whether host `host` has room for one more task at `at`. On PostgreSQL the host's row
+/// is locked first, so that claims for one host in different processes count one after
+/// the other, each seeing the last one's task (SQLite's writers run one at a time).
+pub async fn room_on(conn: &mut Conn<'_>, host: i64, at: NaiveDateTime) -> QueryResult<bool> {
+    use super::schema::hosts;
+    let limit: i32 = match conn {
+        Conn::Sqlite(c) => {
+            hosts::table
+                .find(host)
+                .select(hosts::max_concurrent_tasks)
+                .first(&mut **c)
+                .await?
+        }
+        Conn::Pg(c) => {
+            hosts::table
+                .find(host)
+                .select(hosts::max_concurrent_tasks)
+                .for_update()
+                .first(&mut **c)
+                .await?
+        }
+    };
+    let held: i64 = run!(conn, |c| tasks
+        .filter(host_id.eq(host))
+        .filter(held_at(at))
+        .count()
+        .get_result(c)
+        .await)?;
+    Ok(held < i64::from(limit))
+}
+
+/// Whether a task waits on any of `hosts` (queued there).
+pub async fn waiting_on(conn: &mut Conn<'_>, hosts: &[i64]) -> QueryResult<bool> {
+    let found: Option<i64> = run!(conn, |c| tasks
+        .filter(state.eq(QUEUED))
+        .filter(host_id.eq_any(hosts))
+        .select(id)
+        .first(c)
+        .await
+        .optional())?;
+    Ok(found.is_some())
+}
+
+/// Whether queued task `task` may be taken at once by the robot of the queueing process:
+/// its host has room (see [`room_on`]) and no older task waits there before it.
+pub async fn first_in_line(
+    conn: &mut Conn<'_>,
+    task: &Task,
+    at: NaiveDateTime,
+) -> QueryResult<bool> {
+    if !room_on(conn, task.host_id, at).await? {
+        return Ok(false);
+    }
+    let older: Option<i64> = run!(conn, |c| tasks
+        .filter(claimable_at(at))
+        .filter(host_id.eq(task.host_id))
+        .filter(id.lt(task.id))
+        .select(id)
+        .first(c)
+        .await
+        .optional())?;
+    Ok(older.is_none())
+}
+
 /// Claims the oldest task that is queued, or running under an expired lease (its robot
-/// died), for `owner` until `until`, counting one more attempt. `hosts` limits the claim
-/// to some hosts.
+/// died), on a host with room, for `owner` until `until`, counting one more attempt.
+/// `hosts` limits the claim to some hosts. Tasks of a full host wait, in order, until one
+/// of its tasks ends.
 pub async fn claim(
     conn: &mut Conn<'_>,
     owner: &str,
@@ -143,33 +256,60 @@ pub async fn claim(
     // the locking clause needs.
     let every_host = hosts.is_none();
     let hosts = hosts.unwrap_or_default();
-    let claimable = state
-        .eq(QUEUED)
-        .or(state.eq(RUNNING).and(lease_expires_at.lt(at)))
-        .and(host_id.eq_any(hosts).or(every_host.into_sql::<Bool>()));
-    let found: Option<Task> = match conn {
-        // The write transaction is IMMEDIATE: no other writer runs meanwhile.
-        Conn::Sqlite(c) => tasks
-            .filter(claimable)
-            .select(Task::as_select())
-            .order(id)
-            .first(&mut **c)
-            .await
-            .optional()?,
-        // Robots in other processes skip the rows this one has locked.
-        Conn::Pg(c) => tasks
-            .filter(claimable)
-            .select(Task::as_select())
-            .order(id)
-            .for_update()
-            .skip_locked()
-            .first(&mut **c)
-            .await
-            .optional()?,
-    };
-    match found {
-        Some(task) => take(conn, &task, owner, at, until).await,
-        None => Ok(None),
+    let mut full = full_hosts(conn, at).await?;
+    loop {
+        let wanted = claimable_at(at)
+            .and(host_id.eq_any(hosts).or(every_host.into_sql::<Bool>()))
+            .and(host_id.ne_all(full.clone()));
+        let host = match conn {
+            // The write transaction is IMMEDIATE: no other writer runs meanwhile, and
+            // `full` is exact.
+            Conn::Sqlite(c) => {
+                return match tasks
+                    .filter(wanted)
+                    .select(Task::as_select())
+                    .order(id)
+                    .first(&mut **c)
+                    .await
+                    .optional()?
+                {
+                    Some(task) => take(conn, &task, owner, at, until).await,
+                    None => Ok(None),
+                };
+            }
+            // The host of the oldest task that waits is the one to claim for.
+            Conn::Pg(c) => tasks
+                .filter(wanted)
+                .select(host_id)
+                .order(id)
+                .first(&mut **c)
+                .await
+                .optional()?,
+        };
+        let Some(host) = host else {
+            return Ok(None);
+        };
+        // With the host's row locked, claims for it in other processes wait for this
+        // one: they see its task when they count, and take the host's tasks in order.
+        if room_on(conn, host, at).await? {
+            let Conn::Pg(c) = conn else {
+                unreachable!("SQLite returned above")
+            };
+            let found = tasks
+                .filter(claimable_at(at))
+                .filter(host_id.eq(host))
+                .select(Task::as_select())
+                .order(id)
+                .for_update()
+                .skip_locked()
+                .first(&mut **c)
+                .await
+                .optional()?;
+            if let Some(task) = found {
+                return take(conn, &task, owner, at, until).await;
+            }
+        }
+        full.push(host);
     }
 }
 
@@ -184,11 +324,7 @@ pub async fn take(
 ) -> QueryResult<Option<Task>> {
     let first_start = task.started_at.unwrap_or(at);
     run!(conn, |c| diesel::update(
-        tasks.find(task.id).filter(
-            state
-                .eq(QUEUED)
-                .or(state.eq(RUNNING).and(lease_expires_at.lt(at)))
-        )
+        tasks.find(task.id).filter(claimable_at(at))
     )
     .set((
         state.eq(RUNNING),

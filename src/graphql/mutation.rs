@@ -116,6 +116,8 @@ impl Mutation {
     /// `uri`: `qemu:///system` or `qemu+ssh://user@host/system` (KVM), `ssh://user@host`
     /// (Hyper-V), `sim://?latency_ms=50&fail_rate=0.1&flaky_rate=0.1` (simulated).
     /// `maxSnapshotsPerVm` defaults to 50 on Hyper-V and to none elsewhere.
+    /// `maxConcurrentTasks` (1 to 1000, default 8) is how many tasks run on the host at
+    /// once, across every robot; the rest wait in order.
     async fn create_host(
         &self,
         ctx: &Context<'_>,
@@ -123,9 +125,17 @@ impl Mutation {
         hypervisor: Hypervisor,
         uri: String,
         max_snapshots_per_vm: Option<i32>,
+        max_concurrent_tasks: Option<i32>,
     ) -> Result<Host> {
         let host = service(ctx)
-            .create_host(caller(ctx), &name, hypervisor, &uri, max_snapshots_per_vm)
+            .create_host(
+                caller(ctx),
+                &name,
+                hypervisor,
+                &uri,
+                max_snapshots_per_vm,
+                max_concurrent_tasks,
+            )
             .await
             .extend()?;
         Ok(Host(host))

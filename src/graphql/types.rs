@@ -72,6 +72,12 @@ impl Host {
         self.0.max_snapshots_per_vm
     }
 
+    /// Tasks that may run on this host at once, across every robot; the rest wait in
+    /// order.
+    async fn max_concurrent_tasks(&self) -> i32 {
+        self.0.max_concurrent_tasks
+    }
+
     /// The host's VMs that the caller may see, by id: `first` of them after `after`.
     async fn vms(
         &self,

@@ -169,13 +169,15 @@ impl Service {
                 .get()
                 .and_then(|robot| Some((robot, robot.slot(vm.host_id)?)));
             let taken = match slot {
-                Some((robot, permit)) => {
+                Some((robot, permit))
+                    if tasks::first_in_line(&mut conn, &task, db::now()).await? =>
+                {
                     let until = lease_until(robot.lease);
                     tasks::take(&mut conn, &task, &robot.owner, db::now(), until)
                         .await?
                         .map(|taken| (robot, permit, taken))
                 }
-                None => None,
+                _ => None,
             };
             let Some((robot, permit, taken)) = taken else {
                 db::events::insert(&mut conn, &[queued]).await?;

@@ -13,6 +13,14 @@ use crate::hypervisor::{DriverError, HostSnapshot, HostUri};
 /// Standard checkpoints: Hyper-V allows at most 50 per VM.
 pub const HYPERV_MAX_SNAPSHOTS: i32 = 50;
 
+/// Tasks that run on one host at once, across every robot, unless the host says
+/// otherwise: a burst over a whole fleet must not pile snapshot work (memory dumps, disk
+/// copies) onto one hypervisor.
+pub const DEFAULT_CONCURRENT_TASKS: i32 = 8;
+
+/// The most a host may be given: beyond it the limit would not protect the host.
+const MAX_CONCURRENT_TASKS: i32 = 1000;
+
 /// Most VMs one `import_vms` registers; a second call goes on where the first stopped.
 pub const IMPORT_BATCH: usize = 200;
 
@@ -66,8 +74,15 @@ impl Service {
         hypervisor: Hypervisor,
         uri: &str,
         max_snapshots_per_vm: Option<i32>,
+        max_concurrent_tasks: Option<i32>,
     ) -> AppResult<Host> {
         caller.require_admin()?;
+        let concurrent = max_concurrent_tasks.unwrap_or(DEFAULT_CONCURRENT_TASKS);
+        if !(1..=MAX_CONCURRENT_TASKS).contains(&concurrent) {
+            return Err(AppError::validation(format!(
+                "maxConcurrentTasks must be 1 to {MAX_CONCURRENT_TASKS}, not {concurrent}."
+            )));
+        }
         let name = names::name("host name", name)?;
         let given = uri.trim();
         let parsed = HostUri::parse(hypervisor, given)
@@ -103,6 +118,7 @@ impl Service {
             uri: &uri,
             max_snapshots_per_vm: limit,
             created_at: db::now(),
+            max_concurrent_tasks: concurrent,
         };
         let result = hosts::insert(&mut tx.conn(), new)
             .await

@@ -173,12 +173,27 @@ impl Service {
                 .map(|event| NewTaskEvent { at, ..event })
                 .collect();
             db::events::insert(&mut conn, &events).await?;
-            Ok(held)
+            // A task that ended made room on its host: if tasks wait there, every robot
+            // hears of it (at commit), as when a task is queued.
+            let freed: Vec<i64> = entries
+                .iter()
+                .zip(&held)
+                .filter(|(e, held)| **held && matches!(e.step, Step::Finish(_)))
+                .map(|(e, _)| e.claimed.task.host_id)
+                .collect();
+            let wake = !freed.is_empty() && db::tasks::waiting_on(&mut conn, &freed).await?;
+            if wake {
+                db::tasks::notify_queued(&mut conn).await?;
+            }
+            Ok((held, wake))
         }
         .await;
-        let held = tx.finish(result).await?;
+        let (held, wake) = tx.finish(result).await?;
         if held.iter().any(|h| *h) {
             self.bus.committed();
+        }
+        if wake {
+            self.bus.task_queued();
         }
         Ok(held)
     }

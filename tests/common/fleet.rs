@@ -256,3 +256,30 @@ impl Fleet {
         }
     }
 }
+
+/// How the tasks `tasks` ran, read from their events: the most that ran at once (from a
+/// task's "started by" event to its final one) and the order in which they started.
+pub fn at_once(events: &[db::models::TaskEvent], tasks: &[i64]) -> (i32, Vec<i64>) {
+    // (time, +1 at a start, -1 at an end); at equal times ends come first.
+    let mut edges = Vec::new();
+    let mut starts = Vec::new();
+    for event in events.iter().filter(|e| tasks.contains(&e.task_id)) {
+        if event
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("started by"))
+        {
+            edges.push((event.at, 1));
+            starts.push(event.task_id);
+        } else if !event.state().is_open() {
+            edges.push((event.at, -1));
+        }
+    }
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    (most, starts)
+}

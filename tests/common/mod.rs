@@ -309,13 +309,27 @@ impl Api {
         uri: &str,
         max: Option<i32>,
     ) -> String {
+        self.create_host_with(name, hypervisor, uri, max, None)
+            .await
+    }
+
+    /// Like [`Api::create_host`], with the host's `maxConcurrentTasks`.
+    pub async fn create_host_with(
+        &self,
+        name: &str,
+        hypervisor: &str,
+        uri: &str,
+        max: Option<i32>,
+        concurrent: Option<i32>,
+    ) -> String {
         let data = self
             .data(
                 &self.admin,
-                "mutation($n: String!, $h: Hypervisor!, $u: String!, $m: Int) {
-                   createHost(name: $n, hypervisor: $h, uri: $u, maxSnapshotsPerVm: $m) { id }
+                "mutation($n: String!, $h: Hypervisor!, $u: String!, $m: Int, $c: Int) {
+                   createHost(name: $n, hypervisor: $h, uri: $u, maxSnapshotsPerVm: $m,
+                              maxConcurrentTasks: $c) { id }
                  }",
-                json!({ "n": name, "h": hypervisor, "u": uri, "m": max }),
+                json!({ "n": name, "h": hypervisor, "u": uri, "m": max, "c": concurrent }),
             )
             .await;
         data["createHost"]["id"].as_str().unwrap().to_owned()

@@ -1,0 +1,2 @@
+DROP INDEX tasks_running_by_host;
+ALTER TABLE hosts DROP COLUMN max_concurrent_tasks;
