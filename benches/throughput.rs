@@ -6,6 +6,9 @@
 //! events received per second, and their delivery delay (stored, per the event's `at`,
 //! to received by the subscriber).
 //!
+//! Each backend runs twice: with that one subscriber, and with 99 more following every
+//! event too (`delivery delay` is then over all 100 subscribers' events).
+//!
 //! SQLite always; PostgreSQL too when `SNAPTREE_BENCH_POSTGRES_URL` (or
 //! `SNAPTREE_TEST_POSTGRES_URL`) names a server.
 
@@ -42,7 +45,38 @@ struct Results {
     delay_p99_ms: f64,
 }
 
-async fn run(db: TestDb, dir: &std::path::Path) -> Results {
+/// A subscriber of every event that records each one's delivery delay (ms) until it has
+/// seen `finals` tasks end.
+async fn follower(url: String, token: String, finals: usize) -> Vec<f64> {
+    let mut socket = Subscriber::connect(&url, Some(&token)).await.unwrap();
+    socket
+        .subscribe(
+            "e",
+            "subscription { events { id state at task { id } } }",
+            json!({}),
+        )
+        .await;
+    let mut delays = Vec::new();
+    let mut ended = 0;
+    while ended < finals {
+        let Frame::Next(_, payload) = socket.next().await else {
+            panic!("a follower's subscription ended")
+        };
+        let event = &payload["data"]["events"];
+        let at = chrono::DateTime::parse_from_rfc3339(event["at"].as_str().unwrap()).unwrap();
+        let delay = chrono::Utc::now().signed_duration_since(at);
+        delays.push(delay.num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        if matches!(
+            event["state"].as_str(),
+            Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+        ) {
+            ended += 1;
+        }
+    }
+    delays
+}
+
+async fn run(db: TestDb, dir: &std::path::Path, extra_subscribers: usize) -> Results {
     let admin = process::token(&db.cli_url(), "bench", "ADMIN");
     let server = ServerProcess::start(&db.cli_url(), &dir.join("sim"), &[]);
     let api = Api::new(&server.url, admin.clone());
@@ -57,6 +91,9 @@ async fn run(db: TestDb, dir: &std::path::Path) -> Results {
     }
 
     // The subscriber: hands each task's final event to whoever waits for that task.
+    let followers: Vec<_> = (0..extra_subscribers)
+        .map(|_| tokio::spawn(follower(api.url.clone(), admin.clone(), VMS * chain())))
+        .collect();
     let mut socket = Subscriber::connect(&api.url, Some(&admin)).await.unwrap();
     socket
         .subscribe(
@@ -125,7 +162,11 @@ async fn run(db: TestDb, dir: &std::path::Path) -> Results {
     futures_util::future::join_all(chains).await;
     let elapsed = started.elapsed();
     drop(wait_tx);
-    let (received, span, delays) = reader.await.unwrap();
+    let (received, span, mut delays) = reader.await.unwrap();
+    for follower in followers {
+        delays.extend(follower.await.unwrap());
+    }
+    delays.sort_by(f64::total_cmp);
     drop(server);
     Results {
         tasks_per_second: (VMS * chain()) as f64 / elapsed.as_secs_f64(),
@@ -139,22 +180,26 @@ fn main() {
     let runtime = snaptree::server::runtime().unwrap();
     runtime.block_on(async {
         let mut rows = Vec::new();
-        let dir = tempfile::tempdir().unwrap();
-        rows.push(("SQLite", run(TestDb::sqlite(dir.path()), dir.path()).await));
         let pg = std::env::var("SNAPTREE_BENCH_POSTGRES_URL")
             .or_else(|_| std::env::var("SNAPTREE_TEST_POSTGRES_URL"));
-        match pg {
-            Ok(url) => {
-                let dir = tempfile::tempdir().unwrap();
-                rows.push(("PostgreSQL", run(TestDb::postgres(&url).await, dir.path()).await));
-            }
-            Err(_) => eprintln!("(set SNAPTREE_BENCH_POSTGRES_URL to measure PostgreSQL too)"),
+        if pg.is_err() {
+            eprintln!("(set SNAPTREE_BENCH_POSTGRES_URL to measure PostgreSQL too)");
         }
-        println!("| backend | tasks/s (mutation over HTTP to final event over WebSocket) | events/s to the subscriber | delivery delay p50 / p99 |");
-        println!("|---|---|---|---|");
-        for (backend, r) in rows {
+        for subscribers in [1, 100] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = TestDb::sqlite(dir.path());
+            rows.push(("SQLite", subscribers, run(db, dir.path(), subscribers - 1).await));
+            if let Ok(url) = &pg {
+                let dir = tempfile::tempdir().unwrap();
+                let db = TestDb::postgres(url).await;
+                rows.push(("PostgreSQL", subscribers, run(db, dir.path(), subscribers - 1).await));
+            }
+        }
+        println!("| backend | subscribers | tasks/s (mutation over HTTP to final event over WebSocket) | events/s to the first subscriber | delivery delay p50 / p99 |");
+        println!("|---|---|---|---|---|");
+        for (backend, subscribers, r) in rows {
             println!(
-                "| {backend} | {:.0} | {:.0} | {:.2} ms / {:.2} ms |",
+                "| {backend} | {subscribers} | {:.0} | {:.0} | {:.2} ms / {:.2} ms |",
                 r.tasks_per_second, r.events_per_second, r.delay_p50_ms, r.delay_p99_ms
             );
         }

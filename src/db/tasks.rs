@@ -179,7 +179,10 @@ pub async fn full_hosts(conn: &mut Conn<'_>, at: NaiveDateTime) -> QueryResult<V
 
 /// Whether host `host` has room for one more task at `at`. On PostgreSQL the host's row
 /// is locked first, so that claims for one host in different processes count one after
-/// the other, each seeing the last one's task (SQLite's writers run one at a time).
+/// the other, each seeing the last one's task (SQLite's writers run one at a time). The
+/// lock is `FOR NO KEY UPDATE`: a transaction that inserted a task holds `KEY SHARE` on
+/// its host's row (the foreign key), which `FOR UPDATE` would wait for, and two such
+/// transactions would deadlock.
 pub async fn room_on(conn: &mut Conn<'_>, host: i64, at: NaiveDateTime) -> QueryResult<bool> {
     use super::schema::hosts;
     let limit: i32 = match conn {
@@ -194,7 +197,7 @@ pub async fn room_on(conn: &mut Conn<'_>, host: i64, at: NaiveDateTime) -> Query
             hosts::table
                 .find(host)
                 .select(hosts::max_concurrent_tasks)
-                .for_update()
+                .for_no_key_update()
                 .first(&mut **c)
                 .await?
         }
@@ -300,7 +303,7 @@ pub async fn claim(
                 .filter(host_id.eq(host))
                 .select(Task::as_select())
                 .order(id)
-                .for_update()
+                .for_no_key_update()
                 .skip_locked()
                 .first(&mut **c)
                 .await
