@@ -101,8 +101,13 @@ impl Bench {
         started.elapsed()
     }
 
+    /// Every stored event, in id order.
     async fn events(&self) -> Vec<TaskEvent> {
-        check_invariants(&self.db).await.1
+        let db = snaptree::db::Db::connect(&self.db.url).await.unwrap();
+        let mut pooled = db.reader().await.unwrap();
+        snaptree::db::events::after(&mut pooled.conn(), Default::default(), 0, None, 1_000_000)
+            .await
+            .unwrap()
     }
 }
 
@@ -125,6 +130,28 @@ async fn robots(pg: &str, robots: usize, workers: usize) -> f64 {
     (VMS * CHAIN) as f64 / elapsed.as_secs_f64()
 }
 
+/// Tasks/s with the robot inside the server (eager dispatch), on the same load.
+async fn own_robot(pg: &str) -> f64 {
+    const VMS: usize = 32;
+    const CHAIN: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::postgres(pg).await;
+    let url = db.cli_url();
+    let admin = process::token(&url, "bench", "ADMIN");
+    let server = ServerProcess::start(&url, &dir.path().join("sim"), &[]);
+    let bench = Bench {
+        api: Api::new(&server.url, admin.clone()),
+        db,
+        url,
+        dir,
+        admin,
+        _server: server,
+    };
+    let vms = bench.vms("sim", "sim://", 1000, VMS).await;
+    let elapsed = bench.chains(&vms, CHAIN).await;
+    (VMS * CHAIN) as f64 / elapsed.as_secs_f64()
+}
+
 /// Queued-to-started delays (ms, sorted) of tasks sent one at a time to an idle fleet.
 async fn dispatch(pg: &str) -> Vec<f64> {
     const VMS: usize = 20;
@@ -141,7 +168,7 @@ async fn dispatch(pg: &str) -> Vec<f64> {
             bench.api.finished(&bench.admin, &task).await;
         }
     }
-    let events = bench.events().await;
+    let events = check_invariants(&bench.db).await.1;
     let mut queued = HashMap::new();
     let mut delays = Vec::new();
     for e in &events {
@@ -267,6 +294,8 @@ fn main() {
         for (n, w) in [(1, 8), (2, 8), (4, 8), (2, 16)] {
             println!("| {n} x {w} | {:.0} |", robots(&pg, n, w).await);
         }
+        // The in-process robot of one `serve`, for comparison.
+        println!("| (the server's own robot) x 8 | {:.0} |", own_robot(&pg).await);
         let d = dispatch(&pg).await;
         println!(
             "\ndispatch across processes, queued to started, {} tasks one at a time: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

@@ -8,7 +8,7 @@
 //! and continues live; if it falls behind the broadcast's buffer, it catches up from the
 //! table again. One table read per wake-up serves every subscriber.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::db::models::TaskEvent;
+use crate::db::models::{Task, TaskEvent};
 use crate::db::{self, Db};
 
 /// Events a subscriber may fall behind before it catches up from the table.
@@ -26,6 +26,16 @@ const BATCH: i64 = 500;
 /// How often the pump looks anyway (events from another process on SQLite, a lost
 /// notification).
 const POLL: Duration = Duration::from_millis(1000);
+
+/// An event as the pump broadcasts it, with its task as it stood when the event was
+/// published: read once here for every subscriber, who would otherwise each load it
+/// (with 100 subscribers, 100 reads of the same row per event).
+#[derive(Debug)]
+pub struct Published {
+    pub event: TaskEvent,
+    /// `None` when the task could not be read with it (it is then loaded on demand).
+    pub task: Option<Task>,
+}
 
 /// Committed events in order, and the robot's wake-up.
 #[derive(Clone)]
@@ -37,7 +47,7 @@ struct Inner {
     /// Signalled after a commit that stored events.
     committed: Notify,
     /// Every event, in id order, each once.
-    stream: broadcast::Sender<Arc<TaskEvent>>,
+    stream: broadcast::Sender<Arc<Published>>,
     /// The id of the last event broadcast.
     position: AtomicI64,
     /// Signalled when a task is queued.
@@ -65,7 +75,7 @@ impl EventBus {
 
     /// The live stream, and the id of the last event broadcast before it. Events after
     /// that id all come through the stream (or, after a lag, from the table).
-    pub fn tap(&self) -> (broadcast::Receiver<Arc<TaskEvent>>, i64) {
+    pub fn tap(&self) -> (broadcast::Receiver<Arc<Published>>, i64) {
         let receiver = self.inner.stream.subscribe();
         (receiver, self.position())
     }
@@ -85,12 +95,14 @@ impl EventBus {
         self.inner.queued.notified().await;
     }
 
-    /// Broadcasts events read from the table after `self.position()`, in order.
-    fn publish(&self, events: Vec<TaskEvent>) {
+    /// Broadcasts events read from the table after `self.position()`, in order, each
+    /// with its task from `tasks`.
+    fn publish(&self, events: Vec<TaskEvent>, tasks: &HashMap<i64, Task>) {
         for event in events {
             // Position first: a subscriber tapping now replays this one from the table.
             self.inner.position.store(event.id, Ordering::Release);
-            let _ = self.inner.stream.send(Arc::new(event));
+            let task = tasks.get(&event.task_id).cloned();
+            let _ = self.inner.stream.send(Arc::new(Published { event, task }));
         }
     }
 }
@@ -234,7 +246,19 @@ async fn pump(
                 !gap
             })
             .collect();
-        bus.publish(ready);
+        let mut ids: Vec<i64> = ready.iter().map(|e| e.task_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let tasks: HashMap<i64, Task> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            db::tasks::by_ids(&mut conn, &ids)
+                .await?
+                .into_iter()
+                .map(|t| (t.id, t))
+                .collect()
+        };
+        bus.publish(ready, &tasks);
         if !gap {
             // Nothing after the position up to `stable` is missing now: ids there that
             // never came never will.

@@ -14,6 +14,7 @@ use crate::db::models;
 use crate::domain::state::state_name;
 use crate::domain::{Hypervisor, SnapshotState, TaskKind, TaskState};
 use crate::error::AppError;
+use crate::service::Published;
 
 fn at(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
@@ -423,42 +424,53 @@ impl Task {
     ) -> Result<Vec<TaskEvent>> {
         let page = Page::new(first, after.as_ref()).extend()?;
         let rows = list(ctx, EventsOf(self.0.vm_id)).await?;
-        Ok(page.of_matching(&rows, |e| e.task_id == self.0.id, |e| e.id, TaskEvent))
+        Ok(page.of_matching(&rows, |e| e.task_id == self.0.id, |e| e.id, TaskEvent::row))
     }
 }
 
-pub struct TaskEvent(pub models::TaskEvent);
+/// An event, with its task when it came with one (see [`crate::events::Published`]).
+pub struct TaskEvent(pub Arc<Published>);
+
+impl TaskEvent {
+    /// An event read from the table, without its task.
+    fn row(event: models::TaskEvent) -> Self {
+        Self(Arc::new(Published { event, task: None }))
+    }
+}
 
 /// A change of a task's state, phase or progress.
 #[Object]
 impl TaskEvent {
     /// Increases monotonically across the whole system.
     async fn id(&self) -> ID {
-        self.0.id.into()
+        self.0.event.id.into()
     }
 
     async fn task(&self, ctx: &Context<'_>) -> Result<Task> {
-        one(ctx, TaskId(self.0.task_id)).await.map(Task)
+        match &self.0.task {
+            Some(task) => Ok(Task(task.clone())),
+            None => one(ctx, TaskId(self.0.event.task_id)).await.map(Task),
+        }
     }
 
     async fn state(&self) -> TaskState {
-        self.0.state()
+        self.0.event.state()
     }
 
     async fn progress(&self) -> Option<i32> {
-        self.0.progress
+        self.0.event.progress
     }
 
     async fn phase(&self) -> Option<&str> {
-        self.0.phase.as_deref()
+        self.0.event.phase.as_deref()
     }
 
     async fn message(&self) -> Option<&str> {
-        self.0.message.as_deref()
+        self.0.event.message.as_deref()
     }
 
     async fn at(&self) -> DateTime<Utc> {
-        at(self.0.at)
+        at(self.0.event.at)
     }
 }
 

@@ -19,9 +19,12 @@ use crate::config::RobotConfig;
 use crate::domain::TaskKind;
 use crate::hypervisor::{Driver, DriverError, HostSnapshot, Progress};
 use crate::service::Service;
-use crate::service::handoff::{Handoff, LocalRobot};
 use crate::service::ledger::Ledger;
 use crate::service::tasks::{Claimed, Outcome, Step};
+
+mod taker;
+
+use taker::{Handoff, Workers};
 
 /// Runs tasks until told to stop.
 pub struct Robot {
@@ -79,21 +82,21 @@ impl Robot {
         let hosts = self.placement().await;
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let (handoffs, mut handed) = mpsc::unbounded_channel::<Handoff>();
-        self.service.attach_robot(LocalRobot {
-            owner: self.owner.to_string(),
+        self.service.attach_robot(Arc::new(Workers {
+            owner: Arc::clone(&self.owner),
             lease: self.config.lease,
             hosts: hosts.clone(),
-            workers: Arc::clone(&workers),
+            free: Arc::clone(&workers),
             handoffs,
-        });
+        }));
         let mut running = JoinSet::new();
         tracing::info!(owner = %self.owner, workers = self.config.workers, "robot started");
         loop {
             while running.try_join_next().is_some() {}
             // A hand-off brings its own worker; a claim needs a free one.
             let permit = tokio::select! {
-                Some(h) = handed.recv() => {
-                    running.spawn(Arc::clone(&self).work(h.claimed, h.permit, shutdown.clone()));
+                Some((claimed, permit)) = handed.recv() => {
+                    running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
                     continue;
                 }
                 permit = Arc::clone(&workers).acquire_owned() => permit.expect("never closed"),
@@ -115,8 +118,8 @@ impl Robot {
                 }
             }
             tokio::select! {
-                Some(h) = handed.recv() => {
-                    running.spawn(Arc::clone(&self).work(h.claimed, h.permit, shutdown.clone()));
+                Some((claimed, permit)) = handed.recv() => {
+                    running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
                 }
                 _ = self.service.bus().wait_for_task() => {}
                 _ = sleep(self.config.poll) => {}
@@ -125,8 +128,8 @@ impl Robot {
         }
         // No more hand-offs; any already sent stop at their first safe point, like the rest.
         handed.close();
-        while let Ok(h) = handed.try_recv() {
-            running.spawn(Arc::clone(&self).work(h.claimed, h.permit, shutdown.clone()));
+        while let Ok((claimed, permit)) = handed.try_recv() {
+            running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
         }
         // Running tasks see the same signal and stop at their next safe point (a host
         // call in flight finishes first).

@@ -1,7 +1,6 @@
 //! The five snapshot actions. Each is checked and recorded in one transaction and queues
 //! exactly one task; a rejected action changes nothing.
 
-use super::handoff::Handoff;
 use super::tasks::{Note, begin_work, event, lease_until, load_tree};
 use super::{Caller, Service};
 use crate::db::models::{Host, NewSnapshot, NewTask, Snapshot, Task, Vm};
@@ -167,40 +166,37 @@ impl Service {
             let slot = self
                 .local
                 .get()
-                .and_then(|robot| Some((robot, robot.slot(vm.host_id)?)));
+                .and_then(|robot| Some((robot, robot.reserve(vm.host_id)?)));
             let taken = match slot {
-                Some((robot, permit))
+                Some((robot, worker))
                     if tasks::first_in_line(&mut conn, &task, db::now()).await? =>
                 {
-                    let until = lease_until(robot.lease);
-                    tasks::take(&mut conn, &task, &robot.owner, db::now(), until)
+                    let until = lease_until(robot.lease());
+                    tasks::take(&mut conn, &task, robot.owner(), db::now(), until)
                         .await?
-                        .map(|taken| (robot, permit, taken))
+                        .map(|taken| (robot, worker, taken))
                 }
                 _ => None,
             };
-            let Some((robot, permit, taken)) = taken else {
+            let Some((robot, worker, taken)) = taken else {
                 db::events::insert(&mut conn, &[queued]).await?;
                 // Robots in other processes hear of it at commit.
                 tasks::notify_queued(&mut conn).await?;
                 return Ok((Accepted { snapshot, task }, None));
             };
-            let (claimed, running) = begin_work(&mut conn, taken, vm, host, &robot.owner).await?;
+            let (claimed, running) = begin_work(&mut conn, taken, vm, host, robot.owner()).await?;
             db::events::insert(&mut conn, &[queued, running]).await?;
             let accepted = Accepted {
                 snapshot: claimed.snapshot.clone(),
                 task: claimed.task.clone(),
             };
-            Ok((accepted, Some(Handoff { claimed, permit })))
+            Ok((accepted, Some((claimed, worker))))
         }
         .await;
         let (accepted, handoff) = tx.finish(result).await?;
         self.bus.committed();
         match (handoff, self.local.get()) {
-            (Some(handoff), Some(robot)) => {
-                // A robot that has stopped leaves it to the lease.
-                let _ = robot.handoffs.send(handoff);
-            }
+            (Some((claimed, worker)), Some(robot)) => robot.hand_over(claimed, worker),
             _ => self.bus.task_queued(),
         }
         Ok(accepted)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::stream::{self, BoxStream};
 use tokio::sync::broadcast;
 
+use super::Published;
 use super::{Caller, Service};
 use crate::db::events::{self, Filter};
 use crate::db::models::TaskEvent;
@@ -30,13 +31,13 @@ const BATCH: i64 = 500;
 struct Follower {
     service: Service,
     bus: EventBus,
-    live: broadcast::Receiver<Arc<TaskEvent>>,
+    live: broadcast::Receiver<Arc<Published>>,
     filter: Filter,
     /// Every matching event up to this id has been queued or delivered.
     cursor: i64,
     /// Read the table up to here before listening again.
     upto: i64,
-    pending: VecDeque<TaskEvent>,
+    pending: VecDeque<Arc<Published>>,
     /// End after the task's final event.
     until_final: bool,
     done: bool,
@@ -48,7 +49,7 @@ impl Service {
         &self,
         caller: &Caller,
         what: Follow,
-    ) -> AppResult<BoxStream<'static, AppResult<TaskEvent>>> {
+    ) -> AppResult<BoxStream<'static, AppResult<Arc<Published>>>> {
         let scope = Filter {
             project: caller.scope(),
             ..Filter::default()
@@ -102,13 +103,13 @@ fn is_final(event: &TaskEvent) -> bool {
     !event.state().is_open()
 }
 
-async fn next(mut f: Follower) -> Option<(AppResult<TaskEvent>, Follower)> {
+async fn next(mut f: Follower) -> Option<(AppResult<Arc<Published>>, Follower)> {
     loop {
         if f.done {
             return None;
         }
         if let Some(event) = f.pending.pop_front() {
-            if f.until_final && is_final(&event) {
+            if f.until_final && is_final(&event.event) {
                 f.done = true;
             }
             return Some((Ok(event), f));
@@ -120,7 +121,12 @@ async fn next(mut f: Follower) -> Option<(AppResult<TaskEvent>, Follower)> {
                         Some(last) if batch.len() as i64 == BATCH => last.id,
                         _ => f.upto,
                     };
-                    f.pending.extend(batch);
+                    // Replayed from the table: their tasks are loaded when asked for.
+                    f.pending.extend(
+                        batch
+                            .into_iter()
+                            .map(|event| Arc::new(Published { event, task: None })),
+                    );
                     continue;
                 }
                 Err(err) => {
@@ -130,11 +136,11 @@ async fn next(mut f: Follower) -> Option<(AppResult<TaskEvent>, Follower)> {
             }
         }
         match f.live.recv().await {
-            Ok(event) if event.id > f.cursor => {
-                f.cursor = event.id;
-                f.upto = event.id;
-                if f.filter.matches(&event) {
-                    f.pending.push_back((*event).clone());
+            Ok(published) if published.event.id > f.cursor => {
+                f.cursor = published.event.id;
+                f.upto = published.event.id;
+                if f.filter.matches(&published.event) {
+                    f.pending.push_back(published);
                 }
             }
             Ok(_) => {}

@@ -1,42 +1,32 @@
-//! Eager dispatch. A robot running in this process registers here; when it has a free
-//! worker, the transaction that queues a task also claims it for that robot, and the task
-//! is handed over once the transaction commits. That saves the robot a transaction of its
-//! own, which is most of snaptree's overhead on a quick host operation. If a hand-off is
-//! lost (the request was cancelled after the commit, the robot is stopping), the task's
-//! lease runs out and it is taken up again like any other.
+//! Eager dispatch, the seam between the service and a robot in the same process. The
+//! service defines what it needs ([`Taker`]); the robot implements it and attaches itself.
+//! When the robot has a free worker for the task's host, the transaction that queues a
+//! task also claims it for that robot, and the task is handed over once the transaction
+//! commits. That saves the robot a transaction of its own, which is most of snaptree's
+//! overhead on a quick host operation. If a hand-off is lost (the request was cancelled
+//! after the commit, the robot is stopping), the task's lease runs out and it is taken up
+//! again like any other.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::tasks::Claimed;
 
-/// A task claimed in the queueing transaction, with the worker slot reserved for it.
-pub struct Handoff {
-    pub claimed: Claimed,
-    pub permit: OwnedSemaphorePermit,
-}
+/// A worker of the robot, reserved for a task the queueing transaction claims for it;
+/// given back when dropped.
+pub struct Reserved(pub OwnedSemaphorePermit);
 
-/// The robot of this process, as the service sees it.
-pub struct LocalRobot {
+/// What a robot in this process offers the service for eager dispatch.
+pub trait Taker: Send + Sync {
     /// The robot's name in leases.
-    pub owner: String,
-    pub lease: Duration,
-    /// The hosts it serves (`None`: all).
-    pub hosts: Option<Vec<i64>>,
-    /// Its free workers, shared with its own claims.
-    pub workers: Arc<Semaphore>,
-    pub handoffs: mpsc::UnboundedSender<Handoff>,
-}
-
-impl LocalRobot {
-    /// A free worker for a task of host `host`, if the robot serves it and has one.
-    pub(crate) fn slot(&self, host: i64) -> Option<OwnedSemaphorePermit> {
-        let serves = self.hosts.as_ref().is_none_or(|h| h.contains(&host));
-        if !serves || self.handoffs.is_closed() {
-            return None;
-        }
-        Arc::clone(&self.workers).try_acquire_owned().ok()
-    }
+    fn owner(&self) -> &str;
+    /// How long its claims hold without a heartbeat.
+    fn lease(&self) -> Duration;
+    /// A free worker for a task of host `host`, if the robot serves that host and has
+    /// one (and is not stopping).
+    fn reserve(&self, host: i64) -> Option<Reserved>;
+    /// Hands over `claimed`, claimed for this robot in a transaction that has committed,
+    /// with the worker reserved for it.
+    fn hand_over(&self, claimed: Claimed, worker: Reserved);
 }

@@ -20,6 +20,7 @@ use crate::db::Db;
 use crate::events::EventBus;
 use crate::hypervisor::Drivers;
 
+pub use crate::events::Published;
 pub use actions::Accepted;
 pub use admin::IMPORT_BATCH;
 pub use auth::Caller;
@@ -42,7 +43,7 @@ pub struct Service {
     /// The hosts' drivers.
     drivers: Arc<Drivers>,
     /// The robot of this process, once it runs.
-    local: Arc<OnceLock<handoff::LocalRobot>>,
+    local: Arc<OnceLock<Arc<dyn handoff::Taker>>>,
     /// What requests, connections and tokens may cost.
     limits: Arc<Limits>,
     /// The WebSocket connections open in this process, by token.
@@ -65,7 +66,7 @@ impl Service {
     }
 
     /// Registers this process's robot for eager dispatch (once).
-    pub fn attach_robot(&self, robot: handoff::LocalRobot) {
+    pub fn attach_robot(&self, robot: Arc<dyn handoff::Taker>) {
         if self.local.set(robot).is_err() {
             tracing::warn!("a second robot in one process gets no hand-offs");
         }
