@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{TestApp, TestDb, test_robot};
 use serde_json::json;
 use snaptree::config::RobotConfig;
-use snaptree::db::models::TaskEvent;
+use snaptree::service::Published;
 use tokio::sync::broadcast;
 
 const STARTS: usize = 200;
@@ -36,12 +36,16 @@ fn ms(d: Duration) -> String {
 
 /// Waits for the event of `task` whose state is one of `states`.
 async fn event(
-    events: &mut broadcast::Receiver<std::sync::Arc<TaskEvent>>,
+    events: &mut broadcast::Receiver<std::sync::Arc<Published>>,
     task: i64,
     states: &[&str],
 ) -> Instant {
     loop {
-        let e = events.recv().await.expect("the event stream keeps up");
+        let e = &events
+            .recv()
+            .await
+            .expect("the event stream keeps up")
+            .event;
         if e.task_id == task && states.contains(&e.state.as_str()) {
             return Instant::now();
         }
@@ -50,11 +54,15 @@ async fn event(
 
 /// Waits for the host's first progress report on `task`: its work on the host has begun.
 async fn host_work(
-    events: &mut broadcast::Receiver<std::sync::Arc<TaskEvent>>,
+    events: &mut broadcast::Receiver<std::sync::Arc<Published>>,
     task: i64,
 ) -> Instant {
     loop {
-        let e = events.recv().await.expect("the event stream keeps up");
+        let e = &events
+            .recv()
+            .await
+            .expect("the event stream keeps up")
+            .event;
         if e.task_id == task && e.state == "RUNNING" && e.phase.as_deref() != Some("starting") {
             return Instant::now();
         }

@@ -65,7 +65,7 @@ fn main() {
             let (_, task) = app.create_snapshot(&op, &vm, &format!("snaptree{i}")).await;
             let task: i64 = task.parse().unwrap();
             loop {
-                let e = events.recv().await.unwrap();
+                let e = &events.recv().await.unwrap().event;
                 if e.task_id == task && e.state != "QUEUED" && e.state != "RUNNING" {
                     assert_eq!(e.state, "SUCCEEDED");
                     break;

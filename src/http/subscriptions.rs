@@ -456,10 +456,10 @@ impl Connection {
         let mut next = Some((id, generation, answer));
         let mut queued = 0;
         while let Some((id, generation, answer)) = next.take() {
-            if let Some(message) = self.deliver(id, generation, answer) {
-                if !self.queue(message).await {
-                    return closing(1008, "Messages are not being read");
-                }
+            if let Some(message) = self.deliver(id, generation, answer)
+                && !self.queue(message).await
+            {
+                return closing(1008, "Messages are not being read");
             }
             queued += 1;
             if queued < MOST {
