@@ -83,7 +83,10 @@ pub async fn of_vms(
             .order(id)
             .into_boxed();
         if !include_closed {
-            query = query.filter(state.ne(SnapshotState::Closed.code()));
+            // A literal, as `snapshots_open_name`'s condition: a bound parameter there
+            // would make SQLite recompile the statement on every run (see db/tasks.rs).
+            let closed = SnapshotState::Closed.code().to_string();
+            query = query.filter(state.ne(diesel::dsl::sql::<diesel::sql_types::Integer>(&closed)));
         }
         query.load(c).await
     })
@@ -106,7 +109,7 @@ pub async fn apply(
     // Clear the old marker before any state change: a CLOSED snapshot is never active.
     if changes.active.is_some() {
         run!(conn, |c| diesel::update(
-            snapshots.filter(vm_id.eq(vm.id)).filter(active.eq(true))
+            snapshots.filter(vm_id.eq(vm.id)).filter(active)
         )
         .set((active.eq(false), updated_at.eq(at)))
         .execute(c)
