@@ -201,8 +201,8 @@ async fn rescue(pg: &str) -> (f64, Vec<f64>) {
     let _second = bench.robot("second", &["--lease-seconds", &lease]);
     let killed = chrono::Utc::now().naive_utc();
     first.kill();
-    loop {
-        let taken = bench
+    let mut waits = loop {
+        let taken: Vec<f64> = bench
             .events()
             .await
             .iter()
@@ -211,23 +211,13 @@ async fn rescue(pg: &str) -> (f64, Vec<f64>) {
                     .as_deref()
                     .is_some_and(|m| m.starts_with("taken up again"))
             })
-            .count();
-        if taken == TASKS {
-            break;
+            .map(|e| ms(killed, e.at))
+            .collect();
+        if taken.len() == TASKS {
+            break taken;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut waits: Vec<f64> = bench
-        .events()
-        .await
-        .iter()
-        .filter(|e| {
-            e.message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("taken up again"))
-        })
-        .map(|e| ms(killed, e.at))
-        .collect();
+    };
     waits.sort_by(f64::total_cmp);
     (LEASE as f64 * 1000.0, waits)
 }

@@ -237,7 +237,7 @@ async fn a_hosts_limit_holds_for_the_robot_in_process() {
         .create_host_with(
             "narrow",
             "SIMULATED",
-            "sim://?latency_ms=200",
+            "sim://?latency_ms=600",
             None,
             Some(2),
         )

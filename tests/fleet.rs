@@ -48,6 +48,39 @@ async fn random_action(
     (task, what.to_owned())
 }
 
+/// The run's seed, printed: `SNAPTREE_FLEET_SEED` replays a run.
+fn seed() -> u64 {
+    let seed = std::env::var("SNAPTREE_FLEET_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("SNAPTREE_FLEET_SEED={seed}");
+    seed
+}
+
+/// `actions` random actions on each of `vms` at once, each VM's next once `ends` has seen
+/// its last end, sent through `apis` in turn.
+async fn random_chains(
+    apis: &[Api],
+    admin: &str,
+    vms: &[String],
+    ends: &Ends,
+    seed: u64,
+    actions: usize,
+) {
+    let chains = vms.iter().enumerate().map(|(v, vm)| {
+        let mut rng = fastrand::Rng::with_seed(seed ^ v as u64);
+        async move {
+            for step in 0..actions {
+                let api = &apis[(v + step) % apis.len()];
+                let (task, _) = random_action(api, admin, vm, step, &mut rng).await;
+                ends.wait(&task).await;
+            }
+        }
+    });
+    futures_util::future::join_all(chains).await;
+}
+
 /// Two `serve --no-robot` and three `snaptree robot` on one database: 1,000 random
 /// actions over 100 VMs through both servers, each task run once by some robot, every
 /// event seen on the other server, in order.
@@ -58,11 +91,7 @@ async fn two_servers_and_three_robots_behave_as_one() {
     }
     const VMS: usize = 100;
     const ACTIONS: usize = 10;
-    let seed = std::env::var("SNAPTREE_FLEET_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("SNAPTREE_FLEET_SEED={seed}");
+    let seed = seed();
     let fleet = Fleet::new().await;
     let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
     let log = |name: &str| fleet.log(name);
@@ -101,19 +130,7 @@ async fn two_servers_and_three_robots_behave_as_one() {
     let ends = Ends::default();
     let follower = ends.follow(&apis[1].url, &admin).await;
 
-    let chains = vms.iter().enumerate().map(|(v, vm)| {
-        let (apis, admin, ends) = (apis.clone(), admin.clone(), ends.clone());
-        let mut rng = fastrand::Rng::with_seed(seed ^ v as u64);
-        let vm = vm.clone();
-        async move {
-            for step in 0..ACTIONS {
-                let api = &apis[(v + step) % 2];
-                let (task, _) = random_action(api, &admin, &vm, step, &mut rng).await;
-                ends.wait(&task).await;
-            }
-        }
-    });
-    futures_util::future::join_all(chains).await;
+    random_chains(&apis, &admin, &vms, &ends, seed, ACTIONS).await;
 
     let (tasks, events) = check_invariants(db).await;
     assert_eq!(tasks.len(), VMS * ACTIONS);
@@ -321,11 +338,7 @@ async fn faults_on_the_hosts_lose_nothing() {
     }
     const VMS: usize = 30;
     const ACTIONS: usize = 8;
-    let seed = std::env::var("SNAPTREE_FLEET_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("SNAPTREE_FLEET_SEED={seed}");
+    let seed = seed();
     let fleet = Fleet::new().await;
     let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
     let log = |name: &str| fleet.log(name);
@@ -382,18 +395,15 @@ async fn faults_on_the_hosts_lose_nothing() {
     for vm in &stranded {
         doomed.push(api.create_snapshot(&admin, vm, "never").await.1);
     }
-    let chains = vms.iter().enumerate().map(|(v, vm)| {
-        let (api, admin, ends) = (api.clone(), admin.clone(), ends.clone());
-        let mut rng = fastrand::Rng::with_seed(seed ^ v as u64);
-        let vm = vm.clone();
-        async move {
-            for step in 0..ACTIONS {
-                let (task, _) = random_action(&api, &admin, &vm, step, &mut rng).await;
-                ends.wait(&task).await;
-            }
-        }
-    });
-    futures_util::future::join_all(chains).await;
+    random_chains(
+        std::slice::from_ref(&api),
+        &admin,
+        &vms,
+        &ends,
+        seed,
+        ACTIONS,
+    )
+    .await;
     for task in &doomed {
         ends.wait(task).await;
     }
@@ -473,8 +483,7 @@ async fn subscribers_of_a_stopped_server_resume_on_another() {
     }
     const VMS: usize = 20;
     const ACTIONS: usize = 10;
-    let seed = fastrand::u64(..);
-    eprintln!("SNAPTREE_FLEET_SEED={seed}");
+    let seed = seed();
     let fleet = Fleet::new().await;
     let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
     let log = |name: &str| fleet.log(name);
@@ -506,17 +515,8 @@ async fn subscribers_of_a_stopped_server_resume_on_another() {
     let on_c = Ends::default();
     let follow_c = on_c.follow_any(&[&urls[2], &urls[1]], &admin).await;
 
-    let chains = futures_util::future::join_all(vms.iter().enumerate().map(|(v, vm)| {
-        let (api, admin, ends) = (api.clone(), admin.clone(), on_b.clone());
-        let mut rng = fastrand::Rng::with_seed(seed ^ v as u64);
-        let vm = vm.clone();
-        async move {
-            for step in 0..ACTIONS {
-                let (task, _) = random_action(&api, &admin, &vm, step, &mut rng).await;
-                ends.wait(&task).await;
-            }
-        }
-    }));
+    let apis = [api.clone()];
+    let chains = random_chains(&apis, &admin, &vms, &on_b, seed, ACTIONS);
     let ended = |ends: &Ends| {
         ends.received
             .lock()
@@ -590,7 +590,9 @@ async fn a_hosts_limit_holds_across_robots() {
     let project = api.create_project("burst").await;
     let mut hosts = Vec::new();
     for (name, limit) in [("narrow", 2), ("wider", 3)] {
-        let uri = "sim://?latency_ms=300";
+        // Long enough that a loaded machine (CI runs these tests side by side) still
+        // starts a host's next tasks well before its running ones end.
+        let uri = "sim://?latency_ms=1000";
         let host = api
             .create_host_with(name, "SIMULATED", uri, None, Some(limit))
             .await;
