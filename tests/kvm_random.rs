@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::libvirt::{self, TestDomain, virsh};
+use common::libvirt::{self, TestDomain, virsh_patiently};
 use common::{TestApp, test_robot};
 use serde_json::json;
 use snaptree::config::RobotConfig;
@@ -99,17 +99,6 @@ fn random_name(rng: &mut fastrand::Rng, step: usize) -> String {
     format!("{}#{step}", name.trim_start())
 }
 
-/// Runs virsh, waiting out a libvirtd that is being restarted.
-fn virsh_patiently(args: &[&str]) -> String {
-    for _ in 0..300 {
-        match virsh(args) {
-            Ok(out) => return out,
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    virsh(args).unwrap_or_else(|e| panic!("virsh {args:?}: {e}"))
-}
-
 /// Restarts libvirtd whenever it is gone, until dropped; counts the restarts.
 struct Keeper {
     stop: Arc<AtomicBool>,
@@ -146,10 +135,16 @@ impl Keeper {
 }
 
 impl Drop for Keeper {
+    /// Stops watching, leaving libvirtd running however the test ended (the tests after
+    /// this one need it).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if libvirt::virsh(&["version"]).is_err() {
+            let _ = Command::new("libvirtd").arg("-d").status();
+            let _ = virsh_patiently(&["version"]);
         }
     }
 }
@@ -222,7 +217,6 @@ async fn run(app: &TestApp, op: &str, vm: &str, domain: &TestDomain, seed: u64, 
             domain.name
         );
         let (tree, active) = app.host_view(op, vm).await;
-        virsh_patiently(&["version"]);
         assert_eq!(
             tree,
             domain.tree(),
@@ -288,5 +282,5 @@ async fn random_actions_agree_with_the_model_and_with_libvirt() {
     );
     assert!(restarts >= 1, "libvirtd was never restarted");
     drop(keeper);
-    virsh_patiently(&["version"]);
+    virsh_patiently(&["version"]).expect("libvirtd answers again");
 }

@@ -24,6 +24,27 @@ pub fn virsh(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Like [`virsh`], waiting out a libvirtd that is restarting (up to 30 s of connection
+/// errors): tests that restart it still read its answers.
+pub fn virsh_patiently(args: &[&str]) -> Result<String, String> {
+    const LOST: &[&str] = &[
+        "failed to connect",
+        "Disconnected from",
+        "client socket is closed",
+        "Cannot recv data",
+        "Connection refused",
+    ];
+    for _ in 0..300 {
+        match virsh(args) {
+            Err(e) if LOST.iter().any(|m| e.contains(m)) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            answer => return answer,
+        }
+    }
+    virsh(args)
+}
+
 /// Whether the tests may use libvirt; skipping is only allowed when not required.
 pub fn available() -> bool {
     if virsh(&["version"]).is_ok() {
@@ -86,7 +107,7 @@ impl TestDomain {
     /// The domain's snapshot tree as `virsh snapshot-list --tree` draws it:
     /// (name, parent) pairs, sorted.
     pub fn tree(&self) -> Vec<(String, Option<String>)> {
-        let drawn = virsh(&["snapshot-list", "--domain", &self.name, "--tree"]).unwrap();
+        let drawn = virsh_patiently(&["snapshot-list", "--domain", &self.name, "--tree"]).unwrap();
         let mut stack: Vec<String> = Vec::new();
         let mut pairs = Vec::new();
         for line in drawn.lines() {
@@ -106,7 +127,7 @@ impl TestDomain {
 
     /// `virsh snapshot-current --name`, or `None` without one.
     pub fn current(&self) -> Option<String> {
-        virsh(&["snapshot-current", "--domain", &self.name, "--name"])
+        virsh_patiently(&["snapshot-current", "--domain", &self.name, "--name"])
             .ok()
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
@@ -115,7 +136,7 @@ impl TestDomain {
 
 impl Drop for TestDomain {
     fn drop(&mut self) {
-        let _ = virsh(&["destroy", &self.name]);
-        let _ = virsh(&["undefine", "--snapshots-metadata", &self.name]);
+        let _ = virsh_patiently(&["destroy", &self.name]);
+        let _ = virsh_patiently(&["undefine", "--snapshots-metadata", &self.name]);
     }
 }
