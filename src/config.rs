@@ -73,7 +73,10 @@ impl fmt::Debug for DatabaseUrl {
 /// How the robot runs tasks.
 #[derive(Clone, Debug)]
 pub struct RobotConfig {
-    /// Tasks run at once (each for a different VM).
+    /// Tasks run at once (each for a different VM), over all the robot's hosts; each
+    /// host's own `max_concurrent_tasks` still holds. Workers wait on the host, not on
+    /// a core, so they are many: a robot with few would leave queued tasks to claims of
+    /// their own where a free worker takes them as they are queued.
     pub workers: usize,
     /// How long a claim holds without a heartbeat; a dead robot's tasks are taken up
     /// again after this.
@@ -100,7 +103,7 @@ pub struct RobotConfig {
 impl Default for RobotConfig {
     fn default() -> Self {
         Self {
-            workers: 8,
+            workers: 64,
             lease: Duration::from_secs(10),
             poll: Duration::from_secs(2),
             retry_base: Duration::from_millis(500),

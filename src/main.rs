@@ -57,8 +57,8 @@ struct DatabaseArgs {
 
 #[derive(Args)]
 struct RobotTuning {
-    /// Tasks run at once.
-    #[arg(long, env = "SNAPTREE_WORKERS", default_value_t = 8)]
+    /// Tasks run at once, over all hosts (each host's own limit still holds).
+    #[arg(long, env = "SNAPTREE_WORKERS", default_value_t = 64)]
     workers: usize,
     /// Seconds a claim holds without a heartbeat; a dead robot's tasks are taken up
     /// again after this.

@@ -226,7 +226,7 @@ async fn the_answer_to_an_action_agrees_with_itself() {
     assert_eq!(payload["snapshot"]["active"], true);
 }
 
-/// A host that takes two tasks at once, under the server's own robot (8 workers, taking
+/// A host that takes two tasks at once, under the server's own robot (64 workers, taking
 /// tasks as they are queued): a burst of six runs two at a time, in the order queued, and
 /// each task that ends lets the next one in (the robot polls only once an hour here).
 #[tokio::test]

@@ -193,21 +193,21 @@ pub async fn full_hosts(conn: &mut Conn<'_>, at: NaiveDateTime) -> QueryResult<V
 }
 
 /// Whether host `host` has room for one more task at `at`. On PostgreSQL the host's row
-/// is locked first, so that claims for one host in different processes count one after
-/// the other, each seeing the last one's task (SQLite's writers run one at a time). The
+/// is locked first and its limit read with the lock, so that claims for one host in
+/// different processes count one after the other, each seeing the last one's task. The
 /// lock is `FOR NO KEY UPDATE`: a transaction that inserted a task holds `KEY SHARE` on
 /// its host's row (the foreign key), which `FOR UPDATE` would wait for, and two such
-/// transactions would deadlock.
-pub async fn room_on(conn: &mut Conn<'_>, host: i64, at: NaiveDateTime) -> QueryResult<bool> {
+/// transactions would deadlock. SQLite's writers run one at a time: there `limit`, the
+/// host's limit as the transaction read it, is exact.
+pub async fn room_on(
+    conn: &mut Conn<'_>,
+    host: i64,
+    limit: i32,
+    at: NaiveDateTime,
+) -> QueryResult<bool> {
     use super::schema::hosts;
     let limit: i32 = match conn {
-        Conn::Sqlite(c) => {
-            hosts::table
-                .find(host)
-                .select(hosts::max_concurrent_tasks)
-                .first(&mut **c)
-                .await?
-        }
+        Conn::Sqlite(_) => limit,
         Conn::Pg(c) => {
             hosts::table
                 .find(host)
@@ -239,13 +239,15 @@ pub async fn waiting_on(conn: &mut Conn<'_>, hosts: &[i64]) -> QueryResult<bool>
 }
 
 /// Whether queued task `task` may be taken at once by the robot of the queueing process:
-/// its host has room (see [`room_on`]) and no older task waits there before it.
+/// its host, of limit `limit`, has room (see [`room_on`]) and no older task waits there
+/// before it.
 pub async fn first_in_line(
     conn: &mut Conn<'_>,
     task: &Task,
+    limit: i32,
     at: NaiveDateTime,
 ) -> QueryResult<bool> {
-    if !room_on(conn, task.host_id, at).await? {
+    if !room_on(conn, task.host_id, limit, at).await? {
         return Ok(false);
     }
     let older: Option<i64> = run!(conn, |c| tasks
@@ -309,7 +311,8 @@ pub async fn claim(
         };
         // With the host's row locked, claims for it in other processes wait for this
         // one: they see its task when they count, and take the host's tasks in order.
-        if room_on(conn, host, at).await? {
+        // (The limit is read under the lock.)
+        if room_on(conn, host, 0, at).await? {
             let Conn::Pg(c) = conn else {
                 unreachable!("SQLite returned above")
             };

@@ -77,6 +77,41 @@ impl Tree {
         out
     }
 
+    /// Adds a snapshot just created.
+    pub fn insert(&mut self, node: Node) {
+        self.index.insert(node.id, self.nodes.len());
+        self.nodes.push(node);
+    }
+
+    /// The tree after `changes` were written: what the same transaction sees next,
+    /// without reading it back. Snapshots that close leave it.
+    pub fn apply(&mut self, changes: &Changes) {
+        for &(child, parent) in &changes.parents {
+            if let Some(&i) = self.index.get(&child) {
+                self.nodes[i].parent_id = parent;
+            }
+        }
+        if let Some(active) = changes.active {
+            for node in &mut self.nodes {
+                node.active = Some(node.id) == active;
+            }
+        }
+        for &(id, state) in &changes.states {
+            if let Some(&i) = self.index.get(&id) {
+                self.nodes[i].state = state;
+            }
+        }
+        if changes.states.iter().any(|(_, s)| *s == SnapshotState::Closed) {
+            let nodes = std::mem::take(&mut self.nodes);
+            *self = Tree::new(
+                nodes
+                    .into_iter()
+                    .filter(|n| n.state != SnapshotState::Closed)
+                    .collect(),
+            );
+        }
+    }
+
     /// The first ancestor of `id` (itself excluded) that is not in `gone`.
     fn surviving_ancestor(&self, id: i64, gone: &HashSet<i64>) -> Option<i64> {
         let mut parent = self.get(id).and_then(|n| n.parent_id);
@@ -142,6 +177,32 @@ pub(crate) mod tests {
         (4, Some(2)),
         (5, Some(2)),
     ];
+
+    #[test]
+    fn applied_changes_are_what_reading_the_tree_again_would_give() {
+        let mut t = tree(SHAPE, Some(5));
+        let changes = t.close(&[2]);
+        t.apply(&changes);
+        assert!(t.get(2).is_none());
+        assert_eq!(t.get(4).unwrap().parent_id, Some(1));
+        assert_eq!(t.active(), Some(5));
+        t.apply(&Changes {
+            states: vec![(3, Scrub)],
+            active: Some(Some(3)),
+            ..Changes::default()
+        });
+        assert_eq!(t.get(3).unwrap().state, Scrub);
+        assert_eq!(t.active(), Some(3));
+        assert!(!t.get(5).unwrap().active);
+        t.insert(Node {
+            id: 9,
+            parent_id: Some(3),
+            name: "new".into(),
+            state: Requested,
+            active: false,
+        });
+        assert_eq!(t.subtree(3), vec![3, 9]);
+    }
 
     #[test]
     fn subtree_lists_parents_before_children() {

@@ -6,7 +6,7 @@ use super::{Caller, Service};
 use crate::db::models::{Host, NewSnapshot, NewTask, Snapshot, Task, Vm};
 use crate::db::{self, Conn, hosts, snapshots, tasks, vms};
 use crate::domain::lifecycle::{self, Plan};
-use crate::domain::tree::Tree;
+use crate::domain::tree::{Node, Tree};
 use crate::domain::{SnapshotState, TaskKind, TaskState, names};
 use crate::error::{AppError, AppResult};
 
@@ -106,7 +106,7 @@ impl Service {
             let host = hosts::by_id(&mut conn, vm.host_id)
                 .await?
                 .ok_or_else(|| AppError::internal(format!("VM {} has no host", vm.id)))?;
-            let (_, tree) = load_tree(&mut conn, vm.id).await?;
+            let (_, mut tree) = load_tree(&mut conn, vm.id).await?;
             let step = decide(&host, &tree)?;
             let prev_active = tree.active();
             let (target, kind) = match step {
@@ -119,10 +119,19 @@ impl Service {
                         .await?;
                     let changes = lifecycle::created(id);
                     snapshots::apply(&mut conn, &vm, &changes, &caller.name).await?;
+                    tree.insert(Node {
+                        id,
+                        parent_id: parent,
+                        name,
+                        state: SnapshotState::Requested,
+                        active: false,
+                    });
+                    tree.apply(&changes);
                     (id, TaskKind::Build)
                 }
                 Step::Change(plan) => {
                     snapshots::apply(&mut conn, &vm, &plan.changes, &caller.name).await?;
+                    tree.apply(&plan.changes);
                     if plan.remove_subtree {
                         snapshots::set_remove_subtree(&mut conn, plan.target, true).await?;
                     }
@@ -169,7 +178,8 @@ impl Service {
                 .and_then(|robot| Some((robot, robot.reserve(vm.host_id)?)));
             let taken = match slot {
                 Some((robot, worker))
-                    if tasks::first_in_line(&mut conn, &task, db::now()).await? =>
+                    if tasks::first_in_line(&mut conn, &task, host.max_concurrent_tasks, db::now())
+                        .await? =>
                 {
                     let until = lease_until(robot.lease());
                     tasks::take(&mut conn, &task, robot.owner(), db::now(), until)
@@ -184,7 +194,8 @@ impl Service {
                 tasks::notify_queued(&mut conn).await?;
                 return Ok((Accepted { snapshot, task }, None));
             };
-            let (claimed, running) = begin_work(&mut conn, taken, vm, host, robot.owner()).await?;
+            let (claimed, running) =
+                begin_work(&mut conn, taken, vm, host, snapshot, &tree, robot.owner()).await?;
             db::events::insert(&mut conn, &[queued, running]).await?;
             let accepted = Accepted {
                 snapshot: claimed.snapshot.clone(),

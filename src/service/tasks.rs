@@ -107,25 +107,34 @@ pub(crate) fn lease_until(lease: Duration) -> chrono::NaiveDateTime {
     db::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10))
 }
 
-/// Starts a task robot `owner` has just taken: its snapshots move to their working states
-/// (in the caller's transaction), and the RUNNING event that says who took it is
-/// returned for the caller to store.
-pub(crate) async fn begin_work(
-    conn: &mut Conn<'_>,
-    task: Task,
-    vm: Vm,
-    host: Host,
-    owner: &str,
-) -> AppResult<(Claimed, NewTaskEvent)> {
-    let (rows, tree) = load_tree(conn, vm.id).await?;
+/// The snapshot task `task` works on and its VM's tree, for [`begin_work`].
+async fn load_work(conn: &mut Conn<'_>, task: &Task) -> AppResult<(Snapshot, Tree)> {
+    let (rows, tree) = load_tree(conn, task.vm_id).await?;
     let snapshot = match rows.into_iter().find(|s| s.id == task.snapshot_id) {
         Some(open) => open,
         None => snapshots::by_id(conn, task.snapshot_id)
             .await?
             .ok_or_else(|| AppError::internal(format!("task {} lost its snapshot", task.id)))?,
     };
+    Ok((snapshot, tree))
+}
+
+/// Starts a task robot `owner` has just taken: its snapshots move to their working states
+/// (in the caller's transaction), and the RUNNING event that says who took it is
+/// returned for the caller to store. `snapshot` and `tree` are as this transaction sees
+/// them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn begin_work(
+    conn: &mut Conn<'_>,
+    task: Task,
+    vm: Vm,
+    host: Host,
+    snapshot: Snapshot,
+    tree: &Tree,
+    owner: &str,
+) -> AppResult<(Claimed, NewTaskEvent)> {
     let mut snapshot = snapshot;
-    let changes = lifecycle::started(&tree, &facts(&task, &snapshot));
+    let changes = lifecycle::started(tree, &facts(&task, &snapshot));
     snapshots::apply(conn, &vm, &changes, ROBOT).await?;
     if let Some(&(_, state)) = changes.states.iter().find(|(id, _)| *id == snapshot.id) {
         snapshot.state = state.code();
@@ -318,7 +327,9 @@ impl Service {
             let host = hosts::by_id(&mut conn, task.host_id)
                 .await?
                 .ok_or_else(missing)?;
-            let (claimed, event) = begin_work(&mut conn, task, vm, host, owner).await?;
+            let (snapshot, tree) = load_work(&mut conn, &task).await?;
+            let (claimed, event) =
+                begin_work(&mut conn, task, vm, host, snapshot, &tree, owner).await?;
             db::events::insert(&mut conn, &[event]).await?;
             Ok(Some(claimed))
         }
