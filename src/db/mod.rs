@@ -97,6 +97,39 @@ macro_rules! run {
 }
 pub(crate) use run;
 
+/// A constant written into a statement's text rather than bound, as a unit type:
+/// `sql_constant!(Queued, Text, "'QUEUED'")`. A condition that decides whether a
+/// partial index applies must be a literal: SQLite cannot use the index for a bound
+/// parameter and, worse, recompiles the statement every time that parameter is bound.
+/// Unlike `diesel::dsl::sql`, whose text diesel cannot vouch for, such a constant keeps
+/// the statement in the prepared-statement cache, so it is not parsed on every run.
+macro_rules! sql_constant {
+    ($(#[$doc:meta])* $name:ident, $sql_type:ty, $text:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, diesel::query_builder::QueryId, diesel::expression::ValidGrouping)]
+        pub struct $name;
+
+        impl diesel::expression::Expression for $name {
+            type SqlType = $sql_type;
+        }
+
+        impl<QS> diesel::expression::AppearsOnTable<QS> for $name {}
+
+        impl<QS> diesel::expression::SelectableExpression<QS> for $name {}
+
+        impl<DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for $name {
+            fn walk_ast<'b>(
+                &'b self,
+                mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+            ) -> diesel::QueryResult<()> {
+                out.push_sql($text);
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use sql_constant;
+
 /// The database: pools for one backend, and a count of the statements they ran.
 #[derive(Clone)]
 pub struct Db {

@@ -6,9 +6,17 @@ use diesel_async::RunQueryDsl;
 
 use super::models::{NewHistoryEntry, NewSnapshot, Snapshot, Vm};
 use super::schema::snapshots::dsl::*;
-use super::{Conn, history, now, run};
+use super::{Conn, history, now, run, sql_constant};
+
+// CLOSED as a literal, as in `snapshots_open_name`'s condition (see `sql_constant!`).
+sql_constant!(Closed, diesel::sql_types::Integer, "99");
+
+#[test]
+fn the_literal_is_closed() {
+    assert_eq!(SnapshotState::Closed.code(), 99);
+}
 use crate::domain::SnapshotState;
-use crate::domain::tree::Changes;
+use crate::domain::tree::{Changes, Node};
 
 /// Inserts a snapshot and its first history row.
 pub async fn insert(
@@ -83,13 +91,33 @@ pub async fn of_vms(
             .order(id)
             .into_boxed();
         if !include_closed {
-            // A literal, as `snapshots_open_name`'s condition: a bound parameter there
-            // would make SQLite recompile the statement on every run (see db/tasks.rs).
-            let closed = SnapshotState::Closed.code().to_string();
-            query = query.filter(state.ne(diesel::dsl::sql::<diesel::sql_types::Integer>(&closed)));
+            query = query.filter(state.ne(Closed));
         }
         query.load(c).await
     })
+}
+
+/// The tree rules' view of VM `vm`'s non-closed snapshots, oldest first: only the
+/// columns they use (every column would cost two timestamps parsed per row).
+pub async fn nodes_of(conn: &mut Conn<'_>, vm: i64) -> QueryResult<Vec<Node>> {
+    let rows: Vec<(i64, Option<i64>, String, i32, bool)> = run!(conn, |c| snapshots
+        .filter(vm_id.eq(vm))
+        .filter(state.ne(Closed))
+        .select((id, parent_id, name, state, active))
+        .order(id)
+        .load(c)
+        .await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(node, parent, named, code, is_active)| Node {
+            id: node,
+            parent_id: parent,
+            name: named,
+            state: SnapshotState::from_code(code)
+                .expect("snapshots.state is checked by the database"),
+            active: is_active,
+        })
+        .collect())
 }
 
 /// Writes `changes` to `vm`'s snapshots, with a history row per state change.

@@ -2,8 +2,6 @@
 //! robot renews while it works; a task whose lease expired can be claimed again.
 
 use chrono::NaiveDateTime;
-use diesel::dsl::sql;
-use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
 use diesel::result::QueryResult;
 use diesel::sql_types::{Bool, Text};
@@ -11,23 +9,22 @@ use diesel_async::RunQueryDsl;
 
 use super::models::{NewTask, Task};
 use super::schema::tasks::dsl::*;
-use super::{Conn, run};
+use super::{Conn, run, sql_constant};
 use crate::domain::TaskState;
 
 const QUEUED: &str = TaskState::Queued.as_str();
 const RUNNING: &str = TaskState::Running.as_str();
 
-/// `'QUEUED'` and `'RUNNING'` as SQL literals, for conditions on a task's state. Bound as
-/// parameters instead, they would make SQLite compile the statement again on every run:
-/// a parameter that decides whether a partial index applies (`tasks_open`,
-/// `tasks_running_by_host`) marks the statement to be recompiled whenever it is bound,
-/// which cost the robot's claims more than running them.
-fn queued() -> SqlLiteral<Text> {
-    sql(&format!("'{QUEUED}'"))
-}
+// `'QUEUED'` and `'RUNNING'` as SQL literals, for conditions on a task's state: they
+// decide whether the partial indexes `tasks_open` and `tasks_running_by_host` apply (see
+// `sql_constant!`).
+sql_constant!(Queued, Text, "'QUEUED'");
+sql_constant!(Running, Text, "'RUNNING'");
 
-fn running() -> SqlLiteral<Text> {
-    sql(&format!("'{RUNNING}'"))
+#[test]
+fn the_literals_are_the_states() {
+    assert_eq!(format!("'{QUEUED}'"), "'QUEUED'");
+    assert_eq!(format!("'{RUNNING}'"), "'RUNNING'");
 }
 
 pub async fn insert(conn: &mut Conn<'_>, new: NewTask<'_>) -> QueryResult<Task> {
@@ -59,10 +56,22 @@ pub async fn by_ids(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Task>> 
 pub async fn open_of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<Task>> {
     run!(conn, |c| tasks
         .filter(vm_id.eq_any(vms))
-        .filter(state.eq(queued()).or(state.eq(running())))
+        .filter(state.eq(Queued).or(state.eq(Running)))
         .select(Task::as_select())
         .load(c)
         .await)
+}
+
+/// The queued or running task of VM `vm`, if any (one VM: unlike a list, a statement
+/// SQLite can keep prepared).
+pub async fn open_of_vm(conn: &mut Conn<'_>, vm: i64) -> QueryResult<Option<Task>> {
+    run!(conn, |c| tasks
+        .filter(vm_id.eq(vm))
+        .filter(state.eq(Queued).or(state.eq(Running)))
+        .select(Task::as_select())
+        .first(c)
+        .await
+        .optional())
 }
 
 /// Every task of `vms`, oldest first.
@@ -125,19 +134,16 @@ pub async fn page(
 /// (its robot died).
 #[diesel::dsl::auto_type]
 fn claimable_at(at: NaiveDateTime) -> _ {
-    let queued: SqlLiteral<Text> = queued();
-    let running: SqlLiteral<Text> = running();
     state
-        .eq(queued)
-        .or(state.eq(running).and(lease_expires_at.lt(at)))
+        .eq(Queued)
+        .or(state.eq(Running).and(lease_expires_at.lt(at)))
 }
 
 /// A task some robot holds at `at`: running under a live lease. These count against
 /// their host's `max_concurrent_tasks`.
 #[diesel::dsl::auto_type]
 fn held_at(at: NaiveDateTime) -> _ {
-    let running: SqlLiteral<Text> = running();
-    state.eq(running).and(lease_expires_at.ge(at))
+    state.eq(Running).and(lease_expires_at.ge(at))
 }
 
 /// Whether any task could be claimed now (see [`claim`]); a read, so that looking for
@@ -229,7 +235,7 @@ pub async fn room_on(
 /// Whether a task waits on any of `hosts` (queued there).
 pub async fn waiting_on(conn: &mut Conn<'_>, hosts: &[i64]) -> QueryResult<bool> {
     let found: Option<i64> = run!(conn, |c| tasks
-        .filter(state.eq(queued()))
+        .filter(state.eq(Queued))
         .filter(host_id.eq_any(hosts))
         .select(id)
         .first(c)
@@ -371,7 +377,7 @@ pub async fn renew(
     run!(conn, |c| diesel::update(
         tasks
             .find(wanted)
-            .filter(state.eq(running()))
+            .filter(state.eq(Running))
             .filter(lease_owner.eq(owner))
     )
     .set(lease_expires_at.eq(until))
@@ -393,7 +399,7 @@ pub async fn set_progress(
     let changed = run!(conn, |c| diesel::update(
         tasks
             .find(wanted)
-            .filter(state.eq(running()))
+            .filter(state.eq(Running))
             .filter(lease_owner.eq(owner))
     )
     .set((
@@ -429,14 +435,14 @@ pub async fn finish(
         Some(owner) => run!(conn, |c| diesel::update(
             tasks
                 .find(wanted)
-                .filter(state.eq(running()))
+                .filter(state.eq(Running))
                 .filter(lease_owner.eq(owner))
         )
         .set((values, progress.eq(final_progress)))
         .execute(c)
         .await)?,
         None => run!(conn, |c| diesel::update(
-            tasks.find(wanted).filter(state.eq(queued()))
+            tasks.find(wanted).filter(state.eq(Queued))
         )
         .set((values, progress.eq(final_progress)))
         .execute(c)
@@ -450,7 +456,7 @@ pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResu
     let changed = run!(conn, |c| diesel::update(
         tasks
             .find(wanted)
-            .filter(state.eq(running()))
+            .filter(state.eq(Running))
             .filter(lease_owner.eq(owner))
     )
     .set((
@@ -469,7 +475,7 @@ pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<boo
     let changed = run!(conn, |c| diesel::update(
         tasks
             .find(wanted)
-            .filter(state.eq(running()))
+            .filter(state.eq(Running))
             .filter(cancel_requested.eq(false))
     )
     .set(cancel_requested.eq(true))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{MissedTickBehavior, interval_at, sleep, timeout};
+use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 
 use crate::config::RobotConfig;
 use crate::domain::TaskKind;
@@ -91,38 +91,47 @@ impl Robot {
         }));
         let mut running = JoinSet::new();
         tracing::info!(owner = %self.owner, workers = self.config.workers, "robot started");
+        // Whether tasks may wait for a claim: at the start, after a wake-up or the poll,
+        // and while claims find some. A task handed over brings its own worker and says
+        // nothing of the queue, so it does not send the robot looking (with free
+        // workers, that would be a read per task for nothing).
+        let mut look = true;
+        let mut poll = interval(self.config.poll);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             while running.try_join_next().is_some() {}
-            // A hand-off brings its own worker; a claim needs a free one.
-            let permit = tokio::select! {
-                Some((claimed, permit)) = handed.recv() => {
-                    running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
-                    continue;
-                }
-                permit = Arc::clone(&workers).acquire_owned() => permit.expect("never closed"),
-                _ = shutdown.changed() => break,
-            };
-            match self
-                .service
-                .claim_task(&self.owner, self.config.lease, hosts.as_deref())
-                .await
-            {
-                Ok(Some(claimed)) => {
-                    running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
-                    continue;
-                }
-                Ok(None) => drop(permit),
-                Err(err) => {
-                    tracing::error!(error = %err, "robot could not claim a task");
-                    drop(permit);
+            if look {
+                // A hand-off brings its own worker; a claim needs a free one.
+                let permit = tokio::select! {
+                    Some((claimed, permit)) = handed.recv() => {
+                        running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
+                        continue;
+                    }
+                    permit = Arc::clone(&workers).acquire_owned() => permit.expect("never closed"),
+                    _ = shutdown.changed() => break,
+                };
+                match self
+                    .service
+                    .claim_task(&self.owner, self.config.lease, hosts.as_deref())
+                    .await
+                {
+                    Ok(Some(claimed)) => {
+                        running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
+                        continue;
+                    }
+                    Ok(None) => look = false,
+                    Err(err) => {
+                        tracing::error!(error = %err, "robot could not claim a task");
+                        look = false;
+                    }
                 }
             }
             tokio::select! {
                 Some((claimed, permit)) = handed.recv() => {
                     running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
                 }
-                _ = self.service.bus().wait_for_task() => {}
-                _ = sleep(self.config.poll) => {}
+                _ = self.service.bus().wait_for_task() => look = true,
+                _ = poll.tick() => look = true,
                 _ = shutdown.changed() => break,
             }
         }

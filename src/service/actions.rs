@@ -99,14 +99,14 @@ impl Service {
             let mut conn = tx.conn();
             let vm = lock_target(&mut conn, caller, target).await?;
             caller.require_operator()?;
-            if let Some(open) = tasks::open_of_vms(&mut conn, &[vm.id]).await?.first() {
+            if let Some(open) = tasks::open_of_vm(&mut conn, vm.id).await? {
                 return Err(AppError::vm_busy(vm.id, open.id));
             }
             lifecycle::check_vm_state(vm.state)?;
             let host = hosts::by_id(&mut conn, vm.host_id)
                 .await?
                 .ok_or_else(|| AppError::internal(format!("VM {} has no host", vm.id)))?;
-            let (_, mut tree) = load_tree(&mut conn, vm.id).await?;
+            let mut tree = load_tree(&mut conn, vm.id).await?;
             let step = decide(&host, &tree)?;
             let prev_active = tree.active();
             let (target, kind) = match step {

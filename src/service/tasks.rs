@@ -73,11 +73,9 @@ pub(crate) async fn record(
     Ok(db::events::insert(conn, &[event(task, vm, note)]).await?)
 }
 
-/// A VM's non-closed snapshots and the tree the rules work on.
-pub(crate) async fn load_tree(conn: &mut Conn<'_>, vm: i64) -> AppResult<(Vec<Snapshot>, Tree)> {
-    let rows = snapshots::of_vms(conn, &[vm], false).await?;
-    let tree = Tree::new(rows.iter().map(Snapshot::node).collect());
-    Ok((rows, tree))
+/// The tree the rules work on: a VM's non-closed snapshots.
+pub(crate) async fn load_tree(conn: &mut Conn<'_>, vm: i64) -> AppResult<Tree> {
+    Ok(Tree::new(snapshots::nodes_of(conn, vm).await?))
 }
 
 fn facts(task: &Task, snapshot: &Snapshot) -> TaskFacts {
@@ -109,13 +107,10 @@ pub(crate) fn lease_until(lease: Duration) -> chrono::NaiveDateTime {
 
 /// The snapshot task `task` works on and its VM's tree, for [`begin_work`].
 async fn load_work(conn: &mut Conn<'_>, task: &Task) -> AppResult<(Snapshot, Tree)> {
-    let (rows, tree) = load_tree(conn, task.vm_id).await?;
-    let snapshot = match rows.into_iter().find(|s| s.id == task.snapshot_id) {
-        Some(open) => open,
-        None => snapshots::by_id(conn, task.snapshot_id)
-            .await?
-            .ok_or_else(|| AppError::internal(format!("task {} lost its snapshot", task.id)))?,
-    };
+    let tree = load_tree(conn, task.vm_id).await?;
+    let snapshot = snapshots::by_id(conn, task.snapshot_id)
+        .await?
+        .ok_or_else(|| AppError::internal(format!("task {} lost its snapshot", task.id)))?;
     Ok((snapshot, tree))
 }
 
@@ -251,28 +246,33 @@ async fn finish(
     if !ended {
         return Ok(None);
     }
-    let (rows, tree) = load_tree(conn, claimed.vm.id).await?;
-    let snapshot = rows
-        .iter()
-        .find(|s| s.id == task.snapshot_id)
-        .unwrap_or(&claimed.snapshot);
-    let facts = facts(task, snapshot);
+    let tree = load_tree(conn, claimed.vm.id).await?;
+    // `remove_subtree` is as the claim read it: only this task's own end changes it.
+    let facts = facts(task, &claimed.snapshot);
     // Only a delete that did not go through needs the states before it.
     let before = match (outcome, facts.kind) {
         (Outcome::Succeeded, _) | (_, TaskKind::Build | TaskKind::Update) => Default::default(),
         _ => history::states_before_scrub(conn, &facts.scope(&tree)).await?,
     };
-    let view = |listed: &Option<Vec<HostSnapshot>>| listed.as_deref().map(|l| host_view(&rows, l));
+    // What the host reported, mapped onto the snapshots by their names there.
+    let listed = match outcome {
+        Outcome::Failed { host, .. } | Outcome::Cancelled { host, .. } => host.as_deref(),
+        Outcome::Succeeded => None,
+    };
+    let view = match listed {
+        Some(listed) => {
+            let rows = snapshots::of_vms(conn, &[claimed.vm.id], false).await?;
+            Some(host_view(&rows, listed))
+        }
+        None => None,
+    };
     let changes = match outcome {
         Outcome::Succeeded => lifecycle::succeeded(&tree, &facts),
-        Outcome::Failed { host, .. } => {
-            lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
-        }
         Outcome::Cancelled {
             cleaned_up: true, ..
         } if facts.kind == TaskKind::Build => lifecycle::cancelled(&tree, &facts, &before),
-        Outcome::Cancelled { host, .. } => {
-            lifecycle::failed(&tree, &facts, &before, view(host).as_ref())
+        Outcome::Failed { .. } | Outcome::Cancelled { .. } => {
+            lifecycle::failed(&tree, &facts, &before, view.as_ref())
         }
     };
     snapshots::apply(conn, &claimed.vm, &changes, ROBOT).await?;
@@ -401,7 +401,7 @@ impl Service {
                     let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
                         .await?
                         .ok_or_else(not_found)?;
-                    let (_, tree) = load_tree(&mut conn, vm.id).await?;
+                    let tree = load_tree(&mut conn, vm.id).await?;
                     let facts = facts(&task, &snapshot);
                     let before =
                         history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
