@@ -97,6 +97,43 @@ macro_rules! run {
 }
 pub(crate) use run;
 
+/// A statement kept prepared though diesel would not keep it: diesel never caches an
+/// UPDATE (a changeset of optional fields can change its text from run to run). The
+/// caches snaptree's connections use here key statements by their text (diesel-async's
+/// SQLite connection always does, and diesel's PostgreSQL one for a statement without a
+/// static id, as this), so caching is right whatever the text. Meant for statements of
+/// one shape that run often; parsing them again each time was a large part of every
+/// robot step on SQLite.
+#[derive(Clone, Copy, Debug)]
+pub struct Cached<Q>(pub Q);
+
+impl<Q, DB> diesel::query_builder::QueryFragment<DB> for Cached<Q>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> diesel::query_builder::QueryId for Cached<Q> {
+    type QueryId = ();
+    // No static id: the cache keys the statement by its text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Cached<Q> {
+    type SqlType = Q::SqlType;
+}
+
 /// A constant written into a statement's text rather than bound, as a unit type:
 /// `sql_constant!(Queued, Text, "'QUEUED'")`. A condition that decides whether a
 /// partial index applies must be a literal: SQLite cannot use the index for a bound
@@ -161,6 +198,7 @@ impl Db {
         let statements = Arc::new(AtomicU64::new(0));
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
+                stable_sqlite_plans();
                 let path = path.to_string_lossy().into_owned();
                 Pools::Sqlite {
                     writer: sqlite_pool(&path, 1, false, &statements)?,
@@ -319,6 +357,45 @@ fn counting(statements: &Arc<AtomicU64>) -> impl Instrumentation {
             statements.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Turns on SQLite's query planner stability guarantee for every connection this
+/// process opens. Without it, SQLite plans some statements by the values bound to them
+/// and marks those statements to be compiled again whenever a value is bound: every
+/// `LIMIT ?` (diesel binds the limit of `first()`), and any parameter compared with a
+/// partial index's condition. That recompiled most of snaptree's statements on every
+/// run, a fifth of the server's time. Plans no longer depend on bound values; the
+/// conditions that must match a partial index are literals (`sql_constant!`).
+fn stable_sqlite_plans() {
+    use libsqlite3_sys as ffi;
+    use std::ffi::{c_char, c_int};
+
+    unsafe extern "C" fn on_open(
+        db: *mut ffi::sqlite3,
+        _error: *mut *mut c_char,
+        _api: *const ffi::sqlite3_api_routines,
+    ) -> c_int {
+        // SAFETY: SQLite passes the connection it is opening; the option takes an int
+        // (on) and a pointer for the new setting, which may be null.
+        unsafe {
+            ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_ENABLE_QPSG,
+                1 as c_int,
+                std::ptr::null_mut::<c_int>(),
+            )
+        }
+    }
+
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `on_open` has the signature of an extension's entry point and stays
+        // valid for the life of the process.
+        let registered = unsafe { ffi::sqlite3_auto_extension(Some(on_open)) };
+        if registered != ffi::SQLITE_OK {
+            tracing::warn!(code = registered, "could not make SQLite's plans stable");
+        }
+    });
 }
 
 fn sqlite_pool(

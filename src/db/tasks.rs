@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 
 use super::models::{NewTask, Task};
 use super::schema::tasks::dsl::*;
-use super::{Conn, run, sql_constant};
+use super::{Cached, Conn, run, sql_constant};
 use crate::domain::TaskState;
 
 const QUEUED: &str = TaskState::Queued.as_str();
@@ -350,7 +350,7 @@ pub async fn take(
     until: NaiveDateTime,
 ) -> QueryResult<Option<Task>> {
     let first_start = task.started_at.unwrap_or(at);
-    run!(conn, |c| diesel::update(
+    run!(conn, |c| Cached(diesel::update(
         tasks.find(task.id).filter(claimable_at(at))
     )
     .set((
@@ -360,7 +360,7 @@ pub async fn take(
         started_at.eq(first_start),
         attempts.eq(task.attempts + 1),
     ))
-    .returning(Task::as_returning())
+    .returning(Task::as_returning()))
     .get_result(c)
     .await
     .optional())
@@ -374,14 +374,14 @@ pub async fn renew(
     owner: &str,
     until: NaiveDateTime,
 ) -> QueryResult<Option<bool>> {
-    run!(conn, |c| diesel::update(
+    run!(conn, |c| Cached(diesel::update(
         tasks
             .find(wanted)
             .filter(state.eq(Running))
             .filter(lease_owner.eq(owner))
     )
     .set(lease_expires_at.eq(until))
-    .returning(cancel_requested)
+    .returning(cancel_requested))
     .get_result(c)
     .await
     .optional())
@@ -396,7 +396,7 @@ pub async fn set_progress(
     new_phase: Option<&str>,
     new_attempts: i32,
 ) -> QueryResult<bool> {
-    let changed = run!(conn, |c| diesel::update(
+    let changed = run!(conn, |c| Cached(diesel::update(
         tasks
             .find(wanted)
             .filter(state.eq(Running))
@@ -406,7 +406,7 @@ pub async fn set_progress(
         progress.eq(new_progress),
         phase.eq(new_phase),
         attempts.eq(new_attempts),
-    ))
+    )))
     .execute(c)
     .await)?;
     Ok(changed == 1)
@@ -432,20 +432,20 @@ pub async fn finish(
         lease_expires_at.eq(None::<NaiveDateTime>),
     );
     let changed = match owner {
-        Some(owner) => run!(conn, |c| diesel::update(
+        Some(owner) => run!(conn, |c| Cached(diesel::update(
             tasks
                 .find(wanted)
                 .filter(state.eq(Running))
                 .filter(lease_owner.eq(owner))
         )
-        .set((values, progress.eq(final_progress)))
-        .execute(c)
+        .set((values, progress.eq(final_progress))))
+    .execute(c)
         .await)?,
-        None => run!(conn, |c| diesel::update(
+        None => run!(conn, |c| Cached(diesel::update(
             tasks.find(wanted).filter(state.eq(Queued))
         )
-        .set((values, progress.eq(final_progress)))
-        .execute(c)
+        .set((values, progress.eq(final_progress))))
+    .execute(c)
         .await)?,
     };
     Ok(changed == 1)
@@ -453,7 +453,7 @@ pub async fn finish(
 
 /// Puts a task `owner` holds back in the queue (its robot is stopping).
 pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResult<bool> {
-    let changed = run!(conn, |c| diesel::update(
+    let changed = run!(conn, |c| Cached(diesel::update(
         tasks
             .find(wanted)
             .filter(state.eq(Running))
@@ -463,7 +463,7 @@ pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResu
         state.eq(QUEUED),
         lease_owner.eq(None::<String>),
         lease_expires_at.eq(None::<NaiveDateTime>),
-    ))
+    )))
     .execute(c)
     .await)?;
     Ok(changed == 1)
@@ -472,13 +472,13 @@ pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResu
 /// Asks the robot running task `wanted` to stop at its next safe point; false when it is
 /// not running or was asked already.
 pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
-    let changed = run!(conn, |c| diesel::update(
+    let changed = run!(conn, |c| Cached(diesel::update(
         tasks
             .find(wanted)
             .filter(state.eq(Running))
             .filter(cancel_requested.eq(false))
     )
-    .set(cancel_requested.eq(true))
+    .set(cancel_requested.eq(true)))
     .execute(c)
     .await)?;
     Ok(changed == 1)
