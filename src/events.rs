@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, watch};
@@ -52,6 +52,19 @@ struct Inner {
     position: AtomicI64,
     /// Signalled when a task is queued.
     queued: Notify,
+    /// What other processes are to hear of (PostgreSQL), and the announcer's wake-up.
+    announce: Announce,
+}
+
+/// What this process's commits have to tell other processes, sent after the commit by
+/// one announcer (see [`spawn_pump`]) rather than by `NOTIFY` inside each transaction:
+/// PostgreSQL makes every transaction that notified take one global lock through its
+/// commit, flush to disk included, so commits that notify run one at a time.
+#[derive(Default)]
+struct Announce {
+    events: AtomicBool,
+    tasks: AtomicBool,
+    wake: Notify,
 }
 
 impl Default for EventBus {
@@ -62,15 +75,27 @@ impl Default for EventBus {
                 stream: broadcast::channel(BUFFER).0,
                 position: AtomicI64::new(0),
                 queued: Notify::new(),
+                announce: Announce::default(),
             }),
         }
     }
 }
 
 impl EventBus {
-    /// Says that a transaction that stored events has committed.
+    /// Says that a transaction that stored events has committed (here: other processes
+    /// hear of it from the announcer).
     pub fn committed(&self) {
         self.inner.committed.notify_one();
+        self.inner.announce.events.store(true, Ordering::Release);
+        self.inner.announce.wake.notify_one();
+    }
+
+    /// Says that a transaction that queued a task, or made room for one, has committed:
+    /// the robot here is woken, and robots elsewhere hear of it from the announcer.
+    pub fn announce_queued(&self) {
+        self.task_queued();
+        self.inner.announce.tasks.store(true, Ordering::Release);
+        self.inner.announce.wake.notify_one();
     }
 
     /// The live stream, and the id of the last event broadcast before it. Events after
@@ -85,7 +110,7 @@ impl EventBus {
         self.inner.position.load(Ordering::Acquire)
     }
 
-    /// Tells the robot a task was queued.
+    /// Tells the robot here a task was queued (by this process, or another one).
     pub fn task_queued(&self) {
         self.inner.queued.notify_one();
     }
@@ -141,6 +166,9 @@ impl Horizon {
 /// Starts the pump (and, on PostgreSQL, the listener for other processes' commits and
 /// queued tasks). It stops when `shutdown` turns true.
 pub fn spawn_pump(bus: EventBus, db: Db, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    if db.backend() == "postgres" {
+        tokio::spawn(announce(bus.clone(), db.clone(), shutdown.clone()));
+    }
     tokio::spawn(async move {
         // SQLite commits ids in order: there a gap is final at once.
         let mut horizon = (db.backend() == "postgres").then(Horizon::default);
@@ -282,6 +310,32 @@ async fn pump(
         }
     }
 }
+/// Tells other processes what this one committed, one notification per channel for
+/// whatever was committed since the last (PostgreSQL). A notification lost (the database
+/// is away) is made up for by their polls.
+async fn announce(bus: EventBus, db: Db, mut shutdown: watch::Receiver<bool>) {
+    let flags = &bus.inner.announce;
+    loop {
+        tokio::select! {
+            _ = flags.wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut channels = Vec::with_capacity(2);
+        if flags.events.swap(false, Ordering::AcqRel) {
+            channels.push(db::events::PG_CHANNEL);
+        }
+        if flags.tasks.swap(false, Ordering::AcqRel) {
+            channels.push(db::tasks::PG_CHANNEL);
+        }
+        if channels.is_empty() {
+            continue;
+        }
+        if let Err(err) = db.notify(&channels).await {
+            tracing::debug!(error = %err, "could not tell other processes of a commit");
+        }
+    }
+}
+
 async fn listen(db: &Db) -> Option<db::Listener> {
     match db
         .listen(&[db::events::PG_CHANNEL, db::tasks::PG_CHANNEL])

@@ -9,8 +9,9 @@
 //! before its first event id, so every id up to a value of the sequence is final once no
 //! transaction older than one begun after that value was read is running. (A snapshot's
 //! `xmax` would not do: it follows the last *completed* transaction, and a running one
-//! may be newer.) Each such transaction also
-//! notifies other processes (`pg_notify`), delivered at commit.
+//! may be newer.) Other processes hear of
+//! new events from a notification sent after the commit (`crate::events`), not from
+//! one inside the transaction, which would serialise commits.
 
 use diesel::prelude::*;
 use diesel::result::QueryResult;
@@ -24,7 +25,8 @@ use super::{Conn, run};
 pub const PG_CHANNEL: &str = "snaptree_events";
 
 /// Stores `new` events, in this order (one statement for all, and on PostgreSQL one
-/// more first, see the module's doc).
+/// more first, see the module's doc). Other processes hear of them from
+/// [`crate::events::EventBus::committed`], after the commit.
 pub async fn insert(conn: &mut Conn<'_>, new: &[NewTaskEvent]) -> QueryResult<()> {
     if new.is_empty() {
         return Ok(());
@@ -40,13 +42,10 @@ pub async fn insert(conn: &mut Conn<'_>, new: &[NewTaskEvent]) -> QueryResult<()
             }
         }
         Conn::Pg(c) => {
-            // The transaction id first, then the wake-up for others (once per
-            // transaction would do; PostgreSQL folds repeated notifications).
-            diesel::sql_query(format!(
-                "SELECT pg_current_xact_id(), pg_notify('{PG_CHANNEL}', '')"
-            ))
-            .execute(&mut **c)
-            .await?;
+            // The transaction id first (see the module's doc).
+            diesel::sql_query("SELECT pg_current_xact_id()")
+                .execute(&mut **c)
+                .await?;
             diesel::insert_into(task_events)
                 .values(new)
                 .execute(&mut **c)

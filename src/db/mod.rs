@@ -297,6 +297,24 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Sends a notification on each of `channels` at once, outside any transaction
+    /// (PostgreSQL; nothing on SQLite).
+    pub async fn notify(&self, channels: &[&str]) -> AppResult<()> {
+        let Pools::Pg(pool) = &self.inner.pools else {
+            return Ok(());
+        };
+        let calls: Vec<String> = channels
+            .iter()
+            .map(|c| format!("pg_notify('{c}', '')"))
+            .collect();
+        let mut conn = pool.get().await?;
+        conn.batch_execute(&format!("SELECT {}", calls.join(", ")))
+            .await?;
+        Ok(())
+    }
+}
+
 /// A pooled connection to either backend.
 pub enum Pooled {
     Sqlite(Object<SqliteConn>),

@@ -203,6 +203,8 @@ pub struct Task {
     pub created_at: NaiveDateTime,
     pub started_at: Option<NaiveDateTime>,
     pub finished_at: Option<NaiveDateTime>,
+    /// Its place among its host's `max_concurrent_tasks` while it runs (PostgreSQL).
+    pub slot: Option<i32>,
 }
 
 impl Task {

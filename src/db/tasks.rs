@@ -198,38 +198,84 @@ pub async fn full_hosts(conn: &mut Conn<'_>, at: NaiveDateTime) -> QueryResult<V
         .collect())
 }
 
-/// Whether host `host` has room for one more task at `at`. On PostgreSQL the host's row
-/// is locked first and its limit read with the lock, so that claims for one host in
-/// different processes count one after the other, each seeing the last one's task. The
-/// lock is `FOR NO KEY UPDATE`: a transaction that inserted a task holds `KEY SHARE` on
-/// its host's row (the foreign key), which `FOR UPDATE` would wait for, and two such
-/// transactions would deadlock. SQLite's writers run one at a time: there `limit`, the
-/// host's limit as the transaction read it, is exact.
+/// Room for one more task on a host: on PostgreSQL, the slot the task takes there.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Room {
+    slot: Option<i32>,
+}
+
+/// The most free slots a take tries to lock before it leaves the task to wait.
+const SLOT_TRIES: usize = 8;
+
+/// Whether host `host`, of limit `limit`, has room for one more task at `at`.
+///
+/// SQLite's writers run one at a time: counting the host's held tasks is exact. On
+/// PostgreSQL, transactions that take tasks for one host run at once, and a count would
+/// not see the others' uncommitted takes. Each held task there has a slot, `0..limit`;
+/// a take picks a slot no held task has and locks it (an advisory lock until its
+/// commit), then checks again, in a statement that sees every take committed before the
+/// lock was had, that no held task has that slot. Takes for one host therefore never
+/// share a slot and never exceed the limit, without waiting for each other's commits (as
+/// a lock on the host's row made them do). A slot is free again once its task is no
+/// longer held: ended, queued again, or its lease run out.
 pub async fn room_on(
     conn: &mut Conn<'_>,
     host: i64,
     limit: i32,
     at: NaiveDateTime,
-) -> QueryResult<bool> {
-    use super::schema::hosts;
-    let limit: i32 = match conn {
-        Conn::Sqlite(_) => limit,
-        Conn::Pg(c) => {
-            hosts::table
-                .find(host)
-                .select(hosts::max_concurrent_tasks)
-                .for_no_key_update()
-                .first(&mut **c)
-                .await?
-        }
-    };
-    let held: i64 = run!(conn, |c| tasks
+) -> QueryResult<Option<Room>> {
+    let held: Vec<Option<i32>> = run!(conn, |c| tasks
         .filter(host_id.eq(host))
         .filter(held_at(at))
-        .count()
-        .get_result(c)
+        .select(slot)
+        .load(c)
         .await)?;
-    Ok(held < i64::from(limit))
+    if held.len() >= usize::try_from(limit).unwrap_or(0) {
+        return Ok(None);
+    }
+    let Conn::Pg(c) = conn else {
+        return Ok(Some(Room::default()));
+    };
+    let taken: std::collections::HashSet<i32> = held.into_iter().flatten().collect();
+    let free: Vec<i32> = (0..limit).filter(|s| !taken.contains(s)).collect();
+    // From a random free slot on, so that takes at the same moment rarely try the same.
+    let start = fastrand::usize(..free.len().max(1));
+    let order = free[start..].iter().chain(&free[..start]);
+    for &candidate in order.take(SLOT_TRIES) {
+        let locked: SlotLock = diesel::sql_query(
+            "SELECT pg_try_advisory_xact_lock($1, $2) AS locked",
+        )
+        // The two-integer keys are a space of their own, apart from the migrations' lock.
+        .bind::<diesel::sql_types::Integer, _>(host as i32)
+        .bind::<diesel::sql_types::Integer, _>(candidate)
+        .get_result(&mut **c)
+        .await?;
+        if !locked.locked {
+            continue;
+        }
+        let holder: Option<i64> = Cached(
+            tasks
+                .filter(host_id.eq(host))
+                .filter(slot.eq(candidate))
+                .filter(held_at(at))
+                .select(id),
+        )
+        .get_result(&mut **c)
+        .await
+        .optional()?;
+        if holder.is_none() {
+            return Ok(Some(Room {
+                slot: Some(candidate),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+#[derive(QueryableByName)]
+struct SlotLock {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
 }
 
 /// Whether a task waits on any of `hosts` (queued there).
@@ -246,16 +292,16 @@ pub async fn waiting_on(conn: &mut Conn<'_>, hosts: &[i64]) -> QueryResult<bool>
 
 /// Whether queued task `task` may be taken at once by the robot of the queueing process:
 /// its host, of limit `limit`, has room (see [`room_on`]) and no older task waits there
-/// before it.
+/// before it. The room, when it may.
 pub async fn first_in_line(
     conn: &mut Conn<'_>,
     task: &Task,
     limit: i32,
     at: NaiveDateTime,
-) -> QueryResult<bool> {
-    if !room_on(conn, task.host_id, limit, at).await? {
-        return Ok(false);
-    }
+) -> QueryResult<Option<Room>> {
+    let Some(room) = room_on(conn, task.host_id, limit, at).await? else {
+        return Ok(None);
+    };
     let older: Option<i64> = run!(conn, |c| tasks
         .filter(claimable_at(at))
         .filter(host_id.eq(task.host_id))
@@ -264,7 +310,7 @@ pub async fn first_in_line(
         .first(c)
         .await
         .optional())?;
-    Ok(older.is_none())
+    Ok(older.is_none().then_some(room))
 }
 
 /// Claims the oldest task that is queued, or running under an expired lease (its robot
@@ -299,7 +345,7 @@ pub async fn claim(
                     .await
                     .optional()?
                 {
-                    Some(task) => take(conn, &task, owner, at, until).await,
+                    Some(task) => take(conn, &task, owner, at, until, Room::default()).await,
                     None => Ok(None),
                 };
             }
@@ -315,25 +361,30 @@ pub async fn claim(
         let Some(host) = host else {
             return Ok(None);
         };
-        // With the host's row locked, claims for it in other processes wait for this
-        // one: they see its task when they count, and take the host's tasks in order.
-        // (The limit is read under the lock.)
-        if room_on(conn, host, 0, at).await? {
+        use super::schema::hosts;
+        let limit: i32 = run!(conn, |c| hosts::table
+            .find(host)
+            .select(hosts::max_concurrent_tasks)
+            .first(c)
+            .await)?;
+        if let Some(room) = room_on(conn, host, limit, at).await? {
             let Conn::Pg(c) = conn else {
                 unreachable!("SQLite returned above")
             };
+            // The host's oldest waiting task. Not `SKIP LOCKED`: a claim for the same
+            // host in another process that holds it is waited for, so that the host's
+            // tasks start in the order they were queued.
             let found = tasks
                 .filter(claimable_at(at))
                 .filter(host_id.eq(host))
                 .select(Task::as_select())
                 .order(id)
                 .for_no_key_update()
-                .skip_locked()
                 .first(&mut **c)
                 .await
                 .optional()?;
             if let Some(task) = found {
-                return take(conn, &task, owner, at, until).await;
+                return take(conn, &task, owner, at, until, room).await;
             }
         }
         full.push(host);
@@ -341,13 +392,15 @@ pub async fn claim(
 }
 
 /// Takes task `task` (just read, queued or under an expired lease) for `owner` until
-/// `until`, counting the attempt it starts. `None` if another robot was quicker.
+/// `until`, in `room` on its host, counting the attempt it starts. `None` if another
+/// robot was quicker.
 pub async fn take(
     conn: &mut Conn<'_>,
     task: &Task,
     owner: &str,
     at: NaiveDateTime,
     until: NaiveDateTime,
+    room: Room,
 ) -> QueryResult<Option<Task>> {
     let first_start = task.started_at.unwrap_or(at);
     run!(conn, |c| Cached(diesel::update(
@@ -359,6 +412,7 @@ pub async fn take(
         lease_expires_at.eq(until),
         started_at.eq(first_start),
         attempts.eq(task.attempts + 1),
+        slot.eq(room.slot),
     ))
     .returning(Task::as_returning()))
     .get_result(c)
@@ -484,16 +538,7 @@ pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<boo
     Ok(changed == 1)
 }
 
-/// The PostgreSQL channel that tells robots in other processes a task was queued.
+/// The PostgreSQL channel that tells robots in other processes a task was queued, or
+/// that a host has room again (sent after the commit, by
+/// `crate::events::EventBus::announce_queued`).
 pub const PG_CHANNEL: &str = "snaptree_tasks";
-
-/// Tells robots in other processes (at commit) that a task was queued; nothing on
-/// SQLite, whose robots share the process.
-pub async fn notify_queued(conn: &mut Conn<'_>) -> QueryResult<()> {
-    if let Conn::Pg(c) = conn {
-        diesel::sql_query(format!("SELECT pg_notify('{PG_CHANNEL}', '')"))
-            .execute(&mut **c)
-            .await?;
-    }
-    Ok(())
-}

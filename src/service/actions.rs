@@ -176,13 +176,17 @@ impl Service {
                 .local
                 .get()
                 .and_then(|robot| Some((robot, robot.reserve(vm.host_id)?)));
-            let taken = match slot {
-                Some((robot, worker))
-                    if tasks::first_in_line(&mut conn, &task, host.max_concurrent_tasks, db::now())
-                        .await? =>
-                {
+            let room = match slot {
+                Some(_) => {
+                    tasks::first_in_line(&mut conn, &task, host.max_concurrent_tasks, db::now())
+                        .await?
+                }
+                None => None,
+            };
+            let taken = match (slot, room) {
+                (Some((robot, worker)), Some(room)) => {
                     let until = lease_until(robot.lease());
-                    tasks::take(&mut conn, &task, robot.owner(), db::now(), until)
+                    tasks::take(&mut conn, &task, robot.owner(), db::now(), until, room)
                         .await?
                         .map(|taken| (robot, worker, taken))
                 }
@@ -190,8 +194,6 @@ impl Service {
             };
             let Some((robot, worker, taken)) = taken else {
                 db::events::insert(&mut conn, &[queued]).await?;
-                // Robots in other processes hear of it at commit.
-                tasks::notify_queued(&mut conn).await?;
                 return Ok((Accepted { snapshot, task }, None));
             };
             let (claimed, running) =
@@ -208,7 +210,8 @@ impl Service {
         self.bus.committed();
         match (handoff, self.local.get()) {
             (Some((claimed, worker)), Some(robot)) => robot.hand_over(claimed, worker),
-            _ => self.bus.task_queued(),
+            // Robots here and in other processes hear of it.
+            _ => self.bus.announce_queued(),
         }
         Ok(accepted)
     }

@@ -174,7 +174,7 @@ impl Service {
                 .collect();
             db::events::insert(&mut conn, &events).await?;
             // A task that ended made room on its host: if tasks wait there, every robot
-            // hears of it (at commit), as when a task is queued.
+            // hears of it (after the commit), as when a task is queued.
             let freed: Vec<i64> = entries
                 .iter()
                 .zip(&held)
@@ -182,9 +182,6 @@ impl Service {
                 .map(|(e, _)| e.claimed.task.host_id)
                 .collect();
             let wake = !freed.is_empty() && db::tasks::waiting_on(&mut conn, &freed).await?;
-            if wake {
-                db::tasks::notify_queued(&mut conn).await?;
-            }
             Ok((held, wake))
         }
         .await;
@@ -193,7 +190,7 @@ impl Service {
             self.bus.committed();
         }
         if wake {
-            self.bus.task_queued();
+            self.bus.announce_queued();
         }
         Ok(held)
     }

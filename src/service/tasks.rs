@@ -364,7 +364,6 @@ impl Service {
             if !tasks::release(&mut conn, claimed.task.id, owner).await? {
                 return Ok(None);
             }
-            tasks::notify_queued(&mut conn).await?;
             let note = Note {
                 state: TaskState::Queued,
                 progress: None,
@@ -377,7 +376,7 @@ impl Service {
         }
         .await;
         if self.end_step(tx, result).await? {
-            self.bus.task_queued();
+            self.bus.announce_queued();
         }
         Ok(())
     }
