@@ -11,10 +11,6 @@ use super::{Cached, Conn, history, now, run, sql_constant};
 // CLOSED as a literal, as in `snapshots_open_name`'s condition (see `sql_constant!`).
 sql_constant!(Closed, diesel::sql_types::Integer, "99");
 
-#[test]
-fn the_literal_is_closed() {
-    assert_eq!(SnapshotState::Closed.code(), 99);
-}
 use crate::domain::SnapshotState;
 use crate::domain::tree::{Changes, Node};
 
@@ -46,18 +42,20 @@ fn entry<'a>(vm: &Vm, snapshot: i64, code: i32, actor: &'a str) -> NewHistoryEnt
 }
 
 pub async fn set_host_name(conn: &mut Conn<'_>, wanted: i64, new: &str) -> QueryResult<()> {
-    run!(conn, |c| Cached(diesel::update(snapshots.find(wanted))
-        .set(host_name.eq(new)))
-        .execute(c)
-        .await)?;
+    run!(conn, |c| Cached(
+        diesel::update(snapshots.find(wanted)).set(host_name.eq(new))
+    )
+    .execute(c)
+    .await)?;
     Ok(())
 }
 
 pub async fn set_remove_subtree(conn: &mut Conn<'_>, wanted: i64, value: bool) -> QueryResult<()> {
-    run!(conn, |c| Cached(diesel::update(snapshots.find(wanted))
-        .set(remove_subtree.eq(value)))
-        .execute(c)
-        .await)?;
+    run!(conn, |c| Cached(
+        diesel::update(snapshots.find(wanted)).set(remove_subtree.eq(value))
+    )
+    .execute(c)
+    .await)?;
     Ok(())
 }
 
@@ -129,31 +127,35 @@ pub async fn apply(
 ) -> QueryResult<()> {
     let at = now();
     for &(child, parent) in &changes.parents {
-        run!(conn, |c| Cached(diesel::update(snapshots.find(child))
-            .set((parent_id.eq(parent), updated_at.eq(at))))
-            .execute(c)
-            .await)?;
+        run!(conn, |c| Cached(
+            diesel::update(snapshots.find(child)).set((parent_id.eq(parent), updated_at.eq(at)))
+        )
+        .execute(c)
+        .await)?;
     }
     // Clear the old marker before any state change: a CLOSED snapshot is never active.
     if changes.active.is_some() {
-        run!(conn, |c| Cached(diesel::update(
-            snapshots.filter(vm_id.eq(vm.id)).filter(active)
+        run!(conn, |c| Cached(
+            diesel::update(snapshots.filter(vm_id.eq(vm.id)).filter(active))
+                .set((active.eq(false), updated_at.eq(at)))
         )
-        .set((active.eq(false), updated_at.eq(at))))
         .execute(c)
         .await)?;
     }
     for &(target, new_state) in &changes.states {
-        run!(conn, |c| Cached(diesel::update(snapshots.find(target))
-            .set((state.eq(new_state.code()), updated_at.eq(at))))
-            .execute(c)
-            .await)?;
+        run!(conn, |c| Cached(
+            diesel::update(snapshots.find(target))
+                .set((state.eq(new_state.code()), updated_at.eq(at)))
+        )
+        .execute(c)
+        .await)?;
     }
     if let Some(Some(new_active)) = changes.active {
-        run!(conn, |c| Cached(diesel::update(snapshots.find(new_active))
-            .set((active.eq(true), updated_at.eq(at))))
-            .execute(c)
-            .await)?;
+        run!(conn, |c| Cached(
+            diesel::update(snapshots.find(new_active)).set((active.eq(true), updated_at.eq(at)))
+        )
+        .execute(c)
+        .await)?;
     }
     let entries: Vec<_> = changes
         .states
@@ -161,4 +163,14 @@ pub async fn apply(
         .map(|&(target, new_state)| entry(vm, target, new_state.code(), actor))
         .collect();
     history::insert(conn, &entries).await
+}
+
+#[cfg(test)]
+mod literal_tests {
+    use crate::domain::SnapshotState;
+
+    #[test]
+    fn the_literal_is_closed() {
+        assert_eq!(SnapshotState::Closed.code(), 99);
+    }
 }

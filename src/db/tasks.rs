@@ -21,12 +21,6 @@ const RUNNING: &str = TaskState::Running.as_str();
 sql_constant!(Queued, Text, "'QUEUED'");
 sql_constant!(Running, Text, "'RUNNING'");
 
-#[test]
-fn the_literals_are_the_states() {
-    assert_eq!(format!("'{QUEUED}'"), "'QUEUED'");
-    assert_eq!(format!("'{RUNNING}'"), "'RUNNING'");
-}
-
 pub async fn insert(conn: &mut Conn<'_>, new: NewTask<'_>) -> QueryResult<Task> {
     run!(conn, |c| diesel::insert_into(tasks)
         .values(&new)
@@ -242,14 +236,13 @@ pub async fn room_on(
     let start = fastrand::usize(..free.len().max(1));
     let order = free[start..].iter().chain(&free[..start]);
     for &candidate in order.take(SLOT_TRIES) {
-        let locked: SlotLock = diesel::sql_query(
-            "SELECT pg_try_advisory_xact_lock($1, $2) AS locked",
-        )
-        // The two-integer keys are a space of their own, apart from the migrations' lock.
-        .bind::<diesel::sql_types::Integer, _>(host as i32)
-        .bind::<diesel::sql_types::Integer, _>(candidate)
-        .get_result(&mut **c)
-        .await?;
+        let locked: SlotLock =
+            diesel::sql_query("SELECT pg_try_advisory_xact_lock($1, $2) AS locked")
+                // The two-integer keys are a space of their own, apart from the migrations' lock.
+                .bind::<diesel::sql_types::Integer, _>(host as i32)
+                .bind::<diesel::sql_types::Integer, _>(candidate)
+                .get_result(&mut **c)
+                .await?;
         if !locked.locked {
             continue;
         }
@@ -403,18 +396,18 @@ pub async fn take(
     room: Room,
 ) -> QueryResult<Option<Task>> {
     let first_start = task.started_at.unwrap_or(at);
-    run!(conn, |c| Cached(diesel::update(
-        tasks.find(task.id).filter(claimable_at(at))
+    run!(conn, |c| Cached(
+        diesel::update(tasks.find(task.id).filter(claimable_at(at)))
+            .set((
+                state.eq(RUNNING),
+                lease_owner.eq(owner),
+                lease_expires_at.eq(until),
+                started_at.eq(first_start),
+                attempts.eq(task.attempts + 1),
+                slot.eq(room.slot),
+            ))
+            .returning(Task::as_returning())
     )
-    .set((
-        state.eq(RUNNING),
-        lease_owner.eq(owner),
-        lease_expires_at.eq(until),
-        started_at.eq(first_start),
-        attempts.eq(task.attempts + 1),
-        slot.eq(room.slot),
-    ))
-    .returning(Task::as_returning()))
     .get_result(c)
     .await
     .optional())
@@ -428,14 +421,16 @@ pub async fn renew(
     owner: &str,
     until: NaiveDateTime,
 ) -> QueryResult<Option<bool>> {
-    run!(conn, |c| Cached(diesel::update(
-        tasks
-            .find(wanted)
-            .filter(state.eq(Running))
-            .filter(lease_owner.eq(owner))
+    run!(conn, |c| Cached(
+        diesel::update(
+            tasks
+                .find(wanted)
+                .filter(state.eq(Running))
+                .filter(lease_owner.eq(owner))
+        )
+        .set(lease_expires_at.eq(until))
+        .returning(cancel_requested)
     )
-    .set(lease_expires_at.eq(until))
-    .returning(cancel_requested))
     .get_result(c)
     .await
     .optional())
@@ -450,17 +445,19 @@ pub async fn set_progress(
     new_phase: Option<&str>,
     new_attempts: i32,
 ) -> QueryResult<bool> {
-    let changed = run!(conn, |c| Cached(diesel::update(
-        tasks
-            .find(wanted)
-            .filter(state.eq(Running))
-            .filter(lease_owner.eq(owner))
+    let changed = run!(conn, |c| Cached(
+        diesel::update(
+            tasks
+                .find(wanted)
+                .filter(state.eq(Running))
+                .filter(lease_owner.eq(owner))
+        )
+        .set((
+            progress.eq(new_progress),
+            phase.eq(new_phase),
+            attempts.eq(new_attempts),
+        ))
     )
-    .set((
-        progress.eq(new_progress),
-        phase.eq(new_phase),
-        attempts.eq(new_attempts),
-    )))
     .execute(c)
     .await)?;
     Ok(changed == 1)
@@ -486,20 +483,22 @@ pub async fn finish(
         lease_expires_at.eq(None::<NaiveDateTime>),
     );
     let changed = match owner {
-        Some(owner) => run!(conn, |c| Cached(diesel::update(
-            tasks
-                .find(wanted)
-                .filter(state.eq(Running))
-                .filter(lease_owner.eq(owner))
+        Some(owner) => run!(conn, |c| Cached(
+            diesel::update(
+                tasks
+                    .find(wanted)
+                    .filter(state.eq(Running))
+                    .filter(lease_owner.eq(owner))
+            )
+            .set((values, progress.eq(final_progress)))
         )
-        .set((values, progress.eq(final_progress))))
-    .execute(c)
+        .execute(c)
         .await)?,
-        None => run!(conn, |c| Cached(diesel::update(
-            tasks.find(wanted).filter(state.eq(Queued))
+        None => run!(conn, |c| Cached(
+            diesel::update(tasks.find(wanted).filter(state.eq(Queued)))
+                .set((values, progress.eq(final_progress)))
         )
-        .set((values, progress.eq(final_progress))))
-    .execute(c)
+        .execute(c)
         .await)?,
     };
     Ok(changed == 1)
@@ -507,17 +506,19 @@ pub async fn finish(
 
 /// Puts a task `owner` holds back in the queue (its robot is stopping).
 pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResult<bool> {
-    let changed = run!(conn, |c| Cached(diesel::update(
-        tasks
-            .find(wanted)
-            .filter(state.eq(Running))
-            .filter(lease_owner.eq(owner))
+    let changed = run!(conn, |c| Cached(
+        diesel::update(
+            tasks
+                .find(wanted)
+                .filter(state.eq(Running))
+                .filter(lease_owner.eq(owner))
+        )
+        .set((
+            state.eq(QUEUED),
+            lease_owner.eq(None::<String>),
+            lease_expires_at.eq(None::<NaiveDateTime>),
+        ))
     )
-    .set((
-        state.eq(QUEUED),
-        lease_owner.eq(None::<String>),
-        lease_expires_at.eq(None::<NaiveDateTime>),
-    )))
     .execute(c)
     .await)?;
     Ok(changed == 1)
@@ -526,13 +527,15 @@ pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResu
 /// Asks the robot running task `wanted` to stop at its next safe point; false when it is
 /// not running or was asked already.
 pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
-    let changed = run!(conn, |c| Cached(diesel::update(
-        tasks
-            .find(wanted)
-            .filter(state.eq(Running))
-            .filter(cancel_requested.eq(false))
+    let changed = run!(conn, |c| Cached(
+        diesel::update(
+            tasks
+                .find(wanted)
+                .filter(state.eq(Running))
+                .filter(cancel_requested.eq(false))
+        )
+        .set(cancel_requested.eq(true))
     )
-    .set(cancel_requested.eq(true)))
     .execute(c)
     .await)?;
     Ok(changed == 1)
@@ -542,3 +545,14 @@ pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<boo
 /// that a host has room again (sent after the commit, by
 /// `crate::events::EventBus::announce_queued`).
 pub const PG_CHANNEL: &str = "snaptree_tasks";
+
+#[cfg(test)]
+mod literal_tests {
+    use crate::domain::TaskState;
+
+    #[test]
+    fn the_literals_are_the_states() {
+        assert_eq!(TaskState::Queued.as_str(), "QUEUED");
+        assert_eq!(TaskState::Running.as_str(), "RUNNING");
+    }
+}

@@ -101,7 +101,11 @@ impl Tree {
                 self.nodes[i].state = state;
             }
         }
-        if changes.states.iter().any(|(_, s)| *s == SnapshotState::Closed) {
+        if changes
+            .states
+            .iter()
+            .any(|(_, s)| *s == SnapshotState::Closed)
+        {
             let nodes = std::mem::take(&mut self.nodes);
             *self = Tree::new(
                 nodes
