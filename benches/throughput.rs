@@ -59,8 +59,16 @@ async fn follower(url: String, token: String, finals: usize) -> Vec<f64> {
     let mut delays = Vec::new();
     let mut ended = 0;
     while ended < finals {
-        let Frame::Next(_, payload) = socket.next().await else {
-            panic!("a follower's subscription ended")
+        // A follower that stops hearing events says how far it got, rather than hang.
+        let silence = std::time::Duration::from_secs(30);
+        let Ok(frame) = tokio::time::timeout(silence, socket.next()).await else {
+            panic!(
+                "a follower heard nothing for {silence:?} after {} events and {ended} of {finals} task ends",
+                delays.len()
+            )
+        };
+        let Frame::Next(_, payload) = frame else {
+            panic!("a follower's subscription ended: {frame:?}")
         };
         let event = &payload["data"]["events"];
         let at = chrono::DateTime::parse_from_rfc3339(event["at"].as_str().unwrap()).unwrap();
