@@ -140,6 +140,16 @@ fn held_at(at: NaiveDateTime) -> _ {
     state.eq(Running).and(lease_expires_at.ge(at))
 }
 
+/// Task `wanted`, as long as robot `owner` holds it (running under its claim).
+#[diesel::dsl::auto_type]
+fn held_by<'a>(wanted: i64, owner: &'a str) -> _ {
+    let running: Running = Running;
+    tasks
+        .find(wanted)
+        .filter(state.eq(running))
+        .filter(lease_owner.eq(owner))
+}
+
 /// Whether any task could be claimed now (see [`claim`]); a read, so that looking for
 /// work does not take SQLite's one write lock.
 pub async fn claimable(
@@ -422,14 +432,9 @@ pub async fn renew(
     until: NaiveDateTime,
 ) -> QueryResult<Option<bool>> {
     run!(conn, |c| Cached(
-        diesel::update(
-            tasks
-                .find(wanted)
-                .filter(state.eq(Running))
-                .filter(lease_owner.eq(owner))
-        )
-        .set(lease_expires_at.eq(until))
-        .returning(cancel_requested)
+        diesel::update(held_by(wanted, owner))
+            .set(lease_expires_at.eq(until))
+            .returning(cancel_requested)
     )
     .get_result(c)
     .await
@@ -446,13 +451,7 @@ pub async fn set_progress(
     new_attempts: i32,
 ) -> QueryResult<bool> {
     let changed = run!(conn, |c| Cached(
-        diesel::update(
-            tasks
-                .find(wanted)
-                .filter(state.eq(Running))
-                .filter(lease_owner.eq(owner))
-        )
-        .set((
+        diesel::update(held_by(wanted, owner)).set((
             progress.eq(new_progress),
             phase.eq(new_phase),
             attempts.eq(new_attempts),
@@ -484,13 +483,7 @@ pub async fn finish(
     );
     let changed = match owner {
         Some(owner) => run!(conn, |c| Cached(
-            diesel::update(
-                tasks
-                    .find(wanted)
-                    .filter(state.eq(Running))
-                    .filter(lease_owner.eq(owner))
-            )
-            .set((values, progress.eq(final_progress)))
+            diesel::update(held_by(wanted, owner)).set((values, progress.eq(final_progress)))
         )
         .execute(c)
         .await)?,
@@ -507,13 +500,7 @@ pub async fn finish(
 /// Puts a task `owner` holds back in the queue (its robot is stopping).
 pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResult<bool> {
     let changed = run!(conn, |c| Cached(
-        diesel::update(
-            tasks
-                .find(wanted)
-                .filter(state.eq(Running))
-                .filter(lease_owner.eq(owner))
-        )
-        .set((
+        diesel::update(held_by(wanted, owner)).set((
             state.eq(QUEUED),
             lease_owner.eq(None::<String>),
             lease_expires_at.eq(None::<NaiveDateTime>),
