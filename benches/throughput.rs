@@ -196,16 +196,22 @@ fn main() {
         if pg.is_err() {
             eprintln!("(set SNAPTREE_BENCH_POSTGRES_URL to measure PostgreSQL too)");
         }
+        // `SNAPTREE_BENCH_ONLY=sqlite|postgres` runs one backend only (for a profiler).
+        let only = std::env::var("SNAPTREE_BENCH_ONLY").ok();
         // `SNAPTREE_BENCH_SUBSCRIBERS=100` runs one count only (for a profiler).
         let counts: Vec<usize> = match std::env::var("SNAPTREE_BENCH_SUBSCRIBERS") {
             Ok(n) => vec![n.parse().expect("a number of subscribers")],
             Err(_) => vec![1, 100],
         };
         for subscribers in counts {
-            let dir = tempfile::tempdir().unwrap();
-            let db = TestDb::sqlite(dir.path());
-            rows.push(("SQLite", subscribers, run(db, dir.path(), subscribers - 1).await));
-            if let Ok(url) = &pg {
+            if only.as_deref() != Some("postgres") {
+                let dir = tempfile::tempdir().unwrap();
+                let db = TestDb::sqlite(dir.path());
+                rows.push(("SQLite", subscribers, run(db, dir.path(), subscribers - 1).await));
+            }
+            if let Ok(url) = &pg
+                && only.as_deref() != Some("sqlite")
+            {
                 let dir = tempfile::tempdir().unwrap();
                 let db = TestDb::postgres(url).await;
                 rows.push(("PostgreSQL", subscribers, run(db, dir.path(), subscribers - 1).await));

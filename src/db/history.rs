@@ -12,12 +12,26 @@ use super::{Conn, run};
 use crate::domain::SnapshotState;
 
 pub async fn insert(conn: &mut Conn<'_>, entries: &[NewHistoryEntry<'_>]) -> QueryResult<()> {
-    // One statement per row: batch inserts do not reach SQLite through diesel-async.
-    for entry in entries {
-        run!(conn, |c| diesel::insert_into(snapshot_history)
-            .values(entry)
-            .execute(c)
-            .await)?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        // One statement per row: batch inserts do not reach SQLite through diesel-async
+        // (and a statement is a function call in-process).
+        Conn::Sqlite(c) => {
+            for entry in entries {
+                diesel::insert_into(snapshot_history)
+                    .values(entry)
+                    .execute(&mut **c)
+                    .await?;
+            }
+        }
+        Conn::Pg(c) => {
+            diesel::insert_into(snapshot_history)
+                .values(entries)
+                .execute(&mut **c)
+                .await?;
+        }
     }
     Ok(())
 }

@@ -107,15 +107,51 @@ pub async fn nodes_of(conn: &mut Conn<'_>, vm: i64) -> QueryResult<Vec<Node>> {
         .await)?;
     Ok(rows
         .into_iter()
-        .map(|(node, parent, named, code, is_active)| Node {
-            id: node,
-            parent_id: parent,
-            name: named,
-            state: SnapshotState::from_code(code)
-                .expect("snapshots.state is checked by the database"),
-            active: is_active,
-        })
+        .map(|(node, parent, named, code, is_active)| node_of(node, parent, named, code, is_active))
         .collect())
+}
+
+/// [`nodes_of`] for each of `vms` (every one of them has an entry).
+pub async fn nodes_of_all(
+    conn: &mut Conn<'_>,
+    vms: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, Vec<Node>>> {
+    let mut trees: std::collections::HashMap<i64, Vec<Node>> =
+        vms.iter().map(|vm| (*vm, Vec::new())).collect();
+    match conn {
+        // One VM at a time: a statement of one shape, which SQLite keeps prepared.
+        Conn::Sqlite(_) => {
+            for &vm in vms {
+                trees.insert(vm, nodes_of(conn, vm).await?);
+            }
+        }
+        Conn::Pg(c) => {
+            let rows: Vec<(i64, i64, Option<i64>, String, i32, bool)> = snapshots
+                .filter(vm_id.eq_any(vms))
+                .filter(state.ne(Closed))
+                .select((vm_id, id, parent_id, name, state, active))
+                .order(id)
+                .load(&mut **c)
+                .await?;
+            for (vm, node, parent, named, code, is_active) in rows {
+                trees
+                    .entry(vm)
+                    .or_default()
+                    .push(node_of(node, parent, named, code, is_active));
+            }
+        }
+    }
+    Ok(trees)
+}
+
+fn node_of(node: i64, parent: Option<i64>, named: String, code: i32, is_active: bool) -> Node {
+    Node {
+        id: node,
+        parent_id: parent,
+        name: named,
+        state: SnapshotState::from_code(code).expect("snapshots.state is checked by the database"),
+        active: is_active,
+    }
 }
 
 /// Writes `changes` to `vm`'s snapshots, with a history row per state change.
@@ -125,42 +161,134 @@ pub async fn apply(
     changes: &Changes,
     actor: &str,
 ) -> QueryResult<()> {
+    apply_all(conn, &[(vm, changes)], actor).await
+}
+
+/// Writes each VM's changes to its snapshots, with a history row per state change. On
+/// PostgreSQL each kind of change is one statement for all the VMs (a round trip and an
+/// executor start per row were most of what a batch of task ends cost); SQLite runs a
+/// statement per row, a function call in-process.
+pub async fn apply_all(
+    conn: &mut Conn<'_>,
+    all: &[(&Vm, &Changes)],
+    actor: &str,
+) -> QueryResult<()> {
+    // Each VM once: the statements below apply all of one kind of change at a time.
+    debug_assert!(
+        all.iter()
+            .map(|(vm, _)| vm.id)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == all.len(),
+        "apply_all with a VM twice"
+    );
     let at = now();
-    for &(child, parent) in &changes.parents {
-        run!(conn, |c| Cached(
-            diesel::update(snapshots.find(child)).set((parent_id.eq(parent), updated_at.eq(at)))
-        )
-        .execute(c)
-        .await)?;
-    }
-    // Clear the old marker before any state change: a CLOSED snapshot is never active.
-    if changes.active.is_some() {
-        run!(conn, |c| Cached(
-            diesel::update(snapshots.filter(vm_id.eq(vm.id)).filter(active))
-                .set((active.eq(false), updated_at.eq(at)))
-        )
-        .execute(c)
-        .await)?;
-    }
-    for &(target, new_state) in &changes.states {
-        run!(conn, |c| Cached(
-            diesel::update(snapshots.find(target))
-                .set((state.eq(new_state.code()), updated_at.eq(at)))
-        )
-        .execute(c)
-        .await)?;
-    }
-    if let Some(Some(new_active)) = changes.active {
-        run!(conn, |c| Cached(
-            diesel::update(snapshots.find(new_active)).set((active.eq(true), updated_at.eq(at)))
-        )
-        .execute(c)
-        .await)?;
-    }
-    let entries: Vec<_> = changes
-        .states
+    let parents: Vec<(i64, Option<i64>)> = all
         .iter()
-        .map(|&(target, new_state)| entry(vm, target, new_state.code(), actor))
+        .flat_map(|(_, c)| c.parents.iter().copied())
+        .collect();
+    // Clear the old marker before any state change: a CLOSED snapshot is never active.
+    let clear: Vec<i64> = all
+        .iter()
+        .filter(|(_, c)| c.active.is_some())
+        .map(|(vm, _)| vm.id)
+        .collect();
+    let states: Vec<(i64, i32)> = all
+        .iter()
+        .flat_map(|(_, c)| c.states.iter().map(|&(s, new)| (s, new.code())))
+        .collect();
+    let set: Vec<i64> = all.iter().filter_map(|(_, c)| c.active.flatten()).collect();
+    match conn {
+        Conn::Sqlite(c) => {
+            for &(child, parent) in &parents {
+                Cached(
+                    diesel::update(snapshots.find(child))
+                        .set((parent_id.eq(parent), updated_at.eq(at))),
+                )
+                .execute(&mut **c)
+                .await?;
+            }
+            for &vm in &clear {
+                Cached(
+                    diesel::update(snapshots.filter(vm_id.eq(vm)).filter(active))
+                        .set((active.eq(false), updated_at.eq(at))),
+                )
+                .execute(&mut **c)
+                .await?;
+            }
+            for &(target, code) in &states {
+                Cached(
+                    diesel::update(snapshots.find(target)).set((state.eq(code), updated_at.eq(at))),
+                )
+                .execute(&mut **c)
+                .await?;
+            }
+            for &target in &set {
+                Cached(
+                    diesel::update(snapshots.find(target))
+                        .set((active.eq(true), updated_at.eq(at))),
+                )
+                .execute(&mut **c)
+                .await?;
+            }
+        }
+        Conn::Pg(c) => {
+            use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamp};
+            if !parents.is_empty() {
+                let (ids, new): (Vec<i64>, Vec<Option<i64>>) = parents.into_iter().unzip();
+                Cached(
+                    diesel::sql_query(
+                        "UPDATE snapshots SET parent_id = v.parent_id, updated_at = $3 \
+                         FROM unnest($1::bigint[], $2::bigint[]) AS v(id, parent_id) \
+                         WHERE snapshots.id = v.id",
+                    )
+                    .bind::<Array<BigInt>, _>(ids)
+                    .bind::<Array<Nullable<BigInt>>, _>(new)
+                    .bind::<Timestamp, _>(at),
+                )
+                .execute(&mut **c)
+                .await?;
+            }
+            if !clear.is_empty() {
+                Cached(
+                    diesel::update(snapshots.filter(vm_id.eq_any(&clear)).filter(active))
+                        .set((active.eq(false), updated_at.eq(at))),
+                )
+                .execute(&mut **c)
+                .await?;
+            }
+            if !states.is_empty() {
+                let (ids, codes): (Vec<i64>, Vec<i32>) = states.iter().copied().unzip();
+                Cached(
+                    diesel::sql_query(
+                        "UPDATE snapshots SET state = v.state, updated_at = $3 \
+                         FROM unnest($1::bigint[], $2::integer[]) AS v(id, state) \
+                         WHERE snapshots.id = v.id",
+                    )
+                    .bind::<Array<BigInt>, _>(ids)
+                    .bind::<Array<Integer>, _>(codes)
+                    .bind::<Timestamp, _>(at),
+                )
+                .execute(&mut **c)
+                .await?;
+            }
+            if !set.is_empty() {
+                Cached(
+                    diesel::update(snapshots.filter(id.eq_any(&set)))
+                        .set((active.eq(true), updated_at.eq(at))),
+                )
+                .execute(&mut **c)
+                .await?;
+            }
+        }
+    }
+    let entries: Vec<_> = all
+        .iter()
+        .flat_map(|(vm, c)| {
+            c.states
+                .iter()
+                .map(|&(target, new_state)| entry(vm, target, new_state.code(), actor))
+        })
         .collect();
     history::insert(conn, &entries).await
 }

@@ -1,6 +1,8 @@
 //! Tasks: the robot's queue. A claimed task carries a lease (owner and expiry) that its
 //! robot renews while it works; a task whose lease expired can be claimed again.
 
+use std::collections::HashSet;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::QueryResult;
@@ -441,25 +443,147 @@ pub async fn renew(
     .optional())
 }
 
-/// Records progress on a task `owner` holds; false when the lease was lost.
-pub async fn set_progress(
+/// [`held_by`] in SQL, for a statement over many tasks that joins each to its robot as
+/// `v.owner`.
+macro_rules! held_by_each {
+    () => {
+        "tasks.state = 'RUNNING' AND tasks.lease_owner = v.owner"
+    };
+}
+
+/// A progress report on a task a robot holds.
+pub struct Report<'a> {
+    pub task: i64,
+    /// The robot that reports.
+    pub owner: &'a str,
+    pub progress: Option<i32>,
+    pub phase: Option<&'a str>,
+    /// The attempt the robot is on.
+    pub attempts: i32,
+}
+
+/// Records `reports` (one per task at most); returns the tasks whose robot still held
+/// them (the others are left as they were). On PostgreSQL one statement for all.
+pub async fn set_progress_all(
     conn: &mut Conn<'_>,
-    wanted: i64,
-    owner: &str,
-    new_progress: Option<i32>,
-    new_phase: Option<&str>,
-    new_attempts: i32,
-) -> QueryResult<bool> {
-    let changed = run!(conn, |c| Cached(
-        diesel::update(held_by(wanted, owner)).set((
-            progress.eq(new_progress),
-            phase.eq(new_phase),
-            attempts.eq(new_attempts),
-        ))
-    )
-    .execute(c)
-    .await)?;
-    Ok(changed == 1)
+    reports: &[Report<'_>],
+) -> QueryResult<HashSet<i64>> {
+    let mut held = HashSet::new();
+    if reports.is_empty() {
+        return Ok(held);
+    }
+    match conn {
+        Conn::Sqlite(c) => {
+            for r in reports {
+                let changed = Cached(diesel::update(held_by(r.task, r.owner)).set((
+                    progress.eq(r.progress),
+                    phase.eq(r.phase),
+                    attempts.eq(r.attempts),
+                )))
+                .execute(&mut **c)
+                .await?;
+                if changed == 1 {
+                    held.insert(r.task);
+                }
+            }
+        }
+        Conn::Pg(c) => {
+            use diesel::sql_types::{Array, BigInt, Integer, Nullable};
+            let rows: Vec<TaskId> = Cached(
+                diesel::sql_query(concat!(
+                    "UPDATE tasks SET progress = v.progress, phase = v.phase, attempts = v.attempts \
+                     FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::integer[]) \
+                     AS v(id, owner, progress, phase, attempts) \
+                     WHERE tasks.id = v.id AND ",
+                    held_by_each!(),
+                    " RETURNING tasks.id"
+                ))
+                .bind::<Array<BigInt>, _>(reports.iter().map(|r| r.task).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(reports.iter().map(|r| r.owner).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Integer>>, _>(
+                    reports.iter().map(|r| r.progress).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Text>>, _>(
+                    reports.iter().map(|r| r.phase).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Integer>, _>(reports.iter().map(|r| r.attempts).collect::<Vec<_>>()),
+            )
+            .load(&mut **c)
+            .await?;
+            held.extend(rows.into_iter().map(|r| r.task));
+        }
+    }
+    Ok(held)
+}
+
+/// The end of a task a robot holds.
+pub struct Ending<'a> {
+    pub task: i64,
+    /// The robot that ends it.
+    pub owner: &'a str,
+    pub state: TaskState,
+    pub error: Option<&'a str>,
+    /// The progress it is left with.
+    pub progress: Option<i32>,
+}
+
+/// Ends the tasks of `endings` at `at`, each only while its robot still holds it;
+/// returns the ones ended. On PostgreSQL one statement for all.
+pub async fn finish_all(
+    conn: &mut Conn<'_>,
+    endings: &[Ending<'_>],
+    at: NaiveDateTime,
+) -> QueryResult<HashSet<i64>> {
+    let mut ended = HashSet::new();
+    if endings.is_empty() {
+        return Ok(ended);
+    }
+    match conn {
+        Conn::Sqlite(_) => {
+            for e in endings {
+                let end = (e.state, e.error, e.progress);
+                if finish(conn, e.task, Some(e.owner), end.0, end.1, end.2, at).await? {
+                    ended.insert(e.task);
+                }
+            }
+        }
+        Conn::Pg(c) => {
+            use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamp};
+            let rows: Vec<TaskId> = Cached(
+                diesel::sql_query(concat!(
+                    "UPDATE tasks SET state = v.state, error = v.error, finished_at = $6, \
+                     phase = NULL, lease_owner = NULL, lease_expires_at = NULL, progress = v.progress \
+                     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[]) \
+                     AS v(id, owner, state, error, progress) \
+                     WHERE tasks.id = v.id AND ",
+                    held_by_each!(),
+                    " RETURNING tasks.id"
+                ))
+                .bind::<Array<BigInt>, _>(endings.iter().map(|e| e.task).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(endings.iter().map(|e| e.owner).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(
+                    endings.iter().map(|e| e.state.as_str()).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Text>>, _>(
+                    endings.iter().map(|e| e.error).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Integer>>, _>(
+                    endings.iter().map(|e| e.progress).collect::<Vec<_>>(),
+                )
+                .bind::<Timestamp, _>(at),
+            )
+            .load(&mut **c)
+            .await?;
+            ended.extend(rows.into_iter().map(|r| r.task));
+        }
+    }
+    Ok(ended)
+}
+
+#[derive(QueryableByName)]
+struct TaskId {
+    #[diesel(sql_type = diesel::sql_types::BigInt, column_name = id)]
+    task: i64,
 }
 
 /// Ends a task, leaving `final_progress`. With `owner`, only while that robot still holds it; without, only while

@@ -9,13 +9,12 @@
 //! up again anyway). If a batch fails, each of its steps is written alone, so one bad
 //! step cannot take the others down with it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::Service;
-use super::tasks::{Claimed, Step, write_step};
+use super::tasks::{Claimed, Step, write_steps};
 use crate::db::{self, models::NewTaskEvent};
 use crate::error::{AppError, AppResult};
 
@@ -126,45 +125,18 @@ async fn write(service: Service, mut queue: mpsc::UnboundedReceiver<Entry>) {
 }
 
 impl Service {
-    /// Writes `entries` in one transaction; for each, whether the robot still held the
-    /// task. A task's progress row is updated once, by its last report of the batch; the
-    /// earlier reports share that answer. The events are stored together, in order.
+    /// Writes `entries` in one transaction (see [`write_steps`]); for each, whether the
+    /// robot still held the task. The events are stored together, in order.
     async fn write_batch(&self, entries: &[Entry]) -> AppResult<Vec<bool>> {
-        let last_report: HashMap<i64, usize> = entries
+        let steps: Vec<_> = entries
             .iter()
-            .enumerate()
-            .filter(|(_, e)| matches!(e.step, Step::Progress { .. }))
-            .map(|(i, e)| (e.claimed.task.id, i))
+            .map(|e| (&*e.claimed, &*e.owner, &e.step))
             .collect();
         let mut tx = self.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
-            let mut events: Vec<Option<NewTaskEvent>> = entries.iter().map(|_| None).collect();
-            let mut held = vec![false; entries.len()];
-            // Last reports and ends first, in order; then the earlier reports follow them.
-            for (i, entry) in entries.iter().enumerate() {
-                let task = entry.claimed.task.id;
-                let deferred =
-                    matches!(entry.step, Step::Progress { .. }) && last_report[&task] != i;
-                if !deferred {
-                    events[i] =
-                        write_step(&mut conn, &entry.claimed, &entry.owner, &entry.step, true)
-                            .await?;
-                    held[i] = events[i].is_some();
-                }
-            }
-            for (i, entry) in entries.iter().enumerate() {
-                let last = last_report.get(&entry.claimed.task.id).copied();
-                if matches!(entry.step, Step::Progress { .. })
-                    && last != Some(i)
-                    && held[last.unwrap_or(i)]
-                {
-                    events[i] =
-                        write_step(&mut conn, &entry.claimed, &entry.owner, &entry.step, false)
-                            .await?;
-                    held[i] = events[i].is_some();
-                }
-            }
+            let events = write_steps(&mut conn, &steps).await?;
+            let held: Vec<bool> = events.iter().map(Option::is_some).collect();
             // Stored now, together: one time for all, so that their times keep their order.
             let at = db::now();
             let events: Vec<NewTaskEvent> = events

@@ -10,7 +10,7 @@ use super::{Caller, ROBOT, Service};
 use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, Vm};
 use crate::db::{self, Conn, Tx, history, hosts, snapshots, tasks, vms};
 use crate::domain::lifecycle::{self, HostView, TaskFacts};
-use crate::domain::tree::Tree;
+use crate::domain::tree::{Changes, Tree};
 use crate::domain::{TaskKind, TaskState};
 use crate::error::{AppError, AppResult};
 use crate::hypervisor::HostSnapshot;
@@ -172,51 +172,140 @@ pub enum Step {
     Finish(Outcome),
 }
 
-/// Writes `step` of the task `claimed` that robot `owner` holds (in the caller's
-/// transaction) and returns its event for the caller to store, or `None` when the robot
-/// no longer holds the task (nothing is written then). A progress step whose task row a
-/// later step of the same transaction updates anyway may leave it (`update_task` false).
-pub(crate) async fn write_step(
+/// A step of a task, and the robot that holds the task.
+pub(crate) type Held<'a> = (&'a Claimed, &'a str, &'a Step);
+
+/// Writes `steps` (in the caller's transaction) and returns, for each, its event for the
+/// caller to store, or `None` when its robot no longer held the task (nothing was written
+/// for it). Each kind of write is one statement for the whole batch on PostgreSQL: a
+/// task's progress row is updated once, by its last report (the earlier ones share that
+/// answer); ends are written together, and so are their snapshots' changes.
+pub(crate) async fn write_steps(
     conn: &mut Conn<'_>,
-    claimed: &Claimed,
-    owner: &str,
-    step: &Step,
-    update_task: bool,
-) -> AppResult<Option<NewTaskEvent>> {
-    match step {
-        Step::Progress {
-            attempt,
-            percent,
-            phase,
-            message,
-        } => {
-            let task = &claimed.task;
-            if update_task
-                && !tasks::set_progress(conn, task.id, owner, *percent, Some(phase), *attempt)
-                    .await?
-            {
-                return Ok(None);
-            }
-            let note = Note {
-                state: TaskState::Running,
+    steps: &[Held<'_>],
+) -> AppResult<Vec<Option<NewTaskEvent>>> {
+    let mut last_report: HashMap<i64, usize> = HashMap::new();
+    for (i, (claimed, _, step)) in steps.iter().enumerate() {
+        if matches!(step, Step::Progress { .. }) {
+            last_report.insert(claimed.task.id, i);
+        }
+    }
+    let mut reports: Vec<usize> = last_report.values().copied().collect();
+    reports.sort_unstable();
+    let reports: Vec<tasks::Report> = reports
+        .into_iter()
+        .map(|i| {
+            let (claimed, owner, step) = steps[i];
+            let Step::Progress {
+                attempt,
+                percent,
+                phase,
+                ..
+            } = step
+            else {
+                unreachable!("only reports are in last_report")
+            };
+            tasks::Report {
+                task: claimed.task.id,
+                owner,
                 progress: *percent,
                 phase: Some(phase),
-                message: message.as_deref(),
-            };
-            Ok(Some(event(task, &claimed.vm, note)))
-        }
-        Step::Finish(outcome) => finish(conn, claimed, owner, outcome).await,
+                attempts: *attempt,
+            }
+        })
+        .collect();
+    let reported = tasks::set_progress_all(conn, &reports).await?;
+
+    let ends: Vec<(&Claimed, &str, &Outcome, Ending)> = steps
+        .iter()
+        .filter_map(|&(claimed, owner, step)| match step {
+            Step::Finish(outcome) => {
+                Some((claimed, owner, outcome, ending(&claimed.task, outcome)))
+            }
+            Step::Progress { .. } => None,
+        })
+        .collect();
+    let rows: Vec<tasks::Ending> = ends
+        .iter()
+        .map(|(claimed, owner, _, end)| tasks::Ending {
+            task: claimed.task.id,
+            owner,
+            state: end.state,
+            error: end.error.as_deref(),
+            progress: end.progress,
+        })
+        .collect();
+    let ended = tasks::finish_all(conn, &rows, db::now()).await?;
+    let ended_vms: Vec<i64> = ends
+        .iter()
+        .filter(|(claimed, ..)| ended.contains(&claimed.task.id))
+        .map(|(claimed, ..)| claimed.vm.id)
+        .collect();
+    let mut trees = snapshots::nodes_of_all(conn, &ended_vms).await?;
+    let mut changes = Vec::new();
+    for (claimed, _, outcome, _) in ends.iter().filter(|(c, ..)| ended.contains(&c.task.id)) {
+        let tree = Tree::new(trees.remove(&claimed.vm.id).unwrap_or_default());
+        changes.push((
+            &claimed.vm,
+            end_changes(conn, claimed, outcome, &tree).await?,
+        ));
     }
+    let all: Vec<_> = changes.iter().map(|(vm, c)| (*vm, c)).collect();
+    snapshots::apply_all(conn, &all, ROBOT).await?;
+    for (claimed, _, outcome, _) in ends.iter().filter(|(c, ..)| ended.contains(&c.task.id)) {
+        if claimed.task.kind() == TaskKind::Scrub
+            && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
+        {
+            snapshots::set_remove_subtree(conn, claimed.task.snapshot_id, false).await?;
+        }
+    }
+
+    let mut ends = ends.into_iter();
+    Ok(steps
+        .iter()
+        .map(|&(claimed, _, step)| {
+            let task = &claimed.task;
+            match step {
+                Step::Progress {
+                    percent,
+                    phase,
+                    message,
+                    ..
+                } => reported.contains(&task.id).then(|| {
+                    let note = Note {
+                        state: TaskState::Running,
+                        progress: *percent,
+                        phase: Some(phase),
+                        message: message.as_deref(),
+                    };
+                    event(task, &claimed.vm, note)
+                }),
+                Step::Finish(_) => {
+                    let (.., end) = ends.next().expect("one end per Finish step");
+                    ended.contains(&task.id).then(|| {
+                        let note = Note {
+                            state: end.state,
+                            progress: end.progress,
+                            phase: None,
+                            message: Some(&end.message),
+                        };
+                        event(task, &claimed.vm, note)
+                    })
+                }
+            }
+        })
+        .collect())
 }
 
-/// Ends a task the robot holds (see [`write_step`]).
-async fn finish(
-    conn: &mut Conn<'_>,
-    claimed: &Claimed,
-    owner: &str,
-    outcome: &Outcome,
-) -> AppResult<Option<NewTaskEvent>> {
-    let task = &claimed.task;
+/// What a task's end writes on the task.
+struct Ending {
+    state: TaskState,
+    error: Option<String>,
+    message: String,
+    progress: Option<i32>,
+}
+
+fn ending(task: &Task, outcome: &Outcome) -> Ending {
     let (state, error, message) = match outcome {
         Outcome::Succeeded => (TaskState::Succeeded, None, "done".to_owned()),
         Outcome::Failed { error, .. } => (
@@ -233,26 +322,27 @@ async fn finish(
         Outcome::Succeeded => Some(100),
         _ => task.progress,
     };
-    let ended = tasks::finish(
-        conn,
-        task.id,
-        Some(owner),
+    Ending {
         state,
-        error.as_deref(),
+        error,
+        message,
         progress,
-        db::now(),
-    )
-    .await?;
-    if !ended {
-        return Ok(None);
     }
-    let tree = load_tree(conn, claimed.vm.id).await?;
+}
+
+/// The changes a task's end makes to its VM's snapshots, `tree` as it stood before.
+async fn end_changes(
+    conn: &mut Conn<'_>,
+    claimed: &Claimed,
+    outcome: &Outcome,
+    tree: &Tree,
+) -> AppResult<Changes> {
     // `remove_subtree` is as the claim read it: only this task's own end changes it.
-    let facts = facts(task, &claimed.snapshot);
+    let facts = facts(&claimed.task, &claimed.snapshot);
     // Only a delete that did not go through needs the states before it.
     let before = match (outcome, facts.kind) {
         (Outcome::Succeeded, _) | (_, TaskKind::Build | TaskKind::Update) => Default::default(),
-        _ => history::states_before_scrub(conn, &facts.scope(&tree)).await?,
+        _ => history::states_before_scrub(conn, &facts.scope(tree)).await?,
     };
     // What the host reported, mapped onto the snapshots by their names there.
     let listed = match outcome {
@@ -266,28 +356,15 @@ async fn finish(
         }
         None => None,
     };
-    let changes = match outcome {
-        Outcome::Succeeded => lifecycle::succeeded(&tree, &facts),
+    Ok(match outcome {
+        Outcome::Succeeded => lifecycle::succeeded(tree, &facts),
         Outcome::Cancelled {
             cleaned_up: true, ..
-        } if facts.kind == TaskKind::Build => lifecycle::cancelled(&tree, &facts, &before),
+        } if facts.kind == TaskKind::Build => lifecycle::cancelled(tree, &facts, &before),
         Outcome::Failed { .. } | Outcome::Cancelled { .. } => {
-            lifecycle::failed(&tree, &facts, &before, view.as_ref())
+            lifecycle::failed(tree, &facts, &before, view.as_ref())
         }
-    };
-    snapshots::apply(conn, &claimed.vm, &changes, ROBOT).await?;
-    if facts.kind == TaskKind::Scrub
-        && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
-    {
-        snapshots::set_remove_subtree(conn, task.snapshot_id, false).await?;
-    }
-    let note = Note {
-        state,
-        progress,
-        phase: None,
-        message: Some(&message),
-    };
-    Ok(Some(event(task, &claimed.vm, note)))
+    })
 }
 
 impl Service {
