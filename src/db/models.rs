@@ -221,7 +221,7 @@ impl Task {
     }
 }
 
-#[derive(Insertable)]
+#[derive(Insertable, Clone, Copy)]
 #[diesel(table_name = tasks)]
 pub struct NewTask<'a> {
     pub kind: &'a str,

@@ -30,6 +30,76 @@ pub async fn insert(
     Ok(row)
 }
 
+/// Inserts snapshots, each of its VM with its first history row by its actor: on
+/// PostgreSQL one statement for the rows and one for their history. The rows come back
+/// in the order given.
+pub async fn insert_all(
+    conn: &mut Conn<'_>,
+    new: &[(&Vm, NewSnapshot<'_>, &str)],
+) -> QueryResult<Vec<Snapshot>> {
+    let rows: Vec<Snapshot> = match conn {
+        Conn::Sqlite(c) => {
+            let mut rows = Vec::with_capacity(new.len());
+            for (_, row, _) in new {
+                rows.push(
+                    diesel::insert_into(snapshots)
+                        .values(row)
+                        .returning(Snapshot::as_returning())
+                        .get_result(&mut **c)
+                        .await?,
+                );
+            }
+            rows
+        }
+        Conn::Pg(c) => {
+            let values: Vec<&NewSnapshot<'_>> = new.iter().map(|(_, row, _)| row).collect();
+            let mut rows: Vec<Snapshot> = diesel::insert_into(snapshots)
+                .values(values)
+                .returning(Snapshot::as_returning())
+                .get_results(&mut **c)
+                .await?;
+            // RETURNING gives no promise of order; ids are handed out in it.
+            rows.sort_by_key(|s| s.id);
+            rows
+        }
+    };
+    let entries: Vec<_> = new
+        .iter()
+        .zip(&rows)
+        .map(|((vm, _, actor), row)| entry(vm, row.id, row.state, actor))
+        .collect();
+    history::insert(conn, &entries).await?;
+    Ok(rows)
+}
+
+/// Sets the host names of snapshots `(id, name)`: on PostgreSQL in one statement.
+pub async fn set_host_names(conn: &mut Conn<'_>, names: &[(i64, String)]) -> QueryResult<()> {
+    match conn {
+        Conn::Pg(c) if names.len() > 1 => {
+            use diesel::sql_types::{Array, BigInt, Text};
+            let (ids, new): (Vec<i64>, Vec<&str>) =
+                names.iter().map(|(i, n)| (*i, n.as_str())).unzip();
+            Cached(
+                diesel::sql_query(
+                    "UPDATE snapshots SET host_name = v.host_name \
+                     FROM unnest($1::bigint[], $2::text[]) AS v(id, host_name) \
+                     WHERE snapshots.id = v.id",
+                )
+                .bind::<Array<BigInt>, _>(ids)
+                .bind::<Array<Text>, _>(new),
+            )
+            .execute(&mut **c)
+            .await?;
+        }
+        _ => {
+            for (snapshot, new) in names {
+                set_host_name(conn, *snapshot, new).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn entry<'a>(vm: &Vm, snapshot: i64, code: i32, actor: &'a str) -> NewHistoryEntry<'a> {
     NewHistoryEntry {
         snapshot_id: snapshot,
@@ -161,22 +231,19 @@ pub async fn apply(
     changes: &Changes,
     actor: &str,
 ) -> QueryResult<()> {
-    apply_all(conn, &[(vm, changes)], actor).await
+    apply_all(conn, &[(vm, changes, actor)]).await
 }
 
-/// Writes each VM's changes to its snapshots, with a history row per state change. On
+/// Writes each VM's changes to its snapshots, with a history row per state change by its
+/// actor. On
 /// PostgreSQL each kind of change is one statement for all the VMs (a round trip and an
 /// executor start per row were most of what a batch of task ends cost); SQLite runs a
 /// statement per row, a function call in-process.
-pub async fn apply_all(
-    conn: &mut Conn<'_>,
-    all: &[(&Vm, &Changes)],
-    actor: &str,
-) -> QueryResult<()> {
+pub async fn apply_all(conn: &mut Conn<'_>, all: &[(&Vm, &Changes, &str)]) -> QueryResult<()> {
     // Each VM once: the statements below apply all of one kind of change at a time.
     debug_assert!(
         all.iter()
-            .map(|(vm, _)| vm.id)
+            .map(|(vm, ..)| vm.id)
             .collect::<std::collections::HashSet<_>>()
             .len()
             == all.len(),
@@ -185,19 +252,22 @@ pub async fn apply_all(
     let at = now();
     let parents: Vec<(i64, Option<i64>)> = all
         .iter()
-        .flat_map(|(_, c)| c.parents.iter().copied())
+        .flat_map(|(_, c, _)| c.parents.iter().copied())
         .collect();
     // Clear the old marker before any state change: a CLOSED snapshot is never active.
     let clear: Vec<i64> = all
         .iter()
-        .filter(|(_, c)| c.active.is_some())
-        .map(|(vm, _)| vm.id)
+        .filter(|(_, c, _)| c.active.is_some())
+        .map(|(vm, ..)| vm.id)
         .collect();
     let states: Vec<(i64, i32)> = all
         .iter()
-        .flat_map(|(_, c)| c.states.iter().map(|&(s, new)| (s, new.code())))
+        .flat_map(|(_, c, _)| c.states.iter().map(|&(s, new)| (s, new.code())))
         .collect();
-    let set: Vec<i64> = all.iter().filter_map(|(_, c)| c.active.flatten()).collect();
+    let set: Vec<i64> = all
+        .iter()
+        .filter_map(|(_, c, _)| c.active.flatten())
+        .collect();
     match conn {
         Conn::Sqlite(c) => {
             for &(child, parent) in &parents {
@@ -284,7 +354,7 @@ pub async fn apply_all(
     }
     let entries: Vec<_> = all
         .iter()
-        .flat_map(|(vm, c)| {
+        .flat_map(|(vm, c, actor)| {
             c.states
                 .iter()
                 .map(|&(target, new_state)| entry(vm, target, new_state.code(), actor))

@@ -31,6 +31,44 @@ pub async fn insert(conn: &mut Conn<'_>, new: NewTask<'_>) -> QueryResult<Task> 
         .await)
 }
 
+/// Inserts tasks; they come back in the order given (on PostgreSQL one statement).
+pub async fn insert_all(conn: &mut Conn<'_>, new: &[NewTask<'_>]) -> QueryResult<Vec<Task>> {
+    match conn {
+        Conn::Sqlite(_) => {
+            let mut rows = Vec::with_capacity(new.len());
+            for row in new {
+                rows.push(insert(conn, *row).await?);
+            }
+            Ok(rows)
+        }
+        Conn::Pg(c) => {
+            let mut rows: Vec<Task> = diesel::insert_into(tasks)
+                .values(new)
+                .returning(Task::as_returning())
+                .get_results(&mut **c)
+                .await?;
+            // RETURNING gives no promise of order; ids are handed out in it.
+            rows.sort_by_key(|t| t.id);
+            Ok(rows)
+        }
+    }
+}
+
+/// [`open_of_vm`] for each of `vms`: on SQLite one VM at a time (a statement it keeps
+/// prepared), on PostgreSQL one statement.
+pub async fn open_of_each(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<Task>> {
+    match conn {
+        Conn::Sqlite(_) => {
+            let mut open = Vec::new();
+            for &vm in vms {
+                open.extend(open_of_vm(conn, vm).await?);
+            }
+            Ok(open)
+        }
+        Conn::Pg(_) => open_of_vms(conn, vms).await,
+    }
+}
+
 pub async fn by_id(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<Option<Task>> {
     run!(conn, |c| tasks
         .find(wanted)
@@ -214,73 +252,100 @@ pub struct Room {
 const SLOT_TRIES: usize = 8;
 
 /// Whether host `host`, of limit `limit`, has room for one more task at `at`.
-///
-/// SQLite's writers run one at a time: counting the host's held tasks is exact. On
-/// PostgreSQL, transactions that take tasks for one host run at once, and a count would
-/// not see the others' uncommitted takes. Each held task there has a slot, `0..limit`;
-/// a take picks a slot no held task has and locks it (an advisory lock until its
-/// commit), then checks again, in a statement that sees every take committed before the
-/// lock was had, that no held task has that slot. Takes for one host therefore never
-/// share a slot and never exceed the limit, without waiting for each other's commits (as
-/// a lock on the host's row made them do). A slot is free again once its task is no
-/// longer held: ended, queued again, or its lease run out.
 pub async fn room_on(
     conn: &mut Conn<'_>,
     host: i64,
     limit: i32,
     at: NaiveDateTime,
 ) -> QueryResult<Option<Room>> {
+    Ok(rooms_on(conn, host, limit, 1, at).await?.pop())
+}
+
+/// Room on host `host`, of limit `limit`, for up to `wanted` more tasks at `at`.
+///
+/// SQLite's writers run one at a time: counting the host's held tasks is exact. On
+/// PostgreSQL, transactions that take tasks for one host run at once, and a count would
+/// not see the others' uncommitted takes. Each held task there has a slot, `0..limit`;
+/// a take picks slots no held task has and locks them (advisory locks until its
+/// commit), then checks again, in a statement that sees every take committed before the
+/// locks were had, that no held task has them. Takes for one host therefore never share
+/// a slot and never exceed the limit, without waiting for each other's commits (as a
+/// lock on the host's row made them do). A slot is free again once its task is no
+/// longer held: ended, queued again, or its lease run out.
+pub async fn rooms_on(
+    conn: &mut Conn<'_>,
+    host: i64,
+    limit: i32,
+    wanted: usize,
+    at: NaiveDateTime,
+) -> QueryResult<Vec<Room>> {
     let held: Vec<Option<i32>> = run!(conn, |c| tasks
         .filter(host_id.eq(host))
         .filter(held_at(at))
         .select(slot)
         .load(c)
         .await)?;
-    if held.len() >= usize::try_from(limit).unwrap_or(0) {
-        return Ok(None);
-    }
+    let free = usize::try_from(limit)
+        .unwrap_or(0)
+        .saturating_sub(held.len());
+    let wanted = wanted.min(free);
     let Conn::Pg(c) = conn else {
-        return Ok(Some(Room::default()));
+        return Ok(vec![Room::default(); wanted]);
     };
-    let taken: std::collections::HashSet<i32> = held.into_iter().flatten().collect();
+    if wanted == 0 {
+        return Ok(Vec::new());
+    }
+    let taken: HashSet<i32> = held.into_iter().flatten().collect();
     let free: Vec<i32> = (0..limit).filter(|s| !taken.contains(s)).collect();
-    // From a random free slot on, so that takes at the same moment rarely try the same.
+    // From a random free slot on, so that takes at the same moment rarely try the same;
+    // as many as are wanted at a time, so that no more are locked than used.
     let start = fastrand::usize(..free.len().max(1));
-    let order = free[start..].iter().chain(&free[..start]);
-    for &candidate in order.take(SLOT_TRIES) {
-        let locked: SlotLock =
-            diesel::sql_query("SELECT pg_try_advisory_xact_lock($1, $2) AS locked")
-                // The two-integer keys are a space of their own, apart from the migrations' lock.
-                .bind::<diesel::sql_types::Integer, _>(host as i32)
-                .bind::<diesel::sql_types::Integer, _>(candidate)
-                .get_result(&mut **c)
-                .await?;
-        if !locked.locked {
+    let mut candidates = free[start..].iter().chain(&free[..start]).copied();
+    let mut rooms = Vec::with_capacity(wanted);
+    let mut tried = 0;
+    while rooms.len() < wanted && tried < SLOT_TRIES.max(wanted) {
+        let round: Vec<i32> = candidates.by_ref().take(wanted - rooms.len()).collect();
+        if round.is_empty() {
+            break;
+        }
+        tried += round.len();
+        use diesel::sql_types::{Array, Integer};
+        // The two-integer keys are a space of their own, apart from the migrations' lock.
+        let locked: Vec<SlotNumber> = Cached(
+            diesel::sql_query(
+                "SELECT s AS slot FROM unnest($2::integer[]) AS s \
+                 WHERE pg_try_advisory_xact_lock($1, s)",
+            )
+            .bind::<Integer, _>(host as i32)
+            .bind::<Array<Integer>, _>(round),
+        )
+        .load(&mut **c)
+        .await?;
+        let locked: Vec<i32> = locked.into_iter().map(|s| s.number).collect();
+        if locked.is_empty() {
             continue;
         }
-        let holder: Option<i64> = Cached(
-            tasks
-                .filter(host_id.eq(host))
-                .filter(slot.eq(candidate))
-                .filter(held_at(at))
-                .select(id),
-        )
-        .get_result(&mut **c)
-        .await
-        .optional()?;
-        if holder.is_none() {
-            return Ok(Some(Room {
-                slot: Some(candidate),
-            }));
-        }
+        let holders: Vec<Option<i32>> = tasks
+            .filter(host_id.eq(host))
+            .filter(slot.eq_any(&locked))
+            .filter(held_at(at))
+            .select(slot)
+            .load(&mut **c)
+            .await?;
+        rooms.extend(
+            locked
+                .into_iter()
+                .filter(|s| !holders.contains(&Some(*s)))
+                .map(|s| Room { slot: Some(s) }),
+        );
     }
-    Ok(None)
+    Ok(rooms)
 }
 
 #[derive(QueryableByName)]
-struct SlotLock {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
+struct SlotNumber {
+    #[diesel(sql_type = diesel::sql_types::Integer, column_name = slot)]
+    number: i32,
 }
 
 /// Whether a task waits on any of `hosts` (queued there).
@@ -295,27 +360,29 @@ pub async fn waiting_on(conn: &mut Conn<'_>, hosts: &[i64]) -> QueryResult<bool>
     Ok(found.is_some())
 }
 
-/// Whether queued task `task` may be taken at once by the robot of the queueing process:
-/// its host, of limit `limit`, has room (see [`room_on`]) and no older task waits there
-/// before it. The room, when it may.
-pub async fn first_in_line(
+/// Room for the robot of the queueing process to take at once up to `wanted` of the
+/// tasks just queued on host `host` (of limit `limit`), the oldest of them `first`: the
+/// host has room (see [`rooms_on`]) and no older task waits there before them.
+pub async fn rooms_in_line(
     conn: &mut Conn<'_>,
-    task: &Task,
+    host: i64,
     limit: i32,
+    first: i64,
+    wanted: usize,
     at: NaiveDateTime,
-) -> QueryResult<Option<Room>> {
-    let Some(room) = room_on(conn, task.host_id, limit, at).await? else {
-        return Ok(None);
-    };
+) -> QueryResult<Vec<Room>> {
     let older: Option<i64> = run!(conn, |c| tasks
         .filter(claimable_at(at))
-        .filter(host_id.eq(task.host_id))
-        .filter(id.lt(task.id))
+        .filter(host_id.eq(host))
+        .filter(id.lt(first))
         .select(id)
         .first(c)
         .await
         .optional())?;
-    Ok(older.is_none().then_some(room))
+    if older.is_some() {
+        return Ok(Vec::new());
+    }
+    rooms_on(conn, host, limit, wanted, at).await
 }
 
 /// Claims the oldest task that is queued, or running under an expired lease (its robot

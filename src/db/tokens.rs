@@ -61,6 +61,26 @@ pub async fn revoked_among(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<
 /// row stays share-locked until the transaction ends, so a revocation either waits for
 /// the transaction or is seen by it; on SQLite the transaction excludes every other
 /// writer anyway.
+/// Which of tokens `wanted` are live (see [`is_live`]), in one statement.
+pub async fn live_of(
+    conn: &mut Conn<'_>,
+    wanted: &[i64],
+) -> QueryResult<std::collections::HashSet<i64>> {
+    if let [one] = wanted {
+        let live = is_live(conn, *one).await?;
+        return Ok(live.then_some(*one).into_iter().collect());
+    }
+    let query = tokens
+        .filter(id.eq_any(wanted))
+        .filter(revoked_at.is_null())
+        .select(id);
+    let found: Vec<i64> = match conn {
+        Conn::Pg(c) => query.for_share().load(&mut **c).await?,
+        Conn::Sqlite(c) => query.load(&mut **c).await?,
+    };
+    Ok(found.into_iter().collect())
+}
+
 pub async fn is_live(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
     let query = tokens.find(wanted).filter(revoked_at.is_null()).select(id);
     let found: Option<i64> = match conn {

@@ -45,6 +45,29 @@ pub async fn lock(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<Option<Vm>> {
     }
 }
 
+/// [`lock`] for each of `wanted`, in id order (so that two batches never wait for each
+/// other in a circle); the ones that exist.
+pub async fn lock_all(conn: &mut Conn<'_>, wanted: &[i64]) -> QueryResult<Vec<Vm>> {
+    match conn {
+        // One at a time: a statement SQLite keeps prepared.
+        Conn::Sqlite(_) => {
+            let mut found = Vec::with_capacity(wanted.len());
+            for &vm in wanted {
+                found.extend(lock(conn, vm).await?);
+            }
+            Ok(found)
+        }
+        Conn::Pg(c) => {
+            vms.filter(id.eq_any(wanted))
+                .select(Vm::as_select())
+                .order(id)
+                .for_update()
+                .load(&mut **c)
+                .await
+        }
+    }
+}
+
 pub async fn by_ids(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Vm>> {
     run!(conn, |c| vms
         .filter(id.eq_any(ids))

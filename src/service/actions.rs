@@ -1,14 +1,34 @@
-//! The five snapshot actions. Each is checked and recorded in one transaction and queues
-//! exactly one task; a rejected action changes nothing.
+//! The five snapshot actions. Each is checked on its own and queues exactly one task; a
+//! rejected action changes nothing.
+//!
+//! Actions that arrive together are recorded together (group commit): one combiner per
+//! process takes whatever has queued up while its last batch was written, and checks and
+//! writes it in one transaction, each kind of read and write one statement for the whole
+//! batch on PostgreSQL. A round trip and an executor start per row, twenty per action,
+//! were most of what an action cost there. Each action is checked against its VM as the
+//! transaction sees it, in the order a lone action meets its errors; a rejected one is
+//! answered with its error and writes nothing. Two actions on one VM never share a
+//! batch: the second waits for the next one, and finds the VM busy. If a batch's
+//! transaction fails, each of its actions is tried again alone, so that one bad action
+//! cannot take the others down with it and each gets its own error.
 
-use super::tasks::{Note, begin_work, event, lease_until, load_tree};
-use super::{Caller, Service};
-use crate::db::models::{Host, NewSnapshot, NewTask, Snapshot, Task, Vm};
-use crate::db::{self, Conn, hosts, snapshots, tasks, vms};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::handoff::{Reserved, Taker};
+use super::tasks::{Note, event, lease_until, start_work};
+use super::{Caller, Claimed, ROBOT, Service};
+use crate::db::models::{Host, NewSnapshot, NewTask, NewTaskEvent, Snapshot, Task, Vm};
+use crate::db::{self, Conn, hosts, snapshots, tasks, tokens, vms};
 use crate::domain::lifecycle::{self, Plan};
-use crate::domain::tree::{Node, Tree};
+use crate::domain::tree::{Changes, Node, Tree};
 use crate::domain::{SnapshotState, TaskKind, TaskState, names};
 use crate::error::{AppError, AppResult};
+
+/// Actions checked and written in one transaction at most.
+const BATCH: usize = 64;
 
 /// An accepted action: its snapshot and the task that carries it out.
 #[derive(Clone, Debug)]
@@ -34,6 +54,51 @@ enum Step {
     Change(Plan),
 }
 
+/// The rules of one action: given its VM's host and tree, what it does.
+type Decide = Box<dyn Fn(&Host, &Tree) -> AppResult<Step> + Send + Sync>;
+
+/// An action waiting for the combiner, and who waits for its answer.
+struct Request {
+    caller: Caller,
+    target: Target,
+    decide: Decide,
+    reply: oneshot::Sender<AppResult<Accepted>>,
+}
+
+/// Sends actions to this process's combiner, which stops when every handle is gone.
+pub(crate) struct Combiner {
+    queue: mpsc::UnboundedSender<Request>,
+}
+
+impl Combiner {
+    fn spawn(service: Service) -> Self {
+        let (queue, requests) = mpsc::unbounded_channel();
+        tokio::spawn(combine(service, requests));
+        Self { queue }
+    }
+}
+
+/// The combiner: every action queued, a batch at a time.
+async fn combine(service: Service, mut queue: mpsc::UnboundedReceiver<Request>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        if batch.is_empty() {
+            if queue.recv_many(&mut batch, BATCH).await == 0 {
+                return;
+            }
+        } else {
+            // Actions left for this batch go first, then whatever else has come.
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+        }
+        batch = service.act_batch(std::mem::take(&mut batch)).await;
+    }
+}
+
 impl Service {
     /// Creates a snapshot of VM `vm_id`, a child of its active snapshot.
     pub async fn create_snapshot(
@@ -45,12 +110,13 @@ impl Service {
     ) -> AppResult<Accepted> {
         let name = names::name("snapshot name", name)?;
         let description = names::description(description)?;
-        self.act(caller, Target::Vm(vm_id), |host, tree| {
-            let limit = self.snapshot_limit(host.max_snapshots_per_vm);
+        let service = self.clone();
+        self.act(caller, Target::Vm(vm_id), move |host, tree| {
+            let limit = service.snapshot_limit(host.max_snapshots_per_vm);
             let plan = lifecycle::create(tree, &name, Some(limit))?;
             Ok(Step::Create {
-                name,
-                description,
+                name: name.clone(),
+                description: description.clone(),
                 parent: plan.parent,
             })
         })
@@ -59,7 +125,7 @@ impl Service {
 
     /// Applies snapshot `id`: the VM returns to it, and it becomes active.
     pub async fn apply_snapshot(&self, caller: &Caller, id: i64) -> AppResult<Accepted> {
-        self.act(caller, Target::Snapshot(id), |_, tree| {
+        self.act(caller, Target::Snapshot(id), move |_, tree| {
             lifecycle::apply(tree, id).map(Step::Change)
         })
         .await
@@ -80,200 +146,522 @@ impl Service {
         id: i64,
         subtree: bool,
     ) -> AppResult<Accepted> {
-        self.act(caller, Target::Snapshot(id), |_, tree| {
+        self.act(caller, Target::Snapshot(id), move |_, tree| {
             lifecycle::delete(tree, id, subtree).map(Step::Change)
         })
         .await
     }
 
-    /// The shape every action shares: find and lock the VM, check who asks and whether
-    /// the VM is free, let `decide` apply the rules, then write the changes and the task.
+    /// Hands the action to the combiner and waits for its answer.
     async fn act(
         &self,
         caller: &Caller,
         target: Target,
-        decide: impl FnOnce(&Host, &Tree) -> AppResult<Step> + Send,
+        decide: impl Fn(&Host, &Tree) -> AppResult<Step> + Send + Sync + 'static,
     ) -> AppResult<Accepted> {
-        let mut tx = self.begin_for(caller).await?;
-        let result = async {
-            let mut conn = tx.conn();
-            let vm = lock_target(&mut conn, caller, target).await?;
-            caller.require_operator()?;
-            if let Some(open) = tasks::open_of_vm(&mut conn, vm.id).await? {
-                return Err(AppError::vm_busy(vm.id, open.id));
-            }
-            lifecycle::check_vm_state(vm.state)?;
-            let host = hosts::by_id(&mut conn, vm.host_id)
-                .await?
-                .ok_or_else(|| AppError::internal(format!("VM {} has no host", vm.id)))?;
-            let mut tree = load_tree(&mut conn, vm.id).await?;
-            let step = decide(&host, &tree)?;
-            let prev_active = tree.active();
-            let (target, kind) = match step {
-                Step::Create {
-                    name,
-                    description,
-                    parent,
-                } => {
-                    let id = insert_requested(&mut conn, caller, &vm, &name, description, parent)
-                        .await?;
-                    let changes = lifecycle::created(id);
-                    snapshots::apply(&mut conn, &vm, &changes, &caller.name).await?;
-                    tree.insert(Node {
-                        id,
-                        parent_id: parent,
-                        name,
-                        state: SnapshotState::Requested,
-                        active: false,
-                    });
-                    tree.apply(&changes);
-                    (id, TaskKind::Build)
-                }
-                Step::Change(plan) => {
-                    snapshots::apply(&mut conn, &vm, &plan.changes, &caller.name).await?;
-                    tree.apply(&plan.changes);
-                    if plan.remove_subtree {
-                        snapshots::set_remove_subtree(&mut conn, plan.target, true).await?;
+        let stopped = || AppError::internal("the action combiner stopped");
+        let combiner = self.actions.get_or_init(|| Combiner::spawn(self.clone()));
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            caller: caller.clone(),
+            target,
+            decide: Box::new(decide),
+            reply,
+        };
+        combiner.queue.send(request).map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Records `requests` and answers them; returns the ones left for the next batch.
+    async fn act_batch(&self, requests: Vec<Request>) -> Vec<Request> {
+        match self.record(&requests).await {
+            Ok(recorded) => self.conclude(requests, recorded),
+            Err(err) if requests.len() > 1 => {
+                tracing::warn!(error = %err, actions = requests.len(), "a batch of actions failed; recording them one by one");
+                for request in requests {
+                    let recorded = self.record(std::slice::from_ref(&request)).await;
+                    match recorded {
+                        Ok(recorded) => {
+                            // Alone, an action is never left for later.
+                            let _ = self.conclude(vec![request], recorded);
+                        }
+                        Err(err) => {
+                            let _ = request.reply.send(Err(err));
+                        }
                     }
-                    (plan.target, plan.kind)
                 }
-            };
-            let snapshot = snapshots::by_id(&mut conn, target)
-                .await?
-                .ok_or_else(|| AppError::internal(format!("snapshot {target} vanished")))?;
-            let task = tasks::insert(
-                &mut conn,
-                NewTask {
-                    kind: kind.as_str(),
-                    state: TaskState::Queued.as_str(),
-                    vm_id: vm.id,
-                    host_id: vm.host_id,
-                    snapshot_id: snapshot.id,
-                    prev_active_id: prev_active,
-                    requested_by: &caller.name,
-                    created_at: db::now(),
-                },
-            )
-            .await
-            .map_err(|e| {
-                // The unique index over open tasks caught a race the lock did not.
-                if db::is_unique_violation(&e) {
-                    AppError::vm_busy(vm.id, 0)
-                } else {
-                    e.into()
+                Vec::new()
+            }
+            Err(err) => {
+                for request in requests {
+                    let _ = request.reply.send(Err(err.clone()));
                 }
-            })?;
-            let message = format!("{} requested by {}", kind, caller.name);
+                Vec::new()
+            }
+        }
+    }
+
+    /// After the commit: answers, hand-offs to the robot here, and wake-ups.
+    fn conclude(&self, requests: Vec<Request>, recorded: Recorded) -> Vec<Request> {
+        let mut later = Vec::new();
+        let mut accepted = false;
+        for (request, result) in requests.into_iter().zip(recorded.results) {
+            match result {
+                Some(result) => {
+                    accepted |= result.is_ok();
+                    let _ = request.reply.send(result);
+                }
+                None => later.push(request),
+            }
+        }
+        if accepted {
+            self.bus.committed();
+        }
+        if let Some(robot) = self.local.get() {
+            for (claimed, worker) in recorded.handoffs {
+                robot.hand_over(claimed, worker);
+            }
+        }
+        if recorded.queued {
+            // Robots here and in other processes hear of it.
+            self.bus.announce_queued();
+        }
+        later
+    }
+
+    /// Checks and writes `requests` in one transaction.
+    async fn record(&self, requests: &[Request]) -> AppResult<Recorded> {
+        let mut tx = self.db.begin().await?;
+        let result = self.record_in(&mut tx.conn(), requests).await;
+        tx.finish(result).await
+    }
+
+    async fn record_in(&self, conn: &mut Conn<'_>, requests: &[Request]) -> AppResult<Recorded> {
+        let mut fates: Vec<Fate> = requests.iter().map(|_| Fate::Open).collect();
+        let (vms, works) = self.check(conn, requests, &mut fates).await?;
+        let alone = requests.len() == 1;
+        let mut works = works;
+        write_snapshots(conn, requests, &vms, &mut works, alone).await?;
+
+        let ids: Vec<i64> = works.iter().map(|w| w.target).collect();
+        let mut rows: HashMap<i64, Snapshot> = snapshots::by_ids(conn, &ids)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let now = db::now();
+        let new: Vec<NewTask> = works
+            .iter()
+            .map(|w| NewTask {
+                kind: w.kind.as_str(),
+                state: TaskState::Queued.as_str(),
+                vm_id: w.vm,
+                host_id: w.host.id,
+                snapshot_id: w.target,
+                prev_active_id: w.prev_active,
+                requested_by: &requests[w.request].caller.name,
+                created_at: now,
+            })
+            .collect();
+        let queued = tasks::insert_all(conn, &new).await.map_err(|e| {
+            // The unique index over open tasks caught a race the lock did not.
+            match (alone, db::is_unique_violation(&e)) {
+                (true, true) => AppError::vm_busy(works[0].vm, 0),
+                _ => e.into(),
+            }
+        })?;
+
+        let taken = match self.local.get() {
+            Some(robot) => take_at_once(conn, robot.as_ref(), &works, &queued).await?,
+            None => HashMap::new(),
+        };
+        let mut started = Vec::new();
+        let mut events: Vec<NewTaskEvent> = Vec::new();
+        let mut recorded = Recorded {
+            results: Vec::new(),
+            handoffs: Vec::new(),
+            queued: false,
+        };
+        let mut accepted: HashMap<usize, Accepted> = HashMap::new();
+        let mut taken = taken;
+        let owner: String = self
+            .local
+            .get()
+            .map(|r| r.owner().to_owned())
+            .unwrap_or_default();
+        for (work, task) in works.iter().zip(queued) {
+            let vm = vms[&work.vm].clone();
+            let caller = &requests[work.request].caller;
+            let message = format!("{} requested by {}", work.kind, caller.name);
             let note = Note {
                 state: TaskState::Queued,
                 progress: None,
                 phase: None,
                 message: Some(&message),
             };
-            let queued = event(&task, &vm, note);
-            // A free worker of this process's robot takes the task in this transaction.
-            let slot = self
-                .local
-                .get()
-                .and_then(|robot| Some((robot, robot.reserve(vm.host_id)?)));
-            let room = match slot {
-                Some(_) => {
-                    tasks::first_in_line(&mut conn, &task, host.max_concurrent_tasks, db::now())
-                        .await?
+            events.push(event(&task, &vm, note));
+            let snapshot = rows
+                .remove(&work.target)
+                .ok_or_else(|| AppError::internal(format!("snapshot {} vanished", work.target)))?;
+            match taken.remove(&task.id) {
+                Some((running, worker)) => {
+                    let (changes, claimed, running) =
+                        start_work(running, vm, work.host.clone(), snapshot, &work.tree, &owner);
+                    events.push(running);
+                    accepted.insert(
+                        work.request,
+                        Accepted {
+                            snapshot: claimed.snapshot.clone(),
+                            task: claimed.task.clone(),
+                        },
+                    );
+                    started.push((claimed.vm.clone(), changes));
+                    recorded.handoffs.push((claimed, worker));
                 }
-                None => None,
-            };
-            let taken = match (slot, room) {
-                (Some((robot, worker)), Some(room)) => {
-                    let until = lease_until(robot.lease());
-                    tasks::take(&mut conn, &task, robot.owner(), db::now(), until, room)
-                        .await?
-                        .map(|taken| (robot, worker, taken))
+                None => {
+                    recorded.queued = true;
+                    accepted.insert(work.request, Accepted { snapshot, task });
                 }
-                _ => None,
-            };
-            let Some((robot, worker, taken)) = taken else {
-                db::events::insert(&mut conn, &[queued]).await?;
-                return Ok((Accepted { snapshot, task }, None));
-            };
-            let (claimed, running) =
-                begin_work(&mut conn, taken, vm, host, snapshot, &tree, robot.owner()).await?;
-            db::events::insert(&mut conn, &[queued, running]).await?;
-            let accepted = Accepted {
-                snapshot: claimed.snapshot.clone(),
-                task: claimed.task.clone(),
-            };
-            Ok((accepted, Some((claimed, worker))))
+            }
         }
-        .await;
-        let (accepted, handoff) = tx.finish(result).await?;
-        self.bus.committed();
-        match (handoff, self.local.get()) {
-            (Some((claimed, worker)), Some(robot)) => robot.hand_over(claimed, worker),
-            // Robots here and in other processes hear of it.
-            _ => self.bus.announce_queued(),
+        let all: Vec<_> = started.iter().map(|(vm, c)| (vm, c, ROBOT)).collect();
+        snapshots::apply_all(conn, &all).await?;
+        db::events::insert(conn, &events).await?;
+
+        recorded.results = fates
+            .into_iter()
+            .enumerate()
+            .map(|(i, fate)| match fate {
+                Fate::Refused(err) => Some(Err(err)),
+                Fate::Later => None,
+                Fate::Open => Some(
+                    accepted
+                        .remove(&i)
+                        .ok_or_else(|| AppError::internal("an accepted action was not recorded")),
+                ),
+            })
+            .collect();
+        Ok(recorded)
+    }
+
+    /// Checks each request, in the order a lone action meets its errors: a live token,
+    /// a target the caller may see, the role, a VM that is free and in a state to act
+    /// on, then the rules. Returns the VMs read (locked) and what the accepted ones do.
+    async fn check(
+        &self,
+        conn: &mut Conn<'_>,
+        requests: &[Request],
+        fates: &mut [Fate],
+    ) -> AppResult<(HashMap<i64, Vm>, Vec<Work>)> {
+        let mut token_ids: Vec<i64> = requests.iter().map(|r| r.caller.token_id).collect();
+        token_ids.sort_unstable();
+        token_ids.dedup();
+        let live = tokens::live_of(conn, &token_ids).await?;
+        let named: Vec<i64> = requests
+            .iter()
+            .filter_map(|r| match r.target {
+                Target::Snapshot(id) => Some(id),
+                Target::Vm(_) => None,
+            })
+            .collect();
+        let owners: HashMap<i64, i64> = if named.is_empty() {
+            HashMap::new()
+        } else {
+            snapshots::by_ids(conn, &named)
+                .await?
+                .into_iter()
+                .map(|s| (s.id, s.vm_id))
+                .collect()
+        };
+        let not_found = |target: Target| match target {
+            Target::Vm(id) => AppError::not_found("VM", id),
+            Target::Snapshot(id) => AppError::not_found("snapshot", id),
+        };
+        let mut vm_of = vec![0; requests.len()];
+        for (i, r) in requests.iter().enumerate() {
+            let vm = match r.target {
+                Target::Vm(id) => Some(id),
+                Target::Snapshot(id) => owners.get(&id).copied(),
+            };
+            match (live.contains(&r.caller.token_id), vm) {
+                (false, _) => fates[i] = Fate::Refused(AppError::revoked()),
+                (true, None) => fates[i] = Fate::Refused(not_found(r.target)),
+                (true, Some(vm)) => vm_of[i] = vm,
+            }
         }
-        Ok(accepted)
+        let mut wanted: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let vms: HashMap<i64, Vm> = vms::lock_all(conn, &wanted)
+            .await?
+            .into_iter()
+            .map(|vm| (vm.id, vm))
+            .collect();
+        let mut acting = HashSet::new();
+        for i in open(fates).collect::<Vec<_>>() {
+            let r = &requests[i];
+            let visible = vms
+                .get(&vm_of[i])
+                .is_some_and(|vm| r.caller.can_see(vm.project_id));
+            fates[i] = if !visible {
+                Fate::Refused(not_found(r.target))
+            } else if let Err(err) = r.caller.require_operator() {
+                Fate::Refused(err)
+            } else if !acting.insert(vm_of[i]) {
+                Fate::Later
+            } else {
+                Fate::Open
+            };
+        }
+
+        let acting: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
+        let busy: HashMap<i64, i64> = tasks::open_of_each(conn, &acting)
+            .await?
+            .into_iter()
+            .map(|t| (t.vm_id, t.id))
+            .collect();
+        for i in open(fates).collect::<Vec<_>>() {
+            let vm = &vms[&vm_of[i]];
+            if let Some(task) = busy.get(&vm.id) {
+                fates[i] = Fate::Refused(AppError::vm_busy(vm.id, *task));
+            } else if let Err(err) = lifecycle::check_vm_state(vm.state) {
+                fates[i] = Fate::Refused(err);
+            }
+        }
+        let acting: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
+        let mut host_ids: Vec<i64> = acting.iter().map(|vm| vms[vm].host_id).collect();
+        host_ids.sort_unstable();
+        host_ids.dedup();
+        let hosts: HashMap<i64, Host> = if host_ids.is_empty() {
+            HashMap::new()
+        } else {
+            hosts::by_ids(conn, &host_ids)
+                .await?
+                .into_iter()
+                .map(|h| (h.id, h))
+                .collect()
+        };
+        let mut trees = snapshots::nodes_of_all(conn, &acting).await?;
+
+        let mut works = Vec::new();
+        for i in open(fates).collect::<Vec<_>>() {
+            let vm = &vms[&vm_of[i]];
+            let Some(host) = hosts.get(&vm.host_id) else {
+                fates[i] = Fate::Refused(AppError::internal(format!("VM {} has no host", vm.id)));
+                continue;
+            };
+            let tree = Tree::new(trees.remove(&vm.id).unwrap_or_default());
+            match (requests[i].decide)(host, &tree) {
+                Ok(step) => works.push(Work {
+                    request: i,
+                    vm: vm.id,
+                    host: host.clone(),
+                    prev_active: tree.active(),
+                    tree,
+                    step: Some(step),
+                    target: 0,
+                    kind: TaskKind::Build,
+                }),
+                Err(err) => fates[i] = Fate::Refused(err),
+            }
+        }
+        Ok((vms, works))
     }
 }
 
-/// Finds the VM an action is about and locks it; what the caller may not see does not
-/// exist.
-async fn lock_target(conn: &mut Conn<'_>, caller: &Caller, target: Target) -> AppResult<Vm> {
-    let (vm_id, not_found) = match target {
-        Target::Vm(id) => (Some(id), AppError::not_found("VM", id)),
-        Target::Snapshot(id) => (
-            snapshots::by_id(conn, id).await?.map(|s| s.vm_id),
-            AppError::not_found("snapshot", id),
-        ),
-    };
-    let Some(vm_id) = vm_id else {
-        return Err(not_found);
-    };
-    vms::lock(conn, vm_id)
-        .await?
-        .filter(|vm| caller.can_see(vm.project_id))
-        .ok_or(not_found)
+/// What became of a request in a batch.
+enum Fate {
+    /// Not refused (yet): accepted once its writes are done.
+    Open,
+    Refused(AppError),
+    /// Another action on its VM is in this batch: it goes in the next.
+    Later,
 }
 
-/// Inserts a new snapshot in REQUESTED, with its generated name on the host.
-async fn insert_requested(
-    conn: &mut Conn<'_>,
-    caller: &Caller,
-    vm: &Vm,
-    name: &str,
-    description: Option<String>,
-    parent: Option<i64>,
-) -> AppResult<i64> {
-    let now = db::now();
-    let snapshot = snapshots::insert(
-        conn,
-        vm,
-        NewSnapshot {
-            vm_id: vm.id,
-            parent_id: parent,
-            name,
-            description: description.as_deref(),
-            // Set below, once the id is known.
-            host_name: "",
-            active: false,
-            state: SnapshotState::Requested.code(),
-            created_at: now,
-            updated_at: now,
-        },
-        &caller.name,
-    )
-    .await
-    .map_err(|e| {
-        if db::is_unique_violation(&e) {
-            AppError::validation(format!(
-                "This VM already has a snapshot named {name:?}; choose another name."
-            ))
-        } else {
-            e.into()
-        }
-    })?;
-    let host_name = names::host_snapshot_name(vm.id, snapshot.id);
-    snapshots::set_host_name(conn, snapshot.id, &host_name).await?;
-    Ok(snapshot.id)
+/// The requests still open.
+fn open(fates: &[Fate]) -> impl Iterator<Item = usize> + '_ {
+    fates
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f, Fate::Open))
+        .map(|(i, _)| i)
 }
+
+/// An accepted action on its way to the database.
+struct Work {
+    /// Its request's index in the batch.
+    request: usize,
+    vm: i64,
+    host: Host,
+    /// The VM's tree, kept as the writes change it.
+    tree: Tree,
+    prev_active: Option<i64>,
+    /// What the rules decided, until it is written.
+    step: Option<Step>,
+    /// The snapshot the task is for, once known.
+    target: i64,
+    kind: TaskKind,
+}
+
+/// What a batch wrote, for after its commit.
+struct Recorded {
+    /// Per request: its answer, or `None` when it goes in the next batch.
+    results: Vec<Option<AppResult<Accepted>>>,
+    /// Tasks claimed for the robot here, with the workers reserved for them.
+    handoffs: Vec<(Claimed, Reserved)>,
+    /// A task was queued for a robot to claim.
+    queued: bool,
+}
+
+/// Writes the new snapshots (REQUESTED, with their names on the host) and every work's
+/// changes to its tree.
+async fn write_snapshots(
+    conn: &mut Conn<'_>,
+    requests: &[Request],
+    vms: &HashMap<i64, Vm>,
+    works: &mut [Work],
+    alone: bool,
+) -> AppResult<()> {
+    let now = db::now();
+    let creates: Vec<(usize, &str, Option<&str>, Option<i64>)> = works
+        .iter()
+        .enumerate()
+        .filter_map(|(w, work)| match &work.step {
+            Some(Step::Create {
+                name,
+                description,
+                parent,
+            }) => Some((w, name.as_str(), description.as_deref(), *parent)),
+            _ => None,
+        })
+        .collect();
+    let new: Vec<(&Vm, NewSnapshot, &str)> = creates
+        .iter()
+        .map(|&(w, name, description, parent)| {
+            let vm = &vms[&works[w].vm];
+            let row = NewSnapshot {
+                vm_id: vm.id,
+                parent_id: parent,
+                name,
+                description,
+                // Set below, once the id is known.
+                host_name: "",
+                active: false,
+                state: SnapshotState::Requested.code(),
+                created_at: now,
+                updated_at: now,
+            };
+            (vm, row, requests[works[w].request].caller.name.as_str())
+        })
+        .collect();
+    let rows = if new.is_empty() {
+        Vec::new()
+    } else {
+        snapshots::insert_all(conn, &new).await.map_err(|e| {
+            match (alone, db::is_unique_violation(&e)) {
+                (true, true) => AppError::validation(format!(
+                    "This VM already has a snapshot named {:?}; choose another name.",
+                    new[0].1.name
+                )),
+                _ => e.into(),
+            }
+        })?
+    };
+    let created: Vec<(usize, i64)> = creates
+        .iter()
+        .map(|c| c.0)
+        .zip(rows.iter().map(|r| r.id))
+        .collect();
+    drop(new);
+    let host_names: Vec<(i64, String)> = created
+        .iter()
+        .map(|&(w, id)| (id, names::host_snapshot_name(works[w].vm, id)))
+        .collect();
+    snapshots::set_host_names(conn, &host_names).await?;
+    let created: HashMap<usize, i64> = created.into_iter().collect();
+
+    let mut changes: Vec<Changes> = Vec::with_capacity(works.len());
+    let mut remove_subtree = Vec::new();
+    for (w, work) in works.iter_mut().enumerate() {
+        let change = match work.step.take().expect("each work is written once") {
+            Step::Create { name, parent, .. } => {
+                let id = created[&w];
+                let change = lifecycle::created(id);
+                work.tree.insert(Node {
+                    id,
+                    parent_id: parent,
+                    name,
+                    state: SnapshotState::Requested,
+                    active: false,
+                });
+                (work.target, work.kind) = (id, TaskKind::Build);
+                change
+            }
+            Step::Change(plan) => {
+                if plan.remove_subtree {
+                    remove_subtree.push(plan.target);
+                }
+                (work.target, work.kind) = (plan.target, plan.kind);
+                plan.changes
+            }
+        };
+        work.tree.apply(&change);
+        changes.push(change);
+    }
+    let all: Vec<_> = works
+        .iter()
+        .zip(&changes)
+        .map(|(work, c)| {
+            let actor = requests[work.request].caller.name.as_str();
+            (&vms[&work.vm], c, actor)
+        })
+        .collect();
+    snapshots::apply_all(conn, &all).await?;
+    for target in remove_subtree {
+        snapshots::set_remove_subtree(conn, target, true).await?;
+    }
+    Ok(())
+}
+
+/// Claims for the robot here, in the queueing transaction, the tasks just queued that it
+/// has free workers for and whose hosts have room with nothing older waiting there: each
+/// host's in the order queued. Returns them by id, with their workers.
+async fn take_at_once(
+    conn: &mut Conn<'_>,
+    robot: &dyn Taker,
+    works: &[Work],
+    queued: &[Task],
+) -> AppResult<HashMap<i64, (Task, Reserved)>> {
+    let mut by_host: Vec<(&Host, Vec<&Task>)> = Vec::new();
+    for (work, task) in works.iter().zip(queued) {
+        match by_host.iter_mut().find(|(h, _)| h.id == work.host.id) {
+            Some((_, tasks)) => tasks.push(task),
+            None => by_host.push((&work.host, vec![task])),
+        }
+    }
+    let mut taken = HashMap::new();
+    let until = lease_until(robot.lease());
+    for (host, mut waiting) in by_host {
+        waiting.sort_by_key(|t| t.id);
+        let workers: Vec<Reserved> = waiting
+            .iter()
+            .map_while(|_| robot.reserve(host.id))
+            .collect();
+        if workers.is_empty() {
+            continue;
+        }
+        let now = db::now();
+        let limit = host.max_concurrent_tasks;
+        let rooms =
+            tasks::rooms_in_line(conn, host.id, limit, waiting[0].id, workers.len(), now).await?;
+        for ((task, room), worker) in waiting.into_iter().zip(rooms).zip(workers) {
+            if let Some(running) = tasks::take(conn, task, robot.owner(), now, until, room).await? {
+                taken.insert(task.id, (running, worker));
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// Shares the combiner between a service's clones.
+pub(crate) type Actions = Arc<std::sync::OnceLock<Combiner>>;

@@ -44,6 +44,8 @@ pub struct Service {
     drivers: Arc<Drivers>,
     /// The robot of this process, once it runs.
     local: Arc<OnceLock<Arc<dyn handoff::Taker>>>,
+    /// This process's combiner of actions, started by the first action.
+    actions: actions::Actions,
     /// What requests, connections and tokens may cost.
     limits: Arc<Limits>,
     /// The WebSocket connections open in this process, by token.
@@ -59,6 +61,7 @@ impl Service {
             bus,
             drivers,
             local: Arc::new(OnceLock::new()),
+            actions: Arc::new(OnceLock::new()),
             throttle: Arc::new(Throttle::new(&limits.rates)),
             sessions: Arc::new(Sessions::default()),
             limits,

@@ -128,9 +128,23 @@ pub(crate) async fn begin_work(
     tree: &Tree,
     owner: &str,
 ) -> AppResult<(Claimed, NewTaskEvent)> {
+    let (changes, claimed, event) = start_work(task, vm, host, snapshot, tree, owner);
+    snapshots::apply(conn, &claimed.vm, &changes, ROBOT).await?;
+    Ok((claimed, event))
+}
+
+/// What [`begin_work`] writes: the changes to the VM's snapshots (for the caller to
+/// apply, as [`ROBOT`]), the task as the robot holds it, and the RUNNING event.
+pub(crate) fn start_work(
+    task: Task,
+    vm: Vm,
+    host: Host,
+    snapshot: Snapshot,
+    tree: &Tree,
+    owner: &str,
+) -> (Changes, Claimed, NewTaskEvent) {
     let mut snapshot = snapshot;
     let changes = lifecycle::started(tree, &facts(&task, &snapshot));
-    snapshots::apply(conn, &vm, &changes, ROBOT).await?;
     if let Some(&(_, state)) = changes.states.iter().find(|(id, _)| *id == snapshot.id) {
         snapshot.state = state.code();
     }
@@ -156,7 +170,7 @@ pub(crate) async fn begin_work(
         host,
         snapshot,
     };
-    Ok((claimed, event))
+    (changes, claimed, event)
 }
 
 /// One step of the robot's work on a task it holds, written by the [`super::ledger`].
@@ -250,8 +264,8 @@ pub(crate) async fn write_steps(
             end_changes(conn, claimed, outcome, &tree).await?,
         ));
     }
-    let all: Vec<_> = changes.iter().map(|(vm, c)| (*vm, c)).collect();
-    snapshots::apply_all(conn, &all, ROBOT).await?;
+    let all: Vec<_> = changes.iter().map(|(vm, c)| (*vm, c, ROBOT)).collect();
+    snapshots::apply_all(conn, &all).await?;
     for (claimed, _, outcome, _) in ends.iter().filter(|(c, ..)| ended.contains(&c.task.id)) {
         if claimed.task.kind() == TaskKind::Scrub
             && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
