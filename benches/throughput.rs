@@ -1,7 +1,7 @@
 //! `cargo bench --bench throughput`: tasks per second as clients see them. A release
 //! `snaptree serve` runs as its own process with a simulated host of no latency; each
 //! action is a `createSnapshot` mutation over HTTP, and its end is the task's final event
-//! on an `events` subscription over a WebSocket. `VMS` VMs each run a chain of 20
+//! on an `events` subscription over a WebSocket. 32 VMs each run a chain of 20
 //! creates, the next sent when the previous one's end has been seen. Also printed: the
 //! events received per second, and their delivery delay (stored, per the event's `at`,
 //! to received by the subscriber).
@@ -24,7 +24,13 @@ use common::{Api, TestDb};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-const VMS: usize = 32;
+/// VMs, each running its chain: the clients at once. `SNAPTREE_BENCH_VMS` changes it.
+fn vm_count() -> usize {
+    std::env::var("SNAPTREE_BENCH_VMS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32)
+}
 /// Creates per VM; `SNAPTREE_BENCH_CHAIN` (up to 100, the per-VM limit) makes the run
 /// longer, for a profiler.
 fn chain() -> usize {
@@ -97,13 +103,13 @@ async fn run(db: TestDb, dir: &std::path::Path, extra_subscribers: usize) -> Res
         .create_host_with("sim", "SIMULATED", "sim://", None, Some(1000))
         .await;
     let mut vms = Vec::new();
-    for i in 0..VMS {
+    for i in 0..vm_count() {
         vms.push(api.create_vm(&host, &project, &format!("vm{i}")).await);
     }
 
     // The subscriber: hands each task's final event to whoever waits for that task.
     let followers: Vec<_> = (0..extra_subscribers)
-        .map(|_| tokio::spawn(follower(api.url.clone(), admin.clone(), VMS * chain())))
+        .map(|_| tokio::spawn(follower(api.url.clone(), admin.clone(), vm_count() * chain())))
         .collect();
     let mut socket = Subscriber::connect(&api.url, Some(&admin)).await.unwrap();
     socket
@@ -180,7 +186,7 @@ async fn run(db: TestDb, dir: &std::path::Path, extra_subscribers: usize) -> Res
     delays.sort_by(f64::total_cmp);
     drop(server);
     Results {
-        tasks_per_second: (VMS * chain()) as f64 / elapsed.as_secs_f64(),
+        tasks_per_second: (vm_count() * chain()) as f64 / elapsed.as_secs_f64(),
         events_per_second: received as f64 / span.max(1e-9),
         delay_p50_ms: percentile(&delays, 0.5),
         delay_p99_ms: percentile(&delays, 0.99),
