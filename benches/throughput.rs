@@ -109,7 +109,13 @@ async fn run(db: TestDb, dir: &std::path::Path, extra_subscribers: usize) -> Res
 
     // The subscriber: hands each task's final event to whoever waits for that task.
     let followers: Vec<_> = (0..extra_subscribers)
-        .map(|_| tokio::spawn(follower(api.url.clone(), admin.clone(), vm_count() * chain())))
+        .map(|_| {
+            tokio::spawn(follower(
+                api.url.clone(),
+                admin.clone(),
+                vm_count() * chain(),
+            ))
+        })
         .collect();
     let mut socket = Subscriber::connect(&api.url, Some(&admin)).await.unwrap();
     socket

@@ -224,6 +224,15 @@ impl Db {
         }
     }
 
+    /// How many write transactions are worth running at once: one on SQLite, which has
+    /// one writer; on PostgreSQL several, so that one's round trips overlap another's.
+    pub fn writers(&self) -> usize {
+        match self.inner.pools {
+            Pools::Sqlite { .. } => 1,
+            Pools::Pg(_) => 4,
+        }
+    }
+
     /// How many SQL statements this database's connections have started so far.
     pub fn statement_count(&self) -> u64 {
         self.inner.statements.load(Ordering::Relaxed)

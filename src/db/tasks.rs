@@ -385,41 +385,46 @@ pub async fn rooms_in_line(
     rooms_on(conn, host, limit, wanted, at).await
 }
 
-/// Claims the oldest task that is queued, or running under an expired lease (its robot
-/// died), on a host with room, for `owner` until `until`, counting one more attempt.
-/// `hosts` limits the claim to some hosts. Tasks of a full host wait, in order, until one
-/// of its tasks ends.
+/// Claims up to `max` of the oldest tasks that are queued, or running under an expired
+/// lease (their robot died), on hosts with room, for `owner` until `until`, counting one
+/// more attempt each. `hosts` limits the claim to some hosts. Tasks of a full host wait,
+/// in order, until one of its tasks ends. On PostgreSQL the tasks come from one host (the
+/// one whose task has waited longest), read and taken a few statements for all.
 pub async fn claim(
     conn: &mut Conn<'_>,
     owner: &str,
     at: NaiveDateTime,
     until: NaiveDateTime,
     hosts: Option<&[i64]>,
-) -> QueryResult<Option<Task>> {
+    max: usize,
+) -> QueryResult<Vec<Task>> {
     // `hosts: None` claims for every host; a bound boolean keeps the query unboxed, which
     // the locking clause needs.
     let every_host = hosts.is_none();
     let hosts = hosts.unwrap_or_default();
+    let mut taken = Vec::new();
     let mut full = full_hosts(conn, at).await?;
-    loop {
+    while taken.len() < max {
         let wanted = claimable_at(at)
             .and(host_id.eq_any(hosts).or(every_host.into_sql::<Bool>()))
             .and(host_id.ne_all(full.clone()));
         let host = match conn {
             // The write transaction is IMMEDIATE: no other writer runs meanwhile, and
-            // `full` is exact.
+            // `full` is exact (read again after each take).
             Conn::Sqlite(c) => {
-                return match tasks
+                let found = tasks
                     .filter(wanted)
                     .select(Task::as_select())
                     .order(id)
                     .first(&mut **c)
                     .await
-                    .optional()?
-                {
-                    Some(task) => take(conn, &task, owner, at, until, Room::default()).await,
-                    None => Ok(None),
+                    .optional()?;
+                let Some(task) = found else {
+                    break;
                 };
+                taken.extend(take(conn, &task, owner, at, until, Room::default()).await?);
+                full = full_hosts(conn, at).await?;
+                continue;
             }
             // The host of the oldest task that waits is the one to claim for.
             Conn::Pg(c) => tasks
@@ -431,7 +436,7 @@ pub async fn claim(
                 .optional()?,
         };
         let Some(host) = host else {
-            return Ok(None);
+            break;
         };
         use super::schema::hosts;
         let limit: i32 = run!(conn, |c| hosts::table
@@ -439,28 +444,35 @@ pub async fn claim(
             .select(hosts::max_concurrent_tasks)
             .first(c)
             .await)?;
-        if let Some(room) = room_on(conn, host, limit, at).await? {
+        let rooms = rooms_on(conn, host, limit, max - taken.len(), at).await?;
+        if !rooms.is_empty() {
             let Conn::Pg(c) = conn else {
-                unreachable!("SQLite returned above")
+                unreachable!("SQLite continued above")
             };
-            // The host's oldest waiting task. Not `SKIP LOCKED`: a claim for the same
-            // host in another process that holds it is waited for, so that the host's
+            // The host's oldest waiting tasks. Not `SKIP LOCKED`: a claim for the same
+            // host in another process that holds them is waited for, so that the host's
             // tasks start in the order they were queued.
             let found = tasks
                 .filter(claimable_at(at))
                 .filter(host_id.eq(host))
                 .select(Task::as_select())
                 .order(id)
+                .limit(i64::try_from(rooms.len()).unwrap_or(i64::MAX))
                 .for_no_key_update()
-                .first(&mut **c)
-                .await
-                .optional()?;
-            if let Some(task) = found {
-                return take(conn, &task, owner, at, until, room).await;
+                .load(&mut **c)
+                .await?;
+            let got = found.len();
+            for (task, room) in found.iter().zip(rooms) {
+                taken.extend(take(conn, task, owner, at, until, room).await?);
+            }
+            if got > 0 {
+                // One host per claim: the next call starts again from the oldest.
+                break;
             }
         }
         full.push(host);
     }
+    Ok(taken)
 }
 
 /// Takes task `task` (just read, queued or under an expired lease) for `owner` until

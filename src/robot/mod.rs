@@ -26,6 +26,9 @@ mod taker;
 
 use taker::{Handoff, Workers};
 
+/// The most tasks one claim takes: more free workers claim again at once.
+const CLAIM_BATCH: usize = 16;
+
 /// Runs tasks until told to stop.
 pub struct Robot {
     service: Service,
@@ -76,7 +79,7 @@ impl Robot {
         tokio::spawn(Arc::new(self).dispatch(shutdown))
     }
 
-    /// Claims tasks while workers are free; sleeps until a task is queued (or the slow
+    /// Claims tasks while workers are free (up to [`CLAIM_BATCH`] at a time); sleeps until a task is queued (or the slow
     /// poll comes round, for tasks queued by other processes and expired leases).
     async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let hosts = self.placement().await;
@@ -110,16 +113,35 @@ impl Robot {
                     permit = Arc::clone(&workers).acquire_owned() => permit.expect("never closed"),
                     _ = shutdown.changed() => break,
                 };
+                // As many tasks as there are free workers, in one claim.
+                let mut permits = vec![permit];
+                while permits.len() < CLAIM_BATCH {
+                    match Arc::clone(&workers).try_acquire_owned() {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => break,
+                    }
+                }
                 match self
                     .service
-                    .claim_task(&self.owner, self.config.lease, hosts.as_deref())
+                    .claim_tasks(
+                        &self.owner,
+                        self.config.lease,
+                        hosts.as_deref(),
+                        permits.len(),
+                    )
                     .await
                 {
-                    Ok(Some(claimed)) => {
-                        running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
+                    Ok(claimed) if !claimed.is_empty() => {
+                        for (claimed, permit) in claimed.into_iter().zip(permits) {
+                            running.spawn(Arc::clone(&self).work(
+                                claimed,
+                                permit,
+                                shutdown.clone(),
+                            ));
+                        }
                         continue;
                     }
-                    Ok(None) => look = false,
+                    Ok(_) => look = false,
                     Err(err) => {
                         tracing::error!(error = %err, "robot could not claim a task");
                         look = false;

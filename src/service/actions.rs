@@ -1,10 +1,11 @@
 //! The five snapshot actions. Each is checked on its own and queues exactly one task; a
 //! rejected action changes nothing.
 //!
-//! Actions that arrive together are recorded together (group commit): one combiner per
+//! Actions that arrive together are recorded together (group commit): a combiner per
 //! process takes whatever has queued up while its last batch was written, and checks and
 //! writes it in one transaction, each kind of read and write one statement for the whole
-//! batch on PostgreSQL. A round trip and an executor start per row, twenty per action,
+//! batch on PostgreSQL (where a few combiners take turns at the queue, so that one
+//! batch's round trips overlap another's; SQLite has one writer, and one combiner). A round trip and an executor start per row, twenty per action,
 //! were most of what an action cost there. Each action is checked against its VM as the
 //! transaction sees it, in the order a lone action meets its errors; a rejected one is
 //! answered with its error and writes nothing. Two actions on one VM never share a
@@ -71,27 +72,38 @@ pub(crate) struct Combiner {
 }
 
 impl Combiner {
+    /// Starts as many writers of batches as the database runs write transactions at once
+    /// well ([`db::Db::writers`]), taking turns at the queue.
     fn spawn(service: Service) -> Self {
         let (queue, requests) = mpsc::unbounded_channel();
-        tokio::spawn(combine(service, requests));
+        let requests = Arc::new(tokio::sync::Mutex::new(requests));
+        for _ in 0..service.db.writers() {
+            tokio::spawn(combine(service.clone(), Arc::clone(&requests)));
+        }
         Self { queue }
     }
 }
 
-/// The combiner: every action queued, a batch at a time.
-async fn combine(service: Service, mut queue: mpsc::UnboundedReceiver<Request>) {
+/// One writer of batches: whatever has queued when its turn at the queue comes.
+async fn combine(
+    service: Service,
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        if batch.is_empty() {
-            if queue.recv_many(&mut batch, BATCH).await == 0 {
-                return;
-            }
-        } else {
-            // Actions left for this batch go first, then whatever else has come.
-            while batch.len() < BATCH {
-                match queue.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
+        {
+            let mut queue = queue.lock().await;
+            if batch.is_empty() {
+                if queue.recv_many(&mut batch, BATCH).await == 0 {
+                    return;
+                }
+            } else {
+                // Actions left for this batch go first, then whatever else has come.
+                while batch.len() < BATCH {
+                    match queue.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
                 }
             }
         }

@@ -105,36 +105,10 @@ pub(crate) fn lease_until(lease: Duration) -> chrono::NaiveDateTime {
     db::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10))
 }
 
-/// The snapshot task `task` works on and its VM's tree, for [`begin_work`].
-async fn load_work(conn: &mut Conn<'_>, task: &Task) -> AppResult<(Snapshot, Tree)> {
-    let tree = load_tree(conn, task.vm_id).await?;
-    let snapshot = snapshots::by_id(conn, task.snapshot_id)
-        .await?
-        .ok_or_else(|| AppError::internal(format!("task {} lost its snapshot", task.id)))?;
-    Ok((snapshot, tree))
-}
-
-/// Starts a task robot `owner` has just taken: its snapshots move to their working states
-/// (in the caller's transaction), and the RUNNING event that says who took it is
-/// returned for the caller to store. `snapshot` and `tree` are as this transaction sees
-/// them.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn begin_work(
-    conn: &mut Conn<'_>,
-    task: Task,
-    vm: Vm,
-    host: Host,
-    snapshot: Snapshot,
-    tree: &Tree,
-    owner: &str,
-) -> AppResult<(Claimed, NewTaskEvent)> {
-    let (changes, claimed, event) = start_work(task, vm, host, snapshot, tree, owner);
-    snapshots::apply(conn, &claimed.vm, &changes, ROBOT).await?;
-    Ok((claimed, event))
-}
-
-/// What [`begin_work`] writes: the changes to the VM's snapshots (for the caller to
-/// apply, as [`ROBOT`]), the task as the robot holds it, and the RUNNING event.
+/// Starts a task robot `owner` has just taken, `snapshot` and `tree` as the taking
+/// transaction sees them: the changes that move its snapshots to their working states
+/// (for the caller to apply, as [`ROBOT`]), the task as the robot holds it, and the
+/// RUNNING event that says who took it (for the caller to store).
 pub(crate) fn start_work(
     task: Task,
     vm: Vm,
@@ -392,41 +366,76 @@ impl Service {
         Ok(stored)
     }
 
-    /// Claims the next task for robot `owner` (for `hosts` only, when given) and marks
-    /// its snapshots as being worked on.
-    pub async fn claim_task(
+    /// Claims up to `max` tasks for robot `owner` (for `hosts` only, when given) and marks
+    /// their snapshots as being worked on, in one transaction.
+    pub async fn claim_tasks(
         &self,
         owner: &str,
         lease: Duration,
         hosts: Option<&[i64]>,
-    ) -> AppResult<Option<Claimed>> {
+        max: usize,
+    ) -> AppResult<Vec<Claimed>> {
         if !tasks::claimable(&mut self.db.reader().await?.conn(), db::now(), hosts).await? {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let mut tx = self.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
-            let Some(task) =
-                tasks::claim(&mut conn, owner, db::now(), lease_until(lease), hosts).await?
-            else {
-                return Ok(None);
+            let until = lease_until(lease);
+            let taken = tasks::claim(&mut conn, owner, db::now(), until, hosts, max).await?;
+            if taken.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids = |f: fn(&Task) -> i64| {
+                let mut ids: Vec<i64> = taken.iter().map(f).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
             };
-            let missing = || AppError::internal(format!("task {} lost its rows", task.id));
-            let vm = vms::by_id(&mut conn, task.vm_id)
+            let (vm_ids, host_ids, snapshot_ids) =
+                (ids(|t| t.vm_id), ids(|t| t.host_id), ids(|t| t.snapshot_id));
+            let mut vms: HashMap<i64, Vm> = vms::by_ids(&mut conn, &vm_ids)
                 .await?
-                .ok_or_else(missing)?;
-            let host = hosts::by_id(&mut conn, task.host_id)
+                .into_iter()
+                .map(|v| (v.id, v))
+                .collect();
+            let hosts: HashMap<i64, Host> = hosts::by_ids(&mut conn, &host_ids)
                 .await?
-                .ok_or_else(missing)?;
-            let (snapshot, tree) = load_work(&mut conn, &task).await?;
-            let (claimed, event) =
-                begin_work(&mut conn, task, vm, host, snapshot, &tree, owner).await?;
-            db::events::insert(&mut conn, &[event]).await?;
-            Ok(Some(claimed))
+                .into_iter()
+                .map(|h| (h.id, h))
+                .collect();
+            let mut rows: HashMap<i64, Snapshot> = snapshots::by_ids(&mut conn, &snapshot_ids)
+                .await?
+                .into_iter()
+                .map(|s| (s.id, s))
+                .collect();
+            let mut trees = snapshots::nodes_of_all(&mut conn, &vm_ids).await?;
+            let mut claimed = Vec::with_capacity(taken.len());
+            let mut changes = Vec::with_capacity(taken.len());
+            let mut events = Vec::with_capacity(taken.len());
+            for task in taken {
+                let missing = || AppError::internal(format!("task {} lost its rows", task.id));
+                let vm = vms.remove(&task.vm_id).ok_or_else(missing)?;
+                let host = hosts.get(&task.host_id).cloned().ok_or_else(missing)?;
+                let snapshot = rows.remove(&task.snapshot_id).ok_or_else(missing)?;
+                let tree = Tree::new(trees.remove(&task.vm_id).unwrap_or_default());
+                let (change, started, event) = start_work(task, vm, host, snapshot, &tree, owner);
+                changes.push(change);
+                events.push(event);
+                claimed.push(started);
+            }
+            let all: Vec<_> = claimed
+                .iter()
+                .zip(&changes)
+                .map(|(c, change)| (&c.vm, change, ROBOT))
+                .collect();
+            snapshots::apply_all(&mut conn, &all).await?;
+            db::events::insert(&mut conn, &events).await?;
+            Ok(claimed)
         }
         .await;
         let claimed = tx.finish(result).await?;
-        if claimed.is_some() {
+        if !claimed.is_empty() {
             self.bus.committed();
         }
         Ok(claimed)
