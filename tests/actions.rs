@@ -4,7 +4,7 @@
 mod common;
 
 use common::TestApp;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn the_five_actions_reach_their_final_states() {
@@ -272,6 +272,83 @@ async fn a_hosts_limit_holds_for_the_robot_in_process() {
         )
         .await;
     assert_eq!(code, "VALIDATION");
+}
+
+/// `updateHost` changes a host's limits for what comes next: tasks waiting for room start
+/// as soon as the limit is raised (the robot polls only once an hour here), a lowered
+/// snapshot limit refuses the next create, and only an ADMIN may change them.
+#[tokio::test]
+async fn a_hosts_limits_can_be_changed() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("tuned").await;
+    let host = app
+        .create_host_with(
+            "tuned",
+            "SIMULATED",
+            "sim://?latency_ms=1500",
+            None,
+            Some(1),
+        )
+        .await;
+    let mut tasks = Vec::new();
+    let mut vms = Vec::new();
+    for i in 0..3 {
+        let vm = app.create_vm(&host, &project, &format!("vm{i}")).await;
+        tasks.push(app.create_snapshot(&app.admin, &vm, "first").await.1);
+        vms.push(vm);
+    }
+    let update = "mutation($h: ID!, $c: Int, $m: Int) {
+        updateHost(id: $h, maxConcurrentTasks: $c, maxSnapshotsPerVm: $m) { maxConcurrentTasks maxSnapshotsPerVm } }";
+    let raised = app
+        .data(&app.admin, update, json!({ "h": host, "c": 3 }))
+        .await;
+    assert_eq!(raised["updateHost"]["maxConcurrentTasks"], 3);
+    assert_eq!(raised["updateHost"]["maxSnapshotsPerVm"], Value::Null);
+    for task in &tasks {
+        assert_eq!(app.finished(&app.admin, task).await["state"], "SUCCEEDED");
+    }
+    let (_, events) = common::fleet::check_invariants(&app.db).await;
+    let ids: Vec<i64> = tasks.iter().map(|t| t.parse().unwrap()).collect();
+    let (most, _) = common::fleet::at_once(&events, &ids);
+    assert_eq!(
+        most, 3,
+        "the waiting tasks did not start when the limit was raised"
+    );
+
+    // One snapshot per VM now: the next create is refused before any task is queued.
+    let lowered = app
+        .data(&app.admin, update, json!({ "h": host, "m": 1 }))
+        .await;
+    assert_eq!(lowered["updateHost"]["maxSnapshotsPerVm"], 1);
+    assert_eq!(
+        lowered["updateHost"]["maxConcurrentTasks"], 3,
+        "kept when not given"
+    );
+    let create = "mutation($v: ID!) { createSnapshot(vmId: $v, name: \"second\") { task { id } } }";
+    let code = app
+        .error_code(Some(&app.admin), create, json!({ "v": vms[0] }))
+        .await;
+    assert_eq!(code, "LIMIT_REACHED");
+    // null: no limit again (a simulated host has none of its own).
+    let cleared = app
+        .data(&app.admin, update, json!({ "h": host, "m": null }))
+        .await;
+    assert_eq!(cleared["updateHost"]["maxSnapshotsPerVm"], Value::Null);
+
+    for (variables, expected) in [
+        (json!({ "h": host, "c": 0 }), "VALIDATION"),
+        (json!({ "h": host, "c": 1001 }), "VALIDATION"),
+        (json!({ "h": host, "m": -1 }), "VALIDATION"),
+        (json!({ "h": "999999", "c": 2 }), "NOT_FOUND"),
+    ] {
+        let code = app.error_code(Some(&app.admin), update, variables).await;
+        assert_eq!(code, expected);
+    }
+    let operator = app.create_token(&project, "OPERATOR").await;
+    let code = app
+        .error_code(Some(&operator), update, json!({ "h": host, "c": 8 }))
+        .await;
+    assert_eq!(code, "FORBIDDEN");
 }
 
 /// Actions on many VMs of one host at once, each taken by the server's own robot in the

@@ -25,6 +25,38 @@ pub async fn by_id(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Host>> {
         .optional())
 }
 
+/// Sets host `id`'s limits that are given; the host as it is then.
+pub async fn set_limits(
+    conn: &mut Conn<'_>,
+    id: i64,
+    concurrent: Option<i32>,
+    snapshots_per_vm: Option<Option<i32>>,
+) -> QueryResult<Host> {
+    #[derive(AsChangeset)]
+    #[diesel(table_name = hosts)]
+    struct Limits {
+        max_concurrent_tasks: Option<i32>,
+        // `Some(None)` writes NULL; `None` leaves the column.
+        max_snapshots_per_vm: Option<Option<i32>>,
+    }
+    let limits = Limits {
+        max_concurrent_tasks: concurrent,
+        max_snapshots_per_vm: snapshots_per_vm,
+    };
+    if concurrent.is_none() && snapshots_per_vm.is_none() {
+        return run!(conn, |c| hosts::table
+            .find(id)
+            .select(Host::as_select())
+            .first(c)
+            .await);
+    }
+    run!(conn, |c| diesel::update(hosts::table.find(id))
+        .set(&limits)
+        .returning(Host::as_returning())
+        .get_result(c)
+        .await)
+}
+
 pub async fn by_name(conn: &mut Conn<'_>, name: &str) -> QueryResult<Option<Host>> {
     run!(conn, |c| hosts::table
         .filter(hosts::name.eq(name))

@@ -141,6 +141,29 @@ impl Mutation {
         Ok(Host(host))
     }
 
+    /// Changes a host's limits (ADMIN): each one given is set, the others kept.
+    /// `maxSnapshotsPerVm: null` means the hypervisor's own limit (50 on Hyper-V), or none.
+    /// Tasks running past a lowered `maxConcurrentTasks` finish; the rest wait for room.
+    async fn update_host(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        max_concurrent_tasks: Option<i32>,
+        max_snapshots_per_vm: async_graphql::MaybeUndefined<i32>,
+    ) -> Result<Host> {
+        let id = parse_id(&id, "host").extend()?;
+        let snapshots = match max_snapshots_per_vm {
+            async_graphql::MaybeUndefined::Undefined => None,
+            async_graphql::MaybeUndefined::Null => Some(None),
+            async_graphql::MaybeUndefined::Value(n) => Some(Some(n)),
+        };
+        let host = service(ctx)
+            .update_host(caller(ctx), id, max_concurrent_tasks, snapshots)
+            .await
+            .extend()?;
+        Ok(Host(host))
+    }
+
     /// Registers a VM of a host for a project; its state comes from the host.
     async fn create_vm(
         &self,

@@ -24,6 +24,17 @@ const MAX_CONCURRENT_TASKS: i32 = 1000;
 /// Most VMs one `import_vms` registers; a second call goes on where the first stopped.
 pub const IMPORT_BATCH: usize = 200;
 
+/// `n` as a host's `maxConcurrentTasks`, if it is one.
+fn concurrency_limit(n: i32) -> AppResult<i32> {
+    if (1..=MAX_CONCURRENT_TASKS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(AppError::validation(format!(
+            "maxConcurrentTasks must be 1 to {MAX_CONCURRENT_TASKS}, not {n}."
+        )))
+    }
+}
+
 /// The longest VM identifier accepted.
 const MAX_IDENTIFIER_CHARS: usize = 128;
 
@@ -77,19 +88,73 @@ impl Service {
         max_concurrent_tasks: Option<i32>,
     ) -> AppResult<Host> {
         caller.require_admin()?;
-        let concurrent = max_concurrent_tasks.unwrap_or(DEFAULT_CONCURRENT_TASKS);
-        if !(1..=MAX_CONCURRENT_TASKS).contains(&concurrent) {
-            return Err(AppError::validation(format!(
-                "maxConcurrentTasks must be 1 to {MAX_CONCURRENT_TASKS}, not {concurrent}."
-            )));
-        }
+        let concurrent =
+            concurrency_limit(max_concurrent_tasks.unwrap_or(DEFAULT_CONCURRENT_TASKS))?;
         let name = names::name("host name", name)?;
         let given = uri.trim();
         let parsed = HostUri::parse(hypervisor, given)
             .map_err(|e| AppError::validation(format!("Bad URI: {e}.")))?;
         let uri = parsed.canonical(given);
+        let limit = self.host_snapshot_limit(hypervisor, max_snapshots_per_vm)?;
+        self.drivers.check(&parsed).await.map_err(|e| {
+            AppError::validation(format!("snaptree cannot reach the host at {uri}: {e}."))
+        })?;
+        let mut tx = self.begin_for(caller).await?;
+        let new = NewHost {
+            name: &name,
+            hypervisor: hypervisor.as_str(),
+            uri: &uri,
+            max_snapshots_per_vm: limit,
+            created_at: db::now(),
+            max_concurrent_tasks: concurrent,
+        };
+        let result = hosts::insert(&mut tx.conn(), new)
+            .await
+            .map_err(duplicate(format!("A host named {name:?} already exists.")));
+        tx.finish(result).await
+    }
+
+    /// Changes host `id`'s limits: `max_concurrent_tasks` when given, and
+    /// `max_snapshots_per_vm` when given (`Some(None)`: the hypervisor's own limit, or
+    /// none). Tasks running past a lowered limit finish; snapshots past one stay.
+    pub async fn update_host(
+        &self,
+        caller: &Caller,
+        id: i64,
+        max_concurrent_tasks: Option<i32>,
+        max_snapshots_per_vm: Option<Option<i32>>,
+    ) -> AppResult<Host> {
+        caller.require_admin()?;
+        let concurrent = max_concurrent_tasks.map(concurrency_limit).transpose()?;
+        let mut tx = self.begin_for(caller).await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let host = hosts::by_id(&mut conn, id)
+                .await?
+                .ok_or_else(|| AppError::not_found("host", id))?;
+            let limit = max_snapshots_per_vm
+                .map(|limit| self.host_snapshot_limit(host.hypervisor(), limit))
+                .transpose()?;
+            Ok(hosts::set_limits(&mut conn, id, concurrent, limit).await?)
+        }
+        .await;
+        let host = tx.finish(result).await?;
+        if concurrent.is_some() {
+            // Room for tasks that wait there, perhaps: robots look again.
+            self.bus.announce_queued();
+        }
+        Ok(host)
+    }
+
+    /// The snapshot limit a host of `hypervisor` gets when `asked` for: within the
+    /// server's ceiling and the hypervisor's own limit, which is also the default.
+    fn host_snapshot_limit(
+        &self,
+        hypervisor: Hypervisor,
+        asked: Option<i32>,
+    ) -> AppResult<Option<i32>> {
         let ceiling = self.snapshot_limit(None);
-        let limit = match (hypervisor, max_snapshots_per_vm) {
+        Ok(match (hypervisor, asked) {
             (_, Some(n)) if n < 0 => {
                 return Err(AppError::validation(
                     "maxSnapshotsPerVm must not be negative.",
@@ -107,23 +172,7 @@ impl Service {
             }
             (Hypervisor::Hyperv, None) => Some(HYPERV_MAX_SNAPSHOTS),
             (_, limit) => limit,
-        };
-        self.drivers.check(&parsed).await.map_err(|e| {
-            AppError::validation(format!("snaptree cannot reach the host at {uri}: {e}."))
-        })?;
-        let mut tx = self.begin_for(caller).await?;
-        let new = NewHost {
-            name: &name,
-            hypervisor: hypervisor.as_str(),
-            uri: &uri,
-            max_snapshots_per_vm: limit,
-            created_at: db::now(),
-            max_concurrent_tasks: concurrent,
-        };
-        let result = hosts::insert(&mut tx.conn(), new)
-            .await
-            .map_err(duplicate(format!("A host named {name:?} already exists.")));
-        tx.finish(result).await
+        })
     }
 
     /// Registers VM `identifier` of host `host_id` for project `project_id`; its state
