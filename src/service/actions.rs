@@ -251,6 +251,21 @@ impl Service {
     async fn record_in(&self, conn: &mut Conn<'_>, requests: &[Request]) -> AppResult<Recorded> {
         let mut fates: Vec<Fate> = requests.iter().map(|_| Fate::Open).collect();
         let (vms, works) = self.check(conn, requests, &mut fates).await?;
+        if works.is_empty() {
+            // Every action refused or left for later: nothing to write.
+            return Ok(Recorded {
+                results: fates
+                    .into_iter()
+                    .map(|fate| match fate {
+                        Fate::Refused(err) => Some(Err(err)),
+                        Fate::Later => None,
+                        Fate::Open => Some(Err(AppError::internal("an open action had no work"))),
+                    })
+                    .collect(),
+                handoffs: Vec::new(),
+                queued: false,
+            });
+        }
         let alone = requests.len() == 1;
         let mut works = works;
         write_snapshots(conn, requests, &vms, &mut works, alone).await?;
