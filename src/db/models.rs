@@ -181,7 +181,7 @@ pub struct NewHistoryEntry<'a> {
     pub at: NaiveDateTime,
 }
 
-#[derive(Queryable, Selectable, Clone, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
 #[diesel(table_name = tasks)]
 pub struct Task {
     pub id: i64,

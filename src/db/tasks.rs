@@ -165,12 +165,24 @@ pub async fn page(
 }
 
 /// A task a robot may claim at `at`: queued, or running under a lease that has run out
-/// (its robot died).
+/// (its robot died). Keep `claimable_at_sql!` in step.
 #[diesel::dsl::auto_type]
 fn claimable_at(at: NaiveDateTime) -> _ {
     state
         .eq(Queued)
         .or(state.eq(Running).and(lease_expires_at.lt(at)))
+}
+
+/// [`claimable_at`] in SQL, at the statement's parameter `$at`, for a statement over many
+/// tasks.
+macro_rules! claimable_at_sql {
+    ($at:literal) => {
+        concat!(
+            "(tasks.state = 'QUEUED' OR (tasks.state = 'RUNNING' AND tasks.lease_expires_at < ",
+            $at,
+            "))"
+        )
+    };
 }
 
 /// A task some robot holds at `at`: running under a live lease. These count against
@@ -462,9 +474,8 @@ pub async fn claim(
                 .load(&mut **c)
                 .await?;
             let got = found.len();
-            for (task, room) in found.iter().zip(rooms) {
-                taken.extend(take(conn, task, owner, at, until, room).await?);
-            }
+            let takes: Vec<(&Task, Room)> = found.iter().zip(rooms).collect();
+            taken.extend(take_all(conn, &takes, owner, at, until).await?);
             if got > 0 {
                 // One host per claim: the next call starts again from the oldest.
                 break;
@@ -504,6 +515,51 @@ pub async fn take(
     .optional())
 }
 
+/// [`take`] for each of `takes` (tasks just read, each with its room): on PostgreSQL one
+/// statement. Returns the ones taken, in id order; another robot may have been quicker
+/// to the others.
+pub async fn take_all(
+    conn: &mut Conn<'_>,
+    takes: &[(&Task, Room)],
+    owner: &str,
+    at: NaiveDateTime,
+    until: NaiveDateTime,
+) -> QueryResult<Vec<Task>> {
+    let mut taken = Vec::with_capacity(takes.len());
+    match conn {
+        Conn::Pg(c) if takes.len() > 1 => {
+            use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamp};
+            taken = Cached(
+                diesel::sql_query(concat!(
+                    "UPDATE tasks SET state = 'RUNNING', lease_owner = $2, lease_expires_at = $3, \
+                     started_at = COALESCE(tasks.started_at, $4), attempts = tasks.attempts + 1, \
+                     slot = v.slot \
+                     FROM unnest($1::bigint[], $5::integer[]) AS v(id, slot) \
+                     WHERE tasks.id = v.id AND ",
+                    claimable_at_sql!("$4"),
+                    " RETURNING tasks.*"
+                ))
+                .bind::<Array<BigInt>, _>(takes.iter().map(|(t, _)| t.id).collect::<Vec<_>>())
+                .bind::<Text, _>(owner)
+                .bind::<Timestamp, _>(until)
+                .bind::<Timestamp, _>(at)
+                .bind::<Array<Nullable<Integer>>, _>(
+                    takes.iter().map(|(_, room)| room.slot).collect::<Vec<_>>(),
+                ),
+            )
+            .load(&mut **c)
+            .await?;
+            taken.sort_by_key(|t: &Task| t.id);
+        }
+        _ => {
+            for (task, room) in takes {
+                taken.extend(take(conn, task, owner, at, until, *room).await?);
+            }
+        }
+    }
+    Ok(taken)
+}
+
 /// Extends `owner`'s lease on task `wanted`. Returns whether a cancel was asked for, or
 /// `None` when the lease was lost.
 pub async fn renew(
@@ -522,7 +578,7 @@ pub async fn renew(
     .optional())
 }
 
-/// [`held_by`] in SQL, for a statement over many tasks that joins each to its robot as
+/// [`held_by`] in SQL (keep the two in step), for a statement over many tasks that joins each to its robot as
 /// `v.owner`.
 macro_rules! held_by_each {
     () => {

@@ -681,10 +681,11 @@ async fn take_at_once(
         let limit = host.max_concurrent_tasks;
         let rooms =
             tasks::rooms_in_line(conn, host.id, limit, waiting[0].id, workers.len(), now).await?;
-        for ((task, room), worker) in waiting.into_iter().zip(rooms).zip(workers) {
-            if let Some(running) = tasks::take(conn, task, robot.owner(), now, until, room).await? {
-                taken.insert(task.id, (running, worker));
-            }
+        let takes: Vec<(&Task, tasks::Room)> = waiting.into_iter().zip(rooms).collect();
+        let running = tasks::take_all(conn, &takes, robot.owner(), now, until).await?;
+        // Each task taken gets a worker; the rest go back with the unused workers.
+        for (task, worker) in running.into_iter().zip(workers) {
+            taken.insert(task.id, (task, worker));
         }
     }
     Ok(taken)
