@@ -250,7 +250,7 @@ impl Service {
 
     async fn record_in(&self, conn: &mut Conn<'_>, requests: &[Request]) -> AppResult<Recorded> {
         let mut fates: Vec<Fate> = requests.iter().map(|_| Fate::Open).collect();
-        let (vms, works) = self.check(conn, requests, &mut fates).await?;
+        let (vms, mut works) = self.check(conn, requests, &mut fates).await?;
         if works.is_empty() {
             // Every action refused or left for later: nothing to write.
             return Ok(Recorded {
@@ -267,7 +267,6 @@ impl Service {
             });
         }
         let alone = requests.len() == 1;
-        let mut works = works;
         write_snapshots(conn, requests, &vms, &mut works, alone).await?;
 
         let ids: Vec<i64> = works.iter().map(|w| w.target).collect();
@@ -298,7 +297,7 @@ impl Service {
             }
         })?;
 
-        let taken = match self.local.get() {
+        let mut taken = match self.local.get() {
             Some(robot) => take_at_once(conn, robot.as_ref(), &works, &queued).await?,
             None => HashMap::new(),
         };
@@ -310,7 +309,6 @@ impl Service {
             queued: false,
         };
         let mut accepted: HashMap<usize, Accepted> = HashMap::new();
-        let mut taken = taken;
         let owner: String = self
             .local
             .get()
