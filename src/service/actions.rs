@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::handoff::{Reserved, Taker};
@@ -107,7 +108,13 @@ async fn combine(
                 }
             }
         }
-        batch = service.act_batch(std::mem::take(&mut batch)).await;
+        // A panic (a bug) fails only this batch's actions, whose answers are then dropped
+        // ("the action combiner stopped"), not every action after it.
+        let work = service.act_batch(std::mem::take(&mut batch));
+        match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+            Ok(later) => batch = later,
+            Err(_) => tracing::error!("a batch of actions panicked; its actions failed"),
+        }
     }
 }
 
