@@ -18,6 +18,7 @@ const VMS: &[(&str, &str)] = &[
 /// Seeds the demo (unless the project exists) and returns a new OPERATOR token for it.
 pub async fn seed(service: &Service) -> AppResult<String> {
     let token = service
+        .admin()
         .bootstrap_token(PROJECT, Role::Operator, "demo")
         .await?;
     let operator = service.authenticate(&token).await?;
@@ -26,13 +27,15 @@ pub async fn seed(service: &Service) -> AppResult<String> {
         role: Role::Admin,
         ..operator.clone()
     };
-    let already = !service.hosts(&operator).await?.is_empty();
+    let already = !service.reads().hosts(&operator).await?.is_empty();
     if !already {
         let host = service
+            .admin()
             .create_host(&admin, HOST.0, Hypervisor::Simulated, HOST.1, None, None)
             .await?;
         for (name, identifier) in VMS {
             service
+                .admin()
                 .create_vm(&admin, host.id, operator.project_id, name, identifier)
                 .await?;
         }

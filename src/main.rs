@@ -335,6 +335,7 @@ async fn run(command: Command) -> AppResult<()> {
             let drivers = DriverConfig::new("snaptree-sim".into());
             let service = server::service(db, drivers, Limits::default());
             let token = service
+                .admin()
                 .bootstrap_token(&project, role.into(), &name)
                 .await?;
             println!("{token}");
@@ -395,7 +396,7 @@ async fn robot(args: RobotArgs) -> AppResult<()> {
     let (stop, stopped) = watch::channel(false);
     // The pump's listener hears of tasks other processes queue.
     let pump = snaptree::events::spawn_pump(service.bus().clone(), db, stopped.clone());
-    let robot = Robot::new(service, args.tuning.config(args.hosts)).spawn(stopped);
+    let robot = Robot::new(service.ledger().clone(), args.tuning.config(args.hosts)).spawn(stopped);
     shutdown_signal().await;
     let _ = stop.send(true);
     let _ = robot.await;

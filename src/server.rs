@@ -79,7 +79,7 @@ impl Server {
         let pump = crate::events::spawn_pump(service.bus().clone(), db, stop.clone());
         let robot = options
             .robot
-            .map(|config| Robot::new(service.clone(), config).spawn(stop.clone()));
+            .map(|config| Robot::new(service.ledger().clone(), config).spawn(stop.clone()));
         let revocations =
             crate::service::sessions::watch_revocations(service.clone(), stop.clone());
         let housekeeping = spawn_housekeeping(service.clone(), stop.clone());

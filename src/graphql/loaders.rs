@@ -19,7 +19,7 @@ use futures_util::future::{BoxFuture, Shared};
 use crate::db::models::{HistoryEntry, Host, Snapshot, Task, TaskEvent, Vm};
 use crate::domain::drift::Drift;
 use crate::error::AppError;
-use crate::service::{Caller, Service};
+use crate::service::{Caller, Reads, Service};
 
 /// A load in flight or done, shared by everyone who asks for the same key.
 type Memo<V> = Shared<BoxFuture<'static, Result<Option<V>, AppError>>>;
@@ -28,7 +28,7 @@ type Memo<V> = Shared<BoxFuture<'static, Result<Option<V>, AppError>>>;
 pub struct Loaders {
     batch: Arc<DataLoader<Batch>>,
     /// Who asks, for loads made outside the `DataLoader`.
-    service: Service,
+    reads: Reads,
     caller: Caller,
     /// Per key type, a `HashMap<K, Memo<V>>`; `None` keeps nothing (subscriptions, whose
     /// connection outlives any one answer).
@@ -38,11 +38,12 @@ pub struct Loaders {
 impl Loaders {
     /// Loaders for one request: each key loads once.
     pub fn new(service: Service, caller: Caller) -> Self {
+        let reads = service.reads().clone();
         Self {
             batch: Arc::new(
                 DataLoader::new(
                     Batch {
-                        service: service.clone(),
+                        reads: reads.clone(),
                         caller: caller.clone(),
                     },
                     tokio::spawn,
@@ -53,7 +54,7 @@ impl Loaders {
                 // a timer thread's wake-up per batch (7% of the tree query's throughput).
                 .delay(std::time::Duration::ZERO),
             ),
-            service,
+            reads,
             caller,
             memo: Some(Mutex::new(HashMap::new())),
         }
@@ -96,7 +97,7 @@ impl Loaders {
 
 /// Loads for one caller.
 pub struct Batch {
-    service: Service,
+    reads: Reads,
     caller: Caller,
 }
 
@@ -138,8 +139,8 @@ impl Loaders {
     /// when the request does (its deadline passed, its client left), or a hung host
     /// would keep its process, and its place in the host's limit, for good.
     pub async fn drift(&self, key: DriftOf) -> Arc<Result<Vec<Drift>, AppError>> {
-        let (service, caller) = (self.service.clone(), self.caller.clone());
-        let ask = async move { Arc::new(service.drift(&caller, key.0).await) };
+        let (reads, caller) = (self.reads.clone(), self.caller.clone());
+        let ask = async move { Arc::new(reads.drift(&caller, key.0).await) };
         let Some(memo) = &self.memo else {
             return ask.await;
         };
@@ -215,14 +216,14 @@ macro_rules! lists {
     };
 }
 
-by_key!(VmId => Vm, |b, ids| b.service.vms_by_ids(&ids), |r| VmId(r.id));
-by_key!(HostId => Host, |b, ids| b.service.hosts_by_ids(&ids), |r| HostId(r.id));
-by_key!(SnapshotId => Snapshot, |b, ids| b.service.snapshots_by_ids(&ids), |r| SnapshotId(r.id));
-by_key!(TaskId => Task, |b, ids| b.service.tasks_by_ids(&ids), |r| TaskId(r.id));
-by_key!(OpenTaskOf => Task, |b, ids| b.service.open_tasks_of_vms(&ids), |r| OpenTaskOf(r.vm_id));
-lists!(OpenSnapshotsOf => Snapshot, |b, ids| b.service.snapshots_of_vms(&ids, false), |r| OpenSnapshotsOf(r.vm_id));
-lists!(AllSnapshotsOf => Snapshot, |b, ids| b.service.snapshots_of_vms(&ids, true), |r| AllSnapshotsOf(r.vm_id));
-lists!(HistoryOf => HistoryEntry, |b, ids| b.service.history_of_vms(&ids), |r| HistoryOf(r.vm_id));
-lists!(TasksOf => Task, |b, ids| b.service.tasks_of_vms(&ids), |r| TasksOf(r.vm_id));
-lists!(EventsOf => TaskEvent, |b, ids| b.service.events_of_vms(&ids), |r| EventsOf(r.vm_id));
-lists!(VmsOn => Vm, |b, ids| b.service.vms_on_hosts(&b.caller, &ids), |r| VmsOn(r.host_id));
+by_key!(VmId => Vm, |b, ids| b.reads.vms_by_ids(&ids), |r| VmId(r.id));
+by_key!(HostId => Host, |b, ids| b.reads.hosts_by_ids(&ids), |r| HostId(r.id));
+by_key!(SnapshotId => Snapshot, |b, ids| b.reads.snapshots_by_ids(&ids), |r| SnapshotId(r.id));
+by_key!(TaskId => Task, |b, ids| b.reads.tasks_by_ids(&ids), |r| TaskId(r.id));
+by_key!(OpenTaskOf => Task, |b, ids| b.reads.open_tasks_of_vms(&ids), |r| OpenTaskOf(r.vm_id));
+lists!(OpenSnapshotsOf => Snapshot, |b, ids| b.reads.snapshots_of_vms(&ids, false), |r| OpenSnapshotsOf(r.vm_id));
+lists!(AllSnapshotsOf => Snapshot, |b, ids| b.reads.snapshots_of_vms(&ids, true), |r| AllSnapshotsOf(r.vm_id));
+lists!(HistoryOf => HistoryEntry, |b, ids| b.reads.history_of_vms(&ids), |r| HistoryOf(r.vm_id));
+lists!(TasksOf => Task, |b, ids| b.reads.tasks_of_vms(&ids), |r| TasksOf(r.vm_id));
+lists!(EventsOf => TaskEvent, |b, ids| b.reads.events_of_vms(&ids), |r| EventsOf(r.vm_id));
+lists!(VmsOn => Vm, |b, ids| b.reads.vms_on_hosts(&b.caller, &ids), |r| VmsOn(r.host_id));

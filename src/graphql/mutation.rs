@@ -29,6 +29,7 @@ impl Mutation {
     ) -> Result<SnapshotPayload> {
         let vm = parse_id(&vm_id, "VM").extend()?;
         let accepted = service(ctx)
+            .actions()
             .create_snapshot(caller(ctx), vm, &name, description.as_deref())
             .await
             .extend()?;
@@ -39,6 +40,7 @@ impl Mutation {
     async fn apply_snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<SnapshotPayload> {
         let id = parse_id(&id, "snapshot").extend()?;
         let accepted = service(ctx)
+            .actions()
             .apply_snapshot(caller(ctx), id)
             .await
             .extend()?;
@@ -49,6 +51,7 @@ impl Mutation {
     async fn revert_snapshot(&self, ctx: &Context<'_>, vm_id: ID) -> Result<SnapshotPayload> {
         let vm = parse_id(&vm_id, "VM").extend()?;
         let accepted = service(ctx)
+            .actions()
             .revert_snapshot(caller(ctx), vm)
             .await
             .extend()?;
@@ -65,6 +68,7 @@ impl Mutation {
     ) -> Result<SnapshotPayload> {
         let id = parse_id(&id, "snapshot").extend()?;
         let accepted = service(ctx)
+            .actions()
             .delete_snapshot(caller(ctx), id, remove_subtree)
             .await
             .extend()?;
@@ -76,12 +80,17 @@ impl Mutation {
     async fn cancel_task(&self, ctx: &Context<'_>, id: ID) -> Result<Task> {
         let id = parse_id(&id, "task").extend()?;
         Ok(Task(
-            service(ctx).cancel_task(caller(ctx), id).await.extend()?,
+            service(ctx)
+                .actions()
+                .cancel_task(caller(ctx), id)
+                .await
+                .extend()?,
         ))
     }
 
     async fn create_project(&self, ctx: &Context<'_>, name: String) -> Result<Project> {
         let project = service(ctx)
+            .admin()
             .create_project(caller(ctx), &name)
             .await
             .extend()?;
@@ -98,6 +107,7 @@ impl Mutation {
     ) -> Result<CreatedToken> {
         let project = parse_id(&project_id, "project").extend()?;
         let (token, secret) = service(ctx)
+            .admin()
             .create_token(caller(ctx), project, &name, role)
             .await
             .extend()?;
@@ -110,7 +120,11 @@ impl Mutation {
     /// True when the token was live, false when it was already revoked.
     async fn revoke_token(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let id = parse_id(&id, "token").extend()?;
-        service(ctx).revoke_token(caller(ctx), id).await.extend()
+        service(ctx)
+            .admin()
+            .revoke_token(caller(ctx), id)
+            .await
+            .extend()
     }
 
     /// `uri`: `qemu:///system` or `qemu+ssh://user@host/system` (KVM), `ssh://user@host`
@@ -128,6 +142,7 @@ impl Mutation {
         max_concurrent_tasks: Option<i32>,
     ) -> Result<Host> {
         let host = service(ctx)
+            .admin()
             .create_host(
                 caller(ctx),
                 &name,
@@ -158,6 +173,7 @@ impl Mutation {
             async_graphql::MaybeUndefined::Value(n) => Some(Some(n)),
         };
         let host = service(ctx)
+            .admin()
             .update_host(caller(ctx), id, max_concurrent_tasks, snapshots)
             .await
             .extend()?;
@@ -176,6 +192,7 @@ impl Mutation {
         let host = parse_id(&host_id, "host").extend()?;
         let project = parse_id(&project_id, "project").extend()?;
         let vm = service(ctx)
+            .admin()
             .create_vm(caller(ctx), host, project, &name, &identifier)
             .await
             .extend()?;
@@ -188,6 +205,7 @@ impl Mutation {
         let host = parse_id(&host_id, "host").extend()?;
         let project = parse_id(&project_id, "project").extend()?;
         let vms = service(ctx)
+            .admin()
             .import_vms(caller(ctx), host, project)
             .await
             .extend()?;

@@ -7,7 +7,7 @@ use super::types::{Host, Project, Snapshot, Task, Vm};
 use super::{DEFAULT_PAGE, MAX_PAGE, Page, parse_id};
 use crate::domain::TaskState;
 use crate::error::AppError;
-use crate::service::{Caller, Service, TaskFilter, VmFilter};
+use crate::service::{Caller, Reads, Service, TaskFilter, VmFilter};
 
 pub struct Query;
 
@@ -15,8 +15,8 @@ fn caller<'a>(ctx: &'a Context<'_>) -> &'a Caller {
     ctx.data_unchecked::<Caller>()
 }
 
-fn service<'a>(ctx: &'a Context<'_>) -> &'a Service {
-    ctx.data_unchecked::<Service>()
+fn reads<'a>(ctx: &'a Context<'_>) -> &'a Reads {
+    ctx.data_unchecked::<Service>().reads()
 }
 
 /// Page size from `first`: the default when absent, an error outside 0..=MAX_PAGE.
@@ -69,13 +69,13 @@ impl Query {
         after: Option<ID>,
     ) -> Result<Vec<Host>> {
         let page = Page::new(first, after.as_ref()).extend()?;
-        let hosts = service(ctx).hosts(caller(ctx)).await.extend()?;
+        let hosts = reads(ctx).hosts(caller(ctx)).await.extend()?;
         Ok(page.of(&hosts, |h| h.id, Host))
     }
 
     async fn host(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Host>> {
         let id = parse_id(&id, "host").extend()?;
-        Ok(service(ctx).host(caller(ctx), id).await.extend()?.map(Host))
+        Ok(reads(ctx).host(caller(ctx), id).await.extend()?.map(Host))
     }
 
     /// VMs by id, a page at a time.
@@ -90,7 +90,7 @@ impl Query {
         let size = page_size(first).extend()?;
         let after_id = cursor(after).extend()?;
         let filter = VmFilter { host };
-        let rows = service(ctx)
+        let rows = reads(ctx)
             .vms(caller(ctx), filter, after_id, size + 1)
             .await
             .extend()?;
@@ -99,12 +99,12 @@ impl Query {
 
     async fn vm(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Vm>> {
         let id = parse_id(&id, "VM").extend()?;
-        Ok(service(ctx).vm(caller(ctx), id).await.extend()?.map(Vm))
+        Ok(reads(ctx).vm(caller(ctx), id).await.extend()?.map(Vm))
     }
 
     async fn snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Snapshot>> {
         let id = parse_id(&id, "snapshot").extend()?;
-        Ok(service(ctx)
+        Ok(reads(ctx)
             .snapshot(caller(ctx), id)
             .await
             .extend()?
@@ -113,7 +113,7 @@ impl Query {
 
     async fn task(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Task>> {
         let id = parse_id(&id, "task").extend()?;
-        Ok(service(ctx).task(caller(ctx), id).await.extend()?.map(Task))
+        Ok(reads(ctx).task(caller(ctx), id).await.extend()?.map(Task))
     }
 
     /// Tasks, newest first, a page at a time.
@@ -129,7 +129,7 @@ impl Query {
         let size = page_size(first).extend()?;
         let before = cursor(after).extend()?;
         let filter = TaskFilter { vm, state };
-        let rows = service(ctx)
+        let rows = reads(ctx)
             .tasks(caller(ctx), filter, before, size + 1)
             .await
             .extend()?;
@@ -144,7 +144,7 @@ impl Query {
         after: Option<ID>,
     ) -> Result<Vec<Project>> {
         let page = Page::new(first, after.as_ref()).extend()?;
-        let projects = service(ctx).projects(caller(ctx)).await.extend()?;
+        let projects = reads(ctx).projects(caller(ctx)).await.extend()?;
         Ok(page.of(&projects, |p| p.id, Project))
     }
 }

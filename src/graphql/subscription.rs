@@ -17,7 +17,7 @@ async fn follow(
 ) -> Result<impl Stream<Item = Result<TaskEvent>> + use<>> {
     let service = ctx.data_unchecked::<Service>();
     let caller = ctx.data_unchecked::<Caller>();
-    let events = service.follow(caller, what).await.extend()?;
+    let events = service.reads().follow(caller, what).await.extend()?;
     Ok(events.map(|e| e.map(TaskEvent).extend()))
 }
 

@@ -18,8 +18,8 @@ use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 use crate::config::RobotConfig;
 use crate::domain::TaskKind;
 use crate::hypervisor::{Driver, DriverError, HostSnapshot, Progress};
-use crate::service::Service;
-use crate::service::ledger::Ledger;
+use crate::service::TaskLedger;
+use crate::service::ledger::StepWriter;
 use crate::service::tasks::{Claimed, Outcome, Step};
 
 mod taker;
@@ -31,12 +31,13 @@ const CLAIM_BATCH: usize = 16;
 
 /// Runs tasks until told to stop.
 pub struct Robot {
-    service: Service,
+    /// All the robot sees of the service.
+    ledger: TaskLedger,
     config: RobotConfig,
     /// Names this process in leases and events.
     owner: Arc<str>,
     /// Writes the steps of every task this robot runs, many in one transaction.
-    ledger: Ledger,
+    steps: StepWriter,
     /// The tasks it runs now, by id: what it releases if they outlast a shutdown's grace.
     running: std::sync::Mutex<std::collections::HashMap<i64, Arc<Claimed>>>,
 }
@@ -58,16 +59,16 @@ enum Ending {
 }
 
 impl Robot {
-    /// A robot for `service`'s tasks (inside a runtime: its ledger's writer starts now).
-    pub fn new(service: Service, config: RobotConfig) -> Self {
+    /// A robot for `ledger`'s tasks (inside a runtime: its step writer starts now).
+    pub fn new(ledger: TaskLedger, config: RobotConfig) -> Self {
         let owner = format!(
             "robot-{}-{:06x}",
             std::process::id(),
             fastrand::u32(..0xFF_FFFF)
         );
         Self {
-            ledger: Ledger::spawn(service.clone()),
-            service,
+            steps: ledger.step_writer(),
+            ledger,
             config,
             owner: owner.into(),
             running: Default::default(),
@@ -85,7 +86,7 @@ impl Robot {
         let hosts = self.placement().await;
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let (handoffs, mut handed) = mpsc::unbounded_channel::<Handoff>();
-        self.service.attach_robot(Arc::new(Workers {
+        self.ledger.attach(Arc::new(Workers {
             owner: Arc::clone(&self.owner),
             lease: self.config.lease,
             hosts: hosts.clone(),
@@ -122,7 +123,7 @@ impl Robot {
                     }
                 }
                 match self
-                    .service
+                    .ledger
                     .claim_tasks(
                         &self.owner,
                         self.config.lease,
@@ -152,7 +153,7 @@ impl Robot {
                 Some((claimed, permit)) = handed.recv() => {
                     running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
                 }
-                _ = self.service.bus().wait_for_task() => look = true,
+                _ = self.ledger.bus().wait_for_task() => look = true,
                 _ = poll.tick() => look = true,
                 _ = shutdown.changed() => break,
             }
@@ -182,7 +183,7 @@ impl Robot {
                 .map(|(_, c)| c)
                 .collect();
             for claimed in left {
-                if let Err(err) = self.service.release_task(&claimed, &self.owner).await {
+                if let Err(err) = self.ledger.release_task(&claimed, &self.owner).await {
                     tracing::warn!(task = claimed.task.id, error = %err, "could not release a task; its lease will run out");
                 }
             }
@@ -195,7 +196,7 @@ impl Robot {
         if self.config.hosts.is_empty() {
             return None;
         }
-        match self.service.hosts_by_names(&self.config.hosts).await {
+        match self.ledger.hosts_by_names(&self.config.hosts).await {
             Ok(found) => {
                 for name in &self.config.hosts {
                     if !found.iter().any(|h| &h.name == name) {
@@ -226,7 +227,7 @@ impl Robot {
             .insert(task, Arc::clone(&claimed));
         let result = match self.run(&claimed, &mut shutdown).await {
             Ending::Done(outcome) => self
-                .ledger
+                .steps
                 .write(&claimed, &self.owner, Step::Finish(outcome))
                 .await
                 .map(|held| {
@@ -235,7 +236,7 @@ impl Robot {
                     }
                 }),
             Ending::Interrupted(Interrupt::Stopping) => {
-                self.service.release_task(&claimed, &self.owner).await
+                self.ledger.release_task(&claimed, &self.owner).await
             }
             Ending::Interrupted(Interrupt::Lost) => {
                 tracing::warn!(task, "lost the lease on a task; another robot has it");
@@ -253,7 +254,7 @@ impl Robot {
     }
 
     async fn run(&self, claimed: &Arc<Claimed>, shutdown: &mut watch::Receiver<bool>) -> Ending {
-        let driver = match self.service.drivers().for_host(&claimed.host) {
+        let driver = match self.ledger.drivers().for_host(&claimed.host) {
             Ok(driver) => driver,
             Err(err) => {
                 return Ending::Done(Outcome::Failed {
@@ -399,7 +400,7 @@ impl Robot {
     /// when the database could not be reached (the next beat tries again).
     async fn renew(&self, claimed: &Claimed) -> Option<Option<bool>> {
         match self
-            .service
+            .ledger
             .renew_task(claimed, &self.owner, self.config.lease)
             .await
         {
@@ -427,7 +428,7 @@ impl Robot {
             phase: phase.to_owned(),
             message: message.map(str::to_owned),
         };
-        self.ledger
+        self.steps
             .write(claimed, &self.owner, step)
             .await
             .unwrap_or_else(|err| {
@@ -451,7 +452,7 @@ impl Robot {
             phase,
             message: None,
         };
-        self.ledger.send(claimed, &self.owner, step);
+        self.steps.send(claimed, &self.owner, step);
     }
 
     /// The next retry delay: exponential, capped, with ±25% jitter.

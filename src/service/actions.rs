@@ -21,13 +21,19 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::handoff::{Reserved, Taker};
 use super::tasks::{Note, event, lease_until, start_work};
-use super::{Caller, Claimed, ROBOT, Service};
+use super::{Caller, Claimed, Core, ROBOT};
 use crate::db::models::{Host, NewSnapshot, NewTask, NewTaskEvent, Snapshot, Task, Vm};
 use crate::db::{self, Conn, hosts, snapshots, tasks, tokens, vms};
 use crate::domain::lifecycle::{self, Plan};
 use crate::domain::tree::{Changes, Node, Tree};
 use crate::domain::{SnapshotState, TaskKind, TaskState, names};
 use crate::error::{AppError, AppResult};
+
+/// The five snapshot actions and cancelling a task: what the API's callers ask for.
+#[derive(Clone)]
+pub struct Actions {
+    pub(super) core: Arc<Core>,
+}
 
 /// Actions checked and written in one transaction at most.
 const BATCH: usize = 64;
@@ -75,11 +81,11 @@ pub(crate) struct Combiner {
 impl Combiner {
     /// Starts as many writers of batches as the database runs write transactions at once
     /// well ([`db::Db::writers`]), taking turns at the queue.
-    fn spawn(service: Service) -> Self {
+    fn spawn(actions: Actions) -> Self {
         let (queue, requests) = mpsc::unbounded_channel();
         let requests = Arc::new(tokio::sync::Mutex::new(requests));
-        for _ in 0..service.db.writers() {
-            tokio::spawn(combine(service.clone(), Arc::clone(&requests)));
+        for _ in 0..actions.core.db.writers() {
+            tokio::spawn(combine(actions.clone(), Arc::clone(&requests)));
         }
         Self { queue }
     }
@@ -87,7 +93,7 @@ impl Combiner {
 
 /// One writer of batches: whatever has queued when its turn at the queue comes.
 async fn combine(
-    service: Service,
+    actions: Actions,
     queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -110,7 +116,7 @@ async fn combine(
         }
         // A panic (a bug) fails only this batch's actions, whose answers are then dropped
         // ("the action combiner stopped"), not every action after it.
-        let work = service.act_batch(std::mem::take(&mut batch));
+        let work = actions.act_batch(std::mem::take(&mut batch));
         match std::panic::AssertUnwindSafe(work).catch_unwind().await {
             Ok(later) => batch = later,
             Err(_) => tracing::error!("a batch of actions panicked; its actions failed"),
@@ -118,7 +124,7 @@ async fn combine(
     }
 }
 
-impl Service {
+impl Actions {
     /// Creates a snapshot of VM `vm_id`, a child of its active snapshot.
     pub async fn create_snapshot(
         &self,
@@ -129,9 +135,9 @@ impl Service {
     ) -> AppResult<Accepted> {
         let name = names::name("snapshot name", name)?;
         let description = names::description(description)?;
-        let service = self.clone();
+        let core = Arc::clone(&self.core);
         self.act(caller, Target::Vm(vm_id), move |host, tree| {
-            let limit = service.snapshot_limit(host.max_snapshots_per_vm);
+            let limit = core.snapshot_limit(host.max_snapshots_per_vm);
             let plan = lifecycle::create(tree, &name, Some(limit))?;
             Ok(Step::Create {
                 name: name.clone(),
@@ -179,7 +185,10 @@ impl Service {
         decide: impl Fn(&Host, &Tree) -> AppResult<Step> + Send + Sync + 'static,
     ) -> AppResult<Accepted> {
         let stopped = || AppError::internal("the action combiner stopped");
-        let combiner = self.actions.get_or_init(|| Combiner::spawn(self.clone()));
+        let combiner = self
+            .core
+            .combiner
+            .get_or_init(|| Combiner::spawn(self.clone()));
         let (reply, answer) = oneshot::channel();
         let request = Request {
             caller: caller.clone(),
@@ -234,23 +243,23 @@ impl Service {
             }
         }
         if accepted {
-            self.bus.committed();
+            self.core.bus.committed();
         }
-        if let Some(robot) = self.local.get() {
+        if let Some(robot) = self.core.local.get() {
             for (claimed, worker) in recorded.handoffs {
                 robot.hand_over(claimed, worker);
             }
         }
         if recorded.queued {
             // Robots here and in other processes hear of it.
-            self.bus.announce_queued();
+            self.core.bus.announce_queued();
         }
         later
     }
 
     /// Checks and writes `requests` in one transaction.
     async fn record(&self, requests: &[Request]) -> AppResult<Recorded> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.core.db.begin().await?;
         let result = self.record_in(&mut tx.conn(), requests).await;
         tx.finish(result).await
     }
@@ -304,7 +313,7 @@ impl Service {
             }
         })?;
 
-        let mut taken = match self.local.get() {
+        let mut taken = match self.core.local.get() {
             Some(robot) => take_at_once(conn, robot.as_ref(), &works, &queued).await?,
             None => HashMap::new(),
         };
@@ -317,6 +326,7 @@ impl Service {
         };
         let mut accepted: HashMap<usize, Accepted> = HashMap::new();
         let owner: String = self
+            .core
             .local
             .get()
             .map(|r| r.owner().to_owned())
@@ -695,6 +705,3 @@ async fn take_at_once(
     }
     Ok(taken)
 }
-
-/// Shares the combiner between a service's clones.
-pub(crate) type Actions = Arc<std::sync::OnceLock<Combiner>>;

@@ -3,12 +3,20 @@
 
 use std::collections::HashMap;
 
-use super::{Caller, Service};
+use std::sync::Arc;
+
+use super::{Caller, Core};
 use crate::db::models::{Host, NewHost, NewSnapshot, NewVm, Project, Vm};
 use crate::db::{self, Conn, hosts, projects, snapshots, vms};
 use crate::domain::{Hypervisor, SnapshotState, names};
 use crate::error::{AppError, AppResult};
 use crate::hypervisor::{DriverError, HostSnapshot, HostUri};
+
+/// Administration: what ADMIN tokens (and the command line) do.
+#[derive(Clone)]
+pub struct Admin {
+    pub(super) core: Arc<Core>,
+}
 
 /// Standard checkpoints: Hyper-V allows at most 50 per VM.
 pub const HYPERV_MAX_SNAPSHOTS: i32 = 50;
@@ -65,11 +73,11 @@ fn duplicate(what: String) -> impl FnOnce(diesel::result::Error) -> AppError {
     }
 }
 
-impl Service {
+impl Admin {
     pub async fn create_project(&self, caller: &Caller, name: &str) -> AppResult<Project> {
         caller.require_admin()?;
         let name = names::name("project name", name)?;
-        let mut tx = self.begin_for(caller).await?;
+        let mut tx = self.core.begin_for(caller).await?;
         let result = projects::insert(&mut tx.conn(), &name)
             .await
             .map_err(duplicate(format!(
@@ -96,10 +104,10 @@ impl Service {
             .map_err(|e| AppError::validation(format!("Bad URI: {e}.")))?;
         let uri = parsed.canonical(given);
         let limit = self.host_snapshot_limit(hypervisor, max_snapshots_per_vm)?;
-        self.drivers.check(&parsed).await.map_err(|e| {
+        self.core.drivers.check(&parsed).await.map_err(|e| {
             AppError::validation(format!("snaptree cannot reach the host at {uri}: {e}."))
         })?;
-        let mut tx = self.begin_for(caller).await?;
+        let mut tx = self.core.begin_for(caller).await?;
         let new = NewHost {
             name: &name,
             hypervisor: hypervisor.as_str(),
@@ -126,7 +134,7 @@ impl Service {
     ) -> AppResult<Host> {
         caller.require_admin()?;
         let concurrent = max_concurrent_tasks.map(concurrency_limit).transpose()?;
-        let mut tx = self.begin_for(caller).await?;
+        let mut tx = self.core.begin_for(caller).await?;
         let result = async {
             let mut conn = tx.conn();
             let host = hosts::by_id(&mut conn, id)
@@ -141,7 +149,7 @@ impl Service {
         let host = tx.finish(result).await?;
         if concurrent.is_some() {
             // Room for tasks that wait there, perhaps: robots look again.
-            self.bus.announce_queued();
+            self.core.bus.announce_queued();
         }
         Ok(host)
     }
@@ -153,7 +161,7 @@ impl Service {
         hypervisor: Hypervisor,
         asked: Option<i32>,
     ) -> AppResult<Option<i32>> {
-        let ceiling = self.snapshot_limit(None);
+        let ceiling = self.core.snapshot_limit(None);
         Ok(match (hypervisor, asked) {
             (_, Some(n)) if n < 0 => {
                 return Err(AppError::validation(
@@ -189,9 +197,9 @@ impl Service {
         let name = names::name("VM name", name)?;
         let identifier = self::identifier(identifier)?;
         let (host, project) = self.host_and_project(host_id, project_id).await?;
-        let driver = self.drivers.for_host(&host).map_err(host_failed)?;
+        let driver = self.core.drivers.for_host(&host).map_err(host_failed)?;
         let state = driver.vm_state(&identifier).await.map_err(host_failed)?;
-        let mut tx = self.begin_for(caller).await?;
+        let mut tx = self.core.begin_for(caller).await?;
         let new = NewVm {
             host_id: host.id,
             project_id: project.id,
@@ -219,16 +227,16 @@ impl Service {
     ) -> AppResult<Vec<Vm>> {
         caller.require_admin()?;
         let (host, project) = self.host_and_project(host_id, project_id).await?;
-        let driver = self.drivers.for_host(&host).map_err(host_failed)?;
+        let driver = self.core.drivers.for_host(&host).map_err(host_failed)?;
         let known: Vec<String> = {
-            let mut pooled = self.db.reader().await?;
+            let mut pooled = self.core.db.reader().await?;
             vms::on_hosts(&mut pooled.conn(), &[host.id], None)
                 .await?
                 .into_iter()
                 .map(|vm| vm.identifier)
                 .collect()
         };
-        let limit = self.snapshot_limit(host.max_snapshots_per_vm);
+        let limit = self.core.snapshot_limit(host.max_snapshots_per_vm);
         let mut imported = Vec::new();
         for found in driver.list_vms().await.map_err(host_failed)? {
             if known.contains(&found.identifier) || identifier(&found.identifier).is_err() {
@@ -254,7 +262,7 @@ impl Service {
                     limit,
                 });
             }
-            let mut tx = self.begin_for(caller).await?;
+            let mut tx = self.core.begin_for(caller).await?;
             let result = import_vm(&mut tx.conn(), caller, &host, &project, &found, &listed).await;
             imported.push(tx.finish(result).await?);
         }
@@ -262,7 +270,7 @@ impl Service {
     }
 
     async fn host_and_project(&self, host_id: i64, project_id: i64) -> AppResult<(Host, Project)> {
-        let mut pooled = self.db.reader().await?;
+        let mut pooled = self.core.db.reader().await?;
         let mut conn = pooled.conn();
         let host = hosts::by_id(&mut conn, host_id)
             .await?

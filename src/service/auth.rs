@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::Service;
+use super::{Admin, Core, Service};
 use crate::db::models::{NewToken, Project, Token};
 use crate::db::{self, Conn, Tx, projects, tokens};
 use crate::domain::{Role, names};
@@ -76,7 +76,7 @@ impl Service {
             return Err(AppError::unauthenticated());
         }
         let hash = hash_token(token);
-        let found = tokens::by_hash(&mut self.db.reader().await?.conn(), &hash).await?;
+        let found = tokens::by_hash(&mut self.core.db.reader().await?.conn(), &hash).await?;
         match found {
             Some(token) if token.revoked_at.is_none() => Ok(Caller {
                 token_id: token.id,
@@ -88,6 +88,20 @@ impl Service {
         }
     }
 
+    /// Checks that `caller`'s token is still live (for connections that authenticated
+    /// once and run many operations).
+    pub async fn check_live(&self, caller: &Caller) -> AppResult<()> {
+        let live =
+            tokens::is_live(&mut self.core.db.reader().await?.conn(), caller.token_id).await?;
+        if live {
+            Ok(())
+        } else {
+            Err(AppError::revoked())
+        }
+    }
+}
+
+impl Core {
     /// Starts a write transaction on `caller`'s behalf, refused if its token has been
     /// revoked: nothing a token asks for runs after its revocation has committed.
     pub(crate) async fn begin_for(&self, caller: &Caller) -> AppResult<Tx> {
@@ -98,7 +112,9 @@ impl Service {
             Err(err) => tx.finish(Err(err.into())).await,
         }
     }
+}
 
+impl Admin {
     /// A new token for project `project_id`; the secret is returned once, here.
     pub async fn create_token(
         &self,
@@ -109,7 +125,7 @@ impl Service {
     ) -> AppResult<(Token, String)> {
         caller.require_admin()?;
         let name = names::name("token name", name)?;
-        let mut tx = self.begin_for(caller).await?;
+        let mut tx = self.core.begin_for(caller).await?;
         let result = async {
             let mut conn = tx.conn();
             let project = projects::by_id(&mut conn, project_id)
@@ -125,7 +141,7 @@ impl Service {
     /// Its open connections, here and in other processes, are closed.
     pub async fn revoke_token(&self, caller: &Caller, id: i64) -> AppResult<bool> {
         caller.require_admin()?;
-        let mut tx = self.begin_for(caller).await?;
+        let mut tx = self.core.begin_for(caller).await?;
         let result = async {
             let mut conn = tx.conn();
             if tokens::revoke(&mut conn, id).await? {
@@ -138,19 +154,8 @@ impl Service {
         }
         .await;
         let revoked = tx.finish(result).await?;
-        self.sessions.revoke(id);
+        self.core.sessions.revoke(id);
         Ok(revoked)
-    }
-
-    /// Checks that `caller`'s token is still live (for connections that authenticated
-    /// once and run many operations).
-    pub async fn check_live(&self, caller: &Caller) -> AppResult<()> {
-        let live = tokens::is_live(&mut self.db.reader().await?.conn(), caller.token_id).await?;
-        if live {
-            Ok(())
-        } else {
-            Err(AppError::revoked())
-        }
     }
 
     /// For the command line: a token for project `project`, created if new.
@@ -162,7 +167,7 @@ impl Service {
     ) -> AppResult<String> {
         let project = names::name("project name", project)?;
         let name = names::name("token name", name)?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.core.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
             let project = match projects::by_name(&mut conn, &project).await? {

@@ -8,7 +8,7 @@ use futures_util::stream::{self, BoxStream};
 use tokio::sync::broadcast;
 
 use super::Published;
-use super::{Caller, Service};
+use super::{Caller, Reads};
 use crate::db::events::{self, Filter};
 use crate::db::models::TaskEvent;
 use crate::error::{AppError, AppResult};
@@ -29,7 +29,7 @@ pub enum Follow {
 const BATCH: i64 = 500;
 
 struct Follower {
-    service: Service,
+    reads: Reads,
     bus: EventBus,
     live: broadcast::Receiver<Arc<Published>>,
     filter: Filter,
@@ -43,7 +43,7 @@ struct Follower {
     done: bool,
 }
 
-impl Service {
+impl Reads {
     /// The events `what` names that the caller may see.
     pub async fn follow(
         &self,
@@ -55,13 +55,13 @@ impl Service {
             ..Filter::default()
         };
         // Tap first: what the tap does not carry, the table holds.
-        let (live, position) = self.bus.tap();
+        let (live, position) = self.core.bus.tap();
         let (filter, cursor, until_final) = match what {
             Follow::Task(id) => {
                 self.task(caller, id)
                     .await?
                     .ok_or_else(|| AppError::not_found("task", id))?;
-                let latest = events::latest_of_task(&mut self.db.reader().await?.conn(), id)
+                let latest = events::latest_of_task(&mut self.core.db.reader().await?.conn(), id)
                     .await?
                     .ok_or_else(|| AppError::internal(format!("task {id} has no events")))?;
                 let filter = Filter {
@@ -84,8 +84,8 @@ impl Service {
             Follow::All { after } => (scope, after.unwrap_or(position), false),
         };
         let follower = Follower {
-            service: self.clone(),
-            bus: self.bus.clone(),
+            reads: self.clone(),
+            bus: self.core.bus.clone(),
             live,
             filter,
             cursor,
@@ -152,6 +152,6 @@ async fn next(mut f: Follower) -> Option<(AppResult<Arc<Published>>, Follower)> 
 }
 
 async fn read(f: &Follower) -> AppResult<Vec<TaskEvent>> {
-    let mut pooled = f.service.db.reader().await?;
+    let mut pooled = f.reads.core.db.reader().await?;
     Ok(events::after(&mut pooled.conn(), f.filter, f.cursor, Some(f.upto), BATCH).await?)
 }

@@ -1,4 +1,5 @@
-//! The robot's task ledger: group commit for the steps of the tasks it runs.
+//! The robot's side of the service: claiming tasks, renewing and releasing their
+//! leases, and the task ledger that records their steps with group commit.
 //!
 //! Every progress report and every task end of this process's workers goes through one
 //! writer, which writes whatever has queued up meanwhile in one transaction: one commit
@@ -9,21 +10,61 @@
 //! up again anyway). If a batch fails, each of its steps is written alone, so one bad
 //! step cannot take the others down with it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Service;
-use super::tasks::{Claimed, Step, write_steps};
-use crate::db::{self, models::NewTaskEvent};
+use super::tasks::{Claimed, Note, Step, lease_until, record, start_work, write_steps};
+use super::{Core, ROBOT, handoff};
+use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, Vm};
+use crate::db::{self, Tx, hosts, snapshots, tasks, vms};
+use crate::domain::TaskState;
+use crate::domain::tree::Tree;
 use crate::error::{AppError, AppResult};
+use crate::events::EventBus;
+use crate::hypervisor::Drivers;
+
+/// What a robot may do with the service, and all it sees of it.
+#[derive(Clone)]
+pub struct TaskLedger {
+    pub(super) core: Arc<Core>,
+}
+
+impl TaskLedger {
+    /// Registers this process's robot for eager dispatch (once).
+    pub fn attach(&self, robot: Arc<dyn handoff::Taker>) {
+        if self.core.local.set(robot).is_err() {
+            tracing::warn!("a second robot in one process gets no hand-offs");
+        }
+    }
+
+    /// Starts the writer of this process's task steps.
+    pub fn step_writer(&self) -> StepWriter {
+        let (queue, entries) = mpsc::unbounded_channel();
+        tokio::spawn(write(self.clone(), entries));
+        StepWriter { queue }
+    }
+
+    /// Committed events, and the wake-ups for queued work.
+    pub fn bus(&self) -> &EventBus {
+        &self.core.bus
+    }
+
+    /// The hosts' drivers.
+    pub fn drivers(&self) -> &Arc<Drivers> {
+        &self.core.drivers
+    }
+}
 
 /// Steps written in one transaction at most.
 const BATCH: usize = 256;
 
 /// Sends steps to the writer; the writer stops when every handle is gone.
 #[derive(Clone)]
-pub struct Ledger {
+pub struct StepWriter {
     queue: mpsc::UnboundedSender<Entry>,
 }
 
@@ -37,14 +78,7 @@ struct Entry {
     done: Option<oneshot::Sender<AppResult<bool>>>,
 }
 
-impl Ledger {
-    /// Starts the writer for `service`'s database.
-    pub fn spawn(service: Service) -> Self {
-        let (queue, entries) = mpsc::unbounded_channel();
-        tokio::spawn(write(service, entries));
-        Self { queue }
-    }
-
+impl StepWriter {
     /// Writes `step` and waits for its commit: true when written, false when the robot no
     /// longer held the task (nothing was written).
     pub async fn write(
@@ -87,10 +121,10 @@ impl Ledger {
 }
 
 /// The writer: everything queued, in one transaction at a time.
-async fn write(service: Service, mut queue: mpsc::UnboundedReceiver<Entry>) {
+async fn write(ledger: TaskLedger, mut queue: mpsc::UnboundedReceiver<Entry>) {
     let mut entries = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut entries, BATCH).await > 0 {
-        let results = match service.write_batch(&entries).await {
+        let results = match ledger.write_guarded(&entries).await {
             Ok(written) => written.into_iter().map(Ok).collect(),
             Err(err) => {
                 if entries.len() > 1 {
@@ -99,8 +133,8 @@ async fn write(service: Service, mut queue: mpsc::UnboundedReceiver<Entry>) {
                 let mut results = Vec::with_capacity(entries.len());
                 for entry in &entries {
                     results.push(
-                        service
-                            .write_batch(std::slice::from_ref(entry))
+                        ledger
+                            .write_guarded(std::slice::from_ref(entry))
                             .await
                             .map(|written| written[0]),
                     );
@@ -124,7 +158,16 @@ async fn write(service: Service, mut queue: mpsc::UnboundedReceiver<Entry>) {
     }
 }
 
-impl Service {
+impl TaskLedger {
+    /// [`Self::write_batch`], with a panic (a bug) an error of this batch's steps rather
+    /// than the end of the writer, which every later step would wait on.
+    async fn write_guarded(&self, entries: &[Entry]) -> AppResult<Vec<bool>> {
+        std::panic::AssertUnwindSafe(self.write_batch(entries))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(AppError::internal("writing task steps panicked")))
+    }
+
     /// Writes `entries` in one transaction (see [`write_steps`]); for each, whether the
     /// robot still held the task. The events are stored together, in order.
     async fn write_batch(&self, entries: &[Entry]) -> AppResult<Vec<bool>> {
@@ -132,7 +175,7 @@ impl Service {
             .iter()
             .map(|e| (&*e.claimed, &*e.owner, &e.step))
             .collect();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.core.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
             let events = write_steps(&mut conn, &steps).await?;
@@ -159,11 +202,145 @@ impl Service {
         .await;
         let (held, wake) = tx.finish(result).await?;
         if held.iter().any(|h| *h) {
-            self.bus.committed();
+            self.core.bus.committed();
         }
         if wake {
-            self.bus.announce_queued();
+            self.core.bus.announce_queued();
         }
         Ok(held)
+    }
+}
+
+impl TaskLedger {
+    /// Ends a robot step's transaction, waking the event pump when the step stored an
+    /// event. False when the robot no longer held the task (nothing was written).
+    async fn end_step<T>(&self, tx: Tx, result: AppResult<Option<T>>) -> AppResult<bool> {
+        let stored = tx.finish(result).await?.is_some();
+        if stored {
+            self.core.bus.committed();
+        }
+        Ok(stored)
+    }
+
+    /// Claims up to `max` tasks for robot `owner` (for `hosts` only, when given) and marks
+    /// their snapshots as being worked on, in one transaction.
+    pub async fn claim_tasks(
+        &self,
+        owner: &str,
+        lease: Duration,
+        hosts: Option<&[i64]>,
+        max: usize,
+    ) -> AppResult<Vec<Claimed>> {
+        if !tasks::claimable(&mut self.core.db.reader().await?.conn(), db::now(), hosts).await? {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.core.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let until = lease_until(lease);
+            let taken = tasks::claim(&mut conn, owner, db::now(), until, hosts, max).await?;
+            if taken.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids = |f: fn(&Task) -> i64| {
+                let mut ids: Vec<i64> = taken.iter().map(f).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            };
+            let (vm_ids, host_ids, snapshot_ids) =
+                (ids(|t| t.vm_id), ids(|t| t.host_id), ids(|t| t.snapshot_id));
+            let mut vms: HashMap<i64, Vm> = vms::by_ids(&mut conn, &vm_ids)
+                .await?
+                .into_iter()
+                .map(|v| (v.id, v))
+                .collect();
+            let hosts: HashMap<i64, Host> = hosts::by_ids(&mut conn, &host_ids)
+                .await?
+                .into_iter()
+                .map(|h| (h.id, h))
+                .collect();
+            let mut rows: HashMap<i64, Snapshot> = snapshots::by_ids(&mut conn, &snapshot_ids)
+                .await?
+                .into_iter()
+                .map(|s| (s.id, s))
+                .collect();
+            let mut trees = snapshots::nodes_of_all(&mut conn, &vm_ids).await?;
+            let mut claimed = Vec::with_capacity(taken.len());
+            let mut changes = Vec::with_capacity(taken.len());
+            let mut events = Vec::with_capacity(taken.len());
+            for task in taken {
+                let missing = || AppError::internal(format!("task {} lost its rows", task.id));
+                let vm = vms.remove(&task.vm_id).ok_or_else(missing)?;
+                let host = hosts.get(&task.host_id).cloned().ok_or_else(missing)?;
+                let snapshot = rows.remove(&task.snapshot_id).ok_or_else(missing)?;
+                let tree = Tree::new(trees.remove(&task.vm_id).unwrap_or_default());
+                let (change, started, event) = start_work(task, vm, host, snapshot, &tree, owner);
+                changes.push(change);
+                events.push(event);
+                claimed.push(started);
+            }
+            let all: Vec<_> = claimed
+                .iter()
+                .zip(&changes)
+                .map(|(c, change)| (&c.vm, change, ROBOT))
+                .collect();
+            snapshots::apply_all(&mut conn, &all).await?;
+            db::events::insert(&mut conn, &events).await?;
+            Ok(claimed)
+        }
+        .await;
+        let claimed = tx.finish(result).await?;
+        if !claimed.is_empty() {
+            self.core.bus.committed();
+        }
+        Ok(claimed)
+    }
+
+    /// Extends the robot's lease. Returns whether a cancel was asked for, or `None` when
+    /// the robot lost the task (its lease ran out and another robot took it).
+    pub async fn renew_task(
+        &self,
+        claimed: &Claimed,
+        owner: &str,
+        lease: Duration,
+    ) -> AppResult<Option<bool>> {
+        let mut tx = self.core.db.begin().await?;
+        let result = tasks::renew(&mut tx.conn(), claimed.task.id, owner, lease_until(lease))
+            .await
+            .map_err(AppError::from);
+        tx.finish(result).await
+    }
+
+    /// Puts a task back in the queue because its robot is stopping.
+    pub async fn release_task(&self, claimed: &Claimed, owner: &str) -> AppResult<()> {
+        let mut tx = self.core.db.begin().await?;
+        let result = async {
+            let mut conn = tx.conn();
+            if !tasks::release(&mut conn, claimed.task.id, owner).await? {
+                return Ok(None);
+            }
+            let note = Note {
+                state: TaskState::Queued,
+                progress: None,
+                phase: None,
+                message: Some("queued again: its robot is stopping"),
+            };
+            Ok(Some(
+                record(&mut conn, &claimed.task, &claimed.vm, note).await?,
+            ))
+        }
+        .await;
+        if self.end_step(tx, result).await? {
+            self.core.bus.announce_queued();
+        }
+        Ok(())
+    }
+}
+
+impl TaskLedger {
+    /// For robot placement: the hosts with these names.
+    pub async fn hosts_by_names(&self, names: &[String]) -> AppResult<Vec<Host>> {
+        Ok(hosts::by_names(&mut self.core.db.reader().await?.conn(), names).await?)
     }
 }

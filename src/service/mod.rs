@@ -1,10 +1,12 @@
-//! The service layer: the five actions, administration and authorisation, each in one
-//! transaction. GraphQL, the CLI and the robot all come through here, so every rule of
-//! `snapshots.md` (kept in [`crate::domain`]) is enforced in one place.
+//! The service layer: the five actions, administration, reads and the robot's task
+//! ledger, each call one transaction. GraphQL, the CLI and the robot all come through
+//! here, so every rule of `snapshots.md` (kept in [`crate::domain`]) is enforced in one
+//! place.
 
 mod actions;
 mod admin;
 pub mod auth;
+mod cancel;
 mod follow;
 pub mod handoff;
 pub mod ledger;
@@ -21,11 +23,12 @@ use crate::events::EventBus;
 use crate::hypervisor::Drivers;
 
 pub use crate::events::Published;
-pub use actions::Accepted;
-pub use admin::IMPORT_BATCH;
+pub use actions::{Accepted, Actions};
+pub use admin::{Admin, IMPORT_BATCH};
 pub use auth::Caller;
 pub use follow::Follow;
-pub use read::{TaskFilter, VmFilter};
+pub use ledger::TaskLedger;
+pub use read::{Reads, TaskFilter, VmFilter};
 pub use sessions::{Session, Sessions};
 pub use tasks::Claimed;
 pub use throttle::Throttle;
@@ -33,9 +36,8 @@ pub use throttle::Throttle;
 /// The actor recorded for the robot's own changes.
 pub const ROBOT: &str = "robot";
 
-/// Cheap to clone: everything inside is shared.
-#[derive(Clone)]
-pub struct Service {
+/// What every part of the service shares, behind one `Arc`.
+pub(crate) struct Core {
     /// The database, for every read and write.
     db: Db,
     /// Committed events for subscribers, and the robot's wake-up.
@@ -43,66 +45,110 @@ pub struct Service {
     /// The hosts' drivers.
     drivers: Arc<Drivers>,
     /// The robot of this process, once it runs.
-    local: Arc<OnceLock<Arc<dyn handoff::Taker>>>,
+    local: OnceLock<Arc<dyn handoff::Taker>>,
     /// This process's combiner of actions, started by the first action.
-    actions: actions::Actions,
+    combiner: OnceLock<actions::Combiner>,
     /// What requests, connections and tokens may cost.
     limits: Arc<Limits>,
     /// The WebSocket connections open in this process, by token.
     sessions: Arc<Sessions>,
     /// Each token's budget of requests and cost.
-    throttle: Arc<Throttle>,
+    throttle: Throttle,
+}
+
+impl Core {
+    /// The most non-closed snapshots a VM of a host with limit `host_limit` may have:
+    /// the host's own limit, within the server's ceiling.
+    fn snapshot_limit(&self, host_limit: Option<i32>) -> i32 {
+        let ceiling = i32::try_from(self.limits.snapshots_per_vm).unwrap_or(i32::MAX);
+        host_limit.map_or(ceiling, |limit| limit.min(ceiling))
+    }
+}
+
+/// The service, split along what its callers see: the API's [`Actions`],
+/// [`Admin`]istration and [`Reads`], and the [`TaskLedger`] the robot uses. Authentication
+/// and the limits every transport applies stay here. Cheap to clone: everything inside
+/// is shared.
+#[derive(Clone)]
+pub struct Service {
+    core: Arc<Core>,
+    actions: Actions,
+    admin: Admin,
+    reads: Reads,
+    ledger: TaskLedger,
 }
 
 impl Service {
     pub fn new(db: Db, bus: EventBus, drivers: Arc<Drivers>, limits: Arc<Limits>) -> Self {
-        Self {
+        let core = Arc::new(Core {
             db,
             bus,
             drivers,
-            local: Arc::new(OnceLock::new()),
-            actions: Arc::new(OnceLock::new()),
-            throttle: Arc::new(Throttle::new(&limits.rates)),
+            local: OnceLock::new(),
+            combiner: OnceLock::new(),
+            throttle: Throttle::new(&limits.rates),
             sessions: Arc::new(Sessions::default()),
             limits,
+        });
+        Self {
+            actions: Actions {
+                core: Arc::clone(&core),
+            },
+            admin: Admin {
+                core: Arc::clone(&core),
+            },
+            reads: Reads {
+                core: Arc::clone(&core),
+            },
+            ledger: TaskLedger {
+                core: Arc::clone(&core),
+            },
+            core,
         }
     }
 
-    /// Registers this process's robot for eager dispatch (once).
-    pub fn attach_robot(&self, robot: Arc<dyn handoff::Taker>) {
-        if self.local.set(robot).is_err() {
-            tracing::warn!("a second robot in one process gets no hand-offs");
-        }
+    /// The five snapshot actions, and cancelling a task.
+    pub fn actions(&self) -> &Actions {
+        &self.actions
+    }
+
+    /// Projects, tokens, hosts and VMs (ADMIN).
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    /// Everything a caller may read, and following events.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
+    /// The robot's side: claiming tasks and recording their steps.
+    pub fn ledger(&self) -> &TaskLedger {
+        &self.ledger
     }
 
     pub fn db(&self) -> &Db {
-        &self.db
+        &self.core.db
     }
 
     pub fn bus(&self) -> &EventBus {
-        &self.bus
-    }
-
-    pub fn drivers(&self) -> &Arc<Drivers> {
-        &self.drivers
+        &self.core.bus
     }
 
     pub fn limits(&self) -> &Arc<Limits> {
-        &self.limits
+        &self.core.limits
     }
 
     pub fn sessions(&self) -> &Arc<Sessions> {
-        &self.sessions
+        &self.core.sessions
     }
 
     pub fn throttle(&self) -> &Throttle {
-        &self.throttle
+        &self.core.throttle
     }
 
-    /// The most non-closed snapshots a VM of a host with limit `host_limit` may have:
-    /// the host's own limit, within the server's ceiling.
+    /// The most non-closed snapshots a VM of a host with limit `host_limit` may have.
     pub fn snapshot_limit(&self, host_limit: Option<i32>) -> i32 {
-        let ceiling = i32::try_from(self.limits.snapshots_per_vm).unwrap_or(i32::MAX);
-        host_limit.map_or(ceiling, |limit| limit.min(ceiling))
+        self.core.snapshot_limit(host_limit)
     }
 }

@@ -1,35 +1,43 @@
 //! Reads, filtered to what the caller may see. The batch reads at the end serve the
 //! GraphQL loaders, which only reach objects hanging off something the caller already saw.
 
-use super::{Caller, Service};
+use std::sync::Arc;
+
+use super::{Caller, Core};
 use crate::db::models::{HistoryEntry, Host, Project, Snapshot, Task, TaskEvent, Vm};
 use crate::db::{events, history, hosts, projects, snapshots, tasks, vms};
 use crate::domain::TaskState;
 use crate::domain::drift::{self, Drift, Listed, Recorded};
 use crate::error::{AppError, AppResult};
 
-/// Which VMs `Service::vms` lists.
+/// Everything a caller may read.
+#[derive(Clone)]
+pub struct Reads {
+    pub(super) core: Arc<Core>,
+}
+
+/// Which VMs [`Reads::vms`] lists.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct VmFilter {
     pub host: Option<i64>,
 }
 
-/// Which tasks `Service::tasks` lists.
+/// Which tasks [`Reads::tasks`] lists.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskFilter {
     pub vm: Option<i64>,
     pub state: Option<TaskState>,
 }
 
-impl Service {
+impl Reads {
     /// VM `id`, or `None` when it does not exist for the caller.
     pub async fn vm(&self, caller: &Caller, id: i64) -> AppResult<Option<Vm>> {
-        let vm = vms::by_id(&mut self.db.reader().await?.conn(), id).await?;
+        let vm = vms::by_id(&mut self.core.db.reader().await?.conn(), id).await?;
         Ok(vm.filter(|vm| caller.can_see(vm.project_id)))
     }
 
     pub async fn snapshot(&self, caller: &Caller, id: i64) -> AppResult<Option<Snapshot>> {
-        let mut pooled = self.db.reader().await?;
+        let mut pooled = self.core.db.reader().await?;
         let mut conn = pooled.conn();
         let Some(snapshot) = snapshots::by_id(&mut conn, id).await? else {
             return Ok(None);
@@ -41,7 +49,7 @@ impl Service {
     }
 
     pub async fn task(&self, caller: &Caller, id: i64) -> AppResult<Option<Task>> {
-        let mut pooled = self.db.reader().await?;
+        let mut pooled = self.core.db.reader().await?;
         let mut conn = pooled.conn();
         let Some(task) = tasks::by_id(&mut conn, id).await? else {
             return Ok(None);
@@ -52,7 +60,7 @@ impl Service {
 
     /// The hosts the caller may see: all for ADMIN, else those its project has VMs on.
     pub async fn hosts(&self, caller: &Caller) -> AppResult<Vec<Host>> {
-        Ok(hosts::list(&mut self.db.reader().await?.conn(), caller.scope()).await?)
+        Ok(hosts::list(&mut self.core.db.reader().await?.conn(), caller.scope()).await?)
     }
 
     pub async fn host(&self, caller: &Caller, id: i64) -> AppResult<Option<Host>> {
@@ -72,7 +80,13 @@ impl Service {
             project: caller.scope(),
             host: filter.host,
         };
-        Ok(vms::page(&mut self.db.reader().await?.conn(), filter, after, limit).await?)
+        Ok(vms::page(
+            &mut self.core.db.reader().await?.conn(),
+            filter,
+            after,
+            limit,
+        )
+        .await?)
     }
 
     /// Up to `limit` tasks older than `before`, newest first.
@@ -93,35 +107,46 @@ impl Service {
             vm: filter.vm,
             state: filter.state,
         };
-        Ok(tasks::page(&mut self.db.reader().await?.conn(), filter, before, limit).await?)
+        Ok(tasks::page(
+            &mut self.core.db.reader().await?.conn(),
+            filter,
+            before,
+            limit,
+        )
+        .await?)
     }
 
     pub async fn projects(&self, caller: &Caller) -> AppResult<Vec<Project>> {
         caller.require_admin()?;
-        Ok(projects::list(&mut self.db.reader().await?.conn(), None).await?)
+        Ok(projects::list(&mut self.core.db.reader().await?.conn(), None).await?)
     }
 
     // Batch reads for the GraphQL loaders.
 
     pub async fn vms_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Vm>> {
-        Ok(vms::by_ids(&mut self.db.reader().await?.conn(), ids).await?)
+        Ok(vms::by_ids(&mut self.core.db.reader().await?.conn(), ids).await?)
     }
 
     /// The caller's VMs on `hosts`.
     pub async fn vms_on_hosts(&self, caller: &Caller, hosts: &[i64]) -> AppResult<Vec<Vm>> {
-        Ok(vms::on_hosts(&mut self.db.reader().await?.conn(), hosts, caller.scope()).await?)
+        Ok(vms::on_hosts(
+            &mut self.core.db.reader().await?.conn(),
+            hosts,
+            caller.scope(),
+        )
+        .await?)
     }
 
     pub async fn hosts_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Host>> {
-        Ok(hosts::by_ids(&mut self.db.reader().await?.conn(), ids).await?)
+        Ok(hosts::by_ids(&mut self.core.db.reader().await?.conn(), ids).await?)
     }
 
     pub async fn snapshots_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Snapshot>> {
-        Ok(snapshots::by_ids(&mut self.db.reader().await?.conn(), ids).await?)
+        Ok(snapshots::by_ids(&mut self.core.db.reader().await?.conn(), ids).await?)
     }
 
     pub async fn tasks_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Task>> {
-        Ok(tasks::by_ids(&mut self.db.reader().await?.conn(), ids).await?)
+        Ok(tasks::by_ids(&mut self.core.db.reader().await?.conn(), ids).await?)
     }
 
     pub async fn snapshots_of_vms(
@@ -129,34 +154,32 @@ impl Service {
         vms: &[i64],
         include_closed: bool,
     ) -> AppResult<Vec<Snapshot>> {
-        Ok(snapshots::of_vms(&mut self.db.reader().await?.conn(), vms, include_closed).await?)
+        Ok(snapshots::of_vms(
+            &mut self.core.db.reader().await?.conn(),
+            vms,
+            include_closed,
+        )
+        .await?)
     }
 
     pub async fn history_of_vms(&self, vms: &[i64]) -> AppResult<Vec<HistoryEntry>> {
-        Ok(history::of_vms(&mut self.db.reader().await?.conn(), vms).await?)
+        Ok(history::of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
     }
 
     pub async fn tasks_of_vms(&self, vms: &[i64]) -> AppResult<Vec<Task>> {
-        Ok(tasks::of_vms(&mut self.db.reader().await?.conn(), vms).await?)
+        Ok(tasks::of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
     }
 
     pub async fn open_tasks_of_vms(&self, vms: &[i64]) -> AppResult<Vec<Task>> {
-        Ok(tasks::open_of_vms(&mut self.db.reader().await?.conn(), vms).await?)
+        Ok(tasks::open_of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
     }
 
     pub async fn events_of_vms(&self, vms: &[i64]) -> AppResult<Vec<TaskEvent>> {
-        Ok(events::of_vms(&mut self.db.reader().await?.conn(), vms).await?)
+        Ok(events::of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
     }
 }
 
-impl Service {
-    /// For robot placement: the hosts with these names.
-    pub async fn hosts_by_names(&self, names: &[String]) -> AppResult<Vec<Host>> {
-        Ok(hosts::by_names(&mut self.db.reader().await?.conn(), names).await?)
-    }
-}
-
-impl Service {
+impl Reads {
     /// Where snaptree and the VM's host disagree about its snapshots, asking the host now.
     /// While a task runs the two legitimately differ for a moment.
     pub async fn drift(&self, caller: &Caller, vm_id: i64) -> AppResult<Vec<Drift>> {
@@ -165,7 +188,7 @@ impl Service {
             .await?
             .ok_or_else(|| AppError::not_found("VM", vm_id))?;
         let (host, rows) = {
-            let mut pooled = self.db.reader().await?;
+            let mut pooled = self.core.db.reader().await?;
             let mut conn = pooled.conn();
             let host = hosts::by_id(&mut conn, vm.host_id)
                 .await?
@@ -173,6 +196,7 @@ impl Service {
             (host, snapshots::of_vms(&mut conn, &[vm.id], false).await?)
         };
         let driver = self
+            .core
             .drivers
             .for_host(&host)
             .map_err(|e| AppError::invalid_state(format!("The host could not answer: {e}.")))?;

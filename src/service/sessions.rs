@@ -117,14 +117,14 @@ pub fn watch_revocations(service: Service, mut shutdown: watch::Receiver<bool>) 
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let live = service.sessions.live_tokens();
+            let live = service.sessions().live_tokens();
             if live.is_empty() {
                 continue;
             }
             match revoked_among(&service, &live).await {
                 Ok(revoked) => revoked
                     .into_iter()
-                    .for_each(|id| service.sessions.revoke(id)),
+                    .for_each(|id| service.sessions().revoke(id)),
                 Err(err) => tracing::warn!(error = %err, "cannot look for revoked tokens"),
             }
         }
@@ -132,7 +132,7 @@ pub fn watch_revocations(service: Service, mut shutdown: watch::Receiver<bool>) 
 }
 
 async fn revoked_among(service: &Service, ids: &[i64]) -> AppResult<Vec<i64>> {
-    let mut pooled = service.db.reader().await?;
+    let mut pooled = service.db().reader().await?;
     Ok(tokens::revoked_among(&mut pooled.conn(), ids).await?)
 }
 

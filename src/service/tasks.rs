@@ -1,18 +1,19 @@
-//! The life of a task after it is queued: the robot claims it, renews its lease, reports
-//! progress and ends it; a user may cancel it. Each step is one transaction that writes
-//! the task, the snapshots (through the rules of [`lifecycle`]) and a task event; the
-//! events are published after the commit.
+//! The life of a task after it is queued, as data and writes: what a claim starts, the
+//! events a step makes, and how a batch of the robot's steps is written (the task, the
+//! snapshots through the rules of [`lifecycle`], history). The
+//! [`TaskLedger`](super::TaskLedger) runs these in its transactions, and
+//! [`Actions`](super::Actions) when an action's task is claimed at once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use super::{Caller, ROBOT, Service};
+use super::ROBOT;
 use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, Vm};
-use crate::db::{self, Conn, Tx, history, hosts, snapshots, tasks, vms};
+use crate::db::{self, Conn, history, snapshots, tasks};
 use crate::domain::lifecycle::{self, HostView, TaskFacts};
 use crate::domain::tree::{Changes, Tree};
 use crate::domain::{TaskKind, TaskState};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::hypervisor::HostSnapshot;
 
 /// A task a robot holds, with what it needs to run it.
@@ -78,7 +79,7 @@ pub(crate) async fn load_tree(conn: &mut Conn<'_>, vm: i64) -> AppResult<Tree> {
     Ok(Tree::new(snapshots::nodes_of(conn, vm).await?))
 }
 
-fn facts(task: &Task, snapshot: &Snapshot) -> TaskFacts {
+pub(crate) fn facts(task: &Task, snapshot: &Snapshot) -> TaskFacts {
     TaskFacts {
         kind: task.kind(),
         target: task.snapshot_id,
@@ -353,199 +354,4 @@ async fn end_changes(
             lifecycle::failed(tree, &facts, &before, view.as_ref())
         }
     })
-}
-
-impl Service {
-    /// Ends a robot step's transaction, waking the event pump when the step stored an
-    /// event. False when the robot no longer held the task (nothing was written).
-    async fn end_step<T>(&self, tx: Tx, result: AppResult<Option<T>>) -> AppResult<bool> {
-        let stored = tx.finish(result).await?.is_some();
-        if stored {
-            self.bus.committed();
-        }
-        Ok(stored)
-    }
-
-    /// Claims up to `max` tasks for robot `owner` (for `hosts` only, when given) and marks
-    /// their snapshots as being worked on, in one transaction.
-    pub async fn claim_tasks(
-        &self,
-        owner: &str,
-        lease: Duration,
-        hosts: Option<&[i64]>,
-        max: usize,
-    ) -> AppResult<Vec<Claimed>> {
-        if !tasks::claimable(&mut self.db.reader().await?.conn(), db::now(), hosts).await? {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.db.begin().await?;
-        let result = async {
-            let mut conn = tx.conn();
-            let until = lease_until(lease);
-            let taken = tasks::claim(&mut conn, owner, db::now(), until, hosts, max).await?;
-            if taken.is_empty() {
-                return Ok(Vec::new());
-            }
-            let ids = |f: fn(&Task) -> i64| {
-                let mut ids: Vec<i64> = taken.iter().map(f).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids
-            };
-            let (vm_ids, host_ids, snapshot_ids) =
-                (ids(|t| t.vm_id), ids(|t| t.host_id), ids(|t| t.snapshot_id));
-            let mut vms: HashMap<i64, Vm> = vms::by_ids(&mut conn, &vm_ids)
-                .await?
-                .into_iter()
-                .map(|v| (v.id, v))
-                .collect();
-            let hosts: HashMap<i64, Host> = hosts::by_ids(&mut conn, &host_ids)
-                .await?
-                .into_iter()
-                .map(|h| (h.id, h))
-                .collect();
-            let mut rows: HashMap<i64, Snapshot> = snapshots::by_ids(&mut conn, &snapshot_ids)
-                .await?
-                .into_iter()
-                .map(|s| (s.id, s))
-                .collect();
-            let mut trees = snapshots::nodes_of_all(&mut conn, &vm_ids).await?;
-            let mut claimed = Vec::with_capacity(taken.len());
-            let mut changes = Vec::with_capacity(taken.len());
-            let mut events = Vec::with_capacity(taken.len());
-            for task in taken {
-                let missing = || AppError::internal(format!("task {} lost its rows", task.id));
-                let vm = vms.remove(&task.vm_id).ok_or_else(missing)?;
-                let host = hosts.get(&task.host_id).cloned().ok_or_else(missing)?;
-                let snapshot = rows.remove(&task.snapshot_id).ok_or_else(missing)?;
-                let tree = Tree::new(trees.remove(&task.vm_id).unwrap_or_default());
-                let (change, started, event) = start_work(task, vm, host, snapshot, &tree, owner);
-                changes.push(change);
-                events.push(event);
-                claimed.push(started);
-            }
-            let all: Vec<_> = claimed
-                .iter()
-                .zip(&changes)
-                .map(|(c, change)| (&c.vm, change, ROBOT))
-                .collect();
-            snapshots::apply_all(&mut conn, &all).await?;
-            db::events::insert(&mut conn, &events).await?;
-            Ok(claimed)
-        }
-        .await;
-        let claimed = tx.finish(result).await?;
-        if !claimed.is_empty() {
-            self.bus.committed();
-        }
-        Ok(claimed)
-    }
-
-    /// Extends the robot's lease. Returns whether a cancel was asked for, or `None` when
-    /// the robot lost the task (its lease ran out and another robot took it).
-    pub async fn renew_task(
-        &self,
-        claimed: &Claimed,
-        owner: &str,
-        lease: Duration,
-    ) -> AppResult<Option<bool>> {
-        let mut tx = self.db.begin().await?;
-        let result = tasks::renew(&mut tx.conn(), claimed.task.id, owner, lease_until(lease))
-            .await
-            .map_err(AppError::from);
-        tx.finish(result).await
-    }
-
-    /// Puts a task back in the queue because its robot is stopping.
-    pub async fn release_task(&self, claimed: &Claimed, owner: &str) -> AppResult<()> {
-        let mut tx = self.db.begin().await?;
-        let result = async {
-            let mut conn = tx.conn();
-            if !tasks::release(&mut conn, claimed.task.id, owner).await? {
-                return Ok(None);
-            }
-            let note = Note {
-                state: TaskState::Queued,
-                progress: None,
-                phase: None,
-                message: Some("queued again: its robot is stopping"),
-            };
-            Ok(Some(
-                record(&mut conn, &claimed.task, &claimed.vm, note).await?,
-            ))
-        }
-        .await;
-        if self.end_step(tx, result).await? {
-            self.bus.announce_queued();
-        }
-        Ok(())
-    }
-
-    /// Cancels task `id`: a queued one at once, a running one at the robot's next safe
-    /// point.
-    pub async fn cancel_task(&self, caller: &Caller, id: i64) -> AppResult<Task> {
-        let mut tx = self.begin_for(caller).await?;
-        let result = async {
-            let mut conn = tx.conn();
-            let not_found = || AppError::not_found("task", id);
-            let task = tasks::by_id(&mut conn, id).await?.ok_or_else(not_found)?;
-            let vm = vms::lock(&mut conn, task.vm_id)
-                .await?
-                .filter(|vm| caller.can_see(vm.project_id))
-                .ok_or_else(not_found)?;
-            caller.require_operator()?;
-            let message = format!("cancel requested by {}", caller.name);
-            let note = match task.state() {
-                TaskState::Queued => {
-                    let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
-                        .await?
-                        .ok_or_else(not_found)?;
-                    let tree = load_tree(&mut conn, vm.id).await?;
-                    let facts = facts(&task, &snapshot);
-                    let before =
-                        history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
-                    let changes = lifecycle::cancelled(&tree, &facts, &before);
-                    snapshots::apply(&mut conn, &vm, &changes, &caller.name).await?;
-                    if facts.kind == TaskKind::Scrub {
-                        snapshots::set_remove_subtree(&mut conn, snapshot.id, false).await?;
-                    }
-                    let why = format!("cancelled by {}", caller.name);
-                    let (end, progress) = (TaskState::Cancelled, task.progress);
-                    tasks::finish(&mut conn, id, None, end, Some(&why), progress, db::now())
-                        .await?;
-                    Note {
-                        state: TaskState::Cancelled,
-                        progress: task.progress,
-                        phase: None,
-                        message: Some(&message),
-                    }
-                }
-                TaskState::Running => {
-                    if !tasks::request_cancel(&mut conn, id).await? {
-                        // Asked for already: a second ask changes and records nothing.
-                        return Ok(task);
-                    }
-                    Note {
-                        state: TaskState::Running,
-                        progress: task.progress,
-                        phase: Some("cancelling at the next safe point"),
-                        message: Some(&message),
-                    }
-                }
-                // Cancelled already: asking again is not an error, and changes nothing.
-                TaskState::Cancelled => return Ok(task),
-                done => {
-                    return Err(AppError::invalid_state(format!(
-                        "Task {id} has already ended ({done}); there is nothing to cancel."
-                    )));
-                }
-            };
-            record(&mut conn, &task, &vm, note).await?;
-            tasks::by_id(&mut conn, id).await?.ok_or_else(not_found)
-        }
-        .await;
-        let task = tx.finish(result).await?;
-        self.bus.committed();
-        Ok(task)
-    }
 }

@@ -209,6 +209,7 @@ impl TestApp {
                 let server = Server::start(options).await.expect("the server starts");
                 let admin = server
                     .service
+                    .admin()
                     .bootstrap_token("ops", Role::Admin, "admin")
                     .await;
                 (server, admin.unwrap())

@@ -1,0 +1,80 @@
+//! Cancelling a task: a queued one at once, a running one at the robot's next safe point.
+
+use super::Actions;
+use super::Caller;
+use super::tasks::{Note, facts, load_tree, record};
+use crate::db::models::Task;
+use crate::db::{self, history, snapshots, tasks, vms};
+use crate::domain::lifecycle;
+use crate::domain::{TaskKind, TaskState};
+use crate::error::{AppError, AppResult};
+
+impl Actions {
+    /// Cancels task `id`: a queued one at once, a running one at the robot's next safe
+    /// point.
+    pub async fn cancel_task(&self, caller: &Caller, id: i64) -> AppResult<Task> {
+        let mut tx = self.core.begin_for(caller).await?;
+        let result = async {
+            let mut conn = tx.conn();
+            let not_found = || AppError::not_found("task", id);
+            let task = tasks::by_id(&mut conn, id).await?.ok_or_else(not_found)?;
+            let vm = vms::lock(&mut conn, task.vm_id)
+                .await?
+                .filter(|vm| caller.can_see(vm.project_id))
+                .ok_or_else(not_found)?;
+            caller.require_operator()?;
+            let message = format!("cancel requested by {}", caller.name);
+            let note = match task.state() {
+                TaskState::Queued => {
+                    let snapshot = snapshots::by_id(&mut conn, task.snapshot_id)
+                        .await?
+                        .ok_or_else(not_found)?;
+                    let tree = load_tree(&mut conn, vm.id).await?;
+                    let facts = facts(&task, &snapshot);
+                    let before =
+                        history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
+                    let changes = lifecycle::cancelled(&tree, &facts, &before);
+                    snapshots::apply(&mut conn, &vm, &changes, &caller.name).await?;
+                    if facts.kind == TaskKind::Scrub {
+                        snapshots::set_remove_subtree(&mut conn, snapshot.id, false).await?;
+                    }
+                    let why = format!("cancelled by {}", caller.name);
+                    let (end, progress) = (TaskState::Cancelled, task.progress);
+                    tasks::finish(&mut conn, id, None, end, Some(&why), progress, db::now())
+                        .await?;
+                    Note {
+                        state: TaskState::Cancelled,
+                        progress: task.progress,
+                        phase: None,
+                        message: Some(&message),
+                    }
+                }
+                TaskState::Running => {
+                    if !tasks::request_cancel(&mut conn, id).await? {
+                        // Asked for already: a second ask changes and records nothing.
+                        return Ok(task);
+                    }
+                    Note {
+                        state: TaskState::Running,
+                        progress: task.progress,
+                        phase: Some("cancelling at the next safe point"),
+                        message: Some(&message),
+                    }
+                }
+                // Cancelled already: asking again is not an error, and changes nothing.
+                TaskState::Cancelled => return Ok(task),
+                done => {
+                    return Err(AppError::invalid_state(format!(
+                        "Task {id} has already ended ({done}); there is nothing to cancel."
+                    )));
+                }
+            };
+            record(&mut conn, &task, &vm, note).await?;
+            tasks::by_id(&mut conn, id).await?.ok_or_else(not_found)
+        }
+        .await;
+        let task = tx.finish(result).await?;
+        self.core.bus.committed();
+        Ok(task)
+    }
+}
