@@ -6,6 +6,9 @@
 //! events received per second, and their delivery delay (stored, per the event's `at`,
 //! to received by the subscriber).
 //!
+//! Last, a new subscriber replays every event of the run (`after: "0"`): the rate the
+//! delivery path carries when events are there already, not bounded by their making.
+//!
 //! Each backend runs twice: with that one subscriber, and with 99 more following every
 //! event too (`delivery delay` is then over all 100 subscribers' events).
 //!
@@ -49,6 +52,8 @@ struct Results {
     events_per_second: f64,
     delay_p50_ms: f64,
     delay_p99_ms: f64,
+    /// Events per second to a subscriber replaying them all at the end.
+    replay_events_per_second: f64,
 }
 
 /// A subscriber of every event that records each one's delivery delay (ms) until it has
@@ -190,13 +195,35 @@ async fn run(db: TestDb, dir: &std::path::Path, extra_subscribers: usize) -> Res
         delays.extend(follower.await.unwrap());
     }
     delays.sort_by(f64::total_cmp);
+    let replay_events_per_second = replay(&api.url, &admin, received).await;
     drop(server);
     Results {
         tasks_per_second: (vm_count() * chain()) as f64 / elapsed.as_secs_f64(),
         events_per_second: received as f64 / span.max(1e-9),
         delay_p50_ms: percentile(&delays, 0.5),
         delay_p99_ms: percentile(&delays, 0.99),
+        replay_events_per_second,
     }
+}
+
+/// How fast the delivery path carries events when they are all there already: a new
+/// subscriber replays the run's `events` from the first, and this is the rate at which
+/// they reach it (subscribe sent to the last one received).
+async fn replay(url: &str, token: &str, events: usize) -> f64 {
+    let mut socket = Subscriber::connect(url, Some(token)).await.unwrap();
+    let started = Instant::now();
+    socket
+        .subscribe(
+            "r",
+            "subscription { events(after: \"0\") { id state at task { id } } }",
+            json!({}),
+        )
+        .await;
+    for _ in 0..events {
+        let frame = socket.next().await;
+        assert!(matches!(frame, Frame::Next(..)), "the replay ended early: {frame:?}");
+    }
+    events as f64 / started.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -229,12 +256,12 @@ fn main() {
                 rows.push(("PostgreSQL", subscribers, run(db, dir.path(), subscribers - 1).await));
             }
         }
-        println!("| backend | subscribers | tasks/s (mutation over HTTP to final event over WebSocket) | events/s to the first subscriber | delivery delay p50 / p99 |");
-        println!("|---|---|---|---|---|");
+        println!("| backend | subscribers | tasks/s (mutation over HTTP to final event over WebSocket) | events/s to the first subscriber | delivery delay p50 / p99 | events/s replayed to one subscriber |");
+        println!("|---|---|---|---|---|---|");
         for (backend, subscribers, r) in rows {
             println!(
-                "| {backend} | {subscribers} | {:.0} | {:.0} | {:.2} ms / {:.2} ms |",
-                r.tasks_per_second, r.events_per_second, r.delay_p50_ms, r.delay_p99_ms
+                "| {backend} | {subscribers} | {:.0} | {:.0} | {:.2} ms / {:.2} ms | {:.0} |",
+                r.tasks_per_second, r.events_per_second, r.delay_p50_ms, r.delay_p99_ms, r.replay_events_per_second
             );
         }
     });
