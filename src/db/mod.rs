@@ -194,11 +194,14 @@ enum Pools {
 impl Db {
     /// Runs pending migrations, then opens the pools.
     pub async fn connect(url: &DatabaseUrl) -> AppResult<Self> {
+        if let DatabaseUrl::Sqlite(_) = url {
+            // Before any connection opens (the migrations' first).
+            prepare_sqlite();
+        }
         migrate(url).await?;
         let statements = Arc::new(AtomicU64::new(0));
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
-                stable_sqlite_plans();
                 let path = path.to_string_lossy().into_owned();
                 Pools::Sqlite {
                     writer: sqlite_pool(&path, 1, false, &statements)?,
@@ -386,14 +389,22 @@ fn counting(statements: &Arc<AtomicU64>) -> impl Instrumentation {
     }
 }
 
-/// Turns on SQLite's query planner stability guarantee for every connection this
-/// process opens. Without it, SQLite plans some statements by the values bound to them
-/// and marks those statements to be compiled again whenever a value is bound: every
-/// `LIMIT ?` (diesel binds the limit of `first()`), and any parameter compared with a
-/// partial index's condition. That recompiled most of snaptree's statements on every
-/// run, a fifth of the server's time. Plans no longer depend on bound values; the
-/// conditions that must match a partial index are literals (`sql_constant!`).
-fn stable_sqlite_plans() {
+/// Sets SQLite up for this process, once, before its first connection opens:
+///
+/// - **Multi-thread mode, no memory statistics.** The bundled SQLite is built
+///   "serialized": every call locks its connection's mutex, and every allocation a
+///   global one for the statistics, which snaptree never reads. A pool hands each
+///   connection to one task at a time, so the connection mutex guards nothing, and the
+///   global one made readers on different threads wait for each other: together, with
+///   the futex wake-ups they caused, a fifth of the server's time serving trees.
+/// - **The query planner stability guarantee** for every connection. Without it, SQLite
+///   plans some statements by the values bound to them and marks those statements to be
+///   compiled again whenever a value is bound: every `LIMIT ?` (diesel binds the limit of
+///   `first()`), and any parameter compared with a partial index's condition. That
+///   recompiled most of snaptree's statements on every run, a fifth of the server's
+///   time. Plans no longer depend on bound values; the conditions that must match a
+///   partial index are literals (`sql_constant!`).
+fn prepare_sqlite() {
     use libsqlite3_sys as ffi;
     use std::ffi::{c_char, c_int};
 
@@ -416,6 +427,19 @@ fn stable_sqlite_plans() {
 
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` is called before SQLite is initialised (it refuses
+        // with SQLITE_MISUSE otherwise, and changes nothing), from one thread (`ONCE`);
+        // MEMSTATUS takes one int. No connection is used by two threads at once: diesel's
+        // connections are not `Sync`, and a pool lends each to one task.
+        let configured = unsafe {
+            [
+                ffi::sqlite3_config(ffi::SQLITE_CONFIG_MULTITHREAD),
+                ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int),
+            ]
+        };
+        if configured.iter().any(|code| *code != ffi::SQLITE_OK) {
+            tracing::warn!(codes = ?configured, "SQLite was initialised before snaptree could set it up");
+        }
         // SAFETY: `on_open` has the signature of an extension's entry point and stays
         // valid for the life of the process.
         let registered = unsafe { ffi::sqlite3_auto_extension(Some(on_open)) };
