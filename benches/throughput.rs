@@ -221,7 +221,10 @@ async fn replay(url: &str, token: &str, events: usize) -> f64 {
         .await;
     for _ in 0..events {
         let frame = socket.next().await;
-        assert!(matches!(frame, Frame::Next(..)), "the replay ended early: {frame:?}");
+        assert!(
+            matches!(frame, Frame::Next(..)),
+            "the replay ended early: {frame:?}"
+        );
     }
     events as f64 / started.elapsed().as_secs_f64()
 }
