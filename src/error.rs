@@ -8,6 +8,9 @@ use std::fmt;
 
 use async_graphql::ErrorExtensions;
 
+use crate::domain::Rejection;
+use crate::domain::rejection::Kind;
+
 /// Result of anything that can fail in a way a client may see.
 pub type AppResult<T> = Result<T, AppError>;
 
@@ -53,6 +56,9 @@ pub enum AppError {
     /// The operation passed its deadline and was cancelled.
     #[error("{0}")]
     Timeout(String),
+    /// A rule of `snapshots.md` or of the names refused.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     /// Anything else; the cause goes to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -93,15 +99,6 @@ impl AppError {
                 "VM {vm_id} is busy with task {task_id}; wait for it to finish or cancel it."
             ),
             task_id,
-        }
-    }
-
-    pub fn limit_reached(limit: i32) -> Self {
-        Self::LimitReached {
-            message: format!(
-                "This VM already has {limit} snapshots, the limit of its host; delete one first."
-            ),
-            limit,
         }
     }
 
@@ -169,6 +166,11 @@ impl AppError {
             Self::QueryTooComplex { .. } => "QUERY_TOO_COMPLEX",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Timeout(_) => "TIMEOUT",
+            Self::Rejected(rejection) => match rejection.kind() {
+                Kind::Invalid => "VALIDATION",
+                Kind::State => "INVALID_STATE",
+                Kind::Limit => "LIMIT_REACHED",
+            },
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -214,7 +216,8 @@ impl AppError {
         ext.set("code", self.code());
         match self {
             AppError::VmBusy { task_id, .. } => ext.set("taskId", task_id.to_string()),
-            AppError::LimitReached { limit, .. } => ext.set("limit", *limit),
+            AppError::LimitReached { limit, .. }
+            | AppError::Rejected(Rejection::LimitReached { limit }) => ext.set("limit", *limit),
             AppError::QueryTooComplex { cost, limit, .. } => {
                 if let (Some(cost), Some(limit)) = (cost, limit) {
                     ext.set("cost", *cost);

@@ -6,20 +6,16 @@
 use std::collections::{HashMap, HashSet};
 
 use super::tree::{Changes, Tree};
-use super::{SnapshotState, TaskKind, state, state::vm_state};
-use crate::error::{AppError, AppResult};
+use super::{Rejection, SnapshotState, TaskKind, state::vm_state};
 
 use SnapshotState::*;
 
 /// Snapshot operations need the VM in RUNNING or QUIESCED.
-pub fn check_vm_state(code: i32) -> AppResult<()> {
+pub fn check_vm_state(code: i32) -> Result<(), Rejection> {
     if code == vm_state::RUNNING || code == vm_state::QUIESCED {
         Ok(())
     } else {
-        Err(AppError::invalid_state(format!(
-            "The VM is {}; snapshots need it RUNNING or QUIESCED.",
-            state::state_name(code)
-        )))
+        Err(Rejection::VmState { state: code })
     }
 }
 
@@ -32,16 +28,16 @@ pub struct CreatePlan {
 
 /// Create: `name` (already trimmed and checked) must be unused among the VM's non-closed
 /// snapshots, and the host's limit must leave room.
-pub fn create(tree: &Tree, name: &str, limit: Option<i32>) -> AppResult<CreatePlan> {
+pub fn create(tree: &Tree, name: &str, limit: Option<i32>) -> Result<CreatePlan, Rejection> {
     if tree.has_name(name) {
-        return Err(AppError::validation(format!(
-            "This VM already has a snapshot named {name:?}; choose another name."
-        )));
+        return Err(Rejection::NameTaken {
+            name: name.to_owned(),
+        });
     }
     if let Some(limit) = limit
         && tree.len() >= usize::try_from(limit).unwrap_or(0)
     {
-        return Err(AppError::limit_reached(limit));
+        return Err(Rejection::LimitReached { limit });
     }
     Ok(CreatePlan {
         parent: tree.active(),
@@ -66,19 +62,18 @@ pub struct Plan {
     pub remove_subtree: bool,
 }
 
-fn node_in(tree: &Tree, id: i64) -> AppResult<&super::tree::Node> {
-    tree.get(id)
-        .ok_or_else(|| AppError::invalid_state(format!("Snapshot {id} is deleted (CLOSED).")))
+fn node_in(tree: &Tree, id: i64) -> Result<&super::tree::Node, Rejection> {
+    tree.get(id).ok_or(Rejection::Closed { id })
 }
 
 /// Apply: a RUNNING snapshot becomes active, state RUNNING_UPDATE.
-pub fn apply(tree: &Tree, id: i64) -> AppResult<Plan> {
+pub fn apply(tree: &Tree, id: i64) -> Result<Plan, Rejection> {
     let node = node_in(tree, id)?;
     if node.state != Running {
-        return Err(AppError::invalid_state(format!(
-            "Snapshot {id} is {}; only a RUNNING snapshot can be applied.",
-            node.state
-        )));
+        return Err(Rejection::NotApplicable {
+            id,
+            state: node.state,
+        });
     }
     Ok(Plan {
         kind: TaskKind::Update,
@@ -93,21 +88,19 @@ pub fn apply(tree: &Tree, id: i64) -> AppResult<Plan> {
 }
 
 /// Revert: apply of the VM's active snapshot.
-pub fn revert(tree: &Tree) -> AppResult<Plan> {
-    let active = tree.active().ok_or_else(|| {
-        AppError::invalid_state("This VM has no active snapshot to revert to; create one first.")
-    })?;
+pub fn revert(tree: &Tree) -> Result<Plan, Rejection> {
+    let active = tree.active().ok_or(Rejection::NoActiveSnapshot)?;
     apply(tree, active)
 }
 
 /// Delete one or a subtree: the snapshot must be RUNNING or UNRESOURCED; state SCRUB.
-pub fn delete(tree: &Tree, id: i64, remove_subtree: bool) -> AppResult<Plan> {
+pub fn delete(tree: &Tree, id: i64, remove_subtree: bool) -> Result<Plan, Rejection> {
     let node = node_in(tree, id)?;
     if !matches!(node.state, Running | Unresourced) {
-        return Err(AppError::invalid_state(format!(
-            "Snapshot {id} is {}; only a RUNNING or UNRESOURCED snapshot can be deleted.",
-            node.state
-        )));
+        return Err(Rejection::NotDeletable {
+            id,
+            state: node.state,
+        });
     }
     Ok(Plan {
         kind: TaskKind::Scrub,
@@ -278,7 +271,7 @@ mod tests {
     fn vm_must_be_running_or_quiesced() {
         assert!(check_vm_state(4).is_ok());
         assert!(check_vm_state(6).is_ok());
-        assert_eq!(check_vm_state(3).unwrap_err().code(), "INVALID_STATE");
+        assert_eq!(check_vm_state(3), Err(Rejection::VmState { state: 3 }));
     }
 
     #[test]
@@ -291,10 +284,13 @@ mod tests {
     #[test]
     fn create_refuses_duplicate_names_and_full_vms() {
         let t = tree(&[(1, None), (2, Some(1))], Some(2));
-        assert_eq!(create(&t, "s1", None).unwrap_err().code(), "VALIDATION");
         assert_eq!(
-            create(&t, "x", Some(2)).unwrap_err().code(),
-            "LIMIT_REACHED"
+            create(&t, "s1", None),
+            Err(Rejection::NameTaken { name: "s1".into() })
+        );
+        assert_eq!(
+            create(&t, "x", Some(2)),
+            Err(Rejection::LimitReached { limit: 2 })
         );
         assert!(create(&t, "x", Some(3)).is_ok());
     }
@@ -306,8 +302,14 @@ mod tests {
         assert_eq!(plan.changes.states, vec![(1, RunningUpdate)]);
         assert_eq!(plan.changes.active, Some(Some(1)));
         let t = with_state(nodes(&t), 1, Unresourced);
-        assert_eq!(apply(&t, 1).unwrap_err().code(), "INVALID_STATE");
-        assert_eq!(apply(&t, 9).unwrap_err().code(), "INVALID_STATE");
+        assert_eq!(
+            apply(&t, 1),
+            Err(Rejection::NotApplicable {
+                id: 1,
+                state: Unresourced
+            })
+        );
+        assert_eq!(apply(&t, 9), Err(Rejection::Closed { id: 9 }));
     }
 
     #[test]
@@ -316,7 +318,7 @@ mod tests {
         let plan = revert(&t).unwrap();
         assert_eq!((plan.target, plan.changes.active), (2, None));
         let none = tree(&[(1, None)], None);
-        assert_eq!(revert(&none).unwrap_err().code(), "INVALID_STATE");
+        assert_eq!(revert(&none), Err(Rejection::NoActiveSnapshot));
     }
 
     #[test]
@@ -327,7 +329,13 @@ mod tests {
             vec![(2, Scrub)]
         );
         let t = with_state(nodes(&t), 2, Building);
-        assert_eq!(delete(&t, 2, false).unwrap_err().code(), "INVALID_STATE");
+        assert_eq!(
+            delete(&t, 2, false),
+            Err(Rejection::NotDeletable {
+                id: 2,
+                state: Building
+            })
+        );
         let t = with_state(nodes(&t), 2, Unresourced);
         assert!(delete(&t, 2, false).is_ok());
     }

@@ -4,7 +4,9 @@
 pub mod drift;
 pub mod lifecycle;
 pub mod names;
+pub mod rejection;
 pub mod state;
 pub mod tree;
 
+pub use rejection::Rejection;
 pub use state::{Hypervisor, Role, SnapshotState, TaskKind, TaskState};

@@ -1,6 +1,6 @@
 //! Name rules: what users may call things, and what snaptree calls them on a host.
 
-use crate::error::{AppError, AppResult};
+use super::Rejection;
 
 /// Longest snapshot (and project, host, VM) name, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
@@ -10,42 +10,39 @@ pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 /// Trims `raw` and checks it is 1 to 128 characters, as snapshots.md says. Any character
 /// is fine but NUL, which PostgreSQL cannot store: names never reach a host, so quotes,
 /// `$(...)` or newlines are just text. `what` names the field ("snapshot name").
-pub fn name(what: &str, raw: &str) -> AppResult<String> {
+pub fn name(what: &'static str, raw: &str) -> Result<String, Rejection> {
     let name = raw.trim();
     let chars = name.chars().count();
     if chars == 0 {
-        return Err(AppError::validation(format!(
-            "The {what} must not be empty."
-        )));
+        return Err(Rejection::EmptyName { what });
     }
     if chars > MAX_NAME_CHARS {
-        return Err(AppError::validation(format!(
-            "The {what} is {chars} characters long; at most {MAX_NAME_CHARS} are allowed."
-        )));
+        return Err(Rejection::LongName {
+            what,
+            chars,
+            max: MAX_NAME_CHARS,
+        });
     }
     if name.contains('\0') {
-        return Err(AppError::validation(format!(
-            "The {what} must not contain a NUL character."
-        )));
+        return Err(Rejection::NulInName { what });
     }
     Ok(name.to_owned())
 }
 
 /// Checks an optional description: up to 1024 characters; blank means none.
-pub fn description(raw: Option<&str>) -> AppResult<Option<String>> {
+pub fn description(raw: Option<&str>) -> Result<Option<String>, Rejection> {
     let Some(text) = raw.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
     if text.contains('\0') {
-        return Err(AppError::validation(
-            "The description must not contain a NUL character.",
-        ));
+        return Err(Rejection::NulInDescription);
     }
     let chars = text.chars().count();
     if chars > MAX_DESCRIPTION_CHARS {
-        return Err(AppError::validation(format!(
-            "The description is {chars} characters long; at most {MAX_DESCRIPTION_CHARS} are allowed."
-        )));
+        return Err(Rejection::LongDescription {
+            chars,
+            max: MAX_DESCRIPTION_CHARS,
+        });
     }
     Ok(Some(text.to_owned()))
 }
@@ -66,13 +63,19 @@ mod tests {
             "before upgrade"
         );
         assert_eq!(
-            name("snapshot name", "   ").unwrap_err().code(),
-            "VALIDATION"
+            name("snapshot name", "   "),
+            Err(Rejection::EmptyName {
+                what: "snapshot name"
+            })
         );
         assert!(name("snapshot name", &"é".repeat(128)).is_ok());
         assert_eq!(
-            name("snapshot name", &"é".repeat(129)).unwrap_err().code(),
-            "VALIDATION"
+            name("snapshot name", &"é".repeat(129)),
+            Err(Rejection::LongName {
+                what: "snapshot name",
+                chars: 129,
+                max: 128
+            })
         );
         assert_eq!(name("snapshot name", "a\nb").unwrap(), "a\nb");
         assert!(name("snapshot name", "a\0b").is_err());

@@ -151,7 +151,7 @@ impl Actions {
     /// Applies snapshot `id`: the VM returns to it, and it becomes active.
     pub async fn apply_snapshot(&self, caller: &Caller, id: i64) -> AppResult<Accepted> {
         self.act(caller, Target::Snapshot(id), move |_, tree| {
-            lifecycle::apply(tree, id).map(Step::Change)
+            Ok(Step::Change(lifecycle::apply(tree, id)?))
         })
         .await
     }
@@ -159,7 +159,7 @@ impl Actions {
     /// Reverts VM `vm_id` to its active snapshot.
     pub async fn revert_snapshot(&self, caller: &Caller, vm_id: i64) -> AppResult<Accepted> {
         self.act(caller, Target::Vm(vm_id), |_, tree| {
-            lifecycle::revert(tree).map(Step::Change)
+            Ok(Step::Change(lifecycle::revert(tree)?))
         })
         .await
     }
@@ -172,7 +172,7 @@ impl Actions {
         subtree: bool,
     ) -> AppResult<Accepted> {
         self.act(caller, Target::Snapshot(id), move |_, tree| {
-            lifecycle::delete(tree, id, subtree).map(Step::Change)
+            Ok(Step::Change(lifecycle::delete(tree, id, subtree)?))
         })
         .await
     }
@@ -467,7 +467,7 @@ impl Actions {
             if let Some(task) = busy.get(&vm.id) {
                 fates[i] = Fate::Refused(AppError::vm_busy(vm.id, *task));
             } else if let Err(err) = lifecycle::check_vm_state(vm.state) {
-                fates[i] = Fate::Refused(err);
+                fates[i] = Fate::Refused(err.into());
             }
         }
         let acting: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();

@@ -1,0 +1,82 @@
+//! Why the rules refuse something: one variant per rule of `snapshots.md` and of the name
+//! rules, so that each transport says it in its own terms (GraphQL's `extensions.code`,
+//! CloudCIX's `error_code` and field) while the rule is written once, here and in
+//! [`lifecycle`](super::lifecycle) and [`names`](super::names).
+
+use super::SnapshotState;
+use super::state::state_name;
+
+/// The rules' refusal. Its text is the sentence a client sees.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// A name (`what`: "snapshot name", "VM name", ...) is empty after trimming.
+    #[error("The {what} must not be empty.")]
+    EmptyName { what: &'static str },
+    /// A name is longer than `max` characters.
+    #[error("The {what} is {chars} characters long; at most {max} are allowed.")]
+    LongName {
+        what: &'static str,
+        chars: usize,
+        max: usize,
+    },
+    /// A name holds NUL, which PostgreSQL cannot store.
+    #[error("The {what} must not contain a NUL character.")]
+    NulInName { what: &'static str },
+    /// A description holds NUL.
+    #[error("The description must not contain a NUL character.")]
+    NulInDescription,
+    /// A description is longer than `max` characters.
+    #[error("The description is {chars} characters long; at most {max} are allowed.")]
+    LongDescription { chars: usize, max: usize },
+    /// Another non-closed snapshot of the VM has the name.
+    #[error("This VM already has a snapshot named {name:?}; choose another name.")]
+    NameTaken { name: String },
+    /// The VM has as many non-closed snapshots as its host allows.
+    #[error("This VM already has {limit} snapshots, the limit of its host; delete one first.")]
+    LimitReached { limit: i32 },
+    /// The VM is in a state (of CloudCIX's state table) that allows no snapshot work.
+    #[error("The VM is {}; snapshots need it RUNNING or QUIESCED.", state_name(*state))]
+    VmState { state: i32 },
+    /// The snapshot is deleted.
+    #[error("Snapshot {id} is deleted (CLOSED).")]
+    Closed { id: i64 },
+    /// Only a RUNNING snapshot can be applied (or reverted to).
+    #[error("Snapshot {id} is {state}; only a RUNNING snapshot can be applied.")]
+    NotApplicable { id: i64, state: SnapshotState },
+    /// A revert needs an active snapshot.
+    #[error("This VM has no active snapshot to revert to; create one first.")]
+    NoActiveSnapshot,
+    /// Only a RUNNING or UNRESOURCED snapshot can be deleted.
+    #[error("Snapshot {id} is {state}; only a RUNNING or UNRESOURCED snapshot can be deleted.")]
+    NotDeletable { id: i64, state: SnapshotState },
+}
+
+/// What kind of refusal a [`Rejection`] is, for transports that group them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The request itself is wrong (a name, a description).
+    Invalid,
+    /// The request is fine but the snapshots' or the VM's state forbids it now.
+    State,
+    /// A limit leaves no room.
+    Limit,
+}
+
+impl Rejection {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::EmptyName { .. }
+            | Self::LongName { .. }
+            | Self::NulInName { .. }
+            | Self::NulInDescription
+            | Self::LongDescription { .. }
+            | Self::NameTaken { .. } => Kind::Invalid,
+            Self::LimitReached { .. } => Kind::Limit,
+            Self::VmState { .. }
+            | Self::Closed { .. }
+            | Self::NotApplicable { .. }
+            | Self::NoActiveSnapshot
+            | Self::NotDeletable { .. } => Kind::State,
+        }
+    }
+}
