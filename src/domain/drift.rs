@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::SnapshotState;
 
 /// How the two sides disagree.
-#[derive(async_graphql::Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum DriftKind {
     /// snaptree has the snapshot (RUNNING), the host does not.
     MissingOnHost,

@@ -10,13 +10,13 @@ use std::str::FromStr;
 macro_rules! text_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
         $(#[$meta])*
-        #[derive(async_graphql::Enum, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
         pub enum $name { $($(#[$vmeta])* $variant,)* }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
 
-            /// The stored (and GraphQL) name.
+            /// The stored name (and GraphQL's, see `graphql::enums`).
             pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text,)* }
             }
@@ -95,7 +95,7 @@ impl TaskState {
 }
 
 /// A snapshot's state: a CloudCIX state-table integer.
-#[derive(async_graphql::Enum, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SnapshotState {
     /// Create accepted, build task queued.
     Requested,

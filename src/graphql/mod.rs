@@ -3,6 +3,8 @@
 //! from the web framework; `http` serves it.
 
 pub mod cost;
+mod enums;
+mod errors;
 mod gate;
 mod loaders;
 mod mutation;

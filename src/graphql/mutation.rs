@@ -2,9 +2,9 @@
 
 use async_graphql::{Context, ID, Object, Result, ResultExt};
 
+use super::enums::{Hypervisor, Role};
 use super::parse_id;
 use super::types::{CreatedToken, Host, Project, SnapshotPayload, Task, Vm};
-use crate::domain::{Hypervisor, Role};
 use crate::service::{Caller, Service};
 
 pub struct Mutation;
@@ -108,7 +108,7 @@ impl Mutation {
         let project = parse_id(&project_id, "project").extend()?;
         let (token, secret) = service(ctx)
             .admin()
-            .create_token(caller(ctx), project, &name, role)
+            .create_token(caller(ctx), project, &name, role.into())
             .await
             .extend()?;
         Ok(CreatedToken {
@@ -146,7 +146,7 @@ impl Mutation {
             .create_host(
                 caller(ctx),
                 &name,
-                hypervisor,
+                hypervisor.into(),
                 &uri,
                 max_snapshots_per_vm,
                 max_concurrent_tasks,

@@ -3,9 +3,9 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, Object, Result, ResultExt};
 
+use super::enums::TaskState;
 use super::types::{Host, Project, Snapshot, Task, Vm};
 use super::{DEFAULT_PAGE, MAX_PAGE, Page, parse_id};
-use crate::domain::TaskState;
 use crate::error::AppError;
 use crate::service::{Caller, Reads, Service, TaskFilter, VmFilter};
 
@@ -128,7 +128,10 @@ impl Query {
         let vm = vm_id.map(|v| parse_id(&v, "VM")).transpose().extend()?;
         let size = page_size(first).extend()?;
         let before = cursor(after).extend()?;
-        let filter = TaskFilter { vm, state };
+        let filter = TaskFilter {
+            vm,
+            state: state.map(Into::into),
+        };
         let rows = reads(ctx)
             .tasks(caller(ctx), filter, before, size + 1)
             .await

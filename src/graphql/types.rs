@@ -8,11 +8,11 @@ use async_graphql::dataloader::Loader;
 use async_graphql::{Context, ErrorExtensions, ID, Object, Result, ResultExt};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use super::enums::{DriftKind, Hypervisor, SnapshotState, TaskKind, TaskState};
 use super::loaders::*;
 use super::{DEFAULT_PAGE, MAX_PAGE, Page};
 use crate::db::models;
 use crate::domain::state::state_name;
-use crate::domain::{Hypervisor, SnapshotState, TaskKind, TaskState};
 use crate::error::AppError;
 use crate::service::Published;
 
@@ -65,7 +65,7 @@ impl Host {
     }
 
     async fn hypervisor(&self) -> Hypervisor {
-        self.0.hypervisor()
+        self.0.hypervisor().into()
     }
 
     /// Most non-closed snapshots a VM of this host may have; null = no limit.
@@ -276,7 +276,7 @@ impl Snapshot {
     }
 
     async fn state(&self) -> SnapshotState {
-        self.0.state()
+        self.0.state().into()
     }
 
     /// The CloudCIX state-table integer.
@@ -334,7 +334,7 @@ pub struct SnapshotHistoryEntry(pub models::HistoryEntry);
 #[Object]
 impl SnapshotHistoryEntry {
     async fn state(&self) -> SnapshotState {
-        self.0.state()
+        self.0.state().into()
     }
 
     async fn state_code(&self) -> i32 {
@@ -365,11 +365,11 @@ impl Task {
     }
 
     async fn kind(&self) -> TaskKind {
-        self.0.kind()
+        self.0.kind().into()
     }
 
     async fn state(&self) -> TaskState {
-        self.0.state()
+        self.0.state().into()
     }
 
     async fn vm(&self, ctx: &Context<'_>) -> Result<Vm> {
@@ -454,7 +454,7 @@ impl TaskEvent {
     }
 
     async fn state(&self) -> TaskState {
-        self.0.event.state()
+        self.0.event.state().into()
     }
 
     async fn progress(&self) -> Option<i32> {
@@ -493,8 +493,8 @@ pub struct DriftEntry(pub crate::domain::drift::Drift);
 /// names on the host.
 #[Object]
 impl DriftEntry {
-    async fn kind(&self) -> crate::domain::drift::DriftKind {
-        self.0.kind
+    async fn kind(&self) -> DriftKind {
+        self.0.kind.into()
     }
 
     /// The snapshot concerned (for DIFFERENT_CURRENT, snaptree's active one).
