@@ -191,8 +191,8 @@ impl From<diesel::result::Error> for AppError {
     }
 }
 
-impl From<crate::db::PoolError> for AppError {
-    fn from(err: crate::db::PoolError) -> Self {
-        Self::internal(format!("database pool: {err}"))
+impl From<crate::db::Error> for AppError {
+    fn from(err: crate::db::Error) -> Self {
+        Self::internal(err)
     }
 }

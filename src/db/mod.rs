@@ -42,7 +42,6 @@ use diesel_async::{
 use futures_util::FutureExt;
 
 use crate::config::DatabaseUrl;
-use crate::error::{AppError, AppResult};
 
 pub use migrate::migrate;
 
@@ -73,6 +72,30 @@ impl SpawnBlocking for Inline {
 }
 /// What getting a pooled connection can fail with.
 pub type PoolError = diesel_async::pooled_connection::deadpool::PoolError;
+
+/// What the database layer fails with. None of it is a client's doing: the service
+/// answers it as an internal error and keeps the cause for its log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A statement failed.
+    #[error("database: {0}")]
+    Query(#[from] DieselError),
+    /// No connection could be had from a pool.
+    #[error("database pool: {0}")]
+    Pool(#[from] PoolError),
+    /// The database could not be opened, reached or migrated.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Error {
+    fn setup(what: impl std::fmt::Display) -> Self {
+        Self::Setup(what.to_string())
+    }
+}
+
+/// The result of the database layer's own calls.
+pub type DbResult<T> = Result<T, Error>;
 
 /// A borrowed connection to either backend.
 pub enum Conn<'c> {
@@ -193,7 +216,7 @@ enum Pools {
 
 impl Db {
     /// Runs pending migrations, then opens the pools.
-    pub async fn connect(url: &DatabaseUrl) -> AppResult<Self> {
+    pub async fn connect(url: &DatabaseUrl) -> DbResult<Self> {
         if let DatabaseUrl::Sqlite(_) = url {
             // Before any connection opens (the migrations' first).
             prepare_sqlite();
@@ -242,7 +265,7 @@ impl Db {
     }
 
     /// A connection for reading, outside any transaction.
-    pub async fn reader(&self) -> AppResult<Pooled> {
+    pub async fn reader(&self) -> DbResult<Pooled> {
         Ok(match &self.inner.pools {
             Pools::Sqlite { readers, .. } => Pooled::Sqlite(readers.get().await?),
             Pools::Pg(pool) => Pooled::Pg(Box::new(pool.get().await?)),
@@ -250,7 +273,7 @@ impl Db {
     }
 
     /// Starts a write transaction; end it with [`Tx::finish`].
-    pub async fn begin(&self) -> AppResult<Tx> {
+    pub async fn begin(&self) -> DbResult<Tx> {
         let mut conn = match &self.inner.pools {
             Pools::Sqlite { writer, .. } => Pooled::Sqlite(writer.get().await?),
             Pools::Pg(pool) => Pooled::Pg(Box::new(pool.get().await?)),
@@ -295,13 +318,13 @@ impl Listener {
 impl Db {
     /// Listens on `channels` with a connection of its own; `None` on SQLite, where every
     /// writer shares this process.
-    pub async fn listen(&self, channels: &[&str]) -> AppResult<Option<Listener>> {
+    pub async fn listen(&self, channels: &[&str]) -> DbResult<Option<Listener>> {
         let DatabaseUrl::Postgres(url) = &self.inner.url else {
             return Ok(None);
         };
         let mut conn = AsyncPgConnection::establish(url)
             .await
-            .map_err(|e| AppError::internal(format!("cannot connect to PostgreSQL: {e}")))?;
+            .map_err(|e| Error::setup(format!("cannot connect to PostgreSQL: {e}")))?;
         for channel in channels {
             conn.batch_execute(&format!("LISTEN {channel}")).await?;
         }
@@ -312,7 +335,7 @@ impl Db {
 impl Db {
     /// Sends a notification on each of `channels` at once, outside any transaction
     /// (PostgreSQL; nothing on SQLite).
-    pub async fn notify(&self, channels: &[&str]) -> AppResult<()> {
+    pub async fn notify(&self, channels: &[&str]) -> DbResult<()> {
         let Pools::Pg(pool) = &self.inner.pools else {
             return Ok(());
         };
@@ -355,8 +378,9 @@ impl Tx {
         self.conn.conn()
     }
 
-    /// Commits when `result` is `Ok`, rolls back otherwise; returns `result`.
-    pub async fn finish<T>(mut self, result: AppResult<T>) -> AppResult<T> {
+    /// Commits when `result` is `Ok`, rolls back otherwise; returns `result`, or the
+    /// commit's failure.
+    pub async fn finish<T, E: From<Error>>(mut self, result: Result<T, E>) -> Result<T, E> {
         let end = match (&mut self.conn, result.is_ok()) {
             (Pooled::Sqlite(c), true) => {
                 c.spawn_blocking(<SyncAnsi as SyncTm<SqliteConnection>>::commit_transaction)
@@ -373,7 +397,7 @@ impl Tx {
             (Ok(()), result) => result,
             // A failed commit loses the work; a failed rollback only matters if the work
             // had succeeded (the connection is discarded either way).
-            (Err(e), Ok(_)) => Err(e.into()),
+            (Err(e), Ok(_)) => Err(Error::Query(e).into()),
             (Err(_), Err(e)) => Err(e),
         }
     }
@@ -454,7 +478,7 @@ fn sqlite_pool(
     size: usize,
     read_only: bool,
     statements: &Arc<AtomicU64>,
-) -> AppResult<Pool<SqliteConn>> {
+) -> DbResult<Pool<SqliteConn>> {
     let statements = Arc::clone(statements);
     let mut config = ManagerConfig::<SqliteConn>::default();
     config.recycling_method = RecyclingMethod::Fast;
@@ -482,10 +506,10 @@ fn sqlite_pool(
     Pool::builder(manager)
         .max_size(size)
         .build()
-        .map_err(AppError::internal)
+        .map_err(Error::setup)
 }
 
-fn pg_pool(url: &str, statements: &Arc<AtomicU64>) -> AppResult<Pool<AsyncPgConnection>> {
+fn pg_pool(url: &str, statements: &Arc<AtomicU64>) -> DbResult<Pool<AsyncPgConnection>> {
     let statements = Arc::clone(statements);
     // No test query per checkout: a closed or mid-transaction connection is discarded
     // anyway (diesel-async's `is_broken`), and the round trip would cost every request.
@@ -505,7 +529,7 @@ fn pg_pool(url: &str, statements: &Arc<AtomicU64>) -> AppResult<Pool<AsyncPgConn
     Pool::builder(manager)
         .max_size(16)
         .build()
-        .map_err(AppError::internal)
+        .map_err(Error::setup)
 }
 
 /// True when `err` is a unique-constraint violation (a lost race the index caught).

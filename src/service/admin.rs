@@ -135,7 +135,7 @@ impl Admin {
         caller.require_admin()?;
         let concurrent = max_concurrent_tasks.map(concurrency_limit).transpose()?;
         let mut tx = self.core.begin_for(caller).await?;
-        let result = async {
+        let result: AppResult<_> = async {
             let mut conn = tx.conn();
             let host = hosts::by_id(&mut conn, id)
                 .await?

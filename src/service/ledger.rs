@@ -176,7 +176,7 @@ impl TaskLedger {
             .map(|e| (&*e.claimed, &*e.owner, &e.step))
             .collect();
         let mut tx = self.core.db.begin().await?;
-        let result = async {
+        let result: AppResult<_> = async {
             let mut conn = tx.conn();
             let events = write_steps(&mut conn, &steps).await?;
             let held: Vec<bool> = events.iter().map(Option::is_some).collect();
@@ -235,7 +235,7 @@ impl TaskLedger {
             return Ok(Vec::new());
         }
         let mut tx = self.core.db.begin().await?;
-        let result = async {
+        let result: AppResult<_> = async {
             let mut conn = tx.conn();
             let until = lease_until(lease);
             let taken = tasks::claim(&mut conn, owner, db::now(), until, hosts, max).await?;
