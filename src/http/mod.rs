@@ -1,4 +1,5 @@
-//! The axum router: GraphQL over HTTP, the dashboard, and a health check.
+//! The axum router: GraphQL over HTTP, CloudCIX's REST API ([`rest`]), the dashboard, and
+//! a health check.
 //!
 //! Every GraphQL request is authenticated here, before it runs: a missing, unknown or
 //! revoked token is answered with UNAUTHENTICATED and nothing else happens. Then the
@@ -24,6 +25,7 @@ use crate::graphql::{self, AppSchema, Gate, Loaders};
 use crate::service::Service;
 
 pub mod listener;
+mod rest;
 mod subscriptions;
 
 /// The dashboard, built into the binary: no build step, nothing loaded from elsewhere.
@@ -68,11 +70,12 @@ pub fn router(service: Service, stop: watch::Receiver<bool>) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(AppState {
-            service,
+            service: service.clone(),
             schema,
             gate,
             stop,
         })
+        .merge(rest::routes(service).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
 }
 
 async fn dashboard() -> Response {
@@ -210,7 +213,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The token of a `Bearer <token>` value.
-fn bearer_token(value: &str) -> Option<&str> {
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

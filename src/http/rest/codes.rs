@@ -1,0 +1,95 @@
+//! snaptree's refusals in CloudCIX's codes. Each request has its own codes in CloudCIX
+//! (`iaas_snapshot_create_103`, `iaas_snapshot_read_001`, ...); a refusal CloudCIX does
+//! not have (the per-host limit, a description) keeps snaptree's GraphQL code as its
+//! `error_code`, so that a script can tell every case apart.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use super::wire;
+use crate::domain::Rejection;
+use crate::error::AppError;
+
+/// The request a refusal answers.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    Create,
+    Read,
+    Tree,
+}
+
+/// `err` as CloudCIX would answer `op`.
+pub fn refusal(op: Op, err: AppError) -> Response {
+    let message = err.public_message();
+    match (op, &err) {
+        (Op::Create, AppError::Rejected(rejection)) => match rejection {
+            Rejection::EmptyName { .. }
+            | Rejection::LongName { .. }
+            | Rejection::NulInName { .. } => {
+                wire::fields(&[("name", "iaas_snapshot_create_106".into(), message)])
+            }
+            Rejection::NameTaken { .. } => {
+                wire::fields(&[("name", "iaas_snapshot_create_107".into(), message)])
+            }
+            Rejection::VmState { .. } => {
+                wire::fields(&[("vm_id", "iaas_snapshot_create_103".into(), message)])
+            }
+            Rejection::NulInDescription | Rejection::LongDescription { .. } => {
+                wire::fields(&[("description", err.code().into(), message)])
+            }
+            _ => wire::coded(StatusCode::BAD_REQUEST, err.code(), &message),
+        },
+        (Op::Create, AppError::NotFound(_)) => {
+            wire::fields(&[("vm_id", "iaas_snapshot_create_102".into(), message)])
+        }
+        (Op::Create, AppError::Forbidden(_)) => {
+            wire::coded(StatusCode::FORBIDDEN, "iaas_snapshot_create_201", &message)
+        }
+        // Busy: one of the VM's snapshots is on its way to another state.
+        (Op::Create, AppError::VmBusy { .. }) => wire::coded(
+            StatusCode::BAD_REQUEST,
+            "iaas_snapshot_create_001",
+            &message,
+        ),
+        (Op::Read, AppError::NotFound(_)) => {
+            wire::coded(StatusCode::NOT_FOUND, "iaas_snapshot_read_001", &message)
+        }
+        (Op::Tree, AppError::NotFound(_)) => wire::coded(
+            StatusCode::NOT_FOUND,
+            "iaas_snapshot_tree_read_001",
+            &message,
+        ),
+        _ => general(err),
+    }
+}
+
+/// What any request answers for errors no route has a code of its own for.
+pub fn general(err: AppError) -> Response {
+    let message = err.public_message();
+    match &err {
+        AppError::Unauthenticated(_) => wire::unauthorized(&message),
+        AppError::Forbidden(_) => wire::detail(StatusCode::FORBIDDEN, &message),
+        AppError::NotFound(_) => wire::detail(StatusCode::NOT_FOUND, "Not Found."),
+        AppError::RateLimited {
+            retry_after_seconds,
+            ..
+        } => {
+            let mut response = wire::detail(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Request was throttled. Expected available in {retry_after_seconds} seconds."
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            response
+        }
+        AppError::Timeout(_) => wire::detail(StatusCode::SERVICE_UNAVAILABLE, &message),
+        AppError::Internal(cause) => {
+            tracing::error!(%cause, "internal error answered to a REST client");
+            wire::detail(StatusCode::INTERNAL_SERVER_ERROR, &message)
+        }
+        _ => wire::coded(StatusCode::BAD_REQUEST, err.code(), &message),
+    }
+}

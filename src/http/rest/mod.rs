@@ -1,0 +1,121 @@
+//! CloudCIX's REST API for snapshots, as CloudCIX's own source defines it
+//! (`shared/reference/cloudcix-rest.md`): its routes with their trailing slashes, the
+//! `X-Auth-Token` header, its envelopes, error codes and encodings. It runs on the same
+//! service as GraphQL, so every rule is the service's and the domain's; this module
+//! reads CloudCIX's requests, writes its wire format ([`wire`]) and says refusals in its
+//! codes ([`codes`]).
+//!
+//! The routes are at the root, where CloudCIX's client puts them for the `iaas` service
+//! (`https://iaas.<api host>/snapshot/`).
+
+use axum::Router;
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+
+use crate::error::AppError;
+use crate::service::{Caller, Service};
+
+mod codes;
+mod snapshot;
+mod wire;
+
+/// The routes, each with its methods; any other method is 405 once authenticated.
+pub fn routes(service: Service) -> Router {
+    Router::new()
+        .route(
+            "/snapshot/",
+            post(snapshot::create).fallback(|caller: RestCaller, method: Method| {
+                not_allowed(caller, method, "POST, OPTIONS")
+            }),
+        )
+        .route(
+            "/snapshot/{pk}/",
+            get(snapshot::read).fallback(|caller: RestCaller, method: Method| {
+                not_allowed(caller, method, "GET, PUT, PATCH, HEAD, OPTIONS")
+            }),
+        )
+        .route(
+            "/snapshot_tree/{vm_id}/",
+            get(snapshot::tree).fallback(|caller: RestCaller, method: Method| {
+                not_allowed(caller, method, "GET, HEAD, OPTIONS")
+            }),
+        )
+        // Django's APPEND_SLASH: the same path with its slash, moved permanently.
+        .route("/snapshot", any(append_slash))
+        .route("/snapshot/{pk}", any(append_slash))
+        .route("/snapshot_tree/{vm_id}", any(append_slash))
+        .with_state(service)
+}
+
+/// The caller of a REST request: `X-Auth-Token: <token>` (CloudCIX's header) or
+/// `Authorization: Bearer <token>`, within its token's budget of requests.
+pub struct RestCaller(pub Caller);
+
+impl FromRequestParts<Service> for RestCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, service: &Service) -> Result<Self, Response> {
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let token = header(header::HeaderName::from_static("x-auth-token"))
+            .map(str::trim)
+            .or_else(|| header(header::AUTHORIZATION).and_then(super::bearer_token));
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(wire::unauthorized(
+                "Authentication credentials were not provided.",
+            ));
+        };
+        let caller = match service.authenticate(token).await {
+            Ok(caller) => caller,
+            Err(AppError::Unauthenticated(_)) => {
+                return Err(wire::unauthorized("Incorrect authentication credentials."));
+            }
+            Err(err) => return Err(codes::general(err)),
+        };
+        service
+            .throttle()
+            .request(&caller)
+            .map_err(codes::general)?;
+        Ok(Self(caller))
+    }
+}
+
+/// 405, as Django REST framework says it, after authentication (an unauthenticated
+/// request is 401 whatever its method).
+async fn not_allowed(_caller: RestCaller, method: Method, allow: &'static str) -> Response {
+    let mut response = wire::detail(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("Method \"{method}\" not allowed."),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+async fn append_slash(OriginalUri(uri): OriginalUri) -> Response {
+    let mut target = format!("{}/", uri.path());
+    if let Some(query) = uri.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, target)]).into_response()
+}
+
+/// A path id, if it is one: in CloudCIX a path id that is not an integer matches no
+/// route, answered with [`no_route`].
+fn path_id(raw: &str) -> Option<i64> {
+    raw.parse::<i64>().ok().filter(|id| *id >= 0)
+}
+
+/// Django's plain 404 for a path that matches no route.
+fn no_route() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found").into_response()
+}

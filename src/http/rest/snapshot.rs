@@ -1,0 +1,216 @@
+//! `snapshot/`, `snapshot/<pk>/` and `snapshot_tree/<vm_id>/`: CloudCIX's snapshot
+//! objects, made of snaptree's rows.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::codes::{Op, refusal};
+use super::{RestCaller, no_route, path_id, wire};
+use crate::db::models::{HistoryEntry, Snapshot, Vm};
+use crate::error::{AppError, AppResult};
+use crate::service::{Caller, Service};
+
+/// A history row. CloudCIX's `modified_by` is a user id and `customer_address` a billing
+/// address; snaptree has neither, and gives the token's name as `actor`.
+fn history_json(entry: &HistoryEntry) -> Value {
+    json!({
+        "created": wire::timestamp(entry.at),
+        "customer_address": null,
+        "modified_by": null,
+        "actor": entry.actor,
+        "project_id": entry.project_id,
+        "snapshot_id": entry.snapshot_id,
+        "state": entry.state,
+        "vm_id": entry.vm_id,
+    })
+}
+
+/// The fields a snapshot has in every shape (object, tree node).
+fn common(snapshot: &Snapshot, history: &[&HistoryEntry]) -> serde_json::Map<String, Value> {
+    let json = json!({
+        "active": snapshot.active,
+        "created": wire::timestamp(snapshot.created_at),
+        "description": snapshot.description,
+        "history": history.iter().map(|h| history_json(h)).collect::<Vec<_>>(),
+        "id": snapshot.id,
+        "name": snapshot.name,
+        "remove_subtree": snapshot.remove_subtree,
+        "state": snapshot.state,
+        "updated": wire::timestamp(snapshot.updated_at),
+        "uri": format!("/snapshot/{}/", snapshot.id),
+    });
+    match json {
+        Value::Object(map) => map,
+        _ => unreachable!("an object"),
+    }
+}
+
+/// A snapshot object: its fields, its parent and its VM.
+fn snapshot_json(snapshot: &Snapshot, vm: &Vm, history: &[HistoryEntry]) -> Value {
+    let own: Vec<&HistoryEntry> = history
+        .iter()
+        .filter(|h| h.snapshot_id == snapshot.id)
+        .collect();
+    let mut map = common(snapshot, &own);
+    map.insert("parent_id".into(), json!(snapshot.parent_id));
+    map.insert(
+        "vm".into(),
+        json!({
+            "id": vm.id,
+            "name": vm.name,
+            "state": vm.state,
+            "server_id": vm.host_id,
+            "project_id": vm.project_id,
+        }),
+    );
+    Value::Object(map)
+}
+
+/// Snapshot `id` as its object, if the caller may see it.
+async fn load(service: &Service, caller: &Caller, id: i64) -> AppResult<Option<Value>> {
+    let reads = service.reads();
+    let Some(snapshot) = reads.snapshot(caller, id).await? else {
+        return Ok(None);
+    };
+    let vm = reads
+        .vm(caller, snapshot.vm_id)
+        .await?
+        .ok_or_else(|| AppError::internal(format!("snapshot {id} has no VM")))?;
+    let history = reads.history_of_vms(&[vm.id]).await?;
+    Ok(Some(snapshot_json(&snapshot, &vm, &history)))
+}
+
+/// `GET snapshot/<pk>/` (and HEAD).
+pub async fn read(
+    State(service): State<Service>,
+    RestCaller(caller): RestCaller,
+    Path(pk): Path<String>,
+) -> Response {
+    let Some(id) = path_id(&pk) else {
+        return no_route();
+    };
+    match load(&service, &caller, id).await {
+        Ok(Some(mut object)) => {
+            // CloudCIX adds the e-mails of those to tell; snaptree has no e-mails.
+            object["emails"] = json!([]);
+            wire::content(StatusCode::OK, object)
+        }
+        Ok(None) => refusal(Op::Read, AppError::not_found("snapshot", id)),
+        Err(err) => refusal(Op::Read, err),
+    }
+}
+
+/// `POST snapshot/`: `{"vm_id": int, "name": string}` (and snaptree's `description`);
+/// other keys are ignored, as CloudCIX does.
+pub async fn create(
+    State(service): State<Service>,
+    RestCaller(caller): RestCaller,
+    body: Bytes,
+) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            return wire::detail(
+                StatusCode::BAD_REQUEST,
+                &format!("JSON parse error - {err}"),
+            );
+        }
+    };
+    let Some(vm_id) = integer(&body["vm_id"]) else {
+        return wire::fields(&[(
+            "vm_id",
+            "iaas_snapshot_create_101".into(),
+            "The \"vm_id\" parameter is invalid. \"vm_id\" is required and must be an integer."
+                .into(),
+        )]);
+    };
+    let name = body["name"].as_str().unwrap_or("");
+    let description = body["description"].as_str();
+    let accepted = service
+        .actions()
+        .create_snapshot(&caller, vm_id, name, description)
+        .await;
+    let result = match accepted {
+        Ok(accepted) => load(&service, &caller, accepted.snapshot.id).await,
+        Err(err) => return refusal(Op::Create, err),
+    };
+    match result {
+        Ok(Some(object)) => wire::content(StatusCode::CREATED, object),
+        Ok(None) => refusal(Op::Create, AppError::internal("a created snapshot is gone")),
+        Err(err) => refusal(Op::Create, err),
+    }
+}
+
+/// What Python's `int()` takes: an integer, or a string of one.
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `GET snapshot_tree/<vm_id>/` (and HEAD): the VM's snapshots as a tree, each level in
+/// name order. Deleted (CLOSED) snapshots are not in it: their children moved up.
+pub async fn tree(
+    State(service): State<Service>,
+    RestCaller(caller): RestCaller,
+    Path(vm_id): Path<String>,
+) -> Response {
+    let Some(id) = path_id(&vm_id) else {
+        return no_route();
+    };
+    match branches(&service, &caller, id).await {
+        Ok(Some(branches)) => wire::content(StatusCode::OK, json!({ "branches": branches })),
+        Ok(None) => refusal(Op::Tree, AppError::not_found("VM", id)),
+        Err(err) => refusal(Op::Tree, err),
+    }
+}
+
+async fn branches(service: &Service, caller: &Caller, vm_id: i64) -> AppResult<Option<Value>> {
+    let reads = service.reads();
+    let Some(vm) = reads.vm(caller, vm_id).await? else {
+        return Ok(None);
+    };
+    let mut snapshots = reads.snapshots_of_vms(&[vm.id], false).await?;
+    snapshots.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    let history = reads.history_of_vms(&[vm.id]).await?;
+    let mut history_of: HashMap<i64, Vec<&HistoryEntry>> = HashMap::new();
+    for entry in &history {
+        history_of.entry(entry.snapshot_id).or_default().push(entry);
+    }
+    let mut children_of: HashMap<Option<i64>, Vec<&Snapshot>> = HashMap::new();
+    for snapshot in &snapshots {
+        children_of
+            .entry(snapshot.parent_id)
+            .or_default()
+            .push(snapshot);
+    }
+    fn nodes(
+        parent: Option<i64>,
+        children_of: &HashMap<Option<i64>, Vec<&Snapshot>>,
+        history_of: &HashMap<i64, Vec<&HistoryEntry>>,
+    ) -> Vec<Value> {
+        let Some(children) = children_of.get(&parent) else {
+            return Vec::new();
+        };
+        children
+            .iter()
+            .map(|snapshot| {
+                let history = history_of.get(&snapshot.id).map_or(&[][..], Vec::as_slice);
+                let mut node = common(snapshot, history);
+                node.insert(
+                    "children".into(),
+                    Value::Array(nodes(Some(snapshot.id), children_of, history_of)),
+                );
+                Value::Object(node)
+            })
+            .collect()
+    }
+    Ok(Some(Value::Array(nodes(None, &children_of, &history_of))))
+}

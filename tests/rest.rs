@@ -1,0 +1,383 @@
+//! CloudCIX's REST API over plain HTTP: the routes, their envelopes, error codes and
+//! encodings as `shared/reference/cloudcix-rest.md` gives them, authentication and
+//! methods, and isolation between projects, against a real server.
+
+mod common;
+
+use common::TestApp;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A REST client of one server.
+struct Rest {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Rest {
+    fn of(app: &TestApp) -> Self {
+        Self {
+            base: app.url.trim_end_matches("graphql").to_owned(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Sends `method path` with `token` in `X-Auth-Token` (and `body` as JSON).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("X-Auth-Token", token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let response = self.send(method, path, token, body).await;
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Waits until snapshot `id` reaches `state` (a hang guard, not a time limit).
+    async fn wait_for_state(&self, token: &str, id: i64, state: i64) -> Value {
+        for _ in 0..15_000 {
+            let (status, body) = self
+                .json(Method::GET, &format!("snapshot/{id}/"), Some(token), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["content"]["state"] == state {
+                return body["content"].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("snapshot {id} never reached state {state}");
+    }
+}
+
+/// A timestamp as CloudCIX writes it: naive, no `Z`, no offset.
+fn is_naive_timestamp(value: &Value) -> bool {
+    let text = value.as_str().unwrap_or("");
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+        && !text.ends_with('Z')
+        && !text.contains('+')
+}
+
+#[tokio::test]
+async fn create_read_and_tree_speak_cloudcix() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://").await;
+    let vm: i64 = f.vm.parse().unwrap();
+    let op = Some(f.operator.as_str());
+
+    let (status, body) = rest
+        .json(
+            Method::POST,
+            "snapshot/",
+            op,
+            Some(json!({ "vm_id": vm, "name": " first ", "ignored": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 1, "only content: {body}");
+    let created = &body["content"];
+    let id = created["id"].as_i64().expect("an integer id");
+    assert_eq!(created["name"], "first");
+    // REQUESTED, or BUILDING already: the robot of this process may have begun.
+    assert!(
+        matches!(created["state"].as_i64(), Some(1 | 2)),
+        "{created}"
+    );
+    assert_eq!(created["active"], true);
+    assert_eq!(created["remove_subtree"], false);
+    assert_eq!(created["parent_id"], Value::Null);
+    assert_eq!(created["uri"], format!("/snapshot/{id}/"));
+    assert_eq!(created["vm"]["id"], vm);
+    assert!(is_naive_timestamp(&created["created"]), "{created}");
+    assert_eq!(created["history"][0]["state"], 1);
+    assert!(is_naive_timestamp(&created["history"][0]["created"]));
+
+    let running = rest.wait_for_state(&f.operator, id, 4).await;
+    assert_eq!(running["active"], true);
+    let (status, body) = rest
+        .json(Method::GET, &format!("snapshot/{id}/"), op, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["content"]["emails"], json!([]));
+
+    // The same snapshot, seen through GraphQL: the same state integer.
+    let data = app
+        .data(
+            &f.operator,
+            "query($id: ID!) { snapshot(id: $id) { stateCode active } }",
+            json!({ "id": id.to_string() }),
+        )
+        .await;
+    assert_eq!(data["snapshot"]["stateCode"], running["state"]);
+
+    // A child, then the tree: branches, each node with its children.
+    let (status, body) = rest
+        .json(
+            Method::POST,
+            "snapshot/",
+            op,
+            Some(json!({ "vm_id": vm.to_string(), "name": "second" })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a vm_id string of an integer is taken"
+    );
+    let child = body["content"]["id"].as_i64().unwrap();
+    assert_eq!(body["content"]["parent_id"], id);
+    rest.wait_for_state(&f.operator, child, 4).await;
+    let (status, body) = rest
+        .json(Method::GET, &format!("snapshot_tree/{vm}/"), op, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let branches = body["content"]["branches"].as_array().unwrap();
+    assert_eq!(branches.len(), 1);
+    assert_eq!(branches[0]["id"], id);
+    assert_eq!(branches[0]["children"][0]["id"], child);
+    assert_eq!(branches[0]["children"][0]["active"], true);
+    assert_eq!(branches[0]["children"][0]["children"], json!([]));
+}
+
+#[tokio::test]
+async fn refusals_carry_cloudcix_codes() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://").await;
+    let vm: i64 = f.vm.parse().unwrap();
+    let op = Some(f.operator.as_str());
+    let field_code = |body: &Value, field: &str| {
+        assert_eq!(body["detail"], "Bad request.", "{body}");
+        body["errors"][field]["error_code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let cases = [
+        (json!({ "name": "x" }), "vm_id", "iaas_snapshot_create_101"),
+        (
+            json!({ "vm_id": "abc", "name": "x" }),
+            "vm_id",
+            "iaas_snapshot_create_101",
+        ),
+        (
+            json!({ "vm_id": 999_999, "name": "x" }),
+            "vm_id",
+            "iaas_snapshot_create_102",
+        ),
+        (
+            json!({ "vm_id": vm, "name": "  " }),
+            "name",
+            "iaas_snapshot_create_106",
+        ),
+        (json!({ "vm_id": vm }), "name", "iaas_snapshot_create_106"),
+        (
+            json!({ "vm_id": vm, "name": "x".repeat(129) }),
+            "name",
+            "iaas_snapshot_create_106",
+        ),
+    ];
+    for (body, field, code) in cases {
+        let (status, answer) = rest
+            .json(Method::POST, "snapshot/", op, Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert_eq!(field_code(&answer, field), code, "{body}");
+    }
+
+    let (_, first) = rest
+        .json(
+            Method::POST,
+            "snapshot/",
+            op,
+            Some(json!({ "vm_id": vm, "name": "one" })),
+        )
+        .await;
+    // Busy while its build runs or queued... the simulated host is quick, so wait.
+    rest.wait_for_state(&f.operator, first["content"]["id"].as_i64().unwrap(), 4)
+        .await;
+    let (status, answer) = rest
+        .json(
+            Method::POST,
+            "snapshot/",
+            op,
+            Some(json!({ "vm_id": vm, "name": "one" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(field_code(&answer, "name"), "iaas_snapshot_create_107");
+
+    let (status, answer) = rest.json(Method::GET, "snapshot/999999/", op, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(answer["error_code"], "iaas_snapshot_read_001");
+    let (status, answer) = rest
+        .json(Method::GET, "snapshot_tree/999999/", op, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(answer["error_code"], "iaas_snapshot_tree_read_001");
+    // A path id that is no integer matches no route (Django's plain 404).
+    let response = rest.send(Method::GET, "snapshot/abc/", op, None).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let viewer = app.create_token(&f.project, "VIEWER").await;
+    let (status, answer) = rest
+        .json(
+            Method::POST,
+            "snapshot/",
+            Some(&viewer),
+            Some(json!({ "vm_id": vm, "name": "v" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(answer["error_code"], "iaas_snapshot_create_201");
+
+    let response = rest
+        .client
+        .post(format!("{}snapshot/", rest.base))
+        .header("X-Auth-Token", &f.operator)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn tokens_methods_and_slashes_behave_as_in_cloudcix() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://").await;
+    let snapshot = app.snapshot_built(&f.operator, &f.vm, "s").await;
+    let path = format!("snapshot/{snapshot}/");
+
+    let response = rest.send(Method::GET, &path, None, None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "X-Auth-Token");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["detail"],
+        "Authentication credentials were not provided."
+    );
+    let (status, _) = rest
+        .json(Method::GET, &path, Some("snaptree_nope"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Authentication before the method: unauthenticated DELETE is 401, then 405.
+    let (status, _) = rest.json(Method::DELETE, &path, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let response = rest
+        .send(Method::DELETE, &path, Some(&f.operator), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["detail"], "Method \"DELETE\" not allowed.");
+
+    // GraphQL's bearer token works here too.
+    let response = rest
+        .client
+        .get(format!("{}{path}", rest.base))
+        .bearer_auth(&f.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // HEAD: the status of a GET, no body.
+    let response = rest
+        .send(Method::HEAD, &path, Some(&f.operator), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap().is_empty());
+    let response = rest
+        .send(Method::HEAD, "snapshot/999999/", Some(&f.operator), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Without the trailing slash: moved permanently to it, the query kept.
+    let response = rest
+        .send(
+            Method::GET,
+            &format!("snapshot/{snapshot}?x=1"),
+            Some(&f.operator),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        response.headers()["location"],
+        format!("/snapshot/{snapshot}/?x=1")
+    );
+}
+
+#[tokio::test]
+async fn another_projects_snapshots_do_not_exist() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let mine = app.project_with_vm("mine", "sim://").await;
+    let theirs = app.project_with_vm("theirs", "sim://").await;
+    let snapshot = app
+        .snapshot_built(&theirs.operator, &theirs.vm, "secret")
+        .await;
+    let me = Some(mine.operator.as_str());
+
+    let (status, body) = rest
+        .json(Method::GET, &format!("snapshot/{snapshot}/"), me, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error_code"], "iaas_snapshot_read_001");
+    let (status, body) = rest
+        .json(
+            Method::GET,
+            &format!("snapshot_tree/{}/", theirs.vm),
+            me,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error_code"], "iaas_snapshot_tree_read_001");
+    let (status, body) = rest
+        .json(
+            Method::POST,
+            "snapshot/",
+            me,
+            Some(json!({ "vm_id": theirs.vm.parse::<i64>().unwrap(), "name": "x" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["errors"]["vm_id"]["error_code"],
+        "iaas_snapshot_create_102"
+    );
+    assert!(!body.to_string().contains("secret"));
+}
