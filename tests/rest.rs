@@ -252,7 +252,7 @@ async fn refusals_carry_cloudcix_codes() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(answer["error_code"], "iaas_snapshot_create_201");
+    assert_eq!(answer["error_code"], "iaas_snapshot_create_202");
 
     let response = rest
         .client
@@ -380,4 +380,163 @@ async fn another_projects_snapshots_do_not_exist() {
         "iaas_snapshot_create_102"
     );
     assert!(!body.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn updates_apply_revert_and_delete_as_cloudcix_clients_ask() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://").await;
+    let op = Some(f.operator.as_str());
+    let root: i64 = app
+        .snapshot_built(&f.operator, &f.vm, "root")
+        .await
+        .parse()
+        .unwrap();
+    let child: i64 = app
+        .snapshot_built(&f.operator, &f.vm, "child")
+        .await
+        .parse()
+        .unwrap();
+    let path = |id: i64| format!("snapshot/{id}/");
+
+    // Apply: state 10 on a snapshot that is not active.
+    let (status, body) = rest
+        .json(Method::PATCH, &path(root), op, Some(json!({ "state": 10 })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // RUNNING_UPDATE, RUNNING_UPDATING, or done already (the simulated host is quick).
+    assert!(
+        matches!(body["content"]["state"].as_i64(), Some(10 | 11 | 4)),
+        "{body}"
+    );
+    assert_eq!(body["content"]["active"], true);
+    rest.wait_for_state(&f.operator, root, 4).await;
+    let (_, body) = rest.json(Method::GET, &path(child), op, None).await;
+    assert_eq!(body["content"]["active"], false);
+
+    // Revert: state 10 on the active one, with PUT.
+    let (status, body) = rest
+        .json(Method::PUT, &path(root), op, Some(json!({ "state": 10 })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let reverted = rest.wait_for_state(&f.operator, root, 4).await;
+    assert_eq!(reverted["active"], true);
+
+    // The current state again changes nothing and records nothing.
+    let before = reverted["history"].as_array().unwrap().len();
+    let (status, body) = rest
+        .json(
+            Method::PATCH,
+            &path(root),
+            op,
+            Some(json!({ "state": 4, "name": "root" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["content"]["history"].as_array().unwrap().len(), before);
+
+    // Refused fields, each with its code.
+    let cases = [
+        (json!({ "state": "x" }), "state", "iaas_snapshot_update_103"),
+        (json!({ "state": 50 }), "state", "iaas_snapshot_update_104"),
+        (json!({ "state": 2 }), "state", "iaas_snapshot_update_106"),
+        (
+            json!({ "state": 8, "remove_subtree": "true" }),
+            "remove_subtree",
+            "iaas_snapshot_update_108",
+        ),
+        (
+            json!({ "remove_subtree": true }),
+            "remove_subtree",
+            "iaas_snapshot_update_109",
+        ),
+        (
+            json!({ "state": 10, "remove_subtree": true }),
+            "remove_subtree",
+            "iaas_snapshot_update_110",
+        ),
+    ];
+    for (request, field, code) in cases {
+        let (status, body) = rest
+            .json(Method::PATCH, &path(child), op, Some(request.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request} -> {body}");
+        assert_eq!(
+            body["errors"][field]["error_code"], code,
+            "{request} -> {body}"
+        );
+    }
+    let (status, body) = rest
+        .json(
+            Method::PATCH,
+            "snapshot/999999/",
+            op,
+            Some(json!({ "state": 10 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error_code"], "iaas_snapshot_update_001");
+    let viewer = app.create_token(&f.project, "VIEWER").await;
+    let (status, body) = rest
+        .json(
+            Method::PATCH,
+            &path(child),
+            Some(&viewer),
+            Some(json!({ "state": 8 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error_code"], "iaas_snapshot_update_203");
+
+    // Delete one: state 8; then it is CLOSED (99) and gone from the tree.
+    let (status, body) = rest
+        .json(Method::PATCH, &path(child), op, Some(json!({ "state": 8 })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    rest.wait_for_state(&f.operator, child, 99).await;
+    let (status, body) = rest
+        .json(
+            Method::PATCH,
+            &path(child),
+            op,
+            Some(json!({ "state": 10 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["errors"]["state"]["error_code"],
+        "iaas_snapshot_update_105"
+    );
+
+    // Delete a subtree: a and its child b close together.
+    let a: i64 = app
+        .snapshot_built(&f.operator, &f.vm, "a")
+        .await
+        .parse()
+        .unwrap();
+    let b: i64 = app
+        .snapshot_built(&f.operator, &f.vm, "b")
+        .await
+        .parse()
+        .unwrap();
+    let (status, body) = rest
+        .json(
+            Method::PATCH,
+            &path(a),
+            op,
+            Some(json!({ "state": 8, "remove_subtree": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["content"]["remove_subtree"], true);
+    rest.wait_for_state(&f.operator, a, 99).await;
+    rest.wait_for_state(&f.operator, b, 99).await;
+    let (_, body) = rest
+        .json(Method::GET, &format!("snapshot_tree/{}/", f.vm), op, None)
+        .await;
+    let branches = body["content"]["branches"].as_array().unwrap();
+    assert_eq!(branches.len(), 1);
+    assert_eq!(branches[0]["id"], root);
+    assert_eq!(branches[0]["children"], json!([]));
 }

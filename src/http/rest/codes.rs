@@ -15,6 +15,7 @@ use crate::error::AppError;
 pub enum Op {
     Create,
     Read,
+    Update,
     Tree,
 }
 
@@ -42,13 +43,39 @@ pub fn refusal(op: Op, err: AppError) -> Response {
         (Op::Create, AppError::NotFound(_)) => {
             wire::fields(&[("vm_id", "iaas_snapshot_create_102".into(), message)])
         }
+        // A role that may not act (CloudCIX: a user who may not); another project's VM
+        // does not exist (`_102`).
         (Op::Create, AppError::Forbidden(_)) => {
-            wire::coded(StatusCode::FORBIDDEN, "iaas_snapshot_create_201", &message)
+            wire::coded(StatusCode::FORBIDDEN, "iaas_snapshot_create_202", &message)
         }
         // Busy: one of the VM's snapshots is on its way to another state.
         (Op::Create, AppError::VmBusy { .. }) => wire::coded(
             StatusCode::BAD_REQUEST,
             "iaas_snapshot_create_001",
+            &message,
+        ),
+        (Op::Update, AppError::Rejected(rejection)) => match rejection {
+            Rejection::VmState { .. } => {
+                wire::fields(&[("state", "iaas_snapshot_update_107".into(), message)])
+            }
+            // A state the caller can move nowhere from.
+            Rejection::Closed { .. } | Rejection::NotDeletable { .. } => {
+                wire::fields(&[("state", "iaas_snapshot_update_105".into(), message)])
+            }
+            Rejection::NotApplicable { .. } | Rejection::NoActiveSnapshot => {
+                wire::fields(&[("state", "iaas_snapshot_update_106".into(), message)])
+            }
+            _ => wire::coded(StatusCode::BAD_REQUEST, err.code(), &message),
+        },
+        (Op::Update, AppError::NotFound(_)) => {
+            wire::coded(StatusCode::NOT_FOUND, "iaas_snapshot_update_001", &message)
+        }
+        (Op::Update, AppError::Forbidden(_)) => {
+            wire::coded(StatusCode::FORBIDDEN, "iaas_snapshot_update_203", &message)
+        }
+        (Op::Update, AppError::VmBusy { .. }) => wire::coded(
+            StatusCode::BAD_REQUEST,
+            "iaas_snapshot_update_002",
             &message,
         ),
         (Op::Read, AppError::NotFound(_)) => {

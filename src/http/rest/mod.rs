@@ -33,9 +33,12 @@ pub fn routes(service: Service) -> Router {
         )
         .route(
             "/snapshot/{pk}/",
-            get(snapshot::read).fallback(|caller: RestCaller, method: Method| {
-                not_allowed(caller, method, "GET, PUT, PATCH, HEAD, OPTIONS")
-            }),
+            get(snapshot::read)
+                .put(snapshot::update)
+                .patch(snapshot::update)
+                .fallback(|caller: RestCaller, method: Method| {
+                    not_allowed(caller, method, "GET, PUT, PATCH, HEAD, OPTIONS")
+                }),
         )
         .route(
             "/snapshot_tree/{vm_id}/",

@@ -146,6 +146,131 @@ pub async fn create(
     }
 }
 
+/// CloudCIX's state codes a user may ask for.
+const RUNNING_UPDATE: i64 = 10;
+const SCRUB: i64 = 8;
+
+/// `PUT` or `PATCH snapshot/<pk>/` (the same: every key is optional): `state` 10
+/// applies the snapshot (on the VM's active one, reverts to it), `state` 8 deletes it,
+/// with its subtree when `remove_subtree` is true. A `state` equal to the current one
+/// changes nothing, as in CloudCIX.
+pub async fn update(
+    State(service): State<Service>,
+    RestCaller(caller): RestCaller,
+    Path(pk): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(id) = path_id(&pk) else {
+        return no_route();
+    };
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            return wire::detail(
+                StatusCode::BAD_REQUEST,
+                &format!("JSON parse error - {err}"),
+            );
+        }
+    };
+    let current = match service.reads().snapshot(&caller, id).await {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return refusal(Op::Update, AppError::not_found("snapshot", id)),
+        Err(err) => return refusal(Op::Update, err),
+    };
+    let mut errors = Vec::new();
+    // A name that is absent, null, blank or the current one changes nothing; renaming
+    // comes with `updateSnapshot` (issue 10).
+    if let Some(name) = body["name"].as_str().map(str::trim)
+        && !name.is_empty()
+        && name != current.name
+    {
+        errors.push((
+            "name",
+            "VALIDATION".to_owned(),
+            "snaptree does not rename snapshots yet.".to_owned(),
+        ));
+    }
+    let state = match &body["state"] {
+        Value::Null => None,
+        value => match integer(value) {
+            None => {
+                errors.push((
+                    "state",
+                    "iaas_snapshot_update_103".into(),
+                    "The \"state\" parameter is invalid. \"state\" must be an integer.".into(),
+                ));
+                None
+            }
+            Some(state) if !((0..=17).contains(&state) || state == 99) => {
+                errors.push((
+                    "state",
+                    "iaas_snapshot_update_104".into(),
+                    format!("The \"state\" parameter is invalid. {state} is not a state (0 to 17, or 99)."),
+                ));
+                None
+            }
+            // The current state: nothing to do.
+            Some(state) if state == i64::from(current.state) => None,
+            Some(state) if state != RUNNING_UPDATE && state != SCRUB => {
+                errors.push((
+                    "state",
+                    "iaas_snapshot_update_106".into(),
+                    format!("The \"state\" parameter is invalid. A snapshot can be moved to {RUNNING_UPDATE} (apply or revert) or {SCRUB} (delete), not {state}."),
+                ));
+                None
+            }
+            Some(state) => Some(state),
+        },
+    };
+    let remove_subtree = match &body["remove_subtree"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        _ => {
+            errors.push((
+                "remove_subtree",
+                "iaas_snapshot_update_108".into(),
+                "The \"remove_subtree\" parameter is invalid. It must be a boolean.".into(),
+            ));
+            false
+        }
+    };
+    if remove_subtree {
+        match state {
+            None if errors.iter().all(|(field, ..)| *field != "state") => errors.push((
+                "remove_subtree",
+                "iaas_snapshot_update_109".into(),
+                "The \"remove_subtree\" parameter is invalid. It needs a change of state.".into(),
+            )),
+            Some(state) if state != SCRUB => errors.push((
+                "remove_subtree",
+                "iaas_snapshot_update_110".into(),
+                format!("The \"remove_subtree\" parameter is invalid. It goes with state {SCRUB} (delete) only."),
+            )),
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        return wire::fields(&errors);
+    }
+    let actions = service.actions();
+    let acted = match state {
+        None => Ok(None),
+        Some(RUNNING_UPDATE) => actions.apply_snapshot(&caller, id).await.map(Some),
+        Some(_) => actions
+            .delete_snapshot(&caller, id, remove_subtree)
+            .await
+            .map(Some),
+    };
+    if let Err(err) = acted {
+        return refusal(Op::Update, err);
+    }
+    match load(&service, &caller, id).await {
+        Ok(Some(object)) => wire::content(StatusCode::OK, object),
+        Ok(None) => refusal(Op::Update, AppError::not_found("snapshot", id)),
+        Err(err) => refusal(Op::Update, err),
+    }
+}
+
 /// What Python's `int()` takes: an integer, or a string of one.
 fn integer(value: &Value) -> Option<i64> {
     match value {
