@@ -30,7 +30,7 @@ pub fn routes(service: Service) -> Router {
         .route(
             "/snapshot/",
             post(snapshot::create).fallback(|caller: RestCaller, method: Method| {
-                not_allowed(caller, method, "POST, OPTIONS")
+                not_allowed(caller, method, "POST")
             }),
         )
         .route(
@@ -39,13 +39,13 @@ pub fn routes(service: Service) -> Router {
                 .put(snapshot::update)
                 .patch(snapshot::update)
                 .fallback(|caller: RestCaller, method: Method| {
-                    not_allowed(caller, method, "GET, PUT, PATCH, HEAD, OPTIONS")
+                    not_allowed(caller, method, "GET, PUT, PATCH, HEAD")
                 }),
         )
         .route(
             "/snapshot_tree/{vm_id}/",
             get(snapshot::tree).fallback(|caller: RestCaller, method: Method| {
-                not_allowed(caller, method, "GET, HEAD, OPTIONS")
+                not_allowed(caller, method, "GET, HEAD")
             }),
         )
         // Django's APPEND_SLASH: the same path with its slash, moved permanently.
