@@ -29,9 +29,8 @@ pub fn routes(service: Service) -> Router {
     Router::new()
         .route(
             "/snapshot/",
-            post(snapshot::create).fallback(|caller: RestCaller, method: Method| {
-                not_allowed(caller, method, "POST")
-            }),
+            post(snapshot::create)
+                .fallback(|caller: RestCaller, method: Method| not_allowed(caller, method, "POST")),
         )
         .route(
             "/snapshot/{pk}/",
