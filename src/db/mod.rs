@@ -415,12 +415,12 @@ fn counting(statements: &Arc<AtomicU64>) -> impl Instrumentation {
 
 /// Sets SQLite up for this process, once, before its first connection opens:
 ///
-/// - **Multi-thread mode, no memory statistics.** The bundled SQLite is built
-///   "serialized": every call locks its connection's mutex, and every allocation a
-///   global one for the statistics, which snaptree never reads. A pool hands each
-///   connection to one task at a time, so the connection mutex guards nothing, and the
-///   global one made readers on different threads wait for each other: together, with
-///   the futex wake-ups they caused, a fifth of the server's time serving trees.
+/// - **No memory statistics.** The bundled SQLite counts every allocation under one
+///   global mutex, for statistics snaptree never reads; readers on different threads
+///   waited for each other there (with the futex wake-ups that caused, a large share of
+///   the server's time serving trees). The connections stay in SQLite's "serialized"
+///   mode: multi-thread mode would drop their own (uncontended) mutexes too, and a
+///   run of the suite crashed (SIGSEGV) with it once, cause not found.
 /// - **The query planner stability guarantee** for every connection. Without it, SQLite
 ///   plans some statements by the values bound to them and marks those statements to be
 ///   compiled again whenever a value is bound: every `LIMIT ?` (diesel binds the limit of
@@ -453,16 +453,13 @@ fn prepare_sqlite() {
     ONCE.call_once(|| {
         // SAFETY: `sqlite3_config` is called before SQLite is initialised (it refuses
         // with SQLITE_MISUSE otherwise, and changes nothing), from one thread (`ONCE`);
-        // MEMSTATUS takes one int. No connection is used by two threads at once: diesel's
-        // connections are not `Sync`, and a pool lends each to one task.
-        let configured = unsafe {
-            [
-                ffi::sqlite3_config(ffi::SQLITE_CONFIG_MULTITHREAD),
-                ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int),
-            ]
-        };
-        if configured.iter().any(|code| *code != ffi::SQLITE_OK) {
-            tracing::warn!(codes = ?configured, "SQLite was initialised before snaptree could set it up");
+        // MEMSTATUS takes one int.
+        let configured = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int) };
+        if configured != ffi::SQLITE_OK {
+            tracing::warn!(
+                code = configured,
+                "SQLite was initialised before snaptree could set it up"
+            );
         }
         // SAFETY: `on_open` has the signature of an extension's entry point and stays
         // valid for the life of the process.
