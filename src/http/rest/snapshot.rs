@@ -114,12 +114,7 @@ pub async fn create(
 ) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(body) => body,
-        Err(err) => {
-            return wire::detail(
-                StatusCode::BAD_REQUEST,
-                &format!("JSON parse error - {err}"),
-            );
-        }
+        Err(err) => return bad_json(&err),
     };
     let Some(vm_id) = integer(&body["vm_id"]) else {
         return wire::fields(&[(
@@ -165,12 +160,7 @@ pub async fn update(
     };
     let body: Value = match serde_json::from_slice(&body) {
         Ok(body) => body,
-        Err(err) => {
-            return wire::detail(
-                StatusCode::BAD_REQUEST,
-                &format!("JSON parse error - {err}"),
-            );
-        }
+        Err(err) => return bad_json(&err),
     };
     let current = match service.reads().snapshot(&caller, id).await {
         Ok(Some(snapshot)) => snapshot,
@@ -269,6 +259,14 @@ pub async fn update(
         Ok(None) => refusal(Op::Update, AppError::not_found("snapshot", id)),
         Err(err) => refusal(Op::Update, err),
     }
+}
+
+/// A body that is not JSON, answered as Django REST framework does.
+fn bad_json(err: &serde_json::Error) -> Response {
+    wire::detail(
+        StatusCode::BAD_REQUEST,
+        &format!("JSON parse error - {err}"),
+    )
 }
 
 /// What Python's `int()` takes: an integer, or a string of one.
