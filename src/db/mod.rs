@@ -17,6 +17,7 @@ pub mod models;
 pub mod projects;
 pub mod schema;
 pub mod snapshots;
+mod stamp;
 pub mod tasks;
 pub mod tokens;
 pub mod vms;
@@ -156,6 +157,9 @@ impl<Q> diesel::query_builder::QueryId for Cached<Q> {
 impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Cached<Q> {
     type SqlType = Q::SqlType;
 }
+
+// For statements run through diesel's own (sync) API on a SQLite connection.
+impl<Q, C> diesel::RunQueryDsl<C> for Cached<Q> {}
 
 /// A constant written into a statement's text rather than bound, as a unit type:
 /// `sql_constant!(Queued, Text, "'QUEUED'")`. A condition that decides whether a

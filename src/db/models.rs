@@ -2,6 +2,8 @@
 //! the accessors turn them into domain types (the CHECK constraints guarantee they parse).
 
 use chrono::NaiveDateTime;
+
+use super::stamp::Stamp;
 use diesel::prelude::*;
 
 use super::schema::*;
@@ -12,6 +14,7 @@ use crate::domain::{Hypervisor, Role, SnapshotState, TaskKind, TaskState};
 pub struct Project {
     pub id: i64,
     pub name: String,
+    #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
 }
 
@@ -23,6 +26,7 @@ pub struct Token {
     pub name: String,
     pub role: String,
     pub secret_hash: String,
+    #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
     pub revoked_at: Option<NaiveDateTime>,
 }
@@ -54,6 +58,7 @@ pub struct Host {
     /// How to reach the host; may name a user, never holds a secret.
     pub uri: String,
     pub max_snapshots_per_vm: Option<i32>,
+    #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
     /// Tasks that may run on the host at once, across every robot.
     pub max_concurrent_tasks: i32,
@@ -89,6 +94,7 @@ pub struct Vm {
     pub identifier: String,
     /// A CloudCIX state-table integer.
     pub state: i32,
+    #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
 }
 
@@ -116,7 +122,9 @@ pub struct Snapshot {
     pub active: bool,
     pub state: i32,
     pub remove_subtree: bool,
+    #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
+    #[diesel(deserialize_as = Stamp)]
     pub updated_at: NaiveDateTime,
 }
 
@@ -161,6 +169,7 @@ pub struct HistoryEntry {
     pub state: i32,
     /// The token's name, or `robot`.
     pub actor: String,
+    #[diesel(deserialize_as = Stamp)]
     pub at: NaiveDateTime,
 }
 
@@ -200,6 +209,7 @@ pub struct Task {
     pub cancel_requested: bool,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<NaiveDateTime>,
+    #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
     pub started_at: Option<NaiveDateTime>,
     pub finished_at: Option<NaiveDateTime>,
@@ -246,6 +256,7 @@ pub struct TaskEvent {
     pub progress: Option<i32>,
     pub phase: Option<String>,
     pub message: Option<String>,
+    #[diesel(deserialize_as = Stamp)]
     pub at: NaiveDateTime,
 }
 

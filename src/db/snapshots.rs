@@ -147,22 +147,43 @@ pub async fn by_ids(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Snapsho
 }
 
 /// The snapshots of `vms`, oldest first; the closed ones only with `include_closed`.
+///
+/// The hottest read there is (every snapshot tree), so on SQLite it is a kept statement
+/// read through diesel's own API: the async wrapper copies every value of every row
+/// before decoding it, a tenth of the time a tree took.
 pub async fn of_vms(
     conn: &mut Conn<'_>,
     vms: &[i64],
     include_closed: bool,
 ) -> QueryResult<Vec<Snapshot>> {
-    run!(conn, |c| {
-        let mut query = snapshots
-            .filter(vm_id.eq_any(vms))
-            .select(Snapshot::as_select())
-            .order(id)
-            .into_boxed();
-        if !include_closed {
-            query = query.filter(state.ne(Closed));
+    macro_rules! query {
+        ($vms:expr) => {{
+            let mut query = snapshots
+                .filter(vm_id.eq_any($vms))
+                .select(Snapshot::as_select())
+                .order(id)
+                .into_boxed();
+            if !include_closed {
+                query = query.filter(state.ne(Closed));
+            }
+            query
+        }};
+    }
+    match conn {
+        Conn::Pg(c) => query!(vms).load(&mut **c).await,
+        Conn::Sqlite(c) => {
+            // `IN (?, ?, ...)` has a text per number of ids; padding the list to a power
+            // of two (repeating an id changes nothing) keeps those texts few enough to
+            // keep prepared.
+            let mut padded = vms.to_vec();
+            if let Some(&last) = vms.last() {
+                padded.resize(vms.len().next_power_of_two(), last);
+            }
+            let query = Cached(query!(padded));
+            c.spawn_blocking(move |c| diesel::RunQueryDsl::load(query, c))
+                .await
         }
-        query.load(c).await
-    })
+    }
 }
 
 /// The tree rules' view of VM `vm`'s non-closed snapshots, oldest first: only the
