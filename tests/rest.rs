@@ -540,3 +540,270 @@ async fn updates_apply_revert_and_delete_as_cloudcix_clients_ask() {
     assert_eq!(branches[0]["id"], root);
     assert_eq!(branches[0]["children"], json!([]));
 }
+
+/// The ids of a list answer's content, in order.
+fn ids(body: &Value) -> Vec<i64> {
+    body["content"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {body}"))
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_filter_order_and_page_as_cloudcix_does() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://").await;
+    let other = app.create_vm(&f.host, &f.project, "web-2").await;
+    let theirs = app.project_with_vm("theirs", "sim://").await;
+    app.snapshot_built(&theirs.operator, &theirs.vm, "alpha")
+        .await;
+    let op = Some(f.operator.as_str());
+    // p-vm: alpha <- beta <- gamma_1; web-2: alpha.
+    let mut mine = Vec::new();
+    for name in ["alpha", "beta", "gamma_1"] {
+        mine.push(
+            app.snapshot_built(&f.operator, &f.vm, name)
+                .await
+                .parse::<i64>()
+                .unwrap(),
+        );
+    }
+    let on_other: i64 = app
+        .snapshot_built(&f.operator, &other, "alpha")
+        .await
+        .parse()
+        .unwrap();
+    let vm: i64 = f.vm.parse().unwrap();
+
+    // Everything the caller may see, in id order, with the envelope and its metadata.
+    let (status, body) = rest.json(Method::GET, "snapshot/", op, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ids(&body), [mine.clone(), vec![on_other]].concat());
+    assert_eq!(
+        body["_metadata"],
+        json!({ "page": 0, "limit": 50, "order": "id", "total_records": 4, "warnings": [] })
+    );
+    let first = &body["content"][0];
+    assert_eq!(first["vm"]["id"], vm);
+    assert_eq!(first["history"][0]["state"], 1);
+    assert!(is_naive_timestamp(&first["created"]));
+
+    let list = |query: String| {
+        let rest = &rest;
+        async move {
+            let (status, body) = rest
+                .json(Method::GET, &format!("snapshot/?{query}"), op, None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{query}: {body}");
+            body
+        }
+    };
+    // Filters, excludes and their operators.
+    let by_vm = format!("search[vm_id]={vm}");
+    assert_eq!(ids(&list(by_vm).await), mine);
+    assert_eq!(
+        ids(&list("search[name__iexact]=ALPHA".into()).await),
+        [mine[0], on_other]
+    );
+    assert_eq!(
+        ids(&list("search[name__icontains]=MM".into()).await),
+        [mine[2]]
+    );
+    // `_` and `%` are letters to match, not wildcards.
+    assert_eq!(
+        ids(&list("search[name__icontains]=a_".into()).await),
+        [mine[2]]
+    );
+    assert_eq!(
+        ids(&list("search[name__icontains]=%25".into()).await),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        ids(&list("search[name__istartswith]=be".into()).await),
+        [mine[1]]
+    );
+    assert_eq!(
+        ids(&list("search[name__iendswith]=A".into()).await),
+        [mine[0], mine[1], on_other]
+    );
+    assert_eq!(
+        ids(&list("search[name__in]=beta,alpha".into()).await),
+        [mine[0], mine[1], on_other]
+    );
+    assert_eq!(
+        ids(&list("search[vm__name]=web-2".into()).await),
+        [on_other]
+    );
+    assert_eq!(
+        ids(&list("search[vm__project__name__iexact]=P".into()).await).len(),
+        4
+    );
+    assert_eq!(
+        ids(&list("search[active]=TRUE".into()).await),
+        [mine[2], on_other]
+    );
+    assert_eq!(
+        ids(&list("exclude[active]=true".into()).await),
+        [mine[0], mine[1]]
+    );
+    // A root has no parent: `exclude` keeps it (a null matches no condition).
+    assert_eq!(
+        ids(&list("search[parent_id__isnull]=true".into()).await),
+        [mine[0], on_other]
+    );
+    let child_of_alpha = format!("exclude[parent_id]={}", mine[0]);
+    assert_eq!(
+        ids(&list(child_of_alpha).await),
+        [mine[0], mine[2], on_other]
+    );
+    let range = format!("search[id__range]=[{},{}]", mine[1], mine[2]);
+    assert_eq!(ids(&list(range).await), [mine[1], mine[2]]);
+    let gt = format!("search[id__gt]={}&search[id__lte]={}", mine[0], mine[2]);
+    assert_eq!(ids(&list(gt).await), [mine[1], mine[2]]);
+    assert_eq!(
+        ids(&list("search[state]=4&exclude[state]=99".into()).await).len(),
+        4
+    );
+    assert_eq!(
+        ids(&list("search[created__istartswith]=20".into()).await).len(),
+        4
+    );
+    // snaptree has no addresses or regions: no snapshot is in one.
+    assert_eq!(
+        ids(&list("search[vm__project__region_id]=1".into()).await).len(),
+        0
+    );
+
+    // Order, limit and page, each falling back as CloudCIX's do.
+    assert_eq!(
+        ids(&list("order=-id".into()).await),
+        [on_other, mine[2], mine[1], mine[0]]
+    );
+    let body = list("order=name&limit=2".into()).await;
+    assert_eq!(ids(&body), [mine[0], on_other], "ties in id order");
+    assert_eq!(body["_metadata"]["order"], "name");
+    let body = list("order=-name&limit=2&page=1".into()).await;
+    assert_eq!(ids(&body), [on_other, mine[0]]);
+    assert_eq!(body["_metadata"]["total_records"], 4);
+    assert_eq!(body["_metadata"]["page"], 1);
+    let body = list("limit=101&page=-3&order=secret".into()).await;
+    assert_eq!(body["_metadata"]["limit"], 50);
+    assert_eq!(body["_metadata"]["page"], 0);
+    assert_eq!(body["_metadata"]["order"], "id");
+    let body = list("page=9223372036854775807".into()).await;
+    assert_eq!(ids(&body), Vec::<i64>::new());
+    assert_eq!(body["_metadata"]["total_records"], 4);
+
+    // What cannot be used is a warning; a value the field cannot hold is refused.
+    let body = list("search[secret]=1&search[name__gt]=a&name__icontains=alp".into()).await;
+    let warnings = body["_metadata"]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("DeprecationWarning"))
+    );
+    assert_eq!(ids(&body), [mine[0], on_other]);
+    for bad in [
+        "search[id]=abc",
+        "search[vm_id]=",
+        "search[active]=maybe",
+        "exclude[state__in]=4,x",
+    ] {
+        let (status, body) = rest
+            .json(Method::GET, &format!("snapshot/?{bad}"), op, None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error_code"], "iaas_snapshot_list_001", "{bad}");
+    }
+    // HEAD runs the GET, without a body.
+    let response = rest.send(Method::HEAD, "snapshot/", op, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap().is_empty());
+    // Another project's rows are not there, whatever the filter.
+    let theirs_vm = format!("search[vm_id]={}", theirs.vm);
+    assert_eq!(ids(&list(theirs_vm).await), Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn history_lists_every_state_change_of_the_callers_project() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://").await;
+    let theirs = app.project_with_vm("theirs", "sim://").await;
+    app.snapshot_built(&theirs.operator, &theirs.vm, "secret")
+        .await;
+    let op = Some(f.operator.as_str());
+    let first: i64 = app
+        .snapshot_built(&f.operator, &f.vm, "first")
+        .await
+        .parse()
+        .unwrap();
+    let second: i64 = app
+        .snapshot_built(&f.operator, &f.vm, "second")
+        .await
+        .parse()
+        .unwrap();
+
+    let (status, body) = rest.json(Method::GET, "snapshot_history/", op, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["content"].as_array().unwrap();
+    // REQUESTED, BUILDING, RUNNING for each.
+    assert_eq!(rows.len(), 6, "{body}");
+    assert_eq!(body["_metadata"]["total_records"], 6);
+    assert_eq!(body["_metadata"]["order"], "created");
+    assert!(
+        rows.iter()
+            .all(|r| r["project_id"] == f.project.parse::<i64>().unwrap())
+    );
+    let states: Vec<i64> = rows
+        .iter()
+        .filter(|r| r["snapshot_id"] == first)
+        .map(|r| r["state"].as_i64().unwrap())
+        .collect();
+    assert_eq!(states, [1, 2, 4]);
+    assert!(is_naive_timestamp(&rows[0]["created"]));
+    assert_eq!(rows[0]["modified_by"], Value::Null);
+
+    let get = |query: String| {
+        let rest = &rest;
+        async move {
+            let (status, body) = rest
+                .json(Method::GET, &format!("snapshot_history/?{query}"), op, None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{query}: {body}");
+            body
+        }
+    };
+    let body = get(format!("search[snapshot_id]={second}&order=-created")).await;
+    let rows = body["content"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["state"], 4, "newest first");
+    // Times take number operators, with a date or a time.
+    let since = rows[2]["created"].as_str().unwrap().to_owned();
+    let body = get(format!("search[created__gte]={since}")).await;
+    assert_eq!(body["content"].as_array().unwrap().len(), 3);
+    let body = get("search[created__lt]=2000-01-01".into()).await;
+    assert_eq!(body["content"], json!([]));
+    // State is not a history filter in CloudCIX: a warning, and every row.
+    let body = get("search[state]=4".into()).await;
+    assert_eq!(body["content"].as_array().unwrap().len(), 6);
+    assert_eq!(body["_metadata"]["warnings"].as_array().unwrap().len(), 1);
+    let body = get("search[modified_by__isnull]=true&limit=2".into()).await;
+    assert_eq!(body["content"].as_array().unwrap().len(), 2);
+    assert_eq!(body["_metadata"]["total_records"], 6);
+    let (status, body) = rest
+        .json(
+            Method::GET,
+            "snapshot_history/?search[created__gt]=yesterday",
+            op,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error_code"], "iaas_snapshot_history_list_001");
+    assert!(!body.to_string().contains("secret"));
+}

@@ -46,6 +46,16 @@ pub async fn of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<History
         .await)
 }
 
+/// The history of snapshots `ids`, oldest first.
+pub async fn of_snapshots(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<HistoryEntry>> {
+    run!(conn, |c| snapshot_history
+        .filter(snapshot_id.eq_any(ids))
+        .select(HistoryEntry::as_select())
+        .order(id)
+        .load(c)
+        .await)
+}
+
 /// Each snapshot's last state before it was scrubbed (SCRUB, SCRUBBING), so that a failed
 /// delete can put it back.
 pub async fn states_before_scrub(

@@ -12,6 +12,7 @@
 pub mod events;
 pub mod history;
 pub mod hosts;
+pub mod listing;
 mod migrate;
 pub mod models;
 pub mod projects;

@@ -109,7 +109,7 @@ pub struct NewVm<'a> {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Queryable, Selectable, Clone, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
 #[diesel(table_name = snapshots)]
 pub struct Snapshot {
     pub id: i64,
@@ -159,7 +159,7 @@ pub struct NewSnapshot<'a> {
     pub updated_at: NaiveDateTime,
 }
 
-#[derive(Queryable, Selectable, Clone, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
 #[diesel(table_name = snapshot_history)]
 pub struct HistoryEntry {
     pub id: i64,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{Caller, Core};
+use crate::db::listing::{self, HistoryField, Listing, SnapshotField};
 use crate::db::models::{HistoryEntry, Host, Project, Snapshot, Task, TaskEvent, Vm};
 use crate::db::{events, history, hosts, projects, snapshots, tasks, vms};
 use crate::domain::TaskState;
@@ -114,6 +115,31 @@ impl Reads {
             limit,
         )
         .await?)
+    }
+
+    /// A page of the snapshots the caller may see, closed ones too, and how many match.
+    pub async fn snapshot_list(
+        &self,
+        caller: &Caller,
+        listing: &Listing<SnapshotField>,
+    ) -> AppResult<(Vec<Snapshot>, i64)> {
+        let mut conn = self.core.db.reader().await?;
+        Ok(listing::snapshots(&mut conn.conn(), caller.scope(), listing).await?)
+    }
+
+    /// A page of the snapshot history the caller may see, and how many rows match.
+    pub async fn history_list(
+        &self,
+        caller: &Caller,
+        listing: &Listing<HistoryField>,
+    ) -> AppResult<(Vec<HistoryEntry>, i64)> {
+        let mut conn = self.core.db.reader().await?;
+        Ok(listing::history(&mut conn.conn(), caller.scope(), listing).await?)
+    }
+
+    /// The history of snapshots `ids`, oldest first.
+    pub async fn history_of_snapshots(&self, ids: &[i64]) -> AppResult<Vec<HistoryEntry>> {
+        Ok(history::of_snapshots(&mut self.core.db.reader().await?.conn(), ids).await?)
     }
 
     pub async fn projects(&self, caller: &Caller) -> AppResult<Vec<Project>> {

@@ -13,13 +13,13 @@ use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 
 use crate::error::AppError;
 use crate::service::{Caller, Service};
 
 mod codes;
-#[allow(dead_code)] // wired into the list routes next (issue 9)
+mod list;
 mod params;
 mod snapshot;
 mod wire;
@@ -29,8 +29,9 @@ pub fn routes(service: Service) -> Router {
     Router::new()
         .route(
             "/snapshot/",
-            post(snapshot::create)
-                .fallback(|caller: RestCaller, method: Method| not_allowed(caller, method, "POST")),
+            get(list::snapshots).post(snapshot::create).fallback(
+                |caller: RestCaller, method: Method| not_allowed(caller, method, "GET, POST, HEAD"),
+            ),
         )
         .route(
             "/snapshot/{pk}/",
@@ -47,10 +48,17 @@ pub fn routes(service: Service) -> Router {
                 not_allowed(caller, method, "GET, HEAD")
             }),
         )
+        .route(
+            "/snapshot_history/",
+            get(list::history).fallback(|caller: RestCaller, method: Method| {
+                not_allowed(caller, method, "GET, HEAD")
+            }),
+        )
         // Django's APPEND_SLASH: the same path with its slash, moved permanently.
         .route("/snapshot", any(append_slash))
         .route("/snapshot/{pk}", any(append_slash))
         .route("/snapshot_tree/{vm_id}", any(append_slash))
+        .route("/snapshot_history", any(append_slash))
         .with_state(service)
 }
 

@@ -8,6 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use chrono::NaiveDateTime;
+
+use crate::db::listing::{Condition, Listing, Op, Value};
+
 /// What a field holds, which decides its operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -15,87 +19,61 @@ pub enum Kind {
     Text,
     /// An integer: `gt gte in isnull lt lte range`.
     Number,
+    /// A time, with a number's operators.
+    Time,
     /// A boolean: exact match only.
     Flag,
 }
 
-/// An operator of the framework's filters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Exact,
-    In,
-    IContains,
-    IEndsWith,
-    IExact,
-    IStartsWith,
-    Gt,
-    Gte,
-    Lt,
-    Lte,
-    Range,
-    IsNull,
+fn op_named(name: &str) -> Option<Op> {
+    Some(match name {
+        "in" => Op::In,
+        "icontains" => Op::IContains,
+        "iendswith" => Op::IEndsWith,
+        "iexact" => Op::IExact,
+        "istartswith" => Op::IStartsWith,
+        "gt" => Op::Gt,
+        "gte" => Op::Gte,
+        "lt" => Op::Lt,
+        "lte" => Op::Lte,
+        "range" => Op::Range,
+        "isnull" => Op::IsNull,
+        _ => return None,
+    })
 }
 
-impl Op {
-    fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "in" => Self::In,
-            "icontains" => Self::IContains,
-            "iendswith" => Self::IEndsWith,
-            "iexact" => Self::IExact,
-            "istartswith" => Self::IStartsWith,
-            "gt" => Self::Gt,
-            "gte" => Self::Gte,
-            "lt" => Self::Lt,
-            "lte" => Self::Lte,
-            "range" => Self::Range,
-            "isnull" => Self::IsNull,
-            _ => return None,
-        })
-    }
-
-    fn allowed(self, kind: Kind) -> bool {
-        use Op::*;
-        match kind {
-            Kind::Text => matches!(
-                self,
-                Exact | In | IContains | IEndsWith | IExact | IStartsWith
-            ),
-            Kind::Number => matches!(self, Exact | Gt | Gte | In | IsNull | Lt | Lte | Range),
-            Kind::Flag => self == Exact,
+fn allowed(op: Op, kind: Kind) -> bool {
+    use Op::*;
+    match kind {
+        Kind::Text => matches!(
+            op,
+            Exact | In | IContains | IEndsWith | IExact | IStartsWith
+        ),
+        Kind::Number | Kind::Time => {
+            matches!(op, Exact | Gt | Gte | In | IsNull | Lt | Lte | Range)
         }
+        Kind::Flag => op == Exact,
     }
 }
 
-/// A filter's value, as its field holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Value {
-    Text(String),
-    Number(i64),
-    Flag(bool),
-}
-
-/// One condition on the list.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Condition {
-    pub field: &'static str,
-    pub op: Op,
-    /// One value, two for `range`, any number for `in`.
-    pub values: Vec<Value>,
-    /// From `exclude`: the rows that do not match.
-    pub negated: bool,
-}
+/// A list's fields: the name CloudCIX gives each, what it holds, and the list's own.
+pub type Fields<F> = [(&'static str, Kind, F)];
 
 /// A list request, read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListParams {
-    pub conditions: Vec<Condition>,
-    /// The field to order by, and whether descending.
-    pub order: (&'static str, bool),
-    pub limit: i64,
+#[derive(Clone, Debug)]
+pub struct ListParams<F> {
+    pub listing: Listing<F>,
     pub page: i64,
+    /// The order in effect, as `_metadata` says it (`-name` descending).
+    pub order: String,
     pub warnings: Vec<String>,
 }
+
+/// Most conditions a list request may carry (CloudCIX's lists have 14 fields at most),
+/// and most values an `in` or a text may hold: a bound on what one request costs.
+const MAX_CONDITIONS: usize = 32;
+const MAX_VALUES: usize = 100;
+const MAX_TEXT_BYTES: usize = 256;
 
 /// Default and largest page.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -103,39 +81,36 @@ pub const MAX_LIMIT: i64 = 100;
 
 /// Reads `query` for a list of `fields`, ordered by one of `orders` (the first is the
 /// default). `Err` names a value its field cannot hold.
-pub fn parse(
+pub fn parse<F: Copy>(
     query: &str,
-    fields: &[(&'static str, Kind)],
-    orders: &[&'static str],
-) -> Result<ListParams, String> {
+    fields: &Fields<F>,
+    orders: &[(&'static str, F)],
+) -> Result<ListParams<F>, String> {
     // The last value of a name wins, as in Django's QueryDict.
     let pairs: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    let mut params = ListParams {
-        conditions: Vec::new(),
-        order: (orders[0], false),
-        limit: DEFAULT_LIMIT,
-        page: 0,
-        warnings: Vec::new(),
-    };
+    let (mut order, mut descending) = (orders[0], false);
+    let (mut limit, mut page): (i64, i64) = (DEFAULT_LIMIT, 0);
+    let mut conditions = Vec::new();
+    let mut warnings = Vec::new();
     for (key, value) in &pairs {
         match key.as_str() {
             "limit" => {
-                params.limit = value
+                limit = value
                     .parse()
                     .ok()
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
                     .unwrap_or(DEFAULT_LIMIT);
             }
-            "page" => params.page = value.parse().ok().filter(|n| *n >= 0).unwrap_or(0),
+            "page" => page = value.parse().ok().filter(|n| *n >= 0).unwrap_or(0),
             "order" => {
-                let (name, descending) = match value.strip_prefix('-') {
+                let (name, down) = match value.strip_prefix('-') {
                     Some(name) => (name, true),
                     None => (value.as_str(), false),
                 };
-                if let Some(found) = orders.iter().find(|o| **o == name) {
-                    params.order = (found, descending);
+                if let Some(found) = orders.iter().find(|(o, _)| *o == name) {
+                    (order, descending) = (*found, down);
                 }
             }
             _ => {
@@ -161,19 +136,40 @@ pub fn parse(
                 match condition(filter, value, negated, fields)? {
                     Some(condition) => {
                         if deprecated {
-                            params.warnings.push(format!(
+                            warnings.push(format!(
                                 "DeprecationWarning: `{key}` is the old style; use `{}[{filter}]`.",
                                 if negated { "exclude" } else { "search" }
                             ));
                         }
-                        params.conditions.push(condition);
+                        conditions.push(condition);
                     }
-                    None => params.warnings.push(warning("the filter")),
+                    None => warnings.push(warning("the filter")),
                 }
             }
         }
     }
-    Ok(params)
+    if conditions.len() > MAX_CONDITIONS {
+        return Err(format!("At most {MAX_CONDITIONS} filters are accepted."));
+    }
+    // Each unused name costs a line of the answer: a bound on what a long query string
+    // can make the server write.
+    if warnings.len() > MAX_CONDITIONS {
+        let more = warnings.len() - MAX_CONDITIONS;
+        warnings.truncate(MAX_CONDITIONS);
+        warnings.push(format!("{more} more parameters are not used."));
+    }
+    Ok(ListParams {
+        listing: Listing {
+            conditions,
+            order: order.1,
+            descending,
+            limit,
+            offset: page.saturating_mul(limit),
+        },
+        page,
+        order: format!("{}{}", if descending { "-" } else { "" }, order.0),
+        warnings,
+    })
 }
 
 /// `inner` of `name[inner]`.
@@ -185,22 +181,22 @@ fn deep<'k>(key: &'k str, name: &str) -> Option<&'k str> {
 }
 
 /// `filter` (`field` or `field__op`) with `raw`: `None` when it cannot be used.
-fn condition(
+fn condition<F: Copy>(
     filter: &str,
     raw: &str,
     negated: bool,
-    fields: &[(&'static str, Kind)],
-) -> Result<Option<Condition>, String> {
+    fields: &Fields<F>,
+) -> Result<Option<Condition<F>>, String> {
     // A field's own name may hold `__` (`vm__name`): the operator is the last part, if
     // it is one.
     let (name, op) = match filter.rsplit_once("__") {
-        Some((name, op)) if Op::parse(op).is_some() => (name, Op::parse(op).unwrap()),
+        Some((name, op)) if op_named(op).is_some() => (name, op_named(op).unwrap()),
         _ => (filter, Op::Exact),
     };
-    let Some(&(field, kind)) = fields.iter().find(|(f, _)| *f == name) else {
+    let Some(&(label, kind, field)) = fields.iter().find(|(f, _, _)| *f == name) else {
         return Ok(None);
     };
-    if !op.allowed(kind) {
+    if !allowed(op, kind) {
         return Ok(None);
     }
     let values: Vec<&str> = match op {
@@ -214,6 +210,11 @@ fn condition(
     };
     if op == Op::Range && values.len() != 2 {
         return Ok(None);
+    }
+    if values.len() > MAX_VALUES || values.iter().any(|v| v.len() > MAX_TEXT_BYTES) {
+        return Err(format!(
+            "A filter on {label} may hold at most {MAX_VALUES} values of {MAX_TEXT_BYTES} bytes."
+        ));
     }
     if op == Op::IsNull {
         return Ok(flag(raw).map(|isnull| Condition {
@@ -230,10 +231,13 @@ fn condition(
             Kind::Number => v
                 .parse()
                 .map(Value::Number)
-                .map_err(|_| format!("{v:?} is not a value of {field}.")),
+                .map_err(|_| format!("{v:?} is not a value of {label}.")),
+            Kind::Time => time(v)
+                .map(Value::Time)
+                .ok_or_else(|| format!("{v:?} is not a value of {label}.")),
             Kind::Flag => flag(v)
                 .map(Value::Flag)
-                .ok_or_else(|| format!("{v:?} is not a value of {field}.")),
+                .ok_or_else(|| format!("{v:?} is not a value of {label}.")),
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(Condition {
@@ -242,6 +246,24 @@ fn condition(
         values,
         negated,
     }))
+}
+
+/// A date or a naive time as Django takes it (`2024-11-05`, `2024-11-05T12:07:47`,
+/// `2024-11-05 12:07:47.123456`).
+fn time(raw: &str) -> Option<NaiveDateTime> {
+    [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok())
+    .or_else(|| {
+        chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })
 }
 
 /// `true`/`false` in any case.
@@ -257,37 +279,49 @@ fn flag(raw: &str) -> Option<bool> {
 mod tests {
     use super::*;
 
-    const FIELDS: &[(&str, Kind)] = &[
-        ("id", Kind::Number),
-        ("name", Kind::Text),
-        ("vm__name", Kind::Text),
-        ("state", Kind::Number),
-        ("active", Kind::Flag),
+    const FIELDS: &Fields<&str> = &[
+        ("id", Kind::Number, "id"),
+        ("name", Kind::Text, "name"),
+        ("vm__name", Kind::Text, "vm__name"),
+        ("state", Kind::Number, "state"),
+        ("active", Kind::Flag, "active"),
+        ("created", Kind::Time, "created"),
     ];
-    const ORDERS: &[&str] = &["id", "name", "state"];
+    const ORDERS: &[(&str, &str)] = &[("id", "id"), ("name", "name"), ("state", "state")];
 
-    fn read(query: &str) -> ListParams {
+    fn read(query: &str) -> ListParams<&'static str> {
         parse(query, FIELDS, ORDERS).unwrap()
+    }
+
+    fn conditions(query: &str) -> Vec<Condition<&'static str>> {
+        read(query).listing.conditions
     }
 
     #[test]
     fn paging_and_order_fall_back_as_cloudcix_does() {
         let p = read("");
-        assert_eq!((p.limit, p.page, p.order), (50, 0, ("id", false)));
+        assert_eq!((p.listing.limit, p.page, p.order.as_str()), (50, 0, "id"));
         for bad in ["limit=0", "limit=101", "limit=x"] {
-            assert_eq!(read(bad).limit, 50, "{bad}");
+            assert_eq!(read(bad).listing.limit, 50, "{bad}");
         }
-        assert_eq!(read("limit=100").limit, 100);
+        assert_eq!(read("limit=100").listing.limit, 100);
         assert_eq!(read("page=-1").page, 0);
-        assert_eq!(read("page=3").page, 3);
-        assert_eq!(read("order=-name").order, ("name", true));
-        assert_eq!(read("order=secret").order, ("id", false));
+        let p = read("page=3&limit=20");
+        assert_eq!((p.page, p.listing.offset), (3, 60));
+        assert_eq!(read(&format!("page={}", i64::MAX)).listing.offset, i64::MAX);
+        let p = read("order=-name");
+        assert_eq!(
+            (p.order.as_str(), p.listing.order, p.listing.descending),
+            ("-name", "name", true)
+        );
+        assert_eq!(read("order=secret").order, "id");
     }
 
     #[test]
     fn filters_take_their_fields_operators() {
         let p = read("search[vm__name__icontains]=Web&exclude[state]=99&search[id__in]=[4,10]");
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let p = p.listing;
         assert!(p.conditions.contains(&Condition {
             field: "vm__name",
             op: Op::IContains,
@@ -307,23 +341,42 @@ mod tests {
             negated: false,
         }));
         let p = read("search[active]=TRUE&search[id__range]=(1,5)&search[id__isnull]=false");
-        assert_eq!(p.conditions.len(), 3, "{:?}", p.warnings);
+        assert_eq!(p.listing.conditions.len(), 3, "{:?}", p.warnings);
+        let c =
+            conditions("search[created__gte]=2024-11-05&search[created__lt]=2024-11-05T12:07:47.5");
+        assert_eq!(c.len(), 2);
+        assert!(parse("search[created__gt]=yesterday", FIELDS, ORDERS).is_err());
     }
 
     #[test]
     fn what_cannot_be_used_is_a_warning_and_a_bad_value_an_error() {
         let p =
             read("search[nope]=1&search[name__gt]=a&search[id__range]=1&exclude[active__in]=true");
-        assert!(p.conditions.is_empty());
+        assert!(p.listing.conditions.is_empty());
         assert_eq!(p.warnings.len(), 4, "{:?}", p.warnings);
         assert!(
             p.warnings[0].starts_with("ExcludeFilterWarning")
                 || p.warnings[0].starts_with("SearchFilterWarning")
         );
         let p = read("name__icontains=x");
-        assert_eq!(p.conditions.len(), 1);
+        assert_eq!(p.listing.conditions.len(), 1);
         assert!(p.warnings[0].starts_with("DeprecationWarning"));
         assert!(parse("search[id]=abc", FIELDS, ORDERS).is_err());
         assert!(parse("search[active]=maybe", FIELDS, ORDERS).is_err());
+    }
+
+    #[test]
+    fn a_request_cannot_ask_for_unbounded_work() {
+        let many: Vec<String> = (0..101).map(|n| n.to_string()).collect();
+        assert!(
+            parse(
+                &format!("search[id__in]={}", many.join(",")),
+                FIELDS,
+                ORDERS
+            )
+            .is_err()
+        );
+        let long = "x".repeat(257);
+        assert!(parse(&format!("search[name__icontains]={long}"), FIELDS, ORDERS).is_err());
     }
 }

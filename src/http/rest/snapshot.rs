@@ -17,7 +17,7 @@ use crate::service::{Caller, Service};
 
 /// A history row. CloudCIX's `modified_by` is a user id and `customer_address` a billing
 /// address; snaptree has neither, and gives the token's name as `actor`.
-fn history_json(entry: &HistoryEntry) -> Value {
+pub fn history_json(entry: &HistoryEntry) -> Value {
     json!({
         "created": wire::timestamp(entry.at),
         "customer_address": null,
@@ -51,7 +51,7 @@ fn common(snapshot: &Snapshot, history: &[&HistoryEntry]) -> serde_json::Map<Str
 }
 
 /// A snapshot object: its fields, its parent and its VM.
-fn snapshot_json(snapshot: &Snapshot, vm: &Vm, history: &[HistoryEntry]) -> Value {
+pub fn snapshot_json(snapshot: &Snapshot, vm: &Vm, history: &[HistoryEntry]) -> Value {
     let own: Vec<&HistoryEntry> = history
         .iter()
         .filter(|h| h.snapshot_id == snapshot.id)
