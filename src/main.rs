@@ -242,6 +242,10 @@ struct ServeArgs {
     /// Run no robot here (separate `snaptree robot` processes run the tasks).
     #[arg(long, env = "SNAPTREE_NO_ROBOT")]
     no_robot: bool,
+    /// Origins (https://host[:port], comma-separated) whose pages may call this server
+    /// from a browser and open its WebSocket, besides its own; none by default.
+    #[arg(long, env = "SNAPTREE_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
     #[command(flatten)]
     tuning: RobotTuning,
     #[command(flatten)]
@@ -359,12 +363,15 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
         .limits
         .limits(args.tuning.hosts.host_calls_per_host)
         .map_err(|e| AppError::validation(format!("bad limits: {e}")))?;
+    let origins = snaptree::http::Origins::parse(&args.cors_origins)
+        .map_err(|e| AppError::validation(format!("bad --cors-origins: {e}")))?;
     let server = Server::start(ServeOptions {
         listen: args.listen,
         database: args.database.database_url.clone(),
         robot,
         drivers: args.tuning.hosts.config(),
         limits,
+        origins,
     })
     .await?;
     let url = format!("http://{}/", server.addr);

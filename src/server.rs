@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub drivers: DriverConfig,
     /// What requests, connections and tokens may cost.
     pub limits: Limits,
+    /// Origins besides the server's own whose pages may use it.
+    pub origins: crate::http::Origins,
 }
 
 /// A started server.
@@ -83,7 +85,7 @@ impl Server {
         let revocations =
             crate::service::sessions::watch_revocations(service.clone(), stop.clone());
         let housekeeping = spawn_housekeeping(service.clone(), stop.clone());
-        let app = crate::http::router(service.clone(), stop.clone());
+        let app = crate::http::router(service.clone(), stop.clone(), options.origins);
         let http = tokio::spawn(crate::http::listener::serve(
             listener,
             app,

@@ -807,3 +807,141 @@ async fn history_lists_every_state_change_of_the_callers_project() {
     assert_eq!(body["error_code"], "iaas_snapshot_history_list_001");
     assert!(!body.to_string().contains("secret"));
 }
+
+/// A UI on another origin, allowed by `--cors-origins`, and a page of an origin that is
+/// not: preflights, answers and WebSockets, against a `snaptree serve` process.
+#[tokio::test]
+async fn only_listed_origins_get_cors_and_sockets() {
+    use common::process::{self, ServerProcess};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    const UI: &str = "https://ui.cloudcix.test";
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::TestDb::new(dir.path()).await;
+    let admin = process::token(&db.cli_url(), "ops", "ADMIN");
+    let server = ServerProcess::start(
+        &db.cli_url(),
+        &dir.path().join("sim"),
+        &["--cors-origins", &format!("{UI}/, http://127.0.0.1:1")],
+    );
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(Method::OPTIONS, format!("{}snapshot/", server.url))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "x-auth-token, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight(UI).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    assert_eq!(header(&allowed, "access-control-allow-origin"), UI);
+    assert!(header(&allowed, "access-control-allow-headers").contains("x-auth-token"));
+    assert!(header(&allowed, "access-control-allow-headers").contains("authorization"));
+    assert!(header(&allowed, "access-control-allow-methods").contains("patch"));
+    let refused = preflight("https://evil.test").await.unwrap();
+    assert_eq!(header(&refused, "access-control-allow-origin"), "");
+
+    // A real request from the UI's origin is answered with the header; GraphQL too.
+    let answer = client
+        .get(format!("{}snapshot/", server.url))
+        .header("Origin", UI)
+        .header("X-Auth-Token", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(header(&answer, "access-control-allow-origin"), UI);
+    let answer = client
+        .post(format!("{}graphql", server.url))
+        .header("Origin", "https://evil.test")
+        .bearer_auth(&admin)
+        .json(&json!({ "query": "{ projects { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&answer, "access-control-allow-origin"), "");
+
+    // WebSockets: no Origin (not a browser), the server's own, a listed one; not others.
+    let ws = |origin: Option<&'static str>| {
+        let mut request = format!("{}graphql", server.url.replacen("http://", "ws://", 1))
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let own = server.url.trim_end_matches('/').to_owned();
+        let origin = origin.map(|o| if o == "own" { own } else { o.to_owned() });
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().unwrap());
+        }
+        async move {
+            match tokio_tungstenite::connect_async(request).await {
+                Ok(_) => 101,
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    response.status().as_u16()
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    };
+    assert_eq!(ws(None).await, 101);
+    assert_eq!(ws(Some("own")).await, 101);
+    assert_eq!(ws(Some(UI)).await, 101);
+    assert_eq!(ws(Some("https://evil.test")).await, 403);
+    assert_eq!(ws(Some("null")).await, 403);
+    drop(server);
+}
+
+/// With no `--cors-origins`, only the server's own pages: no CORS header for anyone,
+/// and a socket from another origin is refused.
+#[tokio::test]
+async fn no_origin_is_allowed_by_default() {
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::new();
+    let base = app.url.trim_end_matches("graphql").to_owned();
+    let answer = client
+        .request(Method::OPTIONS, format!("{base}snapshot/"))
+        .header("Origin", "https://ui.cloudcix.test")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = app
+        .url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    request
+        .headers_mut()
+        .insert("Origin", "https://ui.cloudcix.test".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 403)
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}

@@ -24,7 +24,10 @@ use crate::error::AppError;
 use crate::graphql::{self, AppSchema, Gate, Loaders};
 use crate::service::Service;
 
+pub use origins::Origins;
+
 pub mod listener;
+mod origins;
 mod rest;
 mod subscriptions;
 
@@ -50,13 +53,16 @@ pub struct AppState {
     pub gate: Gate,
     /// Turns true when the server stops (WebSockets close with 1001).
     pub stop: watch::Receiver<bool>,
+    /// Pages of which origins may open a WebSocket (and call, by CORS).
+    pub origins: Origins,
 }
 
-/// The routes, for a server that stops when `stop` turns true.
-pub fn router(service: Service, stop: watch::Receiver<bool>) -> Router {
+/// The routes, for a server that stops when `stop` turns true, open to pages of its own
+/// origin and of `origins`.
+pub fn router(service: Service, stop: watch::Receiver<bool>, origins: Origins) -> Router {
     let schema = graphql::schema(Some(service.clone()));
     let gate = Gate::new(service.limits().clone());
-    Router::new()
+    let router = Router::new()
         .route("/", get(dashboard))
         .route(
             "/app.js",
@@ -74,8 +80,13 @@ pub fn router(service: Service, stop: watch::Receiver<bool>) -> Router {
             schema,
             gate,
             stop,
+            origins: origins.clone(),
         })
-        .merge(rest::routes(service).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
+        .merge(rest::routes(service).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
+    match origins.cors() {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 async fn dashboard() -> Response {

@@ -118,6 +118,13 @@ enum ClientMessage {
 
 /// Accepts the upgrade if the client speaks one of the two protocols.
 pub fn upgrade(app: AppState, upgrade: WebSocketUpgrade, headers: &HeaderMap) -> Response {
+    if !app.origins.allow_socket(headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "Pages of this origin may not open a WebSocket here (see --cors-origins).",
+        )
+            .into_response();
+    }
     let Some(protocol) = Protocol::from_header(headers) else {
         return (
             StatusCode::BAD_REQUEST,

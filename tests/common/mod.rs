@@ -203,6 +203,7 @@ impl TestApp {
             robot,
             drivers,
             limits: test_limits(),
+            origins: Default::default(),
         };
         let (server, admin) = runtime
             .spawn(async move {
