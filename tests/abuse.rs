@@ -986,3 +986,130 @@ async fn graphql_answers_are_never_cached_or_sniffed() {
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["cache-control"], "no-store");
 }
+
+/// CloudCIX's REST API and GraphQL draw on one budget per token: a VIEWER held back on
+/// one is held back on the other, with CloudCIX's 429 on REST.
+#[tokio::test]
+async fn rest_and_graphql_share_each_tokens_budget() {
+    let t = Target::start(&[]).await;
+    let client = reqwest::Client::new();
+    let rest = t.url().trim_end_matches("graphql").to_owned();
+    let mut limited = None;
+    for _ in 0..200 {
+        let response = client
+            .get(format!("{rest}snapshot/"))
+            .header("X-Auth-Token", &t.viewer)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let response = limited.expect("a VIEWER is held to its budget on REST");
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Request was throttled."),
+        "{body}"
+    );
+    // The same token on GraphQL, at once: the same budget.
+    let response = client
+        .post(&t.api.url)
+        .bearer_auth(&t.viewer)
+        .json(&json!({ "query": "{ hosts { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    // Another token of the project is not held back.
+    let response = client
+        .get(format!("{rest}snapshot/"))
+        .header("X-Auth-Token", &t.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    t.still_answers().await;
+}
+
+/// REST bodies are bounded like GraphQL's: deep nesting, a huge body and a list request
+/// asking for unbounded work are refused, and the server stays small.
+#[tokio::test]
+async fn rest_bodies_and_list_requests_are_bounded() {
+    let t = Target::start(&[]).await;
+    let client = reqwest::Client::new();
+    let rest = t.url().trim_end_matches("graphql").to_owned();
+    let before = t.baseline().await;
+    let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    for body in [
+        deep.clone(),
+        format!("{{\"vm_id\": {}, \"name\": {deep}}}", t.vms[0]),
+    ] {
+        let response = client
+            .post(format!("{rest}snapshot/"))
+            .header("X-Auth-Token", &t.operator)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(response.status().as_u16(), 400 | 413),
+            "{}",
+            response.status()
+        );
+    }
+    let huge = format!(
+        "{{\"vm_id\": {}, \"name\": \"{}\"}}",
+        t.vms[0],
+        "x".repeat(4 << 20)
+    );
+    let response = client
+        .post(format!("{rest}snapshot/"))
+        .header("X-Auth-Token", &t.operator)
+        .header("Content-Type", "application/json")
+        .body(huge)
+        .send()
+        .await;
+    // Refused with 413, or cut off while it was still being sent.
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 413);
+    }
+    let many: Vec<String> = (0..5_000).map(|n| n.to_string()).collect();
+    let response = client
+        .get(format!("{rest}snapshot/?search[id__in]={}", many.join(",")))
+        .header("X-Auth-Token", &t.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error_code"], "iaas_snapshot_list_001");
+    let unused: Vec<String> = (0..500).map(|n| format!("p{n}=1")).collect();
+    let response = client
+        .get(format!("{rest}snapshot/?{}", unused.join("&")))
+        .header("X-Auth-Token", &t.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["_metadata"]["warnings"].as_array().unwrap().len() <= 33);
+    t.still_answers().await;
+    assert!(
+        t.server.rss_kib() < before + 64 * 1024,
+        "the server grew from {before} KiB to {} KiB",
+        t.server.rss_kib()
+    );
+}
