@@ -945,3 +945,61 @@ async fn no_origin_is_allowed_by_default() {
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
 }
+
+/// A busy VM (a task on its way) and a VM that is not running, as CloudCIX says them.
+#[tokio::test]
+async fn busy_and_stopped_vms_are_refused_with_cloudcix_codes() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://?latency_ms=3000").await;
+    let vm: i64 = f.vm.parse().unwrap();
+    let op = Some(f.operator.as_str());
+    let create = |name: &'static str| {
+        rest.json(
+            Method::POST,
+            "snapshot/",
+            op,
+            Some(json!({ "vm_id": vm, "name": name })),
+        )
+    };
+    let (status, body) = create("first").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let first = body["content"]["id"].as_i64().unwrap();
+    // While it builds, the VM is busy: a create and an update are refused.
+    let (status, body) = create("second").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error_code"], "iaas_snapshot_create_001", "{body}");
+    let (status, body) = rest
+        .json(
+            Method::PATCH,
+            &format!("snapshot/{first}/"),
+            op,
+            Some(json!({ "state": 8 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error_code"], "iaas_snapshot_update_002", "{body}");
+    rest.wait_for_state(&f.operator, first, 4).await;
+
+    // The VM stops (its host says so): nothing may be asked of its snapshots.
+    app.set_vm_state(&f.vm, 5).await;
+    let (status, body) = create("third").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["errors"]["vm_id"]["error_code"], "iaas_snapshot_create_103",
+        "{body}"
+    );
+    let (status, body) = rest
+        .json(
+            Method::PUT,
+            &format!("snapshot/{first}/"),
+            op,
+            Some(json!({ "state": 10 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["errors"]["state"]["error_code"], "iaas_snapshot_update_107",
+        "{body}"
+    );
+}

@@ -237,6 +237,25 @@ impl TestApp {
         self.dir.path().join("sim")
     }
 
+    /// Sets VM `vm`'s state in the database, as if its host had reported it (no API
+    /// changes a VM's state).
+    pub async fn set_vm_state(&self, vm: &str, state: i32) {
+        use snaptree::db::Conn;
+        let db = self.server.as_ref().unwrap().service.db().clone();
+        let query = diesel::sql_query(format!(
+            "UPDATE vms SET state = {state} WHERE id = {}",
+            vm.parse::<i64>().unwrap()
+        ));
+        let mut tx = db.begin().await.unwrap();
+        let done = match tx.conn() {
+            Conn::Sqlite(c) => diesel_async::RunQueryDsl::execute(query, c).await,
+            Conn::Pg(c) => diesel_async::RunQueryDsl::execute(query, c).await,
+        };
+        tx.finish(done.map_err(snaptree::db::Error::from))
+            .await
+            .unwrap();
+    }
+
     /// Statements the server's database connections have run so far.
     pub fn statements(&self) -> u64 {
         self.server.as_ref().unwrap().service.db().statement_count()
