@@ -1003,3 +1003,84 @@ async fn busy_and_stopped_vms_are_refused_with_cloudcix_codes() {
         "{body}"
     );
 }
+
+/// The two APIs are one service: an action taken through REST reaches a GraphQL
+/// subscriber live, and a snapshot made through GraphQL reads the same through REST.
+#[tokio::test]
+async fn rest_and_graphql_see_each_others_changes() {
+    use common::ws::Subscriber;
+
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://").await;
+    let vm: i64 = f.vm.parse().unwrap();
+    let op = Some(f.operator.as_str());
+    let mut sub = Subscriber::connect(&app.url, Some(&f.operator))
+        .await
+        .expect("the socket is accepted");
+    sub.subscribe(
+        "e",
+        "subscription { events { id state task { kind snapshot { id stateCode } } } }",
+        json!({}),
+    )
+    .await;
+    // The subscription is live once it answers; an action through GraphQL proves it.
+    let warm = app.snapshot_built(&f.operator, &f.vm, "warm").await;
+    loop {
+        let event = sub.event("events").await;
+        if event["task"]["snapshot"]["id"] == warm && event["state"] == "SUCCEEDED" {
+            break;
+        }
+    }
+
+    let (status, body) = rest
+        .json(
+            Method::POST,
+            "snapshot/",
+            op,
+            Some(json!({ "vm_id": vm, "name": "through-rest" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["content"]["id"].as_i64().unwrap().to_string();
+    let mut seen = Vec::new();
+    loop {
+        let event = sub.event("events").await;
+        assert_eq!(event["task"]["snapshot"]["id"], id, "{event}");
+        seen.push(event["state"].as_str().unwrap().to_owned());
+        if event["state"] == "SUCCEEDED" {
+            assert_eq!(event["task"]["kind"], "BUILD");
+            assert_eq!(event["task"]["snapshot"]["stateCode"], 4);
+            break;
+        }
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("QUEUED"), "{seen:?}");
+
+    // A snapshot made through GraphQL, read through REST: the same state integers.
+    let (status, body) = rest
+        .json(Method::GET, &format!("snapshot/{warm}/"), op, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let data = app
+        .data(
+            &f.operator,
+            "query($id: ID!) { snapshot(id: $id) { stateCode active history { stateCode } } }",
+            json!({ "id": warm }),
+        )
+        .await;
+    assert_eq!(body["content"]["state"], data["snapshot"]["stateCode"]);
+    assert_eq!(body["content"]["active"], data["snapshot"]["active"]);
+    let rest_history: Vec<&Value> = body["content"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["state"])
+        .collect();
+    let graphql_history: Vec<&Value> = data["snapshot"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["stateCode"])
+        .collect();
+    assert_eq!(rest_history, graphql_history);
+}
