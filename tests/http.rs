@@ -97,3 +97,112 @@ async fn malformed_and_oversized_requests_are_refused_with_a_code() {
         "QUERY_TOO_COMPLEX"
     );
 }
+
+/// graphql-http's audit of the GraphQL-over-HTTP draft (`tests/graphql-http/audit.mjs`,
+/// the npm package at a pinned version) against a `snaptree serve` process: no MUST and
+/// no SHOULD may fail. Needs node and `npm ci --prefix tests/graphql-http`; without them
+/// the test is skipped, unless `SNAPTREE_TEST_REQUIRE_NODE=1` (CI sets it).
+#[tokio::test]
+async fn graphql_http_audit_finds_no_must_or_should_failure() {
+    use common::process::{self, ServerProcess};
+    use std::path::Path;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-http");
+    let ready = dir.join("node_modules/graphql-http").exists()
+        && std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ready {
+        assert!(
+            std::env::var("SNAPTREE_TEST_REQUIRE_NODE").as_deref() != Ok("1"),
+            "SNAPTREE_TEST_REQUIRE_NODE=1 but node or tests/graphql-http/node_modules is missing"
+        );
+        eprintln!("skipped: node or tests/graphql-http/node_modules is missing");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let db = common::TestDb::new(data.path()).await;
+    let viewer = process::token(&db.cli_url(), "audit", "VIEWER");
+    let server = ServerProcess::start(&db.cli_url(), &data.path().join("sim"), &[]);
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("audit.mjs"))
+        .env("SNAPTREE_URL", format!("{}graphql", server.url))
+        .env("SNAPTREE_TOKEN", &viewer)
+        .output()
+        .await
+        .expect("node runs");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.contains("0 MUST or SHOULD failures"), "{out}");
+    drop(server);
+}
+
+/// The media type of the GraphQL-over-HTTP draft, when asked for: a request that was
+/// not run is a 400 without `data`; `application/json` keeps 200, as its clients expect.
+#[tokio::test]
+async fn graphql_response_json_says_with_its_status_whether_a_request_ran() {
+    let app = TestApp::spawn().await;
+    let post = |accept: &'static str, query: &'static str| {
+        app.client
+            .post(&app.url)
+            .bearer_auth(&app.admin)
+            .header("Accept", accept)
+            .json(&json!({ "query": query }))
+            .send()
+    };
+    const MEDIA: &str = "application/graphql-response+json";
+    for query in ["{ projects { id ", "{ nothingHere }"] {
+        let answer = post(MEDIA, query).await.unwrap();
+        assert_eq!(answer.status(), 400, "{query}");
+        assert!(
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(MEDIA)
+        );
+        let body: Value = answer.json().await.unwrap();
+        assert!(body.get("data").is_none(), "{body}");
+        assert!(!body["errors"].as_array().unwrap().is_empty());
+        let answer = post("application/json", query).await.unwrap();
+        assert_eq!(answer.status(), 200, "{query}");
+        assert_eq!(answer.headers()["content-type"], "application/json");
+    }
+    let answer = post(MEDIA, "{ projects { id } }").await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    assert!(body["data"]["projects"].is_array(), "{body}");
+    // Refused by the gate before it ran: too deep.
+    let deep = format!(
+        "{{ {}id{} }}",
+        "vms { host { ".repeat(20),
+        " } }".repeat(20)
+    );
+    let answer = app
+        .client
+        .post(&app.url)
+        .bearer_auth(&app.admin)
+        .header("Accept", MEDIA)
+        .json(&json!({ "query": deep }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    // A body that is not labelled JSON is not taken, whatever it holds.
+    let answer = app
+        .client
+        .post(&app.url)
+        .bearer_auth(&app.admin)
+        .header("Content-Type", "text/plain")
+        .body(r#"{"query":"{ projects { id } }"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 415);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(error_code(&body), "VALIDATION");
+}

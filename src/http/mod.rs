@@ -120,29 +120,83 @@ async fn healthz() -> &'static str {
 
 async fn graphql_post(State(app): State<AppState>, request: axum::extract::Request) -> Response {
     let headers = request.headers().clone();
+    let media = Media::of(&headers);
+    // JSON only: a form or plain text is what a page of another origin can send without
+    // a preflight, and fetch() labels a bare body text/plain.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        let err = AppError::validation("Send the request as application/json (its Content-Type).");
+        return error_response(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, &err);
+    }
     // The GraphQL extractor reads the body stream itself, past `DefaultBodyLimit`; the
     // limit has to be put on the body first.
     let request = request.with_limited_body();
-    match read(&app, request).await {
-        Ok(request) => execute(&app, &headers, request, false).await,
+    match read(&app, media, request).await {
+        Ok(request) => execute(&app, &headers, media, request, false).await,
         Err(response) => response,
+    }
+}
+
+/// The media type of an answer: `application/graphql-response+json` (the
+/// GraphQL-over-HTTP draft's, whose status says whether the request was run at all)
+/// when the client's `Accept` names it, `application/json` otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Media {
+    Json,
+    GraphQLResponse,
+}
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+impl Media {
+    fn of(headers: &HeaderMap) -> Self {
+        let named = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|item| {
+                let mut parts = item.split(';').map(str::trim);
+                let refused = |p: &str| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                };
+                parts
+                    .next()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(GRAPHQL_RESPONSE))
+                    && !parts.any(refused)
+            });
+        if named {
+            Self::GraphQLResponse
+        } else {
+            Self::Json
+        }
     }
 }
 
 /// Reads a GraphQL request; its body must arrive within the header timeout (a client
 /// trickling it would otherwise hold the connection for as long as it likes).
-async fn read(app: &AppState, request: axum::extract::Request) -> Result<Request, Response> {
+async fn read(
+    app: &AppState,
+    media: Media,
+    request: axum::extract::Request,
+) -> Result<Request, Response> {
     let limit = app.service.limits().header_timeout;
     let read = GraphQLRequest::<GraphQLRejection>::from_request(request, &());
     match tokio::time::timeout(limit, read).await {
         Ok(Ok(request)) => Ok(request.into_inner()),
-        Ok(Err(rejection)) => Err(rejected(rejection)),
+        Ok(Err(rejection)) => Err(rejected(media, rejection)),
         Err(_) => {
             let err = AppError::Timeout(format!(
                 "The request was not received within {} s.",
                 limit.as_secs()
             ));
-            Err(error_response(StatusCode::REQUEST_TIMEOUT, &err))
+            Err(error_response(media, StatusCode::REQUEST_TIMEOUT, &err))
         }
     }
 }
@@ -158,8 +212,9 @@ async fn graphql_get(State(app): State<AppState>, request: axum::extract::Reques
             Err(rejection) => rejection.into_response(),
         };
     }
-    match read(&app, request).await {
-        Ok(request) => execute(&app, &headers, request, true).await,
+    let media = Media::of(&headers);
+    match read(&app, media, request).await {
+        Ok(request) => execute(&app, &headers, media, request, true).await,
         Err(response) => response,
     }
 }
@@ -167,6 +222,7 @@ async fn graphql_get(State(app): State<AppState>, request: axum::extract::Reques
 async fn execute(
     app: &AppState,
     headers: &HeaderMap,
+    media: Media,
     mut request: Request,
     read_only: bool,
 ) -> Response {
@@ -176,24 +232,24 @@ async fn execute(
     };
     let caller = match caller {
         Ok(caller) => caller,
-        Err(err) => return error_response(status_of(&err), &err),
+        Err(err) => return error_response(media, status_of(&err), &err),
     };
     let admitted = match app.gate.admit(&app.service, &caller, &mut request) {
         Ok(admitted) => admitted,
-        Err(err) => return error_response(status_of(&err), &err),
+        Err(err) => return error_response(media, status_of(&err), &err),
     };
     match admitted.kind {
         Some(OperationType::Subscription) => {
             let err = AppError::validation(
                 "Subscriptions run over a WebSocket (GET /graphql with graphql-transport-ws).",
             );
-            return error_response(StatusCode::BAD_REQUEST, &err);
+            return error_response(media, StatusCode::BAD_REQUEST, &err);
         }
         Some(OperationType::Mutation) if read_only => {
             let err = AppError::validation(
                 "Only queries may be sent with GET; send mutations with POST.",
             );
-            return error_response(StatusCode::METHOD_NOT_ALLOWED, &err);
+            return error_response(media, StatusCode::METHOD_NOT_ALLOWED, &err);
         }
         _ => {}
     }
@@ -202,7 +258,7 @@ async fn execute(
     let mut answers = app.gate.run(&app.schema, request, admitted);
     let mut response = answers.next().await.unwrap_or_default();
     graphql::add_codes(&mut response.errors);
-    json(StatusCode::OK, &response)
+    json(media, StatusCode::OK, &response)
 }
 
 /// The HTTP status of an error answered before execution.
@@ -229,28 +285,29 @@ pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn rejected(rejection: GraphQLRejection) -> Response {
+fn rejected(media: Media, rejection: GraphQLRejection) -> Response {
     let too_large = matches!(rejection.0, ParseRequestError::PayloadTooLarge)
         || rejection.0.to_string().contains("length limit");
     if too_large {
         let err = AppError::too_complex(format!(
             "The request is larger than {MAX_BODY_BYTES} bytes."
         ));
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, &err);
+        return error_response(media, StatusCode::PAYLOAD_TOO_LARGE, &err);
     }
     let err = AppError::validation(format!(
         "The request is not a GraphQL request: {}.",
         rejection.0
     ));
-    error_response(StatusCode::BAD_REQUEST, &err)
+    error_response(media, StatusCode::BAD_REQUEST, &err)
 }
 
 /// A GraphQL-shaped error body, for requests that never reached execution.
-fn error_response(status: StatusCode, err: &AppError) -> Response {
+fn error_response(media: Media, status: StatusCode, err: &AppError) -> Response {
     if let AppError::Internal(cause) = err {
         tracing::error!(%cause, "internal error answered to a client");
     }
     let mut response = json(
+        media,
         status,
         &GqlResponse::from_errors(vec![err.clone().into_server_error()]),
     );
@@ -267,14 +324,36 @@ fn error_response(status: StatusCode, err: &AppError) -> Response {
 
 /// A GraphQL answer. It may hold a secret (`createToken`) or a tenant's data: no cache
 /// may keep it, and no browser may read it as anything but JSON.
-fn json(status: StatusCode, response: &GqlResponse) -> Response {
-    let body = serde_json::to_vec(response).expect("a GraphQL response serialises");
+///
+/// In `application/graphql-response+json`, a request that was not run (it did not
+/// parse, was not valid, its variables did not fit, or it was refused before it ran:
+/// no data, and no error with a path) has no `data` and a 4xx status; in
+/// `application/json` it is 200 unless the transport itself failed, as clients of that
+/// type expect.
+fn json(media: Media, status: StatusCode, response: &GqlResponse) -> Response {
+    let not_run = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let (status, body, content_type) = match media {
+        Media::GraphQLResponse if not_run => {
+            let status = if status.is_success() {
+                StatusCode::BAD_REQUEST
+            } else {
+                status
+            };
+            let mut body = serde_json::json!({ "errors": response.errors });
+            if !response.extensions.is_empty() {
+                body["extensions"] = serde_json::json!(response.extensions);
+            }
+            (status, serde_json::to_vec(&body), GRAPHQL_RESPONSE)
+        }
+        Media::GraphQLResponse => (status, serde_json::to_vec(response), GRAPHQL_RESPONSE),
+        Media::Json => (status, serde_json::to_vec(response), "application/json"),
+    };
+    let body = body.expect("a GraphQL response serialises");
     let mut out = (status, body).into_response();
     let headers = out.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
