@@ -1084,3 +1084,78 @@ async fn rest_and_graphql_see_each_others_changes() {
         .collect();
     assert_eq!(rest_history, graphql_history);
 }
+
+/// `name` (and snaptree's `description`) in an update: a rename, refused with CloudCIX's
+/// codes when too long or taken; blank or null changes nothing.
+#[tokio::test]
+async fn updates_rename_snapshots() {
+    let app = TestApp::spawn().await;
+    let rest = Rest::of(&app);
+    let f = app.project_with_vm("p", "sim://").await;
+    let op = Some(f.operator.as_str());
+    let first = app.snapshot_built(&f.operator, &f.vm, "first").await;
+    app.snapshot_built(&f.operator, &f.vm, "second").await;
+    let patch = |body: Value| {
+        let rest = &rest;
+        let path = format!("snapshot/{first}/");
+        async move { rest.json(Method::PATCH, &path, op, Some(body)).await }
+    };
+    let (status, body) =
+        patch(json!({ "name": " before the upgrade ", "description": "kernel 6.1" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["content"]["name"], "before the upgrade");
+    assert_eq!(body["content"]["description"], "kernel 6.1");
+    let (status, body) = patch(json!({ "name": "", "description": null })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["content"]["name"], "before the upgrade",
+        "a blank name is ignored"
+    );
+    assert_eq!(body["content"]["description"], Value::Null);
+    let (status, body) = patch(json!({ "name": "second" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["errors"]["name"]["error_code"],
+        "iaas_snapshot_update_102"
+    );
+    let (status, body) = patch(json!({ "name": "x".repeat(129) })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["errors"]["name"]["error_code"],
+        "iaas_snapshot_update_101"
+    );
+    let (status, body) = patch(json!({ "name": 7 })).await;
+    assert_eq!(
+        body["errors"]["name"]["error_code"], "iaas_snapshot_update_101",
+        "{status}"
+    );
+    // The same name seen through GraphQL, and the tree rules know it: it is taken.
+    let data = app
+        .data(
+            &f.operator,
+            "query($id: ID!) { snapshot(id: $id) { name } }",
+            json!({ "id": first }),
+        )
+        .await;
+    assert_eq!(data["snapshot"]["name"], "before the upgrade");
+    let code = app
+        .error_code(
+            Some(&f.operator),
+            "mutation($vm: ID!) { createSnapshot(vmId: $vm, name: \"before the upgrade\") { task { id } } }",
+            json!({ "vm": f.vm }),
+        )
+        .await;
+    assert_eq!(code, "VALIDATION");
+    // A VIEWER may not rename.
+    let viewer = app.create_token(&f.project, "VIEWER").await;
+    let (status, body) = rest
+        .json(
+            Method::PATCH,
+            &format!("snapshot/{first}/"),
+            Some(&viewer),
+            Some(json!({ "name": "mine" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error_code"], "iaas_snapshot_update_203");
+}

@@ -120,6 +120,24 @@ pub async fn set_host_name(conn: &mut Conn<'_>, wanted: i64, new: &str) -> Query
     Ok(())
 }
 
+/// Sets snapshot `wanted`'s name and description; the row as it is now.
+pub async fn set_details(
+    conn: &mut Conn<'_>,
+    wanted: i64,
+    new_name: &str,
+    new_description: Option<&str>,
+) -> QueryResult<Snapshot> {
+    run!(conn, |c| diesel::update(snapshots.find(wanted))
+        .set((
+            name.eq(new_name),
+            description.eq(new_description),
+            updated_at.eq(now()),
+        ))
+        .returning(Snapshot::as_returning())
+        .get_result(c)
+        .await)
+}
+
 pub async fn set_remove_subtree(conn: &mut Conn<'_>, wanted: i64, value: bool) -> QueryResult<()> {
     run!(conn, |c| Cached(
         diesel::update(snapshots.find(wanted)).set(remove_subtree.eq(value))

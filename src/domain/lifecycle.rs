@@ -44,6 +44,19 @@ pub fn create(tree: &Tree, name: &str, limit: Option<i32>) -> Result<CreatePlan,
     })
 }
 
+/// Rename: snapshot `id` must not be deleted, and `name` (already trimmed and checked)
+/// must be unused by the VM's other non-closed snapshots. Its host name is made of ids,
+/// so the host has nothing to do: a rename is no task, whatever else is under way.
+pub fn rename(tree: &Tree, id: i64, name: &str) -> Result<(), Rejection> {
+    let node = node_in(tree, id)?;
+    if node.name != name && tree.has_name(name) {
+        return Err(Rejection::NameTaken {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// The changes once the new snapshot (in REQUESTED) exists: it becomes active at once.
 pub fn created(new_id: i64) -> Changes {
     Changes {
@@ -421,5 +434,22 @@ mod tests {
         let changes = cancelled(&t, &facts(TaskKind::Build, 2, Some(1)), &HashMap::new());
         assert_eq!(changes.states, vec![(2, Closed)]);
         assert_eq!(changes.active, Some(Some(1)));
+    }
+
+    #[test]
+    fn a_rename_keeps_names_unique_among_open_snapshots() {
+        let t = with_state(
+            nodes(&tree(&[(1, None), (2, Some(1))], Some(1))),
+            2,
+            Building,
+        );
+        assert_eq!(rename(&t, 1, "c"), Ok(()));
+        assert_eq!(rename(&t, 1, "s1"), Ok(()), "its own name");
+        assert_eq!(rename(&t, 2, "z"), Ok(()), "whatever its state");
+        assert_eq!(
+            rename(&t, 1, "s2"),
+            Err(Rejection::NameTaken { name: "s2".into() })
+        );
+        assert_eq!(rename(&t, 3, "x"), Err(Rejection::Closed { id: 3 }));
     }
 }

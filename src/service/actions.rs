@@ -26,7 +26,7 @@ use crate::db::models::{Host, NewSnapshot, NewTask, NewTaskEvent, Snapshot, Task
 use crate::db::{self, Conn, hosts, snapshots, tasks, tokens, vms};
 use crate::domain::lifecycle::{self, Plan};
 use crate::domain::tree::{Changes, Node, Tree};
-use crate::domain::{SnapshotState, TaskKind, TaskState, names};
+use crate::domain::{Rejection, SnapshotState, TaskKind, TaskState, names};
 use crate::error::{AppError, AppResult};
 
 /// The five snapshot actions and cancelling a task: what the API's callers ask for.
@@ -175,6 +175,46 @@ impl Actions {
             Ok(Step::Change(lifecycle::delete(tree, id, subtree)?))
         })
         .await
+    }
+
+    /// Renames snapshot `id` or changes its description (`Some(None)` clears it); what is
+    /// not given is kept. No task: the host knows snapshots by ids, not names.
+    pub async fn update_snapshot(
+        &self,
+        caller: &Caller,
+        id: i64,
+        name: Option<&str>,
+        description: Option<Option<&str>>,
+    ) -> AppResult<Snapshot> {
+        caller.require_operator()?;
+        let name = name.map(|n| names::name("snapshot name", n)).transpose()?;
+        let description = description.map(names::description).transpose()?;
+        let mut tx = self.core.begin_for(caller).await?;
+        let result = async {
+            let conn = &mut tx.conn();
+            let not_found = || AppError::not_found("snapshot", id);
+            let current = snapshots::by_ids(conn, &[id])
+                .await?
+                .pop()
+                .ok_or_else(not_found)?;
+            let vm = vms::by_ids(conn, &[current.vm_id]).await?.pop();
+            if !vm.is_some_and(|vm| caller.can_see(vm.project_id)) {
+                return Err(not_found());
+            }
+            let tree = super::tasks::load_tree(conn, current.vm_id).await?;
+            let name = name.unwrap_or_else(|| current.name.clone());
+            lifecycle::rename(&tree, id, &name)?;
+            let description = description.unwrap_or_else(|| current.description.clone());
+            snapshots::set_details(conn, id, &name, description.as_deref())
+                .await
+                .map_err(|err| match db::is_unique_violation(&err) {
+                    // Another rename to the same name committed first.
+                    true => Rejection::NameTaken { name: name.clone() }.into(),
+                    false => AppError::from(db::Error::from(err)),
+                })
+        }
+        .await;
+        tx.finish(result).await
     }
 
     /// Hands the action to the combiner and waits for its answer.

@@ -55,6 +55,17 @@ pub fn refusal(op: Op, err: AppError) -> Response {
             &message,
         ),
         (Op::Update, AppError::Rejected(rejection)) => match rejection {
+            Rejection::EmptyName { .. }
+            | Rejection::LongName { .. }
+            | Rejection::NulInName { .. } => {
+                wire::fields(&[("name", "iaas_snapshot_update_101".into(), message)])
+            }
+            Rejection::NameTaken { .. } => {
+                wire::fields(&[("name", "iaas_snapshot_update_102".into(), message)])
+            }
+            Rejection::NulInDescription | Rejection::LongDescription { .. } => {
+                wire::fields(&[("description", err.code().into(), message)])
+            }
             Rejection::VmState { .. } => {
                 wire::fields(&[("state", "iaas_snapshot_update_107".into(), message)])
             }

@@ -168,18 +168,33 @@ pub async fn update(
         Err(err) => return refusal(Op::Update, err),
     };
     let mut errors = Vec::new();
-    // A name that is absent, null, blank or the current one changes nothing; renaming
-    // comes with `updateSnapshot` (issue 10).
-    if let Some(name) = body["name"].as_str().map(str::trim)
-        && !name.is_empty()
-        && name != current.name
-    {
-        errors.push((
-            "name",
-            "VALIDATION".to_owned(),
-            "snaptree does not rename snapshots yet.".to_owned(),
-        ));
-    }
+    // A name that is absent, null or blank changes nothing, as in CloudCIX.
+    let name = match &body["name"] {
+        Value::String(name) if !name.trim().is_empty() => Some(name.as_str()),
+        Value::Null | Value::String(_) => None,
+        _ => {
+            errors.push((
+                "name",
+                "iaas_snapshot_update_101".into(),
+                "The \"name\" parameter is invalid. It must be a string.".into(),
+            ));
+            None
+        }
+    };
+    // snaptree's own: `null` clears the description, a string sets it.
+    let description = match body.get("description") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(text)) => Some(Some(text.as_str())),
+        Some(_) => {
+            errors.push((
+                "description",
+                "VALIDATION".into(),
+                "The \"description\" parameter is invalid. It must be a string or null.".into(),
+            ));
+            None
+        }
+    };
     let state = match &body["state"] {
         Value::Null => None,
         value => match integer(value) {
@@ -243,6 +258,16 @@ pub async fn update(
         return wire::fields(&errors);
     }
     let actions = service.actions();
+    // The rename first: it is the part a request is likelier to be refused for, and then
+    // nothing has changed. (A refused state change after it leaves the new name.)
+    if name.is_some() || description.is_some() {
+        let updated = actions
+            .update_snapshot(&caller, id, name, description)
+            .await;
+        if let Err(err) = updated {
+            return refusal(Op::Update, err);
+        }
+    }
     let acted = match state {
         None => Ok(None),
         Some(RUNNING_UPDATE) => actions.apply_snapshot(&caller, id).await.map(Some),
