@@ -305,8 +305,59 @@ struct Total {
     total: i64,
 }
 
-const SNAPSHOTS_FROM: &str = " FROM snapshots JOIN vms ON vms.id = snapshots.vm_id \
-     JOIN projects ON projects.id = vms.project_id WHERE 1 = 1";
+/// A table and how a caller's scope and a row's id are named in it.
+struct Source {
+    /// `FROM ... WHERE 1 = 1`.
+    from: &'static str,
+    /// The rows' columns.
+    rows: &'static str,
+    id: &'static str,
+    project: &'static str,
+}
+
+const SNAPSHOTS: Source = Source {
+    from: " FROM snapshots JOIN vms ON vms.id = snapshots.vm_id \
+           JOIN projects ON projects.id = vms.project_id WHERE 1 = 1",
+    rows: "SELECT snapshots.*",
+    id: "snapshots.id",
+    project: "vms.project_id",
+};
+
+const HISTORY: Source = Source {
+    from: " FROM snapshot_history WHERE 1 = 1",
+    rows: "SELECT snapshot_history.*",
+    id: "snapshot_history.id",
+    project: "snapshot_history.project_id",
+};
+
+/// A page of `source`'s rows, in `project` only when given, and how many match in all.
+async fn page_of<T, F: Field>(
+    conn: &mut Conn<'_>,
+    source: &Source,
+    project: Option<i64>,
+    listing: &Listing<F>,
+) -> QueryResult<(Vec<T>, i64)>
+where
+    T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + Send + 'static,
+{
+    let query = |conn: &Conn<'_>, head: &str| {
+        let mut sql = Sql::new(conn, head);
+        sql.push(source.from);
+        if let Some(project) = project {
+            sql.push(&format!(" AND {} = ", source.project));
+            sql.bind(Value::Number(project));
+        }
+        sql.conditions(&listing.conditions);
+        sql
+    };
+    let mut rows = query(conn, source.rows);
+    rows.page(listing, source.id);
+    let rows = rows.load::<T>(conn).await?;
+    let total = query(conn, "SELECT COUNT(*) AS total")
+        .load::<Total>(conn)
+        .await?;
+    Ok((rows, total.into_iter().next().map_or(0, |t| t.total)))
+}
 
 /// A page of snapshots, in `project` only when given, and how many match in all.
 pub async fn snapshots(
@@ -314,23 +365,7 @@ pub async fn snapshots(
     project: Option<i64>,
     listing: &Listing<SnapshotField>,
 ) -> QueryResult<(Vec<Snapshot>, i64)> {
-    let query = |conn: &Conn<'_>, head: &str| {
-        let mut sql = Sql::new(conn, head);
-        sql.push(SNAPSHOTS_FROM);
-        if let Some(project) = project {
-            sql.push(" AND vms.project_id = ");
-            sql.bind(Value::Number(project));
-        }
-        sql.conditions(&listing.conditions);
-        sql
-    };
-    let mut rows = query(conn, "SELECT snapshots.*");
-    rows.page(listing, "snapshots.id");
-    let rows = rows.load::<Snapshot>(conn).await?;
-    let total = query(conn, "SELECT COUNT(*) AS total")
-        .load::<Total>(conn)
-        .await?;
-    Ok((rows, total.into_iter().next().map_or(0, |t| t.total)))
+    page_of(conn, &SNAPSHOTS, project, listing).await
 }
 
 /// A page of snapshot history, in `project` only when given, and how many rows match.
@@ -339,21 +374,5 @@ pub async fn history(
     project: Option<i64>,
     listing: &Listing<HistoryField>,
 ) -> QueryResult<(Vec<HistoryEntry>, i64)> {
-    let query = |conn: &Conn<'_>, head: &str| {
-        let mut sql = Sql::new(conn, head);
-        sql.push(" FROM snapshot_history WHERE 1 = 1");
-        if let Some(project) = project {
-            sql.push(" AND snapshot_history.project_id = ");
-            sql.bind(Value::Number(project));
-        }
-        sql.conditions(&listing.conditions);
-        sql
-    };
-    let mut rows = query(conn, "SELECT snapshot_history.*");
-    rows.page(listing, "snapshot_history.id");
-    let rows = rows.load::<HistoryEntry>(conn).await?;
-    let total = query(conn, "SELECT COUNT(*) AS total")
-        .load::<Total>(conn)
-        .await?;
-    Ok((rows, total.into_iter().next().map_or(0, |t| t.total)))
+    page_of(conn, &HISTORY, project, listing).await
 }

@@ -86,6 +86,18 @@ fn page<F>(content: Vec<Value>, params: &ListParams<F>, total: i64) -> Response 
         .into_response()
 }
 
+/// The list parameters of `query`, or the list's refusal (`code`) of a value its field
+/// cannot hold.
+fn read<F: Copy>(
+    query: Option<String>,
+    fields: &Fields<F>,
+    orders: &[(&'static str, F)],
+    code: &str,
+) -> Result<ListParams<F>, Box<Response>> {
+    params::parse(query.as_deref().unwrap_or(""), fields, orders)
+        .map_err(|detail| Box::new(wire::coded(StatusCode::BAD_REQUEST, code, &detail)))
+}
+
 /// `GET snapshot/` (and HEAD). Deleted (CLOSED) snapshots are listed unless filtered
 /// out (`exclude[state]=99`), as in CloudCIX.
 pub async fn snapshots(
@@ -93,15 +105,14 @@ pub async fn snapshots(
     RestCaller(caller): RestCaller,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match params::parse(
-        query.as_deref().unwrap_or(""),
+    let params = match read(
+        query,
         SNAPSHOT_FIELDS,
         SNAPSHOT_ORDERS,
+        "iaas_snapshot_list_001",
     ) {
         Ok(params) => params,
-        Err(detail) => {
-            return wire::coded(StatusCode::BAD_REQUEST, "iaas_snapshot_list_001", &detail);
-        }
+        Err(refused) => return *refused,
     };
     match snapshot_page(&service, &caller, &params).await {
         Ok((content, total)) => page(content, &params, total),
@@ -141,19 +152,14 @@ pub async fn history(
     RestCaller(caller): RestCaller,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match params::parse(
-        query.as_deref().unwrap_or(""),
+    let params = match read(
+        query,
         HISTORY_FIELDS,
         HISTORY_ORDERS,
+        "iaas_snapshot_history_list_001",
     ) {
         Ok(params) => params,
-        Err(detail) => {
-            return wire::coded(
-                StatusCode::BAD_REQUEST,
-                "iaas_snapshot_history_list_001",
-                &detail,
-            );
-        }
+        Err(refused) => return *refused,
     };
     match service.reads().history_list(&caller, &params.listing).await {
         Ok((rows, total)) => page(rows.iter().map(history_json).collect(), &params, total),
