@@ -378,3 +378,65 @@ async fn simultaneous_actions_on_one_host_all_succeed() {
         }
     }
 }
+
+/// `updateSnapshot`: a rename or a new description, at once and without a task; names
+/// stay unique among the VM's snapshots; roles and projects hold.
+#[tokio::test]
+async fn snapshots_are_renamed_and_described_without_a_task() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("p", "sim://").await;
+    let op = f.operator.as_str();
+    let a = app.snapshot_built(op, &f.vm, "a").await;
+    app.snapshot_built(op, &f.vm, "b").await;
+    const UPDATE: &str = "mutation($id: ID!, $name: String, $d: String) { \
+        updateSnapshot(id: $id, name: $name, description: $d) { id name description tasks { id } } }";
+    let data = app
+        .data(
+            op,
+            UPDATE,
+            json!({ "id": a, "name": " before upgrade ", "d": "kernel 6.1" }),
+        )
+        .await;
+    let updated = &data["updateSnapshot"];
+    assert_eq!(updated["name"], "before upgrade");
+    assert_eq!(updated["description"], "kernel 6.1");
+    assert_eq!(
+        updated["tasks"].as_array().unwrap().len(),
+        1,
+        "only its BUILD"
+    );
+    // The description alone, then cleared with null; the name is kept.
+    let data = app
+        .data(
+            op,
+            "mutation($id: ID!) { updateSnapshot(id: $id, description: null) { name description } }",
+            json!({ "id": a }),
+        )
+        .await;
+    assert_eq!(
+        data["updateSnapshot"],
+        json!({ "name": "before upgrade", "description": null })
+    );
+    let code = |token: &str, id: &str, name: &str| {
+        let (token, id, name) = (token.to_owned(), id.to_owned(), name.to_owned());
+        let app = &app;
+        async move {
+            app.error_code(Some(&token), UPDATE, json!({ "id": id, "name": name }))
+                .await
+        }
+    };
+    assert_eq!(code(op, &a, "b").await, "VALIDATION", "b is taken");
+    assert_eq!(
+        code(op, &a, "").await,
+        "VALIDATION",
+        "a name is 1 to 128 characters"
+    );
+    let viewer = app.create_token(&f.project, "VIEWER").await;
+    assert_eq!(code(&viewer, &a, "c").await, "FORBIDDEN");
+    let other = app.project_with_vm("other", "sim://").await;
+    assert_eq!(code(&other.operator, &a, "c").await, "NOT_FOUND");
+    // A deleted snapshot keeps the name it was deleted with.
+    let (_, task) = app.delete(op, &a, false).await;
+    app.finished(op, &task).await;
+    assert_eq!(code(op, &a, "c").await, "INVALID_STATE");
+}

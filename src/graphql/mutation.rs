@@ -1,10 +1,10 @@
 //! Mutations: the five snapshot actions, cancelling a task, and administration.
 
-use async_graphql::{Context, ID, Object, Result, ResultExt};
+use async_graphql::{Context, ID, MaybeUndefined, Object, Result, ResultExt};
 
 use super::enums::{Hypervisor, Role};
 use super::parse_id;
-use super::types::{CreatedToken, Host, Project, SnapshotPayload, Task, Vm};
+use super::types::{CreatedToken, Host, Project, Snapshot, SnapshotPayload, Task, Vm};
 use crate::service::{Caller, Service};
 
 pub struct Mutation;
@@ -73,6 +73,30 @@ impl Mutation {
             .await
             .extend()?;
         Ok(SnapshotPayload(accepted))
+    }
+
+    /// Renames a snapshot or changes its description (`null` clears it); what is not
+    /// given is kept. No task runs: the host knows snapshots by ids, not names. The name
+    /// must be unused among the VM's other snapshots.
+    async fn update_snapshot(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        name: Option<String>,
+        description: MaybeUndefined<String>,
+    ) -> Result<Snapshot> {
+        let id = parse_id(&id, "snapshot").extend()?;
+        let description = match &description {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(text) => Some(Some(text.as_str())),
+        };
+        let updated = service(ctx)
+            .actions()
+            .update_snapshot(caller(ctx), id, name.as_deref(), description)
+            .await
+            .extend()?;
+        Ok(Snapshot(updated))
     }
 
     /// A queued task is cancelled at once; a running one stops at a safe point. Asking
