@@ -813,7 +813,7 @@ async fn history_lists_every_state_change_of_the_callers_project() {
 #[tokio::test]
 async fn only_listed_origins_get_cors_and_sockets() {
     use common::process::{self, ServerProcess};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use common::ws::Subscriber;
 
     const UI: &str = "https://ui.cloudcix.test";
     let dir = tempfile::tempdir().unwrap();
@@ -872,36 +872,16 @@ async fn only_listed_origins_get_cors_and_sockets() {
     assert_eq!(header(&answer, "access-control-allow-origin"), "");
 
     // WebSockets: no Origin (not a browser), the server's own, a listed one; not others.
-    let ws = |origin: Option<&'static str>| {
-        let mut request = format!("{}graphql", server.url.replacen("http://", "ws://", 1))
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().unwrap(),
-        );
-        let own = server.url.trim_end_matches('/').to_owned();
-        let origin = origin.map(|o| if o == "own" { own } else { o.to_owned() });
-        if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("Origin", origin.parse().unwrap());
-        }
-        async move {
-            match tokio_tungstenite::connect_async(request).await {
-                Ok(_) => 101,
-                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                    response.status().as_u16()
-                }
-                Err(other) => panic!("{other}"),
-            }
-        }
-    };
-    assert_eq!(ws(None).await, 101);
-    assert_eq!(ws(Some("own")).await, 101);
-    assert_eq!(ws(Some(UI)).await, 101);
-    assert_eq!(ws(Some("https://evil.test")).await, 403);
-    assert_eq!(ws(Some("null")).await, 403);
+    let url = format!("{}graphql", server.url);
+    let own = server.url.trim_end_matches('/');
+    assert_eq!(Subscriber::upgrade_status(&url, None).await, 101);
+    assert_eq!(Subscriber::upgrade_status(&url, Some(own)).await, 101);
+    assert_eq!(Subscriber::upgrade_status(&url, Some(UI)).await, 101);
+    assert_eq!(
+        Subscriber::upgrade_status(&url, Some("https://evil.test")).await,
+        403
+    );
+    assert_eq!(Subscriber::upgrade_status(&url, Some("null")).await, 403);
     drop(server);
 }
 
@@ -925,25 +905,9 @@ async fn no_origin_is_allowed_by_default() {
             .get("access-control-allow-origin")
             .is_none()
     );
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = app
-        .url
-        .replacen("http://", "ws://", 1)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    request
-        .headers_mut()
-        .insert("Origin", "https://ui.cloudcix.test".parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status().as_u16(), 403)
-        }
-        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
-    }
+    let status =
+        common::ws::Subscriber::upgrade_status(&app.url, Some("https://ui.cloudcix.test")).await;
+    assert_eq!(status, 403);
 }
 
 /// A busy VM (a task on its way) and a VM that is not running, as CloudCIX says them.
@@ -1127,6 +1091,16 @@ async fn updates_rename_snapshots() {
     let (status, body) = patch(json!({ "name": 7 })).await;
     assert_eq!(
         body["errors"]["name"]["error_code"], "iaas_snapshot_update_101",
+        "{status}"
+    );
+    let (status, body) = patch(json!({ "description": ["x"] })).await;
+    assert_eq!(
+        body["errors"]["description"]["error_code"], "VALIDATION",
+        "{status}"
+    );
+    let (status, body) = patch(json!({ "description": "d".repeat(100_000) })).await;
+    assert_eq!(
+        body["errors"]["description"]["error_code"], "VALIDATION",
         "{status}"
     );
     // The same name seen through GraphQL, and the tree rules know it: it is taken.

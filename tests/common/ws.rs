@@ -31,16 +31,22 @@ impl Subscriber {
 
     /// Like [`Subscriber::open`]; `None` when the server cannot be reached.
     async fn try_open(url: &str) -> Option<Self> {
-        let mut request = url
-            .replacen("http://", "ws://", 1)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().unwrap(),
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(request).await.ok()?;
+        let (ws, _) = tokio_tungstenite::connect_async(upgrade_request(url, None))
+            .await
+            .ok()?;
         Some(Self { ws })
+    }
+
+    /// The status a WebSocket upgrade to `url` gets when sent from a page of `origin`
+    /// (`None`: no `Origin`, as a client that is not a browser): 101 when accepted.
+    pub async fn upgrade_status(url: &str, origin: Option<&str>) -> u16 {
+        match tokio_tungstenite::connect_async(upgrade_request(url, origin)).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                response.status().as_u16()
+            }
+            Err(other) => panic!("the upgrade neither succeeded nor was refused: {other}"),
+        }
     }
 
     /// Like [`Subscriber::connect`], for a server that may be gone: `None` when it
@@ -142,4 +148,24 @@ impl Subscriber {
             other => panic!("expected an event, got {other:?}"),
         }
     }
+}
+
+/// A `graphql-transport-ws` upgrade request to `url` (the server's `http://.../graphql`).
+fn upgrade_request(
+    url: &str,
+    origin: Option<&str>,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    if let Some(origin) = origin {
+        headers.insert("Origin", origin.parse().unwrap());
+    }
+    request
 }

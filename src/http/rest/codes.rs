@@ -22,21 +22,21 @@ pub enum Op {
 /// `err` as CloudCIX would answer `op`.
 pub fn refusal(op: Op, err: AppError) -> Response {
     let message = err.public_message();
+    // A name or a description, refused the same way by a create and an update.
+    let text_codes = match op {
+        Op::Create => Some(("iaas_snapshot_create_106", "iaas_snapshot_create_107")),
+        Op::Update => Some(("iaas_snapshot_update_101", "iaas_snapshot_update_102")),
+        Op::Read | Op::Tree => None,
+    };
+    if let (Some(codes), AppError::Rejected(rejection)) = (text_codes, &err)
+        && let Some((field, code)) = text_field(rejection, codes, err.code())
+    {
+        return wire::fields(&[(field, code.into(), message)]);
+    }
     match (op, &err) {
         (Op::Create, AppError::Rejected(rejection)) => match rejection {
-            Rejection::EmptyName { .. }
-            | Rejection::LongName { .. }
-            | Rejection::NulInName { .. } => {
-                wire::fields(&[("name", "iaas_snapshot_create_106".into(), message)])
-            }
-            Rejection::NameTaken { .. } => {
-                wire::fields(&[("name", "iaas_snapshot_create_107".into(), message)])
-            }
             Rejection::VmState { .. } => {
                 wire::fields(&[("vm_id", "iaas_snapshot_create_103".into(), message)])
-            }
-            Rejection::NulInDescription | Rejection::LongDescription { .. } => {
-                wire::fields(&[("description", err.code().into(), message)])
             }
             _ => wire::coded(StatusCode::BAD_REQUEST, err.code(), &message),
         },
@@ -55,17 +55,6 @@ pub fn refusal(op: Op, err: AppError) -> Response {
             &message,
         ),
         (Op::Update, AppError::Rejected(rejection)) => match rejection {
-            Rejection::EmptyName { .. }
-            | Rejection::LongName { .. }
-            | Rejection::NulInName { .. } => {
-                wire::fields(&[("name", "iaas_snapshot_update_101".into(), message)])
-            }
-            Rejection::NameTaken { .. } => {
-                wire::fields(&[("name", "iaas_snapshot_update_102".into(), message)])
-            }
-            Rejection::NulInDescription | Rejection::LongDescription { .. } => {
-                wire::fields(&[("description", err.code().into(), message)])
-            }
             Rejection::VmState { .. } => {
                 wire::fields(&[("state", "iaas_snapshot_update_107".into(), message)])
             }
@@ -98,6 +87,26 @@ pub fn refusal(op: Op, err: AppError) -> Response {
             &message,
         ),
         _ => general(err),
+    }
+}
+
+/// The field and code of a refusal of a name or a description: `invalid` for a name
+/// CloudCIX would refuse as such, `taken` for one in use; a description, snaptree's own
+/// field, keeps snaptree's code (`own`). `None` for any other refusal.
+fn text_field(
+    rejection: &Rejection,
+    (invalid, taken): (&'static str, &'static str),
+    own: &'static str,
+) -> Option<(&'static str, &'static str)> {
+    match rejection {
+        Rejection::EmptyName { .. } | Rejection::LongName { .. } | Rejection::NulInName { .. } => {
+            Some(("name", invalid))
+        }
+        Rejection::NameTaken { .. } => Some(("name", taken)),
+        Rejection::NulInDescription | Rejection::LongDescription { .. } => {
+            Some(("description", own))
+        }
+        _ => None,
     }
 }
 
