@@ -40,7 +40,7 @@ const DASHBOARD_CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'se
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Largest request body accepted (the query plus its variables).
-const MAX_BODY_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]

@@ -59,7 +59,32 @@ pub fn routes(service: Service) -> Router {
         .route("/snapshot/{pk}", any(append_slash))
         .route("/snapshot_tree/{vm_id}", any(append_slash))
         .route("/snapshot_history", any(append_slash))
+        .layer(axum::middleware::from_fn(read_unused_body))
         .with_state(service)
+}
+
+/// CloudCIX's client sends a JSON body (`null`) with every GET and HEAD. A body left
+/// unread ends the connection after the answer, and the client's next request on its
+/// kept-alive connection then fails ("remote end closed connection"): read it first.
+async fn read_unused_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    if axum::body::to_bytes(body, super::MAX_BODY_BYTES)
+        .await
+        .is_err()
+    {
+        return wire::detail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        );
+    }
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::empty());
+    next.run(request).await
 }
 
 /// The caller of a REST request: `X-Auth-Token: <token>` (CloudCIX's header) or
