@@ -92,11 +92,10 @@ impl AppError {
         Self::InvalidState(message.into())
     }
 
-    pub fn vm_busy(vm_id: i64, task_id: i64) -> Self {
+    /// The VM has a task queued or running (`task_id`, in the error's extensions).
+    pub fn vm_busy(task_id: i64) -> Self {
         Self::VmBusy {
-            message: format!(
-                "VM {vm_id} is busy with task {task_id}; wait for it to finish or cancel it."
-            ),
+            message: "This VM is busy with another task; wait for it to end, or cancel it.".into(),
             task_id,
         }
     }

@@ -128,6 +128,18 @@ pub struct Snapshot {
     pub updated_at: NaiveDateTime,
 }
 
+impl From<&Snapshot> for crate::domain::tree::Node {
+    fn from(s: &Snapshot) -> Self {
+        Self {
+            id: s.id,
+            parent_id: s.parent_id,
+            name: s.name.clone(),
+            state: s.state(),
+            active: s.active,
+        }
+    }
+}
+
 impl Snapshot {
     pub fn state(&self) -> SnapshotState {
         SnapshotState::from_code(self.state).expect("snapshots.state is checked by the database")
@@ -215,6 +227,8 @@ pub struct Task {
     pub finished_at: Option<NaiveDateTime>,
     /// Its place among its host's `max_concurrent_tasks` while it runs (PostgreSQL).
     pub slot: Option<i32>,
+    /// An apply's save of the current state first: the snapshot it creates.
+    pub save_snapshot_id: Option<i64>,
 }
 
 impl Task {
@@ -240,6 +254,7 @@ pub struct NewTask<'a> {
     pub host_id: i64,
     pub snapshot_id: i64,
     pub prev_active_id: Option<i64>,
+    pub save_snapshot_id: Option<i64>,
     pub requested_by: &'a str,
     pub created_at: NaiveDateTime,
 }

@@ -94,6 +94,7 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
         slot -> Nullable<Integer>,
+        save_snapshot_id -> Nullable<BigInt>,
     }
 }
 

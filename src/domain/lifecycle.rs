@@ -34,14 +34,58 @@ pub fn create(tree: &Tree, name: &str, limit: Option<i32>) -> Result<CreatePlan,
             name: name.to_owned(),
         });
     }
-    if let Some(limit) = limit
-        && tree.len() >= usize::try_from(limit).unwrap_or(0)
-    {
-        return Err(Rejection::LimitReached { limit });
-    }
+    room(tree, limit)?;
     Ok(CreatePlan {
         parent: tree.active(),
     })
+}
+
+/// The host's limit leaves room for one more snapshot.
+pub fn room(tree: &Tree, limit: Option<i32>) -> Result<(), Rejection> {
+    match limit {
+        Some(limit) if tree.len() >= usize::try_from(limit).unwrap_or(0) => {
+            Err(Rejection::LimitReached { limit })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Apply with the current state saved first: a create's rules for the save (a child of
+/// the active snapshot, named `name`), then the apply's. One task does both, the save
+/// first; the new snapshot is never active unless the apply fails after it.
+pub fn apply_saving(
+    tree: &Tree,
+    id: i64,
+    name: &str,
+    limit: Option<i32>,
+) -> Result<(CreatePlan, Plan), Rejection> {
+    let save = create(tree, name, limit)?;
+    Ok((save, apply(tree, id)?))
+}
+
+/// What a delete would do to the tree, told before it is asked for.
+#[derive(Debug, PartialEq)]
+pub struct DeleteForecast {
+    /// The snapshots it removes (the target, and for a subtree its descendants).
+    pub removed: Vec<i64>,
+    /// `Some(x)` when the active snapshot is removed and `x` becomes active.
+    pub active_after: Option<Option<i64>>,
+}
+
+/// The same changes a successful delete makes ([`succeeded`] closes the task's scope).
+pub fn forecast_delete(tree: &Tree, id: i64, remove_subtree: bool) -> DeleteForecast {
+    let removed = if tree.get(id).is_none() {
+        Vec::new()
+    } else if remove_subtree {
+        tree.subtree(id)
+    } else {
+        vec![id]
+    };
+    let active_after = tree.close(&removed).active;
+    DeleteForecast {
+        removed,
+        active_after,
+    }
 }
 
 /// Rename: snapshot `id` must not be deleted, and `name` (already trimmed and checked)
@@ -135,6 +179,8 @@ pub struct TaskFacts {
     pub remove_subtree: bool,
     /// The VM's active snapshot before the action.
     pub prev_active: Option<i64>,
+    /// An apply's save of the current state first: the new snapshot.
+    pub save: Option<i64>,
 }
 
 impl TaskFacts {
@@ -144,14 +190,15 @@ impl TaskFacts {
         if self.kind == TaskKind::Scrub && self.remove_subtree {
             tree.subtree(self.target)
         } else {
-            vec![self.target]
+            self.save.into_iter().chain([self.target]).collect()
         }
     }
 }
 
 /// The robot starts work on the host.
 pub fn started(tree: &Tree, task: &TaskFacts) -> Changes {
-    let state = match task.kind {
+    let state = |id: i64| match task.kind {
+        _ if Some(id) == task.save => Building,
         TaskKind::Build => Building,
         TaskKind::Update => RunningUpdating,
         TaskKind::Scrub => Scrubbing,
@@ -160,8 +207,8 @@ pub fn started(tree: &Tree, task: &TaskFacts) -> Changes {
         states: task
             .scope(tree)
             .into_iter()
-            .filter(|id| tree.get(*id).is_some_and(|n| n.state != state))
-            .map(|id| (id, state))
+            .filter(|&id| tree.get(id).is_some_and(|n| n.state != state(id)))
+            .map(|id| (id, state(id)))
             .collect(),
         ..Changes::default()
     }
@@ -175,7 +222,11 @@ pub fn succeeded(tree: &Tree, task: &TaskFacts) -> Changes {
             ..Changes::default()
         },
         TaskKind::Update => Changes {
-            states: vec![(task.target, Running)],
+            states: task
+                .scope(tree)
+                .into_iter()
+                .map(|id| (id, Running))
+                .collect(),
             active: (tree.active() != Some(task.target)).then_some(Some(task.target)),
             ..Changes::default()
         },
@@ -210,13 +261,22 @@ pub fn failed(
             ..Changes::default()
         },
         // Back to RUNNING; active is what the host reports as current, or the previous one.
+        // A save of the current state first is RUNNING if the host has it (it holds the
+        // state the VM had), UNRESOURCED if not.
         TaskKind::Update => {
             let active = match host {
                 Some(view) => view.current.or(task.prev_active),
                 None => task.prev_active,
             };
+            let saved = |id: i64| host.is_some_and(|view| view.existing.contains(&id));
+            let mut states: Vec<_> = task
+                .save
+                .map(|id| (id, if saved(id) { Running } else { Unresourced }))
+                .into_iter()
+                .collect();
+            states.push((task.target, Running));
             Changes {
-                states: vec![(task.target, Running)],
+                states,
                 active: (tree.active() != active).then_some(active),
                 ..Changes::default()
             }
@@ -254,6 +314,16 @@ pub fn cancelled(tree: &Tree, task: &TaskFacts, before: &HashMap<i64, SnapshotSt
     }
 }
 
+/// An apply whose save of the current state was cancelled before the host had it: the
+/// apply changes nothing, and the save leaves nothing behind.
+pub fn cancelled_before_save(tree: &Tree, task: &TaskFacts, save: i64) -> Changes {
+    let mut changes = tree.close(&[save]);
+    changes.states.push((task.target, Running));
+    let active = task.prev_active;
+    changes.active = (tree.active() != active).then_some(active);
+    changes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +335,7 @@ mod tests {
             target,
             remove_subtree: false,
             prev_active,
+            save: None,
         }
     }
 
@@ -434,6 +505,72 @@ mod tests {
         let changes = cancelled(&t, &facts(TaskKind::Build, 2, Some(1)), &HashMap::new());
         assert_eq!(changes.states, vec![(2, Closed)]);
         assert_eq!(changes.active, Some(Some(1)));
+    }
+
+    #[test]
+    fn an_apply_saving_first_saves_then_applies_and_keeps_a_save_the_host_has() {
+        let t = tree(&[(1, None), (2, Some(1))], Some(2));
+        let (save, apply) = apply_saving(&t, 1, "before", Some(3)).unwrap();
+        assert_eq!((save.parent, apply.target), (Some(2), 1));
+        assert_eq!(
+            apply_saving(&t, 1, "s2", None),
+            Err(Rejection::NameTaken { name: "s2".into() })
+        );
+        assert_eq!(
+            apply_saving(&t, 1, "x", Some(2)),
+            Err(Rejection::LimitReached { limit: 2 })
+        );
+        // The saved snapshot 3 was inserted (REQUESTED) under 2; 1 is being applied.
+        let mut nodes = nodes(&t);
+        nodes.push(crate::domain::tree::Node {
+            id: 3,
+            parent_id: Some(2),
+            name: "before".into(),
+            state: Requested,
+            active: false,
+        });
+        let mut t = Tree::new(nodes);
+        t.apply(&apply.changes);
+        let task = TaskFacts {
+            save: Some(3),
+            ..facts(TaskKind::Update, 1, Some(2))
+        };
+        assert_eq!(
+            started(&t, &task).states,
+            vec![(3, Building), (1, RunningUpdating)]
+        );
+        assert_eq!(
+            succeeded(&t, &task).states,
+            vec![(3, Running), (1, Running)]
+        );
+        // The save failed: the host has no 3, and nothing was applied.
+        let host = HostView {
+            existing: HashSet::from([1, 2]),
+            current: Some(2),
+        };
+        let changes = failed(&t, &task, &HashMap::new(), Some(&host));
+        assert_eq!(changes.states, vec![(3, Unresourced), (1, Running)]);
+        assert_eq!(changes.active, Some(Some(2)));
+        // The apply failed after the save: 3 stays, and the host's current is active.
+        let host = HostView {
+            existing: HashSet::from([1, 2, 3]),
+            current: Some(3),
+        };
+        let changes = failed(&t, &task, &HashMap::new(), Some(&host));
+        assert_eq!(changes.states, vec![(3, Running), (1, Running)]);
+        assert_eq!(changes.active, Some(Some(3)));
+        let changes = cancelled_before_save(&t, &task, 3);
+        assert_eq!(changes.states, vec![(3, Closed), (1, Running)]);
+    }
+
+    #[test]
+    fn a_delete_forecast_says_where_the_active_snapshot_goes() {
+        let t = tree(&[(1, None), (2, Some(1)), (3, Some(2))], Some(3));
+        let subtree = forecast_delete(&t, 2, true);
+        assert_eq!(subtree.removed, vec![2, 3]);
+        assert_eq!(subtree.active_after, Some(Some(1)));
+        assert_eq!(forecast_delete(&t, 2, false).active_after, None);
+        assert_eq!(forecast_delete(&t, 3, false).active_after, Some(Some(2)));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use futures_util::future::{BoxFuture, Shared};
 
 use crate::db::models::{HistoryEntry, Host, Snapshot, Task, TaskEvent, Vm};
 use crate::domain::drift::Drift;
+use crate::domain::tree::Tree;
 use crate::error::AppError;
 use crate::service::{Caller, Reads, Service};
 
@@ -158,6 +159,29 @@ impl Loaders {
                 .clone()
         };
         shared.await
+    }
+}
+
+/// The memo key of a VM's tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TreeOf(i64);
+
+impl Loaders {
+    /// VM `vm`'s tree as the rules see it, built once per request from its non-closed
+    /// snapshots (every snapshot's offers are read off it).
+    pub async fn tree(&self, vm: i64) -> Result<Arc<Tree>, AppError> {
+        let rows: Arc<Vec<Snapshot>> = self.load(OpenSnapshotsOf(vm)).await?.unwrap_or_default();
+        let build = || Arc::new(Tree::new(rows.iter().map(Into::into).collect()));
+        let Some(memo) = &self.memo else {
+            return Ok(build());
+        };
+        let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
+        let by_vm = memo
+            .entry(TypeId::of::<TreeOf>())
+            .or_insert_with(|| Box::new(HashMap::<TreeOf, Arc<Tree>>::new()))
+            .downcast_mut::<HashMap<TreeOf, Arc<Tree>>>()
+            .expect("each key type has one value type");
+        Ok(Arc::clone(by_vm.entry(TreeOf(vm)).or_insert_with(build)))
     }
 }
 

@@ -8,6 +8,7 @@ mod errors;
 mod gate;
 mod loaders;
 mod mutation;
+mod offers;
 mod query;
 mod subscription;
 mod types;

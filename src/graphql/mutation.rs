@@ -37,13 +37,22 @@ impl Mutation {
     }
 
     /// Returns the VM to a snapshot, which becomes active; changes since are lost.
-    async fn apply_snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<SnapshotPayload> {
+    /// With `saveCurrentAs`, the VM's current state is first saved as a new snapshot of
+    /// that name (a child of the active one): one task, the save then the apply; if the
+    /// save fails, nothing is applied (`Task.savedAs` and `Task.error` say so).
+    async fn apply_snapshot(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        save_current_as: Option<String>,
+    ) -> Result<SnapshotPayload> {
         let id = parse_id(&id, "snapshot").extend()?;
-        let accepted = service(ctx)
-            .actions()
-            .apply_snapshot(caller(ctx), id)
-            .await
-            .extend()?;
+        let actions = service(ctx).actions();
+        let accepted = match save_current_as {
+            Some(name) => actions.apply_snapshot_saving(caller(ctx), id, &name).await,
+            None => actions.apply_snapshot(caller(ctx), id).await,
+        }
+        .extend()?;
         Ok(SnapshotPayload(accepted))
     }
 

@@ -3,13 +3,23 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, Object, Result, ResultExt};
 
-use super::enums::TaskState;
+use super::enums::{Role, TaskState};
 use super::types::{Host, Project, Snapshot, Task, Vm};
 use super::{DEFAULT_PAGE, MAX_PAGE, Page, parse_id};
 use crate::error::AppError;
 use crate::service::{Caller, Reads, Service, TaskFilter, VmFilter};
 
 pub struct Query;
+
+/// Who is asking: what a client shows and offers by.
+#[derive(async_graphql::SimpleObject)]
+pub struct Me {
+    /// The token's name, the actor its actions are recorded under.
+    name: String,
+    role: Role,
+    /// The project the token belongs to (an ADMIN sees every project).
+    project: Option<Project>,
+}
 
 fn caller<'a>(ctx: &'a Context<'_>) -> &'a Caller {
     ctx.data_unchecked::<Caller>()
@@ -71,6 +81,16 @@ impl Query {
         let page = Page::new(first, after.as_ref()).extend()?;
         let hosts = reads(ctx).hosts(caller(ctx)).await.extend()?;
         Ok(page.of(&hosts, |h| h.id, Host))
+    }
+
+    /// The caller: its token's name, role and project.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
+        let project = reads(ctx).own_project(caller(ctx)).await.extend()?;
+        Ok(Me {
+            name: caller(ctx).name.clone(),
+            role: caller(ctx).role.into(),
+            project: project.map(Project),
+        })
     }
 
     async fn host(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Host>> {

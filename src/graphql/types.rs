@@ -21,7 +21,7 @@ fn at(t: NaiveDateTime) -> DateTime<Utc> {
 }
 
 /// Loads one value by key; `None` when there is none.
-async fn maybe<K, V>(ctx: &Context<'_>, key: K) -> Result<Option<V>>
+pub(super) async fn maybe<K, V>(ctx: &Context<'_>, key: K) -> Result<Option<V>>
 where
     K: Send + Sync + Hash + Eq + Clone + 'static,
     V: Send + Sync + Clone + 'static,
@@ -31,7 +31,7 @@ where
 }
 
 /// Loads one value that must exist (a foreign key).
-async fn one<K, V>(ctx: &Context<'_>, key: K) -> Result<V>
+pub(super) async fn one<K, V>(ctx: &Context<'_>, key: K) -> Result<V>
 where
     K: Send + Sync + Hash + Eq + Clone + std::fmt::Debug + 'static,
     V: Send + Sync + Clone + 'static,
@@ -183,6 +183,11 @@ impl Vm {
         Ok(maybe(ctx, OpenTaskOf(self.0.id)).await?.is_some())
     }
 
+    /// The actions on the VM the caller may take now, each with the reason when not.
+    async fn actions(&self, ctx: &Context<'_>) -> Result<super::offers::VmActions> {
+        super::offers::vm_actions(ctx, &self.0).await
+    }
+
     /// The queued or running task, if any.
     async fn current_task(&self, ctx: &Context<'_>) -> Result<Option<Task>> {
         Ok(maybe(ctx, OpenTaskOf(self.0.id)).await?.map(Task))
@@ -289,6 +294,22 @@ impl Snapshot {
         self.0.remove_subtree
     }
 
+    /// The actions on this snapshot the caller may take now, each with the reason when
+    /// not.
+    async fn actions(&self, ctx: &Context<'_>) -> Result<super::offers::SnapshotActions> {
+        super::offers::snapshot_actions(ctx, &self.0).await
+    }
+
+    /// What deleting it (or, with `removeSubtree`, it and all below it) would do, as
+    /// the tree stands now: what goes, and where the active snapshot is afterwards.
+    async fn delete_forecast(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = false)] remove_subtree: bool,
+    ) -> Result<super::offers::DeleteForecast> {
+        super::offers::delete_forecast(ctx, &self.0, remove_subtree).await
+    }
+
     async fn created_at(&self) -> DateTime<Utc> {
         at(self.0.created_at)
     }
@@ -378,6 +399,20 @@ impl Task {
 
     async fn snapshot(&self, ctx: &Context<'_>) -> Result<Snapshot> {
         one(ctx, SnapshotId(self.0.snapshot_id)).await.map(Snapshot)
+    }
+
+    /// An apply that saves the VM's current state first: the snapshot it saves it as.
+    /// If the save failed it is UNRESOURCED, and nothing was applied.
+    async fn saved_as(&self, ctx: &Context<'_>) -> Result<Option<Snapshot>> {
+        match self.0.save_snapshot_id {
+            Some(id) => one(ctx, SnapshotId(id)).await.map(|s| Some(Snapshot(s))),
+            None => Ok(None),
+        }
+    }
+
+    /// It has ended (SUCCEEDED, FAILED or CANCELLED): no more events come.
+    async fn finished(&self) -> bool {
+        !self.0.state().is_open()
     }
 
     /// 0..100, null while unknown.

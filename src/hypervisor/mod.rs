@@ -63,26 +63,60 @@ pub struct ProgressUpdate {
 
 /// Where a driver sends its progress reports.
 #[derive(Clone)]
-pub struct Progress(Option<mpsc::UnboundedSender<ProgressUpdate>>);
+pub struct Progress {
+    tx: Option<mpsc::UnboundedSender<ProgressUpdate>>,
+    /// One stage of a task of several operations: its share of the percentage and its
+    /// name, put before each phase.
+    stage: Option<(i32, i32, &'static str)>,
+}
+
+impl DriverError {
+    /// The same failure, its text prefixed with `context`.
+    pub fn context(self, context: &str) -> Self {
+        match self {
+            Self::Transient(e) => Self::Transient(format!("{context}: {e}")),
+            Self::Permanent(e) => Self::Permanent(format!("{context}: {e}")),
+            Self::NoSuchVm(e) => Self::NoSuchVm(format!("{context}: {e}")),
+        }
+    }
+}
 
 impl Progress {
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<ProgressUpdate>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self(Some(tx)), rx)
+        let progress = Self {
+            tx: Some(tx),
+            stage: None,
+        };
+        (progress, rx)
     }
 
     /// Reports nowhere.
     pub fn ignore() -> Self {
-        Self(None)
+        Self {
+            tx: None,
+            stage: None,
+        }
+    }
+
+    /// The same reports, as stage `name` spanning `from`..`to` percent of the whole.
+    pub fn stage(&self, from: i32, to: i32, name: &'static str) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            stage: Some((from, to, name)),
+        }
     }
 
     pub fn report(&self, percent: Option<i32>, phase: impl Into<String>) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.send(ProgressUpdate {
-                percent,
-                phase: phase.into(),
-            });
-        }
+        let Some(tx) = &self.tx else { return };
+        let (percent, phase) = match self.stage {
+            Some((from, to, name)) => (
+                percent.map(|p| from + p.clamp(0, 100) * (to - from) / 100),
+                format!("{name}: {}", phase.into()),
+            ),
+            None => (percent, phase.into()),
+        };
+        let _ = tx.send(ProgressUpdate { percent, phase });
     }
 }
 

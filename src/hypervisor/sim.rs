@@ -11,7 +11,9 @@
 //! `fail_rate` the share of them that fail for good, `flaky_rate` the share that fail
 //! transiently, `hang_rate` the share that never answer (the host stops responding
 //! midway, before making the change: only the robot's timeout ends them), and `domains`
-//! the VMs the host starts with. Any other VM comes into being
+//! the VMs the host starts with. `fail_on=create,apply,delete` limits the three rates to
+//! the operations named (a host whose disk is full fails creates, and applies work).
+//! Any other VM comes into being
 //! when it is first asked for. Reads (VM state, listings) are instant and never fail.
 
 use std::collections::BTreeMap;
@@ -33,6 +35,16 @@ pub struct SimParams {
     pub flaky_rate: f64,
     pub hang_rate: f64,
     pub domains: Vec<String>,
+    /// The operations the rates apply to; empty: all of them.
+    pub fail_on: Vec<Op>,
+}
+
+/// A snapshot operation, as `fail_on` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Apply,
+    Delete,
 }
 
 impl SimParams {
@@ -56,6 +68,19 @@ impl SimParams {
                 "fail_rate" => params.fail_rate = rate(key, value)?,
                 "flaky_rate" => params.flaky_rate = rate(key, value)?,
                 "hang_rate" => params.hang_rate = rate(key, value)?,
+                "fail_on" => {
+                    params.fail_on = value
+                        .split(',')
+                        .map(|op| match op {
+                            "create" => Ok(Op::Create),
+                            "apply" => Ok(Op::Apply),
+                            "delete" => Ok(Op::Delete),
+                            other => Err(format!(
+                                "fail_on takes create, apply and delete, not {other:?}"
+                            )),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
                 "domains" => {
                     params.domains = value
                         .split(',')
@@ -65,7 +90,7 @@ impl SimParams {
                 }
                 other => {
                     return Err(format!(
-                        "unknown sim:// parameter {other:?}; use latency_ms, fail_rate, flaky_rate, hang_rate or domains"
+                        "unknown sim:// parameter {other:?}; use latency_ms, fail_rate, flaky_rate, hang_rate, fail_on or domains"
                     ));
                 }
             }
@@ -240,11 +265,17 @@ impl SimDriver {
     /// reporting progress, fails as the URI asks, makes the change (`apply`), verifies.
     async fn work<T>(
         &self,
+        op: Op,
         phase: &str,
         progress: &Progress,
         apply: impl FnOnce() -> Result<T, DriverError>,
     ) -> Result<T, DriverError> {
-        let roll = fastrand::f64();
+        let roll = if self.params.fail_on.is_empty() || self.params.fail_on.contains(&op) {
+            fastrand::f64()
+        } else {
+            // Past every rate: this operation never fails.
+            1.0
+        };
         let fails = roll < self.params.fail_rate;
         let flaky = !fails && roll < self.params.fail_rate + self.params.flaky_rate;
         let hangs = !fails
@@ -321,7 +352,7 @@ impl Driver for SimDriver {
         snapshot: &str,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        self.work("creating the snapshot", progress, || {
+        self.work(Op::Create, "creating the snapshot", progress, || {
             self.with_domain(vm, |d| {
                 d.create(snapshot);
                 Ok(())
@@ -336,17 +367,22 @@ impl Driver for SimDriver {
         snapshot: &str,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        self.work("reverting the VM to the snapshot", progress, || {
-            self.with_domain(vm, |d| {
-                if !d.snapshots.contains_key(snapshot) {
-                    return Err(DriverError::Permanent(format!(
-                        "the host has no snapshot {snapshot} of VM {vm}"
-                    )));
-                }
-                d.current = Some(snapshot.to_owned());
-                Ok(())
-            })
-        })
+        self.work(
+            Op::Apply,
+            "reverting the VM to the snapshot",
+            progress,
+            || {
+                self.with_domain(vm, |d| {
+                    if !d.snapshots.contains_key(snapshot) {
+                        return Err(DriverError::Permanent(format!(
+                            "the host has no snapshot {snapshot} of VM {vm}"
+                        )));
+                    }
+                    d.current = Some(snapshot.to_owned());
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
@@ -357,7 +393,7 @@ impl Driver for SimDriver {
         subtree: bool,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        self.work("deleting the snapshot", progress, || {
+        self.work(Op::Delete, "deleting the snapshot", progress, || {
             self.with_domain(vm, |d| {
                 d.delete(snapshot, subtree);
                 Ok(())
@@ -391,6 +427,9 @@ mod tests {
         assert_eq!(p.domains, ["a", "b"]);
         assert_eq!(SimParams::parse("sim://").unwrap(), SimParams::default());
         assert!(SimParams::parse("sim://?fail_rate=2").is_err());
+        let p = SimParams::parse("sim://?fail_rate=1&fail_on=create,delete").unwrap();
+        assert_eq!(p.fail_on, vec![Op::Create, Op::Delete]);
+        assert!(SimParams::parse("sim://?fail_on=reboot").is_err());
         assert!(SimParams::parse("sim://?colour=red").is_err());
         assert!(SimParams::parse("qemu:///system").is_err());
     }

@@ -17,6 +17,7 @@ use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 
 use crate::config::RobotConfig;
 use crate::domain::TaskKind;
+use crate::domain::names::host_snapshot_name;
 use crate::hypervisor::{Driver, DriverError, HostSnapshot, Progress};
 use crate::service::TaskLedger;
 use crate::service::ledger::StepWriter;
@@ -331,7 +332,22 @@ impl Robot {
         let call = timeout(limit, async {
             match claimed.task.kind() {
                 TaskKind::Build => driver.create(vm, name, &progress).await,
-                TaskKind::Update => driver.apply(vm, name, &progress).await,
+                TaskKind::Update => match claimed.task.save_snapshot_id {
+                    // The save first (idempotent, as every driver operation: a run taken
+                    // up again finds it done), then the apply.
+                    Some(save) => {
+                        let save = host_snapshot_name(claimed.vm.id, save);
+                        let saving = progress.stage(0, 50, "saving the current state");
+                        driver.create(vm, &save, &saving).await.map_err(|e| {
+                            e.context("saving the current state failed; nothing was applied")
+                        })?;
+                        let applying = progress.stage(50, 100, "applying");
+                        driver.apply(vm, name, &applying).await.map_err(|e| {
+                            e.context("the current state was saved, but applying failed")
+                        })
+                    }
+                    None => driver.apply(vm, name, &progress).await,
+                },
                 TaskKind::Scrub => {
                     let subtree = claimed.snapshot.remove_subtree;
                     driver.delete(vm, name, subtree, &progress).await

@@ -60,6 +60,18 @@ enum Step {
         parent: Option<i64>,
     },
     Change(Plan),
+    /// An apply with the current state saved first, as a new snapshot (`save`).
+    ApplySaving {
+        save: NewChild,
+        apply: Plan,
+    },
+}
+
+/// A snapshot to create, a child of `parent`.
+struct NewChild {
+    name: String,
+    description: Option<String>,
+    parent: Option<i64>,
 }
 
 /// The rules of one action: given its VM's host and tree, what it does.
@@ -152,6 +164,31 @@ impl Actions {
     pub async fn apply_snapshot(&self, caller: &Caller, id: i64) -> AppResult<Accepted> {
         self.act(caller, Target::Snapshot(id), move |_, tree| {
             Ok(Step::Change(lifecycle::apply(tree, id)?))
+        })
+        .await
+    }
+
+    /// Applies snapshot `id` after saving the VM's current state as a new snapshot named
+    /// `save_as`: one task, the save first; if the save fails, nothing is applied.
+    pub async fn apply_snapshot_saving(
+        &self,
+        caller: &Caller,
+        id: i64,
+        save_as: &str,
+    ) -> AppResult<Accepted> {
+        let name = names::name("snapshot name", save_as)?;
+        let core = Arc::clone(&self.core);
+        self.act(caller, Target::Snapshot(id), move |host, tree| {
+            let limit = core.snapshot_limit(host.max_snapshots_per_vm);
+            let (save, apply) = lifecycle::apply_saving(tree, id, &name, Some(limit))?;
+            Ok(Step::ApplySaving {
+                save: NewChild {
+                    name: name.clone(),
+                    description: None,
+                    parent: save.parent,
+                },
+                apply,
+            })
         })
         .await
     }
@@ -341,6 +378,7 @@ impl Actions {
                 host_id: w.host.id,
                 snapshot_id: w.target,
                 prev_active_id: w.prev_active,
+                save_snapshot_id: w.save,
                 requested_by: &requests[w.request].caller.name,
                 created_at: now,
             })
@@ -348,7 +386,7 @@ impl Actions {
         let queued = tasks::insert_all(conn, &new).await.map_err(|e| {
             // The unique index over open tasks caught a race the lock did not.
             match (alone, db::is_unique_violation(&e)) {
-                (true, true) => AppError::vm_busy(works[0].vm, 0),
+                (true, true) => AppError::vm_busy(0),
                 _ => e.into(),
             }
         })?;
@@ -505,7 +543,7 @@ impl Actions {
         for i in open(fates).collect::<Vec<_>>() {
             let vm = &vms[&vm_of[i]];
             if let Some(task) = busy.get(&vm.id) {
-                fates[i] = Fate::Refused(AppError::vm_busy(vm.id, *task));
+                fates[i] = Fate::Refused(AppError::vm_busy(*task));
             } else if let Err(err) = lifecycle::check_vm_state(vm.state) {
                 fates[i] = Fate::Refused(err.into());
             }
@@ -543,6 +581,7 @@ impl Actions {
                     step: Some(step),
                     target: 0,
                     kind: TaskKind::Build,
+                    save: None,
                 }),
                 Err(err) => fates[i] = Fate::Refused(err),
             }
@@ -583,6 +622,8 @@ struct Work {
     /// The snapshot the task is for, once known.
     target: i64,
     kind: TaskKind,
+    /// The snapshot an apply saves the current state as, once known.
+    save: Option<i64>,
 }
 
 /// What a batch wrote, for after its commit.
@@ -613,8 +654,17 @@ async fn write_snapshots(
                 name,
                 description,
                 parent,
+            })
+            | Some(Step::ApplySaving {
+                save:
+                    NewChild {
+                        name,
+                        description,
+                        parent,
+                    },
+                ..
             }) => Some((w, name.as_str(), description.as_deref(), *parent)),
-            _ => None,
+            Some(Step::Change(_)) | None => None,
         })
         .collect();
     let new: Vec<(&Vm, NewSnapshot, &str)> = creates
@@ -685,6 +735,18 @@ async fn write_snapshots(
                 }
                 (work.target, work.kind) = (plan.target, plan.kind);
                 plan.changes
+            }
+            Step::ApplySaving { save, apply } => {
+                let id = created[&w];
+                work.tree.insert(Node {
+                    id,
+                    parent_id: save.parent,
+                    name: save.name,
+                    state: SnapshotState::Requested,
+                    active: false,
+                });
+                (work.target, work.kind, work.save) = (apply.target, apply.kind, Some(id));
+                apply.changes
             }
         };
         work.tree.apply(&change);

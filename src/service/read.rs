@@ -147,6 +147,12 @@ impl Reads {
         Ok(projects::list(&mut self.core.db.reader().await?.conn(), None).await?)
     }
 
+    /// The caller's own project (a token belongs to one, an ADMIN's too).
+    pub async fn own_project(&self, caller: &Caller) -> AppResult<Option<Project>> {
+        let mut conn = self.core.db.reader().await?;
+        Ok(projects::by_id(&mut conn.conn(), caller.project_id).await?)
+    }
+
     // Batch reads for the GraphQL loaders.
 
     pub async fn vms_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Vm>> {

@@ -85,6 +85,7 @@ pub(crate) fn facts(task: &Task, snapshot: &Snapshot) -> TaskFacts {
         target: task.snapshot_id,
         remove_subtree: snapshot.remove_subtree,
         prev_active: task.prev_active_id,
+        save: task.save_snapshot_id,
     }
 }
 
@@ -345,12 +346,23 @@ async fn end_changes(
         }
         None => None,
     };
-    Ok(match outcome {
-        Outcome::Succeeded => lifecycle::succeeded(tree, &facts),
-        Outcome::Cancelled {
-            cleaned_up: true, ..
-        } if facts.kind == TaskKind::Build => lifecycle::cancelled(tree, &facts, &before),
-        Outcome::Failed { .. } | Outcome::Cancelled { .. } => {
+    // An apply's save of the current state that the host does not have.
+    let unsaved = facts
+        .save
+        .filter(|save| view.as_ref().is_some_and(|v| !v.existing.contains(save)));
+    Ok(match (outcome, unsaved) {
+        (Outcome::Succeeded, _) => lifecycle::succeeded(tree, &facts),
+        (
+            Outcome::Cancelled {
+                cleaned_up: true, ..
+            },
+            _,
+        ) if facts.kind == TaskKind::Build => lifecycle::cancelled(tree, &facts, &before),
+        // Cancelled before the host had the save: nothing is left of it.
+        (Outcome::Cancelled { .. }, Some(save)) => {
+            lifecycle::cancelled_before_save(tree, &facts, save)
+        }
+        (Outcome::Failed { .. } | Outcome::Cancelled { .. }, _) => {
             lifecycle::failed(tree, &facts, &before, view.as_ref())
         }
     })

@@ -1,0 +1,189 @@
+//! What a caller may do now, and why not: the answers a client shows before it asks
+//! (a disabled button with its reason), from the same rules the actions enforce, in the
+//! order an action meets them (role, a task under way, the VM's state, then the rules
+//! of [`lifecycle`]). Nothing here decides an action: an offer is a forecast, and the
+//! action is checked again when it is asked for.
+
+use super::lifecycle;
+use super::tree::Tree;
+use super::{Rejection, Role, state::state_name};
+
+/// Why an action is not offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller's role may not act (a VIEWER).
+    Role,
+    /// A task is queued or running for the VM.
+    Busy,
+    /// The VM's state allows no snapshot work.
+    VmState,
+    /// The snapshot's state (or the lack of an active one) does not allow it.
+    SnapshotState,
+    /// The host's limit leaves no room.
+    Limit,
+}
+
+/// An action's forecast: allowed, or refused with the sentence a person reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer(pub Result<(), (Refusal, String)>);
+
+impl Offer {
+    pub fn allowed(&self) -> bool {
+        self.0.is_ok()
+    }
+}
+
+/// What every action on a VM depends on besides its tree.
+#[derive(Clone, Copy, Debug)]
+pub struct Standing {
+    pub role: Role,
+    /// A task is queued or running for the VM.
+    pub busy: bool,
+    /// The VM's CloudCIX state.
+    pub vm_state: i32,
+    /// The most non-closed snapshots the VM may have.
+    pub limit: Option<i32>,
+}
+
+impl Standing {
+    /// The checks every task-making action meets first, then `rule`.
+    fn offer(&self, rule: impl FnOnce() -> Result<(), Rejection>) -> Offer {
+        Offer(self.before_rules().and_then(|()| rule().map_err(refusal)))
+    }
+
+    fn before_rules(&self) -> Result<(), (Refusal, String)> {
+        if self.role == Role::Viewer {
+            return Err((
+                Refusal::Role,
+                "Your token is a VIEWER's: it may look, not act.".into(),
+            ));
+        }
+        if self.busy {
+            return Err((
+                Refusal::Busy,
+                "A task is under way on this VM; wait for it to end, or cancel it.".into(),
+            ));
+        }
+        if lifecycle::check_vm_state(self.vm_state).is_err() {
+            return Err((
+                Refusal::VmState,
+                format!(
+                    "The VM is {}; snapshots need it running or quiesced.",
+                    state_name(self.vm_state).to_lowercase()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creating a snapshot (or saving the current state before an apply).
+    pub fn create(&self, tree: &Tree) -> Offer {
+        self.offer(|| lifecycle::room(tree, self.limit))
+    }
+
+    /// Reverting to the active snapshot.
+    pub fn revert(&self, tree: &Tree) -> Offer {
+        self.offer(|| lifecycle::revert(tree).map(drop))
+    }
+
+    /// Applying snapshot `id`.
+    pub fn apply(&self, tree: &Tree, id: i64) -> Offer {
+        self.offer(|| lifecycle::apply(tree, id).map(drop))
+    }
+
+    /// Deleting snapshot `id`, or its whole subtree.
+    pub fn delete(&self, tree: &Tree, id: i64, subtree: bool) -> Offer {
+        self.offer(|| lifecycle::delete(tree, id, subtree).map(drop))
+    }
+
+    /// Renaming snapshot `id`: no task, so only the role and the snapshot matter.
+    pub fn rename(&self, tree: &Tree, id: i64) -> Offer {
+        let Some(node) = tree.get(id) else {
+            return Offer(Err(refusal(Rejection::Closed { id })));
+        };
+        match self.before_rules() {
+            Err((Refusal::Role, why)) => Offer(Err((Refusal::Role, why))),
+            _ => Offer(lifecycle::rename(tree, id, &node.name).map_err(refusal)),
+        }
+    }
+}
+
+fn refusal(rejection: Rejection) -> (Refusal, String) {
+    let kind = match rejection {
+        Rejection::LimitReached { .. } => Refusal::Limit,
+        Rejection::VmState { .. } => Refusal::VmState,
+        _ => Refusal::SnapshotState,
+    };
+    (kind, rejection.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SnapshotState;
+    use crate::domain::state::vm_state;
+    use crate::domain::tree::tests::tree;
+
+    /// A state that allows no snapshot work.
+    const QUIESCING: i32 = 12;
+
+    fn standing(role: Role) -> Standing {
+        Standing {
+            role,
+            busy: false,
+            vm_state: vm_state::RUNNING,
+            limit: Some(3),
+        }
+    }
+
+    fn refused(offer: Offer) -> Refusal {
+        offer.0.expect_err("refused").0
+    }
+
+    #[test]
+    fn checks_come_in_the_order_an_action_meets_them() {
+        let t = tree(&[(1, None), (2, Some(1)), (3, Some(2))], Some(3));
+        let viewer = Standing {
+            busy: true,
+            ..standing(Role::Viewer)
+        };
+        assert_eq!(refused(viewer.apply(&t, 1)), Refusal::Role);
+        let busy = Standing {
+            busy: true,
+            vm_state: QUIESCING,
+            ..standing(Role::Operator)
+        };
+        assert_eq!(refused(busy.apply(&t, 1)), Refusal::Busy);
+        let stopped = Standing {
+            vm_state: QUIESCING,
+            ..standing(Role::Operator)
+        };
+        assert_eq!(refused(stopped.apply(&t, 1)), Refusal::VmState);
+        assert_eq!(refused(standing(Role::Admin).create(&t)), Refusal::Limit);
+        assert!(standing(Role::Admin).apply(&t, 1).allowed());
+    }
+
+    #[test]
+    fn snapshot_states_decide_last() {
+        let mut nodes: Vec<_> = [1, 2]
+            .iter()
+            .map(|&id| {
+                tree(&[(1, None), (2, Some(1))], Some(2))
+                    .get(id)
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        nodes[1].state = SnapshotState::Building;
+        let t = Tree::new(nodes);
+        let op = standing(Role::Operator);
+        assert_eq!(refused(op.apply(&t, 2)), Refusal::SnapshotState);
+        assert_eq!(refused(op.delete(&t, 2, false)), Refusal::SnapshotState);
+        assert!(op.delete(&t, 1, true).allowed());
+        assert!(op.rename(&t, 2).allowed(), "a rename needs no task");
+        let viewer = standing(Role::Viewer);
+        assert_eq!(refused(viewer.rename(&t, 2)), Refusal::Role);
+        let none = tree(&[(1, None)], None);
+        assert_eq!(refused(op.revert(&none)), Refusal::SnapshotState);
+    }
+}
