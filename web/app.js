@@ -1,17 +1,58 @@
 // snaptree dashboard: the same GraphQL API scripts use, over HTTP for queries and
 // actions, and over a WebSocket (graphql-transport-ws) for live task events.
-// Everything user-typed is put into the page as text (textContent), never as HTML.
+//
+// The page encodes no rule: which actions are offered (and why not) comes from
+// `actions`, what a delete does to "Now" from `deleteForecast`, whether a task has
+// ended from `finished`, the tree's shape from each snapshot's parent. Everything
+// user-typed goes into the page as text (textContent), never as HTML.
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "snaptree-token";
+const NOW = "now"; // the tree item of the VM's current state
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
-  vmId: null,      // the VM shown
-  vm: null,        // its last loaded data
-  lastEvent: null, // the newest event id seen, to resume after a reconnect
+  me: null,          // { name, role, project }
+  hosts: [],         // the host list, as last loaded
+  vmId: null,        // the VM shown
+  vm: null,          // its last loaded data
+  tasks: [],         // its recent tasks, newest first
+  selected: null,    // the selected tree item: a snapshot id, or NOW
+  collapsed: new Set(), // snapshot ids whose subtrees are folded
+  taskStates: new Map(), // task id -> the last state seen, to tell changes from progress
+  lastEvent: null,   // the newest event id seen, to resume after a reconnect
   socket: null,
+  retries: 0,        // reconnects since the last success
+  offline: false,
 };
+
+// ---- Words ------------------------------------------------------------------------------
+
+const SNAPSHOT_STATE = {
+  REQUESTED: "waiting to be created", BUILDING: "being created", UNRESOURCED: "failed",
+  RUNNING: "ready", SCRUB: "waiting to be deleted", RUNNING_UPDATE: "waiting to be applied",
+  RUNNING_UPDATING: "being applied", SCRUBBING: "being deleted", CLOSED: "deleted",
+};
+const TASK_STATE = {
+  QUEUED: "waiting", RUNNING: "running", SUCCEEDED: "done", FAILED: "failed", CANCELLED: "cancelled",
+};
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+const quoted = (name) => `“${name}”`;
+const time = (at) => new Date(at).toLocaleString();
+const clock = (at) => new Date(at).toLocaleTimeString();
+
+/** What a task does, in an operator's words. */
+function taskWords(task) {
+  const name = task.snapshot ? quoted(task.snapshot.name) : "";
+  switch (task.kind) {
+    case "BUILD": return `Create ${name}`;
+    case "UPDATE": return task.savedAs
+      ? `Save the current state as ${quoted(task.savedAs.name)}, then apply ${name}`
+      : `Apply ${name}`;
+    case "SCRUB": return `Delete ${name}`;
+    default: return `${task.kind} ${name}`;
+  }
+}
 
 // ---- GraphQL over HTTP ----------------------------------------------------------------
 
@@ -28,9 +69,10 @@ async function gql(query, variables = {}) {
       body: JSON.stringify({ query, variables }),
     });
   } catch {
-    throw new ApiError("snaptree cannot be reached; check that the server is running.", "NETWORK");
+    setOffline(true);
+    throw new ApiError("snaptree cannot be reached; the page reconnects by itself.", "NETWORK");
   }
-  const body = await response.json();
+  const body = await response.json().catch(() => ({ errors: [{ message: `snaptree answered ${response.status}.` }] }));
   if (body.errors && body.errors.length) {
     const e = body.errors[0];
     const code = e.extensions && e.extensions.code;
@@ -41,6 +83,12 @@ async function gql(query, variables = {}) {
 }
 
 // ---- Live events over WebSocket (graphql-transport-ws) ----------------------------------
+
+const SNAP_FIELDS = "id name description state active createdAt parent { id }";
+const EVENTS = `subscription($after: ID) { events(after: $after) {
+  id state progress phase at
+  task { id kind state finished error progress phase requestedBy vm { id }
+    snapshot { ${SNAP_FIELDS} } savedAs { ${SNAP_FIELDS} } } } }`;
 
 function connectEvents() {
   if (!state.token) return;
@@ -53,15 +101,11 @@ function connectEvents() {
   socket.onmessage = (message) => {
     const msg = JSON.parse(message.data);
     if (msg.type === "connection_ack") {
-      const after = state.lastEvent;
+      state.retries = 0;
       socket.send(JSON.stringify({
-        id: "events", type: "subscribe",
-        payload: {
-          query: `subscription($after: ID) { events(after: $after) {
-            id state progress phase message task { id kind state error vm { id } snapshot { name } } } }`,
-          variables: { after },
-        },
+        id: "events", type: "subscribe", payload: { query: EVENTS, variables: { after: state.lastEvent } },
       }));
+      if (state.offline) { setOffline(false); refreshAll(); }
     } else if (msg.type === "next" && msg.payload.data) {
       onEvent(msg.payload.data.events);
     } else if (msg.type === "ping") {
@@ -72,43 +116,116 @@ function connectEvents() {
     if (state.socket !== socket) return;
     state.socket = null;
     if (event.code === 4403) { signOut("Your token was not accepted; sign in again."); return; }
-    // Reconnect and pick up from the last event seen: nothing is missed.
-    if (state.token) setTimeout(connectEvents, 1000);
+    if (!state.token) return;
+    // Reconnect, more slowly each time, and pick up after the last event seen.
+    setOffline(true);
+    const delay = Math.min(1000 * 2 ** state.retries, 10_000);
+    state.retries += 1;
+    setTimeout(connectEvents, delay);
   };
 }
 
-let refreshTimer = null;
-function refreshSoon() {
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => { loadHosts(); if (state.vmId) loadVm(state.vmId); }, 60);
+function setOffline(offline) {
+  if (state.offline === offline) return;
+  state.offline = offline;
+  const banner = $("offline");
+  banner.hidden = !offline;
+  banner.textContent = offline ? "Connection to snaptree lost. Reconnecting…" : "";
+  // A message about the lost connection is stale once it is back.
+  if (!offline) $("action-error").textContent = "";
 }
+
+let vmTimer = null;
+let hostsTimer = null;
+function refreshVmSoon(delay = 80) {
+  clearTimeout(vmTimer);
+  vmTimer = setTimeout(() => { if (state.vmId) loadVm(state.vmId); }, delay);
+}
+function refreshHostsSoon() {
+  clearTimeout(hostsTimer);
+  hostsTimer = setTimeout(loadHosts, 300);
+}
+function refreshAll() { loadHosts(); if (state.vmId) loadVm(state.vmId); }
 
 function onEvent(event) {
   state.lastEvent = event.id;
-  if (state.vmId && event.task.vm.id === state.vmId) showProgress(event);
-  refreshSoon();
+  const task = event.task;
+  const changed = state.taskStates.get(task.id) !== event.state;
+  state.taskStates.set(task.id, event.state);
+  if (state.vm && task.vm.id === state.vmId) {
+    const start = performance.now();
+    showProgress(task, event);
+    // The event brings its snapshots as they are now: the tree shows them at once, and
+    // a read afterwards brings what the event cannot (offers, moved children).
+    if (patch(task)) {
+      drawTree();
+      drawDetails();
+      performance.measure("snaptree:event-to-tree", { start, end: performance.now() });
+    }
+    if (changed) refreshVmSoon();
+  }
+  if (changed) refreshHostsSoon();
+}
+
+/** Puts an event's snapshots into the VM shown; true when the tree changed. */
+function patch(task) {
+  let changed = false;
+  for (const s of [task.snapshot, task.savedAs]) {
+    if (!s || s.state === "CLOSED") continue; // children move: the next read shows where
+    const known = state.vm.snapshots.find((x) => x.id === s.id);
+    if (known) {
+      if (known.state === s.state && known.active === s.active && known.name === s.name) continue;
+      Object.assign(known, s, { actions: known.actions });
+    } else {
+      state.vm.snapshots.push({ ...s, actions: null });
+    }
+    if (s.active) {
+      for (const other of state.vm.snapshots) if (other.id !== s.id) other.active = false;
+      state.vm.activeSnapshot = { id: s.id, name: s.name };
+    }
+    changed = true;
+  }
+  return changed;
 }
 
 // ---- Progress ---------------------------------------------------------------------------
 
-const KIND = { BUILD: "Creating", UPDATE: "Applying", SCRUB: "Deleting" };
-
-function showProgress(event) {
+function showProgress(task, event = task) {
   const box = $("progress");
-  const done = ["SUCCEEDED", "FAILED", "CANCELLED"].includes(event.state);
-  const name = event.task.snapshot ? `“${event.task.snapshot.name}”` : "";
-  let text = `${KIND[event.task.kind] || event.task.kind} ${name}`;
+  let text = taskWords(task);
   if (event.state === "SUCCEEDED") text += ": done.";
-  else if (event.state === "FAILED") text += `: failed. ${event.task.error || event.message || ""}`;
+  else if (event.state === "FAILED") text += `: failed. ${task.error || ""}`;
   else if (event.state === "CANCELLED") text += ": cancelled.";
+  else if (event.state === "QUEUED") text += ": waiting for the robot…";
   else if (event.phase) text += `: ${event.phase}…`;
   const percent = event.state === "SUCCEEDED" ? 100 : (event.progress ?? 0);
+  const ended = ["SUCCEEDED", "FAILED", "CANCELLED"].includes(event.state);
+  const wasHidden = box.hidden;
   box.hidden = false;
-  box.className = `progress ${done ? event.state.toLowerCase() : ""}`;
-  $("progress-label").textContent = text;
+  box.className = `progress ${ended ? event.state.toLowerCase() : ""}`;
+  box.dataset.task = task.id;
+  $("progress-label").textContent = `${text} (by ${task.requestedBy})`;
   $("progress-bar").setAttribute("aria-valuenow", String(percent));
-  $("progress-bar").setAttribute("aria-valuetext", `${percent}%`);
+  $("progress-bar").setAttribute("aria-valuetext", ended ? TASK_STATE[event.state] : `${percent}%`);
   $("progress-fill").style.width = `${percent}%`;
+  const cancel = $("cancel-task");
+  cancel.hidden = ended || !mayAct();
+  if (wasHidden || event.state === "FAILED") box.scrollIntoView({ block: "nearest" });
+}
+
+$("cancel-task").addEventListener("click", async () => {
+  const id = $("progress").dataset.task;
+  if (!id) return;
+  try {
+    await gql("mutation($t: ID!) { cancelTask(id: $t) { id } }", { t: id });
+    $("progress-label").textContent += " Cancelling…";
+  } catch (e) { showError(e.message); }
+});
+
+function showError(message) {
+  const box = $("action-error");
+  box.textContent = message;
+  if (message) box.scrollIntoView({ block: "nearest" });
 }
 
 // ---- Hosts and VMs ----------------------------------------------------------------------
@@ -116,218 +233,551 @@ function showProgress(event) {
 async function loadHosts() {
   let data;
   try {
-    data = await gql(`{ hosts { id name hypervisor maxSnapshotsPerVm
+    data = await gql(`{ hosts { id name hypervisor
       vms { id name stateName snapshotCount snapshotLimit busy } } }`);
-  } catch (e) { $("action-error").textContent = e.message; return; }
+  } catch (e) { if (e.code !== "NETWORK") showError(e.message); return; }
+  state.hosts = data.hosts;
+  drawHosts();
+}
+
+function vmLabel(vm) {
+  const limit = vm.snapshotLimit == null ? "" : ` of ${vm.snapshotLimit}`;
+  return `${vm.name}, ${vm.stateName.toLowerCase()}, ${plural(vm.snapshotCount, "snapshot")}${limit}${vm.busy ? ", busy" : ""}`;
+}
+
+function drawHosts() {
   const root = $("hosts");
+  const focused = document.activeElement && document.activeElement.dataset.vm;
   root.replaceChildren();
-  if (!data.hosts.length) {
-    root.append(el("p", { className: "empty" }, "No VMs in your project yet."));
+  const picker = $("vm-picker");
+  picker.replaceChildren(el("option", { value: "" }, "Choose a VM…"));
+  if (!state.hosts.length) {
+    root.append(el("p", { className: "empty" }, "No VMs in your project yet. An ADMIN registers them (snaptree vm import)."));
   }
-  for (const host of data.hosts) {
+  for (const host of state.hosts) {
     root.append(el("p", { className: "host-name" }, host.name, " ",
       el("span", { className: "host-kind" }, host.hypervisor.toLowerCase())));
     const list = el("ul");
+    const group = el("optgroup", { label: host.name });
     for (const vm of host.vms) {
-      const limit = vm.snapshotLimit == null ? "" : ` / ${vm.snapshotLimit}`;
+      const limit = vm.snapshotLimit == null ? "" : ` of ${vm.snapshotLimit}`;
       const button = el("button", { type: "button", className: "vm-link" },
-        el("span", { className: vm.busy ? "busy-dot" : "" }, vm.name),
-        el("span", { className: "count" }, `${vm.stateName.toLowerCase()} · ${vm.snapshotCount}${limit}`));
+        el("span", { className: vm.busy ? "busy-dot" : "" }, vm.name,
+          vm.busy ? el("span", { className: "sr-only" }, " (busy)") : null),
+        el("span", { className: "count" }, `${vm.stateName.toLowerCase()} · ${plural(vm.snapshotCount, "snapshot")}${limit}`));
       button.dataset.vm = vm.id;
-      button.setAttribute("aria-label",
-        `${vm.name}, ${vm.stateName.toLowerCase()}, ${vm.snapshotCount} snapshots${vm.snapshotLimit == null ? "" : ` of ${vm.snapshotLimit}`}${vm.busy ? ", busy" : ""}`);
       if (vm.id === state.vmId) button.setAttribute("aria-current", "true");
       button.addEventListener("click", () => selectVm(vm.id));
       list.append(el("li", {}, button));
+      group.append(el("option", { value: vm.id }, vmLabel(vm)));
     }
     root.append(list);
+    picker.append(group);
   }
+  picker.value = state.vmId || "";
+  if (focused) root.querySelector(`[data-vm="${CSS.escape(focused)}"]`)?.focus();
 }
 
+$("vm-picker").addEventListener("change", (e) => { if (e.target.value) selectVm(e.target.value); });
+
 function selectVm(id) {
+  if (id !== state.vmId) {
+    state.selected = null;
+    state.collapsed = new Set();
+    state.vm = null;
+    $("create-form").reset();
+    $("create-form").hidden = true;
+    $("progress").hidden = true;
+  }
   state.vmId = id;
-  $("progress").hidden = true;
-  $("history").replaceChildren();
-  $("history-help").hidden = false;
-  $("action-error").textContent = "";
+  state.selectStart = performance.now();
+  showError("");
   for (const b of document.querySelectorAll(".vm-link")) {
     if (b.dataset.vm === id) b.setAttribute("aria-current", "true"); else b.removeAttribute("aria-current");
   }
+  $("vm-picker").value = id;
   loadVm(id);
 }
 
+const TASK_FIELDS = "id kind state finished error progress phase requestedBy createdAt finishedAt snapshot { id name } savedAs { id name }";
+const OFFER = "{ allowed reason refusal }";
 const VM_QUERY = `query($v: ID!) {
-  vm(id: $v) { id name identifier stateName snapshotCount snapshotLimit busy
+  vm(id: $v) { id name identifier stateName snapshotCount snapshotLimit
     host { name hypervisor }
     activeSnapshot { id name }
-    snapshots { id name description state active createdAt parent { id } }
-    currentTask { id kind state progress phase snapshot { name } } }
-  tasks(vmId: $v, first: 8) { edges { node { id kind state error createdAt snapshot { name }
-    events { id state progress phase message at } } } } }`;
+    actions { create ${OFFER} revert ${OFFER} }
+    snapshots { ${SNAP_FIELDS}
+      actions { apply ${OFFER} delete ${OFFER} deleteSubtree ${OFFER} rename ${OFFER} } }
+    currentTask { ${TASK_FIELDS} } }
+  tasks(vmId: $v, first: 10) { edges { node { ${TASK_FIELDS}
+    events(first: 20) { id state progress phase message at } } } } }`;
 
 async function loadVm(id) {
   let data;
-  try { data = await gql(VM_QUERY, { v: id }); } catch (e) { $("action-error").textContent = e.message; return; }
+  try { data = await gql(VM_QUERY, { v: id }); } catch (e) { if (e.code !== "NETWORK") showError(e.message); return; }
   if (state.vmId !== id) return;
   const vm = data.vm;
   if (!vm) { $("vm").hidden = true; $("no-vm").hidden = false; return; }
+  const first = !state.vm;
   state.vm = vm;
+  state.tasks = data.tasks.edges.map((e) => e.node);
+  for (const t of state.tasks) if (!state.taskStates.has(t.id)) state.taskStates.set(t.id, t.state);
   $("no-vm").hidden = true;
   $("vm").hidden = false;
   $("vm-name").textContent = vm.name;
-  const limit = vm.snapshotLimit == null ? "no limit" : `limit ${vm.snapshotLimit}`;
+  const limit = vm.snapshotLimit == null ? "" : ` of ${vm.snapshotLimit}`;
   $("vm-meta").textContent =
-    `${vm.identifier} on ${vm.host.name} (${vm.host.hypervisor.toLowerCase()}) · ${vm.stateName.toLowerCase()} · ${vm.snapshotCount} snapshots, ${limit}`;
-  $("revert").disabled = !vm.activeSnapshot || vm.busy;
-  $("create").disabled = vm.busy;
-  if (vm.currentTask) {
-    showProgress({ state: vm.currentTask.state, progress: vm.currentTask.progress,
-      phase: vm.currentTask.phase, task: vm.currentTask });
+    `${vm.identifier} on ${vm.host.name} (${vm.host.hypervisor.toLowerCase()}) · ${vm.stateName.toLowerCase()} · ${plural(vm.snapshotCount, "snapshot")}${limit}`;
+  drawToolbar();
+  if (vm.currentTask) showProgress(vm.currentTask);
+  if (first) {
+    state.selected = vm.activeSnapshot ? vm.activeSnapshot.id : NOW;
+    revealNow();
   }
-  drawTree(vm);
-  drawTasks(data.tasks.edges.map((e) => e.node));
+  drawTree();
+  drawDetails();
+  drawTasks();
+  if (first) {
+    scrollToItem(NOW);
+    // Layout forced here, so the measure includes it; the paint follows this frame.
+    $("tree").getBoundingClientRect();
+    performance.measure("snaptree:select-to-tree", { start: state.selectStart, end: performance.now() });
+    if (matchMedia("(max-width: 50rem)").matches) $("vm").scrollIntoView({ block: "start" });
+  }
 }
 
-// ---- The tree ---------------------------------------------------------------------------
+function mayAct() { return state.me && state.me.role !== "VIEWER"; }
 
-function drawTree(vm) {
+/** An offer on a control: hidden when the role may not act, disabled with its reason. */
+function offer(button, why, allowance) {
+  button.hidden = allowance.refusal === "ROLE";
+  button.disabled = !allowance.allowed;
+  if (why) why.textContent = allowance.allowed || allowance.refusal === "ROLE" ? "" : allowance.reason;
+}
+
+function drawToolbar() {
+  const vm = state.vm;
+  offer($("create"), $("create-why"), vm.actions.create);
+  if (!vm.actions.create.allowed) $("create-form").hidden = true;
+  $("revert").textContent = vm.activeSnapshot ? `Revert to ${quoted(vm.activeSnapshot.name)}…` : "Revert";
+  offer($("revert"), $("revert-why"), vm.actions.revert);
+  // One reason said once (a busy VM refuses both for the same one).
+  if ($("revert-why").textContent === $("create-why").textContent) $("revert-why").textContent = "";
+  const note = $("role-note");
+  note.hidden = mayAct();
+  note.textContent = "Your token is a VIEWER's: you can look at snapshots and tasks, not act on them.";
+}
+
+// ---- The tree (WAI-ARIA tree pattern) ---------------------------------------------------
+
+function childrenOf() {
   const children = new Map();
-  const ids = new Set(vm.snapshots.map((s) => s.id));
-  for (const s of vm.snapshots) {
-    const parent = s.parent && ids.has(s.parent.id) ? s.parent.id : null;
+  for (const s of state.vm.snapshots) {
+    const parent = s.parent ? s.parent.id : null;
     if (!children.has(parent)) children.set(parent, []);
     children.get(parent).push(s);
   }
-  const subtreeSize = (id) => 1 + (children.get(id) || []).reduce((n, c) => n + subtreeSize(c.id), 0);
-  const nowItem = () => el("li", {},
-    el("span", { className: "now", title: "The VM's current state: a child of the active snapshot" }, "Now"));
-
-  const branch = (parent) => {
-    const list = el("ul");
-    for (const s of children.get(parent) || []) list.append(node(s));
-    if (parent === null && !vm.activeSnapshot) list.append(nowItem());
-    return list;
-  };
-  const node = (s) => {
-    const stable = ["RUNNING", "UNRESOURCED"].includes(s.state);
-    const box = el("div", { className: `node${s.active ? " active" : ""}` },
-      el("span", { className: "name" }, s.name),
-      el("span", { className: `badge ${s.state}` }, s.state.replace("_", " ")),
-      s.active ? el("span", { className: "badge active-mark" }, "active") : null,
-      el("time", { dateTime: s.createdAt }, new Date(s.createdAt).toLocaleString()),
-      s.description ? el("span", { className: "desc" }, s.description) : null,
-      action("Apply", `Apply snapshot ${s.name}`, () => applySnapshot(s), vm.busy || s.state !== "RUNNING"),
-      action("Delete", `Delete snapshot ${s.name}`, () => deleteSnapshot(s, false, (children.get(s.id) || []).length), vm.busy || !stable),
-      (children.get(s.id) || []).length
-        ? action("Delete subtree", `Delete snapshot ${s.name} and all below it`, () => deleteSnapshot(s, true, subtreeSize(s.id)), vm.busy || !stable)
-        : null,
-      action("History", `History of snapshot ${s.name}`, () => showHistory(s), false));
-    // Nested lists: screen readers announce each level; every action is a button.
-    const item = el("li", { "aria-label": `${s.name}, ${s.state.toLowerCase()}${s.active ? ", active" : ""}` }, box);
-    item.dataset.snapshot = s.name;
-    const sub = branch(s.id);
-    if (s.active) sub.append(nowItem());
-    if (sub.children.length) item.append(sub);
-    return item;
-  };
-  const tree = $("tree");
-  tree.replaceChildren(...branch(null).children);
+  return children;
 }
 
-function action(label, ariaLabel, onClick, disabled) {
-  const b = el("button", { type: "button", "aria-label": ariaLabel }, label);
-  b.disabled = disabled;
-  b.addEventListener("click", onClick);
-  return b;
+/** Unfolds every ancestor of the active snapshot, so that "You are here" shows. */
+function revealNow() {
+  const byId = new Map(state.vm.snapshots.map((s) => [s.id, s]));
+  let at = state.vm.activeSnapshot && byId.get(state.vm.activeSnapshot.id);
+  while (at) { state.collapsed.delete(at.id); at = at.parent && byId.get(at.parent.id); }
+}
+
+function drawTree() {
+  const vm = state.vm;
+  const tree = $("tree");
+  const focusedId = tree.contains(document.activeElement) ? document.activeElement.dataset.id : null;
+  const children = childrenOf();
+  const activeId = vm.activeSnapshot ? vm.activeSnapshot.id : null;
+  const failures = failedTasks();
+  let level = 0;
+
+  // The nested lists draw the connectors and are presentation; each row is a treeitem
+  // (named by its own text only, not its subtree's), with its level and place.
+  const nowItem = () => {
+    const row = el("div", { className: "row", role: "treeitem", "aria-level": String(level),
+      "aria-selected": String(state.selected === NOW) },
+    el("span", { className: "twisty", "aria-hidden": "true" }), el("span", {}, "Now — you are here"));
+    row.dataset.id = NOW;
+    return el("li", { role: "none", className: "now leaf" }, row);
+  };
+  const branch = (parent, into) => {
+    level += 1;
+    const kids = children.get(parent) || [];
+    const withNow = parent === activeId || (parent === null && activeId === null);
+    const size = kids.length + (withNow ? 1 : 0);
+    kids.forEach((s, i) => into.append(node(s, i + 1, size)));
+    if (withNow) {
+      const now = nowItem();
+      now.firstChild.setAttribute("aria-posinset", String(size));
+      now.firstChild.setAttribute("aria-setsize", String(size));
+      into.append(now);
+    }
+    level -= 1;
+  };
+  const node = (s, place, size) => {
+    const kids = (children.get(s.id) || []).length + (s.id === activeId ? 1 : 0);
+    const open = !state.collapsed.has(s.id);
+    const words = SNAPSHOT_STATE[s.state] || s.state.toLowerCase();
+    const failure = s.state === "UNRESOURCED" ? failures.get(s.id) : null;
+    const row = el("div", { className: "row", role: "treeitem", "aria-level": String(level),
+      "aria-posinset": String(place), "aria-setsize": String(size),
+      "aria-selected": String(state.selected === s.id) },
+      el("span", { className: "twisty", "aria-hidden": "true" }),
+      el("span", { className: "name", title: s.name }, s.name),
+      s.active ? el("span", { className: "badge active-mark" }, "active") : null,
+      s.state === "RUNNING" ? null
+        : el("span", { className: `badge ${s.state === "UNRESOURCED" ? "failed" : "working"}` }, words),
+      failure ? el("span", { className: "reason", title: failure }, failure) : null,
+      !open && kids ? el("span", { className: "hidden-count" }, `+${plural(countBelow(s.id, children), "hidden snapshot")}`) : null,
+      el("time", { dateTime: s.createdAt }, time(s.createdAt)));
+    row.dataset.id = s.id;
+    const item = el("li", { role: "none" }, row);
+    item.dataset.snapshot = s.name;
+    if (kids) {
+      row.setAttribute("aria-expanded", String(open));
+      if (open) {
+        const group = el("ul", { role: "none" });
+        branch(s.id, group);
+        item.append(group);
+      }
+    } else {
+      item.classList.add("leaf");
+    }
+    return item;
+  };
+  const roots = document.createDocumentFragment();
+  level = 0;
+  branch(null, roots);
+  tree.replaceChildren(roots);
+  $("tree-empty").hidden = vm.snapshots.length > 0;
+  $("tree-box").hidden = vm.snapshots.length === 0;
+  $("tree-title").textContent = `Snapshot tree (${plural(vm.snapshots.length, "snapshot")})`;
+  // Roving tabindex: one item is in the tab order, the focused one or the selected one.
+  const items = [...tree.querySelectorAll('[role="treeitem"]')];
+  const current = items.find((i) => i.dataset.id === (focusedId || state.selected)) || items[0];
+  for (const i of items) i.tabIndex = i === current ? 0 : -1;
+  if (focusedId && current) current.focus({ preventScroll: true });
+}
+
+function countBelow(id, children) {
+  let n = 0;
+  const stack = [...(children.get(id) || [])];
+  while (stack.length) { const s = stack.pop(); n += 1; stack.push(...(children.get(s.id) || [])); }
+  return n;
+}
+
+/** The latest failure of each snapshot, from the VM's recent tasks. */
+function failedTasks() {
+  const found = new Map();
+  for (const t of state.tasks) { // newest first
+    if (t.state !== "FAILED" || !t.error) continue;
+    for (const s of [t.snapshot, t.savedAs]) if (s && !found.has(s.id)) found.set(s.id, t.error);
+  }
+  return found;
+}
+
+function item(id) { return $("tree").querySelector(`[data-id="${CSS.escape(String(id))}"]`); }
+
+function scrollToItem(id) {
+  const target = item(id);
+  if (!target) return;
+  const box = $("tree-box");
+  const row = target;
+  const top = row.getBoundingClientRect().top - box.getBoundingClientRect().top + box.scrollTop;
+  box.scrollTop = Math.max(0, top - box.clientHeight / 2);
+}
+
+function focusItem(target, select = true) {
+  if (!target) return;
+  for (const i of $("tree").querySelectorAll('[tabindex="0"]')) i.tabIndex = -1;
+  target.tabIndex = 0;
+  target.focus();
+  if (select) choose(target.dataset.id);
+}
+
+/** Selects a tree item: the details and the toolbar follow. */
+function choose(id) {
+  if (state.selected === id) return;
+  state.selected = id;
+  for (const i of $("tree").querySelectorAll('[role="treeitem"]')) {
+    i.setAttribute("aria-selected", String(i.dataset.id === id));
+  }
+  drawDetails();
+}
+
+function toggle(id, open) {
+  if (open) state.collapsed.delete(id); else state.collapsed.add(id);
+  drawTree();
+  focusItem(item(id), false);
+}
+
+$("tree").addEventListener("click", (e) => {
+  const target = e.target.closest('[role="treeitem"]');
+  if (!target) return;
+  const id = target.dataset.id;
+  if (e.target.closest(".twisty") && target.hasAttribute("aria-expanded")) {
+    toggle(id, target.getAttribute("aria-expanded") === "false");
+    return;
+  }
+  focusItem(target);
+});
+
+$("tree").addEventListener("keydown", (e) => {
+  const current = e.target.closest('[role="treeitem"]');
+  if (!current) return;
+  const items = [...$("tree").querySelectorAll('[role="treeitem"]')];
+  const at = items.indexOf(current);
+  const expanded = current.getAttribute("aria-expanded");
+  const parent = current.parentElement.parentElement.closest("li")?.querySelector(':scope > [role="treeitem"]');
+  switch (e.key) {
+    case "ArrowDown": focusItem(items[at + 1]); break;
+    case "ArrowUp": focusItem(items[at - 1]); break;
+    case "Home": focusItem(items[0]); break;
+    case "End": focusItem(items[items.length - 1]); break;
+    case "ArrowRight":
+      if (expanded === "false") toggle(current.dataset.id, true);
+      else if (expanded === "true") focusItem(current.parentElement.querySelector(':scope > ul [role="treeitem"]'));
+      break;
+    case "ArrowLeft":
+      if (expanded === "true") toggle(current.dataset.id, false);
+      else focusItem(parent);
+      break;
+    case "Enter": case " ": choose(current.dataset.id); break;
+    default: return;
+  }
+  e.preventDefault();
+});
+
+$("jump").addEventListener("click", () => {
+  revealNow();
+  drawTree();
+  scrollToItem(NOW);
+  focusItem(item(NOW));
+});
+$("expand-all").addEventListener("click", () => { state.collapsed.clear(); drawTree(); });
+$("collapse-all").addEventListener("click", () => {
+  const children = childrenOf();
+  for (const s of state.vm.snapshots) if (children.has(s.id)) state.collapsed.add(s.id);
+  drawTree();
+});
+
+// ---- Details of the selected snapshot ---------------------------------------------------
+
+function selectedSnapshot() {
+  return state.vm && state.vm.snapshots.find((s) => s.id === state.selected);
+}
+
+let detailsTimer = null;
+function drawDetails() {
+  const s = selectedSnapshot();
+  const body = $("details-body");
+  if (!s) {
+    body.hidden = true;
+    $("details-help").hidden = false;
+    $("details-help").textContent = state.selected === NOW
+      ? "Now: the VM's current state. Create a snapshot to keep it, or revert to the active one."
+      : "Choose a snapshot in the tree.";
+    return;
+  }
+  $("details-help").hidden = true;
+  body.hidden = false;
+  $("d-name").textContent = s.name;
+  $("d-description").textContent = s.description || "";
+  $("d-state").textContent = `${SNAPSHOT_STATE[s.state] || s.state.toLowerCase()}${s.active ? " · active: the VM runs from here" : ""}`;
+  $("d-created").textContent = time(s.createdAt);
+  const failure = s.state === "UNRESOURCED" ? failedTasks().get(s.id) : null;
+  $("d-failure").hidden = !failure;
+  $("d-failure").textContent = failure ? `Failed: ${failure}` : "";
+  const whys = $("snapshot-whys");
+  whys.replaceChildren();
+  const actions = s.actions;
+  for (const [id, key, label] of [["apply", "apply", "Apply"], ["rename", "rename", "Rename"],
+    ["delete", "delete", "Delete"], ["delete-subtree", "deleteSubtree", "Delete with all below"]]) {
+    const button = $(id);
+    if (!actions) { button.disabled = true; continue; } // just arrived by an event: offers follow
+    offer(button, null, actions[key]);
+    if (key === "deleteSubtree" && !(childrenOf().get(s.id) || []).length) button.hidden = true;
+    if (!actions[key].allowed && actions[key].refusal !== "ROLE" && !button.hidden) {
+      whys.append(el("li", {}, `${label}: ${actions[key].reason}`));
+    }
+  }
+  $("snapshot-toolbar").hidden = !mayAct();
+  clearTimeout(detailsTimer);
+  detailsTimer = setTimeout(() => loadHistory(s.id), 120);
+}
+
+async function loadHistory(id) {
+  let data;
+  try {
+    data = await gql(`query($s: ID!) { snapshot(id: $s) { history { state actor at } } }`, { s: id });
+  } catch { return; }
+  if (state.selected !== id || !data.snapshot) return;
+  const history = data.snapshot.history;
+  $("d-by").textContent = history.length ? history[0].actor : "";
+  $("history").replaceChildren(...history.map((h) =>
+    el("li", {}, `${time(h.at)}: ${SNAPSHOT_STATE[h.state] || h.state.toLowerCase()} (${h.actor})`)));
 }
 
 // ---- Actions ----------------------------------------------------------------------------
 
+const PAYLOAD = `{ snapshot { id name } task { ${TASK_FIELDS} } }`;
+
 async function act(mutation, variables) {
-  $("action-error").textContent = "";
+  showError("");
   try {
     const data = await gql(mutation, variables);
     const payload = Object.values(data)[0];
-    showProgress({ state: payload.task.state, progress: 0, phase: "queued", task: { ...payload.task, snapshot: payload.snapshot } });
-    refreshSoon();
+    showProgress(payload.task);
+    refreshVmSoon(0);
+    return true;
   } catch (e) {
-    $("action-error").textContent = e.message;
+    showError(e.message);
+    return false;
   }
 }
 
-const PAYLOAD = "{ snapshot { id name } task { id kind state } }";
-
+$("create").addEventListener("click", () => {
+  $("create-form").hidden = false;
+  $("snap-name").focus();
+});
+$("create-cancel").addEventListener("click", () => { $("create-form").reset(); $("create-form").hidden = true; $("create").focus(); });
 $("create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const name = $("snap-name").value;
-  const description = $("snap-description").value || null;
-  await act(`mutation($v: ID!, $n: String!, $d: String) { createSnapshot(vmId: $v, name: $n, description: $d) ${PAYLOAD} }`,
-    { v: state.vmId, n: name, d: description });
-  if (!$("action-error").textContent) { $("snap-name").value = ""; $("snap-description").value = ""; }
+  const ok = await act(`mutation($v: ID!, $n: String!, $d: String) { createSnapshot(vmId: $v, name: $n, description: $d) ${PAYLOAD} }`,
+    { v: state.vmId, n: $("snap-name").value, d: $("snap-description").value || null });
+  if (ok) { $("create-form").reset(); $("create-form").hidden = true; }
 });
 
-$("revert").addEventListener("click", async () => {
+/** Apply (or revert to) snapshot `s`, offering to save the current state first. */
+async function applyFlow(s, revert) {
+  const vm = state.vm;
+  const active = vm.activeSnapshot;
+  const lost = active && active.id !== s.id
+    ? `Changes made since ${quoted(active.name)} are lost`
+    : `Changes made since ${quoted(s.name)} was taken are lost`;
+  const stamp = new Date().toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const answer = await ask({
+    title: revert ? `Revert to ${quoted(s.name)}?` : `Apply ${quoted(s.name)}?`,
+    text: `The VM returns to ${quoted(s.name)}. ${lost}, unless you save them first.`,
+    save: { offer: vm.actions.create, name: `before ${revert ? "reverting" : "applying"} ${s.name}, ${stamp}`.slice(0, 128) },
+    verb: revert ? "Revert" : "Apply",
+  });
+  if (!answer) return;
+  if (answer.saveAs) {
+    await act(`mutation($s: ID!, $n: String) { applySnapshot(id: $s, saveCurrentAs: $n) ${PAYLOAD} }`, { s: s.id, n: answer.saveAs });
+  } else if (revert) {
+    await act(`mutation($v: ID!) { revertSnapshot(vmId: $v) ${PAYLOAD} }`, { v: state.vmId });
+  } else {
+    await act(`mutation($s: ID!) { applySnapshot(id: $s) ${PAYLOAD} }`, { s: s.id });
+  }
+}
+
+$("apply").addEventListener("click", () => { const s = selectedSnapshot(); if (s) applyFlow(s, false); });
+$("revert").addEventListener("click", () => {
   const active = state.vm && state.vm.activeSnapshot;
-  if (!active) return;
-  const ok = await confirmAction(`Revert to “${active.name}”?`,
-    `Every change made to the VM since “${active.name}” was taken is lost.`, "Revert");
-  if (ok) await act(`mutation($v: ID!) { revertSnapshot(vmId: $v) ${PAYLOAD} }`, { v: state.vmId });
+  const s = active && state.vm.snapshots.find((x) => x.id === active.id);
+  if (s) applyFlow(s, true);
 });
 
-async function applySnapshot(s) {
-  const active = state.vm.activeSnapshot;
-  const since = active ? `since the active snapshot “${active.name}”` : "it has now";
-  const ok = await confirmAction(`Apply “${s.name}”?`,
-    `The VM returns to this snapshot. Every change ${since} is lost.`, "Apply");
-  if (ok) await act(`mutation($s: ID!) { applySnapshot(id: $s) ${PAYLOAD} }`, { s: s.id });
+async function deleteFlow(s, subtree) {
+  let forecast;
+  try {
+    const data = await gql(`query($s: ID!, $t: Boolean!) { snapshot(id: $s) {
+      deleteForecast(removeSubtree: $t) { removed movesActive activeAfter { id name } } } }`, { s: s.id, t: subtree });
+    forecast = data.snapshot.deleteForecast;
+  } catch (e) { showError(e.message); return; }
+  const kids = (childrenOf().get(s.id) || []).length;
+  let text = subtree
+    ? `${quoted(s.name)} and everything below it, ${plural(forecast.removed, "snapshot")} in all, will be deleted.`
+    : `${quoted(s.name)} will be deleted${kids ? `; ${kids === 1 ? "its child moves" : `its ${kids} children move`} up to its parent` : ""}.`;
+  let now = "";
+  if (forecast.movesActive) {
+    now = forecast.activeAfter
+      ? `“Now” hangs below what you delete. Afterwards the active snapshot is ${quoted(forecast.activeAfter.name)}: “Revert” will go back to ${quoted(forecast.activeAfter.name)}, an older state. The VM itself keeps running as it is.`
+      : "“Now” hangs below what you delete. Afterwards no snapshot is left to revert to. The VM itself keeps running as it is.";
+  } else {
+    text += " The VM's current state and its active snapshot are not affected.";
+  }
+  const answer = await ask({
+    title: subtree ? `Delete ${plural(forecast.removed, "snapshot")}?` : `Delete ${quoted(s.name)}?`,
+    text, now, verb: "Delete",
+  });
+  if (answer) {
+    await act(`mutation($s: ID!, $t: Boolean) { deleteSnapshot(id: $s, removeSubtree: $t) ${PAYLOAD} }`, { s: s.id, t: subtree });
+  }
 }
 
-async function deleteSnapshot(s, subtree, count) {
-  const text = subtree
-    ? `“${s.name}” and everything below it, ${count} snapshots in all, will be deleted. The VM's current state is not affected.`
-    : `“${s.name}” will be deleted${count ? `; its ${count === 1 ? "child moves" : `${count} children move`} up to its parent` : ""}. The VM's current state is not affected.`;
-  const ok = await confirmAction(subtree ? `Delete ${count} snapshots?` : `Delete “${s.name}”?`, text, "Delete");
-  if (ok) await act(`mutation($s: ID!, $t: Boolean) { deleteSnapshot(id: $s, removeSubtree: $t) ${PAYLOAD} }`, { s: s.id, t: subtree });
-}
+$("delete").addEventListener("click", () => { const s = selectedSnapshot(); if (s) deleteFlow(s, false); });
+$("delete-subtree").addEventListener("click", () => { const s = selectedSnapshot(); if (s) deleteFlow(s, true); });
 
-function confirmAction(title, text, verb) {
+$("rename").addEventListener("click", async () => {
+  const s = selectedSnapshot();
+  if (!s) return;
+  const answer = await ask({ title: `Rename ${quoted(s.name)}`, text: "Renaming needs no task: the host knows snapshots by ids.",
+    fields: { name: s.name, description: s.description || "" }, verb: "Save", safe: true });
+  if (!answer) return;
+  try {
+    await gql("mutation($s: ID!, $n: String, $d: String) { updateSnapshot(id: $s, name: $n, description: $d) { id } }",
+      { s: s.id, n: answer.name, d: answer.description || null });
+    showError("");
+    loadVm(state.vmId);
+  } catch (e) { showError(e.message); }
+});
+
+/** A modal question; resolves to null (cancelled) or what was entered. */
+function ask({ title, text, now = "", save = null, fields = null, verb, safe = false }) {
   const dialog = $("confirm");
   $("confirm-title").textContent = title;
   $("confirm-text").textContent = text;
+  $("confirm-now").hidden = !now;
+  $("confirm-now").textContent = now;
+  $("confirm-save").hidden = !save;
+  if (save) {
+    const allowed = save.offer.allowed;
+    $("save-first").checked = allowed;
+    $("save-first").disabled = !allowed;
+    $("save-name").value = save.name;
+    $("save-name").disabled = !allowed;
+    $("save-why").textContent = allowed ? "Recommended: you can come back to it." : `Not possible now: ${save.offer.reason}`;
+  }
+  $("confirm-fields").hidden = !fields;
+  if (fields) { $("edit-name").value = fields.name; $("edit-description").value = fields.description; }
   $("confirm-ok").textContent = verb;
+  $("confirm-ok").className = safe ? "primary" : "danger";
   dialog.returnValue = "";
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue !== "ok") { resolve(null); return; }
+      resolve({
+        saveAs: save && $("save-first").checked ? $("save-name").value : null,
+        name: $("edit-name").value,
+        description: $("edit-description").value,
+      });
+    }, { once: true });
     dialog.showModal();
-    $("confirm-cancel").focus();
+    (fields ? $("edit-name") : $("confirm-cancel")).focus();
   });
 }
+$("save-first").addEventListener("change", (e) => { $("save-name").disabled = !e.target.checked; });
 
-// ---- History and task log ---------------------------------------------------------------
+// ---- Task log ---------------------------------------------------------------------------
 
-async function showHistory(s) {
-  let data;
-  try {
-    data = await gql(`query($s: ID!) { snapshot(id: $s) { name history { state actor at } } }`, { s: s.id });
-  } catch (e) { $("action-error").textContent = e.message; return; }
-  $("history-help").textContent = `“${data.snapshot.name}”`;
-  $("history").replaceChildren(...data.snapshot.history.map((h) =>
-    el("li", {}, `${new Date(h.at).toLocaleString()}: ${h.state.toLowerCase()} (${h.actor})`)));
-}
-
-function drawTasks(tasks) {
-  $("tasks").replaceChildren(...tasks.map((t) => {
-    const name = t.snapshot ? ` “${t.snapshot.name}”` : "";
-    const item = el("li", { className: t.state === "FAILED" ? "failed" : "" },
-      `${KIND[t.kind] || t.kind}${name}: ${t.state.toLowerCase()}${t.error ? `: ${t.error}` : ""}`);
-    const steps = el("ol");
-    for (const e of t.events) {
-      const words = [e.phase, e.message].filter(Boolean).join(": ");
-      steps.append(el("li", {}, `${new Date(e.at).toLocaleTimeString()} ${e.state.toLowerCase()}${e.progress != null ? ` ${e.progress}%` : ""}${words ? ` ${words}` : ""}`));
-    }
-    item.append(steps);
-    return item;
+function drawTasks() {
+  $("tasks").replaceChildren(...state.tasks.map((t) => {
+    const how = t.finished
+      ? `${TASK_STATE[t.state]}${t.finishedAt ? ` at ${clock(t.finishedAt)}` : ""}${t.error ? `: ${t.error}` : ""}`
+      : `${TASK_STATE[t.state]}${t.progress != null ? ` (${t.progress}%)` : ""}`;
+    const steps = el("ol", {}, ...t.events.map((e) => el("li", {},
+      `${clock(e.at)} ${TASK_STATE[e.state]}${e.progress != null ? ` ${e.progress}%` : ""}${e.phase ? ` · ${e.phase}` : ""}${e.message ? ` · ${e.message}` : ""}`)));
+    return el("li", { className: t.state === "FAILED" ? "failed" : "" },
+      el("details", {}, el("summary", {}, `${taskWords(t)} · by ${t.requestedBy} · ${how}`), steps));
   }));
+  if (!state.tasks.length) $("tasks").append(el("li", { className: "empty" }, "No tasks yet."));
 }
 
 // ---- Sign in and out --------------------------------------------------------------------
@@ -336,7 +786,7 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   state.token = $("token").value.trim();
   try {
-    await gql("{ hosts { id } }");
+    await loadMe();
   } catch (e) {
     state.token = null;
     $("sign-in-error").textContent = e.code === "UNAUTHENTICATED" ? "That token is not valid." : e.message;
@@ -347,13 +797,21 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   start();
 });
 
+async function loadMe() {
+  const data = await gql("{ me { name role project { name } } }");
+  state.me = data.me;
+}
+
 $("sign-out").addEventListener("click", () => signOut(""));
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.vmId = null;
+  state.vm = null;
+  state.me = null;
   if (state.socket) { const s = state.socket; state.socket = null; s.close(); }
+  setOffline(false);
   $("app").hidden = true;
   $("who").hidden = true;
   $("sign-out").hidden = true;
@@ -362,12 +820,19 @@ function signOut(message) {
   $("token").focus();
 }
 
-function start() {
+async function start() {
+  if (!state.me) {
+    try { await loadMe(); } catch (e) {
+      if (e.code !== "UNAUTHENTICATED") { $("sign-in-error").textContent = e.message; }
+      return;
+    }
+  }
   $("sign-in").hidden = true;
   $("app").hidden = false;
   $("sign-out").hidden = false;
   $("who").hidden = false;
-  $("who").textContent = "Signed in";
+  const project = state.me.project ? ` · project ${state.me.project.name}` : "";
+  $("who").textContent = `${state.me.name} · ${state.me.role.toLowerCase()}${project}`;
   loadHosts();
   connectEvents();
 }
