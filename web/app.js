@@ -160,7 +160,8 @@ function onEvent(event) {
     if (patch(task)) {
       drawTree();
       drawDetails();
-      performance.measure("snaptree:event-to-tree", { start, end: performance.now() });
+      performance.measure("snaptree:event-to-tree",
+        { start, end: performance.now(), detail: { snapshots: state.vm.snapshots.length } });
     }
     if (changed) refreshVmSoon();
   }
@@ -233,10 +234,16 @@ function showError(message) {
 async function loadHosts() {
   let data;
   try {
-    data = await gql(`{ hosts { id name hypervisor
-      vms { id name stateName snapshotCount snapshotLimit busy } } }`);
+    // One page of VMs with their hosts: cheaper than every host's VM list.
+    data = await gql(`{ vms(first: 100) { nodes { id name stateName snapshotCount snapshotLimit busy
+      host { id name hypervisor } } } }`);
   } catch (e) { if (e.code !== "NETWORK") showError(e.message); return; }
-  state.hosts = data.hosts;
+  const hosts = new Map();
+  for (const vm of data.vms.nodes) {
+    if (!hosts.has(vm.host.id)) hosts.set(vm.host.id, { ...vm.host, vms: [] });
+    hosts.get(vm.host.id).vms.push(vm);
+  }
+  state.hosts = [...hosts.values()];
   drawHosts();
 }
 
@@ -341,7 +348,8 @@ async function loadVm(id) {
     scrollToItem(NOW);
     // Layout forced here, so the measure includes it; the paint follows this frame.
     $("tree").getBoundingClientRect();
-    performance.measure("snaptree:select-to-tree", { start: state.selectStart, end: performance.now() });
+    performance.measure("snaptree:select-to-tree",
+      { start: state.selectStart, end: performance.now(), detail: { snapshots: vm.snapshots.length } });
     if (matchMedia("(max-width: 50rem)").matches) $("vm").scrollIntoView({ block: "start" });
   }
 }
@@ -358,11 +366,13 @@ function offer(button, why, allowance) {
 function drawToolbar() {
   const vm = state.vm;
   offer($("create"), $("create-why"), vm.actions.create);
+  if ($("create-why").textContent) $("create-why").textContent = `Create: ${$("create-why").textContent}`;
   if (!vm.actions.create.allowed) $("create-form").hidden = true;
   $("revert").textContent = vm.activeSnapshot ? `Revert to ${quoted(vm.activeSnapshot.name)}…` : "Revert";
   offer($("revert"), $("revert-why"), vm.actions.revert);
   // One reason said once (a busy VM refuses both for the same one).
-  if ($("revert-why").textContent === $("create-why").textContent) $("revert-why").textContent = "";
+  if (vm.actions.revert.reason === vm.actions.create.reason) $("revert-why").textContent = "";
+  else if ($("revert-why").textContent) $("revert-why").textContent = `Revert: ${$("revert-why").textContent}`;
   const note = $("role-note");
   note.hidden = mayAct();
   note.textContent = "Your token is a VIEWER's: you can look at snapshots and tasks, not act on them.";
