@@ -45,7 +45,9 @@ async fn grow(api: &Api, token: &str, vm: &str, prefix: &str, count: usize, bran
             api.finished(token, &task).await;
         }
         let name = match i {
-            5 => format!("{prefix}{i} before the kernel upgrade of the database cluster, with the long name operators give"),
+            5 => format!(
+                "{prefix}{i} before the kernel upgrade of the database cluster, with the long name operators give"
+            ),
             _ => format!("{prefix}{i}"),
         };
         ids.push(api.snapshot_built(token, vm, &name).await);
@@ -77,7 +79,13 @@ async fn the_dashboard_in_chromium() {
     // One task at a time on the slow host: a task for "web" waits while "web2" has one,
     // so that the page can cancel a queued task.
     let slow = api
-        .create_host_with("sim-slow", "SIMULATED", "sim://?latency_ms=800", None, Some(1))
+        .create_host_with(
+            "sim-slow",
+            "SIMULATED",
+            "sim://?latency_ms=800",
+            None,
+            Some(1),
+        )
         .await;
     api.create_vm(&slow, &project, "web").await;
     api.create_vm(&slow, &project, "web2").await;
@@ -90,7 +98,12 @@ async fn the_dashboard_in_chromium() {
         api.snapshot_built(&builder, &small, &format!("s{i}")).await;
     }
     let failing = api
-        .create_host("failing", "SIMULATED", "sim://?fail_rate=1&fail_on=create", None)
+        .create_host(
+            "failing",
+            "SIMULATED",
+            "sim://?fail_rate=1&fail_on=create",
+            None,
+        )
         .await;
     api.create_vm(&failing, &project, "flaky").await;
     let lab = api.create_host("lab", "SIMULATED", "sim://", None).await;

@@ -38,8 +38,11 @@ const TASK_STATE = {
 };
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const quoted = (name) => `“${name}”`;
-const time = (at) => new Date(at).toLocaleString();
-const clock = (at) => new Date(at).toLocaleTimeString();
+// One formatter each: toLocaleString makes a new one per call, most of a 200-node redraw.
+const STAMP = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
+const CLOCK = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
+const time = (at) => STAMP.format(new Date(at));
+const clock = (at) => CLOCK.format(new Date(at));
 
 /** What a task does, in an operator's words. */
 function taskWords(task) {
@@ -596,6 +599,12 @@ function drawDetails() {
   }
   $("details-help").hidden = true;
   body.hidden = false;
+  if (body.dataset.snapshot !== s.id) {
+    // Another snapshot's history must not show while this one's loads.
+    body.dataset.snapshot = s.id;
+    $("history").replaceChildren();
+    $("d-by").textContent = "";
+  }
   $("d-name").textContent = s.name;
   $("d-description").textContent = s.description || "";
   $("d-state").textContent = `${SNAPSHOT_STATE[s.state] || s.state.toLowerCase()}${s.active ? " · active: the VM runs from here" : ""}`;
