@@ -89,7 +89,7 @@ async function gql(query, variables = {}) {
 
 const SNAP_FIELDS = "id name description state active createdAt parent { id }";
 const EVENTS = `subscription($after: ID) { events(after: $after) {
-  id state progress phase at
+  id state finished progress phase at
   task { id kind state finished error progress phase requestedBy vm { id }
     snapshot { ${SNAP_FIELDS} } savedAs { ${SNAP_FIELDS} } } } }`;
 
@@ -160,8 +160,10 @@ function onEvent(event) {
     showProgress(task, event);
     // The event brings its snapshots as they are now: the tree shows them at once, and
     // a read afterwards brings what the event cannot (offers, moved children).
-    if (patch(task)) {
-      drawTree();
+    const patched = patch(task);
+    if (patched) {
+      // A new snapshot or a moved "Now" changes the shape; anything else, rows.
+      if (patched.shape) drawTree(); else redrawRows(patched.ids);
       drawDetails();
       performance.measure("snaptree:event-to-tree",
         { start, end: performance.now(), detail: { snapshots: state.vm.snapshots.length } });
@@ -171,25 +173,29 @@ function onEvent(event) {
   if (changed) refreshHostsSoon();
 }
 
-/** Puts an event's snapshots into the VM shown; true when the tree changed. */
+/** Puts an event's snapshots into the VM shown: null when nothing changed, else the
+ * ids changed and whether the tree's shape did (a new snapshot, "Now" moved). */
 function patch(task) {
-  let changed = false;
+  const ids = [];
+  let shape = false;
   for (const s of [task.snapshot, task.savedAs]) {
     if (!s || s.state === "CLOSED") continue; // children move: the next read shows where
     const known = state.vm.snapshots.find((x) => x.id === s.id);
     if (known) {
       if (known.state === s.state && known.active === s.active && known.name === s.name) continue;
+      shape ||= known.active !== s.active;
       Object.assign(known, s, { actions: known.actions });
     } else {
       state.vm.snapshots.push({ ...s, actions: null });
+      shape = true;
     }
     if (s.active) {
       for (const other of state.vm.snapshots) if (other.id !== s.id) other.active = false;
       state.vm.activeSnapshot = { id: s.id, name: s.name };
     }
-    changed = true;
+    ids.push(s.id);
   }
-  return changed;
+  return ids.length ? { ids, shape } : null;
 }
 
 // ---- Progress ---------------------------------------------------------------------------
@@ -203,7 +209,7 @@ function showProgress(task, event = task) {
   else if (event.state === "QUEUED") text += ": waiting for the robot…";
   else if (event.phase) text += `: ${event.phase}…`;
   const percent = event.state === "SUCCEEDED" ? 100 : (event.progress ?? 0);
-  const ended = ["SUCCEEDED", "FAILED", "CANCELLED"].includes(event.state);
+  const ended = event.finished;
   const wasHidden = box.hidden;
   box.hidden = false;
   box.className = `progress ${ended ? event.state.toLowerCase() : ""}`;
@@ -344,9 +350,14 @@ async function loadVm(id) {
     state.selected = vm.activeSnapshot ? vm.activeSnapshot.id : NOW;
     revealNow();
   }
+  const drawn = performance.now();
   drawTree();
   drawDetails();
   drawTasks();
+  if (!first) {
+    performance.measure("snaptree:redraw",
+      { start: drawn, end: performance.now(), detail: { snapshots: vm.snapshots.length } });
+  }
   if (first) {
     scrollToItem(NOW);
     // Layout forced here, so the measure includes it; the paint follows this frame.
@@ -435,19 +446,11 @@ function drawTree() {
   const node = (s, place, size) => {
     const kids = (children.get(s.id) || []).length + (s.id === activeId ? 1 : 0);
     const open = !state.collapsed.has(s.id);
-    const words = SNAPSHOT_STATE[s.state] || s.state.toLowerCase();
-    const failure = s.state === "UNRESOURCED" ? failures.get(s.id) : null;
-    const row = el("div", { className: "row", role: "treeitem", "aria-level": String(level),
-      "aria-posinset": String(place), "aria-setsize": String(size),
-      "aria-selected": String(state.selected === s.id) },
-      el("span", { className: "twisty", "aria-hidden": "true" }),
-      el("span", { className: "name", title: s.name }, s.name),
-      s.active ? el("span", { className: "badge active-mark" }, "active") : null,
-      s.state === "RUNNING" ? null
-        : el("span", { className: `badge ${s.state === "UNRESOURCED" ? "failed" : "working"}` }, words),
-      failure ? el("span", { className: "reason", title: failure }, failure) : null,
-      !open && kids ? el("span", { className: "hidden-count" }, `+${plural(countBelow(s.id, children), "hidden snapshot")}`) : null,
-      el("time", { dateTime: s.createdAt }, time(s.createdAt)));
+    const hidden = !open && kids ? countBelow(s.id, children) : 0;
+    const row = rowOf(s, failures, hidden);
+    for (const [key, value] of [["aria-level", level], ["aria-posinset", place], ["aria-setsize", size]]) {
+      row.setAttribute(key, String(value));
+    }
     row.dataset.id = s.id;
     const item = el("li", { role: "none" }, row);
     item.dataset.snapshot = s.name;
@@ -475,6 +478,41 @@ function drawTree() {
   const current = items.find((i) => i.dataset.id === (focusedId || state.selected)) || items[0];
   for (const i of items) i.tabIndex = i === current ? 0 : -1;
   if (focusedId && current) current.focus({ preventScroll: true });
+}
+
+/** A snapshot's row: its name, marks, state in words, failure and date. */
+function rowOf(s, failures, hidden) {
+  const words = SNAPSHOT_STATE[s.state] || s.state.toLowerCase();
+  const failure = s.state === "UNRESOURCED" ? failures.get(s.id) : null;
+  const row = el("div", { className: "row", role: "treeitem", "aria-selected": String(state.selected === s.id) },
+    el("span", { className: "twisty", "aria-hidden": "true" }),
+    el("span", { className: "name", title: s.name }, s.name),
+    s.active ? el("span", { className: "badge active-mark" }, "active") : null,
+    s.state === "RUNNING" ? null
+      : el("span", { className: `badge ${s.state === "UNRESOURCED" ? "failed" : "working"}` }, words),
+    failure ? el("span", { className: "reason", title: failure }, failure) : null,
+    hidden ? el("span", { className: "hidden-count" }, `+${plural(hidden, "hidden snapshot")}`) : null,
+    el("time", { dateTime: s.createdAt }, time(s.createdAt)));
+  row.dataset.id = s.id;
+  return row;
+}
+
+/** Redraws the rows of `ids` in place (a change of state, not of shape), keeping focus. */
+function redrawRows(ids) {
+  const failures = failedTasks();
+  for (const id of ids) {
+    const old = item(id);
+    const s = state.vm.snapshots.find((x) => x.id === id);
+    if (!old || !s) continue;
+    const hidden = old.querySelector(".hidden-count");
+    const fresh = rowOf(s, failures, hidden ? Number(hidden.textContent.match(/\d+/)[0]) : 0);
+    for (const key of ["aria-level", "aria-posinset", "aria-setsize", "aria-expanded", "tabindex"]) {
+      if (old.hasAttribute(key)) fresh.setAttribute(key, old.getAttribute(key));
+    }
+    const focused = document.activeElement === old;
+    old.replaceWith(fresh);
+    if (focused) fresh.focus({ preventScroll: true });
+  }
 }
 
 function countBelow(id, children) {

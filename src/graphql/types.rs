@@ -492,6 +492,11 @@ impl TaskEvent {
         self.0.event.state().into()
     }
 
+    /// The task ended with this event (SUCCEEDED, FAILED or CANCELLED): it is its last.
+    async fn finished(&self) -> bool {
+        !self.0.event.state().is_open()
+    }
+
     async fn progress(&self) -> Option<i32> {
         self.0.event.progress
     }
