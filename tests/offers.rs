@@ -185,7 +185,7 @@ const APPLY_SAVING: &str = "mutation($s: ID!, $n: String) {
     applySnapshot(id: $s, saveCurrentAs: $n) { snapshot { id } task { id savedAs { id name } } } }";
 
 const TASK: &str = "query($t: ID!) { task(id: $t) { state finished error snapshot { state active }
-    savedAs { id name state active parent { id } } events { phase } } }";
+    savedAs { id name state active parent { id } } events { phase finished } } }";
 
 #[tokio::test]
 async fn apply_saving_the_current_state_first() {
@@ -218,6 +218,15 @@ async fn apply_saving_the_current_state_first() {
         (&saved["state"], &saved["active"], &saved["parent"]["id"]),
         (&json!("RUNNING"), &json!(false), &json!(b))
     );
+    // Only the last event ends the task.
+    let ends: Vec<bool> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["finished"].as_bool().unwrap())
+        .collect();
+    assert_eq!(ends.iter().filter(|f| **f).count(), 1, "{ends:?}");
+    assert_eq!(ends.last(), Some(&true));
     let phases: Vec<&str> = done["events"]
         .as_array()
         .unwrap()

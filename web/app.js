@@ -19,7 +19,8 @@ const state = {
   tasks: [],         // its recent tasks, newest first
   selected: null,    // the selected tree item: a snapshot id, or NOW
   collapsed: new Set(), // snapshot ids whose subtrees are folded
-  taskStates: new Map(), // task id -> the last state seen, to tell changes from progress
+  taskStates: new Map(), // task id -> the last state its events gave, to tell changes from progress
+  ended: new Set(),      // tasks whose last event has come
   lastEvent: null,   // the newest event id seen, to resume after a reconnect
   socket: null,
   retries: 0,        // reconnects since the last success
@@ -155,6 +156,7 @@ function onEvent(event) {
   const task = event.task;
   const changed = state.taskStates.get(task.id) !== event.state;
   state.taskStates.set(task.id, event.state);
+  if (event.finished) state.ended.add(task.id);
   if (state.vm && task.vm.id === state.vmId) {
     const start = performance.now();
     showProgress(task, event);
@@ -345,7 +347,8 @@ async function loadVm(id) {
   $("vm-meta").textContent =
     `${vm.identifier} on ${vm.host.name} (${vm.host.hypervisor.toLowerCase()}) · ${vm.stateName.toLowerCase()} · ${plural(vm.snapshotCount, "snapshot")}${limit}`;
   drawToolbar();
-  if (vm.currentTask) showProgress(vm.currentTask);
+  // A read can be older than the events already shown.
+  if (vm.currentTask && !state.ended.has(vm.currentTask.id)) showProgress(vm.currentTask);
   if (first) {
     state.selected = vm.activeSnapshot ? vm.activeSnapshot.id : NOW;
     revealNow();
@@ -689,7 +692,8 @@ async function act(mutation, variables) {
   try {
     const data = await gql(mutation, variables);
     const payload = Object.values(data)[0];
-    showProgress(payload.task);
+    // Its events may have come before this answer; they are newer.
+    if (!state.taskStates.has(payload.task.id)) showProgress(payload.task);
     refreshVmSoon(0);
     return true;
   } catch (e) {
