@@ -159,17 +159,19 @@ function onEvent(event) {
   if (event.finished) state.ended.add(task.id);
   if (state.vm && task.vm.id === state.vmId) {
     const start = performance.now();
-    showProgress(task, event);
     // The event brings its snapshots as they are now: the tree shows them at once, and
     // a read afterwards brings what the event cannot (offers, moved children).
     const patched = patch(task);
     if (patched) {
       // A new snapshot or a moved "Now" changes the shape; anything else, rows.
       if (patched.shape) drawTree(); else redrawRows(patched.ids);
-      drawDetails();
+      // Laid out here, so that the measure holds what the next paint needs.
+      $("tree").getBoundingClientRect();
       performance.measure("snaptree:event-to-tree",
         { start, end: performance.now(), detail: { snapshots: state.vm.snapshots.length } });
+      drawDetails();
     }
+    showProgress(task, event);
     if (changed) refreshVmSoon();
   }
   if (changed) refreshHostsSoon();
