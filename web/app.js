@@ -163,8 +163,8 @@ function onEvent(event) {
     // a read afterwards brings what the event cannot (offers, moved children).
     const patched = patch(task);
     if (patched) {
-      // A new snapshot or a moved "Now" changes the shape; anything else, rows.
-      if (patched.shape) drawTree(); else redrawRows(patched.ids);
+      // A new snapshot changes the shape; a moved "Now" and new states, rows.
+      if (patched.shape || (patched.moved && !moveNow())) drawTree(); else redrawRows(patched.ids);
       // Laid out here, so that the measure holds what the next paint needs.
       $("tree").getBoundingClientRect();
       performance.measure("snaptree:event-to-tree",
@@ -178,28 +178,73 @@ function onEvent(event) {
 }
 
 /** Puts an event's snapshots into the VM shown: null when nothing changed, else the
- * ids changed and whether the tree's shape did (a new snapshot, "Now" moved). */
+ * rows changed, whether the tree's shape did (a new snapshot), and whether "Now" moved. */
 function patch(task) {
   const ids = [];
   let shape = false;
+  let moved = false;
   for (const s of [task.snapshot, task.savedAs]) {
     if (!s || s.state === "CLOSED") continue; // children move: the next read shows where
     const known = state.vm.snapshots.find((x) => x.id === s.id);
     if (known) {
       if (known.state === s.state && known.active === s.active && known.name === s.name) continue;
-      shape ||= known.active !== s.active;
       Object.assign(known, s, { actions: known.actions });
     } else {
       state.vm.snapshots.push({ ...s, actions: null });
       shape = true;
     }
-    if (s.active) {
-      for (const other of state.vm.snapshots) if (other.id !== s.id) other.active = false;
+    if (s.active && (!state.vm.activeSnapshot || state.vm.activeSnapshot.id !== s.id)) {
+      for (const other of state.vm.snapshots) {
+        if (other.id !== s.id && other.active) { other.active = false; ids.push(other.id); }
+      }
       state.vm.activeSnapshot = { id: s.id, name: s.name };
+      moved = true;
     }
     ids.push(s.id);
   }
-  return ids.length ? { ids, shape } : null;
+  return ids.length ? { ids, shape, moved } : null;
+}
+
+/** Moves "Now" under the active snapshot, in place; false when the tree must be drawn
+ * again instead (the active snapshot is folded away, or "Now" is not shown). */
+function moveNow() {
+  const now = item(NOW);
+  const active = state.vm.activeSnapshot && item(state.vm.activeSnapshot.id);
+  if (!now || !active || active.getAttribute("aria-expanded") === "false") return false;
+  const nowLi = now.parentElement;
+  const from = nowLi.parentElement;
+  const focused = document.activeElement === now;
+  nowLi.remove();
+  if (from !== $("tree") && !from.children.length) {
+    const owner = from.parentElement;
+    from.remove();
+    owner.querySelector(":scope > .row").removeAttribute("aria-expanded");
+    owner.classList.add("leaf");
+  } else {
+    renumber(from);
+  }
+  const li = active.parentElement;
+  let group = li.querySelector(":scope > ul");
+  if (!group) {
+    group = el("ul", { role: "none" });
+    li.append(group);
+    li.classList.remove("leaf");
+    active.setAttribute("aria-expanded", "true");
+  }
+  group.append(nowLi);
+  now.setAttribute("aria-level", String(Number(active.getAttribute("aria-level")) + 1));
+  renumber(group);
+  if (focused) now.focus({ preventScroll: true });
+  return true;
+}
+
+/** Sets the place and size of the items of one list. */
+function renumber(list) {
+  const rows = [...list.children].map((li) => li.querySelector(":scope > .row"));
+  rows.forEach((row, i) => {
+    row.setAttribute("aria-posinset", String(i + 1));
+    row.setAttribute("aria-setsize", String(rows.length));
+  });
 }
 
 // ---- Progress ---------------------------------------------------------------------------

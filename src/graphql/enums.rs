@@ -90,3 +90,19 @@ pub enum DriftKind {
     /// The host's current snapshot is not snaptree's active one.
     DifferentCurrent,
 }
+
+/// Why an action is not offered.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "domain::offer::Refusal")]
+pub enum Refusal {
+    /// The caller's role may not act (a VIEWER).
+    Role,
+    /// A task is queued or running for the VM.
+    Busy,
+    /// The VM's state allows no snapshot work.
+    VmState,
+    /// The snapshot's state (or the lack of an active one) does not allow it.
+    SnapshotState,
+    /// The host's limit leaves no room.
+    Limit,
+}

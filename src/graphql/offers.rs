@@ -2,30 +2,15 @@
 //! before it asks ([`crate::domain::offer`] and [`lifecycle::forecast_delete`], read
 //! off the request's tree of the VM), so that no client encodes a rule.
 
-use async_graphql::{Context, Enum, Object, Result, SimpleObject};
+use async_graphql::{Context, Object, Result, SimpleObject};
 
+use super::enums::Refusal;
 use super::loaders::{HostId, Loaders, OpenTaskOf};
 use super::types::{Snapshot, maybe, one};
 use crate::db::models;
 use crate::domain::lifecycle;
-use crate::domain::offer::{self, Offer, Standing};
+use crate::domain::offer::{Offer, Standing};
 use crate::service::{Caller, Service};
-
-/// Why an action is not offered.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
-#[graphql(remote = "offer::Refusal")]
-pub enum Refusal {
-    /// The caller's role may not act (a VIEWER).
-    Role,
-    /// A task is queued or running for the VM.
-    Busy,
-    /// The VM's state allows no snapshot work.
-    VmState,
-    /// The snapshot's state (or the lack of an active one) does not allow it.
-    SnapshotState,
-    /// The host's limit leaves no room.
-    Limit,
-}
 
 /// Whether the caller may take an action now; when not, why. A forecast: the action is
 /// checked again when it is asked for.

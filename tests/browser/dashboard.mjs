@@ -378,7 +378,7 @@ async function operator(view) {
   await page.waitForTimeout(300);
   const event = await measures("snaptree:event-to-tree");
   const redraw = await measures("snaptree:redraw");
-  assert.ok(event.length >= 12, `event measures: ${event}`);
+  assert.ok(event.length >= 6, `event measures: ${event}`);
   // Usable: jump, collapse, keyboard.
   await page.getByRole("button", { name: "Collapse all" }).click();
   await page.getByRole("button", { name: "Jump to “You are here”" }).click();
@@ -393,7 +393,7 @@ async function operator(view) {
   const stats = (xs) => {
     const s = [...xs].sort((a, b) => a - b);
     const at = (q) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
-    return `median ${at(0.5).toFixed(1)} ms, max ${s[s.length - 1].toFixed(1)} ms (n=${s.length})`;
+    return `median ${at(0.5).toFixed(1)} ms, p90 ${at(0.9).toFixed(1)} ms, max ${s[s.length - 1].toFixed(1)} ms (n=${s.length})`;
   };
   console.log(`timing: ${tag}, 200 snapshots, selecting the VM to the tree laid out: ${stats(select)}`);
   console.log(`timing: ${tag}, 200 snapshots, an event to the tree updated: ${stats(event)}`);
