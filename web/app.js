@@ -522,6 +522,7 @@ function drawTree() {
   tree.replaceChildren(roots);
   $("tree-empty").hidden = vm.snapshots.length > 0;
   $("tree-box").hidden = vm.snapshots.length === 0;
+  document.querySelector(".tree-tools").hidden = vm.snapshots.length === 0;
   $("tree-title").textContent = `Snapshot tree (${plural(vm.snapshots.length, "snapshot")})`;
   // Roving tabindex: one item is in the tab order, the focused one or the selected one.
   const items = [...tree.querySelectorAll('[role="treeitem"]')];
@@ -680,9 +681,10 @@ function drawDetails() {
   if (!s) {
     body.hidden = true;
     $("details-help").hidden = false;
-    $("details-help").textContent = state.selected === NOW
-      ? "Now: the VM's current state. Create a snapshot to keep it, or revert to the active one."
-      : "Choose a snapshot in the tree.";
+    const active = state.vm && state.vm.activeSnapshot;
+    $("details-help").textContent = state.selected !== NOW ? "Choose a snapshot in the tree."
+      : active ? `Now: the VM's current state, changed since ${quoted(active.name)}. Create a snapshot to keep it, or revert to ${quoted(active.name)} to throw the changes away.`
+        : "Now: the VM's current state. Create a snapshot to keep it.";
     return;
   }
   $("details-help").hidden = true;
@@ -885,7 +887,7 @@ function drawTasks() {
     return el("li", { className: t.state === "FAILED" ? "failed" : "" },
       el("details", {}, el("summary", {}, `${taskWords(t)} · by ${t.requestedBy} · ${how}`), steps));
   }));
-  if (!state.tasks.length) $("tasks").append(el("li", { className: "empty" }, "No tasks yet."));
+  $("tasks-empty").hidden = state.tasks.length > 0;
 }
 
 // ---- Sign in and out --------------------------------------------------------------------
