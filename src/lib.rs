@@ -14,6 +14,7 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod hypervisor;
+pub mod metrics;
 pub mod robot;
 pub mod server;
 pub mod service;

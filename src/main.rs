@@ -246,6 +246,14 @@ struct ServeArgs {
     /// from a browser and open its WebSocket, besides its own; none by default.
     #[arg(long, env = "SNAPTREE_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// A token a Prometheus scraper sends for /metrics (ADMIN tokens work too). Set it in
+    /// the environment: a command line is visible to every user of the machine.
+    #[arg(
+        long = "metrics-token",
+        env = "SNAPTREE_METRICS_TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
     #[command(flatten)]
     tuning: RobotTuning,
     #[command(flatten)]
@@ -372,6 +380,7 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
         drivers: args.tuning.hosts.config(),
         limits,
         origins,
+        metrics_token: args.metrics_token.clone(),
     })
     .await?;
     let url = format!("http://{}/", server.addr);

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Origins besides the server's own whose pages may use it.
     pub origins: crate::http::Origins,
+    /// A scraper's token for `/metrics`, besides ADMIN tokens.
+    pub metrics_token: Option<String>,
 }
 
 /// A started server.
@@ -85,7 +87,12 @@ impl Server {
         let revocations =
             crate::service::sessions::watch_revocations(service.clone(), stop.clone());
         let housekeeping = spawn_housekeeping(service.clone(), stop.clone());
-        let app = crate::http::router(service.clone(), stop.clone(), options.origins);
+        let app = crate::http::router(
+            service.clone(),
+            stop.clone(),
+            options.origins,
+            options.metrics_token,
+        );
         let http = tokio::spawn(crate::http::listener::serve(
             listener,
             app,

@@ -792,6 +792,36 @@ pub async fn request_cancel(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<boo
 /// `crate::events::EventBus::announce_queued`).
 pub const PG_CHANNEL: &str = "snaptree_tasks";
 
+/// The queue for `/metrics`: how many tasks wait, how long the oldest has waited, and
+/// how many run on each host (by name).
+pub async fn queue(conn: &mut Conn<'_>, now: NaiveDateTime) -> QueryResult<crate::metrics::Queue> {
+    use super::schema::{hosts, tasks};
+    let queued: i64 = run!(conn, |c| tasks::table
+        .filter(tasks::state.eq(QUEUED))
+        .count()
+        .get_result(c)
+        .await)?;
+    let oldest: Option<NaiveDateTime> = run!(conn, |c| tasks::table
+        .filter(tasks::state.eq(QUEUED))
+        .select(diesel::dsl::min(tasks::created_at))
+        .first(c)
+        .await)?;
+    let running: Vec<(String, i64)> = run!(conn, |c| tasks::table
+        .inner_join(hosts::table)
+        .filter(tasks::state.eq(RUNNING))
+        .group_by(hosts::name)
+        .select((hosts::name, diesel::dsl::count_star()))
+        .load(c)
+        .await)?;
+    Ok(crate::metrics::Queue {
+        queued,
+        oldest_seconds: oldest.map_or(0.0, |at| {
+            (now - at).num_milliseconds().max(0) as f64 / 1000.0
+        }),
+        running,
+    })
+}
+
 #[cfg(test)]
 mod literal_tests {
     use crate::domain::TaskState;

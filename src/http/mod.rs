@@ -18,6 +18,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{RequestExt, Router};
 use futures_util::StreamExt;
+use sha2::Digest;
 use tokio::sync::watch;
 
 use crate::error::AppError;
@@ -55,11 +56,18 @@ pub struct AppState {
     pub stop: watch::Receiver<bool>,
     /// Pages of which origins may open a WebSocket (and call, by CORS).
     pub origins: Origins,
+    /// A scraper's token for `/metrics` (ADMIN tokens are accepted too).
+    pub metrics_token: Option<std::sync::Arc<str>>,
 }
 
 /// The routes, for a server that stops when `stop` turns true, open to pages of its own
 /// origin and of `origins`.
-pub fn router(service: Service, stop: watch::Receiver<bool>, origins: Origins) -> Router {
+pub fn router(
+    service: Service,
+    stop: watch::Receiver<bool>,
+    origins: Origins,
+    metrics_token: Option<String>,
+) -> Router {
     let schema = graphql::schema(Some(service.clone()));
     let gate = Gate::new(service.limits().clone());
     let router = Router::new()
@@ -73,6 +81,7 @@ pub fn router(service: Service, stop: watch::Receiver<bool>, origins: Origins) -
             get(|| asset("text/css; charset=utf-8", DASHBOARD_CSS)),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(AppState {
@@ -81,6 +90,7 @@ pub fn router(service: Service, stop: watch::Receiver<bool>, origins: Origins) -
             gate,
             stop,
             origins: origins.clone(),
+            metrics_token: metrics_token.map(Into::into),
         })
         .merge(rest::routes(service).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
     match origins.cors() {
@@ -116,6 +126,50 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// `/metrics`, in the Prometheus text format, for the scraper's token
+/// (`--metrics-token`) or an ADMIN's: the fleet's queue is not a tenant's to see.
+async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer(&headers) else {
+        let err = AppError::unauthenticated();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            err.public_message(),
+        )
+            .into_response();
+    };
+    // Compared as digests: equal lengths, and no early exit on the secret's own bytes.
+    let digest = |t: &str| sha2::Sha256::digest(t.as_bytes());
+    let scraper = app
+        .metrics_token
+        .as_deref()
+        .is_some_and(|expected| digest(expected) == digest(token));
+    if !scraper {
+        match app.service.authenticate(token).await {
+            Ok(caller) if caller.is_admin() => {}
+            Ok(_) => {
+                let err = AppError::forbidden("Metrics are for the scraper's token or an ADMIN.");
+                return (StatusCode::FORBIDDEN, err.public_message()).into_response();
+            }
+            Err(err) => return (status_of(&err), err.public_message()).into_response(),
+        }
+    }
+    match app.service.scrape().await {
+        Ok(text) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.public_message()).into_response(),
+    }
 }
 
 async fn graphql_post(State(app): State<AppState>, request: axum::extract::Request) -> Response {
@@ -230,26 +284,31 @@ async fn execute(
         Some(token) => app.service.authenticate(token).await,
         None => Err(AppError::unauthenticated()),
     };
+    // Every operation is counted once: refused before it ran, or by how it ended.
+    let refused = |status: StatusCode, err: AppError| {
+        app.service.metrics().operation("refused", err.code());
+        error_response(media, status, &err)
+    };
     let caller = match caller {
         Ok(caller) => caller,
-        Err(err) => return error_response(media, status_of(&err), &err),
+        Err(err) => return refused(status_of(&err), err),
     };
     let admitted = match app.gate.admit(&app.service, &caller, &mut request) {
         Ok(admitted) => admitted,
-        Err(err) => return error_response(media, status_of(&err), &err),
+        Err(err) => return refused(status_of(&err), err),
     };
     match admitted.kind {
         Some(OperationType::Subscription) => {
             let err = AppError::validation(
                 "Subscriptions run over a WebSocket (GET /graphql with graphql-transport-ws).",
             );
-            return error_response(media, StatusCode::BAD_REQUEST, &err);
+            return refused(StatusCode::BAD_REQUEST, err);
         }
         Some(OperationType::Mutation) if read_only => {
             let err = AppError::validation(
                 "Only queries may be sent with GET; send mutations with POST.",
             );
-            return error_response(media, StatusCode::METHOD_NOT_ALLOWED, &err);
+            return refused(StatusCode::METHOD_NOT_ALLOWED, err);
         }
         _ => {}
     }
@@ -258,6 +317,18 @@ async fn execute(
     let mut answers = app.gate.run(&app.schema, request, admitted);
     let mut response = answers.next().await.unwrap_or_default();
     graphql::add_codes(&mut response.errors);
+    let code = response.errors.first().map(|e| {
+        let code = e.extensions.as_ref().and_then(|x| x.get("code"));
+        match code {
+            Some(async_graphql::Value::String(code)) => crate::metrics::known_code(code),
+            _ => "INTERNAL",
+        }
+    });
+    let metrics = app.service.metrics();
+    match code {
+        None => metrics.operation("ok", ""),
+        Some(code) => metrics.operation("error", code),
+    }
     json(media, StatusCode::OK, &response)
 }
 

@@ -143,7 +143,10 @@ pub fn upgrade(app: AppState, upgrade: WebSocketUpgrade, headers: &HeaderMap) ->
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve(app, socket, protocol))
+        .on_upgrade(move |socket| async move {
+            let _open = app.service.metrics().socket_open();
+            serve(app, socket, protocol).await
+        })
 }
 
 /// An operation's next answer, or its end (`None`), tagged with its id and generation.

@@ -19,6 +19,7 @@ use crate::config::RobotConfig;
 use crate::domain::TaskKind;
 use crate::domain::names::host_snapshot_name;
 use crate::hypervisor::{Driver, DriverError, HostSnapshot, Progress};
+use crate::metrics::ErrorClass;
 use crate::service::TaskLedger;
 use crate::service::ledger::StepWriter;
 use crate::service::tasks::{Claimed, Outcome, Step};
@@ -221,21 +222,31 @@ impl Robot {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let task = claimed.task.id;
+        let began = Instant::now();
         let claimed = Arc::new(claimed);
         self.running
             .lock()
             .unwrap()
             .insert(task, Arc::clone(&claimed));
         let result = match self.run(&claimed, &mut shutdown).await {
-            Ending::Done(outcome) => self
-                .steps
-                .write(&claimed, &self.owner, Step::Finish(outcome))
-                .await
-                .map(|held| {
-                    if !held {
-                        tracing::warn!(task, "task was taken over before it could end here");
-                    }
-                }),
+            Ending::Done(outcome) => {
+                let state = outcome.state();
+                self.steps
+                    .write(&claimed, &self.owner, Step::Finish(outcome))
+                    .await
+                    .map(|held| {
+                        if held {
+                            self.ledger.metrics().task_ended(
+                                &claimed.host.name,
+                                claimed.task.kind(),
+                                state,
+                                began.elapsed(),
+                            );
+                        } else {
+                            tracing::warn!(task, "task was taken over before it could end here");
+                        }
+                    })
+            }
             Ending::Interrupted(Interrupt::Stopping) => {
                 self.ledger.release_task(&claimed, &self.owner).await
             }
@@ -329,6 +340,7 @@ impl Robot {
         let name = claimed.snapshot.host_name.as_str();
         let (progress, mut updates) = Progress::channel();
         let limit = self.config.timeouts.of(claimed.task.kind());
+        let began = Instant::now();
         let call = timeout(limit, async {
             match claimed.task.kind() {
                 TaskKind::Build => driver.create(vm, name, &progress).await,
@@ -363,10 +375,17 @@ impl Robot {
                     while let Ok(update) = updates.try_recv() {
                         self.report_later(claimed, attempt, update.percent, update.phase);
                     }
-                    return Ok(done.unwrap_or_else(|_| Err(DriverError::Transient(format!(
+                    let done = done.unwrap_or_else(|_| Err(DriverError::Transient(format!(
                         "the host did not finish within {:.1}s",
                         limit.as_secs_f64()
-                    )))));
+                    ))));
+                    let class = done.as_ref().err().map(|e| match e.is_transient() {
+                        true => ErrorClass::Transient,
+                        false => ErrorClass::Permanent,
+                    });
+                    let host = &claimed.host.name;
+                    self.ledger.metrics().host_call(host, claimed.task.kind(), began.elapsed(), class);
+                    return Ok(done);
                 }
                 Some(update) = updates.recv() => {
                     self.report_later(claimed, attempt, update.percent, update.phase);

@@ -57,6 +57,11 @@ impl TaskLedger {
     pub fn drivers(&self) -> &Arc<Drivers> {
         &self.core.drivers
     }
+
+    /// What the robot counts: task ends, host calls.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.core.metrics
+    }
 }
 
 /// Steps written in one transaction at most.

@@ -18,9 +18,11 @@ mod throttle;
 use std::sync::{Arc, OnceLock};
 
 use crate::config::Limits;
-use crate::db::Db;
+use crate::db::{self, Db};
+use crate::error::AppResult;
 use crate::events::EventBus;
 use crate::hypervisor::Drivers;
+use crate::metrics::Metrics;
 
 pub use crate::events::Published;
 pub use actions::{Accepted, Actions};
@@ -54,6 +56,8 @@ pub(crate) struct Core {
     sessions: Arc<Sessions>,
     /// Each token's budget of requests and cost.
     throttle: Throttle,
+    /// What this process counts, for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 impl Core {
@@ -88,6 +92,7 @@ impl Service {
             combiner: OnceLock::new(),
             throttle: Throttle::new(&limits.rates),
             sessions: Arc::new(Sessions::default()),
+            metrics: Arc::new(Metrics::default()),
             limits,
         });
         Self {
@@ -145,6 +150,17 @@ impl Service {
 
     pub fn throttle(&self) -> &Throttle {
         &self.core.throttle
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.core.metrics
+    }
+
+    /// The metrics' text, with the queue as the database holds it now.
+    pub async fn scrape(&self) -> AppResult<String> {
+        let mut conn = self.core.db.reader().await?;
+        let queue = db::tasks::queue(&mut conn.conn(), db::now()).await?;
+        Ok(self.core.metrics.render(&queue))
     }
 
     /// The most non-closed snapshots a VM of a host with limit `host_limit` may have.

@@ -42,6 +42,17 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The task's final state.
+    pub fn state(&self) -> TaskState {
+        match self {
+            Outcome::Succeeded => TaskState::Succeeded,
+            Outcome::Failed { .. } => TaskState::Failed,
+            Outcome::Cancelled { .. } => TaskState::Cancelled,
+        }
+    }
+}
+
 /// One event to record: the task's state, with progress, phase and message.
 pub(crate) struct Note<'a> {
     pub state: TaskState,

@@ -24,6 +24,8 @@ use tempfile::TempDir;
 
 /// Polls for a task's end at most this often; a hang guard, not a performance limit.
 const POLL: Duration = Duration::from_millis(20);
+/// The scraper's token of every test server.
+pub const METRICS_TOKEN: &str = "scraper-secret-for-tests";
 const MAX_POLLS: usize = 15_000; // five minutes
 
 /// A robot tuned for tests: quick retries; no slow poll racing the statement counts.
@@ -204,6 +206,7 @@ impl TestApp {
             drivers,
             limits: test_limits(),
             origins: Default::default(),
+            metrics_token: Some(METRICS_TOKEN.to_owned()),
         };
         let (server, admin) = runtime
             .spawn(async move {

@@ -1,0 +1,272 @@
+//! Prometheus metrics of this process, in one registry (prometheus-client), served at
+//! `/metrics` in the Prometheus text format. Labels are bounded: task kinds and states,
+//! error codes, outcomes, and host names (which only an ADMIN sets); never a token, a
+//! project, a VM or a snapshot name.
+//!
+//! Counters and histograms are kept as things happen; the queue's depth and age and the
+//! running tasks are read from the database at each scrape, so that every process sees
+//! the whole fleet's queue, whichever robot holds the tasks.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::domain::{TaskKind, TaskState};
+
+/// A task's kind and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Ended {
+    pub kind: &'static str,
+    pub state: &'static str,
+}
+
+/// A host and a kind of work on it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OnHost {
+    pub host: String,
+    pub kind: &'static str,
+}
+
+/// Whether a failed host call is worth retrying.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ErrorClass {
+    Transient,
+    Permanent,
+}
+
+impl ErrorClass {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+        }
+    }
+}
+
+/// A failed host call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostError {
+    pub host: String,
+    pub kind: &'static str,
+    pub class: &'static str,
+}
+
+/// A GraphQL operation's outcome: `ok`, `error` (with its code) or `refused` (not run).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Operation {
+    pub outcome: &'static str,
+    pub code: &'static str,
+}
+
+/// The error codes of the API (`extensions.code`), as labels: anything else is OTHER, so
+/// that no caller can make a label of its own.
+pub fn known_code(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "VALIDATION",
+        "INVALID_STATE",
+        "VM_BUSY",
+        "LIMIT_REACHED",
+        "QUERY_TOO_COMPLEX",
+        "RATE_LIMITED",
+        "TIMEOUT",
+        "INTERNAL",
+    ];
+    CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+/// One host's running tasks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Host {
+    pub host: String,
+}
+
+/// A subscription WebSocket counted as open.
+pub struct SocketOpen(Gauge);
+
+impl Drop for SocketOpen {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The queue as the database holds it, read at a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct Queue {
+    pub queued: i64,
+    /// Seconds the oldest queued task has waited (0 with none).
+    pub oldest_seconds: f64,
+    /// Running tasks per host name.
+    pub running: Vec<(String, i64)>,
+}
+
+type Seconds = Family<OnHost, Histogram, fn() -> Histogram>;
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    tasks_ended: Family<Ended, Counter>,
+    task_seconds: Seconds,
+    host_call_seconds: Seconds,
+    host_call_errors: Family<HostError, Counter>,
+    operations: Family<Operation, Counter>,
+    sockets: Gauge,
+    queued: Gauge,
+    oldest_queued: Gauge<f64, AtomicU64>,
+    running: Family<Host, Gauge>,
+}
+
+/// 1 ms to about 27 minutes: host calls and tasks both, on a simulated host or a slow one.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 3.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("snaptree");
+        let tasks_ended = Family::<Ended, Counter>::default();
+        registry.register(
+            "tasks_ended",
+            "Tasks ended, by kind and final state",
+            tasks_ended.clone(),
+        );
+        let task_seconds: Seconds = Family::new_with_constructor(seconds);
+        registry.register(
+            "task_duration_seconds",
+            "Time from a task's start to its end, by host and kind",
+            task_seconds.clone(),
+        );
+        let host_call_seconds: Seconds = Family::new_with_constructor(seconds);
+        registry.register(
+            "host_call_duration_seconds",
+            "Time of one call to a host (an attempt), by host and kind",
+            host_call_seconds.clone(),
+        );
+        let host_call_errors = Family::<HostError, Counter>::default();
+        registry.register(
+            "host_call_errors",
+            "Failed host calls, by host, kind and class",
+            host_call_errors.clone(),
+        );
+        let operations = Family::<Operation, Counter>::default();
+        registry.register(
+            "graphql_operations",
+            "GraphQL operations over HTTP, by outcome and error code",
+            operations.clone(),
+        );
+        let sockets = Gauge::default();
+        registry.register(
+            "websockets_open",
+            "Subscription WebSockets open in this process",
+            sockets.clone(),
+        );
+        let queued = Gauge::default();
+        registry.register(
+            "tasks_queued",
+            "Tasks waiting for a robot, in the whole database",
+            queued.clone(),
+        );
+        let oldest_queued = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "oldest_queued_task_age_seconds",
+            "How long the oldest queued task has waited",
+            oldest_queued.clone(),
+        );
+        let running = Family::<Host, Gauge>::default();
+        registry.register(
+            "tasks_running",
+            "Tasks running, by host, in the whole database",
+            running.clone(),
+        );
+        Self {
+            registry,
+            tasks_ended,
+            task_seconds,
+            host_call_seconds,
+            host_call_errors,
+            operations,
+            sockets,
+            queued,
+            oldest_queued,
+            running,
+        }
+    }
+}
+
+impl Metrics {
+    /// A task ended after `took` (from its start).
+    pub fn task_ended(&self, host: &str, kind: TaskKind, state: TaskState, took: Duration) {
+        self.tasks_ended
+            .get_or_create(&Ended {
+                kind: kind.as_str(),
+                state: state.as_str(),
+            })
+            .inc();
+        self.task_seconds
+            .get_or_create(&OnHost {
+                host: host.to_owned(),
+                kind: kind.as_str(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One host call took `took`, and failed as `error` says.
+    pub fn host_call(&self, host: &str, kind: TaskKind, took: Duration, error: Option<ErrorClass>) {
+        self.host_call_seconds
+            .get_or_create(&OnHost {
+                host: host.to_owned(),
+                kind: kind.as_str(),
+            })
+            .observe(took.as_secs_f64());
+        if let Some(class) = error {
+            self.host_call_errors
+                .get_or_create(&HostError {
+                    host: host.to_owned(),
+                    kind: kind.as_str(),
+                    class: class.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    /// A GraphQL operation's outcome.
+    pub fn operation(&self, outcome: &'static str, code: &'static str) {
+        self.operations
+            .get_or_create(&Operation { outcome, code })
+            .inc();
+    }
+
+    /// Counts a subscription WebSocket as open until the guard is dropped.
+    pub fn socket_open(&self) -> SocketOpen {
+        self.sockets.inc();
+        SocketOpen(self.sockets.clone())
+    }
+
+    /// The text a scrape gets, with the queue as read now.
+    pub fn render(&self, queue: &Queue) -> String {
+        self.queued.set(queue.queued);
+        self.oldest_queued.set(queue.oldest_seconds);
+        self.running.clear();
+        for (host, count) in &queue.running {
+            self.running
+                .get_or_create(&Host { host: host.clone() })
+                .set(*count);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
