@@ -152,6 +152,21 @@ impl AppError {
     }
 
     /// The `extensions.code` of `api.md`.
+    /// Every code [`AppError::code`] gives, as the API documents them.
+    pub const CODES: &'static [&'static str] = &[
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "VALIDATION",
+        "INVALID_STATE",
+        "VM_BUSY",
+        "LIMIT_REACHED",
+        "QUERY_TOO_COMPLEX",
+        "RATE_LIMITED",
+        "TIMEOUT",
+        "INTERNAL",
+    ];
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",

@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::domain::{TaskKind, TaskState};
+use crate::error::AppError;
 
 /// A task's kind and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,20 +68,7 @@ pub struct Operation {
 /// The error codes of the API (`extensions.code`), as labels: anything else is OTHER, so
 /// that no caller can make a label of its own.
 pub fn known_code(code: &str) -> &'static str {
-    const CODES: &[&str] = &[
-        "UNAUTHENTICATED",
-        "FORBIDDEN",
-        "NOT_FOUND",
-        "VALIDATION",
-        "INVALID_STATE",
-        "VM_BUSY",
-        "LIMIT_REACHED",
-        "QUERY_TOO_COMPLEX",
-        "RATE_LIMITED",
-        "TIMEOUT",
-        "INTERNAL",
-    ];
-    CODES
+    AppError::CODES
         .iter()
         .find(|c| **c == code)
         .copied()
