@@ -51,13 +51,19 @@ impl Standing {
         Offer(self.before_rules().and_then(|()| rule().map_err(refusal)))
     }
 
-    fn before_rules(&self) -> Result<(), (Refusal, String)> {
-        if self.role == Role::Viewer {
-            return Err((
+    fn role(&self) -> Result<(), (Refusal, String)> {
+        if self.role.may_act() {
+            Ok(())
+        } else {
+            Err((
                 Refusal::Role,
                 "Your token is a VIEWER's: it may look, not act.".into(),
-            ));
+            ))
         }
+    }
+
+    fn before_rules(&self) -> Result<(), (Refusal, String)> {
+        self.role()?;
         if self.busy {
             return Err((
                 Refusal::Busy,
@@ -98,13 +104,11 @@ impl Standing {
 
     /// Renaming snapshot `id`: no task, so only the role and the snapshot matter.
     pub fn rename(&self, tree: &Tree, id: i64) -> Offer {
-        let Some(node) = tree.get(id) else {
-            return Offer(Err(refusal(Rejection::Closed { id })));
-        };
-        match self.before_rules() {
-            Err((Refusal::Role, why)) => Offer(Err((Refusal::Role, why))),
-            _ => Offer(lifecycle::rename(tree, id, &node.name).map_err(refusal)),
-        }
+        let name = tree.get(id).map(|n| n.name.as_str()).unwrap_or_default();
+        Offer(
+            self.role()
+                .and_then(|()| lifecycle::rename(tree, id, name).map_err(refusal)),
+        )
     }
 }
 

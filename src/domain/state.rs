@@ -64,6 +64,13 @@ text_enum! {
     }
 }
 
+impl Role {
+    /// Whether the role may act on snapshots (ADMIN, OPERATOR), not only read them.
+    pub fn may_act(self) -> bool {
+        self != Role::Viewer
+    }
+}
+
 text_enum! {
     /// One unit of robot work.
     pub enum TaskKind {

@@ -36,9 +36,10 @@ impl Caller {
 
     /// Acting on snapshots: ADMIN or OPERATOR.
     pub fn require_operator(&self) -> AppResult<()> {
-        match self.role {
-            Role::Admin | Role::Operator => Ok(()),
-            Role::Viewer => Err(AppError::forbidden("act on VMs (it is VIEWER)")),
+        if self.role.may_act() {
+            Ok(())
+        } else {
+            Err(AppError::forbidden("act on VMs (it is VIEWER)"))
         }
     }
 
