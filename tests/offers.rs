@@ -255,6 +255,22 @@ async fn apply_saving_the_current_state_first() {
         .error_code(Some(op), APPLY_SAVING, json!({ "s": b, "n": "a" }))
         .await;
     assert_eq!(taken, "VALIDATION");
+    // The worst a tenant can send as the name: nothing, a NUL, too much. Each is refused
+    // before anything is queued.
+    for bad in ["   ", "a\u{0}b", &"x".repeat(10_000)] {
+        let code = app
+            .error_code(Some(op), APPLY_SAVING, json!({ "s": b, "n": bad }))
+            .await;
+        assert_eq!(code, "VALIDATION", "{bad:.20}");
+    }
+    let busy = app
+        .data(
+            op,
+            "query($v: ID!) { vm(id: $v) { busy } }",
+            json!({ "v": f.vm }),
+        )
+        .await;
+    assert_eq!(busy["vm"]["busy"], false, "nothing was queued");
     let viewer = app.create_token(&f.project, "VIEWER").await;
     let refused = app
         .error_code(Some(&viewer), APPLY_SAVING, json!({ "s": b, "n": "x" }))
