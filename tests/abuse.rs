@@ -1062,13 +1062,16 @@ async fn rest_bodies_and_list_requests_are_bounded() {
             .header("Content-Type", "application/json")
             .body(body)
             .send()
-            .await
-            .unwrap();
-        assert!(
-            matches!(response.status().as_u16(), 400 | 413),
-            "{}",
-            response.status()
-        );
+            .await;
+        // Refused with 400 or 413, or (past the body limit: 400,000 bytes) cut off while
+        // it was still being sent, as the 4 MiB body below may be.
+        if let Ok(response) = response {
+            assert!(
+                matches!(response.status().as_u16(), 400 | 413),
+                "{}",
+                response.status()
+            );
+        }
     }
     let huge = format!(
         "{{\"vm_id\": {}, \"name\": \"{}\"}}",
