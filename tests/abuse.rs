@@ -991,7 +991,9 @@ async fn graphql_answers_are_never_cached_or_sniffed() {
 /// one is held back on the other, with CloudCIX's 429 on REST.
 #[tokio::test]
 async fn rest_and_graphql_share_each_tokens_budget() {
-    let t = Target::start(&[]).await;
+    // A budget that refills once a second: "at once" below then has a second's margin,
+    // not the 50 ms of the default 20 a second, which a loaded machine can overrun.
+    let t = Target::start(&["--rate-limit", "VIEWER=1:25000"]).await;
     let client = reqwest::Client::new();
     let rest = t.url().trim_end_matches("graphql").to_owned();
     let mut limited = None;
