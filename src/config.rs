@@ -199,6 +199,9 @@ pub struct Limits {
     /// Most non-closed snapshots a VM may have, whatever its host allows: what bounds a
     /// snapshot tree, and therefore the cost of walking one.
     pub snapshots_per_vm: u32,
+    /// Age past which a snapshot is flagged stale (not a limit: nothing is refused or
+    /// deleted; the API and the dashboard say so).
+    pub stale_after: Duration,
     /// Longest a query or mutation may run; past it, it is cancelled and answered
     /// `TIMEOUT`.
     pub request_timeout: Duration,
@@ -231,6 +234,7 @@ impl Default for Limits {
             max_cost: 50_000,
             max_nodes: 20_000,
             snapshots_per_vm: 100,
+            stale_after: Duration::from_secs(72 * 3600),
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             ws_init_timeout: Duration::from_secs(10),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
+use snaptree::clock::Clock;
 use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, RobotConfig, Timeouts};
 use snaptree::db::Db;
 use snaptree::domain::Role;
@@ -55,6 +56,21 @@ struct DatabaseArgs {
     database_url: DatabaseUrl,
 }
 
+/// The time the service goes by.
+#[derive(Args)]
+struct ClockArgs {
+    /// For tests: read the time from this file (RFC 3339) instead of the system's clock,
+    /// so that schedules and ages can be moved without waiting.
+    #[arg(long, env = "SNAPTREE_CLOCK_FILE", hide = true)]
+    clock_file: Option<PathBuf>,
+}
+
+impl ClockArgs {
+    fn clock(&self) -> Clock {
+        self.clock_file.clone().map_or(Clock::System, Clock::file)
+    }
+}
+
 #[derive(Args)]
 struct RobotTuning {
     /// Tasks run at once, over all hosts (each host's own limit still holds).
@@ -96,6 +112,8 @@ struct HostAccess {
     /// Private key for Hyper-V hosts (ssh's own defaults when absent).
     #[arg(long, env = "SNAPTREE_SSH_IDENTITY")]
     ssh_identity: Option<PathBuf>,
+    #[command(flatten)]
+    clock: ClockArgs,
     /// Most operations at once against one host (queries and the robot together).
     #[arg(long, env = "SNAPTREE_HOST_CALLS_PER_HOST", default_value_t = 4)]
     host_calls_per_host: usize,
@@ -120,6 +138,9 @@ struct LimitArgs {
     /// Most non-closed snapshots per VM, whatever its host allows.
     #[arg(long, env = "SNAPTREE_MAX_SNAPSHOTS_PER_VM", default_value_t = 100)]
     max_snapshots_per_vm: u32,
+    /// Hours after which a snapshot is flagged stale (VMware's guidance: 72).
+    #[arg(long, env = "SNAPTREE_STALE_AFTER_HOURS", default_value_t = 72.0)]
+    stale_after_hours: f64,
     /// Seconds an operation may run before it is cancelled (TIMEOUT).
     #[arg(long, env = "SNAPTREE_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
@@ -165,6 +186,8 @@ impl LimitArgs {
             max_cost: self.max_query_cost,
             max_nodes: self.max_query_nodes,
             snapshots_per_vm: self.max_snapshots_per_vm.max(1),
+            stale_after: Duration::try_from_secs_f64(self.stale_after_hours * 3600.0)
+                .map_err(|_| "--stale-after-hours must be 0 or more".to_owned())?,
             request_timeout: secs(self.request_timeout),
             header_timeout: secs(self.header_timeout),
             ws_init_timeout: secs(self.ws_init_timeout),
@@ -345,7 +368,7 @@ async fn run(command: Command) -> AppResult<()> {
         }) => {
             let db = Db::connect(&database.database_url).await?;
             let drivers = DriverConfig::new("snaptree-sim".into());
-            let service = server::service(db, drivers, Limits::default());
+            let service = server::service(db, drivers, Limits::default(), Clock::System);
             let token = service
                 .admin()
                 .bootstrap_token(&project, role.into(), &name)
@@ -381,6 +404,7 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
         limits,
         origins,
         metrics_token: args.metrics_token.clone(),
+        clock: args.tuning.hosts.clock.clock(),
     })
     .await?;
     let url = format!("http://{}/", server.addr);
@@ -408,7 +432,12 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
 async fn robot(args: RobotArgs) -> AppResult<()> {
     let db = Db::connect(&args.database.database_url).await?;
     let hosts = &args.tuning.hosts;
-    let service = server::service(db.clone(), hosts.config(), hosts.limits());
+    let service = server::service(
+        db.clone(),
+        hosts.config(),
+        hosts.limits(),
+        hosts.clock.clock(),
+    );
     let (stop, stopped) = watch::channel(false);
     // The pump's listener hears of tasks other processes queue.
     let pump = snaptree::events::spawn_pump(service.bus().clone(), db, stopped.clone());

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
 use crate::config::{DatabaseUrl, DriverConfig, Limits, RobotConfig};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
@@ -45,6 +46,8 @@ pub struct ServeOptions {
     pub origins: crate::http::Origins,
     /// A scraper's token for `/metrics`, besides ADMIN tokens.
     pub metrics_token: Option<String>,
+    /// The time that ages snapshots and makes policies due.
+    pub clock: Clock,
 }
 
 /// A started server.
@@ -63,10 +66,10 @@ pub struct Server {
 }
 
 /// Builds the service on an opened database.
-pub fn service(db: Db, drivers: DriverConfig, limits: Limits) -> Service {
+pub fn service(db: Db, drivers: DriverConfig, limits: Limits, clock: Clock) -> Service {
     let limits = Arc::new(limits);
     let drivers = Arc::new(Drivers::new(drivers, &limits));
-    Service::new(db, EventBus::default(), drivers, limits)
+    Service::new(db, EventBus::default(), drivers, limits, clock)
 }
 
 impl Server {
@@ -74,7 +77,7 @@ impl Server {
     pub async fn start(options: ServeOptions) -> AppResult<Self> {
         let db = Db::connect(&options.database).await?;
         let header_timeout = options.limits.header_timeout;
-        let service = service(db.clone(), options.drivers, options.limits);
+        let service = service(db.clone(), options.drivers, options.limits, options.clock);
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|e| AppError::internal(format!("cannot listen on {}: {e}", options.listen)))?;

@@ -379,6 +379,39 @@ async fn simultaneous_actions_on_one_host_all_succeed() {
     }
 }
 
+/// Two actions on one VM in one batch: the second waits for the next batch, which must
+/// run without any further traffic. (On PostgreSQL, with several writers of batches, the
+/// one holding the leftovers once waited for its turn at the queue behind a writer that
+/// waited there for new actions: the leftovers timed out, unanswered.)
+#[tokio::test]
+async fn actions_left_for_the_next_batch_are_answered_without_more_traffic() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("pairs").await;
+    let host = app.create_host("h", "SIMULATED", "sim://", None).await;
+    let mut vms = Vec::new();
+    for i in 0..8 {
+        vms.push(app.create_vm(&host, &project, &format!("vm{i}")).await);
+    }
+    let create =
+        "mutation($v: ID!, $n: String!) { createSnapshot(vmId: $v, name: $n) { task { id } } }";
+    let asks = vms.iter().flat_map(|vm| {
+        ["x", "y"].map(|n| {
+            let app = &app;
+            async move {
+                app.request(Some(&app.admin), create, json!({ "v": vm, "n": n }))
+                    .await
+            }
+        })
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    for answer in &answers {
+        // Accepted, or refused because the VM's first task is still under way.
+        if !answer["errors"].is_null() {
+            assert_eq!(common::error_code(answer), "VM_BUSY", "{answer}");
+        }
+    }
+}
+
 /// `updateSnapshot`: a rename or a new description, at once and without a task; names
 /// stay unique among the VM's snapshots; roles and projects hold.
 #[tokio::test]

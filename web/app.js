@@ -88,7 +88,7 @@ async function gql(query, variables = {}) {
 
 // ---- Live events over WebSocket (graphql-transport-ws) ----------------------------------
 
-const SNAP_FIELDS = "id name description state active createdAt parent { id }";
+const SNAP_FIELDS = "id name description state active createdAt stale staleSince parent { id }";
 const EVENTS = `subscription($after: ID) { events(after: $after) {
   id state finished progress phase at
   task { id kind state finished error progress phase requestedBy vm { id }
@@ -531,6 +531,12 @@ function drawTree() {
   if (focusedId && current) current.focus({ preventScroll: true });
 }
 
+/** Why a stale snapshot is flagged, in words. */
+function staleWords(s) {
+  const hours = Math.round((Date.parse(s.staleSince) - Date.parse(s.createdAt)) / 36e5);
+  return `Kept for more than ${plural(hours, "hour")}: an old snapshot slows its VM and keeps growing. Delete it, or keep it on purpose.`;
+}
+
 /** A snapshot's row: its name, marks, state in words, failure and date. */
 function rowOf(s, failures, hidden) {
   const words = SNAPSHOT_STATE[s.state] || s.state.toLowerCase();
@@ -541,6 +547,7 @@ function rowOf(s, failures, hidden) {
     s.active ? el("span", { className: "badge active-mark" }, "active") : null,
     s.state === "RUNNING" ? null
       : el("span", { className: `badge ${s.state === "UNRESOURCED" ? "failed" : "working"}` }, words),
+    s.stale ? el("span", { className: "badge stale", title: staleWords(s) }, "stale") : null,
     failure ? el("span", { className: "reason", title: failure }, failure) : null,
     hidden ? el("span", { className: "hidden-count" }, `+${plural(hidden, "hidden snapshot")}`) : null,
     el("time", { dateTime: s.createdAt }, time(s.createdAt)));
@@ -699,6 +706,8 @@ function drawDetails() {
   $("d-description").textContent = s.description || "";
   $("d-state").textContent = `${SNAPSHOT_STATE[s.state] || s.state.toLowerCase()}${s.active ? " · active: the VM runs from here" : ""}`;
   $("d-created").textContent = time(s.createdAt);
+  $("d-stale").hidden = !s.stale;
+  $("d-stale").textContent = s.stale ? staleWords(s) : "";
   const failure = s.state === "UNRESOURCED" ? failedTasks().get(s.id) : null;
   $("d-failure").hidden = !failure;
   $("d-failure").textContent = failure ? `Failed: ${failure}` : "";

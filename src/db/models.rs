@@ -16,6 +16,8 @@ pub struct Project {
     pub name: String,
     #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
+    /// The most non-closed snapshots across the project's VMs; `None`: no quota.
+    pub max_snapshots: Option<i32>,
 }
 
 #[derive(Queryable, Selectable, Clone, Debug)]

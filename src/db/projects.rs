@@ -34,6 +34,14 @@ pub async fn by_id(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<Option<Proje
         .optional())
 }
 
+pub async fn by_ids(conn: &mut Conn<'_>, wanted: &[i64]) -> QueryResult<Vec<Project>> {
+    run!(conn, |c| projects
+        .filter(id.eq_any(wanted))
+        .select(Project::as_select())
+        .load(c)
+        .await)
+}
+
 /// Every project, or only `only` when given; by id.
 pub async fn list(conn: &mut Conn<'_>, only: Option<i64>) -> QueryResult<Vec<Project>> {
     // Boxed queries belong to one backend, so each arm of `run!` builds its own.
@@ -44,4 +52,55 @@ pub async fn list(conn: &mut Conn<'_>, only: Option<i64>) -> QueryResult<Vec<Pro
         }
         query.load(c).await
     })
+}
+
+/// Sets project `wanted`'s snapshot quota (`None`: no quota); the row, if any.
+pub async fn set_max_snapshots(
+    conn: &mut Conn<'_>,
+    wanted: i64,
+    quota: Option<i32>,
+) -> QueryResult<Option<Project>> {
+    run!(conn, |c| diesel::update(projects.find(wanted))
+        .set(max_snapshots.eq(quota))
+        .returning(Project::as_returning())
+        .get_result(c)
+        .await
+        .optional())
+}
+
+/// The quotas of those of `wanted` that have one, their rows locked on PostgreSQL (as
+/// an update that changes no key), so
+/// that two creates in one project on different VMs (whose VM locks do not meet) are
+/// counted one after the other. SQLite has one writer: its transactions are already so.
+pub async fn lock_quotas(
+    conn: &mut Conn<'_>,
+    wanted: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, i32>> {
+    let rows: Vec<(i64, Option<i32>)> = match conn {
+        Conn::Sqlite(c) => {
+            projects
+                .filter(id.eq_any(wanted))
+                .filter(max_snapshots.is_not_null())
+                .select((id, max_snapshots))
+                .load(&mut **c)
+                .await?
+        }
+        Conn::Pg(c) => {
+            projects
+                .filter(id.eq_any(wanted))
+                .filter(max_snapshots.is_not_null())
+                .select((id, max_snapshots))
+                .order(id)
+                // Not FOR UPDATE: that would also block every insert that refers to the
+                // project (history and event rows, through their foreign keys), the
+                // robot's among them, while this transaction waits on the robot.
+                .for_no_key_update()
+                .load(&mut **c)
+                .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(project, quota)| quota.map(|q| (project, q)))
+        .collect())
 }

@@ -6,6 +6,7 @@ diesel::table! {
         id -> BigInt,
         name -> Text,
         created_at -> Timestamp,
+        max_snapshots -> Nullable<Integer>,
     }
 }
 

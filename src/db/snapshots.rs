@@ -402,6 +402,26 @@ pub async fn apply_all(conn: &mut Conn<'_>, all: &[(&Vm, &Changes, &str)]) -> Qu
     history::insert(conn, &entries).await
 }
 
+/// How many non-closed snapshots each of `wanted` projects has over all its VMs (every
+/// one of them has an entry).
+pub async fn open_counts_of_projects(
+    conn: &mut Conn<'_>,
+    wanted: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, i64>> {
+    use super::schema::vms;
+    let rows: Vec<(i64, i64)> = run!(conn, |c| snapshots
+        .inner_join(vms::table.on(vms::id.eq(vm_id)))
+        .filter(vms::project_id.eq_any(wanted))
+        .filter(state.ne(Closed))
+        .group_by(vms::project_id)
+        .select((vms::project_id, diesel::dsl::count_star()))
+        .load(c)
+        .await)?;
+    let mut counts: std::collections::HashMap<i64, i64> = wanted.iter().map(|p| (*p, 0)).collect();
+    counts.extend(rows);
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod literal_tests {
     use crate::domain::SnapshotState;

@@ -50,6 +50,32 @@ pub fn room(tree: &Tree, limit: Option<i32>) -> Result<(), Rejection> {
     }
 }
 
+/// A project's quota leaves room for one more snapshot, with `used` non-closed ones
+/// across its VMs.
+pub fn quota(used: i64, quota: Option<i32>) -> Result<(), Rejection> {
+    match quota {
+        Some(limit) if used >= i64::from(limit) => Err(Rejection::QuotaReached { limit }),
+        _ => Ok(()),
+    }
+}
+
+/// When a snapshot made at `created` is (or becomes) stale, kept for longer than
+/// `after` (VMware's guidance: 72 hours, past which a snapshot slows its VM and grows
+/// without bound), and whether it is at `now`; `None` for a deleted one.
+pub fn staleness(
+    state: SnapshotState,
+    created: chrono::NaiveDateTime,
+    now: chrono::NaiveDateTime,
+    after: std::time::Duration,
+) -> Option<(chrono::NaiveDateTime, bool)> {
+    if state == Closed {
+        return None;
+    }
+    let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+    let since = created.checked_add_signed(after)?;
+    Some((since, now >= since))
+}
+
 /// Apply with the current state saved first: a create's rules for the save (a child of
 /// the active snapshot, named `name`), then the apply's. One task does both, the save
 /// first; the new snapshot is never active unless the apply fails after it.

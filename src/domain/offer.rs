@@ -43,6 +43,8 @@ pub struct Standing {
     pub vm_state: i32,
     /// The most non-closed snapshots the VM may have.
     pub limit: Option<i32>,
+    /// The project's non-closed snapshots and its quota, when it has one.
+    pub quota: Option<(i64, i32)>,
 }
 
 impl Standing {
@@ -84,7 +86,11 @@ impl Standing {
 
     /// Creating a snapshot (or saving the current state before an apply).
     pub fn create(&self, tree: &Tree) -> Offer {
-        self.offer(|| lifecycle::room(tree, self.limit))
+        self.offer(|| {
+            lifecycle::room(tree, self.limit)?;
+            let (used, quota) = self.quota.unzip();
+            lifecycle::quota(used.unwrap_or(0), quota)
+        })
     }
 
     /// Reverting to the active snapshot.
@@ -114,7 +120,7 @@ impl Standing {
 
 fn refusal(rejection: Rejection) -> (Refusal, String) {
     let kind = match rejection {
-        Rejection::LimitReached { .. } => Refusal::Limit,
+        Rejection::LimitReached { .. } | Rejection::QuotaReached { .. } => Refusal::Limit,
         Rejection::VmState { .. } => Refusal::VmState,
         _ => Refusal::SnapshotState,
     };
@@ -137,6 +143,7 @@ mod tests {
             busy: false,
             vm_state: vm_state::RUNNING,
             limit: Some(3),
+            quota: None,
         }
     }
 
@@ -165,6 +172,13 @@ mod tests {
         assert_eq!(refused(stopped.apply(&t, 1)), Refusal::VmState);
         assert_eq!(refused(standing(Role::Admin).create(&t)), Refusal::Limit);
         assert!(standing(Role::Admin).apply(&t, 1).allowed());
+        let quota = |used| Standing {
+            quota: Some((used, 5)),
+            ..standing(Role::Operator)
+        };
+        let two = tree(&[(1, None), (2, Some(1))], Some(2));
+        assert!(quota(4).create(&two).allowed());
+        assert_eq!(refused(quota(5).create(&two)), Refusal::Limit);
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub enum Rejection {
     /// The VM has as many non-closed snapshots as its host allows.
     #[error("This VM already has {limit} snapshots, the limit of its host; delete one first.")]
     LimitReached { limit: i32 },
+    /// The VM's project has as many non-closed snapshots as its quota allows.
+    #[error(
+        "This project already has {limit} snapshots, the most its quota allows; delete one first."
+    )]
+    QuotaReached { limit: i32 },
     /// The VM is in a state (of CloudCIX's state table) that allows no snapshot work.
     #[error("The VM is {}; snapshots need it RUNNING or QUIESCED.", state_name(*state))]
     VmState { state: i32 },
@@ -71,7 +76,7 @@ impl Rejection {
             | Self::NulInDescription
             | Self::LongDescription { .. }
             | Self::NameTaken { .. } => Kind::Invalid,
-            Self::LimitReached { .. } => Kind::Limit,
+            Self::LimitReached { .. } | Self::QuotaReached { .. } => Kind::Limit,
             Self::VmState { .. }
             | Self::Closed { .. }
             | Self::NotApplicable { .. }

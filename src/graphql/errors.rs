@@ -25,7 +25,9 @@ impl AppError {
         match self {
             AppError::VmBusy { task_id, .. } => ext.set("taskId", task_id.to_string()),
             AppError::LimitReached { limit, .. }
-            | AppError::Rejected(Rejection::LimitReached { limit }) => ext.set("limit", *limit),
+            | AppError::Rejected(
+                Rejection::LimitReached { limit } | Rejection::QuotaReached { limit },
+            ) => ext.set("limit", *limit),
             AppError::QueryTooComplex { cost, limit, .. } => {
                 if let (Some(cost), Some(limit)) = (cost, limit) {
                     ext.set("cost", *cost);

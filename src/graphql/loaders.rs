@@ -16,7 +16,7 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-use crate::db::models::{HistoryEntry, Host, Snapshot, Task, TaskEvent, Vm};
+use crate::db::models::{HistoryEntry, Host, Project, Snapshot, Task, TaskEvent, Vm};
 use crate::domain::drift::Drift;
 use crate::domain::tree::Tree;
 use crate::error::AppError;
@@ -110,6 +110,8 @@ pub struct HostId(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotId(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProjectId(pub i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TaskId(pub i64);
 /// A VM's non-closed snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,6 +131,29 @@ pub struct EventsOf(pub i64);
 /// The caller's VMs on a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VmsOn(pub i64);
+
+/// How many non-closed snapshots a project has across its VMs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotCountOf(pub i64);
+
+impl Loader<SnapshotCountOf> for Batch {
+    type Value = i64;
+    type Error = AppError;
+
+    async fn load(
+        &self,
+        keys: &[SnapshotCountOf],
+    ) -> Result<HashMap<SnapshotCountOf, i64>, AppError> {
+        let counts = self
+            .reads
+            .snapshot_counts_of_projects(&ids(keys, |k| k.0))
+            .await?;
+        Ok(counts
+            .into_iter()
+            .map(|(project, n)| (SnapshotCountOf(project), n))
+            .collect())
+    }
+}
 
 /// Where a VM's host and snaptree disagree, asked of the host once per request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -242,6 +267,7 @@ macro_rules! lists {
 
 by_key!(VmId => Vm, |b, ids| b.reads.vms_by_ids(&ids), |r| VmId(r.id));
 by_key!(HostId => Host, |b, ids| b.reads.hosts_by_ids(&ids), |r| HostId(r.id));
+by_key!(ProjectId => Project, |b, ids| b.reads.projects_by_ids(&ids), |r| ProjectId(r.id));
 by_key!(SnapshotId => Snapshot, |b, ids| b.reads.snapshots_by_ids(&ids), |r| SnapshotId(r.id));
 by_key!(TaskId => Task, |b, ids| b.reads.tasks_by_ids(&ids), |r| TaskId(r.id));
 by_key!(OpenTaskOf => Task, |b, ids| b.reads.open_tasks_of_vms(&ids), |r| OpenTaskOf(r.vm_id));

@@ -121,10 +121,41 @@ impl Mutation {
         ))
     }
 
-    async fn create_project(&self, ctx: &Context<'_>, name: String) -> Result<Project> {
+    /// A new project; `maxSnapshots` caps the non-closed snapshots of all its VMs.
+    async fn create_project(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        max_snapshots: Option<i32>,
+    ) -> Result<Project> {
+        let admin = service(ctx).admin();
+        let project = admin.create_project(caller(ctx), &name).await.extend()?;
+        if max_snapshots.is_none() {
+            return Ok(Project(project));
+        }
+        let project = admin
+            .set_project_quota(caller(ctx), project.id, max_snapshots)
+            .await
+            .extend()?;
+        Ok(Project(project))
+    }
+
+    /// Sets a project's snapshot quota: the most non-closed snapshots its VMs may have
+    /// together (null: no quota). A lower quota than the project has refuses new
+    /// snapshots only; none is deleted.
+    async fn update_project(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        max_snapshots: Option<i32>,
+    ) -> Result<Project> {
         let project = service(ctx)
             .admin()
-            .create_project(caller(ctx), &name)
+            .set_project_quota(
+                caller(ctx),
+                parse_id(&id, "project").extend()?,
+                max_snapshots,
+            )
             .await
             .extend()?;
         Ok(Project(project))

@@ -5,7 +5,7 @@
 use async_graphql::{Context, Object, Result, SimpleObject};
 
 use super::enums::Refusal;
-use super::loaders::{HostId, Loaders, OpenTaskOf};
+use super::loaders::{HostId, Loaders, OpenTaskOf, ProjectId, SnapshotCountOf};
 use super::types::{Snapshot, maybe, one};
 use crate::db::models;
 use crate::domain::lifecycle;
@@ -96,11 +96,17 @@ async fn standing(ctx: &Context<'_>, vm: &models::Vm) -> Result<Standing> {
     let limit = ctx
         .data_unchecked::<Service>()
         .snapshot_limit(host.max_snapshots_per_vm);
+    let project: models::Project = one(ctx, ProjectId(vm.project_id)).await?;
+    let quota = match project.max_snapshots {
+        Some(quota) => Some((one(ctx, SnapshotCountOf(project.id)).await?, quota)),
+        None => None,
+    };
     Ok(Standing {
         role: ctx.data_unchecked::<Caller>().role,
         busy,
         vm_state: vm.state,
         limit: Some(limit),
+        quota,
     })
 }
 

@@ -310,6 +310,22 @@ impl Snapshot {
         super::offers::delete_forecast(ctx, &self.0, remove_subtree).await
     }
 
+    /// Kept longer than the server's stale age (`--stale-after-hours`, 72 by default):
+    /// a snapshot that old slows its VM and keeps growing; delete it or keep it on
+    /// purpose. Never true of a deleted snapshot.
+    async fn stale(&self, ctx: &Context<'_>) -> bool {
+        ctx.data_unchecked::<crate::service::Service>()
+            .staleness(&self.0)
+            .is_some_and(|(_, stale)| stale)
+    }
+
+    /// When it is (or becomes) stale; null for a deleted snapshot.
+    async fn stale_since(&self, ctx: &Context<'_>) -> Option<DateTime<Utc>> {
+        ctx.data_unchecked::<crate::service::Service>()
+            .staleness(&self.0)
+            .map(|(since, _)| at(since))
+    }
+
     async fn created_at(&self) -> DateTime<Utc> {
         at(self.0.created_at)
     }
@@ -524,6 +540,18 @@ impl Project {
 
     async fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// The most non-closed snapshots its VMs may have together; null: no quota (each
+    /// host's limit per VM still holds).
+    async fn max_snapshots(&self) -> Option<i32> {
+        self.0.max_snapshots
+    }
+
+    /// Its VMs' non-closed snapshots, together.
+    async fn snapshot_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let n = one::<_, i64>(ctx, super::loaders::SnapshotCountOf(self.0.id)).await?;
+        Ok(i32::try_from(n).unwrap_or(i32::MAX))
     }
 }
 

@@ -67,6 +67,13 @@ enum Step {
     },
 }
 
+impl Step {
+    /// It makes a new snapshot (and so counts against the project's quota).
+    fn creates(&self) -> bool {
+        matches!(self, Self::Create { .. } | Self::ApplySaving { .. })
+    }
+}
+
 /// A snapshot to create, a child of `parent`.
 struct NewChild {
     name: String,
@@ -110,19 +117,20 @@ async fn combine(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        {
+        if batch.is_empty() {
             let mut queue = queue.lock().await;
-            if batch.is_empty() {
-                if queue.recv_many(&mut batch, BATCH).await == 0 {
-                    return;
-                }
-            } else {
-                // Actions left for this batch go first, then whatever else has come.
-                while batch.len() < BATCH {
-                    match queue.try_recv() {
-                        Ok(request) => batch.push(request),
-                        Err(_) => break,
-                    }
+            if queue.recv_many(&mut batch, BATCH).await == 0 {
+                return;
+            }
+        } else if let Ok(mut queue) = queue.try_lock() {
+            // Actions left for this batch go first, then whatever else has come. When
+            // another writer holds the queue (it waits there for new actions, which may
+            // never come), the ones left go alone: waiting for its turn would leave them
+            // unanswered until the next action arrives.
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
                 }
             }
         }
@@ -586,8 +594,56 @@ impl Actions {
                 Err(err) => fates[i] = Fate::Refused(err),
             }
         }
+        check_quotas(conn, &vms, &mut works, fates).await?;
         Ok((vms, works))
     }
+}
+
+/// Refuses the creates (and saves) that would take a project past its quota: counted
+/// over the project's VMs, with the ones accepted earlier in this batch, in order.
+async fn check_quotas(
+    conn: &mut Conn<'_>,
+    vms: &HashMap<i64, Vm>,
+    works: &mut Vec<Work>,
+    fates: &mut [Fate],
+) -> AppResult<()> {
+    let mut projects: Vec<i64> = works
+        .iter()
+        .filter(|w| w.step.as_ref().is_some_and(Step::creates))
+        .map(|w| vms[&w.vm].project_id)
+        .collect();
+    if projects.is_empty() {
+        return Ok(());
+    }
+    projects.sort_unstable();
+    projects.dedup();
+    let quotas = db::projects::lock_quotas(conn, &projects).await?;
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let limited: Vec<i64> = quotas.keys().copied().collect();
+    let mut used = snapshots::open_counts_of_projects(conn, &limited).await?;
+    works.retain(|w| {
+        let project = vms[&w.vm].project_id;
+        let (Some(&quota), true) = (
+            quotas.get(&project),
+            w.step.as_ref().is_some_and(Step::creates),
+        ) else {
+            return true;
+        };
+        let count = used.entry(project).or_default();
+        match lifecycle::quota(*count, Some(quota)) {
+            Ok(()) => {
+                *count += 1;
+                true
+            }
+            Err(err) => {
+                fates[w.request] = Fate::Refused(err.into());
+                false
+            }
+        }
+    });
+    Ok(())
 }
 
 /// What became of a request in a batch.

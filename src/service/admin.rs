@@ -86,6 +86,28 @@ impl Admin {
         tx.finish(result).await
     }
 
+    /// Sets project `id`'s snapshot quota (`None`: none). A quota below what the project
+    /// has already refuses only new snapshots; nothing is deleted.
+    pub async fn set_project_quota(
+        &self,
+        caller: &Caller,
+        id: i64,
+        quota: Option<i32>,
+    ) -> AppResult<Project> {
+        caller.require_admin()?;
+        if quota.is_some_and(|q| q < 0) {
+            return Err(AppError::validation(
+                "maxSnapshots must be 0 or more (null: no quota).",
+            ));
+        }
+        let mut tx = self.core.begin_for(caller).await?;
+        let result = projects::set_max_snapshots(&mut tx.conn(), id, quota)
+            .await
+            .map_err(AppError::from)
+            .and_then(|p| p.ok_or_else(|| AppError::not_found("project", id)));
+        tx.finish(result).await
+    }
+
     pub async fn create_host(
         &self,
         caller: &Caller,

@@ -17,6 +17,7 @@ mod throttle;
 
 use std::sync::{Arc, OnceLock};
 
+use crate::clock::Clock;
 use crate::config::Limits;
 use crate::db::{self, Db};
 use crate::error::AppResult;
@@ -58,6 +59,8 @@ pub(crate) struct Core {
     throttle: Throttle,
     /// What this process counts, for `/metrics`.
     metrics: Arc<Metrics>,
+    /// The time that ages snapshots and makes policies due.
+    clock: Clock,
 }
 
 impl Core {
@@ -83,7 +86,13 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(db: Db, bus: EventBus, drivers: Arc<Drivers>, limits: Arc<Limits>) -> Self {
+    pub fn new(
+        db: Db,
+        bus: EventBus,
+        drivers: Arc<Drivers>,
+        limits: Arc<Limits>,
+        clock: Clock,
+    ) -> Self {
         let core = Arc::new(Core {
             db,
             bus,
@@ -94,6 +103,7 @@ impl Service {
             sessions: Arc::new(Sessions::default()),
             metrics: Arc::new(Metrics::default()),
             limits,
+            clock,
         });
         Self {
             actions: Actions {
@@ -166,5 +176,24 @@ impl Service {
     /// The most non-closed snapshots a VM of a host with limit `host_limit` may have.
     pub fn snapshot_limit(&self, host_limit: Option<i32>) -> i32 {
         self.core.snapshot_limit(host_limit)
+    }
+
+    /// The service's time.
+    pub fn clock(&self) -> &Clock {
+        &self.core.clock
+    }
+
+    /// When snapshot `s` is (or becomes) stale, and whether it is now; `None` for a
+    /// deleted one.
+    pub fn staleness(
+        &self,
+        s: &crate::db::models::Snapshot,
+    ) -> Option<(chrono::NaiveDateTime, bool)> {
+        crate::domain::lifecycle::staleness(
+            s.state(),
+            s.created_at,
+            self.core.clock.now_naive(),
+            self.core.limits.stale_after,
+        )
     }
 }

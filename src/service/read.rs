@@ -209,6 +209,19 @@ impl Reads {
     pub async fn events_of_vms(&self, vms: &[i64]) -> AppResult<Vec<TaskEvent>> {
         Ok(events::of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
     }
+
+    pub async fn projects_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Project>> {
+        Ok(projects::by_ids(&mut self.core.db.reader().await?.conn(), ids).await?)
+    }
+
+    /// How many non-closed snapshots each of `projects` has across its VMs.
+    pub async fn snapshot_counts_of_projects(
+        &self,
+        projects: &[i64],
+    ) -> AppResult<std::collections::HashMap<i64, i64>> {
+        let mut conn = self.core.db.reader().await?;
+        Ok(snapshots::open_counts_of_projects(&mut conn.conn(), projects).await?)
+    }
 }
 
 impl Reads {

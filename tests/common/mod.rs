@@ -207,6 +207,7 @@ impl TestApp {
             limits: test_limits(),
             origins: Default::default(),
             metrics_token: Some(METRICS_TOKEN.to_owned()),
+            clock: snaptree::clock::Clock::file(dir.path().join("clock")),
         };
         let (server, admin) = runtime
             .spawn(async move {
@@ -234,6 +235,11 @@ impl TestApp {
         if let (Some(server), Some(runtime)) = (self.server.take(), &self.runtime) {
             runtime.spawn(server.stop()).await.unwrap();
         }
+    }
+
+    /// Sets the server's clock to `at` (it reads the system's until this is called).
+    pub fn set_clock(&self, at: chrono::DateTime<chrono::Utc>) {
+        std::fs::write(self.dir.path().join("clock"), at.to_rfc3339()).unwrap();
     }
 
     pub fn sim_dir(&self) -> PathBuf {
