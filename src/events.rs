@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::db::models::{Task, TaskEvent};
 use crate::db::{self, Db};
+use crate::metrics::Metrics;
 
 /// Events a subscriber may fall behind before it catches up from the table.
 const BUFFER: usize = 512;
@@ -165,7 +166,12 @@ impl Horizon {
 
 /// Starts the pump (and, on PostgreSQL, the listener for other processes' commits and
 /// queued tasks). It stops when `shutdown` turns true.
-pub fn spawn_pump(bus: EventBus, db: Db, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn_pump(
+    bus: EventBus,
+    db: Db,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     if db.backend() == "postgres" {
         tokio::spawn(announce(bus.clone(), db.clone(), shutdown.clone()));
     }
@@ -220,7 +226,7 @@ pub fn spawn_pump(bus: EventBus, db: Db, mut shutdown: watch::Receiver<bool>) ->
                     bus.task_queued();
                 }
             }
-            match pump(&bus, &db, horizon.as_mut()).await {
+            match pump(&bus, &db, &metrics, horizon.as_mut()).await {
                 Ok(gap) => at_gap = gap,
                 Err(err) => tracing::warn!(error = %err, "could not read new task events"),
             }
@@ -254,6 +260,7 @@ async fn start_position(db: &Db, horizon: Option<&mut Horizon>) -> crate::AppRes
 async fn pump(
     bus: &EventBus,
     db: &Db,
+    metrics: &Metrics,
     mut horizon: Option<&mut Horizon>,
 ) -> crate::AppResult<bool> {
     let mut pooled = db.reader().await?;
@@ -286,6 +293,10 @@ async fn pump(
                 .map(|t| (t.id, t))
                 .collect()
         };
+        let now = db::now();
+        for event in &ready {
+            metrics.pumped((now - event.at).to_std().unwrap_or_default());
+        }
         bus.publish(ready, &tasks);
         if !gap {
             // Nothing after the position up to `stable` is missing now: ids there that

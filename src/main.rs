@@ -21,14 +21,29 @@ use snaptree::{AppError, AppResult, demo, graphql};
 #[derive(Parser)]
 #[command(name = "snaptree", version, about)]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line (for a log collector).
+    #[arg(
+        long,
+        global = true,
+        env = "SNAPTREE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API and the dashboard, with a robot in the same process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run only a robot, next to other servers sharing the database.
     Robot(RobotArgs),
     /// Manage API tokens.
@@ -277,6 +292,10 @@ struct ServeArgs {
         hide_env_values = true
     )]
     metrics_token: Option<String>,
+    /// Serve /metrics on this address instead of the API's (without a token unless
+    /// --metrics-token is set too): an address only the monitoring network reaches.
+    #[arg(long, env = "SNAPTREE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     tuning: RobotTuning,
     #[command(flatten)]
@@ -330,19 +349,29 @@ impl From<RoleArg> for Role {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SNAPTREE_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The request's or task's span goes in each line, as `span` and `spans`.
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     let runtime = server::runtime().expect("a tokio runtime starts");
+    let log_format = cli.log_format;
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("snaptree: {}", describe(&err));
+            match log_format {
+                LogFormat::Text => eprintln!("snaptree: {}", describe(&err)),
+                // A log collector reads every line as JSON.
+                LogFormat::Json => tracing::error!(error = %describe(&err), "snaptree stopped"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -358,7 +387,7 @@ fn describe(err: &AppError) -> String {
 
 async fn run(command: Command) -> AppResult<()> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Robot(args) => robot(args).await,
         Command::Token(TokenCommand::Create {
             project,
@@ -403,13 +432,21 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
         drivers: args.tuning.hosts.config(),
         limits,
         origins,
-        metrics_token: args.metrics_token.clone(),
+        metrics: snaptree::http::MetricsAccess {
+            token: args.metrics_token.clone(),
+            listen: args.metrics_listen,
+        },
         clock: args.tuning.hosts.clock.clock(),
     })
     .await?;
     let url = format!("http://{}/", server.addr);
+    // One line: scripts (and the tests) read the addresses from it.
+    let metrics = server
+        .metrics_addr
+        .map(|at| format!("; metrics on http://{at}/metrics"))
+        .unwrap_or_default();
     println!(
-        "snaptree is serving on {url} ({})",
+        "snaptree is serving on {url} ({}){metrics}",
         args.database.database_url
     );
     if args.demo {
@@ -424,7 +461,7 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
         );
     }
     shutdown_signal().await;
-    eprintln!("snaptree: stopping");
+    tracing::info!("stopping");
     server.stop().await;
     Ok(())
 }
@@ -440,7 +477,12 @@ async fn robot(args: RobotArgs) -> AppResult<()> {
     );
     let (stop, stopped) = watch::channel(false);
     // The pump's listener hears of tasks other processes queue.
-    let pump = snaptree::events::spawn_pump(service.bus().clone(), db, stopped.clone());
+    let pump = snaptree::events::spawn_pump(
+        service.bus().clone(),
+        db,
+        service.metrics().clone(),
+        stopped.clone(),
+    );
     let robot = Robot::new(service.ledger().clone(), args.tuning.config(args.hosts)).spawn(stopped);
     shutdown_signal().await;
     let _ = stop.send(true);

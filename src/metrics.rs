@@ -81,7 +81,7 @@ pub struct Host {
     pub host: String,
 }
 
-/// A subscription WebSocket counted as open.
+/// A WebSocket or a subscription counted as open until dropped.
 pub struct SocketOpen(Gauge);
 
 impl Drop for SocketOpen {
@@ -111,6 +111,8 @@ pub struct Metrics {
     host_call_errors: Family<HostError, Counter>,
     operations: Family<Operation, Counter>,
     sockets: Gauge,
+    subscriptions: Gauge,
+    pump_lag: Histogram,
     queued: Gauge,
     oldest_queued: Gauge<f64, AtomicU64>,
     running: Family<Host, Gauge>,
@@ -160,6 +162,19 @@ impl Default for Metrics {
             "Subscription WebSockets open in this process",
             sockets.clone(),
         );
+        let subscriptions = Gauge::default();
+        registry.register(
+            "subscriptions_open",
+            "Subscriptions running in this process, on every WebSocket",
+            subscriptions.clone(),
+        );
+        // 1 ms to about 16 s: a pump that keeps up is within milliseconds of the commit.
+        let pump_lag = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "event_pump_lag_seconds",
+            "Time from a task event's write to its delivery to this process's subscribers",
+            pump_lag.clone(),
+        );
         let queued = Gauge::default();
         registry.register(
             "tasks_queued",
@@ -186,6 +201,8 @@ impl Default for Metrics {
             host_call_errors,
             operations,
             sockets,
+            subscriptions,
+            pump_lag,
             queued,
             oldest_queued,
             running,
@@ -240,6 +257,17 @@ impl Metrics {
     pub fn socket_open(&self) -> SocketOpen {
         self.sockets.inc();
         SocketOpen(self.sockets.clone())
+    }
+
+    /// Counts a subscription as open until the guard is dropped.
+    pub fn subscription_open(&self) -> SocketOpen {
+        self.subscriptions.inc();
+        SocketOpen(self.subscriptions.clone())
+    }
+
+    /// The event pump delivered an event written `lag` ago.
+    pub fn pumped(&self, lag: Duration) {
+        self.pump_lag.observe(lag.as_secs_f64());
     }
 
     /// The text a scrape gets, with the queue as read now.

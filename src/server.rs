@@ -44,8 +44,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Origins besides the server's own whose pages may use it.
     pub origins: crate::http::Origins,
-    /// A scraper's token for `/metrics`, besides ADMIN tokens.
-    pub metrics_token: Option<String>,
+    /// Who may read `/metrics`, and where.
+    pub metrics: crate::http::MetricsAccess,
     /// The time that ages snapshots and makes policies due.
     pub clock: Clock,
 }
@@ -54,9 +54,13 @@ pub struct ServeOptions {
 pub struct Server {
     /// Where it listens (the real port when asked for port 0).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served on an address of its own, if it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub service: Service,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
+    /// The `/metrics` listener of its own.
+    metrics_http: Option<JoinHandle<()>>,
     robot: Option<JoinHandle<()>>,
     pump: JoinHandle<()>,
     /// Closes the WebSockets of tokens that other processes revoke.
@@ -83,18 +87,36 @@ impl Server {
             .map_err(|e| AppError::internal(format!("cannot listen on {}: {e}", options.listen)))?;
         let addr = listener.local_addr().map_err(AppError::internal)?;
         let (shutdown, stop) = watch::channel(false);
-        let pump = crate::events::spawn_pump(service.bus().clone(), db, stop.clone());
+        let pump = crate::events::spawn_pump(
+            service.bus().clone(),
+            db,
+            service.metrics().clone(),
+            stop.clone(),
+        );
         let robot = options
             .robot
             .map(|config| Robot::new(service.ledger().clone(), config).spawn(stop.clone()));
         let revocations =
             crate::service::sessions::watch_revocations(service.clone(), stop.clone());
         let housekeeping = spawn_housekeeping(service.clone(), stop.clone());
+        let metrics = match options.metrics.listen {
+            Some(at) => {
+                let listener = TcpListener::bind(at).await.map_err(|e| {
+                    AppError::internal(format!("cannot listen on {at} for /metrics: {e}"))
+                })?;
+                let metrics_addr = listener.local_addr().map_err(AppError::internal)?;
+                let app = crate::http::metrics::routes(service.clone(), &options.metrics, true);
+                let serving =
+                    crate::http::listener::serve(listener, app, header_timeout, stop.clone());
+                Some((metrics_addr, tokio::spawn(serving)))
+            }
+            None => None,
+        };
         let app = crate::http::router(
             service.clone(),
             stop.clone(),
             options.origins,
-            options.metrics_token,
+            &options.metrics,
         );
         let http = tokio::spawn(crate::http::listener::serve(
             listener,
@@ -102,8 +124,11 @@ impl Server {
             header_timeout,
             stop,
         ));
+        let (metrics_addr, metrics_http) = metrics.unzip();
         Ok(Self {
             addr,
+            metrics_addr,
+            metrics_http,
             service,
             shutdown,
             http,
@@ -118,6 +143,9 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
+        if let Some(metrics) = self.metrics_http {
+            let _ = metrics.await;
+        }
         if let Some(robot) = self.robot {
             let _ = robot.await;
         }

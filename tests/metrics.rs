@@ -171,7 +171,101 @@ async fn the_queue_and_open_sockets_are_read_at_the_scrape() {
         1.0,
         "{text}"
     );
-    drop(socket);
+    // A subscription is counted while it runs, and no longer once it completes.
+    assert_eq!(value(&parsed, "snaptree_subscriptions_open", &[]), 0.0);
+    let mut socket = socket;
+    socket
+        .subscribe(
+            "1",
+            "subscription($t: ID!) { taskEvents(taskId: $t) { state } }",
+            json!({ "t": second }),
+        )
+        .await;
+    socket.event("taskEvents").await; // the task's current state: the stream runs
+    let (_, text) = scrape(&app, Some(METRICS_TOKEN)).await;
+    let parsed = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert_eq!(
+        value(&parsed, "snaptree_subscriptions_open", &[]),
+        1.0,
+        "{text}"
+    );
     app.finished(&op, &first).await;
     app.finished(&op, &second).await;
+    loop {
+        match socket.next().await {
+            common::ws::Frame::Complete(id) if id == "1" => break,
+            common::ws::Frame::Next(..) => {}
+            other => panic!("expected events then complete, got {other:?}"),
+        }
+    }
+    // The stream is dropped just after its `complete` is sent (a hang guard, no limit).
+    let mut text = String::new();
+    for _ in 0..500 {
+        text = scrape(&app, Some(METRICS_TOKEN)).await.1;
+        if text.contains("snaptree_subscriptions_open 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let parsed = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert_eq!(
+        value(&parsed, "snaptree_subscriptions_open", &[]),
+        0.0,
+        "{text}"
+    );
+    // Every event the pump delivered was timed.
+    assert!(
+        value(&parsed, "snaptree_event_pump_lag_seconds", &[]) >= 4.0,
+        "{text}"
+    );
+    drop(socket);
+}
+
+/// `--metrics-listen`: `/metrics` on an address of its own, open there, and gone from
+/// the API's address; with `--metrics-token` too, the token is asked for there as well.
+#[tokio::test]
+async fn metrics_on_an_address_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("m.db").display());
+    let server = common::process::ServerProcess::start(
+        &db,
+        &dir.path().join("sim"),
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let metrics = server
+        .banner
+        .split_whitespace()
+        .find(|w| w.ends_with("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {:?}", server.banner))
+        .to_owned();
+    let (status, text) = get(&metrics).await;
+    assert_eq!(status, 200);
+    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert!(text.contains("snaptree_tasks_queued"), "{text}");
+    let (status, _) = get(&format!("{}metrics", server.url)).await;
+    assert_eq!(status, 404, "not on the API's address");
+    drop(server);
+
+    let server = common::process::ServerProcess::start(
+        &db,
+        &dir.path().join("sim"),
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-token",
+            "t0ken-for-the-scraper",
+        ],
+    );
+    let metrics = server
+        .banner
+        .split_whitespace()
+        .find(|w| w.ends_with("/metrics"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(get(&metrics).await.0, 401);
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
 }

@@ -18,7 +18,12 @@ async fn follow(
     let service = ctx.data_unchecked::<Service>();
     let caller = ctx.data_unchecked::<Caller>();
     let events = service.reads().follow(caller, what).await.extend()?;
-    Ok(events.map(|e| e.map(TaskEvent).extend()))
+    // Counted as open for as long as the stream lives (its client, or its end, drops it).
+    let open = service.metrics().subscription_open();
+    Ok(events.map(move |e| {
+        let _open = &open;
+        e.map(TaskEvent).extend()
+    }))
 }
 
 fn after(after: Option<ID>) -> Result<Option<i64>> {

@@ -18,16 +18,18 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{RequestExt, Router};
 use futures_util::StreamExt;
-use sha2::Digest;
 use tokio::sync::watch;
 
 use crate::error::AppError;
 use crate::graphql::{self, AppSchema, Gate, Loaders};
 use crate::service::Service;
 
+pub use metrics::MetricsAccess;
 pub use origins::Origins;
 
+mod access;
 pub mod listener;
+pub mod metrics;
 mod origins;
 mod rest;
 mod subscriptions;
@@ -56,8 +58,6 @@ pub struct AppState {
     pub stop: watch::Receiver<bool>,
     /// Pages of which origins may open a WebSocket (and call, by CORS).
     pub origins: Origins,
-    /// A scraper's token for `/metrics` (ADMIN tokens are accepted too).
-    pub metrics_token: Option<std::sync::Arc<str>>,
 }
 
 /// The routes, for a server that stops when `stop` turns true, open to pages of its own
@@ -66,7 +66,7 @@ pub fn router(
     service: Service,
     stop: watch::Receiver<bool>,
     origins: Origins,
-    metrics_token: Option<String>,
+    metrics: &MetricsAccess,
 ) -> Router {
     let schema = graphql::schema(Some(service.clone()));
     let gate = Gate::new(service.limits().clone());
@@ -81,7 +81,6 @@ pub fn router(
             get(|| asset("text/css; charset=utf-8", DASHBOARD_CSS)),
         )
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(AppState {
@@ -90,13 +89,18 @@ pub fn router(
             gate,
             stop,
             origins: origins.clone(),
-            metrics_token: metrics_token.map(Into::into),
         })
-        .merge(rest::routes(service).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
-    match origins.cors() {
+        .merge(rest::routes(service.clone()).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
+    // On an address of its own, `/metrics` is not on the API's.
+    let router = match metrics.listen {
+        None => router.merge(metrics::routes(service, metrics, false)),
+        Some(_) => router,
+    };
+    let router = match origins.cors() {
         Some(cors) => router.layer(cors),
         None => router,
-    }
+    };
+    router.layer(axum::middleware::from_fn(access::log))
 }
 
 async fn dashboard() -> Response {
@@ -126,50 +130,6 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 async fn healthz() -> &'static str {
     "ok"
-}
-
-/// `/metrics`, in the Prometheus text format, for the scraper's token
-/// (`--metrics-token`) or an ADMIN's: the fleet's queue is not a tenant's to see.
-async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = bearer(&headers) else {
-        let err = AppError::unauthenticated();
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            err.public_message(),
-        )
-            .into_response();
-    };
-    // Compared as digests: equal lengths, and no early exit on the secret's own bytes.
-    let digest = |t: &str| sha2::Sha256::digest(t.as_bytes());
-    let scraper = app
-        .metrics_token
-        .as_deref()
-        .is_some_and(|expected| digest(expected) == digest(token));
-    if !scraper {
-        match app.service.authenticate(token).await {
-            Ok(caller) if caller.is_admin() => {}
-            Ok(_) => {
-                let err = AppError::forbidden("Metrics are for the scraper's token or an ADMIN.");
-                return (StatusCode::FORBIDDEN, err.public_message()).into_response();
-            }
-            Err(err) => return (status_of(&err), err.public_message()).into_response(),
-        }
-    }
-    match app.service.scrape().await {
-        Ok(text) => (
-            [
-                (
-                    header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                ),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            text,
-        )
-            .into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.public_message()).into_response(),
-    }
 }
 
 async fn graphql_post(State(app): State<AppState>, request: axum::extract::Request) -> Response {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
+use tracing::Instrument;
 
 use crate::config::RobotConfig;
 use crate::domain::TaskKind;
@@ -218,17 +219,38 @@ impl Robot {
     async fn work(
         self: Arc<Self>,
         claimed: Claimed,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let task = claimed.task.id;
+        // Every line about the task, here and below, carries its id, kind and host.
+        let span = tracing::info_span!(
+            "task",
+            id = task,
+            kind = claimed.task.kind().as_str(),
+            host = %claimed.host.name,
+        );
+        self.work_in(claimed, permit, &mut shutdown)
+            .instrument(span)
+            .await;
+    }
+
+    /// [`Self::work`], in the task's span.
+    async fn work_in(
+        self: Arc<Self>,
+        claimed: Claimed,
+        _permit: OwnedSemaphorePermit,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let task = claimed.task.id;
         let began = Instant::now();
+        tracing::info!(attempt = claimed.task.attempts, "task started");
         let claimed = Arc::new(claimed);
         self.running
             .lock()
             .unwrap()
             .insert(task, Arc::clone(&claimed));
-        let result = match self.run(&claimed, &mut shutdown).await {
+        let result = match self.run(&claimed, shutdown).await {
             Ending::Done(outcome) => {
                 let state = outcome.state();
                 self.steps
@@ -236,6 +258,11 @@ impl Robot {
                     .await
                     .map(|held| {
                         if held {
+                            tracing::info!(
+                                state = state.as_str(),
+                                ms = began.elapsed().as_millis() as u64,
+                                "task ended"
+                            );
                             self.ledger.metrics().task_ended(
                                 &claimed.host.name,
                                 claimed.task.kind(),
@@ -248,6 +275,7 @@ impl Robot {
                     })
             }
             Ending::Interrupted(Interrupt::Stopping) => {
+                tracing::info!("stopping: the task goes back to the queue");
                 self.ledger.release_task(&claimed, &self.owner).await
             }
             Ending::Interrupted(Interrupt::Lost) => {
@@ -313,6 +341,7 @@ impl Robot {
                 "attempt {attempt} failed: {error}; retrying in {:.1}s",
                 delay.as_secs_f64()
             );
+            tracing::info!(attempt, error = %error, "attempt failed; retrying");
             self.report(claimed, attempt, None, "waiting to retry", Some(&message))
                 .await;
             match self.hold(claimed, delay, shutdown, &mut heartbeat).await {

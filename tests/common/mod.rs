@@ -206,7 +206,10 @@ impl TestApp {
             drivers,
             limits: test_limits(),
             origins: Default::default(),
-            metrics_token: Some(METRICS_TOKEN.to_owned()),
+            metrics: snaptree::http::MetricsAccess {
+                token: Some(METRICS_TOKEN.to_owned()),
+                listen: None,
+            },
             clock: snaptree::clock::Clock::file(dir.path().join("clock")),
         };
         let (server, admin) = runtime

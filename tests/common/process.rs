@@ -26,6 +26,8 @@ pub struct ServerProcess {
     child: Child,
     /// Its base URL, `http://127.0.0.1:PORT/`.
     pub url: String,
+    /// The line it printed when it started (its addresses).
+    pub banner: String,
 }
 
 impl ServerProcess {
@@ -42,6 +44,17 @@ impl ServerProcess {
         extra: &[&str],
         log: Option<&Path>,
     ) -> Self {
+        Self::start_at_level(database, sim_dir, extra, log, "warn")
+    }
+
+    /// [`Self::start_logging`] with `SNAPTREE_LOG` at `level`.
+    pub fn start_at_level(
+        database: &str,
+        sim_dir: &Path,
+        extra: &[&str],
+        log: Option<&Path>,
+        level: &str,
+    ) -> Self {
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
             None => Stdio::null(),
@@ -57,7 +70,7 @@ impl ServerProcess {
             .arg("--sim-dir")
             .arg(sim_dir)
             .args(extra)
-            .env("SNAPTREE_LOG", "warn")
+            .env("SNAPTREE_LOG", level)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -72,7 +85,11 @@ impl ServerProcess {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
-        Self { child, url }
+        Self {
+            child,
+            url,
+            banner: line,
+        }
     }
 
     pub fn pid(&self) -> u32 {
