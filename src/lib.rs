@@ -5,6 +5,7 @@
 //! drives a [`hypervisor`]; every state change is also an event on [`events`].
 //! [`server`] wires these together for `snaptree serve`.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -56,6 +56,10 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Snapshots through a server's API, for scripts: create, apply, revert, delete,
+    /// tree, list. The token comes from SNAPTREE_TOKEN. Exit codes: 0 done, 1 the task
+    /// failed (--wait), 2 bad usage, 3 refused (the code is printed), 4 unreachable.
+    Snapshot(snaptree::cli::SnapshotArgs),
 }
 
 #[derive(Args)]
@@ -364,6 +368,9 @@ fn main() -> ExitCode {
     }
     let runtime = server::runtime().expect("a tokio runtime starts");
     let log_format = cli.log_format;
+    if let Command::Snapshot(args) = cli.command {
+        return runtime.block_on(snaptree::cli::run(args));
+    }
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -414,6 +421,7 @@ async fn run(command: Command) -> AppResult<()> {
             print!("{}", graphql::sdl());
             Ok(())
         }
+        Command::Snapshot(_) => unreachable!("run by main"),
     }
 }
 

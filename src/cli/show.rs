@@ -1,0 +1,200 @@
+//! How the command line shows things to people: a VM's tree and list as text, and a
+//! task's progress (a bar on a terminal, one line per event otherwise).
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+/// A task's progress as it is followed.
+pub struct Progress {
+    /// On a terminal: a bar; otherwise each event is a line on stderr.
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(terminal: bool) -> Self {
+        let bar = terminal.then(|| {
+            let bar = ProgressBar::new(100);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos:>3}% {msg}").expect("a valid template"),
+            );
+            bar
+        });
+        Self { bar }
+    }
+
+    pub fn event(&mut self, event: &Value) {
+        let state = event["state"].as_str().unwrap_or_default();
+        let words = event["phase"]
+            .as_str()
+            .or(event["message"].as_str())
+            .unwrap_or(state);
+        let percent = event["progress"].as_u64();
+        match &self.bar {
+            Some(bar) => {
+                if let Some(p) = percent {
+                    bar.set_position(p.min(100));
+                }
+                bar.set_message(words.to_owned());
+            }
+            // A closed stderr (a script that stopped reading) is no reason to stop.
+            None => {
+                let line = match percent {
+                    Some(p) => format!("{state} {p}% {words}"),
+                    None => format!("{state} {words}"),
+                };
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Each snapshot with its `children`, from the flat list (parents first).
+pub fn nest(snapshots: &[Value]) -> Vec<Value> {
+    let children = children_of(snapshots);
+    fn build(s: &Value, children: &HashMap<Option<String>, Vec<&Value>>) -> Value {
+        let id = s["id"].as_str().map(str::to_owned);
+        let kids: Vec<Value> = children
+            .get(&id)
+            .map(|k| k.iter().map(|c| build(c, children)).collect())
+            .unwrap_or_default();
+        let mut node = s.clone();
+        if let Some(object) = node.as_object_mut() {
+            object.remove("parent");
+            object.insert("children".into(), json!(kids));
+        }
+        node
+    }
+    children
+        .get(&None)
+        .map(|roots| roots.iter().map(|r| build(r, &children)).collect())
+        .unwrap_or_default()
+}
+
+fn children_of(snapshots: &[Value]) -> HashMap<Option<String>, Vec<&Value>> {
+    let mut children: HashMap<Option<String>, Vec<&Value>> = HashMap::new();
+    for s in snapshots {
+        let parent = s["parent"]["id"].as_str().map(str::to_owned);
+        children.entry(parent).or_default().push(s);
+    }
+    children
+}
+
+/// One snapshot's marks after its name.
+fn marks(s: &Value) -> String {
+    let mut marks = format!("[{}]", s["id"].as_str().unwrap_or_default());
+    let state = s["state"].as_str().unwrap_or_default();
+    if state != "RUNNING" {
+        marks.push(' ');
+        marks.push_str(&state.to_lowercase());
+    }
+    if s["active"] == true {
+        marks.push_str(" *current");
+    }
+    if s["stale"] == true {
+        marks.push_str(" (stale)");
+    }
+    marks
+}
+
+/// The tree, indented as `virsh snapshot-list --tree` draws it.
+pub fn tree_text(snapshots: &[Value]) -> String {
+    if snapshots.is_empty() {
+        return "(no snapshots)".into();
+    }
+    let children = children_of(snapshots);
+    let mut out = String::new();
+    fn walk(
+        s: &Value,
+        prefix: &str,
+        last: bool,
+        root: bool,
+        children: &HashMap<Option<String>, Vec<&Value>>,
+        out: &mut String,
+    ) {
+        let name = s["name"].as_str().unwrap_or_default();
+        if root {
+            out.push_str(&format!("{name} {}\n", marks(s)));
+        } else {
+            let branch = if last { "`- " } else { "+- " };
+            out.push_str(&format!("{prefix}{branch}{name} {}\n", marks(s)));
+        }
+        let below = if root {
+            String::new()
+        } else if last {
+            format!("{prefix}   ")
+        } else {
+            format!("{prefix}|  ")
+        };
+        let id = s["id"].as_str().map(str::to_owned);
+        let kids = children.get(&id).cloned().unwrap_or_default();
+        for (i, kid) in kids.iter().enumerate() {
+            walk(kid, &below, i + 1 == kids.len(), false, children, out);
+        }
+    }
+    for root in children.get(&None).cloned().unwrap_or_default() {
+        walk(root, "", true, true, &children, &mut out);
+    }
+    out
+}
+
+/// One line per snapshot: id, name, state, created, marks.
+pub fn list_text(snapshots: &[Value]) -> String {
+    let mut out = format!(
+        "{:<8} {:<32} {:<12} {:<25} {}\n",
+        "ID", "NAME", "STATE", "CREATED", ""
+    );
+    for s in snapshots {
+        let mut flags = Vec::new();
+        if s["active"] == true {
+            flags.push("current");
+        }
+        if s["stale"] == true {
+            flags.push("stale");
+        }
+        out.push_str(&format!(
+            "{:<8} {:<32} {:<12} {:<25} {}\n",
+            s["id"].as_str().unwrap_or_default(),
+            s["name"].as_str().unwrap_or_default(),
+            s["state"].as_str().unwrap_or_default(),
+            s["createdAt"].as_str().unwrap_or_default(),
+            flags.join(",")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(id: &str, parent: Option<&str>, active: bool) -> Value {
+        json!({ "id": id, "name": format!("s{id}"), "state": "RUNNING", "active": active,
+                "stale": false, "parent": parent.map(|p| json!({ "id": p })) })
+    }
+
+    #[test]
+    fn trees_draw_as_virsh_draws_them() {
+        let list = [
+            s("1", None, false),
+            s("2", Some("1"), false),
+            s("3", Some("2"), true),
+            s("4", Some("1"), false),
+        ];
+        assert_eq!(
+            tree_text(&list),
+            "s1 [1]\n+- s2 [2]\n|  `- s3 [3] *current\n`- s4 [4]\n"
+        );
+        let nested = nest(&list);
+        assert_eq!(nested[0]["children"][0]["children"][0]["id"], "3");
+        assert_eq!(nested[0]["children"][1]["id"], "4");
+    }
+}
