@@ -153,3 +153,44 @@ async fn the_dashboard_in_chromium() {
     );
     assert!(out.contains("ok: dashboard scenario passed"), "{out}");
 }
+
+/// The query explorer (issue 11) in Chromium, offline: `tests/browser/explorer.mjs` signs
+/// in, runs a query and receives a subscription event.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_explorer_in_chromium() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let database = db.cli_url();
+    let admin = process::token(&database, "ops", "ADMIN");
+    let server = ServerProcess::start(&database, &dir.path().join("sim"), &[]);
+    let api = Api::new(&server.url, admin);
+    let f = api.project_with_vm("explorer", "sim://").await;
+    let database_kind = std::env::var("SNAPTREE_TEST_DATABASE").unwrap_or("sqlite".into());
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/screenshots")
+        .join(database_kind);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/explorer.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(script)
+        .env("SNAPTREE_URL", &server.url)
+        .env("SNAPTREE_TOKEN", &f.operator)
+        .env("SNAPTREE_VM", &f.vm)
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .await
+        .expect("node runs");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let err = String::from_utf8_lossy(&run.stderr);
+    println!("{out}");
+    assert!(
+        run.status.success(),
+        "the explorer scenario failed:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("ok - nothing was loaded from outside"),
+        "{out}"
+    );
+}

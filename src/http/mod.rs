@@ -1,5 +1,5 @@
-//! The axum router: GraphQL over HTTP, CloudCIX's REST API ([`rest`]), the dashboard, and
-//! a health check.
+//! The axum router: GraphQL over HTTP, CloudCIX's REST API ([`rest`]), the dashboard,
+//! the query explorer ([`explorer`]), metrics and a health check.
 //!
 //! Every GraphQL request is authenticated here, before it runs: a missing, unknown or
 //! revoked token is answered with UNAUTHENTICATED and nothing else happens. Then the
@@ -28,6 +28,7 @@ pub use metrics::MetricsAccess;
 pub use origins::Origins;
 
 mod access;
+mod explorer;
 pub mod listener;
 pub mod metrics;
 mod origins;
@@ -81,6 +82,7 @@ pub fn router(
             get(|| asset("text/css; charset=utf-8", DASHBOARD_CSS)),
         )
         .route("/healthz", get(healthz))
+        .merge(explorer::routes())
         .route("/graphql", get(graphql_get).post(graphql_post))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(AppState {
