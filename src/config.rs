@@ -98,6 +98,8 @@ pub struct RobotConfig {
     /// When stopping, how long running tasks may take to finish; what is still running
     /// then goes back to the queue at once.
     pub shutdown_grace: Duration,
+    /// How often the snapshot policies' runner looks at the clock.
+    pub policy_tick: Duration,
 }
 
 impl Default for RobotConfig {
@@ -113,6 +115,7 @@ impl Default for RobotConfig {
             timeouts: Timeouts::default(),
             hosts: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
+            policy_tick: Duration::from_millis(500),
         }
     }
 }

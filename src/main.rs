@@ -491,10 +491,17 @@ async fn robot(args: RobotArgs) -> AppResult<()> {
         service.metrics().clone(),
         stopped.clone(),
     );
-    let robot = Robot::new(service.ledger().clone(), args.tuning.config(args.hosts)).spawn(stopped);
+    let config = args.tuning.config(args.hosts);
+    let policies = snaptree::service::policies::spawn_runner(
+        service.clone(),
+        config.policy_tick,
+        stopped.clone(),
+    );
+    let robot = Robot::new(service.ledger().clone(), config).spawn(stopped);
     shutdown_signal().await;
     let _ = stop.send(true);
     let _ = robot.await;
+    let _ = policies.await;
     let _ = pump.await;
     Ok(())
 }

@@ -62,6 +62,8 @@ pub struct Server {
     /// The `/metrics` listener of its own.
     metrics_http: Option<JoinHandle<()>>,
     robot: Option<JoinHandle<()>>,
+    /// Runs the snapshot policies (with the robot).
+    policies: Option<JoinHandle<()>>,
     pump: JoinHandle<()>,
     /// Closes the WebSockets of tokens that other processes revoke.
     revocations: JoinHandle<()>,
@@ -93,6 +95,14 @@ impl Server {
             service.metrics().clone(),
             stop.clone(),
         );
+        // Policies run where a robot does: a server with no robot leaves them to those.
+        let policies = options.robot.as_ref().map(|config| {
+            crate::service::policies::spawn_runner(
+                service.clone(),
+                config.policy_tick,
+                stop.clone(),
+            )
+        });
         let robot = options
             .robot
             .map(|config| Robot::new(service.ledger().clone(), config).spawn(stop.clone()));
@@ -133,6 +143,7 @@ impl Server {
             shutdown,
             http,
             robot,
+            policies,
             pump,
             revocations,
             housekeeping,
@@ -148,6 +159,9 @@ impl Server {
         }
         if let Some(robot) = self.robot {
             let _ = robot.await;
+        }
+        if let Some(policies) = self.policies {
+            let _ = policies.await;
         }
         let _ = self.pump.await;
         let _ = self.revocations.await;

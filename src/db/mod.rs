@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod listing;
 mod migrate;
 pub mod models;
+pub mod policies;
 pub mod projects;
 pub mod schema;
 pub mod snapshots;

@@ -171,6 +171,9 @@ pub struct NewSnapshot<'a> {
     pub state: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The policy whose run makes it, and that run's slot; `None` for a person's.
+    pub policy_id: Option<i64>,
+    pub policy_due_at: Option<NaiveDateTime>,
 }
 
 #[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
@@ -294,4 +297,82 @@ pub struct NewTaskEvent {
     pub phase: Option<String>,
     pub message: Option<String>,
     pub at: NaiveDateTime,
+}
+
+/// A snapshot policy: a schedule, a name template and retention, for one VM or the VMs a
+/// filter covers in its project.
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = snapshot_policies)]
+pub struct Policy {
+    pub id: i64,
+    pub project_id: i64,
+    /// Whose token acts for it.
+    pub token_id: i64,
+    pub name: String,
+    pub vm_id: Option<i64>,
+    pub vm_filter: Option<String>,
+    pub every_seconds: Option<i64>,
+    pub cron: Option<String>,
+    pub time_zone: String,
+    pub name_template: String,
+    pub keep_last: Option<i32>,
+    pub max_age_seconds: Option<i64>,
+    #[diesel(deserialize_as = Stamp)]
+    pub anchor_at: NaiveDateTime,
+    #[diesel(deserialize_as = Stamp)]
+    pub next_due_at: NaiveDateTime,
+    #[diesel(deserialize_as = Stamp)]
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = snapshot_policies)]
+pub struct NewPolicy<'a> {
+    pub project_id: i64,
+    pub token_id: i64,
+    pub name: &'a str,
+    pub vm_id: Option<i64>,
+    pub vm_filter: Option<&'a str>,
+    pub every_seconds: Option<i64>,
+    pub cron: Option<&'a str>,
+    pub time_zone: &'a str,
+    pub name_template: &'a str,
+    pub keep_last: Option<i32>,
+    pub max_age_seconds: Option<i64>,
+    pub anchor_at: NaiveDateTime,
+    pub next_due_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+}
+
+/// One VM's part of one slot of a policy.
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = policy_runs)]
+pub struct PolicyRun {
+    pub id: i64,
+    pub policy_id: i64,
+    pub vm_id: i64,
+    #[diesel(deserialize_as = Stamp)]
+    pub due_at: NaiveDateTime,
+    /// PENDING, CREATED or MISSED.
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub snapshot_id: Option<i64>,
+    pub task_id: Option<i64>,
+    pub claimed_until: Option<NaiveDateTime>,
+    #[diesel(deserialize_as = Stamp)]
+    pub created_at: NaiveDateTime,
+    #[diesel(deserialize_as = Stamp)]
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = policy_runs)]
+pub struct NewPolicyRun {
+    pub policy_id: i64,
+    pub vm_id: i64,
+    pub due_at: NaiveDateTime,
+    pub state: &'static str,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
 }

@@ -59,6 +59,8 @@ diesel::table! {
         remove_subtree -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        policy_id -> Nullable<BigInt>,
+        policy_due_at -> Nullable<Timestamp>,
     }
 }
 
@@ -113,6 +115,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    snapshot_policies (id) {
+        id -> BigInt,
+        project_id -> BigInt,
+        token_id -> BigInt,
+        name -> Text,
+        vm_id -> Nullable<BigInt>,
+        vm_filter -> Nullable<Text>,
+        every_seconds -> Nullable<BigInt>,
+        cron -> Nullable<Text>,
+        time_zone -> Text,
+        name_template -> Text,
+        keep_last -> Nullable<Integer>,
+        max_age_seconds -> Nullable<BigInt>,
+        anchor_at -> Timestamp,
+        next_due_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    policy_runs (id) {
+        id -> BigInt,
+        policy_id -> BigInt,
+        vm_id -> BigInt,
+        due_at -> Timestamp,
+        state -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        snapshot_id -> Nullable<BigInt>,
+        task_id -> Nullable<BigInt>,
+        claimed_until -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(tokens -> projects (project_id));
 diesel::joinable!(vms -> hosts (host_id));
 diesel::joinable!(vms -> projects (project_id));
@@ -128,4 +167,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     snapshot_history,
     tasks,
     task_events,
+    snapshot_policies,
+    policy_runs,
 );

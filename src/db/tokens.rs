@@ -89,3 +89,12 @@ pub async fn is_live(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
     };
     Ok(found.is_some())
 }
+
+pub async fn by_id(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<Option<Token>> {
+    run!(conn, |c| tokens
+        .find(wanted)
+        .select(Token::as_select())
+        .first(c)
+        .await
+        .optional())
+}

@@ -129,3 +129,13 @@ pub async fn on_hosts(
         query.load(c).await
     })
 }
+
+/// Project `project`'s VMs, by id.
+pub async fn of_project(conn: &mut Conn<'_>, project: i64) -> QueryResult<Vec<Vm>> {
+    run!(conn, |c| vms
+        .filter(project_id.eq(project))
+        .select(Vm::as_select())
+        .order(id)
+        .load(c)
+        .await)
+}

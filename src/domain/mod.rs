@@ -5,6 +5,7 @@ pub mod drift;
 pub mod lifecycle;
 pub mod names;
 pub mod offer;
+pub mod policy;
 pub mod rejection;
 pub mod state;
 pub mod tree;

@@ -9,6 +9,7 @@ mod gate;
 mod loaders;
 mod mutation;
 mod offers;
+mod policies;
 mod query;
 mod subscription;
 mod types;

@@ -121,6 +121,26 @@ impl Mutation {
         ))
     }
 
+    /// A snapshot policy, run as the caller's token (revoking it stops the policy).
+    async fn create_policy(
+        &self,
+        ctx: &Context<'_>,
+        input: super::policies::PolicyInput,
+    ) -> Result<super::policies::Policy> {
+        let spec = input.spec().extend()?;
+        let policy = service(ctx)
+            .create_policy(caller(ctx), spec)
+            .await
+            .extend()?;
+        Ok(super::policies::Policy(policy))
+    }
+
+    /// Deletes a policy; the snapshots it made stay, and are no longer pruned.
+    async fn delete_policy(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let id = parse_id(&id, "policy").extend()?;
+        service(ctx).delete_policy(caller(ctx), id).await.extend()
+    }
+
     /// A new project; `maxSnapshots` caps the non-closed snapshots of all its VMs.
     async fn create_project(
         &self,

@@ -170,4 +170,30 @@ impl Query {
         let projects = reads(ctx).projects(caller(ctx)).await.extend()?;
         Ok(page.of(&projects, |p| p.id, Project))
     }
+
+    /// Snapshot policies the caller may see, by id.
+    async fn policies(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<super::policies::Policy>> {
+        let page = Page::new(first, after.as_ref()).extend()?;
+        let all = ctx
+            .data_unchecked::<crate::service::Service>()
+            .policies(caller(ctx))
+            .await
+            .extend()?;
+        Ok(page.of(&all, |p| p.id, super::policies::Policy))
+    }
+
+    async fn policy(&self, ctx: &Context<'_>, id: ID) -> Result<Option<super::policies::Policy>> {
+        let id = parse_id(&id, "policy").extend()?;
+        Ok(ctx
+            .data_unchecked::<crate::service::Service>()
+            .policy(caller(ctx), id)
+            .await
+            .extend()?
+            .map(super::policies::Policy))
+    }
 }

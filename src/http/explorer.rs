@@ -17,9 +17,12 @@ const GRAPHIQL_CSS: &str = include_str!("../../web/vendor/graphiql-3.9.0/graphiq
 const REACT: &str = include_str!("../../web/vendor/react-18.3.1/react.production.min.js");
 const REACT_DOM: &str = include_str!("../../web/vendor/react-18.3.1/react-dom.production.min.js");
 
-/// The page loads and connects to this server only; GraphiQL's fonts are `data:` URIs.
-const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
-     font-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+/// The page loads and connects to this server only; GraphiQL's fonts are `data:` URIs,
+/// and its editor (CodeMirror 5) sets inline styles as it lays text out. Scripts stay
+/// this server's files only: what the API answers is shown as text, never as markup.
+const CSP: &str = "default-src 'self'; script-src 'self'; connect-src 'self'; \
+     img-src 'self' data:; font-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";

@@ -58,6 +58,8 @@ enum Step {
         name: String,
         description: Option<String>,
         parent: Option<i64>,
+        /// The policy whose run asks for it, and the run's slot.
+        policy: Option<(i64, chrono::NaiveDateTime)>,
     },
     Change(Plan),
     /// An apply with the current state saved first, as a new snapshot (`save`).
@@ -153,6 +155,20 @@ impl Actions {
         name: &str,
         description: Option<&str>,
     ) -> AppResult<Accepted> {
+        self.create_made_by(caller, vm_id, name, description, None)
+            .await
+    }
+
+    /// [`Self::create_snapshot`], made by policy `policy.0`'s run of slot `policy.1`
+    /// (recorded on the snapshot, which only that policy's retention may prune).
+    pub(crate) async fn create_made_by(
+        &self,
+        caller: &Caller,
+        vm_id: i64,
+        name: &str,
+        description: Option<&str>,
+        policy: Option<(i64, chrono::NaiveDateTime)>,
+    ) -> AppResult<Accepted> {
         let name = names::name("snapshot name", name)?;
         let description = names::description(description)?;
         let core = Arc::clone(&self.core);
@@ -163,6 +179,7 @@ impl Actions {
                 name: name.clone(),
                 description: description.clone(),
                 parent: plan.parent,
+                policy,
             })
         })
         .await
@@ -702,7 +719,14 @@ async fn write_snapshots(
     alone: bool,
 ) -> AppResult<()> {
     let now = db::now();
-    let creates: Vec<(usize, &str, Option<&str>, Option<i64>)> = works
+    type Creating<'a> = (
+        usize,
+        &'a str,
+        Option<&'a str>,
+        Option<i64>,
+        Option<(i64, chrono::NaiveDateTime)>,
+    );
+    let creates: Vec<Creating> = works
         .iter()
         .enumerate()
         .filter_map(|(w, work)| match &work.step {
@@ -710,8 +734,9 @@ async fn write_snapshots(
                 name,
                 description,
                 parent,
-            })
-            | Some(Step::ApplySaving {
+                policy,
+            }) => Some((w, name.as_str(), description.as_deref(), *parent, *policy)),
+            Some(Step::ApplySaving {
                 save:
                     NewChild {
                         name,
@@ -719,13 +744,13 @@ async fn write_snapshots(
                         parent,
                     },
                 ..
-            }) => Some((w, name.as_str(), description.as_deref(), *parent)),
+            }) => Some((w, name.as_str(), description.as_deref(), *parent, None)),
             Some(Step::Change(_)) | None => None,
         })
         .collect();
     let new: Vec<(&Vm, NewSnapshot, &str)> = creates
         .iter()
-        .map(|&(w, name, description, parent)| {
+        .map(|&(w, name, description, parent, policy)| {
             let vm = &vms[&works[w].vm];
             let row = NewSnapshot {
                 vm_id: vm.id,
@@ -738,6 +763,8 @@ async fn write_snapshots(
                 state: SnapshotState::Requested.code(),
                 created_at: now,
                 updated_at: now,
+                policy_id: policy.map(|p| p.0),
+                policy_due_at: policy.map(|p| p.1),
             };
             (vm, row, requests[works[w].request].caller.name.as_str())
         })

@@ -358,6 +358,8 @@ async fn import_vm(
                     state: SnapshotState::Running.code(),
                     created_at: now,
                     updated_at: now,
+                    policy_id: None,
+                    policy_due_at: None,
                 },
                 &caller.name,
             )

@@ -10,6 +10,7 @@ mod cancel;
 mod follow;
 pub mod handoff;
 pub mod ledger;
+pub mod policies;
 mod read;
 pub mod sessions;
 pub mod tasks;

@@ -37,6 +37,8 @@ pub fn test_robot() -> RobotConfig {
         retry_cap: Duration::from_millis(100),
         give_up_after: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(5),
+        // No policy runner racing the statement counts (tests/policies.rs starts one).
+        policy_tick: Duration::from_secs(3600),
         ..RobotConfig::default()
     }
 }

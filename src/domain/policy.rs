@@ -1,0 +1,315 @@
+//! Snapshot policies' rules, in one place: when a schedule is due, what a run names its
+//! snapshot, and which of a policy's snapshots retention prunes. The runner
+//! (`service::policies`) and the preview both call these, so that a preview says what a
+//! run then does.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+
+/// When a policy runs.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// Every `every`, on slots counted from `anchor` (the policy's creation).
+    Every {
+        every: Duration,
+        anchor: DateTime<Utc>,
+    },
+    /// A cron expression (five fields, or `@daily`, ...), read in time zone `zone`.
+    Cron { cron: Box<Cron>, zone: Tz },
+}
+
+/// The shortest interval a policy may run at.
+pub const MIN_INTERVAL: Duration = Duration::minutes(1);
+
+impl Schedule {
+    /// An interval schedule; refused under a minute.
+    pub fn every(seconds: i64, anchor: DateTime<Utc>) -> Result<Self, String> {
+        let every = Duration::seconds(seconds);
+        if every < MIN_INTERVAL {
+            return Err(format!(
+                "A policy runs at most once a minute; {seconds} seconds is too often."
+            ));
+        }
+        Ok(Self::Every { every, anchor })
+    }
+
+    /// A cron schedule in IANA time zone `zone` (`UTC`, `Europe/Dublin`, ...).
+    pub fn cron(expression: &str, zone: &str) -> Result<Self, String> {
+        let zone: Tz = zone
+            .parse()
+            .map_err(|_| format!("{zone:?} is not an IANA time zone (such as Europe/Dublin)."))?;
+        let cron = Cron::from_str(expression.trim())
+            .map_err(|e| format!("{expression:?} is not a cron expression: {e}"))?;
+        Ok(Self::Cron {
+            cron: Box::new(cron),
+            zone,
+        })
+    }
+
+    /// The zone names are read in (UTC for an interval).
+    pub fn zone(&self) -> Tz {
+        match self {
+            Self::Every { .. } => Tz::UTC,
+            Self::Cron { zone, .. } => *zone,
+        }
+    }
+
+    /// The first slot strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Every { every, anchor } => {
+                if t < *anchor {
+                    return Some(*anchor);
+                }
+                let step = every.num_seconds().max(1);
+                let passed = (t - *anchor).num_seconds() / step;
+                Some(*anchor + Duration::seconds((passed + 1) * step))
+            }
+            Self::Cron { cron, zone } => cron
+                .find_next_occurrence(&t.with_timezone(zone), false)
+                .ok()
+                .map(|at| at.with_timezone(&Utc)),
+        }
+    }
+
+    /// The last slot at or before `t` (`None` before the first).
+    pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Every { every, anchor } => {
+                if t < *anchor {
+                    return None;
+                }
+                let step = every.num_seconds().max(1);
+                let passed = (t - *anchor).num_seconds() / step;
+                Some(*anchor + Duration::seconds(passed * step))
+            }
+            Self::Cron { cron, zone } => cron
+                .find_previous_occurrence(&t.with_timezone(zone), true)
+                .ok()
+                .map(|at| at.with_timezone(&Utc)),
+        }
+    }
+
+    /// The next `n` slots after `t`.
+    pub fn upcoming(&self, t: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let mut slots = Vec::with_capacity(n);
+        let mut at = t;
+        while slots.len() < n {
+            match self.next_after(at) {
+                Some(next) => {
+                    slots.push(next);
+                    at = next;
+                }
+                None => break,
+            }
+        }
+        slots
+    }
+}
+
+/// What a run names its snapshot: `template` with `{policy}`, `{vm}`, `{date}`
+/// (YYYY-MM-DD), `{time}` (HHMM) and `{due}` (YYYY-MM-DDTHHMM), in the schedule's zone.
+pub fn snapshot_name(
+    template: &str,
+    policy: &str,
+    vm: &str,
+    due: DateTime<Utc>,
+    zone: Tz,
+) -> String {
+    let local = due.with_timezone(&zone);
+    template
+        .replace("{policy}", policy)
+        .replace("{vm}", vm)
+        .replace("{due}", &local.format("%Y-%m-%dT%H%M").to_string())
+        .replace("{date}", &local.format("%Y-%m-%d").to_string())
+        .replace("{time}", &local.format("%H%M").to_string())
+}
+
+/// A template must name two consecutive runs differently (names are unique per VM).
+pub fn check_template(
+    template: &str,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let slots = schedule.upcoming(now, 2);
+    if let [a, b] = slots[..] {
+        let zone = schedule.zone();
+        if snapshot_name(template, "p", "v", a, zone) == snapshot_name(template, "p", "v", b, zone)
+        {
+            return Err(format!(
+                "The name template {template:?} gives two runs in a row the same name; use {{due}}, or {{date}} and {{time}}."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How many of its snapshots a policy keeps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retention {
+    /// Keep at most the newest `keep_last`.
+    pub keep_last: Option<i32>,
+    /// Keep none made longer ago than this.
+    pub max_age: Option<Duration>,
+}
+
+/// One snapshot a policy made, as retention sees it.
+#[derive(Clone, Debug)]
+pub struct Made {
+    pub id: i64,
+    /// The slot whose run made it.
+    pub due: DateTime<Utc>,
+    /// The VM runs from it: never pruned.
+    pub active: bool,
+}
+
+/// The snapshots retention prunes at `now`, oldest first: beyond the newest
+/// `keep_last`, or made more than `max_age` ago; never the active one. Only a policy's
+/// own snapshots are ever given here.
+pub fn prune(made: &[Made], retention: Retention, now: DateTime<Utc>) -> Vec<i64> {
+    let mut by_age: Vec<&Made> = made.iter().collect();
+    by_age.sort_by_key(|m| (std::cmp::Reverse(m.due), std::cmp::Reverse(m.id)));
+    let keep = retention
+        .keep_last
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(0));
+    let mut pruned: Vec<&Made> = by_age
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            let too_many = *i >= keep;
+            let too_old = retention.max_age.is_some_and(|age| m.due < now - age);
+            (too_many || too_old) && !m.active
+        })
+        .map(|(_, m)| *m)
+        .collect();
+    pruned.sort_by_key(|m| (m.due, m.id));
+    pruned.into_iter().map(|m| m.id).collect()
+}
+
+/// Whether VM `name` is one a project-wide policy with `filter` covers: `*` matches any
+/// run of characters, `?` one; no filter covers every VM.
+pub fn covers(filter: Option<&str>, name: &str) -> bool {
+    fn glob(p: &[char], s: &[char]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some('*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+            (Some('?'), Some(_)) => glob(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    match filter {
+        None => true,
+        Some(f) => {
+            let (p, s): (Vec<char>, Vec<char>) = (f.chars().collect(), name.chars().collect());
+            glob(&p, &s)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn intervals_count_slots_from_their_anchor() {
+        let s = Schedule::every(3600, at("2030-01-01T00:30:00Z")).unwrap();
+        assert_eq!(
+            s.next_after(at("2030-01-01T00:00:00Z")),
+            Some(at("2030-01-01T00:30:00Z"))
+        );
+        assert_eq!(
+            s.next_after(at("2030-01-01T00:30:00Z")),
+            Some(at("2030-01-01T01:30:00Z"))
+        );
+        assert_eq!(
+            s.next_after(at("2030-01-01T05:00:00Z")),
+            Some(at("2030-01-01T05:30:00Z"))
+        );
+        assert_eq!(
+            s.latest_at_or_before(at("2030-01-01T05:00:00Z")),
+            Some(at("2030-01-01T04:30:00Z"))
+        );
+        assert_eq!(s.latest_at_or_before(at("2030-01-01T00:00:00Z")), None);
+        assert!(Schedule::every(59, at("2030-01-01T00:00:00Z")).is_err());
+    }
+
+    #[test]
+    fn cron_reads_its_time_zone() {
+        let s = Schedule::cron("0 3 * * *", "Europe/Dublin").unwrap();
+        // Summer: 03:00 in Dublin is 02:00 UTC; winter: 03:00 UTC.
+        assert_eq!(
+            s.next_after(at("2030-07-01T00:00:00Z")),
+            Some(at("2030-07-01T02:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(at("2030-12-01T00:00:00Z")),
+            Some(at("2030-12-01T03:00:00Z"))
+        );
+        assert_eq!(
+            s.latest_at_or_before(at("2030-12-05T12:00:00Z")),
+            Some(at("2030-12-05T03:00:00Z"))
+        );
+        assert!(Schedule::cron("0 3 * *", "UTC").is_err());
+        assert!(Schedule::cron("0 3 * * *", "Mars/Olympus").is_err());
+        assert!(Schedule::cron("@daily", "UTC").is_ok());
+    }
+
+    #[test]
+    fn names_are_rendered_in_the_zone_and_must_differ() {
+        let due = at("2030-12-01T23:30:00Z");
+        let tokyo: Tz = "Asia/Tokyo".parse().unwrap();
+        assert_eq!(
+            snapshot_name("{policy}-{vm}-{due}", "daily", "web", due, tokyo),
+            "daily-web-2030-12-02T0830"
+        );
+        let hourly = Schedule::every(3600, due).unwrap();
+        assert!(check_template("{policy}-{date}", &hourly, due).is_err());
+        assert!(check_template("{policy}-{date}-{time}", &hourly, due).is_ok());
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_young_never_the_active() {
+        let day = |d: i64| at("2030-01-01T00:00:00Z") + Duration::days(d);
+        let made: Vec<Made> = (0..6)
+            .map(|d| Made {
+                id: d + 1,
+                due: day(d),
+                active: d == 1,
+            })
+            .collect();
+        let keep3 = Retention {
+            keep_last: Some(3),
+            max_age: None,
+        };
+        // 1..6, newest three kept (4, 5, 6); 2 is active.
+        assert_eq!(prune(&made, keep3, day(6)), [1, 3]);
+        let week = Retention {
+            keep_last: None,
+            max_age: Some(Duration::days(4)),
+        };
+        assert_eq!(prune(&made, week, day(6)), [1]); // 2 is active, 3 is exactly 4 days old
+        let both = Retention {
+            keep_last: Some(4),
+            max_age: Some(Duration::days(2)),
+        };
+        assert_eq!(prune(&made, both, day(6)), [1, 3, 4]);
+        assert!(prune(&made, Retention::default(), day(100)).is_empty());
+    }
+
+    #[test]
+    fn filters_are_globs_over_vm_names() {
+        assert!(covers(None, "anything"));
+        assert!(covers(Some("web-*"), "web-1"));
+        assert!(!covers(Some("web-*"), "db-1"));
+        assert!(covers(Some("db-?"), "db-2"));
+        assert!(!covers(Some("db-?"), "db-12"));
+    }
+}

@@ -1,0 +1,528 @@
+//! Snapshot policies: defining them, previewing them, and running them. The runner
+//! ([`spawn_runner`]) goes with every robot; each tick it takes the slots that are due
+//! (one process per slot, and one run for all the slots missed while down), tries the
+//! runs pending (a busy VM, or one at a limit, is tried again, and the miss recorded),
+//! and prunes what retention says, one snapshot per VM at a time. Every snapshot it asks
+//! for or deletes is an ordinary action of the policy's token, so its task and events
+//! are like any other's. Time is the service's clock; claims are the database's time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound as _, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Caller, Service};
+use crate::db::models::{NewPolicy, NewPolicyRun, Policy, PolicyRun, Vm};
+use crate::db::{self, policies, tasks, tokens, vms};
+use crate::domain::names;
+use crate::domain::policy::{self, Made, Retention, Schedule};
+use crate::error::{AppError, AppResult};
+
+/// How long a process holds a run it tries.
+const CLAIM: chrono::Duration = chrono::Duration::seconds(30);
+/// When a refused run is tried again.
+const RETRY: chrono::Duration = chrono::Duration::seconds(2);
+
+/// What a policy is asked to be.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySpec {
+    pub name: String,
+    /// One VM; or, when absent, the project's VMs that `vm_filter` covers (all without).
+    pub vm_id: Option<i64>,
+    pub vm_filter: Option<String>,
+    pub every_seconds: Option<i64>,
+    pub cron: Option<String>,
+    pub time_zone: Option<String>,
+    pub name_template: Option<String>,
+    pub keep_last: Option<i32>,
+    pub max_age_seconds: Option<i64>,
+}
+
+/// The template when none is given.
+pub const DEFAULT_TEMPLATE: &str = "{policy}-{due}";
+
+/// What a policy's next slot will do, as things stand.
+#[derive(Clone, Debug)]
+pub struct Preview {
+    pub due: DateTime<Utc>,
+    /// Per VM, the name of the snapshot it makes.
+    pub creates: Vec<(Vm, String)>,
+    /// Per VM, the snapshots retention then prunes (ids), oldest first.
+    pub prunes: Vec<(Vm, Vec<i64>)>,
+}
+
+/// The policy's schedule.
+pub fn schedule_of(p: &Policy) -> Result<Schedule, String> {
+    match (&p.cron, p.every_seconds) {
+        (Some(cron), _) => Schedule::cron(cron, &p.time_zone),
+        (None, Some(every)) => Schedule::every(every, p.anchor_at.and_utc()),
+        (None, None) => Err("a policy without a schedule".into()),
+    }
+}
+
+fn retention_of(p: &Policy) -> Retention {
+    Retention {
+        keep_last: p.keep_last,
+        max_age: p.max_age_seconds.map(chrono::Duration::seconds),
+    }
+}
+
+impl Service {
+    /// Defines a policy (OPERATOR or ADMIN): it runs as the caller's token.
+    pub async fn create_policy(&self, caller: &Caller, spec: PolicySpec) -> AppResult<Policy> {
+        caller.require_operator()?;
+        let name = names::name("policy name", &spec.name)?;
+        let invalid = |why: String| AppError::validation(why);
+        // Whole seconds: both backends store them alike, and slots fall on them.
+        let now = self.clock().now().trunc_subsecs(0);
+        let zone = spec.time_zone.clone().unwrap_or_else(|| "UTC".into());
+        let schedule = match (&spec.cron, spec.every_seconds) {
+            (Some(cron), None) => Schedule::cron(cron, &zone),
+            (None, Some(every)) if spec.time_zone.is_none() => Schedule::every(every, now),
+            (None, Some(_)) => Err("A time zone goes with a cron schedule only.".into()),
+            _ => Err("Give a policy one schedule: everySeconds, or cron (with timeZone).".into()),
+        }
+        .map_err(invalid)?;
+        let template = spec
+            .name_template
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
+        policy::check_template(&template, &schedule, now).map_err(invalid)?;
+        let sample = policy::snapshot_name(&template, &name, "vm", now, schedule.zone());
+        names::name("snapshot name", &sample)?;
+        if spec.keep_last.is_some_and(|n| n < 1) {
+            return Err(invalid("keepLast must be 1 or more.".into()));
+        }
+        if spec.max_age_seconds.is_some_and(|s| s < 60) {
+            return Err(invalid("maxAgeSeconds must be 60 or more.".into()));
+        }
+        if spec.vm_id.is_some() && spec.vm_filter.is_some() {
+            return Err(invalid(
+                "A policy is for one VM (vmId) or a filter, not both.".into(),
+            ));
+        }
+        let next = schedule
+            .next_after(now)
+            .ok_or_else(|| invalid("This schedule never runs.".into()))?;
+        let mut tx = self.core.begin_for(caller).await?;
+        let result = async {
+            let conn = &mut tx.conn();
+            let project = match spec.vm_id {
+                Some(vm) => {
+                    let vm = vms::by_id(conn, vm)
+                        .await?
+                        .filter(|v| caller.can_see(v.project_id))
+                        .ok_or_else(|| AppError::not_found("VM", vm))?;
+                    vm.project_id
+                }
+                None => caller.project_id,
+            };
+            let row = NewPolicy {
+                project_id: project,
+                token_id: caller.token_id,
+                name: &name,
+                vm_id: spec.vm_id,
+                vm_filter: spec.vm_filter.as_deref(),
+                every_seconds: spec.every_seconds,
+                cron: spec.cron.as_deref(),
+                time_zone: &zone,
+                name_template: &template,
+                keep_last: spec.keep_last,
+                max_age_seconds: spec.max_age_seconds,
+                anchor_at: now.naive_utc(),
+                next_due_at: next.naive_utc(),
+                created_at: db::now(),
+            };
+            policies::insert(conn, &row).await.map_err(|e| {
+                if db::is_unique_violation(&e) {
+                    invalid(format!("This project already has a policy named {name:?}."))
+                } else {
+                    e.into()
+                }
+            })
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    /// The policies the caller may see.
+    pub async fn policies(&self, caller: &Caller) -> AppResult<Vec<Policy>> {
+        let mut conn = self.core.db.reader().await?;
+        Ok(policies::list(&mut conn.conn(), caller.scope()).await?)
+    }
+
+    /// Policy `id`, if the caller may see it.
+    pub async fn policy(&self, caller: &Caller, id: i64) -> AppResult<Option<Policy>> {
+        let mut conn = self.core.db.reader().await?;
+        let found = policies::by_id(&mut conn.conn(), id).await?;
+        Ok(found.filter(|p| caller.can_see(p.project_id)))
+    }
+
+    /// Deletes policy `id`; the snapshots it made stay, and are no longer pruned.
+    pub async fn delete_policy(&self, caller: &Caller, id: i64) -> AppResult<bool> {
+        caller.require_operator()?;
+        if self.policy(caller, id).await?.is_none() {
+            return Err(AppError::not_found("policy", id));
+        }
+        let mut tx = self.core.begin_for(caller).await?;
+        let result = policies::delete(&mut tx.conn(), id)
+            .await
+            .map_err(Into::into);
+        tx.finish(result).await
+    }
+
+    /// Policy `p`'s runs, newest first.
+    pub async fn policy_runs(&self, p: &Policy, first: i64) -> AppResult<Vec<PolicyRun>> {
+        let mut conn = self.core.db.reader().await?;
+        Ok(policies::runs_of(&mut conn.conn(), p.id, first).await?)
+    }
+
+    /// What policy `p`'s next slot will make and then prune, as things stand now: the
+    /// same rules the runner applies then.
+    pub async fn preview_policy(&self, p: &Policy) -> AppResult<Preview> {
+        let schedule = schedule_of(p).map_err(AppError::internal)?;
+        let now = self.clock().now();
+        let due = slot_at(&schedule, p, now);
+        let mut conn = self.core.db.reader().await?;
+        let conn = &mut conn.conn();
+        let targets = targets(conn, p).await?;
+        let mut creates = Vec::new();
+        let mut prunes = Vec::new();
+        for vm in targets {
+            let name =
+                policy::snapshot_name(&p.name_template, &p.name, &vm.name, due, schedule.zone());
+            // After the run, the new snapshot is the VM's active one.
+            let mut made: Vec<Made> = made_by(conn, p, vm.id)
+                .await?
+                .into_iter()
+                .map(|m| Made { active: false, ..m })
+                .collect();
+            made.push(Made {
+                id: i64::MIN,
+                due,
+                active: true,
+            });
+            let pruned: Vec<i64> = policy::prune(&made, retention_of(p), due)
+                .into_iter()
+                .filter(|id| *id != i64::MIN)
+                .collect();
+            creates.push((vm.clone(), name));
+            prunes.push((vm, pruned));
+        }
+        Ok(Preview {
+            due,
+            creates,
+            prunes,
+        })
+    }
+}
+
+/// The slot policy `p` runs next, seen at `now`: its next slot, or, once that is due,
+/// the latest slot at or before `now` (slots missed while no process ran make one run).
+fn slot_at(schedule: &Schedule, p: &Policy, now: DateTime<Utc>) -> DateTime<Utc> {
+    let next = p.next_due_at.and_utc();
+    if next > now {
+        return next;
+    }
+    schedule.latest_at_or_before(now).unwrap_or(next).max(next)
+}
+
+/// The VMs policy `p` covers now.
+async fn targets(conn: &mut db::Conn<'_>, p: &Policy) -> AppResult<Vec<Vm>> {
+    Ok(match p.vm_id {
+        Some(vm) => vms::by_id(conn, vm)
+            .await?
+            .filter(|v| v.project_id == p.project_id)
+            .into_iter()
+            .collect(),
+        None => vms::of_project(conn, p.project_id)
+            .await?
+            .into_iter()
+            .filter(|v| policy::covers(p.vm_filter.as_deref(), &v.name))
+            .collect(),
+    })
+}
+
+/// The snapshots policy `p` made on `vm` that retention may consider: RUNNING ones (a
+/// snapshot on its way is left alone).
+async fn made_by(conn: &mut db::Conn<'_>, p: &Policy, vm: i64) -> AppResult<Vec<Made>> {
+    let running = crate::domain::SnapshotState::Running.code();
+    Ok(policies::made_by(conn, p.id, vm)
+        .await?
+        .into_iter()
+        .filter(|(.., state)| *state == running)
+        .map(|(id, due, active, _, _)| Made {
+            id,
+            due: due.unwrap_or_default().and_utc(),
+            active,
+        })
+        .collect())
+}
+
+/// Runs policies every `every` until `stop`.
+pub fn spawn_runner(
+    service: Service,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(err) = service.run_policies().await {
+                        tracing::warn!(error = %err, "could not run the snapshot policies");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}
+
+impl Service {
+    /// One tick of the runner.
+    pub async fn run_policies(&self) -> AppResult<()> {
+        let now = self.clock().now();
+        self.take_due_slots(now).await?;
+        self.try_pending().await?;
+        self.prune(now).await
+    }
+
+    /// Takes each due slot (if no other process took it first) and records its runs.
+    async fn take_due_slots(&self, now: DateTime<Utc>) -> AppResult<()> {
+        let due = {
+            let mut conn = self.core.db.reader().await?;
+            policies::due(&mut conn.conn(), now.naive_utc()).await?
+        };
+        for p in due {
+            let schedule = match schedule_of(&p) {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(policy = p.id, error = %err, "a policy's schedule is unreadable");
+                    continue;
+                }
+            };
+            let slot = slot_at(&schedule, &p, now);
+            let Some(next) = schedule.next_after(now) else {
+                continue;
+            };
+            let mut tx = self.core.db.begin().await?;
+            let result = async {
+                let conn = &mut tx.conn();
+                if !policies::take_slot(conn, p.id, p.next_due_at, next.naive_utc()).await? {
+                    return AppResult::Ok(());
+                }
+                let at = db::now();
+                policies::miss_older(conn, p.id, slot.naive_utc(), at).await?;
+                let runs: Vec<NewPolicyRun> = targets(conn, &p)
+                    .await?
+                    .into_iter()
+                    .map(|vm| NewPolicyRun {
+                        policy_id: p.id,
+                        vm_id: vm.id,
+                        due_at: slot.naive_utc(),
+                        state: "PENDING",
+                        created_at: at,
+                        updated_at: at,
+                    })
+                    .collect();
+                tracing::info!(policy = p.id, slot = %slot, vms = runs.len(), "policy slot taken");
+                policies::insert_runs(conn, &runs).await?;
+                Ok(())
+            }
+            .await;
+            tx.finish(result).await?;
+        }
+        Ok(())
+    }
+
+    /// The caller a policy acts as: its token, named after it; `None` once the token is
+    /// revoked (the policy then makes nothing).
+    async fn policy_caller(
+        &self,
+        conn: &mut db::Conn<'_>,
+        p: &Policy,
+    ) -> AppResult<Option<Caller>> {
+        let Some(token) = tokens::by_id(conn, p.token_id).await? else {
+            return Ok(None);
+        };
+        if token.revoked_at.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Caller {
+            token_id: token.id,
+            name: format!("policy {}", p.name),
+            project_id: token.project_id,
+            role: token.role(),
+        }))
+    }
+
+    /// Tries each pending run that no process holds.
+    async fn try_pending(&self) -> AppResult<()> {
+        let pending = {
+            let mut conn = self.core.db.reader().await?;
+            policies::pending(&mut conn.conn(), db::now()).await?
+        };
+        for run in pending {
+            let mut tx = self.core.db.begin().await?;
+            let claimed = async {
+                let conn = &mut tx.conn();
+                let at = db::now();
+                if !policies::claim(conn, run.id, at, at + CLAIM).await? {
+                    return Ok(None);
+                }
+                let Some(p) = policies::by_id(conn, run.policy_id).await? else {
+                    return Ok(None);
+                };
+                let vm = vms::by_id(conn, run.vm_id).await?;
+                let caller = self.policy_caller(conn, &p).await?;
+                if vm.is_none() || caller.is_none() {
+                    let why = "the VM is gone, or the policy's token is revoked";
+                    policies::refused(conn, run.id, why, None, at).await?;
+                }
+                AppResult::Ok(Some((p, vm, caller)))
+            }
+            .await;
+            let Some((p, Some(vm), Some(caller))) = tx.finish(claimed).await? else {
+                continue;
+            };
+            self.try_run(&run, &p, &vm, &caller).await?;
+        }
+        Ok(())
+    }
+
+    async fn try_run(
+        &self,
+        run: &PolicyRun,
+        p: &Policy,
+        vm: &Vm,
+        caller: &Caller,
+    ) -> AppResult<()> {
+        let zone = schedule_of(p)
+            .map(|s| s.zone())
+            .unwrap_or(chrono_tz::Tz::UTC);
+        let name = policy::snapshot_name(
+            &p.name_template,
+            &p.name,
+            &vm.name,
+            run.due_at.and_utc(),
+            zone,
+        );
+        let description = format!("made by policy {:?}", p.name);
+        let asked = self
+            .actions()
+            .create_made_by(
+                caller,
+                vm.id,
+                &name,
+                Some(&description),
+                Some((p.id, run.due_at)),
+            )
+            .await;
+        let mut tx = self.core.db.begin().await?;
+        let result = self
+            .record_run(&mut tx.conn(), run, p, vm, &name, asked)
+            .await;
+        tx.finish(result).await
+    }
+
+    /// Records what became of run `run`'s ask.
+    async fn record_run(
+        &self,
+        conn: &mut db::Conn<'_>,
+        run: &PolicyRun,
+        p: &Policy,
+        vm: &Vm,
+        name: &str,
+        asked: AppResult<super::Accepted>,
+    ) -> AppResult<()> {
+        let at = db::now();
+        match asked {
+            Ok(accepted) => {
+                tracing::info!(
+                    policy = p.id,
+                    vm = vm.id,
+                    task = accepted.task.id,
+                    "policy run asked for its snapshot"
+                );
+                policies::created(
+                    conn,
+                    run.id,
+                    accepted.snapshot.id,
+                    Some(accepted.task.id),
+                    at,
+                )
+                .await?;
+            }
+            Err(err) => {
+                // A run taken up again after a crash finds its snapshot made.
+                let own = policies::made_by(conn, p.id, vm.id)
+                    .await?
+                    .into_iter()
+                    .find(|(_, due, _, made, _)| *made == name && *due == Some(run.due_at));
+                if let Some((snapshot, ..)) = own {
+                    policies::created(conn, run.id, snapshot, None, at).await?;
+                    return Ok(());
+                }
+                let retry = match err.code() {
+                    // Busy, at a limit, or the VM not running: later.
+                    "VM_BUSY" | "LIMIT_REACHED" | "INVALID_STATE" | "RATE_LIMITED" | "INTERNAL"
+                    | "TIMEOUT" => Some(at + RETRY),
+                    _ => None,
+                };
+                tracing::info!(policy = p.id, vm = vm.id, error = %err, retry = retry.is_some(), "policy run refused");
+                policies::refused(conn, run.id, &err.public_message(), retry, at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes, per VM with no task under way, the oldest snapshot retention prunes.
+    async fn prune(&self, now: DateTime<Utc>) -> AppResult<()> {
+        let all = {
+            let mut conn = self.core.db.reader().await?;
+            policies::list(&mut conn.conn(), None).await?
+        };
+        for p in all
+            .iter()
+            .filter(|p| p.keep_last.is_some() || p.max_age_seconds.is_some())
+        {
+            let (doomed, caller) = {
+                let mut conn = self.core.db.reader().await?;
+                let conn = &mut conn.conn();
+                let Some(caller) = self.policy_caller(conn, p).await? else {
+                    continue;
+                };
+                let mut doomed = Vec::new();
+                for vm in targets(conn, p).await? {
+                    if tasks::open_of_vm(conn, vm.id).await?.is_some() {
+                        continue;
+                    }
+                    let made = made_by(conn, p, vm.id).await?;
+                    if let Some(first) = policy::prune(&made, retention_of(p), now).first() {
+                        doomed.push(*first);
+                    }
+                }
+                (doomed, caller)
+            };
+            for id in doomed {
+                match self.actions().delete_snapshot(&caller, id, false).await {
+                    Ok(accepted) => tracing::info!(
+                        policy = p.id,
+                        snapshot = id,
+                        task = accepted.task.id,
+                        "policy prunes a snapshot"
+                    ),
+                    // Busy since, or no longer deletable: the next tick sees.
+                    Err(err) => {
+                        tracing::debug!(policy = p.id, snapshot = id, error = %err, "policy could not prune yet")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
