@@ -64,7 +64,14 @@ async fn the_dashboard_in_chromium() {
     let database = db.cli_url();
     let sim = dir.path().join("sim");
     let admin = process::token(&database, "ops", "ADMIN");
-    let flags = ["--max-snapshots-per-vm", "200"];
+    // The script moves the server's clock to see snapshots go stale.
+    let clock = dir.path().join("clock");
+    let flags = [
+        "--max-snapshots-per-vm",
+        "200",
+        "--clock-file",
+        clock.to_str().unwrap(),
+    ];
     let server = ServerProcess::start(&database, &sim, &flags);
     let api = Api::new(&server.url, admin);
 
@@ -112,11 +119,6 @@ async fn the_dashboard_in_chromium() {
     let big200 = api.create_vm(&lab, &project, "big200").await;
     grow(&api, &builder, &big200, "m", 200, 9).await;
 
-    let database_kind = std::env::var("SNAPTREE_TEST_DATABASE").unwrap_or("sqlite".into());
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/screenshots")
-        .join(database_kind);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
     let port = server.url.trim_end_matches('/').rsplit(':').next().unwrap();
     let serve: Vec<String> = [
         env!("CARGO_BIN_EXE_snaptree"),
@@ -132,26 +134,40 @@ async fn the_dashboard_in_chromium() {
     .map(str::to_owned)
     .chain(flags.iter().map(|f| f.to_string()))
     .collect();
+    let out = node(
+        "dashboard.mjs",
+        &[
+            ("SNAPTREE_URL", server.url.clone()),
+            ("SNAPTREE_TOKEN", op),
+            ("SNAPTREE_VIEWER", viewer),
+            ("SNAPTREE_SCRIPT_TOKEN", script_token),
+            ("SNAPTREE_SERVER_PID", server.pid().to_string()),
+            ("SNAPTREE_SERVE", json!(serve).to_string()),
+            ("SNAPTREE_CLOCK_FILE", clock.to_str().unwrap().to_owned()),
+        ],
+    )
+    .await;
+    assert!(out.contains("ok: dashboard scenario passed"), "{out}");
+}
+
+/// Runs `tests/browser/<script>` with `env` (and where to keep screenshots); its
+/// output, once it has passed.
+async fn node(script: &str, env: &[(&str, String)]) -> String {
+    let database_kind = std::env::var("SNAPTREE_TEST_DATABASE").unwrap_or("sqlite".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shots = root.join("target/screenshots").join(database_kind);
     let run = tokio::process::Command::new("node")
-        .arg(script)
-        .env("SNAPTREE_URL", &server.url)
-        .env("SNAPTREE_TOKEN", &op)
-        .env("SNAPTREE_VIEWER", &viewer)
-        .env("SNAPTREE_SCRIPT_TOKEN", &script_token)
-        .env("SNAPTREE_SERVER_PID", server.pid().to_string())
-        .env("SNAPTREE_SERVE", json!(serve).to_string())
+        .arg(root.join("tests/browser").join(script))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("SCREENSHOTS", &shots)
         .output()
         .await
         .expect("node runs");
-    let out = String::from_utf8_lossy(&run.stdout);
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
     let err = String::from_utf8_lossy(&run.stderr);
     println!("{out}");
-    assert!(
-        run.status.success(),
-        "the browser scenario failed:\n{out}\n{err}"
-    );
-    assert!(out.contains("ok: dashboard scenario passed"), "{out}");
+    assert!(run.status.success(), "{script} failed:\n{out}\n{err}");
+    out
 }
 
 /// The query explorer (issue 11) in Chromium, offline: `tests/browser/explorer.mjs` signs
@@ -168,27 +184,15 @@ async fn the_explorer_in_chromium() {
     let server = ServerProcess::start(&database, &dir.path().join("sim"), &[]);
     let api = Api::new(&server.url, admin);
     let f = api.project_with_vm("explorer", "sim://").await;
-    let database_kind = std::env::var("SNAPTREE_TEST_DATABASE").unwrap_or("sqlite".into());
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/screenshots")
-        .join(database_kind);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/explorer.mjs");
-    let run = tokio::process::Command::new("node")
-        .arg(script)
-        .env("SNAPTREE_URL", &server.url)
-        .env("SNAPTREE_TOKEN", &f.operator)
-        .env("SNAPTREE_VM", &f.vm)
-        .env("SCREENSHOTS", &shots)
-        .output()
-        .await
-        .expect("node runs");
-    let out = String::from_utf8_lossy(&run.stdout);
-    let err = String::from_utf8_lossy(&run.stderr);
-    println!("{out}");
-    assert!(
-        run.status.success(),
-        "the explorer scenario failed:\n{out}\n{err}"
-    );
+    let out = node(
+        "explorer.mjs",
+        &[
+            ("SNAPTREE_URL", server.url.clone()),
+            ("SNAPTREE_TOKEN", f.operator),
+            ("SNAPTREE_VM", f.vm),
+        ],
+    )
+    .await;
     assert!(
         out.contains("ok - nothing was loaded from outside"),
         "{out}"

@@ -5,9 +5,11 @@
 //! over `graphql-transport-ws`.
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
+
+use super::Cache::{Forever, Revalidate};
+use super::asset;
 
 const PAGE: &str = include_str!("../../web/explorer.html");
 const SCRIPT: &str = include_str!("../../web/explorer.js");
@@ -30,54 +32,26 @@ const CSS: &str = "text/css; charset=utf-8";
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/graphiql", get(page))
-        .route("/graphiql/explorer.js", get(|| asset(JS, SCRIPT, false)))
-        .route("/graphiql/explorer.css", get(|| asset(CSS, STYLE, false)))
+        .route("/graphiql/explorer.js", get(|| asset(JS, SCRIPT, Revalidate)))
+        .route("/graphiql/explorer.css", get(|| asset(CSS, STYLE, Revalidate)))
         .route(
             "/vendor/graphiql-3.9.0/graphiql.min.js",
-            get(|| asset(JS, GRAPHIQL_JS, true)),
+            get(|| asset(JS, GRAPHIQL_JS, Forever)),
         )
         .route(
             "/vendor/graphiql-3.9.0/graphiql.min.css",
-            get(|| asset(CSS, GRAPHIQL_CSS, true)),
+            get(|| asset(CSS, GRAPHIQL_CSS, Forever)),
         )
         .route(
             "/vendor/react-18.3.1/react.production.min.js",
-            get(|| asset(JS, REACT, true)),
+            get(|| asset(JS, REACT, Forever)),
         )
         .route(
             "/vendor/react-18.3.1/react-dom.production.min.js",
-            get(|| asset(JS, REACT_DOM, true)),
+            get(|| asset(JS, REACT_DOM, Forever)),
         )
 }
 
 async fn page() -> Response {
-    let mut page = Html(PAGE).into_response();
-    let headers = page.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    page
-}
-
-/// A file; a vendored one (its path names its version) is cached for good.
-async fn asset(content_type: &'static str, body: &'static str, versioned: bool) -> Response {
-    let cache = if versioned {
-        "public, max-age=31536000, immutable"
-    } else {
-        "no-cache"
-    };
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::CACHE_CONTROL, cache),
-        ],
-        body,
-    )
-        .into_response()
+    super::page(PAGE, CSP)
 }

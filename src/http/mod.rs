@@ -75,11 +75,11 @@ pub fn router(
         .route("/", get(dashboard))
         .route(
             "/app.js",
-            get(|| asset("text/javascript; charset=utf-8", DASHBOARD_JS)),
+            get(|| asset("text/javascript; charset=utf-8", DASHBOARD_JS, Cache::Revalidate)),
         )
         .route(
             "/style.css",
-            get(|| asset("text/css; charset=utf-8", DASHBOARD_CSS)),
+            get(|| asset("text/css; charset=utf-8", DASHBOARD_CSS, Cache::Revalidate)),
         )
         .route("/healthz", get(healthz))
         .merge(explorer::routes())
@@ -106,11 +106,16 @@ pub fn router(
 }
 
 async fn dashboard() -> Response {
-    let mut page = Html(DASHBOARD).into_response();
+    page(DASHBOARD, DASHBOARD_CSP)
+}
+
+/// An HTML page of this server's, under `csp`.
+pub(crate) fn page(html: &'static str, csp: &'static str) -> Response {
+    let mut page = Html(html).into_response();
     let headers = page.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(DASHBOARD_CSP),
+        HeaderValue::from_static(csp),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -119,11 +124,26 @@ async fn dashboard() -> Response {
     page
 }
 
-async fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// How long a browser may keep a file.
+#[derive(Clone, Copy)]
+pub(crate) enum Cache {
+    /// Asked again each time (the dashboard's own files change with the binary).
+    Revalidate,
+    /// For good: the path names the version (vendored files).
+    Forever,
+}
+
+/// A file of this server's.
+pub(crate) async fn asset(content_type: &'static str, body: &'static str, cache: Cache) -> Response {
+    let cache = match cache {
+        Cache::Revalidate => "no-cache",
+        Cache::Forever => "public, max-age=31536000, immutable",
+    };
     (
         [
             (header::CONTENT_TYPE, content_type),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, cache),
         ],
         body,
     )

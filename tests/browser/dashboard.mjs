@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -489,6 +489,31 @@ try {
   await phone.waitForFunction(() => document.getElementById("progress").className.includes("succeeded"));
   console.log("ok: 3 the phone shows the VM first, progress and errors in view, 44 px targets");
   await phoneContext.close();
+
+  // ---------------------------------------------------------------- stale snapshots
+  // Three days on (the server's clock file, not a wait), kept snapshots are flagged.
+  const staleContext = await browser.newContext({ viewport: DESKTOP, bypassCSP: true });
+  const spage = await staleContext.newPage();
+  watch(spage, "stale");
+  await signIn(spage, token);
+  await openVm(spage, "small");
+  assert.equal(await spage.locator("#tree .badge.stale").count(), 0, "nothing is stale yet");
+  writeFileSync(process.env.SNAPTREE_CLOCK_FILE, new Date(Date.now() + 73 * 3600e3).toISOString());
+  try {
+    await openVm(spage, "web");
+    await openVm(spage, "small");
+    await spage.locator("#tree .badge.stale").first().waitFor();
+    assert.equal(await spage.locator("#tree .badge.stale").count(), 3, "each of the three is stale");
+    await spage.locator("#tree li[data-snapshot] > .row").first().click();
+    await spage.locator("#d-stale:not([hidden])").waitFor();
+    assert.match(await spage.locator("#d-stale").textContent(), /more than 72 hours/);
+    await shot(spage, "desktop-stale");
+    await audit(spage, "stale snapshots");
+  } finally {
+    unlinkSync(process.env.SNAPTREE_CLOCK_FILE);
+  }
+  console.log("ok: stale snapshots are flagged in the tree and the details, with the reason");
+  await staleContext.close();
 
   assert.deepEqual(problems, []);
   console.log("ok: dashboard scenario passed");
