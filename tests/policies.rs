@@ -353,7 +353,7 @@ async fn a_vm_at_its_limit_is_retried_until_there_is_room() {
 }
 
 /// Two robot processes (and a server without one) share the database and the clock file:
-/// each VM's part of each slot runs once.
+/// each VM's part of each slot runs once; restarted after seven missed slots, once more.
 #[tokio::test]
 async fn two_robots_run_each_slot_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -405,10 +405,41 @@ async fn two_robots_run_each_slot_once() {
         })
         .await;
     }
+    // Every robot stops; seven slots pass; started again, they run the latest once.
+    drop(robots);
+    std::fs::write(&clock, (t0 + Duration::hours(10)).to_rfc3339()).unwrap();
+    let robots: Vec<RobotProcess> = ["c", "d"]
+        .iter()
+        .map(|n| {
+            RobotProcess::start(
+                &url,
+                &sim,
+                &clock_flag,
+                &dir.path().join(format!("robot-{n}.log")),
+            )
+        })
+        .collect();
+    let all = settle(&api, &op, &id, |r| {
+        r.len() == 20 && r.iter().all(|x| x["state"] == "CREATED")
+    })
+    .await;
+    let latest: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["dueAt"] == all[19]["dueAt"])
+        .collect();
+    assert_eq!(latest.len(), 5);
+    assert_eq!(
+        latest[0]["dueAt"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        t0 + Duration::hours(10)
+    );
     // Both robots had time to take every slot again: none is run twice.
     tokio::time::sleep(StdDuration::from_millis(1500)).await;
     let all = runs(&api, &op, &id).await;
-    assert_eq!(all.len(), 15, "{all:#?}");
+    assert_eq!(all.len(), 20, "{all:#?}");
     let mut seen = std::collections::HashSet::new();
     for run in &all {
         assert!(

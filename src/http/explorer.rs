@@ -32,8 +32,14 @@ const CSS: &str = "text/css; charset=utf-8";
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/graphiql", get(page))
-        .route("/graphiql/explorer.js", get(|| asset(JS, SCRIPT, Revalidate)))
-        .route("/graphiql/explorer.css", get(|| asset(CSS, STYLE, Revalidate)))
+        .route(
+            "/graphiql/explorer.js",
+            get(|| asset(JS, SCRIPT, Revalidate)),
+        )
+        .route(
+            "/graphiql/explorer.css",
+            get(|| asset(CSS, STYLE, Revalidate)),
+        )
         .route(
             "/vendor/graphiql-3.9.0/graphiql.min.js",
             get(|| asset(JS, GRAPHIQL_JS, Forever)),

@@ -75,7 +75,13 @@ pub fn router(
         .route("/", get(dashboard))
         .route(
             "/app.js",
-            get(|| asset("text/javascript; charset=utf-8", DASHBOARD_JS, Cache::Revalidate)),
+            get(|| {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    DASHBOARD_JS,
+                    Cache::Revalidate,
+                )
+            }),
         )
         .route(
             "/style.css",
@@ -134,7 +140,11 @@ pub(crate) enum Cache {
 }
 
 /// A file of this server's.
-pub(crate) async fn asset(content_type: &'static str, body: &'static str, cache: Cache) -> Response {
+pub(crate) async fn asset(
+    content_type: &'static str,
+    body: &'static str,
+    cache: Cache,
+) -> Response {
     let cache = match cache {
         Cache::Revalidate => "no-cache",
         Cache::Forever => "public, max-age=31536000, immutable",
