@@ -336,11 +336,36 @@ async fn a_vm_at_its_limit_is_retried_until_there_is_room() {
             json!({ "name": "p", "vmId": vm, "everySeconds": 3600 }),
             "already has a policy",
         ),
+        // A hostile tenant's largest numbers would overflow the time arithmetic.
+        (
+            json!({ "name": "x", "vmId": vm, "everySeconds": i64::MAX }),
+            "at most",
+        ),
+        (
+            json!({ "name": "x", "vmId": vm, "everySeconds": 3600, "maxAgeSeconds": i64::MAX }),
+            "maxAgeSeconds",
+        ),
+        (
+            json!({ "name": "x", "vmFilter": "*".repeat(101), "everySeconds": 3600 }),
+            "at most 100",
+        ),
+        (
+            json!({ "name": "x", "cron": "0 ".repeat(60), "everySeconds": 3600 }),
+            "at most 100",
+        ),
     ] {
         let body = app.request(Some(&op), CREATE, json!({ "i": input })).await;
         assert_eq!(common::error_code(&body), "VALIDATION", "{body}");
         assert!(body.to_string().contains(why), "{why}: {body}");
     }
+    // At most 100 policies per project (each costs the runner every tick).
+    for i in 1..100 {
+        let input = json!({ "name": format!("n{i}"), "vmFilter": "none-*", "everySeconds": 86400 });
+        app.data(&op, CREATE, json!({ "i": input })).await;
+    }
+    let input = json!({ "name": "one too many", "vmId": vm, "everySeconds": 3600 });
+    let body = app.request(Some(&op), CREATE, json!({ "i": input })).await;
+    assert_eq!(common::error_code(&body), "LIMIT_REACHED", "{body}");
     let viewer = app.create_token(&project, "VIEWER").await;
     let body = app
         .request(

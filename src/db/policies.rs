@@ -44,6 +44,15 @@ pub async fn list(conn: &mut Conn<'_>, only: Option<i64>) -> QueryResult<Vec<Pol
     })
 }
 
+/// How many policies project `project` has.
+pub async fn count_of_project(conn: &mut Conn<'_>, project: i64) -> QueryResult<i64> {
+    run!(conn, |c| snapshot_policies::table
+        .filter(snapshot_policies::project_id.eq(project))
+        .count()
+        .get_result(c)
+        .await)
+}
+
 /// Deletes policy `id` and its runs; its snapshots stay, no longer its own.
 pub async fn delete(conn: &mut Conn<'_>, id: i64) -> QueryResult<bool> {
     run!(conn, |c| {

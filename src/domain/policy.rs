@@ -190,24 +190,73 @@ pub fn prune(made: &[Made], retention: Retention, now: DateTime<Utc>) -> Vec<i64
 }
 
 /// Whether VM `name` is one a project-wide policy with `filter` covers: `*` matches any
-/// run of characters, `?` one; no filter covers every VM.
+/// run of characters, `?` one; no filter covers every VM. Linear in both lengths times
+/// the stars (the usual one-backtrack-point match), whatever the filter.
 pub fn covers(filter: Option<&str>, name: &str) -> bool {
-    fn glob(p: &[char], s: &[char]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some('*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-            (Some('?'), Some(_)) => glob(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-            _ => false,
+    let Some(filter) = filter else {
+        return true;
+    };
+    let (p, s): (Vec<char>, Vec<char>) = (filter.chars().collect(), name.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    // The last star seen, and where in `s` its match now ends.
+    let mut star: Option<(usize, usize)> = None;
+    while j < s.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == s[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((at, matched)) = star {
+            // Let the last star take one more character.
+            i = at + 1;
+            j = matched + 1;
+            star = Some((at, matched + 1));
+        } else {
+            return false;
         }
     }
-    match filter {
-        None => true,
-        Some(f) => {
-            let (p, s): (Vec<char>, Vec<char>) = (f.chars().collect(), name.chars().collect());
-            glob(&p, &s)
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// The longest VM filter and cron expression a policy may have.
+pub const MAX_PATTERN_CHARS: usize = 100;
+/// The longest interval and the oldest age a policy may name: ten years.
+pub const MAX_SECONDS: i64 = 10 * 366 * 24 * 3600;
+
+/// What a policy's definition must hold besides its schedule and names: bounded
+/// numbers and patterns (a hostile tenant's largest would overflow the time arithmetic
+/// or cost the runner without bound), and one way of naming its VMs.
+pub fn check_definition(
+    every_seconds: Option<i64>,
+    keep_last: Option<i32>,
+    max_age_seconds: Option<i64>,
+    one_vm: bool,
+    vm_filter: Option<&str>,
+    cron: Option<&str>,
+) -> Result<(), String> {
+    if every_seconds.is_some_and(|s| s > MAX_SECONDS) {
+        return Err(format!(
+            "everySeconds must be at most {MAX_SECONDS} (ten years)."
+        ));
+    }
+    if keep_last.is_some_and(|n| n < 1) {
+        return Err("keepLast must be 1 or more.".into());
+    }
+    if max_age_seconds.is_some_and(|s| !(60..=MAX_SECONDS).contains(&s)) {
+        return Err(format!("maxAgeSeconds must be 60 to {MAX_SECONDS}."));
+    }
+    if one_vm && vm_filter.is_some() {
+        return Err("A policy is for one VM (vmId) or a filter, not both.".into());
+    }
+    for (what, text) in [("vmFilter", vm_filter), ("cron", cron)] {
+        if text.is_some_and(|t| t.chars().count() > MAX_PATTERN_CHARS) {
+            return Err(format!(
+                "{what} is at most {MAX_PATTERN_CHARS} characters long."
+            ));
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -311,5 +360,25 @@ mod tests {
         assert!(!covers(Some("web-*"), "db-1"));
         assert!(covers(Some("db-?"), "db-2"));
         assert!(!covers(Some("db-?"), "db-12"));
+        assert!(covers(Some("*"), ""));
+        assert!(covers(Some("a*b*c"), "aXbYbZc"));
+        assert!(!covers(Some("a*b*c"), "aXbYbZ"));
+        // A filter made to backtrack: answered at once.
+        let hostile = "*a".repeat(50) + "b";
+        assert!(!covers(Some(&hostile), &"a".repeat(200)));
+    }
+
+    #[test]
+    fn definitions_are_bounded() {
+        assert!(
+            check_definition(Some(3600), Some(7), Some(86400), false, Some("web-*"), None).is_ok()
+        );
+        assert!(check_definition(Some(i64::MAX), None, None, false, None, None).is_err());
+        assert!(check_definition(None, None, Some(i64::MAX), false, None, None).is_err());
+        assert!(check_definition(None, Some(0), None, false, None, None).is_err());
+        assert!(check_definition(None, None, None, true, Some("x"), None).is_err());
+        let long = "x".repeat(MAX_PATTERN_CHARS + 1);
+        assert!(check_definition(None, None, None, false, Some(&long), None).is_err());
+        assert!(check_definition(None, None, None, false, None, Some(&long)).is_err());
     }
 }

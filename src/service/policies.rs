@@ -39,6 +39,9 @@ pub struct PolicySpec {
     pub max_age_seconds: Option<i64>,
 }
 
+/// The most policies one project may have: each costs the runner every tick.
+pub const MAX_POLICIES_PER_PROJECT: i32 = 100;
+
 /// The template when none is given.
 pub const DEFAULT_TEMPLATE: &str = "{policy}-{due}";
 
@@ -76,6 +79,15 @@ impl Service {
         let invalid = |why: String| AppError::validation(why);
         // Whole seconds: both backends store them alike, and slots fall on them.
         let now = self.clock().now().trunc_subsecs(0);
+        policy::check_definition(
+            spec.every_seconds,
+            spec.keep_last,
+            spec.max_age_seconds,
+            spec.vm_id.is_some(),
+            spec.vm_filter.as_deref(),
+            spec.cron.as_deref(),
+        )
+        .map_err(invalid)?;
         let zone = spec.time_zone.clone().unwrap_or_else(|| "UTC".into());
         let schedule = match (&spec.cron, spec.every_seconds) {
             (Some(cron), None) => Schedule::cron(cron, &zone),
@@ -91,17 +103,6 @@ impl Service {
         policy::check_template(&template, &schedule, now).map_err(invalid)?;
         let sample = policy::snapshot_name(&template, &name, "vm", now, schedule.zone());
         names::name("snapshot name", &sample)?;
-        if spec.keep_last.is_some_and(|n| n < 1) {
-            return Err(invalid("keepLast must be 1 or more.".into()));
-        }
-        if spec.max_age_seconds.is_some_and(|s| s < 60) {
-            return Err(invalid("maxAgeSeconds must be 60 or more.".into()));
-        }
-        if spec.vm_id.is_some() && spec.vm_filter.is_some() {
-            return Err(invalid(
-                "A policy is for one VM (vmId) or a filter, not both.".into(),
-            ));
-        }
         let next = schedule
             .next_after(now)
             .ok_or_else(|| invalid("This schedule never runs.".into()))?;
@@ -118,6 +119,14 @@ impl Service {
                 }
                 None => caller.project_id,
             };
+            if policies::count_of_project(conn, project).await? >= i64::from(MAX_POLICIES_PER_PROJECT) {
+                return Err(AppError::LimitReached {
+                    message: format!(
+                        "This project already has {MAX_POLICIES_PER_PROJECT} policies, the most it may; delete one first."
+                    ),
+                    limit: MAX_POLICIES_PER_PROJECT,
+                });
+            }
             let row = NewPolicy {
                 project_id: project,
                 token_id: caller.token_id,
