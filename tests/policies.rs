@@ -397,17 +397,21 @@ async fn two_robots_run_each_slot_once() {
     ]
     .concat();
     let server = ServerProcess::start(&url, &sim, &flags);
-    let robots: Vec<RobotProcess> = ["a", "b"]
-        .iter()
-        .map(|n| {
-            RobotProcess::start(
-                &url,
-                &sim,
-                &clock_flag,
-                &dir.path().join(format!("robot-{n}.log")),
-            )
-        })
-        .collect();
+    // Robots on the shared database and clock, each with its log.
+    let start_robots = |names: &[&str]| -> Vec<RobotProcess> {
+        names
+            .iter()
+            .map(|n| {
+                RobotProcess::start(
+                    &url,
+                    &sim,
+                    &clock_flag,
+                    &dir.path().join(format!("robot-{n}.log")),
+                )
+            })
+            .collect()
+    };
+    let robots = start_robots(&["a", "b"]);
     let api = Api::new(&server.url, admin);
     let project = api.create_project("fleet").await;
     let op = api.create_token(&project, "OPERATOR").await;
@@ -433,17 +437,7 @@ async fn two_robots_run_each_slot_once() {
     // Every robot stops; seven slots pass; started again, they run the latest once.
     drop(robots);
     std::fs::write(&clock, (t0 + Duration::hours(10)).to_rfc3339()).unwrap();
-    let robots: Vec<RobotProcess> = ["c", "d"]
-        .iter()
-        .map(|n| {
-            RobotProcess::start(
-                &url,
-                &sim,
-                &clock_flag,
-                &dir.path().join(format!("robot-{n}.log")),
-            )
-        })
-        .collect();
+    let robots = start_robots(&["c", "d"]);
     let all = settle(&api, &op, &id, |r| {
         r.len() == 20 && r.iter().all(|x| x["state"] == "CREATED")
     })

@@ -45,6 +45,13 @@ pub const HOST_CALL_COST: u64 = 1_000;
 /// Fields that ask a host.
 const HOST_CALLS: &[(&str, &str)] = &[("Vm", "drift")];
 
+/// Cost of a field that reads a whole set of rows per object it is resolved on: a
+/// policy's preview reads the snapshots of every VM the policy covers.
+pub const WIDE_READ_COST: u64 = 100;
+
+/// Fields that read that widely.
+const WIDE_READS: &[(&str, &str)] = &[("Policy", "preview")];
+
 /// Lists of a VM's snapshots whose elements are distinct (see the module's comment).
 const SNAPSHOT_LEVELS: &[(&str, &str)] = &[
     ("Vm", "snapshotTree"),
@@ -389,6 +396,8 @@ fn fields_of(ty: &str, fields: &[&FieldDefinition], snapshots: u64) -> HashMap<S
             .then_some(if first.is_some() { u64::MAX } else { snapshots });
         let weight = if HOST_CALLS.contains(&here) {
             HOST_CALL_COST
+        } else if WIDE_READS.contains(&here) {
+            WIDE_READ_COST
         } else {
             1
         };
@@ -877,6 +886,8 @@ mod tests {
     #[test]
     fn host_calls_are_dear() {
         assert!(cost("{ vm(id: 1) { drift { kind } } }") > HOST_CALL_COST);
+        // Fifty previews (a page of policies) cost what 5,000 fields do.
+        assert!(cost("{ policies { preview { dueAt } } }") >= 50 * WIDE_READ_COST);
     }
 
     #[test]
