@@ -168,8 +168,11 @@ pub struct DriverConfig {
     pub virsh: PathBuf,
     /// The SSH client for Hyper-V hosts (OpenSSH options; tests put a stand-in here).
     pub ssh: PathBuf,
-    /// The private key for Hyper-V hosts; the SSH client's defaults when absent.
+    /// The private key for SSH to hosts (Hyper-V, and KVM's `qemu+ssh`); the SSH
+    /// client's defaults when absent.
     pub ssh_identity: Option<PathBuf>,
+    /// Scripts one Hyper-V PowerShell session runs before a new one replaces it.
+    pub scripts_per_session: u32,
 }
 
 impl DriverConfig {
@@ -180,6 +183,7 @@ impl DriverConfig {
             virsh: "virsh".into(),
             ssh: "ssh".into(),
             ssh_identity: None,
+            scripts_per_session: 1000,
         }
     }
 }

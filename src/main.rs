@@ -128,9 +128,14 @@ struct HostAccess {
     /// The OpenSSH client, for Hyper-V hosts.
     #[arg(long, env = "SNAPTREE_SSH", default_value = "ssh")]
     ssh: PathBuf,
-    /// Private key for Hyper-V hosts (ssh's own defaults when absent).
+    /// Private key for SSH to hosts: Hyper-V, and KVM's qemu+ssh (ssh's own defaults
+    /// when absent).
     #[arg(long, env = "SNAPTREE_SSH_IDENTITY")]
     ssh_identity: Option<PathBuf>,
+    /// Scripts one Hyper-V PowerShell session runs before a new one replaces it.
+    #[arg(long, env = "SNAPTREE_SCRIPTS_PER_SESSION", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    scripts_per_session: u32,
     #[command(flatten)]
     clock: ClockArgs,
     /// Most operations at once against one host (queries and the robot together).
@@ -250,6 +255,7 @@ impl HostAccess {
             virsh: self.virsh.clone(),
             ssh: self.ssh.clone(),
             ssh_identity: self.ssh_identity.clone(),
+            scripts_per_session: self.scripts_per_session,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Hyper-V hosts: PowerShell over SSH (`ssh://user@host[:port]`), standard checkpoints.
 //!
-//! Each call sends one script on standard input to `powershell -NoProfile
-//! -NonInteractive -Command -`. PowerShell reads such input statement by statement and
-//! `$ErrorActionPreference = 'Stop'` would only end the failing statement, so a script is
-//! a single `& { try { ... } catch { ... } }` block ending in a blank line, and it
-//! answers with marker lines (`SNAPTREE-RESULT`, `-PROGRESS`, `-DONE`, `-ERROR`) rather
-//! than relying on exit codes. Every value is a single-quoted literal with its quotes
+//! One SSH connection per host runs one lasting `powershell -NoProfile -NonInteractive
+//! -Command -` (PowerShell's start-up alone takes seconds on Windows), fed one script at
+//! a time on standard input, and recycled after a bounded number of scripts. PowerShell
+//! reads such input statement by statement and `$ErrorActionPreference = 'Stop'` would
+//! only end the failing statement, so a script is a single `& { try { ... } catch { ... }
+//! }` block ending in a blank line, followed by a statement writing the script's end
+//! marker; it answers with marker lines (`SNAPTREE-RESULT`, `-PROGRESS`, `-DONE`,
+//! `-ERROR`), not exit codes, as the session goes on after it. Every value is a single-quoted literal with its quotes
 //! doubled; the statements come from the fixed set below, which the test stand-in for a
 //! Windows host checks against what Hyper-V accepts.
 
@@ -14,9 +16,26 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::command;
-use super::{Driver, DriverError, HostSnapshot, HostVm, Progress};
+use super::session::{Lasting, Session};
+use super::{Capabilities, Driver, DriverError, HostSnapshot, HostVm, Progress};
 use crate::domain::state::vm_state;
+
+/// What Hyper-V hosts can do (standard checkpoints, at most 50 per VM), and how their VM
+/// states read as CloudCIX states.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    name: "Hyper-V",
+    snapshot_limit: Some(50),
+    states: &[
+        ("Off", vm_state::QUIESCED),
+        ("Saved", vm_state::QUIESCED),
+        ("FastSaved", vm_state::QUIESCED),
+        ("Hibernated", vm_state::QUIESCED),
+        ("Stopping", 12), // QUIESCING
+        ("Saving", 12),
+        ("FastSaving", 12),
+    ],
+    other_states: vm_state::RUNNING,
+};
 
 /// Where and how to reach the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,8 +130,9 @@ fn fill(statement: &str, vm: &str, name: &str) -> String {
         .replace("{name}", &literal(name))
 }
 
-/// The whole script around `body`.
-fn script(body: &[String]) -> String {
+/// The whole script around `body`, then the statement that writes end marker `n`: the
+/// concatenation keeps the marker itself out of the script's text.
+fn script(body: &[String], n: u32) -> String {
     let mut s = String::from(
         "& {\n$ErrorActionPreference = 'Stop'\n$ProgressPreference = 'SilentlyContinue'\ntry {\n",
     );
@@ -121,9 +141,15 @@ fn script(body: &[String]) -> String {
         s.push('\n');
     }
     s.push_str(
-        "} catch {\nWrite-Output ('SNAPTREE-ERROR ' + ($_.Exception.Message -replace '\\s+', ' '))\nexit 1\n}\n}\n\n",
+        "} catch {\nWrite-Output ('SNAPTREE-ERROR ' + ($_.Exception.Message -replace '\\s+', ' '))\n}\n}\n\n",
     );
+    s.push_str(&format!("Write-Output ('SNAPTREE-END ' + '{n}.')\n"));
     s
+}
+
+/// The marker that ends the answer to script `n`.
+fn end_marker(n: u32) -> String {
+    format!("SNAPTREE-END {n}.")
 }
 
 #[derive(Deserialize)]
@@ -152,25 +178,42 @@ struct VmEntry {
 /// A Hyper-V host reached over SSH.
 pub struct HypervDriver {
     target: Target,
+    /// The ssh program.
     ssh: PathBuf,
+    /// The robot's SSH key, when it has one.
     identity: Option<PathBuf>,
+    /// The host's PowerShell session.
+    session: Lasting,
 }
 
 /// The CloudCIX state of a Hyper-V VM state name.
 fn state(name: &str) -> i32 {
-    match name {
-        "Off" | "Saved" | "FastSaved" | "Hibernated" => vm_state::QUIESCED,
-        "Stopping" | "Saving" | "FastSaving" => 12, // QUIESCING
-        _ => vm_state::RUNNING,
-    }
+    CAPABILITIES.state(name)
+}
+
+/// Whether a script may be sent again after its session died under it: only one that
+/// changes nothing. A script that changes the host fails instead, and the robot's retry
+/// looks at the host before it acts again (Hyper-V takes two checkpoints of one name).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    Safe,
+    Never,
 }
 
 impl HypervDriver {
-    pub fn new(target: Target, ssh: PathBuf, identity: Option<PathBuf>) -> Self {
+    /// A driver for `target`, its PowerShell session replaced after `scripts_per_session`
+    /// scripts.
+    pub fn new(
+        target: Target,
+        ssh: PathBuf,
+        identity: Option<PathBuf>,
+        scripts_per_session: u32,
+    ) -> Self {
         Self {
             target,
             ssh,
             identity,
+            session: Lasting::new(scripts_per_session),
         }
     }
 
@@ -203,24 +246,55 @@ impl HypervDriver {
         args
     }
 
-    /// Runs a script; returns its `SNAPTREE-RESULT` payload (or `DONE`'s empty one).
+    /// Runs a script in the host's session; returns its `SNAPTREE-RESULT` payload (or
+    /// `DONE`'s empty one).
     async fn run(
         &self,
         vm: &str,
         body: &[String],
         progress: Option<(&Progress, &str)>,
+        resend: Resend,
     ) -> Result<String, DriverError> {
-        let script = script(body);
-        let out = command::stream(&self.ssh, self.ssh_args(), &script, |line| {
-            if let (Some((progress, phase)), Some(pct)) =
-                (progress, line.strip_prefix("SNAPTREE-PROGRESS "))
-            {
-                progress.report(pct.trim().parse().ok(), phase);
+        let mut again = resend == Resend::Safe;
+        let text = loop {
+            let mut loan = self
+                .session
+                .lend(|| Session::open(&self.ssh, &self.ssh_args(), &[]))
+                .await?;
+            let fresh = loan.fresh;
+            let session = loan.session();
+            let n = session.answered + 1;
+            let asked = async {
+                session.send(&script(body, n)).await?;
+                session
+                    .read_to(&end_marker(n), |line| {
+                        if let (Some((progress, phase)), Some(pct)) =
+                            (progress, line.strip_prefix("SNAPTREE-PROGRESS "))
+                        {
+                            progress.report(pct.trim().parse().ok(), phase);
+                        }
+                    })
+                    .await
+            };
+            match asked.await {
+                Ok(text) => {
+                    loan.keep(&self.session);
+                    break text;
+                }
+                // Kept, and dead since (the connection dropped while idle): once more on
+                // a new one.
+                Err(e) if e.is_transient() && !fresh && again => again = false,
+                Err(DriverError::Transient(e)) => {
+                    return Err(DriverError::Transient(format!(
+                        "cannot reach {}: {e}",
+                        self.target.host
+                    )));
+                }
+                Err(e) => return Err(e),
             }
-        })
-        .await?;
+        };
         let mut result = None;
-        for line in out.stdout.lines() {
+        for line in text.lines().map(str::trim_end) {
             if let Some(message) = line.strip_prefix("SNAPTREE-ERROR ") {
                 return Err(self.sort(vm, message.trim()));
             }
@@ -230,22 +304,14 @@ impl HypervDriver {
                 result.get_or_insert_with(String::new);
             }
         }
-        match result {
-            Some(payload) => Ok(payload),
-            // ssh's own failures exit 255: the host was not reached.
-            None if out.stderr.contains("ssh:") || out.stderr.contains("Connection") => {
-                Err(DriverError::Transient(format!(
-                    "cannot reach {}: {}",
-                    self.target.host,
-                    out.stderr.trim()
-                )))
-            }
-            None => Err(DriverError::Permanent(format!(
+        result.ok_or_else(|| {
+            let said = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            DriverError::Permanent(format!(
                 "{} gave no answer snaptree understands: {}",
                 self.target.host,
-                out.stderr.trim()
-            ))),
-        }
+                said.chars().take(600).collect::<String>()
+            ))
+        })
     }
 
     /// Sorts a PowerShell error.
@@ -266,7 +332,7 @@ impl HypervDriver {
 
     async fn listing(&self, vm: &str) -> Result<Listing, DriverError> {
         let payload = self
-            .run(vm, &[fill(statements::LIST, vm, "")], None)
+            .run(vm, &[fill(statements::LIST, vm, "")], None, Resend::Safe)
             .await?;
         serde_json::from_str(&payload).map_err(|e| {
             DriverError::Permanent(format!("unreadable checkpoint list from the host: {e}"))
@@ -282,21 +348,25 @@ impl HypervDriver {
     ) -> Result<(), DriverError> {
         body.extend(statements::WAIT.iter().map(|s| s.to_string()));
         progress.report(Some(0), phase);
-        self.run(vm, &body, Some((progress, phase))).await.map(drop)
+        self.run(vm, &body, Some((progress, phase)), Resend::Never).await.map(drop)
     }
 }
 
 #[async_trait]
 impl Driver for HypervDriver {
+    fn connections(&self) -> Option<u64> {
+        Some(self.session.opened())
+    }
+
     async fn check(&self) -> Result<(), DriverError> {
-        self.run("", &[statements::HOST.to_owned()], None)
+        self.run("", &[statements::HOST.to_owned()], None, Resend::Safe)
             .await
             .map(drop)
     }
 
     async fn vm_state(&self, vm: &str) -> Result<i32, DriverError> {
         let payload = self
-            .run(vm, &[fill(statements::STATE, vm, "")], None)
+            .run(vm, &[fill(statements::STATE, vm, "")], None, Resend::Safe)
             .await?;
         let parsed: VmState = serde_json::from_str(&payload).map_err(|e| {
             DriverError::Permanent(format!("unreadable VM state from the host: {e}"))
@@ -305,7 +375,7 @@ impl Driver for HypervDriver {
     }
 
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
-        let payload = self.run("", &[statements::VMS.to_owned()], None).await?;
+        let payload = self.run("", &[statements::VMS.to_owned()], None, Resend::Safe).await?;
         let vms: Vec<VmEntry> = serde_json::from_str(&payload).map_err(|e| {
             DriverError::Permanent(format!("unreadable VM list from the host: {e}"))
         })?;
@@ -355,7 +425,7 @@ impl Driver for HypervDriver {
         self.job(vm, body, progress, "restoring the checkpoint")
             .await?;
         let payload = self
-            .run(vm, &[fill(statements::STATE, vm, "")], None)
+            .run(vm, &[fill(statements::STATE, vm, "")], None, Resend::Safe)
             .await?;
         let now: VmState = serde_json::from_str(&payload).map_err(|e| {
             DriverError::Permanent(format!("unreadable VM state from the host: {e}"))
@@ -363,7 +433,7 @@ impl Driver for HypervDriver {
         if now.state == "Saved" {
             progress.report(Some(100), "starting the VM again");
             let body = [fill(statements::START, vm, ""), statements::DONE.to_owned()];
-            self.run(vm, &body, None).await?;
+            self.run(vm, &body, None, Resend::Never).await?;
         }
         Ok(())
     }
@@ -439,9 +509,10 @@ mod tests {
 
     #[test]
     fn scripts_are_one_block_ending_in_a_blank_line() {
-        let s = script(&[fill(statements::START, "web", "")]);
+        let s = script(&[fill(statements::START, "web", "")], 7);
         assert!(s.starts_with("& {\n$ErrorActionPreference = 'Stop'\n"));
         assert!(s.contains("\nStart-VM -Name 'web'\n"));
-        assert!(s.ends_with("}\n}\n\n"));
+        assert!(s.ends_with("}\n}\n\nWrite-Output ('SNAPTREE-END ' + '7.')\n"));
+        assert!(!s.contains(&end_marker(7)), "the marker is only in the output");
     }
 }

@@ -2,34 +2,55 @@
 //! or `qemu+ssh://user@host/system`, where libvirt carries the SSH itself). Snapshots are
 //! libvirt's internal snapshots.
 //!
-//! Success is read from virsh's exit status; its `error:` lines decide what a failure
-//! means: an unreachable libvirtd is transient, a missing domain or snapshot permanent.
+//! One virsh shell per host holds one libvirt connection for every call (measured: a
+//! new virsh per call spends 15 ms locally, and 320 ms over SSH, connecting; see
+//! BENCHMARKS.md). Each command is followed by an `echo` and an unknown command, whose
+//! error is the last thing virsh writes for it: the answer is everything before, and its
+//! `error:` lines decide what a failure means (an unreachable libvirtd is transient, a
+//! missing domain or snapshot permanent).
 
 use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use super::command::{self, Output};
+use super::session::{Lasting, Session};
 use super::uri::KvmUri;
-use super::{Driver, DriverError, HostSnapshot, HostVm, Progress};
+use super::{Capabilities, Driver, DriverError, HostSnapshot, HostVm, Progress};
 use crate::domain::state::vm_state;
+
+/// What libvirt hosts can do, and how their domain states read as CloudCIX states.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    name: "KVM",
+    snapshot_limit: None,
+    states: &[
+        ("shut off", vm_state::QUIESCED),
+        ("in shutdown", 12), // QUIESCING
+        ("crashed", 3),      // UNRESOURCED
+    ],
+    // running, idle, paused, blocked, pmsuspended
+    other_states: vm_state::RUNNING,
+};
+
+/// Answers one virsh shell gives before a new one replaces it (virsh keeps a little
+/// history per command).
+const ANSWERS_PER_SHELL: u32 = 10_000;
 
 /// A libvirt host.
 pub struct KvmDriver {
-    /// libvirt's connection URI.
+    /// libvirt's connection URI, with the robot's SSH key when it has one.
     uri: String,
     /// The virsh program.
     virsh: PathBuf,
+    /// The host's virsh shell.
+    shell: Lasting,
 }
 
 /// A failed virsh call: its `error:` lines, without the prefix.
 struct Failure(String);
 
 impl Failure {
-    fn from(out: &Output) -> Self {
-        let lines: Vec<&str> = out
-            .stderr
-            .lines()
+    fn from_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Self {
+        let lines: Vec<&str> = lines
             .map(|l| l.trim().trim_start_matches("error: "))
             .filter(|l| !l.is_empty())
             .collect();
@@ -49,10 +70,14 @@ impl Failure {
         self.says("Domain snapshot not found")
     }
 
-    /// Sorts the failure: retry what may pass, give up on what will not.
-    fn into_error(self, vm: &str) -> DriverError {
+    /// A failure of the connection rather than of the command: worth a retry, and the
+    /// shell is replaced.
+    fn is_transient(&self) -> bool {
         const TRANSIENT: &[&str] = &[
             "failed to connect to the hypervisor",
+            "no connection driver available",
+            "Disconnected from",
+            "client socket is closed",
             "Cannot recv data",
             "Cannot write data",
             "Connection refused",
@@ -61,7 +86,12 @@ impl Failure {
             "Timed out during operation",
             "cannot acquire state change lock",
         ];
-        if TRANSIENT.iter().any(|t| self.says(t)) {
+        TRANSIENT.iter().any(|t| self.says(t))
+    }
+
+    /// Sorts the failure: retry what may pass, give up on what will not.
+    fn into_error(self, vm: &str) -> DriverError {
+        if self.is_transient() {
             DriverError::Transient(format!("libvirt is unreachable: {}", self.0))
         } else if self.says("failed to get domain") {
             DriverError::NoSuchVm(format!("the host has no VM named {vm:?} ({})", self.0))
@@ -71,29 +101,111 @@ impl Failure {
     }
 }
 
+/// `args` as one line of virsh's shell: each in single quotes, inside which virsh takes
+/// everything literally. Nothing that could end the quote or the line gets through.
+fn shell_line(args: &[&str]) -> Result<String, DriverError> {
+    let mut line = String::new();
+    for arg in args {
+        if arg.chars().any(|c| c == '\\' || c == '\'' || c.is_control()) {
+            return Err(DriverError::Permanent(format!(
+                "{arg:?} cannot be passed to virsh"
+            )));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push('\'');
+        line.push_str(arg);
+        line.push('\'');
+    }
+    Ok(line)
+}
+
+/// What virsh wrote for one command, without its shell's prompts and echoes.
+fn answer_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|l| {
+        !l.trim().is_empty() && !l.starts_with("virsh # ") && !l.starts_with("virsh > ")
+    })
+}
+
 impl KvmDriver {
     /// A driver for the host at `uri`, which only ever reaches virsh rebuilt from its
-    /// checked parts.
-    pub fn new(uri: &KvmUri, virsh: PathBuf) -> Self {
+    /// checked parts; `key` is the robot's SSH key for `qemu+ssh` hosts.
+    pub fn new(uri: &KvmUri, virsh: PathBuf, key: Option<&std::path::Path>) -> Self {
+        let mut uri_text = uri.to_string();
+        if let (Some(_), Some(key)) = (&uri.remote, key) {
+            uri_text.push(if uri_text.contains('?') { '&' } else { '?' });
+            uri_text.push_str("keyfile=");
+            uri_text.push_str(&key.to_string_lossy());
+        }
         Self {
-            uri: uri.to_string(),
+            uri: uri_text,
             virsh,
+            shell: Lasting::new(ANSWERS_PER_SHELL),
         }
     }
 
-    /// Runs `virsh -c URI args...`: stdout on success.
+    fn open(&self) -> Result<Session, DriverError> {
+        let args = ["-q".to_owned(), "-c".to_owned(), self.uri.clone()];
+        // No terminal to drive, and no history of the commands kept on disk.
+        Session::open(&self.virsh, &args, &[("TERM", "dumb"), ("VIRSH_HISTSIZE", "0")])
+    }
+
+    /// Runs `args` in the host's shell: stdout on success. A shell that was kept and
+    /// turns out dead (libvirtd restarted, the SSH connection dropped while idle) is
+    /// replaced and the command sent once more; every operation is idempotent.
     async fn virsh(&self, args: &[&str]) -> Result<Result<String, Failure>, DriverError> {
-        let out = command::run(
-            &self.virsh,
-            ["-q", "-c", &self.uri].iter().chain(args),
-            None,
-        )
-        .await?;
-        Ok(if out.success {
-            Ok(out.stdout)
-        } else {
-            Err(Failure::from(&out))
-        })
+        let command = shell_line(args)?;
+        let mut again = true;
+        loop {
+            let mut loan = self.shell.lend(|| self.open()).await?;
+            let fresh = loan.fresh;
+            let session = loan.session();
+            let n = session.answered + 1;
+            // The echo's output is the joined literal, which its own echoed command
+            // line does not contain.
+            let request = format!("{command}\necho 'SNAPTREE-END-''{n}'\nsnaptree-mark-{n}\n");
+            let asked = async {
+                session.send(&request).await?;
+                session.read_to(&format!("'snaptree-mark-{n}'"), |_| {}).await
+            };
+            let text = match asked.await {
+                Ok(text) => text,
+                Err(e) if e.is_transient() && !fresh && again => {
+                    again = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(end) = text.find(&format!("SNAPTREE-END-{n}")) else {
+                return Err(DriverError::Permanent(format!(
+                    "virsh answered out of turn: {}",
+                    text.trim()
+                )));
+            };
+            let (mut out, mut errors) = (String::new(), Vec::new());
+            for line in answer_lines(&text[..end]) {
+                if line.starts_with("error:") {
+                    errors.push(line);
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            if errors.is_empty() {
+                loan.keep(&self.shell);
+                return Ok(Ok(out));
+            }
+            let failure = Failure::from_lines(errors.into_iter());
+            if failure.is_transient() && !fresh && again {
+                again = false;
+                continue;
+            }
+            if !failure.is_transient() {
+                loan.keep(&self.shell);
+            }
+            return Ok(Err(failure));
+        }
     }
 
     /// Like `virsh`, with every failure sorted for `vm`.
@@ -109,16 +221,6 @@ impl KvmDriver {
             .map(str::to_owned)
             .collect()
     }
-
-    /// The CloudCIX state of `virsh domstate`'s answer.
-    fn state(domstate: &str) -> i32 {
-        match domstate.trim() {
-            "shut off" => vm_state::QUIESCED,
-            "in shutdown" => 12,    // QUIESCING
-            "crashed" => 3,         // UNRESOURCED
-            _ => vm_state::RUNNING, // running, idle, paused, blocked, pmsuspended
-        }
-    }
 }
 
 #[async_trait]
@@ -127,10 +229,13 @@ impl Driver for KvmDriver {
         self.call("", &["version"]).await.map(drop)
     }
 
+    fn connections(&self) -> Option<u64> {
+        Some(self.shell.opened())
+    }
+
     async fn vm_state(&self, vm: &str) -> Result<i32, DriverError> {
-        Ok(Self::state(
-            &self.call(vm, &["domstate", "--domain", vm]).await?,
-        ))
+        let domstate = self.call(vm, &["domstate", "--domain", vm]).await?;
+        Ok(CAPABILITIES.state(domstate.trim()))
     }
 
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
@@ -138,8 +243,10 @@ impl Driver for KvmDriver {
         for identifier in Self::names(&self.call("", &["list", "--all", "--name"]).await?) {
             match self.vm_state(&identifier).await {
                 Ok(state) => vms.push(HostVm { identifier, state }),
-                // Undefined since the listing: it is not there any more.
+                // Undefined since the listing: it is not there any more. A name virsh's
+                // shell cannot take is not one snaptree registers either.
                 Err(DriverError::NoSuchVm(_)) => {}
+                Err(DriverError::Permanent(_)) if shell_line(&[&identifier]).is_err() => {}
                 Err(e) => return Err(e),
             }
         }
@@ -257,11 +364,7 @@ mod tests {
     use super::*;
 
     fn failure(stderr: &str) -> Failure {
-        Failure::from(&Output {
-            success: false,
-            stdout: String::new(),
-            stderr: stderr.into(),
-        })
+        Failure::from_lines(stderr.lines())
     }
 
     #[test]
@@ -289,8 +392,25 @@ mod tests {
 
     #[test]
     fn maps_domain_states() {
-        assert_eq!(KvmDriver::state("running\n"), vm_state::RUNNING);
-        assert_eq!(KvmDriver::state("shut off"), vm_state::QUIESCED);
-        assert_eq!(KvmDriver::state("paused"), vm_state::RUNNING);
+        assert_eq!(CAPABILITIES.state("running"), vm_state::RUNNING);
+        assert_eq!(CAPABILITIES.state("shut off"), vm_state::QUIESCED);
+        assert_eq!(CAPABILITIES.state("paused"), vm_state::RUNNING);
+    }
+
+    #[test]
+    fn shell_lines_quote_every_argument_and_refuse_what_would_end_a_quote() {
+        assert_eq!(
+            shell_line(&["domstate", "--domain", "web 1; list"]).unwrap(),
+            "'domstate' '--domain' 'web 1; list'"
+        );
+        for bad in ["it's", "a\\b", "two\nlines"] {
+            assert!(shell_line(&["domstate", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn answers_drop_the_shells_prompts() {
+        let text = "\nvirsh # 'domstate' '--domain' 'web'\nrunning\nvirsh # echo 'SNAPTREE-END-''3'\n";
+        assert_eq!(answer_lines(text).collect::<Vec<_>>(), ["running"]);
     }
 }

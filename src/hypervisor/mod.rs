@@ -4,18 +4,65 @@
 //! snapshot exists, delete succeeds if it is gone, apply just makes it current. Snapshot
 //! names are generated (`{vm_id}_{snapshot_id}`); no user text reaches a host.
 
-mod command;
+pub mod health;
 pub mod hyperv;
 pub mod kvm;
 mod registry;
+mod session;
 pub mod sim;
 pub mod uri;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use crate::domain::Hypervisor;
+
+pub use health::Health;
 pub use registry::Drivers;
 pub use uri::HostUri;
+
+/// A host as drivers know it: what reaching it takes, and nothing of how it is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRef {
+    pub id: i64,
+    /// For errors and logs.
+    pub name: String,
+    pub kind: Hypervisor,
+    /// As stored; checked again before any driver uses it.
+    pub uri: String,
+}
+
+/// What a kind of hypervisor can do, and how it names VM states: one place per driver.
+#[derive(Debug)]
+pub struct Capabilities {
+    /// The hypervisor's name, for people.
+    pub name: &'static str,
+    /// The most snapshots the hypervisor keeps per VM (`None`: no limit of its own).
+    pub snapshot_limit: Option<i32>,
+    /// The VM state names the hypervisor reports, as CloudCIX state-table integers.
+    pub states: &'static [(&'static str, i32)],
+    /// The CloudCIX state of every other name (the running ones).
+    pub other_states: i32,
+}
+
+impl Capabilities {
+    /// The CloudCIX state of the hypervisor's state name `name`.
+    pub fn state(&self, name: &str) -> i32 {
+        self.states
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(self.other_states, |(_, state)| *state)
+    }
+
+    /// The capabilities of hosts of kind `kind`.
+    pub fn of(kind: Hypervisor) -> &'static Self {
+        match kind {
+            Hypervisor::Kvm => &kvm::CAPABILITIES,
+            Hypervisor::Hyperv => &hyperv::CAPABILITIES,
+            Hypervisor::Simulated => &sim::CAPABILITIES,
+        }
+    }
+}
 
 /// Why an operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +173,11 @@ pub trait Driver: Send + Sync {
     /// Reaches the host, or says why it cannot.
     async fn check(&self) -> Result<(), DriverError> {
         Ok(())
+    }
+
+    /// Connections opened to the host so far, for drivers that keep one open.
+    fn connections(&self) -> Option<u64> {
+        None
     }
 
     /// The VM's state on the host.

@@ -1,29 +1,34 @@
-//! Which driver serves a host, built from its checked URI, and the one limit on how many
-//! operations run against a host at once, shared by queries (`drift`) and the robot.
+//! Which driver serves a host, built from its checked URI; the one limit on how many
+//! operations run against a host at once, shared by queries (`drift`) and the robot; and
+//! the host's health, from the outcome of every call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
+use super::health::HealthBook;
 use super::hyperv::HypervDriver;
 use super::kvm::KvmDriver;
 use super::sim::SimDriver;
 use super::uri::HostUri;
-use super::{Driver, DriverError, HostSnapshot, HostVm, Progress};
+use super::{Driver, DriverError, HostRef, HostSnapshot, HostVm, Progress};
 use crate::config::{DriverConfig, Limits};
-use crate::db::models::Host;
+
+/// The longest wait between two probes of an unreachable host.
+const PROBE_CAP: Duration = Duration::from_secs(30);
 
 /// The drivers of the hosts this process talks to, one per host.
 pub struct Drivers {
     config: DriverConfig,
     /// Most operations at once against one host.
     per_host: usize,
-    /// Longest a new host's first answer may take.
+    /// Longest a host's answer to a check may take.
     check_timeout: Duration,
-    cache: Mutex<HashMap<i64, Arc<dyn Driver>>>,
+    cache: Mutex<HashMap<i64, Arc<Tracked>>>,
+    health: Arc<HealthBook>,
 }
 
 impl Drivers {
@@ -33,7 +38,13 @@ impl Drivers {
             per_host: limits.host_calls_per_host.max(1),
             check_timeout: limits.host_check_timeout,
             cache: Mutex::new(HashMap::new()),
+            health: Arc::default(),
         }
+    }
+
+    /// What this process's calls found of each host.
+    pub fn health(&self) -> &Arc<HealthBook> {
+        &self.health
     }
 
     /// Reaches the host at `uri`, or says why it cannot (giving up after the check
@@ -42,80 +53,157 @@ impl Drivers {
         let driver: Box<dyn Driver> = match uri {
             // A simulated host is always there.
             HostUri::Sim(_) => return Ok(()),
-            HostUri::Kvm(kvm) => Box::new(KvmDriver::new(kvm, self.config.virsh.clone())),
+            HostUri::Kvm(kvm) => Box::new(self.kvm(kvm)),
             HostUri::Hyperv(target) => Box::new(self.hyperv(target)),
         };
-        match tokio::time::timeout(self.check_timeout, driver.check()).await {
-            Ok(result) => result,
-            Err(_) => Err(DriverError::Transient(format!(
-                "the host did not answer within {} s",
-                self.check_timeout.as_secs_f64()
-            ))),
-        }
+        bounded(self.check_timeout, driver.check()).await
+    }
+
+    fn kvm(&self, uri: &super::uri::KvmUri) -> KvmDriver {
+        let key = self.config.ssh_identity.as_deref();
+        KvmDriver::new(uri, self.config.virsh.clone(), key)
     }
 
     fn hyperv(&self, target: &super::hyperv::Target) -> HypervDriver {
         let (ssh, key) = (self.config.ssh.clone(), self.config.ssh_identity.clone());
-        HypervDriver::new(target.clone(), ssh, key)
+        HypervDriver::new(target.clone(), ssh, key, self.config.scripts_per_session)
     }
 
     /// The driver for `host`. Its URI is checked again: one stored before a rule was
     /// tightened is refused rather than run.
-    pub fn for_host(&self, host: &Host) -> Result<Arc<dyn Driver>, DriverError> {
+    pub fn for_host(&self, host: &HostRef) -> Result<Arc<dyn Driver>, DriverError> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(driver) = cache.get(&host.id) {
-            return Ok(Arc::clone(driver));
+            return Ok(Arc::clone(driver) as Arc<dyn Driver>);
         }
-        let uri = HostUri::parse(host.hypervisor(), &host.uri).map_err(|e| {
+        let uri = HostUri::parse(host.kind, &host.uri).map_err(|e| {
             DriverError::Permanent(format!("host {}'s URI is refused: {e}", host.name))
         })?;
-        let inner: Arc<dyn Driver> = match &uri {
+        let inner: Box<dyn Driver> = match &uri {
             HostUri::Sim(_) => {
                 let dir = self.config.sim_dir.join(format!("host-{}", host.id));
-                Arc::new(SimDriver::new(&host.uri, &dir).map_err(DriverError::Permanent)?)
+                Box::new(SimDriver::new(&host.uri, &dir).map_err(DriverError::Permanent)?)
             }
-            HostUri::Kvm(kvm) => Arc::new(KvmDriver::new(kvm, self.config.virsh.clone())),
-            HostUri::Hyperv(target) => Arc::new(self.hyperv(target)),
+            HostUri::Kvm(kvm) => Box::new(self.kvm(kvm)),
+            HostUri::Hyperv(target) => Box::new(self.hyperv(target)),
         };
-        let driver: Arc<dyn Driver> = Arc::new(Limited {
+        let driver = Arc::new_cyclic(|me| Tracked {
+            host: host.id,
             inner,
             permits: Semaphore::new(self.per_host),
+            health: Arc::clone(&self.health),
+            check_timeout: self.check_timeout,
+            me: me.clone(),
         });
         cache.insert(host.id, Arc::clone(&driver));
         Ok(driver)
     }
+
+    /// Connections this process has opened to host `host` (none for simulated hosts).
+    pub fn connections(&self) -> Vec<(i64, u64)> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(i64, u64)> = cache
+            .iter()
+            .filter_map(|(id, d)| d.inner.connections().map(|n| (*id, n)))
+            .collect();
+        all.sort_unstable();
+        all
+    }
 }
 
-/// A driver that runs at most so many operations at once; the others wait their turn.
-struct Limited {
-    inner: Arc<dyn Driver>,
+/// `call`, cut off after `limit`.
+async fn bounded(
+    limit: Duration,
+    call: impl Future<Output = Result<(), DriverError>>,
+) -> Result<(), DriverError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(DriverError::Transient(format!(
+            "the host did not answer within {} s",
+            limit.as_secs_f64()
+        ))),
+    }
+}
+
+/// A host's driver, running at most so many operations at once (the others wait their
+/// turn), and telling the host's health from each outcome.
+struct Tracked {
+    host: i64,
+    inner: Box<dyn Driver>,
     permits: Semaphore,
+    health: Arc<HealthBook>,
+    check_timeout: Duration,
+    /// Itself, for the probe it starts when the host stops answering.
+    me: Weak<Tracked>,
 }
 
-impl Limited {
+impl Tracked {
     async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.permits
             .acquire()
             .await
             .expect("the semaphore is never closed")
     }
+
+    /// Notes what a call's outcome says of the host.
+    fn saw<T>(&self, outcome: Result<T, DriverError>) -> Result<T, DriverError> {
+        match &outcome {
+            Err(DriverError::Transient(error)) => {
+                if self.health.unreachable(self.host, error) {
+                    self.probe();
+                }
+            }
+            // An answer, even a refusal, is the host's.
+            _ => {
+                self.health.answered(self.host);
+            }
+        }
+        outcome
+    }
+
+    /// Checks the unreachable host again and again, backing off, until it answers: the
+    /// robot takes its tasks only once it does.
+    fn probe(&self) {
+        let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            while me.health.is_unreachable(me.host) {
+                tokio::time::sleep(delay).await;
+                let checked = {
+                    let _turn = me.turn().await;
+                    bounded(me.check_timeout, me.inner.check()).await
+                };
+                if me.saw(checked).is_ok() {
+                    break;
+                }
+                delay = (delay * 2).min(PROBE_CAP);
+            }
+        });
+    }
 }
 
 #[async_trait]
-impl Driver for Limited {
+impl Driver for Tracked {
     async fn check(&self) -> Result<(), DriverError> {
         let _turn = self.turn().await;
-        self.inner.check().await
+        self.saw(self.inner.check().await)
+    }
+
+    fn connections(&self) -> Option<u64> {
+        self.inner.connections()
     }
 
     async fn vm_state(&self, vm: &str) -> Result<i32, DriverError> {
         let _turn = self.turn().await;
-        self.inner.vm_state(vm).await
+        self.saw(self.inner.vm_state(vm).await)
     }
 
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
         let _turn = self.turn().await;
-        self.inner.list_vms().await
+        self.saw(self.inner.list_vms().await)
     }
 
     async fn create(
@@ -125,7 +213,7 @@ impl Driver for Limited {
         progress: &Progress,
     ) -> Result<(), DriverError> {
         let _turn = self.turn().await;
-        self.inner.create(vm, snapshot, progress).await
+        self.saw(self.inner.create(vm, snapshot, progress).await)
     }
 
     async fn apply(
@@ -135,7 +223,7 @@ impl Driver for Limited {
         progress: &Progress,
     ) -> Result<(), DriverError> {
         let _turn = self.turn().await;
-        self.inner.apply(vm, snapshot, progress).await
+        self.saw(self.inner.apply(vm, snapshot, progress).await)
     }
 
     async fn delete(
@@ -146,11 +234,11 @@ impl Driver for Limited {
         progress: &Progress,
     ) -> Result<(), DriverError> {
         let _turn = self.turn().await;
-        self.inner.delete(vm, snapshot, subtree, progress).await
+        self.saw(self.inner.delete(vm, snapshot, subtree, progress).await)
     }
 
     async fn list(&self, vm: &str) -> Result<Vec<HostSnapshot>, DriverError> {
         let _turn = self.turn().await;
-        self.inner.list(vm).await
+        self.saw(self.inner.list(vm).await)
     }
 }

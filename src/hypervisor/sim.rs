@@ -27,6 +27,14 @@ use serde::{Deserialize, Serialize};
 use super::{Driver, DriverError, HostSnapshot, HostVm, Progress};
 use crate::domain::state::vm_state;
 
+/// Simulated hosts keep as many snapshots as asked, and report CloudCIX states as they are.
+pub const CAPABILITIES: super::Capabilities = super::Capabilities {
+    name: "The simulated hypervisor",
+    snapshot_limit: None,
+    states: &[],
+    other_states: crate::domain::state::vm_state::RUNNING,
+};
+
 /// The tuning read from a `sim://` URI.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SimParams {

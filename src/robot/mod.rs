@@ -294,7 +294,9 @@ impl Robot {
     }
 
     async fn run(&self, claimed: &Arc<Claimed>, shutdown: &mut watch::Receiver<bool>) -> Ending {
-        let driver = match self.ledger.drivers().for_host(&claimed.host) {
+        let found = crate::service::host_ref(&claimed.host)
+            .and_then(|host| self.ledger.drivers().for_host(&host));
+        let driver = match found {
             Ok(driver) => driver,
             Err(err) => {
                 return Ending::Done(Outcome::Failed {

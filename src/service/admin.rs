@@ -10,16 +10,13 @@ use crate::db::models::{Host, NewHost, NewSnapshot, NewVm, Project, Vm};
 use crate::db::{self, Conn, hosts, projects, snapshots, vms};
 use crate::domain::{Hypervisor, SnapshotState, names};
 use crate::error::{AppError, AppResult};
-use crate::hypervisor::{DriverError, HostSnapshot, HostUri};
+use crate::hypervisor::{Capabilities, DriverError, HostSnapshot, HostUri};
 
 /// Administration: what ADMIN tokens (and the command line) do.
 #[derive(Clone)]
 pub struct Admin {
     pub(super) core: Arc<Core>,
 }
-
-/// Standard checkpoints: Hyper-V allows at most 50 per VM.
-pub const HYPERV_MAX_SNAPSHOTS: i32 = 50;
 
 /// Tasks that run on one host at once, across every robot, unless the host says
 /// otherwise: a burst over a whole fleet must not pile snapshot work (memory dumps, disk
@@ -59,7 +56,7 @@ fn identifier(raw: &str) -> AppResult<String> {
     Ok(id.to_owned())
 }
 
-fn host_failed(err: DriverError) -> AppError {
+pub(super) fn host_failed(err: DriverError) -> AppError {
     AppError::invalid_state(format!("The host could not answer: {err}."))
 }
 
@@ -184,24 +181,29 @@ impl Admin {
         asked: Option<i32>,
     ) -> AppResult<Option<i32>> {
         let ceiling = self.core.snapshot_limit(None);
-        Ok(match (hypervisor, asked) {
-            (_, Some(n)) if n < 0 => {
+        match asked {
+            Some(n) if n < 0 => {
                 return Err(AppError::validation(
                     "maxSnapshotsPerVm must not be negative.",
                 ));
             }
-            (_, Some(n)) if n > ceiling => {
+            Some(n) if n > ceiling => {
                 return Err(AppError::validation(format!(
                     "This server keeps at most {ceiling} snapshots per VM, so maxSnapshotsPerVm cannot be {n}."
                 )));
             }
-            (Hypervisor::Hyperv, Some(n)) if n > HYPERV_MAX_SNAPSHOTS => {
+            _ => {}
+        }
+        let own = Capabilities::of(hypervisor);
+        Ok(match (own.snapshot_limit, asked) {
+            (Some(limit), Some(n)) if n > limit => {
                 return Err(AppError::validation(format!(
-                    "Hyper-V allows at most {HYPERV_MAX_SNAPSHOTS} checkpoints per VM, not {n}."
+                    "{} allows at most {limit} snapshots per VM, not {n}.",
+                    own.name
                 )));
             }
-            (Hypervisor::Hyperv, None) => Some(HYPERV_MAX_SNAPSHOTS),
-            (_, limit) => limit,
+            (own, None) => own,
+            (_, asked) => asked,
         })
     }
 
@@ -219,7 +221,11 @@ impl Admin {
         let name = names::name("VM name", name)?;
         let identifier = self::identifier(identifier)?;
         let (host, project) = self.host_and_project(host_id, project_id).await?;
-        let driver = self.core.drivers.for_host(&host).map_err(host_failed)?;
+        let driver = self
+            .core
+            .drivers
+            .for_host(&super::host_ref(&host).map_err(host_failed)?)
+            .map_err(host_failed)?;
         let state = driver.vm_state(&identifier).await.map_err(host_failed)?;
         let mut tx = self.core.begin_for(caller).await?;
         let new = NewVm {
@@ -249,7 +255,11 @@ impl Admin {
     ) -> AppResult<Vec<Vm>> {
         caller.require_admin()?;
         let (host, project) = self.host_and_project(host_id, project_id).await?;
-        let driver = self.core.drivers.for_host(&host).map_err(host_failed)?;
+        let driver = self
+            .core
+            .drivers
+            .for_host(&super::host_ref(&host).map_err(host_failed)?)
+            .map_err(host_failed)?;
         let known: Vec<String> = {
             let mut pooled = self.core.db.reader().await?;
             vms::on_hosts(&mut pooled.conn(), &[host.id], None)

@@ -23,7 +23,8 @@ use crate::config::Limits;
 use crate::db::{self, Db};
 use crate::error::AppResult;
 use crate::events::EventBus;
-use crate::hypervisor::Drivers;
+use crate::domain::Hypervisor;
+use crate::hypervisor::{DriverError, Drivers, HostRef};
 use crate::metrics::Metrics;
 
 pub use crate::events::Published;
@@ -39,6 +40,23 @@ pub use throttle::Throttle;
 
 /// The actor recorded for the robot's own changes.
 pub const ROBOT: &str = "robot";
+
+/// Host `host` as drivers know it. A kind this build does not know (a row written by a
+/// newer one) is refused, not guessed.
+pub fn host_ref(host: &db::models::Host) -> Result<HostRef, DriverError> {
+    let kind = host.hypervisor.parse::<Hypervisor>().map_err(|_| {
+        DriverError::Permanent(format!(
+            "host {} has a hypervisor this server does not know: {:?}",
+            host.name, host.hypervisor
+        ))
+    })?;
+    Ok(HostRef {
+        id: host.id,
+        name: host.name.clone(),
+        kind,
+        uri: host.uri.clone(),
+    })
+}
 
 /// What every part of the service shares, behind one `Arc`.
 pub(crate) struct Core {

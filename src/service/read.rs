@@ -243,7 +243,7 @@ impl Reads {
         let driver = self
             .core
             .drivers
-            .for_host(&host)
+            .for_host(&super::host_ref(&host).map_err(super::admin::host_failed)?)
             .map_err(|e| AppError::invalid_state(format!("The host could not answer: {e}.")))?;
         let listed = driver
             .list(&vm.identifier)
