@@ -202,16 +202,36 @@ fn held_by<'a>(wanted: i64, owner: &'a str) -> _ {
         .filter(lease_owner.eq(owner))
 }
 
+/// The hosts whose tasks a claim may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Among<'a> {
+    /// Only these (`None`: every host).
+    pub hosts: Option<&'a [i64]>,
+    /// Never these.
+    pub except: &'a [i64],
+}
+
+/// The hosts none of whose tasks may be claimed at `at`: the full ones and the excepted.
+async fn closed_hosts(
+    conn: &mut Conn<'_>,
+    at: NaiveDateTime,
+    except: &[i64],
+) -> QueryResult<Vec<i64>> {
+    let mut closed = full_hosts(conn, at).await?;
+    closed.extend_from_slice(except);
+    Ok(closed)
+}
+
 /// Whether any task could be claimed now (see [`claim`]); a read, so that looking for
 /// work does not take SQLite's one write lock.
 pub async fn claimable(
     conn: &mut Conn<'_>,
     at: NaiveDateTime,
-    hosts: Option<&[i64]>,
+    among: Among<'_>,
 ) -> QueryResult<bool> {
-    let every_host = hosts.is_none();
-    let hosts = hosts.unwrap_or_default();
-    let full = full_hosts(conn, at).await?;
+    let every_host = among.hosts.is_none();
+    let hosts = among.hosts.unwrap_or_default();
+    let full = closed_hosts(conn, at, among.except).await?;
     let found: Option<i64> = run!(conn, |c| tasks
         .filter(
             claimable_at(at)
@@ -399,7 +419,7 @@ pub async fn rooms_in_line(
 
 /// Claims up to `max` of the oldest tasks that are queued, or running under an expired
 /// lease (their robot died), on hosts with room, for `owner` until `until`, counting one
-/// more attempt each. `hosts` limits the claim to some hosts. Tasks of a full host wait,
+/// more attempt each. `among` limits the claim to some hosts. Tasks of a full host wait,
 /// in order, until one of its tasks ends. On PostgreSQL the tasks come from one host (the
 /// one whose task has waited longest), read and taken a few statements for all.
 pub async fn claim(
@@ -407,15 +427,15 @@ pub async fn claim(
     owner: &str,
     at: NaiveDateTime,
     until: NaiveDateTime,
-    hosts: Option<&[i64]>,
+    among: Among<'_>,
     max: usize,
 ) -> QueryResult<Vec<Task>> {
     // `hosts: None` claims for every host; a bound boolean keeps the query unboxed, which
     // the locking clause needs.
-    let every_host = hosts.is_none();
-    let hosts = hosts.unwrap_or_default();
+    let every_host = among.hosts.is_none();
+    let hosts = among.hosts.unwrap_or_default();
     let mut taken = Vec::new();
-    let mut full = full_hosts(conn, at).await?;
+    let mut full = closed_hosts(conn, at, among.except).await?;
     while taken.len() < max {
         let wanted = claimable_at(at)
             .and(host_id.eq_any(hosts).or(every_host.into_sql::<Bool>()))
@@ -435,7 +455,7 @@ pub async fn claim(
                     break;
                 };
                 taken.extend(take(conn, &task, owner, at, until, Room::default()).await?);
-                full = full_hosts(conn, at).await?;
+                full = closed_hosts(conn, at, among.except).await?;
                 continue;
             }
             // The host of the oldest task that waits is the one to claim for.

@@ -284,8 +284,8 @@ impl HypervDriver {
                 // Kept, and dead since (the connection dropped while idle): once more on
                 // a new one.
                 Err(e) if e.is_transient() && !fresh && again => again = false,
-                Err(DriverError::Transient(e)) => {
-                    return Err(DriverError::Transient(format!(
+                Err(DriverError::Unreachable(e)) => {
+                    return Err(DriverError::Unreachable(format!(
                         "cannot reach {}: {e}",
                         self.target.host
                     )));

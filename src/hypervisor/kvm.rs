@@ -72,8 +72,8 @@ impl Failure {
 
     /// A failure of the connection rather than of the command: worth a retry, and the
     /// shell is replaced.
-    fn is_transient(&self) -> bool {
-        const TRANSIENT: &[&str] = &[
+    fn is_unreachable(&self) -> bool {
+        const UNREACHABLE: &[&str] = &[
             "failed to connect to the hypervisor",
             "no connection driver available",
             "Disconnected from",
@@ -83,16 +83,21 @@ impl Failure {
             "Connection refused",
             "Connection reset",
             "End of file while reading data",
-            "Timed out during operation",
-            "cannot acquire state change lock",
         ];
-        TRANSIENT.iter().any(|t| self.says(t))
+        UNREACHABLE.iter().any(|t| self.says(t))
+    }
+
+    /// The host is busy: worth a retry on the same connection.
+    fn is_busy(&self) -> bool {
+        self.says("Timed out during operation") || self.says("cannot acquire state change lock")
     }
 
     /// Sorts the failure: retry what may pass, give up on what will not.
     fn into_error(self, vm: &str) -> DriverError {
-        if self.is_transient() {
-            DriverError::Transient(format!("libvirt is unreachable: {}", self.0))
+        if self.is_unreachable() {
+            DriverError::Unreachable(format!("libvirt is unreachable: {}", self.0))
+        } else if self.is_busy() {
+            DriverError::Transient(format!("libvirt is busy: {}", self.0))
         } else if self.says("failed to get domain") {
             DriverError::NoSuchVm(format!("the host has no VM named {vm:?} ({})", self.0))
         } else {
@@ -197,13 +202,14 @@ impl KvmDriver {
                 return Ok(Ok(out));
             }
             let failure = Failure::from_lines(errors.into_iter());
-            if failure.is_transient() && !fresh && again {
-                again = false;
-                continue;
+            if failure.is_unreachable() {
+                if !fresh && again {
+                    again = false;
+                    continue;
+                }
+                return Ok(Err(failure));
             }
-            if !failure.is_transient() {
-                loan.keep(&self.shell);
-            }
+            loan.keep(&self.shell);
             return Ok(Err(failure));
         }
     }
@@ -372,11 +378,13 @@ mod tests {
         let down = failure(
             "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n",
         );
-        assert!(matches!(down.into_error("vm"), DriverError::Transient(_)));
+        assert!(matches!(down.into_error("vm"), DriverError::Unreachable(_)));
         let remote = failure(
             "error: failed to connect to the hypervisor\nerror: Cannot recv data: ssh: connect to host h port 22: Connection refused\n",
         );
-        assert!(matches!(remote.into_error("vm"), DriverError::Transient(_)));
+        assert!(matches!(remote.into_error("vm"), DriverError::Unreachable(_)));
+        let busy = failure("error: Timed out during operation: cannot acquire state change lock");
+        assert!(matches!(busy.into_error("vm"), DriverError::Transient(_)));
         let missing = failure("error: failed to get domain 'web'\n");
         assert_eq!(
             missing.into_error("web"),

@@ -67,9 +67,13 @@ impl Capabilities {
 /// Why an operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DriverError {
-    /// Worth retrying: the host was unreachable, busy or too slow.
+    /// Worth retrying: the host was busy or too slow.
     #[error("{0}")]
     Transient(String),
+    /// Worth retrying: the host, or the connection to it, could not be reached. The
+    /// host counts as unreachable until it answers again.
+    #[error("{0}")]
+    Unreachable(String),
     /// Retrying will not help: no such snapshot, refused, unsupported.
     #[error("{0}")]
     Permanent(String),
@@ -80,7 +84,7 @@ pub enum DriverError {
 
 impl DriverError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        matches!(self, Self::Transient(_) | Self::Unreachable(_))
     }
 }
 
@@ -122,6 +126,7 @@ impl DriverError {
     pub fn context(self, context: &str) -> Self {
         match self {
             Self::Transient(e) => Self::Transient(format!("{context}: {e}")),
+            Self::Unreachable(e) => Self::Unreachable(format!("{context}: {e}")),
             Self::Permanent(e) => Self::Permanent(format!("{context}: {e}")),
             Self::NoSuchVm(e) => Self::NoSuchVm(format!("{context}: {e}")),
         }

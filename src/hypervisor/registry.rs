@@ -145,15 +145,16 @@ impl Tracked {
             .expect("the semaphore is never closed")
     }
 
-    /// Notes what a call's outcome says of the host.
+    /// Notes what a call's outcome says of the host: any answer, even a refusal or a
+    /// busy host's, is the host's; only a failure to reach it makes it unreachable.
     fn saw<T>(&self, outcome: Result<T, DriverError>) -> Result<T, DriverError> {
         match &outcome {
-            Err(DriverError::Transient(error)) => {
+            Err(DriverError::Unreachable(error)) => {
                 if self.health.unreachable(self.host, error) {
                     self.probe();
                 }
             }
-            // An answer, even a refusal, is the host's.
+            Err(DriverError::Transient(_)) => {}
             _ => {
                 self.health.answered(self.host);
             }
@@ -176,8 +177,14 @@ impl Tracked {
                     let _turn = me.turn().await;
                     bounded(me.check_timeout, me.inner.check()).await
                 };
-                if me.saw(checked).is_ok() {
-                    break;
+                match checked {
+                    // Too slow is no answer either.
+                    Err(DriverError::Transient(e)) => {
+                        me.health.unreachable(me.host, &e);
+                    }
+                    outcome => {
+                        me.saw(outcome).ok();
+                    }
                 }
                 delay = (delay * 2).min(PROBE_CAP);
             }

@@ -154,7 +154,7 @@ impl Session {
         }
     }
 
-    /// The session is over: a transient failure, with the last thing it said.
+    /// The session is over: the host is unreachable, by the last thing it said.
     fn ended(&self, how: &str) -> DriverError {
         let said = String::from_utf8_lossy(&self.buffer);
         let said = said.trim();
@@ -163,7 +163,7 @@ impl Session {
             said.chars().skip(skip).collect()
         };
         let tail = tail.split_whitespace().collect::<Vec<_>>().join(" ");
-        DriverError::Transient(if tail.is_empty() {
+        DriverError::Unreachable(if tail.is_empty() {
             format!("the session with {} was lost: {how}", self.program)
         } else {
             format!("the session with {} was lost: {how}: {tail}", self.program)
@@ -268,10 +268,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_session_that_ends_is_a_transient_failure_with_its_last_words() {
+    async fn a_session_that_ends_leaves_the_host_unreachable_with_its_last_words() {
         let mut s = shell("echo 'ssh: connect to host h port 22: Connection refused' >&2; exit 255");
         let err = s.read_to("END", |_| {}).await.unwrap_err();
-        assert!(err.is_transient());
+        assert!(matches!(err, DriverError::Unreachable(_)), "{err:?}");
         assert!(err.to_string().contains("Connection refused"), "{err}");
     }
 

@@ -43,6 +43,9 @@ pub struct Robot {
     steps: StepWriter,
     /// The tasks it runs now, by id: what it releases if they outlast a shutdown's grace.
     running: std::sync::Mutex<std::collections::HashMap<i64, Arc<Claimed>>>,
+    /// Its free workers: each running task holds one, except while it waits for an
+    /// unreachable host.
+    workers: Arc<Semaphore>,
 }
 
 /// Why a task stopped before it ended.
@@ -72,9 +75,10 @@ impl Robot {
         Self {
             steps: ledger.step_writer(),
             ledger,
-            config,
             owner: owner.into(),
             running: Default::default(),
+            workers: Arc::new(Semaphore::new(config.workers.max(1))),
+            config,
         }
     }
 
@@ -87,7 +91,7 @@ impl Robot {
     /// poll comes round, for tasks queued by other processes and expired leases).
     async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let hosts = self.placement().await;
-        let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        let workers = Arc::clone(&self.workers);
         let (handoffs, mut handed) = mpsc::unbounded_channel::<Handoff>();
         self.ledger.attach(Arc::new(Workers {
             owner: Arc::clone(&self.owner),
@@ -157,6 +161,8 @@ impl Robot {
                     running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
                 }
                 _ = self.ledger.bus().wait_for_task() => look = true,
+                // Its tasks waited for it.
+                _ = self.ledger.drivers().health().recovered() => look = true,
                 _ = poll.tick() => look = true,
                 _ = shutdown.changed() => break,
             }
@@ -239,9 +245,10 @@ impl Robot {
     async fn work_in(
         self: Arc<Self>,
         claimed: Claimed,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
         shutdown: &mut watch::Receiver<bool>,
     ) {
+        let mut worker = Some(permit);
         let task = claimed.task.id;
         let began = Instant::now();
         tracing::info!(attempt = claimed.task.attempts, "task started");
@@ -250,7 +257,7 @@ impl Robot {
             .lock()
             .unwrap()
             .insert(task, Arc::clone(&claimed));
-        let result = match self.run(&claimed, shutdown).await {
+        let result = match self.run(&claimed, &mut worker, shutdown).await {
             Ending::Done(outcome) => {
                 let state = outcome.state();
                 self.steps
@@ -293,7 +300,12 @@ impl Robot {
         }
     }
 
-    async fn run(&self, claimed: &Arc<Claimed>, shutdown: &mut watch::Receiver<bool>) -> Ending {
+    async fn run(
+        &self,
+        claimed: &Arc<Claimed>,
+        worker: &mut Option<OwnedSemaphorePermit>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Ending {
         let found = crate::service::host_ref(&claimed.host)
             .and_then(|host| self.ledger.drivers().for_host(&host));
         let driver = match found {
@@ -326,7 +338,7 @@ impl Robot {
             {
                 Ok(Ok(())) => return Ending::Done(Outcome::Succeeded),
                 Err(interrupt) => return Ending::Interrupted(interrupt),
-                Ok(Err(DriverError::Transient(error))) => error,
+                Ok(Err(transient)) if transient.is_transient() => transient.to_string(),
                 Ok(Err(permanent)) => {
                     let error = permanent.to_string();
                     return Ending::Done(self.failed(claimed, &*driver, error).await);
@@ -346,7 +358,10 @@ impl Robot {
             tracing::info!(attempt, error = %error, "attempt failed; retrying");
             self.report(claimed, attempt, None, "waiting to retry", Some(&message))
                 .await;
-            match self.hold(claimed, delay, shutdown, &mut heartbeat).await {
+            match self
+                .hold(claimed, delay, worker, shutdown, &mut heartbeat)
+                .await
+            {
                 Ok(()) => {}
                 Err(Interrupt::Cancel) => cancel = true,
                 Err(interrupt) => return Ending::Interrupted(interrupt),
@@ -430,18 +445,31 @@ impl Robot {
         }
     }
 
-    /// Waits `delay` before a retry, keeping the lease.
+    /// Waits `delay` before a retry, keeping the lease. While the host is unreachable,
+    /// the task lends its worker to other hosts' tasks, and takes one back to retry.
     async fn hold(
         &self,
         claimed: &Claimed,
         delay: Duration,
+        worker: &mut Option<OwnedSemaphorePermit>,
         shutdown: &mut watch::Receiver<bool>,
         heartbeat: &mut tokio::time::Interval,
     ) -> Result<(), Interrupt> {
+        let health = self.ledger.drivers().health();
+        if health.is_unreachable(claimed.host.id) {
+            worker.take();
+        }
         let until = tokio::time::Instant::now() + delay;
         loop {
+            let waited = tokio::time::Instant::now() >= until;
+            if waited && worker.is_some() {
+                return Ok(());
+            }
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => return Ok(()),
+                _ = tokio::time::sleep_until(until), if !waited => {}
+                permit = Arc::clone(&self.workers).acquire_owned(), if waited => {
+                    *worker = Some(permit.expect("never closed"));
+                }
                 _ = shutdown.changed() => return Err(Interrupt::Stopping),
                 _ = heartbeat.tick() => match self.renew(claimed).await {
                     Some(None) => return Err(Interrupt::Lost),

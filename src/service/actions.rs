@@ -417,7 +417,10 @@ impl Actions {
         })?;
 
         let mut taken = match self.core.local.get() {
-            Some(robot) => take_at_once(conn, robot.as_ref(), &works, &queued).await?,
+            Some(robot) => {
+                let unreachable = self.core.drivers.health().unreachable_hosts();
+                take_at_once(conn, robot.as_ref(), &works, &queued, &unreachable).await?
+            }
             None => HashMap::new(),
         };
         let mut started = Vec::new();
@@ -852,12 +855,14 @@ async fn write_snapshots(
 
 /// Claims for the robot here, in the queueing transaction, the tasks just queued that it
 /// has free workers for and whose hosts have room with nothing older waiting there: each
-/// host's in the order queued. Returns them by id, with their workers.
+/// host's in the order queued, except on hosts known to be `unreachable`. Returns them
+/// by id, with their workers.
 async fn take_at_once(
     conn: &mut Conn<'_>,
     robot: &dyn Taker,
     works: &[Work],
     queued: &[Task],
+    unreachable: &[i64],
 ) -> AppResult<HashMap<i64, (Task, Reserved)>> {
     let mut by_host: Vec<(&Host, Vec<&Task>)> = Vec::new();
     for (work, task) in works.iter().zip(queued) {
@@ -869,6 +874,9 @@ async fn take_at_once(
     let mut taken = HashMap::new();
     let until = lease_until(robot.lease());
     for (host, mut waiting) in by_host {
+        if unreachable.contains(&host.id) {
+            continue;
+        }
         waiting.sort_by_key(|t| t.id);
         let workers: Vec<Reserved> = waiting
             .iter()

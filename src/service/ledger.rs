@@ -228,7 +228,8 @@ impl TaskLedger {
     }
 
     /// Claims up to `max` tasks for robot `owner` (for `hosts` only, when given) and marks
-    /// their snapshots as being worked on, in one transaction.
+    /// their snapshots as being worked on, in one transaction. Tasks of hosts this process
+    /// cannot reach wait for them to answer again, rather than tie up workers.
     pub async fn claim_tasks(
         &self,
         owner: &str,
@@ -236,14 +237,19 @@ impl TaskLedger {
         hosts: Option<&[i64]>,
         max: usize,
     ) -> AppResult<Vec<Claimed>> {
-        if !tasks::claimable(&mut self.core.db.reader().await?.conn(), db::now(), hosts).await? {
+        let unreachable = self.core.drivers.health().unreachable_hosts();
+        let among = tasks::Among {
+            hosts,
+            except: &unreachable,
+        };
+        if !tasks::claimable(&mut self.core.db.reader().await?.conn(), db::now(), among).await? {
             return Ok(Vec::new());
         }
         let mut tx = self.core.db.begin().await?;
         let result: AppResult<_> = async {
             let mut conn = tx.conn();
             let until = lease_until(lease);
-            let taken = tasks::claim(&mut conn, owner, db::now(), until, hosts, max).await?;
+            let taken = tasks::claim(&mut conn, owner, db::now(), until, among, max).await?;
             if taken.is_empty() {
                 return Ok(Vec::new());
             }
