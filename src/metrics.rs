@@ -116,6 +116,7 @@ pub struct Metrics {
     queued: Gauge,
     oldest_queued: Gauge<f64, AtomicU64>,
     running: Family<Host, Gauge>,
+    connections: Family<Host, Counter>,
 }
 
 /// 1 ms to about 27 minutes: host calls and tasks both, on a simulated host or a slow one.
@@ -193,8 +194,15 @@ impl Default for Metrics {
             "Tasks running, by host, in the whole database",
             running.clone(),
         );
+        let connections = Family::<Host, Counter>::default();
+        registry.register(
+            "host_connections_opened",
+            "Connections this process has opened to each host (virsh shells, SSH sessions)",
+            connections.clone(),
+        );
         Self {
             registry,
+            connections,
             tasks_ended,
             task_seconds,
             host_call_seconds,
@@ -270,8 +278,13 @@ impl Metrics {
         self.pump_lag.observe(lag.as_secs_f64());
     }
 
-    /// The text a scrape gets, with the queue as read now.
-    pub fn render(&self, queue: &Queue) -> String {
+    /// The text a scrape gets, with the queue as read now and the connections this
+    /// process has opened to each host so far.
+    pub fn render(&self, queue: &Queue, connections: &[(String, u64)]) -> String {
+        for (host, opened) in connections {
+            let counter = self.connections.get_or_create(&Host { host: host.clone() });
+            counter.inc_by(opened.saturating_sub(counter.get()));
+        }
         self.queued.set(queue.queued);
         self.oldest_queued.set(queue.oldest_seconds);
         self.running.clear();

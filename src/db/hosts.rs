@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use diesel::result::QueryResult;
 use diesel_async::RunQueryDsl;
 
-use super::models::{Host, NewHost};
-use super::schema::{hosts, vms};
+use super::models::{Host, HostHealth, NewHost};
+use super::schema::{host_health, hosts, vms};
 use super::{Conn, run};
 
 pub async fn insert(conn: &mut Conn<'_>, new: NewHost<'_>) -> QueryResult<Host> {
@@ -100,4 +100,37 @@ pub async fn list(conn: &mut Conn<'_>, project: Option<i64>) -> QueryResult<Vec<
         }
         query.load(c).await
     })
+}
+
+/// Records the hosts' health (of hosts that still exist: one deleted meanwhile is skipped).
+pub async fn set_health(conn: &mut Conn<'_>, healths: &[HostHealth]) -> QueryResult<()> {
+    let ids: Vec<i64> = healths.iter().map(|h| h.host_id).collect();
+    let existing: Vec<i64> = run!(conn, |c| hosts::table
+        .filter(hosts::id.eq_any(&ids))
+        .select(hosts::id)
+        .load(c)
+        .await)?;
+    for health in healths.iter().filter(|h| existing.contains(&h.host_id)) {
+        run!(conn, |c| diesel::insert_into(host_health::table)
+            .values(health)
+            .on_conflict(host_health::host_id)
+            .do_update()
+            .set((
+                host_health::reachable.eq(health.reachable),
+                host_health::since.eq(health.since),
+                host_health::last_error.eq(&health.last_error),
+            ))
+            .execute(c)
+            .await)?;
+    }
+    Ok(())
+}
+
+/// The health recorded for hosts `ids` (a host never called has none).
+pub async fn health_of(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<HostHealth>> {
+    run!(conn, |c| host_health::table
+        .filter(host_health::host_id.eq_any(ids))
+        .select(HostHealth::as_select())
+        .load(c)
+        .await)
 }

@@ -66,6 +66,19 @@ pub struct Host {
     pub max_concurrent_tasks: i32,
 }
 
+/// A host's health, as the processes that call it last found it.
+#[derive(Queryable, Selectable, Insertable, Clone, Debug)]
+#[diesel(table_name = host_health)]
+pub struct HostHealth {
+    pub host_id: i64,
+    pub reachable: bool,
+    /// When it last became reachable, or unreachable.
+    #[diesel(deserialize_as = Stamp)]
+    pub since: NaiveDateTime,
+    /// The last failure to reach it, kept after it recovers.
+    pub last_error: Option<String>,
+}
+
 impl Host {
     pub fn hypervisor(&self) -> Hypervisor {
         self.hypervisor

@@ -35,6 +35,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    host_health (host_id) {
+        host_id -> BigInt,
+        reachable -> Bool,
+        since -> Timestamp,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     vms (id) {
         id -> BigInt,
         host_id -> BigInt,
@@ -157,11 +166,13 @@ diesel::joinable!(vms -> hosts (host_id));
 diesel::joinable!(vms -> projects (project_id));
 diesel::joinable!(tasks -> vms (vm_id));
 diesel::joinable!(tasks -> hosts (host_id));
+diesel::joinable!(host_health -> hosts (host_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     projects,
     tokens,
     hosts,
+    host_health,
     vms,
     snapshots,
     snapshot_history,

@@ -16,7 +16,7 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-use crate::db::models::{HistoryEntry, Host, Project, Snapshot, Task, TaskEvent, Vm};
+use crate::db::models::{HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Vm};
 use crate::domain::drift::Drift;
 use crate::domain::tree::Tree;
 use crate::error::AppError;
@@ -107,6 +107,9 @@ pub struct Batch {
 pub struct VmId(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HostId(pub i64);
+/// A host's recorded health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HealthOf(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotId(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -267,6 +270,7 @@ macro_rules! lists {
 
 by_key!(VmId => Vm, |b, ids| b.reads.vms_by_ids(&ids), |r| VmId(r.id));
 by_key!(HostId => Host, |b, ids| b.reads.hosts_by_ids(&ids), |r| HostId(r.id));
+by_key!(HealthOf => HostHealth, |b, ids| b.reads.health_of_hosts(&ids), |r| HealthOf(r.host_id));
 by_key!(ProjectId => Project, |b, ids| b.reads.projects_by_ids(&ids), |r| ProjectId(r.id));
 by_key!(SnapshotId => Snapshot, |b, ids| b.reads.snapshots_by_ids(&ids), |r| SnapshotId(r.id));
 by_key!(TaskId => Task, |b, ids| b.reads.tasks_by_ids(&ids), |r| TaskId(r.id));

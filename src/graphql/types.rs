@@ -14,7 +14,7 @@ use super::{DEFAULT_PAGE, MAX_PAGE, Page};
 use crate::db::models;
 use crate::domain::state::state_name;
 use crate::error::AppError;
-use crate::service::Published;
+use crate::service::{Caller, Published};
 
 fn at(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
@@ -79,6 +79,12 @@ impl Host {
         self.0.max_concurrent_tasks
     }
 
+    /// Whether snaptree's connections reach the host, as the robots last found it; null
+    /// until a robot has called it.
+    async fn health(&self, ctx: &Context<'_>) -> Result<Option<HostHealth>> {
+        maybe(ctx, HealthOf(self.0.id)).await.map(|h| h.map(HostHealth))
+    }
+
     /// The host's VMs that the caller may see, by id: `first` of them after `after`.
     async fn vms(
         &self,
@@ -89,6 +95,32 @@ impl Host {
         let page = Page::new(first, after.as_ref()).extend()?;
         let vms = list(ctx, VmsOn(self.0.id)).await?;
         Ok(page.of(&vms, |v| v.id, Vm))
+    }
+}
+
+pub struct HostHealth(pub models::HostHealth);
+
+/// A host's health: whether it answers now, since when, and the last failure to reach it.
+#[Object]
+impl HostHealth {
+    /// Whether the host answered the last call.
+    async fn reachable(&self) -> bool {
+        self.0.reachable
+    }
+
+    /// When it last became reachable, or unreachable.
+    async fn since(&self) -> DateTime<Utc> {
+        at(self.0.since)
+    }
+
+    /// The last failure to reach the host, kept after it recovers (ADMIN only: it names
+    /// the infrastructure behind the host; null for other tokens).
+    async fn last_error(&self, ctx: &Context<'_>) -> Option<&str> {
+        let caller = ctx.data_unchecked::<Caller>();
+        caller
+            .is_admin()
+            .then_some(self.0.last_error.as_deref())
+            .flatten()
     }
 }
 

@@ -89,6 +89,7 @@ impl Drivers {
         };
         let driver = Arc::new_cyclic(|me| Tracked {
             host: host.id,
+            name: host.name.clone(),
             inner,
             permits: Semaphore::new(self.per_host),
             health: Arc::clone(&self.health),
@@ -99,12 +100,13 @@ impl Drivers {
         Ok(driver)
     }
 
-    /// Connections this process has opened to host `host` (none for simulated hosts).
-    pub fn connections(&self) -> Vec<(i64, u64)> {
+    /// Connections this process has opened to each host it called, by host name (none
+    /// for simulated hosts).
+    pub fn connections(&self) -> Vec<(String, u64)> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<(i64, u64)> = cache
-            .iter()
-            .filter_map(|(id, d)| d.inner.connections().map(|n| (*id, n)))
+        let mut all: Vec<(String, u64)> = cache
+            .values()
+            .filter_map(|d| d.inner.connections().map(|n| (d.name.clone(), n)))
             .collect();
         all.sort_unstable();
         all
@@ -129,6 +131,8 @@ async fn bounded(
 /// turn), and telling the host's health from each outcome.
 struct Tracked {
     host: i64,
+    /// The host's name, for metrics.
+    name: String,
     inner: Box<dyn Driver>,
     permits: Semaphore,
     health: Arc<HealthBook>,

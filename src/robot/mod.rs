@@ -90,6 +90,7 @@ impl Robot {
     /// Claims tasks while workers are free (up to [`CLAIM_BATCH`] at a time); sleeps until a task is queued (or the slow
     /// poll comes round, for tasks queued by other processes and expired leases).
     async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let health = self.ledger.spawn_health_writer(shutdown.clone());
         let hosts = self.placement().await;
         let workers = Arc::clone(&self.workers);
         let (handoffs, mut handed) = mpsc::unbounded_channel::<Handoff>();
@@ -197,6 +198,7 @@ impl Robot {
                 }
             }
         }
+        let _ = health.await;
         tracing::info!(owner = %self.owner, "robot stopped");
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::tasks::{Claimed, Note, Step, lease_until, record, start_work, write_steps};
 use super::{Core, ROBOT, handoff};
-use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, Vm};
+use crate::db::models::{Host, HostHealth, NewTaskEvent, Snapshot, Task, Vm};
 use crate::db::{self, Tx, hosts, snapshots, tasks, vms};
 use crate::domain::TaskState;
 use crate::domain::tree::Tree;
@@ -46,6 +46,49 @@ impl TaskLedger {
         let (queue, entries) = mpsc::unbounded_channel();
         tokio::spawn(write(self.clone(), entries));
         StepWriter { queue }
+    }
+
+    /// Writes the hosts' health as this process's calls find it, whenever it changes,
+    /// until `shutdown`: where other processes' robots and the API see it.
+    pub fn spawn_health_writer(
+        &self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            let book = Arc::clone(ledger.core.drivers.health());
+            loop {
+                let stopping = tokio::select! {
+                    _ = book.changed() => false,
+                    _ = shutdown.changed() => true,
+                };
+                let changes: Vec<HostHealth> = book
+                    .take_changes()
+                    .into_iter()
+                    .map(|(host_id, h)| HostHealth {
+                        host_id,
+                        reachable: h.reachable,
+                        since: h.since,
+                        last_error: h.last_error,
+                    })
+                    .collect();
+                if !changes.is_empty() {
+                    let written = async {
+                        let mut tx = ledger.core.db.begin().await?;
+                        let result = hosts::set_health(&mut tx.conn(), &changes)
+                            .await
+                            .map_err(AppError::from);
+                        tx.finish(result).await
+                    };
+                    if let Err(err) = written.await {
+                        tracing::warn!(error = %err, "could not record the hosts' health");
+                    }
+                }
+                if stopping {
+                    return;
+                }
+            }
+        })
     }
 
     /// Committed events, and the wake-ups for queued work.

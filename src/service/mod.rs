@@ -189,7 +189,8 @@ impl Service {
     pub async fn scrape(&self) -> AppResult<String> {
         let mut conn = self.core.db.reader().await?;
         let queue = db::tasks::queue(&mut conn.conn(), db::now()).await?;
-        Ok(self.core.metrics.render(&queue))
+        let connections = self.core.drivers.connections();
+        Ok(self.core.metrics.render(&queue, &connections))
     }
 
     /// The most non-closed snapshots a VM of a host with limit `host_limit` may have.

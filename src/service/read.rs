@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Caller, Core};
 use crate::db::listing::{self, HistoryField, Listing, SnapshotField};
-use crate::db::models::{HistoryEntry, Host, Project, Snapshot, Task, TaskEvent, Vm};
+use crate::db::models::{HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Vm};
 use crate::db::{events, history, hosts, projects, snapshots, tasks, vms};
 use crate::domain::TaskState;
 use crate::domain::drift::{self, Drift, Listed, Recorded};
@@ -171,6 +171,10 @@ impl Reads {
 
     pub async fn hosts_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Host>> {
         Ok(hosts::by_ids(&mut self.core.db.reader().await?.conn(), ids).await?)
+    }
+
+    pub async fn health_of_hosts(&self, ids: &[i64]) -> AppResult<Vec<HostHealth>> {
+        Ok(hosts::health_of(&mut self.core.db.reader().await?.conn(), ids).await?)
     }
 
     pub async fn snapshots_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Snapshot>> {

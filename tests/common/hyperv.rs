@@ -90,4 +90,32 @@ impl StandIn {
             let _ = std::fs::remove_file(marker);
         }
     }
+
+    /// Sessions the host has opened so far.
+    pub fn sessions(&self, host: &str) -> usize {
+        std::fs::read_to_string(self.dir.join(format!("{host}.sessions")))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Makes the open session die at its next script, once: `"before"` running it, or
+    /// `"after"` (it ran, and never answered).
+    pub fn crash_next(&self, host: &str, when: &str) {
+        std::fs::write(self.dir.join(format!("{host}.crash")), when).unwrap();
+    }
+
+    /// Whether the next crash is still to come.
+    pub fn crash_pending(&self, host: &str) -> bool {
+        self.dir.join(format!("{host}.crash")).exists()
+    }
+
+    /// Makes the host stop answering at its next script, or answer again.
+    pub fn set_hung(&self, host: &str, hung: bool) {
+        let marker = self.dir.join(format!("{host}.hang"));
+        if hung {
+            std::fs::write(marker, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(marker);
+        }
+    }
 }

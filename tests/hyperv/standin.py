@@ -5,9 +5,10 @@ snaptree's Hyper-V driver runs
 
     ssh -o BatchMode=yes ... -l USER -- HOST "powershell -NoProfile -NonInteractive -Command -"
 
-with a PowerShell script on standard input. Tests point the driver at this program
-instead (through a wrapper that adds --state-dir). It checks the ssh arguments, parses the
-script strictly -- the frame snaptree uses, then statements built only from cmdlets and
+once per session, and feeds that PowerShell one script at a time on standard input, each
+followed by a statement that writes its end marker. Tests point the driver at this program
+instead (through a wrapper that adds --state-dir). It checks the ssh arguments, serves the
+session until its input ends, and parses each script strictly -- the frame snaptree uses, then statements built only from cmdlets and
 parameters that real Hyper-V has (Get-VM, Set-VM, Checkpoint-VM, Get-VMCheckpoint,
 Restore-VMCheckpoint, Remove-VMCheckpoint, Start-VM, Get-VMHost) -- and refuses anything
 else, so a test fails when the driver sends something Hyper-V would not run. PowerShell's
@@ -29,13 +30,20 @@ Test set-up, outside the ssh path:
     standin.py --state-dir DIR --host H --add-vm NAME [--vm-state Running|Off]
     standin.py --state-dir DIR --host H --add-checkpoint VM NAME
     standin.py --state-dir DIR --host H --dump VM
-A file DIR/H.down makes the host unreachable (ssh exits 255).
+Sessions and failures, for tests to see and cause:
+    DIR/H.sessions    gets a line for each session opened
+    DIR/H.down        the host is unreachable: new sessions fail as ssh does (exit 255),
+                      and an open one ends at its next script, as a dropped connection does
+    DIR/H.crash       the session dies at its next script, once (the file is removed):
+                      "before" it runs the script, or "after" it ran it but before it answers
+    DIR/H.hang        the session stops answering at its next script (sleeps until killed)
 """
 
 import json
 import os
 import re
 import sys
+import time
 
 MAX_CHECKPOINTS = 50
 QUOTES = "'\u2018\u2019\u201a\u201b"
@@ -45,7 +53,9 @@ SSH_OPTIONS = {"BatchMode", "ConnectTimeout", "ServerAliveInterval", "ServerAliv
 
 PRELUDE = "& {\n$ErrorActionPreference = 'Stop'\n$ProgressPreference = 'SilentlyContinue'\ntry {\n"
 EPILOGUE = ("} catch {\nWrite-Output ('SNAPTREE-ERROR ' + ($_.Exception.Message -replace '\\s+', ' '))\n"
-            "exit 1\n}\n}\n\n")
+            "}\n}\n\n")
+# The statement after each script: Write-Output ('SNAPTREE-END ' + 'N.')
+END = re.compile(r"^Write-Output \('SNAPTREE-END ' \+ '([0-9]+)\.'\)$")
 
 # Statement shapes: each single-quoted literal is written {L}.
 SHAPES = {
@@ -264,11 +274,47 @@ def serve(state_dir, args):
     except Refused as e:
         print(f"standin: refused: {e}", file=sys.stderr)
         return 2
-    if os.path.exists(os.path.join(state_dir, host + ".down")):
+    path = lambda suffix: os.path.join(state_dir, host + suffix)
+    if os.path.exists(path(".down")):
         print(f"ssh: connect to host {host} port {options.get('-p', '22')}: Connection refused", file=sys.stderr)
         return 255
-    script = sys.stdin.read()
-    hv = Host(os.path.join(state_dir, host + ".json"))
+    with open(path(".sessions"), "a") as f:
+        f.write(f"{os.getpid()}\n")
+    script = []
+    for line in sys.stdin:
+        end = END.match(line.rstrip("\n"))
+        if end is None:
+            script.append(line)
+            continue
+        if os.path.exists(path(".down")):
+            print(f"Connection to {host} closed by remote host.", file=sys.stderr)
+            return 255
+        if os.path.exists(path(".hang")):
+            while True:
+                time.sleep(3600)
+        crash = None
+        if os.path.exists(path(".crash")):
+            with open(path(".crash")) as f:
+                crash = f.read().strip() or "after"
+            os.remove(path(".crash"))
+            if crash == "before":
+                os._exit(1)
+        out = run_script(path(".json"), "".join(script))
+        if crash == "after":
+            os._exit(1)
+        # PowerShell writes its output, then the end statement's.
+        sys.stdout.write("".join(o + "\n" for o in out) + f"SNAPTREE-END {end.group(1)}.\n")
+        sys.stdout.flush()
+        script = []
+    if "".join(script).strip():
+        print("standin: refused: input ended inside a script", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_script(state_path, script):
+    """Runs one script against the host's state; returns the lines it writes."""
+    hv = Host(state_path)
     try:
         if not script.startswith(PRELUDE) or not script.endswith(EPILOGUE):
             raise Refused("the script is not one & { try { ... } catch { ... } } block ending in a blank line")
@@ -278,16 +324,14 @@ def serve(state_dir, args):
                 raise Refused(f"a statement Hyper-V is not sent by snaptree: {shape}")
             hv.run(kind, values)
     except Refused as e:
-        print(f"standin: refused: {e}", file=sys.stderr)
-        return 1
+        # As PowerShell reports what it cannot parse, and reads on.
+        return [f"standin: refused: {e}"]
     except HyperVError as e:
         hv.out.append("SNAPTREE-ERROR " + re.sub(r"\s+", " ", str(e)))
-        print("\n".join(hv.out))
         hv.save()  # what ran before the error stays done, as on a real host
-        return 1
+        return hv.out
     hv.save()
-    print("\n".join(hv.out))
-    return 0
+    return hv.out
 
 
 def admin(state_dir, args):
