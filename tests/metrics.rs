@@ -4,35 +4,9 @@
 
 mod common;
 
-use common::{METRICS_TOKEN, TestApp};
+use common::{METRICS_TOKEN, TestApp, scrape, value};
 use prometheus_parse::{Scrape, Value};
 use serde_json::json;
-
-/// Scrapes with `token`: the status and the body.
-async fn scrape(app: &TestApp, token: Option<&str>) -> (u16, String) {
-    let url = app.url.replace("graphql", "metrics");
-    let mut request = reqwest::Client::new().get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
-
-/// The value of the sample `name` whose labels include `labels` (0 when none is).
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
-            Value::Summary(_) => 0.0,
-        })
-        .sum()
-}
 
 #[tokio::test]
 async fn metrics_count_what_happened_and_only_an_admin_or_the_scraper_reads_them() {

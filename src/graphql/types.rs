@@ -82,7 +82,9 @@ impl Host {
     /// Whether snaptree's connections reach the host, as the robots last found it; null
     /// until a robot has called it.
     async fn health(&self, ctx: &Context<'_>) -> Result<Option<HostHealth>> {
-        maybe(ctx, HealthOf(self.0.id)).await.map(|h| h.map(HostHealth))
+        maybe(ctx, HealthOf(self.0.id))
+            .await
+            .map(|h| h.map(HostHealth))
     }
 
     /// The host's VMs that the caller may see, by id: `first` of them after `after`.

@@ -152,7 +152,10 @@ mod tests {
         let changes = book.take_changes();
         assert_eq!(changes.len(), 1);
         assert!(!changes[0].1.reachable);
-        assert!(book.take_changes().is_empty(), "a repeated error is no change");
+        assert!(
+            book.take_changes().is_empty(),
+            "a repeated error is no change"
+        );
         assert!(book.answered(1));
         assert!(!book.is_unreachable(1));
         let (_, health) = book.take_changes().pop().unwrap();

@@ -348,7 +348,9 @@ impl HypervDriver {
     ) -> Result<(), DriverError> {
         body.extend(statements::WAIT.iter().map(|s| s.to_string()));
         progress.report(Some(0), phase);
-        self.run(vm, &body, Some((progress, phase)), Resend::Never).await.map(drop)
+        self.run(vm, &body, Some((progress, phase)), Resend::Never)
+            .await
+            .map(drop)
     }
 }
 
@@ -375,7 +377,9 @@ impl Driver for HypervDriver {
     }
 
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
-        let payload = self.run("", &[statements::VMS.to_owned()], None, Resend::Safe).await?;
+        let payload = self
+            .run("", &[statements::VMS.to_owned()], None, Resend::Safe)
+            .await?;
         let vms: Vec<VmEntry> = serde_json::from_str(&payload).map_err(|e| {
             DriverError::Permanent(format!("unreadable VM list from the host: {e}"))
         })?;
@@ -513,6 +517,9 @@ mod tests {
         assert!(s.starts_with("& {\n$ErrorActionPreference = 'Stop'\n"));
         assert!(s.contains("\nStart-VM -Name 'web'\n"));
         assert!(s.ends_with("}\n}\n\nWrite-Output ('SNAPTREE-END ' + '7.')\n"));
-        assert!(!s.contains(&end_marker(7)), "the marker is only in the output");
+        assert!(
+            !s.contains(&end_marker(7)),
+            "the marker is only in the output"
+        );
     }
 }

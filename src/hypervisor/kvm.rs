@@ -111,7 +111,10 @@ impl Failure {
 fn shell_line(args: &[&str]) -> Result<String, DriverError> {
     let mut line = String::new();
     for arg in args {
-        if arg.chars().any(|c| c == '\\' || c == '\'' || c.is_control()) {
+        if arg
+            .chars()
+            .any(|c| c == '\\' || c == '\'' || c.is_control())
+        {
             return Err(DriverError::Permanent(format!(
                 "{arg:?} cannot be passed to virsh"
             )));
@@ -153,7 +156,11 @@ impl KvmDriver {
     fn open(&self) -> Result<Session, DriverError> {
         let args = ["-q".to_owned(), "-c".to_owned(), self.uri.clone()];
         // No terminal to drive, and no history of the commands kept on disk.
-        Session::open(&self.virsh, &args, &[("TERM", "dumb"), ("VIRSH_HISTSIZE", "0")])
+        Session::open(
+            &self.virsh,
+            &args,
+            &[("TERM", "dumb"), ("VIRSH_HISTSIZE", "0")],
+        )
     }
 
     /// Runs `args` in the host's shell: stdout on success. A shell that was kept and
@@ -172,7 +179,9 @@ impl KvmDriver {
             let request = format!("{command}\necho 'SNAPTREE-END-''{n}'\nsnaptree-mark-{n}\n");
             let asked = async {
                 session.send(&request).await?;
-                session.read_to(&format!("'snaptree-mark-{n}'"), |_| {}).await
+                session
+                    .read_to(&format!("'snaptree-mark-{n}'"), |_| {})
+                    .await
             };
             let text = match asked.await {
                 Ok(text) => text,
@@ -382,7 +391,10 @@ mod tests {
         let remote = failure(
             "error: failed to connect to the hypervisor\nerror: Cannot recv data: ssh: connect to host h port 22: Connection refused\n",
         );
-        assert!(matches!(remote.into_error("vm"), DriverError::Unreachable(_)));
+        assert!(matches!(
+            remote.into_error("vm"),
+            DriverError::Unreachable(_)
+        ));
         let busy = failure("error: Timed out during operation: cannot acquire state change lock");
         assert!(matches!(busy.into_error("vm"), DriverError::Transient(_)));
         let missing = failure("error: failed to get domain 'web'\n");
@@ -418,7 +430,8 @@ mod tests {
 
     #[test]
     fn answers_drop_the_shells_prompts() {
-        let text = "\nvirsh # 'domstate' '--domain' 'web'\nrunning\nvirsh # echo 'SNAPTREE-END-''3'\n";
+        let text =
+            "\nvirsh # 'domstate' '--domain' 'web'\nrunning\nvirsh # echo 'SNAPTREE-END-''3'\n";
         assert_eq!(answer_lines(text).collect::<Vec<_>>(), ["running"]);
     }
 }

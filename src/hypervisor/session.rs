@@ -112,7 +112,8 @@ impl Session {
             self.stdin.write_all(text.as_bytes()).await?;
             self.stdin.flush().await
         };
-        sent.await.map_err(|e| self.ended(&format!("cannot write to it ({e})")))
+        sent.await
+            .map_err(|e| self.ended(&format!("cannot write to it ({e})")))
     }
 
     /// Reads up to `marker`: what came before it, each complete line also handed to
@@ -229,12 +230,13 @@ impl Lasting {
             fresh,
         })
     }
-
 }
 
 impl Loan<'_> {
     pub fn session(&mut self) -> &mut Session {
-        self.session.as_mut().expect("a loan holds its session until kept")
+        self.session
+            .as_mut()
+            .expect("a loan holds its session until kept")
     }
 
     /// Gives the session back for the next call, unless it has answered its share.
@@ -257,10 +259,15 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_read_up_to_their_markers_in_order() {
-        let mut s = shell("while read -r line; do echo \"out $line\"; echo \"err $line\" >&2; echo END; done");
+        let mut s = shell(
+            "while read -r line; do echo \"out $line\"; echo \"err $line\" >&2; echo END; done",
+        );
         s.send("a\nb\n").await.unwrap();
         let mut lines = Vec::new();
-        let first = s.read_to("END", |l| lines.push(l.to_owned())).await.unwrap();
+        let first = s
+            .read_to("END", |l| lines.push(l.to_owned()))
+            .await
+            .unwrap();
         assert_eq!(first, "out a\nerr a\n");
         assert_eq!(lines, ["out a", "err a"]);
         assert_eq!(s.read_to("END", |_| {}).await.unwrap(), "\nout b\nerr b\n");
@@ -269,7 +276,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_that_ends_leaves_the_host_unreachable_with_its_last_words() {
-        let mut s = shell("echo 'ssh: connect to host h port 22: Connection refused' >&2; exit 255");
+        let mut s =
+            shell("echo 'ssh: connect to host h port 22: Connection refused' >&2; exit 255");
         let err = s.read_to("END", |_| {}).await.unwrap_err();
         assert!(matches!(err, DriverError::Unreachable(_)), "{err:?}");
         assert!(err.to_string().contains("Connection refused"), "{err}");

@@ -21,9 +21,9 @@ use std::sync::{Arc, OnceLock};
 use crate::clock::Clock;
 use crate::config::Limits;
 use crate::db::{self, Db};
+use crate::domain::Hypervisor;
 use crate::error::AppResult;
 use crate::events::EventBus;
-use crate::domain::Hypervisor;
 use crate::hypervisor::{DriverError, Drivers, HostRef};
 use crate::metrics::Metrics;
 

@@ -98,10 +98,14 @@ impl StandIn {
             .unwrap_or(0)
     }
 
-    /// Makes the open session die at its next script, once: `"before"` running it, or
-    /// `"after"` (it ran, and never answered).
-    pub fn crash_next(&self, host: &str, when: &str) {
-        std::fs::write(self.dir.join(format!("{host}.crash")), when).unwrap();
+    /// Makes the open session die at its next script that contains `text`, once:
+    /// `"before"` running it, or `"after"` (it ran, and never answered).
+    pub fn crash_next(&self, host: &str, when: &str, text: &str) {
+        std::fs::write(
+            self.dir.join(format!("{host}.crash")),
+            format!("{when} {text}"),
+        )
+        .unwrap();
     }
 
     /// Whether the next crash is still to come.

@@ -177,15 +177,17 @@ impl TestApp {
 
     /// A server whose Hyper-V hosts are the stand-in (its ssh is the stand-in's).
     pub async fn spawn_with_standin() -> (Self, hyperv::StandIn) {
+        Self::spawn_with_standin_and(test_robot()).await
+    }
+
+    /// The same, with robot `robot`.
+    pub async fn spawn_with_standin_and(robot: RobotConfig) -> (Self, hyperv::StandIn) {
         let dir = tempfile::tempdir().unwrap();
         let standin = hyperv::StandIn::new(dir.path());
         let db = TestDb::new(dir.path()).await;
         let mut drivers = DriverConfig::new(dir.path().join("sim"));
         drivers.ssh = standin.ssh.clone();
-        (
-            Self::start(db, dir, Some(test_robot()), drivers).await,
-            standin,
-        )
+        (Self::start(db, dir, Some(robot), drivers).await, standin)
     }
 
     /// A server on `db`, keeping its files in `dir`.
@@ -573,6 +575,46 @@ impl Drop for TestApp {
 }
 
 /// The code of a response's first error.
+/// Scrapes with `token`: the status and the body.
+pub async fn scrape(app: &TestApp, token: Option<&str>) -> (u16, String) {
+    let url = app.url.replace("graphql", "metrics");
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The value of the sample `name` whose labels include `labels` (0 when none is).
+pub fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+/// Connections the server has opened to host `host`, by its `/metrics`.
+pub async fn connections_opened(app: &TestApp, host: &str) -> f64 {
+    let (_, text) = scrape(app, Some(METRICS_TOKEN)).await;
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).unwrap();
+    value(
+        &parsed,
+        "snaptree_host_connections_opened_total",
+        &[("host", host)],
+    )
+}
+
 pub fn error_code(body: &Value) -> String {
     body["errors"][0]["extensions"]["code"]
         .as_str()

@@ -34,8 +34,9 @@ Sessions and failures, for tests to see and cause:
     DIR/H.sessions    gets a line for each session opened
     DIR/H.down        the host is unreachable: new sessions fail as ssh does (exit 255),
                       and an open one ends at its next script, as a dropped connection does
-    DIR/H.crash       the session dies at its next script, once (the file is removed):
-                      "before" it runs the script, or "after" it ran it but before it answers
+    DIR/H.crash       "WHEN [TEXT]": the session dies at its next script (that contains
+                      TEXT), once (the file is removed): "before" it runs the script, or
+                      "after" it ran it but before it answers
     DIR/H.hang        the session stops answering at its next script (sleeps until killed)
 """
 
@@ -295,8 +296,10 @@ def serve(state_dir, args):
         crash = None
         if os.path.exists(path(".crash")):
             with open(path(".crash")) as f:
-                crash = f.read().strip() or "after"
-            os.remove(path(".crash"))
+                when, _, pattern = f.read().strip().partition(" ")
+            if pattern in "".join(script):
+                crash = when or "after"
+                os.remove(path(".crash"))
             if crash == "before":
                 os._exit(1)
         out = run_script(path(".json"), "".join(script))
