@@ -73,18 +73,23 @@ impl Failure {
     /// A failure of the connection rather than of the command: worth a retry, and the
     /// shell is replaced.
     fn is_unreachable(&self) -> bool {
+        // Lower case: virsh's shell says "Failed to reconnect to the hypervisor" where
+        // a one-shot virsh says "failed to connect to the hypervisor".
         const UNREACHABLE: &[&str] = &[
-            "failed to connect to the hypervisor",
+            "to connect to the hypervisor",
+            "to reconnect to the hypervisor",
+            "failed to connect socket",
             "no connection driver available",
-            "Disconnected from",
+            "disconnected from",
             "client socket is closed",
-            "Cannot recv data",
-            "Cannot write data",
-            "Connection refused",
-            "Connection reset",
-            "End of file while reading data",
+            "cannot recv data",
+            "cannot write data",
+            "connection refused",
+            "connection reset",
+            "end of file while reading data",
         ];
-        UNREACHABLE.iter().any(|t| self.says(t))
+        let said = self.0.to_lowercase();
+        UNREACHABLE.iter().any(|t| said.contains(t))
     }
 
     /// The host is busy: worth a retry on the same connection.
@@ -129,11 +134,25 @@ fn shell_line(args: &[&str]) -> Result<String, DriverError> {
     Ok(line)
 }
 
-/// What virsh wrote for one command, without its shell's prompts and echoes.
-fn answer_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines().filter(|l| {
-        !l.trim().is_empty() && !l.starts_with("virsh # ") && !l.starts_with("virsh > ")
-    })
+/// What virsh wrote for one command, without its shell's prompts and the commands they
+/// echo. A prompt may follow output on the same line (virsh ends some answers, as
+/// `snapshot-parent`'s, without a newline): it ends that line.
+fn answer_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let output = match ["virsh # ", "virsh > "]
+            .iter()
+            .filter_map(|p| line.find(p))
+            .min()
+        {
+            Some(at) => &line[..at],
+            None => line,
+        };
+        if !output.trim().is_empty() {
+            lines.push(output);
+        }
+    }
+    lines
 }
 
 impl KvmDriver {
@@ -188,6 +207,11 @@ impl KvmDriver {
                 Err(e) if e.is_transient() && !fresh && again => {
                     again = false;
                     continue;
+                }
+                Err(DriverError::Unreachable(e)) => {
+                    return Err(DriverError::Unreachable(format!(
+                        "libvirt is unreachable: {e}"
+                    )));
                 }
                 Err(e) => return Err(e),
             };
@@ -393,6 +417,13 @@ mod tests {
         );
         assert!(matches!(
             remote.into_error("vm"),
+            DriverError::Unreachable(_)
+        ));
+        let shell = failure(
+            "error: Failed to reconnect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory",
+        );
+        assert!(matches!(
+            shell.into_error("vm"),
             DriverError::Unreachable(_)
         ));
         let busy = failure("error: Timed out during operation: cannot acquire state change lock");
