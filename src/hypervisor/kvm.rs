@@ -463,6 +463,9 @@ mod tests {
     fn answers_drop_the_shells_prompts() {
         let text =
             "\nvirsh # 'domstate' '--domain' 'web'\nrunning\nvirsh # echo 'SNAPTREE-END-''3'\n";
-        assert_eq!(answer_lines(text).collect::<Vec<_>>(), ["running"]);
+        assert_eq!(answer_lines(text), ["running"]);
+        // snapshot-parent's answer ends without a newline: the next prompt follows it.
+        let glued = "virsh # 'snapshot-parent' '--domain' 'web' '--snapshotname' 'b'\navirsh # echo 'SNAPTREE-END-''4'\n";
+        assert_eq!(answer_lines(glued), ["a"]);
     }
 }
