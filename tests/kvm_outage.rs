@@ -4,47 +4,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::libvirt::{self, TestDomain, virsh};
+use common::libvirt::{self, Restart, TestDomain, start_libvirtd, stop_libvirtd};
 use common::{TestApp, test_robot};
 use serde_json::json;
 use snaptree::config::RobotConfig;
-
-/// Starts libvirtd again however the test ends.
-struct Restart;
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        start_libvirtd();
-    }
-}
-
-fn start_libvirtd() {
-    if virsh(&["version"]).is_ok() {
-        return;
-    }
-    let _ = Command::new("libvirtd").arg("-d").status();
-    for _ in 0..100 {
-        if virsh(&["version"]).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("libvirtd did not come back");
-}
-
-fn stop_libvirtd() {
-    let _ = Command::new("pkill").args(["-x", "libvirtd"]).status();
-    for _ in 0..100 {
-        if virsh(&["version"]).is_err() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("libvirtd did not stop");
-}
 
 #[tokio::test]
 async fn a_task_waits_out_a_libvirtd_outage() {

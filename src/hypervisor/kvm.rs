@@ -35,6 +35,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 /// history per command).
 const ANSWERS_PER_SHELL: u32 = 10_000;
 
+/// What virsh's shell says (as an error) when it reconnected before a command.
+const RECONNECTED: &str = "error: Reconnected to the hypervisor";
+
 /// A libvirt host.
 pub struct KvmDriver {
     /// libvirt's connection URI, with the robot's SSH key when it has one.
@@ -223,6 +226,11 @@ impl KvmDriver {
             };
             let (mut out, mut errors) = (String::new(), Vec::new());
             for line in answer_lines(&text[..end]) {
+                // The shell found its connection lost and made a new one before it ran
+                // the command: news, not a failure.
+                if line.trim() == RECONNECTED {
+                    continue;
+                }
                 if line.starts_with("error:") {
                     errors.push(line);
                 } else {

@@ -7,6 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 pub const URI: &str = "qemu:///system";
 
@@ -56,6 +57,48 @@ pub fn available() -> bool {
     );
     eprintln!("skipped: libvirtd does not answer at {URI}");
     false
+}
+
+/// Starts libvirtd again however the test that stopped it ends.
+pub struct Restart;
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        start_libvirtd();
+    }
+}
+
+/// Starts libvirtd, unless it answers already, and waits until it does.
+pub fn start_libvirtd() {
+    if virsh(&["version"]).is_ok() {
+        return;
+    }
+    let _ = Command::new("libvirtd").arg("-d").status();
+    for _ in 0..100 {
+        if virsh(&["version"]).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("libvirtd did not come back");
+}
+
+/// Stops libvirtd (its domains keep running) and waits until it no longer answers.
+pub fn stop_libvirtd() {
+    let _ = Command::new("pkill").args(["-x", "libvirtd"]).status();
+    for _ in 0..100 {
+        // Gone, not only silent: a libvirtd still ending holds its pidfile, and a new
+        // one would not start.
+        let running = Command::new("pgrep")
+            .args(["-x", "libvirtd"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !running && virsh(&["version"]).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("libvirtd did not stop");
 }
 
 /// A tiny domain, defined for one test and undefined (with its snapshots) after it.

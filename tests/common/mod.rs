@@ -190,6 +190,18 @@ impl TestApp {
         (Self::start(db, dir, Some(robot), drivers).await, standin)
     }
 
+    /// A server with robot `robot` whose host drivers `tune` adjusts (an SSH key, ...).
+    pub async fn spawn_with_drivers(
+        robot: RobotConfig,
+        tune: impl FnOnce(&mut DriverConfig),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(dir.path()).await;
+        let mut drivers = DriverConfig::new(dir.path().join("sim"));
+        tune(&mut drivers);
+        Self::start(db, dir, Some(robot), drivers).await
+    }
+
     /// A server on `db`, keeping its files in `dir`.
     pub async fn spawn_on(db: TestDb, dir: TempDir, robot: Option<RobotConfig>) -> Self {
         let drivers = DriverConfig::new(dir.path().join("sim"));
