@@ -128,21 +128,28 @@ pub fn snapshot_name(
         .replace("{time}", &local.format("%H%M").to_string())
 }
 
-/// A template must name two consecutive runs differently (names are unique per VM).
+/// How many upcoming runs [`check_template`] compares: enough that any two runs in a row
+/// on one day are among them (an hourly schedule's 24, a minutely one's first hours).
+const TEMPLATE_CHECK_RUNS: usize = 64;
+
+/// A template must name consecutive runs differently (names are unique per VM). Two
+/// runs alone are not enough: `{date}` on an hourly schedule names 23:00 and 00:00
+/// differently, and would pass late in the day.
 pub fn check_template(
     template: &str,
     schedule: &Schedule,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
-    let slots = schedule.upcoming(now, 2);
-    if let [a, b] = slots[..] {
-        let zone = schedule.zone();
-        if snapshot_name(template, "p", "v", a, zone) == snapshot_name(template, "p", "v", b, zone)
-        {
-            return Err(format!(
-                "The name template {template:?} gives two runs in a row the same name; use {{due}}, or {{date}} and {{time}}."
-            ));
-        }
+    let zone = schedule.zone();
+    let names: Vec<String> = schedule
+        .upcoming(now, TEMPLATE_CHECK_RUNS)
+        .into_iter()
+        .map(|due| snapshot_name(template, "p", "v", due, zone))
+        .collect();
+    if names.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(format!(
+            "The name template {template:?} gives two runs in a row the same name; use {{due}}, or {{date}} and {{time}}."
+        ));
     }
     Ok(())
 }
@@ -322,6 +329,12 @@ mod tests {
         let hourly = Schedule::every(3600, due).unwrap();
         assert!(check_template("{policy}-{date}", &hourly, due).is_err());
         assert!(check_template("{policy}-{date}-{time}", &hourly, due).is_ok());
+        // The next two runs fall on either side of midnight; later ones collide.
+        let late = at("2030-12-01T22:30:00Z");
+        let hourly = Schedule::every(3600, late).unwrap();
+        assert!(check_template("{policy}-{date}", &hourly, late).is_err());
+        let daily = Schedule::every(86400, late).unwrap();
+        assert!(check_template("{policy}-{date}", &daily, late).is_ok());
     }
 
     #[test]
