@@ -122,7 +122,14 @@ async fn measure(uri: &str, key: Option<&PathBuf>) -> [(Duration, Duration); 3] 
         let hand = format!("hand{i}");
         samples[0].0.push(by_hand(
             &hand_uri,
-            &["snapshot-create-as", "--domain", d, "--name", &hand, "--atomic"],
+            &[
+                "snapshot-create-as",
+                "--domain",
+                d,
+                "--name",
+                &hand,
+                "--atomic",
+            ],
         ));
         samples[1].0.push(by_hand(
             &hand_uri,
@@ -172,7 +179,9 @@ fn main() {
     if let Some(key) = &key {
         ways.push(("qemu+ssh://root@127.0.0.1/system", Some(key)));
     }
-    println!("| host | action | by hand (median of {ROUNDS}) | through snaptree, mutation to final event (median of {ROUNDS}) | ratio |");
+    println!(
+        "| host | action | by hand (median of {ROUNDS}) | through snaptree, mutation to final event (median of {ROUNDS}) | ratio |"
+    );
     println!("|---|---|---|---|---|");
     for (uri, key) in ways {
         let medians = runtime.block_on(measure(uri, key));
