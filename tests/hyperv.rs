@@ -4,10 +4,8 @@
 mod common;
 
 use common::TestApp;
-use common::hyperv::StandIn;
+use common::hyperv::{self, HOST, StandIn};
 use serde_json::json;
-
-const HOST: &str = "hv1";
 
 async fn assert_agrees(app: &TestApp, token: &str, vm: &str, standin: &StandIn, identifier: &str) {
     assert_eq!(
@@ -18,19 +16,8 @@ async fn assert_agrees(app: &TestApp, token: &str, vm: &str, standin: &StandIn, 
 
 /// A project, its OPERATOR token, a Hyper-V host and a VM `identifier` on it.
 async fn setup(app: &TestApp, standin: &StandIn, identifier: &str) -> (String, String, String) {
-    standin.add_vm(HOST, identifier);
-    let project = app.create_project("hv").await;
-    let op = app.create_token(&project, "OPERATOR").await;
-    let host = app
-        .create_host(
-            "hyperv-1",
-            "HYPERV",
-            &format!("ssh://administrator@{HOST}"),
-            None,
-        )
-        .await;
-    let vm = app.register_vm(&host, &project, identifier).await;
-    (op, host, vm)
+    let (op, host, mut vms) = hyperv::setup(app, standin, &[identifier]).await;
+    (op, host, vms.remove(0))
 }
 
 #[tokio::test]

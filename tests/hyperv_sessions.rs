@@ -8,30 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::hyperv::StandIn;
+use common::hyperv::{self, HOST, StandIn};
 use common::{TestApp, connections_opened, test_robot};
 use serde_json::json;
 use snaptree::config::{RobotConfig, Timeouts};
 
-const HOST: &str = "hv1";
-
 /// A project's OPERATOR token, a Hyper-V host and VMs `identifiers` on it.
 async fn setup(app: &TestApp, standin: &StandIn, identifiers: &[&str]) -> (String, Vec<String>) {
-    let project = app.create_project("hv").await;
-    let op = app.create_token(&project, "OPERATOR").await;
-    let host = app
-        .create_host(
-            "hyperv-1",
-            "HYPERV",
-            &format!("ssh://administrator@{HOST}"),
-            None,
-        )
-        .await;
-    let mut vms = Vec::new();
-    for identifier in identifiers {
-        standin.add_vm(HOST, identifier);
-        vms.push(app.register_vm(&host, &project, identifier).await);
-    }
+    let (op, _, vms) = hyperv::setup(app, standin, identifiers).await;
     (op, vms)
 }
 

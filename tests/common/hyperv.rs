@@ -7,6 +7,34 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// The stand-in host's name in the tests' host URIs (`ssh://administrator@hv1`).
+pub const HOST: &str = "hv1";
+
+/// A project, its OPERATOR token, a Hyper-V host on the stand-in and VMs `identifiers`
+/// on it: (token, host id, VM ids).
+pub async fn setup(
+    app: &super::TestApp,
+    standin: &StandIn,
+    identifiers: &[&str],
+) -> (String, String, Vec<String>) {
+    let project = app.create_project("hv").await;
+    let op = app.create_token(&project, "OPERATOR").await;
+    let host = app
+        .create_host(
+            "hyperv-1",
+            "HYPERV",
+            &format!("ssh://administrator@{HOST}"),
+            None,
+        )
+        .await;
+    let mut vms = Vec::new();
+    for identifier in identifiers {
+        standin.add_vm(HOST, identifier);
+        vms.push(app.register_vm(&host, &project, identifier).await);
+    }
+    (op, host, vms)
+}
+
 /// One stand-in host directory, with the wrapper the driver runs as its ssh.
 pub struct StandIn {
     pub dir: PathBuf,
