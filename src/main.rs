@@ -119,7 +119,8 @@ struct RobotTuning {
 /// How hosts are reached.
 #[derive(Args)]
 struct HostAccess {
-    /// Where simulated (sim://) hosts keep their state.
+    /// Where simulated (sim://) hosts keep their state (a file `host-<id>/DOWN` in it
+    /// plays that host's outage).
     #[arg(long, env = "SNAPTREE_SIM_DIR", default_value = "snaptree-sim")]
     sim_dir: PathBuf,
     /// libvirt's virsh, for KVM hosts.

@@ -113,6 +113,36 @@ async fn the_dashboard_in_chromium() {
         )
         .await;
     api.create_vm(&failing, &project, "flaky").await;
+    // A host that stops answering once its VM is registered (the simulated host's
+    // outage file): the page must say it is unreachable, and since when.
+    let offline = api
+        .create_host("offline", "SIMULATED", "sim://", None)
+        .await;
+    let lost = api.create_vm(&offline, &project, "lost").await;
+    let host_dir = sim.join(format!("host-{offline}"));
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("DOWN"), "").unwrap();
+    api.create_snapshot(&builder, &lost, "waits").await;
+    loop {
+        let hosts = api
+            .data(
+                &builder,
+                "{ hosts { name health { reachable } } }",
+                json!({}),
+            )
+            .await;
+        let health = hosts["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == "offline")
+            .unwrap()["health"]
+            .clone();
+        if health["reachable"] == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let lab = api.create_host("lab", "SIMULATED", "sim://", None).await;
     let big31 = api.create_vm(&lab, &project, "big31").await;
     grow(&api, &builder, &big31, "n", 31, 6).await;

@@ -25,7 +25,11 @@ const state = {
   socket: null,
   retries: 0,        // reconnects since the last success
   offline: false,
+  healthTimer: null, // reloads the hosts now and then: health changes send no event
 };
+
+/** How often the host list (and with it each host's health) is read again. */
+const HEALTH_EVERY_MS = 20_000;
 
 // ---- Words ------------------------------------------------------------------------------
 
@@ -44,6 +48,8 @@ const STAMP = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle
 const CLOCK = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 const time = (at) => STAMP.format(new Date(at));
 const clock = (at) => CLOCK.format(new Date(at));
+/** A host's health in words: "" while it answers, or before a robot has called it. */
+const healthWords = (health) => (health && !health.reachable ? `unreachable since ${time(health.since)}` : "");
 
 /** What a task does, in an operator's words. */
 function taskWords(task) {
@@ -294,7 +300,7 @@ async function loadHosts() {
   try {
     // One page of VMs with their hosts: cheaper than every host's VM list.
     data = await gql(`{ vms(first: 100) { nodes { id name stateName snapshotCount snapshotLimit busy
-      host { id name hypervisor } } } }`);
+      host { id name hypervisor health { reachable since } } } } }`);
   } catch (e) { if (e.code !== "NETWORK") showError(e.message); return; }
   const hosts = new Map();
   for (const vm of data.vms.nodes) {
@@ -303,6 +309,18 @@ async function loadHosts() {
   }
   state.hosts = [...hosts.values()];
   drawHosts();
+  drawVmMeta();
+}
+
+/** The line under the VM's name; its host's health from the freshest read. */
+function drawVmMeta() {
+  const vm = state.vm;
+  if (!vm) return;
+  const listed = state.hosts.find((h) => h.id === vm.host.id);
+  const down = healthWords(listed ? listed.health : vm.host.health);
+  const limit = vm.snapshotLimit == null ? "" : ` of ${vm.snapshotLimit}`;
+  $("vm-meta").textContent =
+    `${vm.identifier} on ${vm.host.name} (${vm.host.hypervisor.toLowerCase()})${down ? `, ${down}` : ""} · ${vm.stateName.toLowerCase()} · ${plural(vm.snapshotCount, "snapshot")}${limit}`;
 }
 
 function vmLabel(vm) {
@@ -320,10 +338,12 @@ function drawHosts() {
     root.append(el("p", { className: "empty" }, "No VMs in your project yet. An ADMIN registers them (snaptree vm import)."));
   }
   for (const host of state.hosts) {
+    const down = healthWords(host.health);
     root.append(el("p", { className: "host-name" }, host.name, " ",
-      el("span", { className: "host-kind" }, host.hypervisor.toLowerCase())));
+      el("span", { className: "host-kind" }, host.hypervisor.toLowerCase()),
+      down ? el("span", { className: "host-down" }, down) : null));
     const list = el("ul");
-    const group = el("optgroup", { label: host.name });
+    const group = el("optgroup", { label: down ? `${host.name} (unreachable)` : host.name });
     for (const vm of host.vms) {
       const limit = vm.snapshotLimit == null ? "" : ` of ${vm.snapshotLimit}`;
       const button = el("button", { type: "button", className: "vm-link" },
@@ -368,7 +388,7 @@ const TASK_FIELDS = "id kind state finished error progress phase requestedBy cre
 const OFFER = "{ allowed reason refusal }";
 const VM_QUERY = `query($v: ID!) {
   vm(id: $v) { id name identifier stateName snapshotCount snapshotLimit
-    host { name hypervisor }
+    host { id name hypervisor health { reachable since } }
     activeSnapshot { id name }
     actions { create ${OFFER} revert ${OFFER} }
     snapshots { ${SNAP_FIELDS}
@@ -390,9 +410,7 @@ async function loadVm(id) {
   $("no-vm").hidden = true;
   $("vm").hidden = false;
   $("vm-name").textContent = vm.name;
-  const limit = vm.snapshotLimit == null ? "" : ` of ${vm.snapshotLimit}`;
-  $("vm-meta").textContent =
-    `${vm.identifier} on ${vm.host.name} (${vm.host.hypervisor.toLowerCase()}) · ${vm.stateName.toLowerCase()} · ${plural(vm.snapshotCount, "snapshot")}${limit}`;
+  drawVmMeta();
   drawToolbar();
   // A read can be older than the events already shown.
   if (vm.currentTask && !state.ended.has(vm.currentTask.id)) showProgress(vm.currentTask);
@@ -930,6 +948,7 @@ function signOut(message) {
   state.vm = null;
   state.me = null;
   if (state.socket) { const s = state.socket; state.socket = null; s.close(); }
+  clearInterval(state.healthTimer);
   setOffline(false);
   $("app").hidden = true;
   $("who").hidden = true;
@@ -953,6 +972,8 @@ async function start() {
   const project = state.me.project ? ` · project ${state.me.project.name}` : "";
   $("who").textContent = `${state.me.name} · ${state.me.role.toLowerCase()}${project}`;
   loadHosts();
+  clearInterval(state.healthTimer);
+  state.healthTimer = setInterval(() => { if (!document.hidden) loadHosts(); }, HEALTH_EVERY_MS);
   connectEvents();
 }
 

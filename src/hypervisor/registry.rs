@@ -51,7 +51,8 @@ impl Drivers {
     /// timeout: the host's command is killed, with everything it started).
     pub async fn check(&self, uri: &HostUri) -> Result<(), DriverError> {
         let driver: Box<dyn Driver> = match uri {
-            // A simulated host is always there.
+            // A simulated host has no connection to check (an outage it plays comes
+            // from a file in its state directory, which a new host has not got yet).
             HostUri::Sim(_) => return Ok(()),
             HostUri::Kvm(kvm) => Box::new(self.kvm(kvm)),
             HostUri::Hyperv(target) => Box::new(self.hyperv(target)),

@@ -13,7 +13,9 @@
 //! midway, before making the change: only the robot's timeout ends them), and `domains`
 //! the VMs the host starts with. `fail_on=create,apply,delete` limits the three rates to
 //! the operations named (a host whose disk is full fails creates, and applies work).
-//! Any other VM comes into being
+//! While a file named `DOWN` is in its state directory (`<sim-dir>/host-<id>/DOWN`), the
+//! host plays an outage: every call, reads too, fails as an unreachable host's does, and
+//! the host shows as unreachable until the file goes. Any other VM comes into being
 //! when it is first asked for. Reads (VM state, listings) are instant and never fail.
 
 use std::collections::BTreeMap;
@@ -198,6 +200,9 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The file whose presence in a host's state directory plays an outage.
+pub const OUTAGE_FILE: &str = "DOWN";
+
 /// A simulated host: its tuning and the directory holding its VMs.
 pub struct SimDriver {
     params: SimParams,
@@ -278,6 +283,7 @@ impl SimDriver {
         progress: &Progress,
         apply: impl FnOnce() -> Result<T, DriverError>,
     ) -> Result<T, DriverError> {
+        self.reach()?;
         let roll = if self.params.fail_on.is_empty() || self.params.fail_on.contains(&op) {
             fastrand::f64()
         } else {
@@ -325,11 +331,17 @@ impl SimDriver {
 
 #[async_trait]
 impl Driver for SimDriver {
+    async fn check(&self) -> Result<(), DriverError> {
+        self.reach()
+    }
+
     async fn vm_state(&self, vm: &str) -> Result<i32, DriverError> {
+        self.reach()?;
         self.vm_state_now(vm)
     }
 
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
+        self.reach()?;
         let mut names: Vec<String> = self.params.domains.clone();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
@@ -410,13 +422,25 @@ impl Driver for SimDriver {
         .await
     }
 
-    /// Reading never fails here, so a test can tell what a failed host still holds.
+    /// Reading never fails here (on a host that is up), so a test can tell what a failed
+    /// host still holds.
     async fn list(&self, vm: &str) -> Result<Vec<HostSnapshot>, DriverError> {
+        self.reach()?;
         self.read_domain(vm, Domain::list)
     }
 }
 
 impl SimDriver {
+    /// A host playing an outage (its `DOWN` file) answers nothing.
+    fn reach(&self) -> Result<(), DriverError> {
+        match self.dir.join(OUTAGE_FILE).exists() {
+            true => Err(DriverError::Unreachable(
+                "simulated outage: connection refused by the host".into(),
+            )),
+            false => Ok(()),
+        }
+    }
+
     fn vm_state_now(&self, vm: &str) -> Result<i32, DriverError> {
         self.read_domain(vm, |d| d.state)
     }
@@ -507,6 +531,23 @@ mod tests {
             flaky.create("vm", "1_1", &Progress::ignore()).await,
             Err(DriverError::Transient(_))
         ));
+        // An outage, while its file is there.
+        let down = SimDriver::new("sim://", dir.path()).unwrap();
+        std::fs::write(dir.path().join(OUTAGE_FILE), "").unwrap();
+        assert!(matches!(
+            down.check().await,
+            Err(DriverError::Unreachable(_))
+        ));
+        assert!(matches!(
+            down.vm_state("vm").await,
+            Err(DriverError::Unreachable(_))
+        ));
+        assert!(matches!(
+            down.create("vm", "1_1", &Progress::ignore()).await,
+            Err(DriverError::Unreachable(_))
+        ));
+        std::fs::remove_file(dir.path().join(OUTAGE_FILE)).unwrap();
+        assert!(down.check().await.is_ok());
         // Nothing was created by the failed operations.
         let fine = SimDriver::new("sim://", dir.path()).unwrap();
         assert!(fine.list("vm").await.unwrap().is_empty());

@@ -3,7 +3,8 @@
 // 200-snapshot tree. Run by tests/browser.rs, which starts `snaptree serve` and prepares
 // project "demo": VMs "web" and "web2" (empty, on a slow host that runs one task at a
 // time), "small" (3 of its host's 3), "flaky"
-// (its host fails every create), "big31" and "big200" (branched trees).
+// (its host fails every create), "lost" (its host cannot be reached, a create waits),
+// "big31" and "big200" (branched trees).
 // Environment: SNAPTREE_URL, SNAPTREE_TOKEN (OPERATOR), SNAPTREE_VIEWER, SNAPTREE_SCRIPT_TOKEN
 // (an OPERATOR's, for the script's own calls),
 // SNAPTREE_SERVER_PID and SNAPTREE_SERVE (the server, to kill and start again),
@@ -146,6 +147,17 @@ async function operator(view) {
   await page.locator(".vm-link", { hasText: "flaky" }).waitFor({ state: "attached" });
   const labels = await page.locator(".vm-link").evaluateAll((bs) => bs.map((b) => b.textContent));
   assert.ok(labels.every((l) => !/\b1 snapshots\b/.test(l)), labels.join(" | "));
+  // A host that cannot be reached says so, and since when, on its VMs and in the list.
+  await openVm(page, "lost", view.phone);
+  assert.match(await page.locator("#vm-meta").textContent(), /^lost on offline \(simulated\), unreachable since .+ · /);
+  if (view.phone) {
+    assert.equal(await page.locator('#vm-picker optgroup[label="offline (unreachable)"]').count(), 1);
+  } else {
+    assert.match(await page.locator(".host-name", { hasText: "offline" }).textContent(), /unreachable since /);
+    assert.doesNotMatch(await page.locator(".host-name", { hasText: "lab" }).textContent(), /unreachable/);
+  }
+  await shot(page, `${tag}-unreachable-host`);
+  console.log(`ok: ${tag}: an unreachable host says so, and since when`);
   await openVm(page, "web", view.phone);
   assert.match(await page.locator("#tree-empty").textContent(), /No snapshots yet\. Create one/);
   await shot(page, `${tag}-empty-vm`);
