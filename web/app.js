@@ -25,6 +25,9 @@ const state = {
   socket: null,
   retries: 0,        // reconnects since the last success
   offline: false,
+  reads: 0,          // reads of the VM or the hosts started, to number them
+  shownVm: 0,        // the VM read on screen: an older one answering late is dropped
+  shownHosts: 0,     // the same for the host list
   healthTimer: null, // reloads the hosts now and then: health changes send no event
 };
 
@@ -205,6 +208,13 @@ function patch(task) {
       }
       state.vm.activeSnapshot = { id: s.id, name: s.name };
       moved = true;
+    } else if (!s.active && state.vm.activeSnapshot && state.vm.activeSnapshot.id === s.id) {
+      // Current no more, and no other took its place: a create that failed. The VM runs
+      // from where it did before, the snapshot's parent (the next read confirms).
+      const parent = s.parent && state.vm.snapshots.find((x) => x.id === s.parent.id);
+      if (parent) { parent.active = true; ids.push(parent.id); }
+      state.vm.activeSnapshot = parent ? { id: parent.id, name: parent.name } : null;
+      moved = true;
     }
     ids.push(s.id);
   }
@@ -296,12 +306,15 @@ function showError(message) {
 // ---- Hosts and VMs ----------------------------------------------------------------------
 
 async function loadHosts() {
+  const read = ++state.reads;
   let data;
   try {
     // One page of VMs with their hosts: cheaper than every host's VM list.
     data = await gql(`{ vms(first: 100) { nodes { id name stateName snapshotCount snapshotLimit busy
       host { id name hypervisor health { reachable since } } } } }`);
   } catch (e) { if (e.code !== "NETWORK") showError(e.message); return; }
+  if (read < state.shownHosts) return;
+  state.shownHosts = read;
   const hosts = new Map();
   for (const vm of data.vms.nodes) {
     if (!hosts.has(vm.host.id)) hosts.set(vm.host.id, { ...vm.host, vms: [] });
@@ -398,9 +411,13 @@ const VM_QUERY = `query($v: ID!) {
     events(first: 20) { id state progress phase message at } } } } }`;
 
 async function loadVm(id) {
+  const read = ++state.reads;
   let data;
   try { data = await gql(VM_QUERY, { v: id }); } catch (e) { if (e.code !== "NETWORK") showError(e.message); return; }
-  if (state.vmId !== id) return;
+  // Reads travel on connections of their own: one started before the last event can
+  // answer after a later one, and would put back what that event changed.
+  if (state.vmId !== id || read < state.shownVm) return;
+  state.shownVm = read;
   const vm = data.vm;
   if (!vm) { $("vm").hidden = true; $("no-vm").hidden = false; return; }
   const first = !state.vm;

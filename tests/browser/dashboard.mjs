@@ -219,6 +219,8 @@ async function operator(view) {
   await page.waitForFunction(() => document.getElementById("progress").className.includes("failed"));
   assert.match(await page.locator("#progress-label").textContent(), /failed\. .*simulated failure/);
   await node(page, `doomed ${tag}`).locator(".reason").waitFor();
+  // The failure's event put "Now" back where the VM runs from, not under the failed node.
+  assert.equal(await node(page, `doomed ${tag}`).locator('[data-id="now"]').count(), 0, "Now under a failed create");
   assert.match(await node(page, `doomed ${tag}`).locator(".reason").textContent(), /simulated failure/);
   assert.match(await node(page, `doomed ${tag}`).locator(".badge.failed").textContent(), /failed/);
   await node(page, `doomed ${tag}`).locator(".row").click();
