@@ -121,26 +121,12 @@ async fn the_dashboard_in_chromium() {
     let lost = api.create_vm(&offline, &project, "lost").await;
     let host_dir = sim.join(format!("host-{offline}"));
     std::fs::create_dir_all(&host_dir).unwrap();
-    std::fs::write(host_dir.join("DOWN"), "").unwrap();
+    std::fs::write(host_dir.join(snaptree::hypervisor::sim::OUTAGE_FILE), "").unwrap();
     api.create_snapshot(&builder, &lost, "waits").await;
-    loop {
-        let hosts = api
-            .data(
-                &builder,
-                "{ hosts { name health { reachable } } }",
-                json!({}),
-            )
-            .await;
-        let health = hosts["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == "offline")
-            .unwrap()["health"]
-            .clone();
-        if health["reachable"] == false {
-            break;
-        }
+    let health = "query($h: ID!) { host(id: $h) { health { reachable } } }";
+    while api.data(&builder, health, json!({ "h": offline })).await["host"]["health"]["reachable"]
+        != false
+    {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let lab = api.create_host("lab", "SIMULATED", "sim://", None).await;
