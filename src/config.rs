@@ -212,9 +212,12 @@ pub struct Limits {
     /// Longest a query or mutation may run; past it, it is cancelled and answered
     /// `TIMEOUT`.
     pub request_timeout: Duration,
-    /// Longest a client may take to send a request's headers, and then its body; also
-    /// how long an idle keep-alive connection stays open.
+    /// Longest a client may take to send a request's headers (from the connection's
+    /// opening or the request's first byte), and then its body.
     pub header_timeout: Duration,
+    /// How long a connection may stay idle between requests: longer than clients keep
+    /// pooled connections, so that the client ends it (`http::listener`).
+    pub keep_alive: Duration,
     /// Longest a WebSocket may stay open before its `connection_init` (closed with 4408).
     pub ws_init_timeout: Duration,
     /// How often a WebSocket is pinged; a client that answers nothing for three
@@ -244,6 +247,7 @@ impl Default for Limits {
             stale_after: Duration::from_secs(72 * 3600),
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(120),
             ws_init_timeout: Duration::from_secs(10),
             ws_keepalive: Duration::from_secs(30),
             subscriptions_per_socket: 100,

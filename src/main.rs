@@ -169,10 +169,13 @@ struct LimitArgs {
     /// Seconds an operation may run before it is cancelled (TIMEOUT).
     #[arg(long, env = "SNAPTREE_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
-    /// Seconds a client may take to send a request's headers or body; also how long an
-    /// idle connection stays open.
+    /// Seconds a client may take to send a request's headers or body.
     #[arg(long, env = "SNAPTREE_HEADER_TIMEOUT", default_value_t = 10)]
     header_timeout: u64,
+    /// Seconds a connection may stay idle between requests (longer than clients keep
+    /// pooled connections: reqwest and Go 90, Firefox 115).
+    #[arg(long, env = "SNAPTREE_KEEP_ALIVE", default_value_t = 120)]
+    keep_alive: u64,
     /// Seconds a WebSocket may wait before its connection_init.
     #[arg(long, env = "SNAPTREE_WS_INIT_TIMEOUT", default_value_t = 10)]
     ws_init_timeout: u64,
@@ -215,6 +218,7 @@ impl LimitArgs {
                 .map_err(|_| "--stale-after-hours must be 0 or more".to_owned())?,
             request_timeout: secs(self.request_timeout),
             header_timeout: secs(self.header_timeout),
+            keep_alive: secs(self.keep_alive),
             ws_init_timeout: secs(self.ws_init_timeout),
             ws_keepalive: secs(self.ws_keepalive),
             subscriptions_per_socket: self.subscriptions_per_socket,

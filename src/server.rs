@@ -82,7 +82,7 @@ impl Server {
     /// Migrates the database, binds, and starts serving (and the robot).
     pub async fn start(options: ServeOptions) -> AppResult<Self> {
         let db = Db::connect(&options.database).await?;
-        let header_timeout = options.limits.header_timeout;
+        let deadlines = crate::http::listener::Deadlines::of(&options.limits);
         let service = service(db.clone(), options.drivers, options.limits, options.clock);
         let listener = TcpListener::bind(options.listen)
             .await
@@ -116,8 +116,7 @@ impl Server {
                 })?;
                 let metrics_addr = listener.local_addr().map_err(AppError::internal)?;
                 let app = crate::http::metrics::routes(service.clone(), &options.metrics, true);
-                let serving =
-                    crate::http::listener::serve(listener, app, header_timeout, stop.clone());
+                let serving = crate::http::listener::serve(listener, app, deadlines, stop.clone());
                 Some((metrics_addr, tokio::spawn(serving)))
             }
             None => None,
@@ -128,12 +127,7 @@ impl Server {
             options.origins,
             &options.metrics,
         );
-        let http = tokio::spawn(crate::http::listener::serve(
-            listener,
-            app,
-            header_timeout,
-            stop,
-        ));
+        let http = tokio::spawn(crate::http::listener::serve(listener, app, deadlines, stop));
         let (metrics_addr, metrics_http) = metrics.unzip();
         Ok(Self {
             addr,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use common::Api;
 use common::fleet::{Ends, Fleet, at_once, check_invariants, on_postgres};
 use common::process::{RobotProcess, ServerProcess};
+use common::proxy::Proxy;
 use snaptree::domain::TaskState;
 
 /// One random action on VM `vm` that its tree allows; (task id, what it was).
@@ -629,4 +630,171 @@ async fn a_hosts_limit_holds_across_robots() {
         assert_eq!(starts, in_order, "host {host}: tasks started out of order");
     }
     follower.abort();
+}
+
+/// A hang guard, not a performance limit: what never happens fails the test instead of
+/// stalling the suite.
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Waits until `done`, within the hang guard.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let guard = std::time::Instant::now() + HANG_GUARD;
+    while !done() {
+        assert!(std::time::Instant::now() < guard, "{what}: never happened");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// How the database goes away from a robot in [`cut_off_past_the_lease`].
+#[derive(Clone, Copy)]
+enum Outage {
+    /// Its connections stay open and carry nothing (a network partition).
+    Silent,
+    /// Its connections close and new ones are closed at once (a database that went away).
+    Closed,
+}
+
+/// The host's journal of `host`, as (event, operation, VM, snapshot, process) lines.
+fn journal(fleet: &Fleet, host: &str) -> Vec<Vec<String>> {
+    let path = fleet.sim.join(format!("host-{host}")).join("journal.log");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(' ').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Checks that no two operations on one VM overlapped on the host (each began after the
+/// one before had ended, however it did), and that `op` was done exactly once.
+fn done_once_and_never_beside_another(lines: &[Vec<String>], op: &str) {
+    let mut running: HashMap<String, &Vec<String>> = HashMap::new();
+    for line in lines {
+        let vm = line[2].clone();
+        match line[0].as_str() {
+            "began" => {
+                if let Some(other) = running.insert(vm, line) {
+                    panic!("{line:?} began while {other:?} ran: {lines:#?}");
+                }
+            }
+            _ => {
+                let began = running.remove(&vm);
+                assert!(
+                    began.is_some_and(|b| b[1..] == line[1..]),
+                    "{line:?} ended what it did not begin: {lines:#?}"
+                );
+            }
+        }
+    }
+    let done = lines
+        .iter()
+        .filter(|l| l[0] == "done" && l[1] == op)
+        .count();
+    assert_eq!(done, 1, "{lines:#?}");
+}
+
+/// A robot runs a slow create (6 s, twice its 3 s lease) when the database stops
+/// answering it, for longer than the lease. With `second`, another robot is there to
+/// take the task up; without, the database comes back once the lease has run out and
+/// the same process claims the task again. Either way the create runs on the host once
+/// at a time, is done once, and the record is true: the robot gives the task up before
+/// its lease runs out, and whatever it still sends under its old claim is refused.
+async fn cut_off_past_the_lease(outage: Outage, second: bool) {
+    let fleet = Fleet::new().await;
+    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
+    let log = |name: &str| fleet.log(name);
+    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
+    let proxy = Proxy::start(Proxy::postgres_addr(url)).await;
+    let through = Proxy::postgres_url(url, proxy.addr.port());
+    let flags = ["--lease-seconds", "3", "--shutdown-grace-seconds", "1"];
+    let mut first = RobotProcess::start(&through, sim, &flags, &log("first"));
+    let api = Api::new(&server.url, admin.clone());
+    let project = api.create_project("fleet").await;
+    let uri = "sim://?latency_ms=6000&journal=1";
+    let host = api.create_host("slow", "SIMULATED", uri, None).await;
+    let vm = api.create_vm(&host, &project, "vm").await;
+    let ends = Ends::default();
+    let follower = ends.follow(&api.url, &admin).await;
+    let (_, task) = api.create_snapshot(&admin, &vm, "s").await;
+    until("the create began on the host", || {
+        !journal(&fleet, &host).is_empty()
+    })
+    .await;
+
+    match outage {
+        Outage::Silent => proxy.pause(),
+        Outage::Closed => proxy.cut(),
+    }
+    let _second = if second {
+        Some(RobotProcess::start(url, sim, &flags, &log("second")))
+    } else {
+        // The database lets another claim in once the lease has run out.
+        let lib = snaptree::db::Db::connect(&db.url).await.unwrap();
+        let guard = std::time::Instant::now() + HANG_GUARD;
+        loop {
+            let mut pooled = lib.reader().await.unwrap();
+            let all = snaptree::db::tasks::page(&mut pooled.conn(), Default::default(), None, 10)
+                .await
+                .unwrap();
+            if all[0].lease_expires_at < Some(snaptree::db::now()) {
+                break;
+            }
+            assert!(std::time::Instant::now() < guard, "the lease never ran out");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        proxy.resume();
+        None
+    };
+    ends.wait(&task).await;
+    proxy.resume();
+    // The first robot has given the task up; terminated, it has nothing left to write.
+    let first_log = log("first");
+    until("the first robot gave the task up", || {
+        std::fs::read_to_string(&first_log)
+            .unwrap_or_default()
+            .contains("gave the task up")
+    })
+    .await;
+    assert!(
+        first.terminate().success(),
+        "the first robot did not stop cleanly"
+    );
+
+    done_once_and_never_beside_another(&journal(&fleet, &host), "create");
+    let (all, events) = check_invariants(db).await;
+    assert_eq!(all[0].state(), TaskState::Succeeded);
+    assert_eq!(all[0].attempts, 2, "{all:#?}");
+    let messages: Vec<&str> = events.iter().filter_map(|e| e.message.as_deref()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("taken up again by robot-") && m.ends_with("after 1 attempts")),
+        "{messages:#?}"
+    );
+    use snaptree::hypervisor::Driver;
+    let on_host =
+        snaptree::hypervisor::sim::SimDriver::new("sim://", &sim.join(format!("host-{host}")))
+            .unwrap();
+    assert_eq!(on_host.list("vm").await.unwrap().len(), 1);
+    follower.abort();
+}
+
+#[tokio::test]
+async fn a_robot_cut_off_by_a_silent_network_stops_before_another_takes_its_task_up() {
+    if on_postgres() {
+        cut_off_past_the_lease(Outage::Silent, true).await;
+    }
+}
+
+#[tokio::test]
+async fn a_robot_whose_database_went_away_stops_before_another_takes_its_task_up() {
+    if on_postgres() {
+        cut_off_past_the_lease(Outage::Closed, true).await;
+    }
+}
+
+#[tokio::test]
+async fn a_robot_that_takes_its_own_lapsed_task_up_again_never_runs_it_twice() {
+    if on_postgres() {
+        cut_off_past_the_lease(Outage::Closed, false).await;
+    }
 }

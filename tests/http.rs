@@ -206,3 +206,85 @@ async fn graphql_response_json_says_with_its_status_whether_a_request_ran() {
     let body: Value = answer.json().await.unwrap();
     assert_eq!(error_code(&body), "VALIDATION");
 }
+
+/// One request on `tcp` (a `GET /healthz`, kept alive) and its whole answer; empty when
+/// the server had closed the connection.
+async fn health_on(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut answer = Vec::new();
+    if tcp
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut buf = [0u8; 1024];
+    while !(answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"ok")) {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Clients keep idle connections in their pools far longer than the header deadline
+/// (reqwest and Go 90 s, Firefox 115 s) and send the next request on them. A server that
+/// closed such a connection first would lose a request written as it closed (hyper's
+/// `IncompleteMessage`, which a test saw after a 10 s pause): the server keeps an idle
+/// connection longer than those pools do, and says for how long.
+#[tokio::test]
+async fn connections_idle_for_12_or_95_seconds_in_a_pool_still_carry_requests() {
+    use common::process::ServerProcess;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::TestDb::new(dir.path()).await;
+    let server = ServerProcess::start(&db.cli_url(), &dir.path().join("sim"), &[]);
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    // As a pooled client does: a request, an idle spell, and the next on the same
+    // connection.
+    let one_connection = |idle: u64| {
+        let addr = addr.clone();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let first = health_on(&mut tcp).await;
+            assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+            assert!(
+                first
+                    .to_ascii_lowercase()
+                    .contains("keep-alive: timeout=120"),
+                "{first}"
+            );
+            tokio::time::sleep(Duration::from_secs(idle)).await;
+            let second = health_on(&mut tcp).await;
+            assert!(
+                second.starts_with("HTTP/1.1 200"),
+                "after {idle} s idle the connection answered {second:?}"
+            );
+        }
+    };
+    // And a pooled client as it comes (reqwest's pool keeps a connection 90 s).
+    let health = format!("{}healthz", server.url);
+    let pooled = |idle: u64| {
+        let health = health.clone();
+        async move {
+            let client = reqwest::Client::new();
+            for wait in [0, idle] {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                let answer = client.get(&health).send().await;
+                assert_eq!(answer.unwrap().status(), 200, "after {wait} s idle");
+            }
+        }
+    };
+    tokio::join!(
+        one_connection(12),
+        one_connection(95),
+        pooled(12),
+        pooled(95)
+    );
+}

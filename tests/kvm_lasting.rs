@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::libvirt::{self, Restart, TestDomain, start_libvirtd, stop_libvirtd};
+use common::libvirt::{self, Restart, TestDomain};
 use common::{TestApp, connections_opened, test_robot};
 use serde_json::json;
 use snaptree::config::RobotConfig;
@@ -297,14 +297,14 @@ async fn restarting_libvirtd_or_the_ssh_server_in_the_middle_of_work_loses_and_d
         // libvirtd goes away while a create runs and comes back; then once more,
         // right away, during an apply.
         let created = s.app.create_snapshot(&s.op, &s.vm, "during").await;
-        stop_libvirtd();
+        libvirt::stop().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        start_libvirtd();
+        libvirt::start().await;
         let during = s.succeeds(created).await;
         s.agrees().await;
         let applied = s.app.apply(&s.op, &base).await;
-        stop_libvirtd();
-        start_libvirtd();
+        libvirt::stop().await;
+        libvirt::start().await;
         s.succeeds(applied).await;
         s.agrees().await;
         s.delete(&during, false).await;
@@ -317,9 +317,12 @@ async fn restarting_libvirtd_or_the_ssh_server_in_the_middle_of_work_loses_and_d
             };
             let _sshd = Sshd(sshd);
             let created = s.app.create_snapshot(&s.op, &s.vm, "sshd").await;
-            stop_sshd();
+            tokio::task::spawn_blocking(stop_sshd).await.unwrap();
             tokio::time::sleep(Duration::from_millis(500)).await;
-            start_sshd(&_sshd.0);
+            let command = _sshd.0.clone();
+            tokio::task::spawn_blocking(move || start_sshd(&command))
+                .await
+                .unwrap();
             let new = s.succeeds(created).await;
             s.agrees().await;
             s.delete(&new, false).await;

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::libvirt::{self, Restart, TestDomain, start_libvirtd, stop_libvirtd};
+use common::libvirt::{self, Restart, TestDomain};
 use common::{TestApp, test_robot};
 use serde_json::json;
 use snaptree::config::RobotConfig;
@@ -30,7 +30,7 @@ async fn a_task_waits_out_a_libvirtd_outage() {
     let vm = app.register_vm(&host, &project, &domain.name).await;
 
     let _restart = Restart;
-    stop_libvirtd();
+    libvirt::stop().await;
     let (snapshot, task) = app.create_snapshot(&op, &vm, "through the outage").await;
     // Wait for a failed attempt that is being retried.
     loop {
@@ -53,7 +53,7 @@ async fn a_task_waits_out_a_libvirtd_outage() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    start_libvirtd();
+    libvirt::start().await;
 
     let done = app.finished(&op, &task).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done:#}");

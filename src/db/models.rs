@@ -247,6 +247,9 @@ pub struct Task {
     pub slot: Option<i32>,
     /// An apply's save of the current state first: the snapshot it creates.
     pub save_snapshot_id: Option<i64>,
+    /// The number of the claim that holds it (each claim adds one): the fencing token
+    /// every write under that claim must match.
+    pub fence: i64,
 }
 
 impl Task {

@@ -107,6 +107,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         slot -> Nullable<Integer>,
         save_snapshot_id -> Nullable<BigInt>,
+        fence -> BigInt,
     }
 }
 

@@ -192,14 +192,16 @@ fn held_at(at: NaiveDateTime) -> _ {
     state.eq(Running).and(lease_expires_at.ge(at))
 }
 
-/// Task `wanted`, as long as robot `owner` holds it (running under its claim).
+/// Task `wanted`, as long as the claim whose fence is `claim` holds it: running, and
+/// taken by no later claim. A robot whose lease ran out and whose task was claimed
+/// again (by another robot, or by its own process) can write nothing more.
 #[diesel::dsl::auto_type]
-fn held_by<'a>(wanted: i64, owner: &'a str) -> _ {
+fn held_under(wanted: i64, claim: i64) -> _ {
     let running: Running = Running;
     tasks
         .find(wanted)
         .filter(state.eq(running))
-        .filter(lease_owner.eq(owner))
+        .filter(fence.eq(claim))
 }
 
 /// The hosts whose tasks a claim may take.
@@ -527,6 +529,7 @@ pub async fn take(
                 started_at.eq(first_start),
                 attempts.eq(task.attempts + 1),
                 slot.eq(room.slot),
+                fence.eq(fence + 1),
             ))
             .returning(Task::as_returning())
     )
@@ -553,7 +556,7 @@ pub async fn take_all(
                 diesel::sql_query(concat!(
                     "UPDATE tasks SET state = 'RUNNING', lease_owner = $2, lease_expires_at = $3, \
                      started_at = COALESCE(tasks.started_at, $4), attempts = tasks.attempts + 1, \
-                     slot = v.slot \
+                     slot = v.slot, fence = tasks.fence + 1 \
                      FROM unnest($1::bigint[], $5::integer[]) AS v(id, slot) \
                      WHERE tasks.id = v.id AND ",
                     claimable_at_sql!("$4"),
@@ -580,16 +583,16 @@ pub async fn take_all(
     Ok(taken)
 }
 
-/// Extends `owner`'s lease on task `wanted`. Returns whether a cancel was asked for, or
-/// `None` when the lease was lost.
+/// Extends the lease of claim `claim` (its fence) on task `wanted`. Returns whether a
+/// cancel was asked for, or `None` when the claim no longer holds the task.
 pub async fn renew(
     conn: &mut Conn<'_>,
     wanted: i64,
-    owner: &str,
+    claim: i64,
     until: NaiveDateTime,
 ) -> QueryResult<Option<bool>> {
     run!(conn, |c| Cached(
-        diesel::update(held_by(wanted, owner))
+        diesel::update(held_under(wanted, claim))
             .set(lease_expires_at.eq(until))
             .returning(cancel_requested)
     )
@@ -598,19 +601,19 @@ pub async fn renew(
     .optional())
 }
 
-/// [`held_by`] in SQL (keep the two in step), for a statement over many tasks that joins each to its robot as
-/// `v.owner`.
-macro_rules! held_by_each {
+/// [`held_under`] in SQL (keep the two in step), for a statement over many tasks that
+/// joins each to the fence of its claim as `v.fence`.
+macro_rules! held_under_each {
     () => {
-        "tasks.state = 'RUNNING' AND tasks.lease_owner = v.owner"
+        "tasks.state = 'RUNNING' AND tasks.fence = v.fence"
     };
 }
 
 /// A progress report on a task a robot holds.
 pub struct Report<'a> {
     pub task: i64,
-    /// The robot that reports.
-    pub owner: &'a str,
+    /// The fence of the claim it reports under.
+    pub claim: i64,
     pub progress: Option<i32>,
     pub phase: Option<&'a str>,
     /// The attempt the robot is on.
@@ -630,7 +633,7 @@ pub async fn set_progress_all(
     match conn {
         Conn::Sqlite(c) => {
             for r in reports {
-                let changed = Cached(diesel::update(held_by(r.task, r.owner)).set((
+                let changed = Cached(diesel::update(held_under(r.task, r.claim)).set((
                     progress.eq(r.progress),
                     phase.eq(r.phase),
                     attempts.eq(r.attempts),
@@ -647,14 +650,14 @@ pub async fn set_progress_all(
             let rows: Vec<TaskId> = Cached(
                 diesel::sql_query(concat!(
                     "UPDATE tasks SET progress = v.progress, phase = v.phase, attempts = v.attempts \
-                     FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::integer[]) \
-                     AS v(id, owner, progress, phase, attempts) \
+                     FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::text[], $5::integer[]) \
+                     AS v(id, fence, progress, phase, attempts) \
                      WHERE tasks.id = v.id AND ",
-                    held_by_each!(),
+                    held_under_each!(),
                     " RETURNING tasks.id"
                 ))
                 .bind::<Array<BigInt>, _>(reports.iter().map(|r| r.task).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(reports.iter().map(|r| r.owner).collect::<Vec<_>>())
+                .bind::<Array<BigInt>, _>(reports.iter().map(|r| r.claim).collect::<Vec<_>>())
                 .bind::<Array<Nullable<Integer>>, _>(
                     reports.iter().map(|r| r.progress).collect::<Vec<_>>(),
                 )
@@ -674,8 +677,8 @@ pub async fn set_progress_all(
 /// The end of a task a robot holds.
 pub struct Ending<'a> {
     pub task: i64,
-    /// The robot that ends it.
-    pub owner: &'a str,
+    /// The fence of the claim it ends under.
+    pub claim: i64,
     pub state: TaskState,
     pub error: Option<&'a str>,
     /// The progress it is left with.
@@ -697,7 +700,7 @@ pub async fn finish_all(
         Conn::Sqlite(_) => {
             for e in endings {
                 let end = (e.state, e.error, e.progress);
-                if finish(conn, e.task, Some(e.owner), end.0, end.1, end.2, at).await? {
+                if finish(conn, e.task, Some(e.claim), end.0, end.1, end.2, at).await? {
                     ended.insert(e.task);
                 }
             }
@@ -708,14 +711,14 @@ pub async fn finish_all(
                 diesel::sql_query(concat!(
                     "UPDATE tasks SET state = v.state, error = v.error, finished_at = $6, \
                      phase = NULL, lease_owner = NULL, lease_expires_at = NULL, progress = v.progress \
-                     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[]) \
-                     AS v(id, owner, state, error, progress) \
+                     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::integer[]) \
+                     AS v(id, fence, state, error, progress) \
                      WHERE tasks.id = v.id AND ",
-                    held_by_each!(),
+                    held_under_each!(),
                     " RETURNING tasks.id"
                 ))
                 .bind::<Array<BigInt>, _>(endings.iter().map(|e| e.task).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(endings.iter().map(|e| e.owner).collect::<Vec<_>>())
+                .bind::<Array<BigInt>, _>(endings.iter().map(|e| e.claim).collect::<Vec<_>>())
                 .bind::<Array<Text>, _>(
                     endings.iter().map(|e| e.state.as_str()).collect::<Vec<_>>(),
                 )
@@ -741,12 +744,13 @@ struct TaskId {
     task: i64,
 }
 
-/// Ends a task, leaving `final_progress`. With `owner`, only while that robot still holds it; without, only while
-/// it is still queued. False when the task was not in that position any more.
+/// Ends a task, leaving `final_progress`. With `claim` (a claim's fence), only while that
+/// claim still holds it; without, only while it is still queued. False when the task was
+/// not in that position any more.
 pub async fn finish(
     conn: &mut Conn<'_>,
     wanted: i64,
-    owner: Option<&str>,
+    claim: Option<i64>,
     end: TaskState,
     failure: Option<&str>,
     final_progress: Option<i32>,
@@ -760,9 +764,9 @@ pub async fn finish(
         lease_owner.eq(None::<String>),
         lease_expires_at.eq(None::<NaiveDateTime>),
     );
-    let changed = match owner {
-        Some(owner) => run!(conn, |c| Cached(
-            diesel::update(held_by(wanted, owner)).set((values, progress.eq(final_progress)))
+    let changed = match claim {
+        Some(claim) => run!(conn, |c| Cached(
+            diesel::update(held_under(wanted, claim)).set((values, progress.eq(final_progress)))
         )
         .execute(c)
         .await)?,
@@ -776,10 +780,11 @@ pub async fn finish(
     Ok(changed == 1)
 }
 
-/// Puts a task `owner` holds back in the queue (its robot is stopping).
-pub async fn release(conn: &mut Conn<'_>, wanted: i64, owner: &str) -> QueryResult<bool> {
+/// Puts a task back in the queue while claim `claim` (its fence) holds it (its robot is
+/// stopping).
+pub async fn release(conn: &mut Conn<'_>, wanted: i64, claim: i64) -> QueryResult<bool> {
     let changed = run!(conn, |c| Cached(
-        diesel::update(held_by(wanted, owner)).set((
+        diesel::update(held_under(wanted, claim)).set((
             state.eq(QUEUED),
             lease_owner.eq(None::<String>),
             lease_expires_at.eq(None::<NaiveDateTime>),

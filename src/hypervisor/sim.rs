@@ -13,6 +13,11 @@
 //! midway, before making the change: only the robot's timeout ends them), and `domains`
 //! the VMs the host starts with. `fail_on=create,apply,delete` limits the three rates to
 //! the operations named (a host whose disk is full fails creates, and applies work).
+//! `journal=1` makes the host log each snapshot operation to `journal.log` in its state
+//! directory, as a line when it begins and one when it ends (`began`, then `done`,
+//! `failed`, or `cut` when its caller dropped it midway), each with the operation, VM,
+//! snapshot and the process: what a test reads to tell whether two operations on one VM
+//! ever overlapped, across the processes that share the host.
 //! While a file named `DOWN` is in its state directory (`<sim-dir>/host-<id>/DOWN`), the
 //! host plays an outage: every call, reads too, fails as an unreachable host's does, and
 //! the host shows as unreachable until the file goes. Any other VM comes into being
@@ -47,6 +52,8 @@ pub struct SimParams {
     pub domains: Vec<String>,
     /// The operations the rates apply to; empty: all of them.
     pub fail_on: Vec<Op>,
+    /// Whether operations are logged to `journal.log` as they begin and end.
+    pub journal: bool,
 }
 
 /// A snapshot operation, as `fail_on` names it.
@@ -55,6 +62,68 @@ pub enum Op {
     Create,
     Apply,
     Delete,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Apply => "apply",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// An operation's lines in the host's journal: `began` when made, and its end when
+/// dropped (`cut` unless told otherwise).
+struct Journaled {
+    /// The journal's path, `None` when the host keeps none.
+    path: Option<PathBuf>,
+    /// Operation, VM, snapshot and process, as each line names them.
+    what: String,
+    /// How it ended, once it has.
+    end: &'static str,
+}
+
+impl Journaled {
+    fn begin(path: Option<PathBuf>, op: Op, vm: &str, snapshot: &str) -> Self {
+        let what = format!("{} {vm} {snapshot} {}", op.name(), std::process::id());
+        let entry = Self {
+            path,
+            what,
+            end: "cut",
+        };
+        entry.write("began");
+        entry
+    }
+
+    /// One line, appended in one write: the processes that share the host interleave
+    /// whole lines.
+    fn write(&self, event: &str) {
+        use std::io::Write;
+        let Some(path) = &self.path else {
+            return;
+        };
+        let line = format!("{event} {}\n", self.what);
+        let written = blocking(|| {
+            // The host's directory comes with its first VM's state, after this line.
+            std::fs::create_dir_all(path.parent().expect("in the host's directory"))?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+        });
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "cannot write the simulated host's journal");
+        }
+    }
+}
+
+impl Drop for Journaled {
+    fn drop(&mut self) {
+        self.write(self.end);
+    }
 }
 
 impl SimParams {
@@ -91,6 +160,13 @@ impl SimParams {
                         })
                         .collect::<Result<_, _>>()?;
                 }
+                "journal" => {
+                    params.journal = match value {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        other => return Err(format!("journal is 1 or 0, not {other:?}")),
+                    }
+                }
                 "domains" => {
                     params.domains = value
                         .split(',')
@@ -100,7 +176,7 @@ impl SimParams {
                 }
                 other => {
                     return Err(format!(
-                        "unknown sim:// parameter {other:?}; use latency_ms, fail_rate, flaky_rate, hang_rate, fail_on or domains"
+                        "unknown sim:// parameter {other:?}; use latency_ms, fail_rate, flaky_rate, hang_rate, fail_on, journal or domains"
                     ));
                 }
             }
@@ -278,12 +354,30 @@ impl SimDriver {
     /// reporting progress, fails as the URI asks, makes the change (`apply`), verifies.
     async fn work<T>(
         &self,
-        op: Op,
+        (op, vm, snapshot): (Op, &str, &str),
         phase: &str,
         progress: &Progress,
         apply: impl FnOnce() -> Result<T, DriverError>,
     ) -> Result<T, DriverError> {
         self.reach()?;
+        let journal = self.params.journal.then(|| self.dir.join("journal.log"));
+        let mut journaled = Journaled::begin(journal, op, vm, snapshot);
+        let done = self.work_on(op, phase, progress, apply).await;
+        journaled.end = match done {
+            Ok(_) => "done",
+            Err(_) => "failed",
+        };
+        done
+    }
+
+    /// [`Self::work`], past the outage and the journal.
+    async fn work_on<T>(
+        &self,
+        op: Op,
+        phase: &str,
+        progress: &Progress,
+        apply: impl FnOnce() -> Result<T, DriverError>,
+    ) -> Result<T, DriverError> {
         let roll = if self.params.fail_on.is_empty() || self.params.fail_on.contains(&op) {
             fastrand::f64()
         } else {
@@ -372,7 +466,8 @@ impl Driver for SimDriver {
         snapshot: &str,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        self.work(Op::Create, "creating the snapshot", progress, || {
+        let what = (Op::Create, vm, snapshot);
+        self.work(what, "creating the snapshot", progress, || {
             self.with_domain(vm, |d| {
                 d.create(snapshot);
                 Ok(())
@@ -388,7 +483,7 @@ impl Driver for SimDriver {
         progress: &Progress,
     ) -> Result<(), DriverError> {
         self.work(
-            Op::Apply,
+            (Op::Apply, vm, snapshot),
             "reverting the VM to the snapshot",
             progress,
             || {
@@ -413,7 +508,8 @@ impl Driver for SimDriver {
         subtree: bool,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        self.work(Op::Delete, "deleting the snapshot", progress, || {
+        let what = (Op::Delete, vm, snapshot);
+        self.work(what, "deleting the snapshot", progress, || {
             self.with_domain(vm, |d| {
                 d.delete(snapshot, subtree);
                 Ok(())
@@ -516,6 +612,43 @@ mod tests {
                 "the host has no snapshot 9_9 of VM vm".into()
             ))
         );
+    }
+
+    #[tokio::test]
+    async fn journals_each_operation_as_it_begins_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = SimDriver::new("sim://?journal=1&latency_ms=400", dir.path()).unwrap();
+        host.create("vm", "1_1", &Progress::ignore()).await.unwrap();
+        // Dropped midway, as a robot cuts a call.
+        let ignore = Progress::ignore();
+        let cut = host.create("vm", "1_2", &ignore);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), cut)
+                .await
+                .is_err()
+        );
+        let failing = SimDriver::new("sim://?journal=1&fail_rate=1", dir.path()).unwrap();
+        assert!(
+            failing
+                .delete("vm", "1_1", false, &Progress::ignore())
+                .await
+                .is_err()
+        );
+        let pid = std::process::id();
+        let journal = std::fs::read_to_string(dir.path().join("journal.log")).unwrap();
+        assert_eq!(
+            journal,
+            format!(
+                "began create vm 1_1 {pid}\ndone create vm 1_1 {pid}\n\
+                 began create vm 1_2 {pid}\ncut create vm 1_2 {pid}\n\
+                 began delete vm 1_1 {pid}\nfailed delete vm 1_1 {pid}\n"
+            )
+        );
+        // Nothing of the cut create reached the host.
+        assert_eq!(host.list("vm").await.unwrap().len(), 1);
+        // Hosts keep no journal unless asked.
+        assert!(SimParams::parse("sim://?journal=yes").is_err());
+        assert!(!SimParams::parse("sim://").unwrap().journal);
     }
 
     #[tokio::test]

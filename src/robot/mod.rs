@@ -2,9 +2,11 @@
 //! host's driver, and ends each task through the service, which moves the snapshots as
 //! `snapshots.md` says.
 //!
-//! A claim is a lease, renewed while the task runs; if this process dies, the lease runs
-//! out and any robot (this one restarted, or another) takes the task up again. Driver
-//! operations are idempotent, so running a task twice is safe. Transient failures retry
+//! A claim is a lease, renewed while the task runs ([`lease`]); if this process dies, the
+//! lease runs out and any robot (this one restarted, or another) takes the task up again.
+//! A robot that cannot renew a lease gives the task up before then, and a claim's writes
+//! are fenced, so one task never runs on two robots at once. Driver operations are
+//! idempotent, so running a task again after a cut is safe. Transient failures retry
 //! with exponential backoff and jitter, within a number of attempts and a time budget;
 //! permanent ones end the task at once.
 
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
+use tokio::time::{MissedTickBehavior, interval, timeout};
 use tracing::Instrument;
 
 use crate::config::RobotConfig;
@@ -25,8 +27,10 @@ use crate::service::TaskLedger;
 use crate::service::ledger::StepWriter;
 use crate::service::tasks::{Claimed, Outcome, Step};
 
+mod lease;
 mod taker;
 
+use lease::{Lease, Standing};
 use taker::{Handoff, Workers};
 
 /// The most tasks one claim takes: more free workers claim again at once.
@@ -50,7 +54,7 @@ pub struct Robot {
 
 /// Why a task stopped before it ended.
 enum Interrupt {
-    /// Another robot holds it now (this one's lease ran out).
+    /// The lease was given up (not renewed in time) or the task claimed again.
     Lost,
     /// This robot is stopping; the task goes back to the queue.
     Stopping,
@@ -193,7 +197,7 @@ impl Robot {
                 .map(|(_, c)| c)
                 .collect();
             for claimed in left {
-                if let Err(err) = self.ledger.release_task(&claimed, &self.owner).await {
+                if let Err(err) = self.ledger.release_task(&claimed).await {
                     tracing::warn!(task = claimed.task.id, error = %err, "could not release a task; its lease will run out");
                 }
             }
@@ -263,7 +267,7 @@ impl Robot {
             Ending::Done(outcome) => {
                 let state = outcome.state();
                 self.steps
-                    .write(&claimed, &self.owner, Step::Finish(outcome))
+                    .write(&claimed, Step::Finish(outcome))
                     .await
                     .map(|held| {
                         if held {
@@ -285,10 +289,13 @@ impl Robot {
             }
             Ending::Interrupted(Interrupt::Stopping) => {
                 tracing::info!("stopping: the task goes back to the queue");
-                self.ledger.release_task(&claimed, &self.owner).await
+                self.ledger.release_task(&claimed).await
             }
             Ending::Interrupted(Interrupt::Lost) => {
-                tracing::warn!(task, "lost the lease on a task; another robot has it");
+                tracing::warn!(
+                    task,
+                    "gave the task up: its lease was not renewed in time, or it was claimed again"
+                );
                 Ok(())
             }
             Ending::Interrupted(Interrupt::Cancel) => {
@@ -320,24 +327,27 @@ impl Robot {
             }
         };
         let started = Instant::now();
-        // One heartbeat for the whole run: attempts and waits shorter than its period
-        // must not restart it, or a task that fails fast would never renew its lease.
-        let mut heartbeat = self.heartbeat();
+        // One lease for the whole run, renewed apart from the attempts and waits.
+        let mut lease = Lease::keep(self.ledger.clone(), Arc::clone(claimed), self.config.lease);
         // The claim counted this run's first attempt.
         let mut attempt = claimed.task.attempts;
         let mut cancel = claimed.task.cancel_requested;
         loop {
             // A safe point: between attempts nothing is half done on the host.
+            if lease.is_lost() {
+                return Ending::Interrupted(Interrupt::Lost);
+            }
             if cancel {
-                return Ending::Done(self.cancelled(claimed, &*driver, attempt - 1).await);
+                let tried = attempt - 1;
+                return tokio::select! {
+                    outcome = self.cancelled(claimed, &*driver, tried) => Ending::Done(outcome),
+                    _ = lease.lost() => Ending::Interrupted(Interrupt::Lost),
+                };
             }
             if *shutdown.borrow() {
                 return Ending::Interrupted(Interrupt::Stopping);
             }
-            let error = match self
-                .attempt(claimed, &*driver, attempt, &mut heartbeat)
-                .await
-            {
+            let error = match self.attempt(claimed, &*driver, attempt, &mut lease).await {
                 Ok(Ok(())) => return Ending::Done(Outcome::Succeeded),
                 Err(interrupt) => return Ending::Interrupted(interrupt),
                 Ok(Err(transient)) if transient.is_transient() => transient.to_string(),
@@ -358,10 +368,13 @@ impl Robot {
                 delay.as_secs_f64()
             );
             tracing::info!(attempt, error = %error, "attempt failed; retrying");
-            self.report(claimed, attempt, None, "waiting to retry", Some(&message))
-                .await;
+            let waiting = self.report(claimed, attempt, None, "waiting to retry", Some(&message));
+            tokio::select! {
+                _ = waiting => {}
+                _ = lease.lost() => return Ending::Interrupted(Interrupt::Lost),
+            }
             match self
-                .hold(claimed, delay, worker, shutdown, &mut heartbeat)
+                .hold(claimed, delay, worker, shutdown, &mut lease)
                 .await
             {
                 Ok(()) => {}
@@ -370,19 +383,25 @@ impl Robot {
             }
             attempt += 1;
             let phase = format!("attempt {attempt} of {}", self.config.max_attempts);
-            if !cancel && !self.report(claimed, attempt, None, &phase, None).await {
-                return Ending::Interrupted(Interrupt::Lost);
+            if !cancel {
+                let held = tokio::select! {
+                    held = self.report(claimed, attempt, None, &phase, None) => held,
+                    _ = lease.lost() => false,
+                };
+                if !held {
+                    return Ending::Interrupted(Interrupt::Lost);
+                }
             }
         }
     }
 
-    /// One driver call, with heartbeats and progress reports while it runs.
+    /// One driver call, with progress reports while it runs; cut if the lease is lost.
     async fn attempt(
         &self,
         claimed: &Arc<Claimed>,
         driver: &dyn Driver,
         attempt: i32,
-        heartbeat: &mut tokio::time::Interval,
+        lease: &mut Lease,
     ) -> Result<Result<(), DriverError>, Interrupt> {
         let vm = claimed.vm.identifier.as_str();
         let name = claimed.snapshot.host_name.as_str();
@@ -438,11 +457,8 @@ impl Robot {
                 Some(update) = updates.recv() => {
                     self.report_later(claimed, attempt, update.percent, update.phase);
                 }
-                _ = heartbeat.tick() => {
-                    if self.renew(claimed).await == Some(None) {
-                        return Err(Interrupt::Lost);
-                    }
-                }
+                // Dropping the call cuts it: another robot may take the task up soon.
+                _ = lease.lost() => return Err(Interrupt::Lost),
             }
         }
     }
@@ -455,7 +471,7 @@ impl Robot {
         delay: Duration,
         worker: &mut Option<OwnedSemaphorePermit>,
         shutdown: &mut watch::Receiver<bool>,
-        heartbeat: &mut tokio::time::Interval,
+        lease: &mut Lease,
     ) -> Result<(), Interrupt> {
         let health = self.ledger.drivers().health();
         if health.is_unreachable(claimed.host.id) {
@@ -473,37 +489,10 @@ impl Robot {
                     *worker = Some(permit.expect("never closed"));
                 }
                 _ = shutdown.changed() => return Err(Interrupt::Stopping),
-                _ = heartbeat.tick() => match self.renew(claimed).await {
-                    Some(None) => return Err(Interrupt::Lost),
-                    Some(Some(true)) => return Err(Interrupt::Cancel),
-                    _ => {}
-                },
-            }
-        }
-    }
-
-    /// Beats every third of a lease, the first one a period from now: the lease was just
-    /// set, and awaiting an "immediate" first tick costs a turn of the timer (about 1 ms)
-    /// before every host call.
-    fn heartbeat(&self) -> tokio::time::Interval {
-        let period = self.config.lease / 3;
-        let mut beat = interval_at(tokio::time::Instant::now() + period, period);
-        beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        beat
-    }
-
-    /// Renews the lease: `Some(None)` when lost, `Some(Some(cancel))` when held, `None`
-    /// when the database could not be reached (the next beat tries again).
-    async fn renew(&self, claimed: &Claimed) -> Option<Option<bool>> {
-        match self
-            .ledger
-            .renew_task(claimed, &self.owner, self.config.lease)
-            .await
-        {
-            Ok(held) => Some(held),
-            Err(err) => {
-                tracing::warn!(task = claimed.task.id, error = %err, "could not renew a lease");
-                None
+                standing = lease.interrupted() => return Err(match standing {
+                    Standing::Cancel => Interrupt::Cancel,
+                    _ => Interrupt::Lost,
+                }),
             }
         }
     }
@@ -524,13 +513,10 @@ impl Robot {
             phase: phase.to_owned(),
             message: message.map(str::to_owned),
         };
-        self.steps
-            .write(claimed, &self.owner, step)
-            .await
-            .unwrap_or_else(|err| {
-                tracing::warn!(task = claimed.task.id, error = %err, "could not record progress");
-                true
-            })
+        self.steps.write(claimed, step).await.unwrap_or_else(|err| {
+            tracing::warn!(task = claimed.task.id, error = %err, "could not record progress");
+            true
+        })
     }
 
     /// Records the host's progress without waiting: the call goes on meanwhile, and a
@@ -548,7 +534,7 @@ impl Robot {
             phase,
             message: None,
         };
-        self.steps.send(claimed, &self.owner, step);
+        self.steps.send(claimed, step);
     }
 
     /// The next retry delay: exponential, capped, with ±25% jitter.

@@ -416,6 +416,9 @@ impl Actions {
             }
         })?;
 
+        // Before the lease's end is computed: the lease holds at least until this plus its
+        // length.
+        let leased_at = std::time::Instant::now();
         let mut taken = match self.core.local.get() {
             Some(robot) => {
                 let unreachable = self.core.drivers.health().unreachable_hosts();
@@ -453,8 +456,14 @@ impl Actions {
                 .ok_or_else(|| AppError::internal(format!("snapshot {} vanished", work.target)))?;
             match taken.remove(&task.id) {
                 Some((running, worker)) => {
-                    let (changes, claimed, running) =
-                        start_work(running, vm, work.host.clone(), snapshot, &work.tree, &owner);
+                    let (changes, claimed, running) = start_work(
+                        running,
+                        vm,
+                        work.host.clone(),
+                        snapshot,
+                        &work.tree,
+                        (&owner, leased_at),
+                    );
                     events.push(running);
                     accepted.insert(
                         work.request,

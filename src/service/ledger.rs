@@ -17,7 +17,9 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::tasks::{Claimed, Note, Step, lease_until, record, start_work, write_steps};
+use super::tasks::{
+    Claimed, Note, Step, lease_from_now, lease_until, record, start_work, write_steps,
+};
 use super::{Core, ROBOT, handoff};
 use crate::db::models::{Host, HostHealth, NewTaskEvent, Snapshot, Task, Vm};
 use crate::db::{self, Tx, hosts, snapshots, tasks, vms};
@@ -118,45 +120,37 @@ pub struct StepWriter {
 
 /// A step waiting to be written, and who waits for it.
 struct Entry {
+    /// The task, under the claim the step is written for.
     claimed: Arc<Claimed>,
-    /// The robot that holds the task.
-    owner: Arc<str>,
     step: Step,
     /// Told whether the robot still held the task (the step was written).
     done: Option<oneshot::Sender<AppResult<bool>>>,
 }
 
 impl StepWriter {
-    /// Writes `step` and waits for its commit: true when written, false when the robot no
+    /// Writes `step` and waits for its commit: true when written, false when the claim no
     /// longer held the task (nothing was written).
-    pub async fn write(
-        &self,
-        claimed: &Arc<Claimed>,
-        owner: &Arc<str>,
-        step: Step,
-    ) -> AppResult<bool> {
+    pub async fn write(&self, claimed: &Arc<Claimed>, step: Step) -> AppResult<bool> {
         let (done, written) = oneshot::channel();
-        self.enqueue(claimed, owner, step, Some(done));
+        self.enqueue(claimed, step, Some(done));
         written
             .await
             .unwrap_or_else(|_| Err(AppError::internal("the task ledger stopped")))
     }
 
     /// Sends `step` to be written after the ones sent before it, without waiting.
-    pub fn send(&self, claimed: &Arc<Claimed>, owner: &Arc<str>, step: Step) {
-        self.enqueue(claimed, owner, step, None);
+    pub fn send(&self, claimed: &Arc<Claimed>, step: Step) {
+        self.enqueue(claimed, step, None);
     }
 
     fn enqueue(
         &self,
         claimed: &Arc<Claimed>,
-        owner: &Arc<str>,
         step: Step,
         done: Option<oneshot::Sender<AppResult<bool>>>,
     ) {
         let entry = Entry {
             claimed: Arc::clone(claimed),
-            owner: Arc::clone(owner),
             step,
             done,
         };
@@ -219,10 +213,7 @@ impl TaskLedger {
     /// Writes `entries` in one transaction (see [`write_steps`]); for each, whether the
     /// robot still held the task. The events are stored together, in order.
     async fn write_batch(&self, entries: &[Entry]) -> AppResult<Vec<bool>> {
-        let steps: Vec<_> = entries
-            .iter()
-            .map(|e| (&*e.claimed, &*e.owner, &e.step))
-            .collect();
+        let steps: Vec<_> = entries.iter().map(|e| (&*e.claimed, &e.step)).collect();
         let mut tx = self.core.db.begin().await?;
         let result: AppResult<_> = async {
             let mut conn = tx.conn();
@@ -291,7 +282,7 @@ impl TaskLedger {
         let mut tx = self.core.db.begin().await?;
         let result: AppResult<_> = async {
             let mut conn = tx.conn();
-            let until = lease_until(lease);
+            let (leased_at, until) = lease_from_now(lease);
             let taken = tasks::claim(&mut conn, owner, db::now(), until, among, max).await?;
             if taken.is_empty() {
                 return Ok(Vec::new());
@@ -329,7 +320,8 @@ impl TaskLedger {
                 let host = hosts.get(&task.host_id).cloned().ok_or_else(missing)?;
                 let snapshot = rows.remove(&task.snapshot_id).ok_or_else(missing)?;
                 let tree = Tree::new(trees.remove(&task.vm_id).unwrap_or_default());
-                let (change, started, event) = start_work(task, vm, host, snapshot, &tree, owner);
+                let (change, started, event) =
+                    start_work(task, vm, host, snapshot, &tree, (owner, leased_at));
                 changes.push(change);
                 events.push(event);
                 claimed.push(started);
@@ -351,27 +343,24 @@ impl TaskLedger {
         Ok(claimed)
     }
 
-    /// Extends the robot's lease. Returns whether a cancel was asked for, or `None` when
-    /// the robot lost the task (its lease ran out and another robot took it).
-    pub async fn renew_task(
-        &self,
-        claimed: &Claimed,
-        owner: &str,
-        lease: Duration,
-    ) -> AppResult<Option<bool>> {
+    /// Extends `claimed`'s lease to `lease` from now (computed once the database
+    /// answers the pool: a time taken before the call is earlier). Returns whether a cancel was asked for, or `None`
+    /// when the claim lost the task (its lease ran out and another claim took it).
+    pub async fn renew_task(&self, claimed: &Claimed, lease: Duration) -> AppResult<Option<bool>> {
         let mut tx = self.core.db.begin().await?;
-        let result = tasks::renew(&mut tx.conn(), claimed.task.id, owner, lease_until(lease))
+        let claim = claimed.task.fence;
+        let result = tasks::renew(&mut tx.conn(), claimed.task.id, claim, lease_until(lease))
             .await
             .map_err(AppError::from);
         tx.finish(result).await
     }
 
     /// Puts a task back in the queue because its robot is stopping.
-    pub async fn release_task(&self, claimed: &Claimed, owner: &str) -> AppResult<()> {
+    pub async fn release_task(&self, claimed: &Claimed) -> AppResult<()> {
         let mut tx = self.core.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
-            if !tasks::release(&mut conn, claimed.task.id, owner).await? {
+            if !tasks::release(&mut conn, claimed.task.id, claimed.task.fence).await? {
                 return Ok(None);
             }
             let note = Note {

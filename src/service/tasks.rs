@@ -5,7 +5,7 @@
 //! [`Actions`](super::Actions) when an action's task is claimed at once.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::ROBOT;
 use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, Vm};
@@ -19,10 +19,22 @@ use crate::hypervisor::HostSnapshot;
 /// A task a robot holds, with what it needs to run it.
 #[derive(Clone, Debug)]
 pub struct Claimed {
+    /// The task as the claim left it; its `fence` is the claim's.
     pub task: Task,
     pub vm: Vm,
     pub host: Host,
+    /// The snapshot the task acts on, in its working state.
     pub snapshot: Snapshot,
+    /// When the claim's lease began, by this process's clock: taken before its end was
+    /// computed, so the database holds the lease at least until this plus its length.
+    pub leased_at: Instant,
+}
+
+/// A lease of `length` from now: when it begins by this process's clock, and when it
+/// ends in the database.
+pub(crate) fn lease_from_now(length: Duration) -> (Instant, chrono::NaiveDateTime) {
+    let began = Instant::now();
+    (began, lease_until(length))
 }
 
 /// How a task ended.
@@ -118,17 +130,18 @@ pub(crate) fn lease_until(lease: Duration) -> chrono::NaiveDateTime {
     db::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10))
 }
 
-/// Starts a task robot `owner` has just taken, `snapshot` and `tree` as the taking
-/// transaction sees them: the changes that move its snapshots to their working states
-/// (for the caller to apply, as [`ROBOT`]), the task as the robot holds it, and the
-/// RUNNING event that says who took it (for the caller to store).
+/// Starts a task robot `owner` has just taken under a lease that began at `leased_at`,
+/// `snapshot` and `tree` as the taking transaction sees them: the changes that move its
+/// snapshots to their working states (for the caller to apply, as [`ROBOT`]), the task as
+/// the robot holds it, and the RUNNING event that says who took it (for the caller to
+/// store).
 pub(crate) fn start_work(
     task: Task,
     vm: Vm,
     host: Host,
     snapshot: Snapshot,
     tree: &Tree,
-    owner: &str,
+    (owner, leased_at): (&str, Instant),
 ) -> (Changes, Claimed, NewTaskEvent) {
     let mut snapshot = snapshot;
     let changes = lifecycle::started(tree, &facts(&task, &snapshot));
@@ -156,6 +169,7 @@ pub(crate) fn start_work(
         vm,
         host,
         snapshot,
+        leased_at,
     };
     (changes, claimed, event)
 }
@@ -173,11 +187,11 @@ pub enum Step {
     Finish(Outcome),
 }
 
-/// A step of a task, and the robot that holds the task.
-pub(crate) type Held<'a> = (&'a Claimed, &'a str, &'a Step);
+/// A step of a task, under the claim that holds it.
+pub(crate) type Held<'a> = (&'a Claimed, &'a Step);
 
 /// Writes `steps` (in the caller's transaction) and returns, for each, its event for the
-/// caller to store, or `None` when its robot no longer held the task (nothing was written
+/// caller to store, or `None` when its claim no longer held the task (nothing was written
 /// for it). Each kind of write is one statement for the whole batch on PostgreSQL: a
 /// task's progress row is updated once, by its last report (the earlier ones share that
 /// answer); ends are written together, and so are their snapshots' changes.
@@ -186,7 +200,7 @@ pub(crate) async fn write_steps(
     steps: &[Held<'_>],
 ) -> AppResult<Vec<Option<NewTaskEvent>>> {
     let mut last_report: HashMap<i64, usize> = HashMap::new();
-    for (i, (claimed, _, step)) in steps.iter().enumerate() {
+    for (i, (claimed, step)) in steps.iter().enumerate() {
         if matches!(step, Step::Progress { .. }) {
             last_report.insert(claimed.task.id, i);
         }
@@ -196,7 +210,7 @@ pub(crate) async fn write_steps(
     let reports: Vec<tasks::Report> = reports
         .into_iter()
         .map(|i| {
-            let (claimed, owner, step) = steps[i];
+            let (claimed, step) = steps[i];
             let Step::Progress {
                 attempt,
                 percent,
@@ -208,7 +222,7 @@ pub(crate) async fn write_steps(
             };
             tasks::Report {
                 task: claimed.task.id,
-                owner,
+                claim: claimed.task.fence,
                 progress: *percent,
                 phase: Some(phase),
                 attempts: *attempt,
@@ -217,20 +231,18 @@ pub(crate) async fn write_steps(
         .collect();
     let reported = tasks::set_progress_all(conn, &reports).await?;
 
-    let ends: Vec<(&Claimed, &str, &Outcome, Ending)> = steps
+    let ends: Vec<(&Claimed, &Outcome, Ending)> = steps
         .iter()
-        .filter_map(|&(claimed, owner, step)| match step {
-            Step::Finish(outcome) => {
-                Some((claimed, owner, outcome, ending(&claimed.task, outcome)))
-            }
+        .filter_map(|&(claimed, step)| match step {
+            Step::Finish(outcome) => Some((claimed, outcome, ending(&claimed.task, outcome))),
             Step::Progress { .. } => None,
         })
         .collect();
     let rows: Vec<tasks::Ending> = ends
         .iter()
-        .map(|(claimed, owner, _, end)| tasks::Ending {
+        .map(|(claimed, _, end)| tasks::Ending {
             task: claimed.task.id,
-            owner,
+            claim: claimed.task.fence,
             state: end.state,
             error: end.error.as_deref(),
             progress: end.progress,
@@ -244,7 +256,7 @@ pub(crate) async fn write_steps(
         .collect();
     let mut trees = snapshots::nodes_of_all(conn, &ended_vms).await?;
     let mut changes = Vec::new();
-    for (claimed, _, outcome, _) in ends.iter().filter(|(c, ..)| ended.contains(&c.task.id)) {
+    for (claimed, outcome, _) in ends.iter().filter(|(c, ..)| ended.contains(&c.task.id)) {
         let tree = Tree::new(trees.remove(&claimed.vm.id).unwrap_or_default());
         changes.push((
             &claimed.vm,
@@ -253,7 +265,7 @@ pub(crate) async fn write_steps(
     }
     let all: Vec<_> = changes.iter().map(|(vm, c)| (*vm, c, ROBOT)).collect();
     snapshots::apply_all(conn, &all).await?;
-    for (claimed, _, outcome, _) in ends.iter().filter(|(c, ..)| ended.contains(&c.task.id)) {
+    for (claimed, outcome, _) in ends.iter().filter(|(c, ..)| ended.contains(&c.task.id)) {
         if claimed.task.kind() == TaskKind::Scrub
             && matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
         {
@@ -264,7 +276,7 @@ pub(crate) async fn write_steps(
     let mut ends = ends.into_iter();
     Ok(steps
         .iter()
-        .map(|&(claimed, _, step)| {
+        .map(|&(claimed, step)| {
             let task = &claimed.task;
             match step {
                 Step::Progress {

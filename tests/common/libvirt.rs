@@ -83,6 +83,18 @@ pub fn start_libvirtd() {
     panic!("libvirtd did not come back");
 }
 
+/// [`stop_libvirtd`] on a thread of its own: the test's runtime, and a server in it,
+/// go on meanwhile (a runtime blocked for seconds stalls its server and its clients'
+/// connections, which no real client or server meets).
+pub async fn stop() {
+    tokio::task::spawn_blocking(stop_libvirtd).await.unwrap();
+}
+
+/// [`start_libvirtd`] on a thread of its own, as [`stop`].
+pub async fn start() {
+    tokio::task::spawn_blocking(start_libvirtd).await.unwrap();
+}
+
 /// Stops libvirtd (its domains keep running) and waits until it no longer answers.
 pub fn stop_libvirtd() {
     let _ = Command::new("pkill").args(["-x", "libvirtd"]).status();

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod hyperv;
 pub mod libvirt;
 pub mod process;
+pub mod proxy;
 pub mod ws;
 
 use std::path::{Path, PathBuf};
