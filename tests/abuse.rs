@@ -21,10 +21,13 @@ use tokio::net::TcpStream;
 
 /// The server is killed past this much resident memory (it idles at about 20 MiB).
 const CEILING_KIB: u64 = 300 * 1024;
-/// Timeouts shortened for the test: headers and bodies, connection_init, requests.
+/// Timeouts shortened for the test: headers and bodies, idle connections,
+/// connection_init, requests.
 const FAST: &[&str] = &[
     "--header-timeout",
     "2",
+    "--keep-alive",
+    "3",
     "--ws-init-timeout",
     "2",
     "--request-timeout",
@@ -803,6 +806,30 @@ async fn slow_and_silent_clients_are_cut_off() {
         );
     }
     t.settles(before, "1,000 unfinished headers").await;
+
+    // Headers trickled a byte at a time are cut off at the header deadline, however
+    // lively the trickle (it counts from the request's first byte).
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let trickle = async {
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        loop {
+            let mut buf = [0u8; 256];
+            tokio::select! {
+                read = tcp.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => panic!("unfinished headers were answered"),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if tcp.write_all(b"X-Slow: y\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(GUARD, trickle)
+        .await
+        .expect("a connection trickling its headers stayed open");
 
     // A body trickled a byte a second is cut off with TIMEOUT.
     let mut tcp = TcpStream::connect(&addr).await.unwrap();

@@ -512,6 +512,9 @@ fn sqlite_pool(
         .map_err(Error::setup)
 }
 
+/// How long PostgreSQL lets a transaction of snaptree's sit idle before it ends it.
+const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = '5s'";
+
 fn pg_pool(url: &str, statements: &Arc<AtomicU64>) -> DbResult<Pool<AsyncPgConnection>> {
     let statements = Arc::clone(statements);
     // No test query per checkout: a closed or mid-transaction connection is discarded
@@ -523,6 +526,13 @@ fn pg_pool(url: &str, statements: &Arc<AtomicU64>) -> DbResult<Pool<AsyncPgConne
         let url = url.to_owned();
         async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
+            // A transaction of this process's is milliseconds between its statements. One
+            // left open longer was cut off from its process (a network partition, a
+            // frozen process): PostgreSQL ends it, and the locks it holds (a task's row,
+            // which every robot's claim waits on) go with it.
+            conn.batch_execute(IDLE_IN_TRANSACTION)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(counting(&statements));
             Ok(conn)
         }

@@ -33,6 +33,12 @@ mod taker;
 use lease::{Lease, Standing};
 use taker::{Handoff, Workers};
 
+/// The event of a task its robot hands back because it is stopping.
+const STOPPING: &str = "queued again: its robot is stopping";
+
+/// The event of a task its robot hands back because it could not renew its lease.
+const GAVE_UP: &str = "queued again: its robot could not renew its lease in time";
+
 /// The most tasks one claim takes: more free workers claim again at once.
 const CLAIM_BATCH: usize = 16;
 
@@ -197,7 +203,7 @@ impl Robot {
                 .map(|(_, c)| c)
                 .collect();
             for claimed in left {
-                if let Err(err) = self.ledger.release_task(&claimed).await {
+                if let Err(err) = self.ledger.release_task(&claimed, STOPPING).await {
                     tracing::warn!(task = claimed.task.id, error = %err, "could not release a task; its lease will run out");
                 }
             }
@@ -289,14 +295,21 @@ impl Robot {
             }
             Ending::Interrupted(Interrupt::Stopping) => {
                 tracing::info!("stopping: the task goes back to the queue");
-                self.ledger.release_task(&claimed).await
+                self.ledger.release_task(&claimed, STOPPING).await
             }
             Ending::Interrupted(Interrupt::Lost) => {
                 tracing::warn!(
                     task,
                     "gave the task up: its lease was not renewed in time, or it was claimed again"
                 );
-                Ok(())
+                // Back in the queue at once if the database answers now (it was only
+                // slow), rather than when the lease runs out; under a later claim, this
+                // changes nothing.
+                let release = self.ledger.release_task(&claimed, GAVE_UP);
+                match timeout(self.config.lease, release).await {
+                    Ok(released) => released,
+                    Err(_) => Ok(()),
+                }
             }
             Ending::Interrupted(Interrupt::Cancel) => {
                 unreachable!("run turns a cancel into an outcome")
@@ -305,7 +318,7 @@ impl Robot {
         self.running.lock().unwrap().remove(&task);
         if let Err(err) = result {
             // The lease runs out and the task is taken up again.
-            tracing::error!(task, error = %err, "could not record the end of a task");
+            tracing::error!(task, error = %err, "could not record what became of a task");
         }
     }
 

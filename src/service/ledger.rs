@@ -355,8 +355,9 @@ impl TaskLedger {
         tx.finish(result).await
     }
 
-    /// Puts a task back in the queue because its robot is stopping.
-    pub async fn release_task(&self, claimed: &Claimed) -> AppResult<()> {
+    /// Puts a task back in the queue while `claimed`'s claim still holds it, saying `why`
+    /// in its event.
+    pub async fn release_task(&self, claimed: &Claimed, why: &str) -> AppResult<()> {
         let mut tx = self.core.db.begin().await?;
         let result = async {
             let mut conn = tx.conn();
@@ -367,7 +368,7 @@ impl TaskLedger {
                 state: TaskState::Queued,
                 progress: None,
                 phase: None,
-                message: Some("queued again: its robot is stopping"),
+                message: Some(why),
             };
             Ok(Some(
                 record(&mut conn, &claimed.task, &claimed.vm, note).await?,
