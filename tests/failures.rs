@@ -221,10 +221,10 @@ async fn a_hung_host_call_fails_the_attempt_and_the_task_gives_up() {
 async fn a_task_that_fails_fast_keeps_its_lease_while_it_retries() {
     use std::time::Duration;
     let robot = RobotConfig {
-        // A heartbeat every 500 ms; an expired lease is taken up within 100 ms.
-        lease: Duration::from_millis(1500),
+        // A renewal every 500 ms; an expired lease is taken up within 100 ms.
+        lease: Duration::from_millis(3000),
         poll: Duration::from_millis(100),
-        // Every wait at most 375 ms (with jitter); 20 attempts last several leases.
+        // Every wait at most 375 ms (with jitter); 20 attempts (about 5 s) outlast a lease.
         retry_base: Duration::from_millis(100),
         retry_cap: Duration::from_millis(300),
         max_attempts: 20,

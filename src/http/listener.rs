@@ -153,7 +153,12 @@ pub async fn serve(
                     }
                 },
             }
-            let _ = conn.await;
+            // A request in flight finishes; one whose headers are still coming has until
+            // its deadline.
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                Overdue::Headers = activity.overdue(deadlines) => {}
+            }
             drop(open);
         });
     }
@@ -182,7 +187,10 @@ enum Overdue {
 
 /// A connection's phase and since when, shared by its socket, its service and its watch.
 struct Activity {
-    /// The phase, and when it began.
+    /// The phase, and when it began. Bytes that arrive while a request is answered are
+    /// its body or, pipelined, the next request's: the socket cannot tell, so a next
+    /// request begun then has the keep-alive time for its headers, as if idle (no more
+    /// than any idle connection holds).
     now: Mutex<(Phase, Instant)>,
     /// Told of every change of phase.
     changed: Notify,

@@ -10,9 +10,10 @@
 //! operation again). That third (3.3 s of the default 10 s) is the margin for the cut
 //! call to end and for the clocks of the robots' machines to differ.
 //!
-//! Renewals run in a task of their own, every third of the lease: a database that is slow
-//! to answer never holds up the host call, and a renewal that has not come back by the
-//! time to give up is as good as lost.
+//! Renewals run in a task of their own, every sixth of the lease (so that a database
+//! slow to answer one still has room for the next before the time to give up): they
+//! never hold up the host call, and a renewal that has not come back by the time to give
+//! up is as good as lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +79,7 @@ impl Drop for Lease {
     }
 }
 
-/// Renews the lease every third of `length` until it is lost, telling `tell` of a cancel
+/// Renews the lease every sixth of `length` until it is lost, telling `tell` of a cancel
 /// and of the loss.
 async fn keep(
     ledger: TaskLedger,
@@ -86,7 +87,7 @@ async fn keep(
     length: Duration,
     tell: watch::Sender<Standing>,
 ) {
-    let period = length / 3;
+    let period = length / 6;
     // The database holds the lease at least until then, by this process's clock.
     let mut held_until = Instant::from_std(claimed.leased_at) + length;
     let mut next = Instant::from_std(claimed.leased_at) + period;
@@ -112,7 +113,7 @@ async fn keep(
             Ok(Err(err)) => {
                 // Tried again soon: the lease is given up if no try succeeds in time.
                 tracing::warn!(task = claimed.task.id, error = %err, "could not renew a lease");
-                next = Instant::now() + period / 3;
+                next = Instant::now() + period / 2;
             }
             Err(_) => {
                 tracing::warn!(

@@ -315,7 +315,16 @@ impl Robot {
                 unreachable!("run turns a cancel into an outcome")
             }
         };
-        self.running.lock().unwrap().remove(&task);
+        {
+            // Unless this process has claimed the task again meanwhile.
+            let mut running = self.running.lock().unwrap();
+            if running
+                .get(&task)
+                .is_some_and(|c| c.task.fence == claimed.task.fence)
+            {
+                running.remove(&task);
+            }
+        }
         if let Err(err) = result {
             // The lease runs out and the task is taken up again.
             tracing::error!(task, error = %err, "could not record what became of a task");
@@ -339,6 +348,13 @@ impl Robot {
                 });
             }
         };
+        // A task whose runs keep being cut short (its robots die, or lose their leases)
+        // ends rather than come back for ever.
+        if claimed.task.attempts > self.config.max_attempts {
+            let tried = claimed.task.attempts - 1;
+            let error = format!("gave up after {tried} attempts: its runs were cut short");
+            return Ending::Done(self.failed(claimed, &*driver, error).await);
+        }
         let started = Instant::now();
         // One lease for the whole run, renewed apart from the attempts and waits.
         let mut lease = Lease::keep(self.ledger.clone(), Arc::clone(claimed), self.config.lease);
@@ -574,16 +590,12 @@ impl Robot {
     async fn cancelled(&self, claimed: &Claimed, driver: &dyn Driver, tried: i32) -> Outcome {
         match claimed.task.kind() {
             TaskKind::Build => {
-                let cleaned_up = tried == 0
-                    || driver
-                        .delete(
-                            &claimed.vm.identifier,
-                            &claimed.snapshot.host_name,
-                            false,
-                            &Progress::ignore(),
-                        )
-                        .await
-                        .is_ok();
+                // Bounded as any host call: a host that hangs must not hold the task.
+                let limit = self.config.timeouts.of(TaskKind::Scrub);
+                let ignore = Progress::ignore();
+                let vm = claimed.vm.identifier.as_str();
+                let undo = driver.delete(vm, &claimed.snapshot.host_name, false, &ignore);
+                let cleaned_up = tried == 0 || matches!(timeout(limit, undo).await, Ok(Ok(())));
                 Outcome::Cancelled {
                     host: None,
                     cleaned_up,

@@ -32,7 +32,8 @@ const MAX_POLLS: usize = 15_000; // five minutes
 /// A robot tuned for tests: quick retries; no slow poll racing the statement counts.
 pub fn test_robot() -> RobotConfig {
     RobotConfig {
-        lease: Duration::from_secs(2),
+        // Renewed every 5/6 s: a test machine's slow moment must not cut a task short.
+        lease: Duration::from_secs(5),
         poll: Duration::from_secs(3600),
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(100),
