@@ -218,6 +218,16 @@ pub struct Limits {
     /// How long a connection may stay idle between requests: longer than clients keep
     /// pooled connections, so that the client ends it (`http::listener`).
     pub keep_alive: Duration,
+    /// Most connections open at once (WebSockets included); past it a new one is
+    /// refused with 503 (`http::listener`).
+    pub max_connections: usize,
+    /// Most connections open at once from one address. Behind a reverse proxy every
+    /// client has the proxy's address: raise it there, and limit at the proxy.
+    pub connections_per_peer: usize,
+    /// Failed authentications one address may make per second (bursts of three times
+    /// that); past them its requests are refused `RATE_LIMITED` before any token is
+    /// looked up.
+    pub failed_logins_per_peer: u32,
     /// Longest a WebSocket may stay open before its `connection_init` (closed with 4408).
     pub ws_init_timeout: Duration,
     /// How often a WebSocket is pinged; a client that answers nothing for three
@@ -248,6 +258,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(120),
+            max_connections: 10_000,
+            connections_per_peer: 256,
+            failed_logins_per_peer: 10,
             ws_init_timeout: Duration::from_secs(10),
             ws_keepalive: Duration::from_secs(30),
             subscriptions_per_socket: 100,

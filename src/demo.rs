@@ -21,7 +21,9 @@ pub async fn seed(service: &Service) -> AppResult<String> {
         .admin()
         .bootstrap_token(PROJECT, Role::Operator, "demo")
         .await?;
-    let operator = service.authenticate(&token).await?;
+    let operator = service
+        .authenticate(&token, std::net::Ipv4Addr::LOCALHOST.into())
+        .await?;
     // Seeding is administration; the demo acts as an ADMIN of its own project.
     let admin = Caller {
         role: Role::Admin,

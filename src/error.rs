@@ -130,6 +130,29 @@ impl AppError {
         }
     }
 
+    /// A handler or resolver that panicked with `payload`: logged here, INTERNAL to the
+    /// client.
+    pub fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "a request's handler panicked");
+        Self::internal(format!("a handler panicked: {what}"))
+    }
+
+    /// An address that failed to authenticate too often.
+    pub fn too_many_failed_logins(retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
+        Self::RateLimited {
+            message: format!(
+                "Too many failed authentications from your address; try again in {secs} s."
+            ),
+            retry_after_seconds: secs,
+        }
+    }
+
     /// A token opening more WebSockets than `cap`.
     pub fn too_many_connections(cap: usize) -> Self {
         Self::RateLimited {

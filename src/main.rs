@@ -176,6 +176,20 @@ struct LimitArgs {
     /// pooled connections: reqwest and Go 90, Firefox 115).
     #[arg(long, env = "SNAPTREE_KEEP_ALIVE", default_value_t = 120)]
     keep_alive: u64,
+    /// Most connections open at once, WebSockets included (503 past it).
+    #[arg(long, env = "SNAPTREE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Most connections open at once from one address (behind a reverse proxy, every
+    /// client has the proxy's: raise it, and limit at the proxy).
+    #[arg(long, env = "SNAPTREE_MAX_CONNECTIONS_PER_PEER", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_peer: u32,
+    /// Failed authentications per second one address may make (bursts of three times
+    /// that); past them it is refused before any token is looked up.
+    #[arg(long, env = "SNAPTREE_FAILED_LOGINS_PER_PEER", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    failed_logins_per_peer: u32,
     /// Seconds a WebSocket may wait before its connection_init.
     #[arg(long, env = "SNAPTREE_WS_INIT_TIMEOUT", default_value_t = 10)]
     ws_init_timeout: u64,
@@ -219,6 +233,9 @@ impl LimitArgs {
             request_timeout: secs(self.request_timeout),
             header_timeout: secs(self.header_timeout),
             keep_alive: secs(self.keep_alive),
+            max_connections: self.max_connections as usize,
+            connections_per_peer: self.max_connections_per_peer as usize,
+            failed_logins_per_peer: self.failed_logins_per_peer,
             ws_init_timeout: secs(self.ws_init_timeout),
             ws_keepalive: secs(self.ws_keepalive),
             subscriptions_per_socket: self.subscriptions_per_socket,

@@ -1,8 +1,6 @@
 //! The attacks a hostile tenant would try, each against a real `snaptree serve` process
-//! with its default limits (only the timeouts are shortened, so that the test does not
-//! wait minutes): every one is refused or bounded, the server's memory comes back, and
-//! it keeps answering others. A watchdog kills the server past a memory ceiling, so that
-//! an attack that gets through fails its test instead of exhausting the machine.
+//! ([`common::target::Target`]): every one is refused or bounded, the server's memory
+//! comes back, and it keeps answering others.
 //!
 //! Waits here are hang guards (a minute or more), never performance limits.
 
@@ -12,148 +10,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::process::{self, ServerProcess, Watchdog};
+use common::error_code;
+use common::process::ServerProcess;
+use common::target::{FAST, GUARD, Target, attacker, closed, tcp_from};
 use common::ws::{Frame, Subscriber};
-use common::{Api, TestDb, error_code};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The server is killed past this much resident memory (it idles at about 20 MiB).
-const CEILING_KIB: u64 = 300 * 1024;
-/// Timeouts shortened for the test: headers and bodies, idle connections,
-/// connection_init, requests.
-const FAST: &[&str] = &[
-    "--header-timeout",
-    "2",
-    "--keep-alive",
-    "3",
-    "--ws-init-timeout",
-    "2",
-    "--request-timeout",
-    "5",
-    "--host-check-timeout",
-    "2",
-];
-/// How long a hang guard waits.
-const GUARD: Duration = Duration::from_secs(90);
-
-/// A server under attack, with a project of 8 VMs on one simulated host.
-struct Target {
-    server: ServerProcess,
-    watchdog: Watchdog,
-    api: Api,
-    viewer: String,
-    operator: String,
-    project: String,
-    vms: Vec<String>,
-    dir: tempfile::TempDir,
-    db: TestDb,
-}
-
-impl Target {
-    async fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::new(dir.path()).await;
-        let admin = process::token(&db.cli_url(), "ops", "ADMIN");
-        let mut flags = FAST.to_vec();
-        flags.extend_from_slice(extra);
-        let server = ServerProcess::start(&db.cli_url(), &dir.path().join("sim"), &flags);
-        let watchdog = Watchdog::new(server.pid(), CEILING_KIB);
-        let api = Api::new(&server.url, admin);
-        let project = api.create_project("tenant").await;
-        let viewer = api.create_token(&project, "VIEWER").await;
-        let operator = api.create_token(&project, "OPERATOR").await;
-        let host = api.create_host("sim", "SIMULATED", "sim://", None).await;
-        let mut vms = Vec::new();
-        for i in 0..8 {
-            vms.push(api.create_vm(&host, &project, &format!("vm{i}")).await);
-        }
-        let target = Self {
-            server,
-            watchdog,
-            api,
-            viewer,
-            operator,
-            project,
-            vms,
-            dir,
-            db,
-        };
-        target.snapshot(&target.vms[0], "before").await;
-        target
-    }
-
-    /// Creates a snapshot with the ADMIN token (no budget) and waits for it.
-    async fn snapshot(&self, vm: &str, name: &str) -> String {
-        self.api.snapshot_built(&self.api.admin, vm, name).await
-    }
-
-    fn url(&self) -> String {
-        self.api.url.clone()
-    }
-
-    /// The server's resident memory now, after warming up with a few requests.
-    async fn baseline(&self) -> u64 {
-        for _ in 0..20 {
-            self.still_answers().await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.server.rss_kib()
-    }
-
-    /// Another client's simple query is answered.
-    async fn still_answers(&self) {
-        assert!(
-            !self.watchdog.tripped(),
-            "the server passed the memory ceiling"
-        );
-        let data = self
-            .api
-            .data(&self.api.admin, "{ vm(id: 1) { id name } }", json!({}))
-            .await;
-        assert_eq!(data["vm"]["id"], "1");
-    }
-
-    /// Waits until the server's memory is back within 20% of `before` (or fails).
-    async fn settles(&self, before: u64, attack: &str) {
-        let start = Instant::now();
-        loop {
-            assert!(
-                !self.watchdog.tripped(),
-                "{attack}: passed the memory ceiling"
-            );
-            let now = self.server.rss_kib();
-            if now * 5 <= before * 6 {
-                eprintln!(
-                    "{attack}: {} KiB before, peak {} KiB, {now} KiB after",
-                    before,
-                    self.watchdog.peak_kib()
-                );
-                return;
-            }
-            assert!(
-                start.elapsed() < GUARD,
-                "{attack}: memory stayed at {now} KiB, {before} KiB before"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// Waits (with a hang guard) for the server to close `socket`; its close code.
-async fn closed(socket: &mut Subscriber) -> (u16, String) {
-    let wait = async {
-        loop {
-            if let Frame::Closed(code, reason) = socket.next().await {
-                return (code, reason);
-            }
-        }
-    };
-    tokio::time::timeout(GUARD, wait)
-        .await
-        .expect("the server closes the socket")
-}
 
 #[tokio::test]
 async fn a_revoked_token_loses_its_sockets_on_every_server_and_cannot_act() {
@@ -787,10 +650,11 @@ async fn slow_and_silent_clients_are_cut_off() {
         .trim_end_matches("/graphql")
         .to_owned();
 
-    // 1,000 connections that never finish their headers.
+    // 1,000 connections that never finish their headers, from four addresses (each
+    // within the connections one address may hold).
     let mut idle = Vec::new();
-    for _ in 0..1000 {
-        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    for n in 0..1000 {
+        let mut tcp = tcp_from(&addr, attacker(n % 4)).await;
         tcp.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
@@ -878,8 +742,8 @@ async fn slow_and_silent_clients_are_cut_off() {
 
     // 1,000 WebSockets that never send connection_init are closed with 4408.
     let mut silent = Vec::new();
-    for _ in 0..1000 {
-        silent.push(Subscriber::open(&t.url()).await);
+    for n in 0..1000 {
+        silent.push(Subscriber::open_from(&t.url(), attacker(n % 4)).await);
     }
     t.still_answers().await;
     for mut socket in silent {

@@ -27,12 +27,8 @@ pub const MIN_INTERVAL: Duration = Duration::minutes(1);
 impl Schedule {
     /// An interval schedule; refused under a minute.
     pub fn every(seconds: i64, anchor: DateTime<Utc>) -> Result<Self, String> {
-        let every = Duration::seconds(seconds);
-        if every < MIN_INTERVAL {
-            return Err(format!(
-                "A policy runs at most once a minute; {seconds} seconds is too often."
-            ));
-        }
+        check_interval(seconds)?;
+        let every = Duration::try_seconds(seconds).ok_or("everySeconds is out of range.")?;
         Ok(Self::Every { every, anchor })
     }
 
@@ -231,6 +227,21 @@ pub const MAX_PATTERN_CHARS: usize = 100;
 /// The longest interval and the oldest age a policy may name: ten years.
 pub const MAX_SECONDS: i64 = 10 * 366 * 24 * 3600;
 
+/// An interval a policy may run at: a minute to ten years.
+fn check_interval(seconds: i64) -> Result<(), String> {
+    if seconds < MIN_INTERVAL.num_seconds() {
+        return Err(format!(
+            "A policy runs at most once a minute; {seconds} seconds is too often."
+        ));
+    }
+    if seconds > MAX_SECONDS {
+        return Err(format!(
+            "everySeconds must be at most {MAX_SECONDS} (ten years)."
+        ));
+    }
+    Ok(())
+}
+
 /// What a policy's definition must hold besides its schedule and names: bounded
 /// numbers and patterns (a hostile tenant's largest would overflow the time arithmetic
 /// or cost the runner without bound), and one way of naming its VMs.
@@ -242,10 +253,8 @@ pub fn check_definition(
     vm_filter: Option<&str>,
     cron: Option<&str>,
 ) -> Result<(), String> {
-    if every_seconds.is_some_and(|s| s > MAX_SECONDS) {
-        return Err(format!(
-            "everySeconds must be at most {MAX_SECONDS} (ten years)."
-        ));
+    if let Some(seconds) = every_seconds {
+        check_interval(seconds)?;
     }
     if keep_last.is_some_and(|n| n < 1) {
         return Err("keepLast must be 1 or more.".into());

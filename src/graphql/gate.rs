@@ -5,6 +5,7 @@
 //! validation walks fragments expanded, which the cost bound keeps small. Queries and
 //! mutations then run within the deadline ([`Gate::run`]).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
@@ -122,7 +123,17 @@ impl Gate {
         request: Request,
         admitted: Admitted,
     ) -> BoxStream<'static, Response> {
-        let stream = schema.execute_stream(request);
+        // A panic anywhere in a resolver is answered INTERNAL and logged, on every
+        // transport, instead of taking the connection down with it.
+        let stream = AssertUnwindSafe(schema.execute_stream(request))
+            .catch_unwind()
+            .map(|answer| {
+                answer.unwrap_or_else(|panic| {
+                    let err = AppError::panicked(panic.as_ref());
+                    Response::from_errors(vec![err.into_server_error()])
+                })
+            })
+            .boxed();
         if admitted.kind == Some(OperationType::Subscription) {
             return stream;
         }

@@ -11,14 +11,23 @@
 //!   races the client's next request on that connection, and a request written as the
 //!   server closes is lost (hyper's `IncompleteMessage`). Responses say the keep-alive
 //!   time (`Keep-Alive: timeout=N`), for the clients that honour it (Node's, curl's);
-//! - while a request runs, none here: the request's own deadlines apply.
+//! - while a request runs, its body must arrive within the header timeout, counted from
+//!   its headers ([`DeadlineBody`]); the handlers' own deadlines apply to the rest.
+//!
+//! Connections are counted, in all and per client address; one past either cap is
+//! answered 503 with a reason and closed before anything of it is read, so that one
+//! client cannot take every socket the process may open. The count holds until the
+//! socket closes, WebSockets included (the count travels with the socket into the
+//! upgrade).
 //!
 //! hyper has one timer for the first and second (its header timeout restarts when a
 //! connection goes idle), and axum's own `serve` sets none; hence this loop, modelled on
 //! it, which turns hyper's off and watches each connection itself.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -26,15 +35,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Request};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::config::Limits;
@@ -45,27 +55,39 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// How long a connection may take over each thing it does.
+/// How long a refused connection is given to read its refusal before it is closed.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most refused connections lingering at once; past it, refused ones close at once.
+const LINGERING: usize = 256;
+
+/// How long a connection may take over each thing it does, and how many may be open.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadlines {
     /// To send a request's headers, from the connection's opening or the request's
-    /// first byte.
+    /// first byte; and then its body, from its headers.
     pub header: Duration,
     /// To stay idle between requests.
     pub keep_alive: Duration,
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once from one address.
+    pub per_peer: usize,
 }
 
 impl Deadlines {
-    /// The deadlines `limits` set.
+    /// The deadlines and caps `limits` set.
     pub fn of(limits: &Limits) -> Self {
         Self {
             header: limits.header_timeout,
             keep_alive: limits.keep_alive,
+            max_connections: limits.max_connections,
+            per_peer: limits.connections_per_peer,
         }
     }
 }
 
-/// Serves `app` on `listener` until `stop` turns true.
+/// Serves `app` on `listener` until `stop` turns true. Requests carry their client's
+/// address (`ConnectInfo<SocketAddr>`).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -81,15 +103,18 @@ pub async fn serve(
         .max_buf_size(64 * 1024);
     let keep_alive = HeaderValue::try_from(format!("timeout={}", deadlines.keep_alive.as_secs()))
         .expect("a number is a header value");
+    room_for(deadlines.max_connections);
     // Each connection holds a receiver; the sender learns when all of them are gone.
     let (open_tx, open_rx) = watch::channel(());
+    let counts = Arc::new(Counts::new(deadlines));
+    let lingering = Arc::new(Semaphore::new(LINGERING));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, usually: wait for some to be freed.
                 tracing::warn!(error = %err, "cannot accept a connection");
@@ -102,12 +127,23 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::warn!(error = %err, "cannot set TCP_NODELAY");
         }
+        let slot = match counts.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                refuse(tcp, refusal, &lingering);
+                continue;
+            }
+        };
         let activity = Arc::new(Activity::new());
         let service = {
             let app = TowerToHyperService::new(app.clone());
             let (activity, keep_alive) = (activity.clone(), keep_alive.clone());
+            let body_deadline = deadlines.header;
             hyper::service::service_fn(move |request: Request<Incoming>| {
                 activity.set(Phase::Busy);
+                let mut request =
+                    request.map(|body| Body::new(DeadlineBody::new(body, body_deadline)));
+                request.extensions_mut().insert(ConnectInfo(peer));
                 let answer = hyper::service::Service::call(&app, request);
                 let (activity, keep_alive) = (activity.clone(), keep_alive.clone());
                 async move {
@@ -128,6 +164,7 @@ pub async fn serve(
         let io = Watched {
             stream: tcp,
             activity: Arc::clone(&activity),
+            _slot: slot,
         };
         let conn = builder
             .serve_connection(TokioIo::new(io), service)
@@ -164,6 +201,222 @@ pub async fn serve(
     }
     drop(open_rx);
     let _ = tokio::time::timeout(DRAIN, open_tx.closed()).await;
+}
+
+/// Files the process keeps for its own use beside connections: the database's,
+/// host shells', logs.
+const SPARE_FILES: u64 = 512;
+
+/// Raises the process's limit of open files to its hard limit (most systems start
+/// processes at 1,024, fewer than `connections`), and warns when even that leaves no
+/// room for them: the cap would then be met as failed accepts instead of clear refusals.
+fn room_for(connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    let wanted = connections as u64 + SPARE_FILES;
+    if (limit.rlim_cur as u64) < wanted {
+        tracing::warn!(
+            open_files = limit.rlim_cur as u64,
+            wanted,
+            "the open files limit is below --max-connections; lower it or raise the limit (LimitNOFILE)"
+        );
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// Its address has as many open as it may.
+    Peer(usize),
+    /// The server has as many open as it may.
+    Total(usize),
+}
+
+/// The connections open, in all and by address, and the caps on them.
+struct Counts {
+    /// What is open now.
+    open: Mutex<Open>,
+    /// Most open in all.
+    max_total: usize,
+    /// Most open from one address.
+    per_peer: usize,
+}
+
+/// The connections open now.
+#[derive(Default)]
+struct Open {
+    /// In all.
+    total: usize,
+    /// By client address (an address with none is removed).
+    by_peer: HashMap<IpAddr, usize>,
+}
+
+impl Counts {
+    fn new(deadlines: Deadlines) -> Self {
+        Self {
+            open: Mutex::new(Open::default()),
+            max_total: deadlines.max_connections.max(1),
+            per_peer: deadlines.per_peer.max(1),
+        }
+    }
+
+    /// Counts a new connection from `peer`, if both caps allow it.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refusal> {
+        let mut open = self.open.lock().unwrap();
+        if open.total >= self.max_total {
+            return Err(Refusal::Total(self.max_total));
+        }
+        if open.by_peer.get(&peer).is_some_and(|n| *n >= self.per_peer) {
+            return Err(Refusal::Peer(self.per_peer));
+        }
+        *open.by_peer.entry(peer).or_insert(0) += 1;
+        open.total += 1;
+        Ok(Slot {
+            counts: Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+/// One counted connection; dropped with its socket.
+struct Slot {
+    counts: Arc<Counts>,
+    peer: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap();
+        open.total -= 1;
+        if let Some(from_peer) = open.by_peer.get_mut(&self.peer) {
+            *from_peer -= 1;
+            if *from_peer == 0 {
+                open.by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Answers a connection past a cap with 503 and its reason, then closes it. Nothing of
+/// what it sent is parsed; what it sends meanwhile is read and dropped for a moment, so
+/// that the close does not reset the answer away.
+fn refuse(mut tcp: TcpStream, refusal: Refusal, lingering: &Arc<Semaphore>) {
+    let message = match refusal {
+        Refusal::Peer(cap) => format!(
+            "Too many connections from your address (at most {cap} at once): close idle ones, or try again later."
+        ),
+        Refusal::Total(cap) => format!(
+            "The server has as many connections as it takes ({cap}); try again in a moment."
+        ),
+    };
+    tracing::debug!(%message, "connection refused");
+    let body = serde_json::json!({
+        "errors": [{
+            "message": message,
+            "extensions": { "code": "RATE_LIMITED", "retryAfterSeconds": 1 },
+        }],
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let Ok(permit) = Arc::clone(lingering).try_acquire_owned() else {
+        // Too many already lingering: the answer goes out if the socket takes it now.
+        let _ = tcp.try_write(answer.as_bytes());
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(LINGER, async {
+            tcp.write_all(answer.as_bytes()).await?;
+            tcp.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while tcp.read(&mut sink).await? > 0 {}
+            Ok::<_, io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// A request body that must arrive by a deadline, counted from the request's headers:
+/// a body trickled a byte at a time would otherwise hold its connection, and what the
+/// handler buffered of it, for as long as the client likes. Past the deadline it ends
+/// with [`BodyTimedOut`].
+struct DeadlineBody {
+    body: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+impl DeadlineBody {
+    fn new(body: Incoming, limit: Duration) -> Self {
+        Self {
+            body,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+}
+
+/// A request body did not arrive within its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", .0.as_secs())]
+pub struct BodyTimedOut(pub Duration);
+
+impl BodyTimedOut {
+    /// The timeout behind `err`, if a body's deadline is what failed it.
+    pub fn within<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimedOut> {
+        let mut cause = Some(err);
+        while let Some(err) = cause {
+            if let Some(timed_out) = err.downcast_ref::<BodyTimedOut>() {
+                return Some(timed_out);
+            }
+            cause = err.source();
+        }
+        None
+    }
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.body.is_end_stream() {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.limit)))));
+        }
+        Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map_err(axum::BoxError::from)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// What a connection is doing, for its deadlines.
@@ -256,8 +509,13 @@ impl Drop for IdleOnDrop {
 
 /// A client's socket, telling its connection's [`Activity`] when bytes arrive.
 struct Watched {
+    /// The socket.
     stream: TcpStream,
+    /// Told when bytes arrive.
     activity: Arc<Activity>,
+    /// Its place in the connection count, given back when the socket closes (after an
+    /// upgrade too: the socket lives on in the WebSocket).
+    _slot: Slot,
 }
 
 impl AsyncRead for Watched {

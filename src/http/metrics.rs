@@ -4,11 +4,12 @@
 //! address only the monitoring network reaches), where the address is the access rule
 //! and the token, when one is set, is asked for too.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -45,9 +46,9 @@ pub fn routes(service: Service, access: &MetricsAccess, own_address: bool) -> Ro
         })
 }
 
-async fn metrics(State(app): State<Scrape>, headers: HeaderMap) -> Response {
+async fn metrics(State(app): State<Scrape>, request: Parts) -> Response {
     if !app.open
-        && let Err(refused) = admit(&app, &headers).await
+        && let Err(refused) = admit(&app, &request.headers, super::peer(&request)).await
     {
         return refused;
     }
@@ -68,7 +69,7 @@ async fn metrics(State(app): State<Scrape>, headers: HeaderMap) -> Response {
 }
 
 /// The scraper's token or an ADMIN's; 401 without a valid token, 403 for another role.
-async fn admit(app: &Scrape, headers: &HeaderMap) -> Result<(), Response> {
+async fn admit(app: &Scrape, headers: &HeaderMap, peer: IpAddr) -> Result<(), Response> {
     let Some(token) = super::bearer(headers) else {
         let err = AppError::unauthenticated();
         return Err((
@@ -87,7 +88,7 @@ async fn admit(app: &Scrape, headers: &HeaderMap) -> Result<(), Response> {
     if scraper {
         return Ok(());
     }
-    match app.service.authenticate(token).await {
+    match app.service.authenticate(token, peer).await {
         Ok(caller) if caller.is_admin() => Ok(()),
         Ok(_) => {
             let err = AppError::forbidden("Metrics are for the scraper's token or an ADMIN.");

@@ -1,8 +1,9 @@
 //! The axum router: GraphQL over HTTP, CloudCIX's REST API ([`rest`]), the dashboard,
 //! the query explorer ([`explorer`]), metrics and a health check.
 //!
-//! Every GraphQL request is authenticated here, before it runs: a missing, unknown or
-//! revoked token is answered with UNAUTHENTICATED and nothing else happens. Then the
+//! Every GraphQL request is authenticated here, from its headers, before its body is
+//! read: a missing, unknown or revoked token is answered with UNAUTHENTICATED and
+//! nothing else happens. Then the body is read (bounded, and within its deadline), the
 //! [`Gate`] admits it (size, cost, the token's budget) and runs it within its deadline;
 //! the caller and a fresh set of loaders go into the request's data.
 
@@ -10,8 +11,10 @@ use async_graphql::parser::types::OperationType;
 use async_graphql::{ParseRequestError, Request, Response as GqlResponse};
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -22,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::error::AppError;
 use crate::graphql::{self, AppSchema, Gate, Loaders};
-use crate::service::Service;
+use crate::service::{Caller, Service};
 
 pub use metrics::MetricsAccess;
 pub use origins::Origins;
@@ -108,7 +111,16 @@ pub fn router(
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router.layer(axum::middleware::from_fn(access::log))
+    router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(access::log))
+}
+
+/// The answer to a request whose handler panicked (outside an operation: the gate
+/// answers those itself): INTERNAL, with the panic in the log, and the connection kept.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let err = AppError::panicked(panic.as_ref());
+    error_response(Media::Json, StatusCode::INTERNAL_SERVER_ERROR, &err)
 }
 
 async fn dashboard() -> Response {
@@ -164,6 +176,34 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The address a request came from (`listener::serve` puts it in every request).
+pub(crate) fn peer(request: &axum::http::request::Parts) -> IpAddr {
+    request
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+/// The caller of a GraphQL request over HTTP, from its headers alone; an error answer
+/// otherwise, counted as a refused operation.
+async fn caller(
+    app: &AppState,
+    parts: &axum::http::request::Parts,
+    media: Media,
+) -> Result<Caller, Response> {
+    let caller = match bearer(&parts.headers) {
+        Some(token) => app.service.authenticate(token, peer(parts)).await,
+        None => Err(AppError::unauthenticated()),
+    };
+    caller.map_err(|err| refused(app, media, status_of(&err), err))
+}
+
+/// An operation refused before it ran: counted, and answered with `err`.
+fn refused(app: &AppState, media: Media, status: StatusCode, err: AppError) -> Response {
+    app.service.metrics().operation("refused", err.code());
+    error_response(media, status, &err)
+}
+
 async fn graphql_post(State(app): State<AppState>, request: axum::extract::Request) -> Response {
     let headers = request.headers().clone();
     let media = Media::of(&headers);
@@ -178,11 +218,16 @@ async fn graphql_post(State(app): State<AppState>, request: axum::extract::Reque
         let err = AppError::validation("Send the request as application/json (its Content-Type).");
         return error_response(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, &err);
     }
+    let (parts, body) = request.into_parts();
+    let caller = match caller(&app, &parts, media).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
     // The GraphQL extractor reads the body stream itself, past `DefaultBodyLimit`; the
     // limit has to be put on the body first.
-    let request = request.with_limited_body();
-    match read(&app, media, request).await {
-        Ok(request) => execute(&app, &headers, media, request, false).await,
+    let request = axum::extract::Request::from_parts(parts, body).with_limited_body();
+    match read(media, request).await {
+        Ok(request) => execute(&app, caller, media, request, false).await,
         Err(response) => response,
     }
 }
@@ -225,25 +270,12 @@ impl Media {
     }
 }
 
-/// Reads a GraphQL request; its body must arrive within the header timeout (a client
-/// trickling it would otherwise hold the connection for as long as it likes).
-async fn read(
-    app: &AppState,
-    media: Media,
-    request: axum::extract::Request,
-) -> Result<Request, Response> {
-    let limit = app.service.limits().header_timeout;
-    let read = GraphQLRequest::<GraphQLRejection>::from_request(request, &());
-    match tokio::time::timeout(limit, read).await {
-        Ok(Ok(request)) => Ok(request.into_inner()),
-        Ok(Err(rejection)) => Err(rejected(media, rejection)),
-        Err(_) => {
-            let err = AppError::Timeout(format!(
-                "The request was not received within {} s.",
-                limit.as_secs()
-            ));
-            Err(error_response(media, StatusCode::REQUEST_TIMEOUT, &err))
-        }
+/// Reads a GraphQL request (its body's deadline is the connection's: see
+/// [`listener::BodyTimedOut`]).
+async fn read(media: Media, request: axum::extract::Request) -> Result<Request, Response> {
+    match GraphQLRequest::<GraphQLRejection>::from_request(request, &()).await {
+        Ok(request) => Ok(request.into_inner()),
+        Err(rejection) => Err(rejected(media, rejection)),
     }
 }
 
@@ -253,38 +285,35 @@ async fn graphql_get(State(app): State<AppState>, request: axum::extract::Reques
     let headers = request.headers().clone();
     if headers.contains_key(header::UPGRADE) {
         let (mut parts, _) = request.into_parts();
+        let from = peer(&parts);
         return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => subscriptions::upgrade(app, upgrade, &headers),
+            Ok(upgrade) => subscriptions::upgrade(app, upgrade, &headers, from),
             Err(rejection) => rejection.into_response(),
         };
     }
     let media = Media::of(&headers);
-    match read(&app, media, request).await {
-        Ok(request) => execute(&app, &headers, media, request, true).await,
+    let (parts, body) = request.into_parts();
+    let caller = match caller(&app, &parts, media).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let request = axum::extract::Request::from_parts(parts, body).with_limited_body();
+    match read(media, request).await {
+        Ok(request) => execute(&app, caller, media, request, true).await,
         Err(response) => response,
     }
 }
 
+/// Admits and runs an authenticated request. Every operation is counted once: refused
+/// before it ran, or by how it ended.
 async fn execute(
     app: &AppState,
-    headers: &HeaderMap,
+    caller: Caller,
     media: Media,
     mut request: Request,
     read_only: bool,
 ) -> Response {
-    let caller = match bearer(headers) {
-        Some(token) => app.service.authenticate(token).await,
-        None => Err(AppError::unauthenticated()),
-    };
-    // Every operation is counted once: refused before it ran, or by how it ended.
-    let refused = |status: StatusCode, err: AppError| {
-        app.service.metrics().operation("refused", err.code());
-        error_response(media, status, &err)
-    };
-    let caller = match caller {
-        Ok(caller) => caller,
-        Err(err) => return refused(status_of(&err), err),
-    };
+    let refused = |status: StatusCode, err: AppError| refused(app, media, status, err);
     let admitted = match app.gate.admit(&app.service, &caller, &mut request) {
         Ok(admitted) => admitted,
         Err(err) => return refused(status_of(&err), err),
@@ -349,6 +378,13 @@ pub(crate) fn bearer_token(value: &str) -> Option<&str> {
 }
 
 fn rejected(media: Media, rejection: GraphQLRejection) -> Response {
+    if let Some(late) = listener::BodyTimedOut::within(&rejection.0) {
+        let err = AppError::Timeout(format!(
+            "The request was not received within {} s.",
+            late.0.as_secs()
+        ));
+        return error_response(media, StatusCode::REQUEST_TIMEOUT, &err);
+    }
     let too_large = matches!(rejection.0, ParseRequestError::PayloadTooLarge)
         || rejection.0.to_string().contains("length limit");
     if too_large {

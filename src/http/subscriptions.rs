@@ -20,6 +20,7 @@
 //! (`RATE_LIMITED`), as do operations the gate refuses.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use async_graphql::parser::types::OperationType;
@@ -117,7 +118,12 @@ enum ClientMessage {
 }
 
 /// Accepts the upgrade if the client speaks one of the two protocols.
-pub fn upgrade(app: AppState, upgrade: WebSocketUpgrade, headers: &HeaderMap) -> Response {
+pub fn upgrade(
+    app: AppState,
+    upgrade: WebSocketUpgrade,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Response {
     if !app.origins.allow_socket(headers) {
         return (
             StatusCode::FORBIDDEN,
@@ -145,7 +151,7 @@ pub fn upgrade(app: AppState, upgrade: WebSocketUpgrade, headers: &HeaderMap) ->
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             let _open = app.service.metrics().socket_open();
-            serve(app, socket, protocol).await
+            serve(app, socket, protocol, peer).await
         })
 }
 
@@ -168,6 +174,8 @@ struct Running {
 struct Connection {
     app: AppState,
     protocol: Protocol,
+    /// The client's address, for the budget of failed authentications.
+    peer: IpAddr,
     sink: SplitSink<WebSocket, Message>,
     /// Set once `connection_init` has been accepted.
     caller: Option<Caller>,
@@ -183,9 +191,10 @@ struct Connection {
     answers: SelectAll<BoxStream<'static, Answer>>,
 }
 
-async fn serve(app: AppState, socket: WebSocket, protocol: Protocol) {
+async fn serve(app: AppState, socket: WebSocket, protocol: Protocol, peer: IpAddr) {
     let (sink, mut stream) = socket.split();
     let mut conn = Connection {
+        peer,
         app,
         protocol,
         sink,
@@ -366,7 +375,7 @@ impl Connection {
             .and_then(bearer_token);
         let service = &self.app.service;
         let caller = match token {
-            Some(token) => service.authenticate(token).await,
+            Some(token) => service.authenticate(token, self.peer).await,
             None => Err(AppError::unauthenticated()),
         };
         let caller = match caller {
@@ -374,6 +383,9 @@ impl Connection {
             Err(AppError::Internal(cause)) => {
                 tracing::error!(%cause, "cannot authenticate a WebSocket");
                 return closing(1011, "The server could not check the token");
+            }
+            Err(AppError::RateLimited { .. }) => {
+                return closing(4429, "Too many failed authentications from your address");
             }
             Err(_) => return closing(4403, "Forbidden: a valid API token is required"),
         };

@@ -2,6 +2,11 @@
 //! ADMIN (everything, every project), OPERATOR (read and act on its project's VMs) or
 //! VIEWER (read its project's VMs). A VM of another project does not exist for a caller.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
 
 use super::{Admin, Core, Service};
@@ -70,13 +75,71 @@ fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Whether `token` has the form of a token this service makes.
+fn well_formed(token: &str) -> bool {
+    token
+        .strip_prefix(TOKEN_PREFIX)
+        .is_some_and(|secret| secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Tokens recently found unknown or revoked, by hash: asked again, they are refused
+/// without a lookup. A token that was refused is never accepted later (a revocation is
+/// final, and an unknown secret is never issued: tokens are random), so keeping one a
+/// while is always right.
+pub(crate) struct Rejected {
+    /// Hash, and when it was found bad.
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Rejected {
+    /// How long a refused token is remembered.
+    const KEEP: Duration = Duration::from_secs(60);
+    /// Most remembered at once (about 1 MiB): past it, the expired ones are dropped,
+    /// and if none were, all of them (a flood of distinct tokens is held back by the
+    /// addresses' budgets, not by this).
+    const MOST: usize = 10_000;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn contains(&self, hash: &str) -> bool {
+        let seen = self.seen.lock().unwrap();
+        seen.get(hash).is_some_and(|at| at.elapsed() < Self::KEEP)
+    }
+
+    fn insert(&self, hash: String) {
+        let mut seen = self.seen.lock().unwrap();
+        if seen.len() >= Self::MOST {
+            seen.retain(|_, at| at.elapsed() < Self::KEEP);
+            if seen.len() >= Self::MOST {
+                seen.clear();
+            }
+        }
+        seen.insert(hash, Instant::now());
+    }
+}
+
 impl Service {
-    /// The caller holding `token`, or UNAUTHENTICATED.
-    pub async fn authenticate(&self, token: &str) -> AppResult<Caller> {
-        if !token.starts_with(TOKEN_PREFIX) {
-            return Err(AppError::unauthenticated());
+    /// The caller holding `token`, sent from `peer`, or UNAUTHENTICATED. An address
+    /// that has failed too often is refused (RATE_LIMITED) before its token is looked
+    /// at, and a token refused a moment ago is refused again without a lookup.
+    pub async fn authenticate(&self, token: &str, peer: IpAddr) -> AppResult<Caller> {
+        let throttle = &self.core.throttle;
+        throttle.may_log_in(peer)?;
+        let refused = || {
+            throttle.failed_login(peer);
+            Err(AppError::unauthenticated())
+        };
+        if !well_formed(token) {
+            return refused();
         }
         let hash = hash_token(token);
+        if self.core.rejected.contains(&hash) {
+            return refused();
+        }
         let found = tokens::by_hash(&mut self.core.db.reader().await?.conn(), &hash).await?;
         match found {
             Some(token) if token.revoked_at.is_none() => Ok(Caller {
@@ -85,7 +148,10 @@ impl Service {
                 project_id: token.project_id,
                 role: token.role(),
             }),
-            _ => Err(AppError::unauthenticated()),
+            _ => {
+                self.core.rejected.insert(hash);
+                refused()
+            }
         }
     }
 

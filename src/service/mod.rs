@@ -74,8 +74,10 @@ pub(crate) struct Core {
     limits: Arc<Limits>,
     /// The WebSocket connections open in this process, by token.
     sessions: Arc<Sessions>,
-    /// Each token's budget of requests and cost.
+    /// Each token's budget of requests and cost, and each address's of failed logins.
     throttle: Throttle,
+    /// Tokens refused a moment ago.
+    rejected: auth::Rejected,
     /// What this process counts, for `/metrics`.
     metrics: Arc<Metrics>,
     /// The time that ages snapshots and makes policies due.
@@ -118,7 +120,8 @@ impl Service {
             drivers,
             local: OnceLock::new(),
             combiner: OnceLock::new(),
-            throttle: Throttle::new(&limits.rates),
+            throttle: Throttle::new(&limits.rates, limits.failed_logins_per_peer),
+            rejected: auth::Rejected::new(),
             sessions: Arc::new(Sessions::default()),
             metrics: Arc::new(Metrics::default()),
             limits,

@@ -2,8 +2,16 @@
 //! computes for each operation), by role, as CloudCIX throttles its API per user. A token
 //! past its budget is refused with `RATE_LIMITED` and told when to come back; every
 //! transport asks here before an operation runs.
+//!
+//! Before there is a token, there is an address: failed authentications are counted per
+//! client address, and an address past its budget is refused before any token it sends
+//! is looked up, so that a flood of invented tokens costs no database work.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -13,11 +21,25 @@ use crate::config::{Rate, RateLimits};
 use crate::domain::Role;
 use crate::error::{AppError, AppResult};
 
-/// The budgets of every token, keyed by token id.
+/// The budgets of every token, keyed by token id, and of every address's failed
+/// authentications.
 pub struct Throttle {
+    /// Budgets of ADMIN tokens (none by default).
     admin: Option<Budget>,
+    /// Budgets of OPERATOR tokens.
     operator: Option<Budget>,
+    /// Budgets of VIEWER tokens.
     viewer: Option<Budget>,
+    /// Failed authentications by address.
+    logins: Logins,
+}
+
+/// Failed authentications by client address.
+struct Logins {
+    /// Each address's budget of failures.
+    failures: DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses past their budget, and until when they are refused.
+    barred: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 /// The budgets of one role.
@@ -43,11 +65,47 @@ impl Budget {
 }
 
 impl Throttle {
-    pub fn new(rates: &RateLimits) -> Self {
+    /// Budgets of `rates` per token, and `failed_logins` failures a second per address
+    /// (bursts of three times that).
+    pub fn new(rates: &RateLimits, failed_logins: u32) -> Self {
+        let n = |v: u32| NonZeroU32::new(v.max(1)).expect("at least 1");
+        let failures =
+            Quota::per_second(n(failed_logins)).allow_burst(n(failed_logins.saturating_mul(3)));
         Self {
             admin: rates.admin.map(Budget::new),
             operator: rates.operator.map(Budget::new),
             viewer: rates.viewer.map(Budget::new),
+            logins: Logins {
+                failures: DefaultKeyedRateLimiter::keyed(failures),
+                barred: Mutex::new(HashMap::new()),
+            },
+        }
+    }
+
+    /// Whether `peer` may try a token now: refused while it is past its budget of
+    /// failures.
+    pub fn may_log_in(&self, peer: IpAddr) -> AppResult<()> {
+        let mut barred = self.logins.barred.lock().unwrap();
+        match barred.get(&peer) {
+            Some(until) if *until > Instant::now() => Err(AppError::too_many_failed_logins(
+                until.saturating_duration_since(Instant::now()),
+            )),
+            Some(_) => {
+                barred.remove(&peer);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication of `peer`; past its budget, it is barred until
+    /// the budget has room again.
+    pub fn failed_login(&self, peer: IpAddr) {
+        if let Err(until) = self.logins.failures.check_key(&peer) {
+            let wait = until.wait_time_from(DefaultClock::default().now());
+            let wait = wait.max(Duration::from_millis(100));
+            let mut barred = self.logins.barred.lock().unwrap();
+            barred.insert(peer, Instant::now() + wait);
         }
     }
 
@@ -94,7 +152,8 @@ impl Throttle {
         }
     }
 
-    /// Forgets tokens that have been quiet long enough to have a full budget again.
+    /// Forgets tokens and addresses that have been quiet long enough to have a full
+    /// budget again.
     pub fn forget_idle(&self) {
         for budget in [&self.admin, &self.operator, &self.viewer]
             .into_iter()
@@ -103,6 +162,13 @@ impl Throttle {
             budget.requests.retain_recent();
             budget.cost.retain_recent();
         }
+        self.logins.failures.retain_recent();
+        let now = Instant::now();
+        self.logins
+            .barred
+            .lock()
+            .unwrap()
+            .retain(|_, until| *until > now);
     }
 }
 
@@ -121,14 +187,17 @@ mod tests {
 
     #[test]
     fn a_token_past_its_budget_is_told_when_to_come_back() {
-        let throttle = Throttle::new(&RateLimits {
-            admin: None,
-            operator: Some(Rate {
-                requests: 2,
-                cost: 10,
-            }),
-            viewer: None,
-        });
+        let throttle = Throttle::new(
+            &RateLimits {
+                admin: None,
+                operator: Some(Rate {
+                    requests: 2,
+                    cost: 10,
+                }),
+                viewer: None,
+            },
+            10,
+        );
         let op = caller(Role::Operator);
         for _ in 0..4 {
             throttle.request(&op).unwrap(); // a burst of twice the rate
@@ -157,5 +226,19 @@ mod tests {
             ..op.clone()
         };
         throttle.request(&other).unwrap();
+    }
+
+    #[test]
+    fn an_address_past_its_failed_logins_is_refused_before_a_lookup() {
+        let throttle = Throttle::new(&RateLimits::default(), 2);
+        let (bad, good): (IpAddr, IpAddr) = ([127, 0, 0, 9].into(), [127, 0, 0, 8].into());
+        for _ in 0..7 {
+            throttle.may_log_in(bad).unwrap(); // a burst of three times the rate, and one
+            throttle.failed_login(bad);
+        }
+        let err = throttle.may_log_in(bad).unwrap_err();
+        assert_eq!(err.code(), "RATE_LIMITED");
+        assert!(err.public_message().contains("your address"), "{err:?}");
+        throttle.may_log_in(good).unwrap();
     }
 }

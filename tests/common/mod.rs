@@ -12,6 +12,7 @@ pub mod hyperv;
 pub mod libvirt;
 pub mod process;
 pub mod proxy;
+pub mod target;
 pub mod ws;
 
 use std::path::{Path, PathBuf};

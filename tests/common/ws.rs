@@ -29,6 +29,19 @@ impl Subscriber {
         Self::try_open(url).await.expect("the upgrade succeeds")
     }
 
+    /// Like [`Subscriber::open`], from loopback address `local` (127.0.0.x), as a
+    /// client of its own would: the server caps connections per address.
+    pub async fn open_from(url: &str, local: std::net::IpAddr) -> Self {
+        let request = upgrade_request(url, None);
+        let host = request.uri().host().unwrap().to_owned();
+        let port = request.uri().port_u16().unwrap();
+        let tcp = super::target::tcp_from(&format!("{host}:{port}"), local).await;
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("the upgrade succeeds");
+        Self { ws }
+    }
+
     /// Like [`Subscriber::open`]; `None` when the server cannot be reached.
     async fn try_open(url: &str) -> Option<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(upgrade_request(url, None))
@@ -70,7 +83,20 @@ impl Subscriber {
     /// Connects to `url` (the server's `http://.../graphql`) and sends `connection_init`
     /// with `token`; `Err((code, reason))` when the server closes instead of accepting.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, (u16, String)> {
-        let mut sub = Self::open(url).await;
+        Self::init(Self::open(url).await, token).await
+    }
+
+    /// Like [`Subscriber::connect`], from loopback address `local`.
+    pub async fn connect_from(
+        url: &str,
+        token: Option<&str>,
+        local: std::net::IpAddr,
+    ) -> Result<Self, (u16, String)> {
+        Self::init(Self::open_from(url, local).await, token).await
+    }
+
+    /// Sends `connection_init` with `token` on `sub`, and waits for its answer.
+    async fn init(mut sub: Self, token: Option<&str>) -> Result<Self, (u16, String)> {
         let payload = match token {
             Some(t) => json!({ "authorization": format!("Bearer {t}") }),
             None => json!({}),

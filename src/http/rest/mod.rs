@@ -7,8 +7,13 @@
 //!
 //! The routes are at the root, where CloudCIX's client puts them for the `iaas` service
 //! (`https://iaas.<api host>/snapshot/`).
+//!
+//! Every request goes through [`admit`] first: its token is checked from its headers
+//! (an unauthenticated request costs no more than that), then its body is read, bounded
+//! and within its deadline, and the handler runs within the request deadline.
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -54,73 +59,111 @@ pub fn routes(service: Service) -> Router {
                 not_allowed(caller, method, "GET, HEAD")
             }),
         )
-        // Django's APPEND_SLASH: the same path with its slash, moved permanently.
+        .route_layer(axum::middleware::from_fn_with_state(service.clone(), admit))
+        // Django's APPEND_SLASH: the same path with its slash, moved permanently (before
+        // any authentication, as Django does).
         .route("/snapshot", any(append_slash))
         .route("/snapshot/{pk}", any(append_slash))
         .route("/snapshot_tree/{vm_id}", any(append_slash))
         .route("/snapshot_history", any(append_slash))
-        .layer(axum::middleware::from_fn(read_unused_body))
         .with_state(service)
 }
 
-/// CloudCIX's client sends a JSON body (`null`) with every GET and HEAD. A body left
-/// unread ends the connection after the answer, and the client's next request on its
-/// kept-alive connection then fails ("remote end closed connection"): read it first.
-async fn read_unused_body(
+/// Authenticates a request from its headers (`X-Auth-Token: <token>`, CloudCIX's, or
+/// `Authorization: Bearer <token>`) within its token's budget of requests; then reads
+/// its body, bounded and within its deadline; then runs it within the request deadline.
+///
+/// Every body is read, GET's and HEAD's too: CloudCIX's client sends one (`null`) with
+/// each, and a body left unread ends the connection after the answer, so that the
+/// client's next request on its kept-alive connection fails.
+async fn admit(
+    axum::extract::State(service): axum::extract::State<Service>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return next.run(request).await;
+    let (mut parts, body) = request.into_parts();
+    let caller = match authenticate(&service, &parts).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let body = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(err) => {
+            let err = err.into_inner();
+            return match super::listener::BodyTimedOut::within(err.as_ref()) {
+                Some(late) => wire::detail(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "The request body was not received within {} s.",
+                        late.0.as_secs()
+                    ),
+                ),
+                None => wire::detail(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The request body is too large.",
+                ),
+            };
+        }
+    };
+    parts.extensions.insert(caller);
+    let request = axum::extract::Request::from_parts(parts, Body::from(body));
+    let limit = service.limits().request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => wire::detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "The request did not finish within {} s; try again.",
+                limit.as_secs()
+            ),
+        ),
     }
-    let (parts, body) = request.into_parts();
-    if axum::body::to_bytes(body, super::MAX_BODY_BYTES)
-        .await
-        .is_err()
-    {
-        return wire::detail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "The request body is too large.",
-        );
-    }
-    let request = axum::extract::Request::from_parts(parts, axum::body::Body::empty());
-    next.run(request).await
 }
 
-/// The caller of a REST request: `X-Auth-Token: <token>` (CloudCIX's header) or
-/// `Authorization: Bearer <token>`, within its token's budget of requests.
+/// The caller of a REST request, from its headers; a refusal in CloudCIX's words
+/// otherwise.
+async fn authenticate(service: &Service, parts: &Parts) -> Result<Caller, Response> {
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let token = header(header::HeaderName::from_static("x-auth-token"))
+        .map(str::trim)
+        .or_else(|| header(header::AUTHORIZATION).and_then(super::bearer_token));
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(wire::unauthorized(
+            "Authentication credentials were not provided.",
+        ));
+    };
+    let caller = match service.authenticate(token, super::peer(parts)).await {
+        Ok(caller) => caller,
+        Err(AppError::Unauthenticated(_)) => {
+            return Err(wire::unauthorized("Incorrect authentication credentials."));
+        }
+        Err(err) => return Err(codes::general(err)),
+    };
+    service
+        .throttle()
+        .request(&caller)
+        .map_err(codes::general)?;
+    Ok(caller)
+}
+
+/// The caller of a REST request, as [`admit`] found it.
 pub struct RestCaller(pub Caller);
 
 impl FromRequestParts<Service> for RestCaller {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, service: &Service) -> Result<Self, Response> {
-        let header = |name| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-        };
-        let token = header(header::HeaderName::from_static("x-auth-token"))
-            .map(str::trim)
-            .or_else(|| header(header::AUTHORIZATION).and_then(super::bearer_token));
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return Err(wire::unauthorized(
-                "Authentication credentials were not provided.",
-            ));
-        };
-        let caller = match service.authenticate(token).await {
-            Ok(caller) => caller,
-            Err(AppError::Unauthenticated(_)) => {
-                return Err(wire::unauthorized("Incorrect authentication credentials."));
-            }
-            Err(err) => return Err(codes::general(err)),
-        };
-        service
-            .throttle()
-            .request(&caller)
-            .map_err(codes::general)?;
-        Ok(Self(caller))
+    async fn from_request_parts(parts: &mut Parts, _: &Service) -> Result<Self, Response> {
+        match parts.extensions.get::<Caller>() {
+            Some(caller) => Ok(Self(caller.clone())),
+            None => Err(codes::general(AppError::internal(
+                "a REST route is served without authentication",
+            ))),
+        }
     }
 }
 

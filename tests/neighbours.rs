@@ -1,0 +1,385 @@
+//! Hostile neighbours, round 2: the attacks on the surfaces added after the first round
+//! (REST, policies, connections), each against a real `snaptree serve` process
+//! ([`common::target::Target`]). Every attack is refused or bounded, and the server keeps
+//! answering the others.
+//!
+//! Waits here are hang guards (a minute or more), never performance limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::target::{GUARD, Target, attacker, tcp_from};
+use common::ws::Subscriber;
+use common::{error_code, process};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The server's `host:port`.
+fn address(t: &Target) -> String {
+    t.url()
+        .trim_start_matches("http://")
+        .trim_end_matches("/graphql")
+        .to_owned()
+}
+
+/// Sends `head` (a request's line and headers, without the blank line) and then its body
+/// a byte every 300 ms, for ever; the server's answer once it closes or answers, or
+/// `None` if the hang guard passed first.
+async fn trickle(mut tcp: TcpStream, head: &str) -> Option<String> {
+    tcp.write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let talk = async {
+        let mut answer = Vec::new();
+        loop {
+            let mut buf = [0u8; 4096];
+            tokio::select! {
+                read = tcp.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return String::from_utf8_lossy(&answer).into_owned(),
+                    Ok(n) => {
+                        answer.extend_from_slice(&buf[..n]);
+                        // A whole answer (headers and a small body) is enough.
+                        let text = String::from_utf8_lossy(&answer);
+                        if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+                            return text.into_owned();
+                        }
+                    }
+                },
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                    let byte: &[u8] = if chunked { b"1\r\n \r\n" } else { b" " };
+                    let _ = tcp.write_all(byte).await;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(GUARD, talk).await.ok()
+}
+
+/// A request's head from `peer` with `token` in CloudCIX's header, announcing a body.
+fn rest_head(method: &str, path: &str, token: Option<&str>, body: &str) -> String {
+    let auth = token.map_or(String::new(), |t| format!("\r\nX-Auth-Token: {t}"));
+    format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json{auth}\r\n{body}")
+}
+
+#[tokio::test]
+async fn every_body_arrives_within_its_deadline_and_strangers_cost_only_their_headers() {
+    let t = Target::start(&[]).await;
+    let before = t.baseline().await;
+    let addr = address(&t);
+    let snapshot = t.snapshot(&t.vms[1], "kept").await;
+    let patch = format!("/snapshot/{snapshot}/");
+
+    // A body trickled on every REST route, even where the route reads none (CloudCIX's
+    // client sends one with GET), is cut off at its deadline (--header-timeout 2).
+    for (method, path, framing) in [
+        ("GET", "/snapshot/", "Transfer-Encoding: chunked"),
+        ("HEAD", "/snapshot_history/", "Content-Length: 100"),
+        ("POST", "/snapshot/", "Content-Length: 100"),
+        ("PATCH", patch.as_str(), "Transfer-Encoding: chunked"),
+        ("PUT", patch.as_str(), "Content-Length: 100"),
+    ] {
+        let tcp = tcp_from(&addr, attacker(0)).await;
+        let head = rest_head(method, path, Some(&t.operator), framing);
+        let answer = trickle(tcp, &head).await;
+        let answer = answer
+            .unwrap_or_else(|| panic!("{method} {path}: a trickled body held its connection"));
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{method} {path}: {answer}"
+        );
+        if method != "HEAD" {
+            assert!(answer.contains("not received within 2 s"), "{answer}");
+        }
+    }
+    // GraphQL's body too.
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked",
+        t.viewer
+    );
+    let answer = trickle(tcp_from(&addr, attacker(0)).await, &head)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"TIMEOUT\""), "{answer}");
+
+    // A request without a valid token is answered from its headers: its body is never
+    // waited for, on any route.
+    for (method, path) in [
+        ("GET", "/snapshot/"),
+        ("POST", "/snapshot/"),
+        ("PATCH", patch.as_str()),
+        ("POST", "/graphql"),
+    ] {
+        for token in [None, Some("snaptree_0123")] {
+            let mut head = rest_head(method, path, token, "Content-Length: 200000");
+            if path == "/graphql" {
+                head = head.replace("X-Auth-Token:", "Authorization: Bearer");
+            }
+            let mut tcp = tcp_from(&addr, attacker(1)).await;
+            tcp.write_all(format!("{head}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(GUARD, tcp.read(&mut buf))
+                .await
+                .expect("an unauthenticated request is answered without its body")
+                .unwrap();
+            let answer = String::from_utf8_lossy(&buf[..n]);
+            assert!(
+                answer.starts_with("HTTP/1.1 401"),
+                "{method} {path}: {answer}"
+            );
+        }
+    }
+
+    // 200 trickled bodies at once: each is cut off, and the memory comes back.
+    let mut trickles = Vec::new();
+    for n in 0..200 {
+        let tcp = tcp_from(&addr, attacker(2 + n % 4)).await;
+        let head = rest_head(
+            "POST",
+            "/snapshot/",
+            Some(&t.operator),
+            "Content-Length: 250000",
+        );
+        trickles.push(tokio::spawn(async move { trickle(tcp, &head).await }));
+    }
+    t.still_answers().await;
+    for trickle in trickles {
+        let answer = trickle.await.unwrap().expect("a trickled body was cut off");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    t.settles(before, "200 trickled bodies").await;
+}
+
+/// Opens a connection from `from`, and sends one request on it: the connection, and
+/// what it was answered.
+async fn connect(addr: &str, from: std::net::IpAddr) -> (TcpStream, String) {
+    let mut tcp = tcp_from(addr, from).await;
+    // Written at once: a refused connection answers without reading, and may be closed
+    // before a later write.
+    let _ = tcp
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = async {
+        loop {
+            let mut buf = [0u8; 1024];
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&answer);
+            if text.starts_with("HTTP/1.1 200") && text.ends_with("ok") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(GUARD, read).await.expect("an answer");
+    (tcp, String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_address_and_in_all_with_a_clear_refusal() {
+    let t = Target::start(&[
+        "--max-connections-per-peer",
+        "20",
+        "--max-connections",
+        "60",
+        // Idle connections stay for the test's length.
+        "--keep-alive",
+        "600",
+    ])
+    .await;
+    let addr = address(&t);
+    // One address: 20 connections, WebSockets among them; the 21st is refused.
+    let mut held = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        sockets.push(Subscriber::open_from(&t.url(), attacker(0)).await);
+    }
+    for _ in 0..15 {
+        let (tcp, answer) = connect(&addr, attacker(0)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        held.push(tcp);
+    }
+    let (_, answer) = connect(&addr, attacker(0)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    assert!(
+        answer.contains("Too many connections from your address (at most 20 at once)"),
+        "{answer}"
+    );
+    // Others are not held back by it.
+    t.still_answers().await;
+    let (_, answer) = connect(&addr, attacker(1)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Many addresses: the server's own cap, 60 in all.
+    let mut refused = None;
+    'fill: for n in 1..10 {
+        for _ in 0..20 {
+            let (tcp, answer) = connect(&addr, attacker(n)).await;
+            if answer.starts_with("HTTP/1.1 503") {
+                refused = Some(answer);
+                break 'fill;
+            }
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            held.push(tcp);
+        }
+    }
+    let refused = refused.expect("the 61st connection is refused");
+    assert!(
+        refused.contains("as many connections as it takes (60)"),
+        "{refused}"
+    );
+    assert!(held.len() + sockets.len() <= 60);
+
+    // Closed connections give their places back (a WebSocket's too).
+    held.clear();
+    sockets.clear();
+    let start = Instant::now();
+    loop {
+        let (_, answer) = connect(&addr, attacker(0)).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            start.elapsed() < GUARD,
+            "places were not given back: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.still_answers().await;
+}
+
+/// A client of its own on loopback address `from`.
+fn client_from(from: std::net::IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(from)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn invented_tokens_are_refused_by_address_before_any_lookup() {
+    let t = Target::start(&[]).await;
+    let before = t.baseline().await;
+    let rest = t.url().trim_end_matches("graphql").to_owned();
+    let flood = client_from(attacker(0));
+    let query = json!({ "query": "{ vms { id } }" });
+    // 300 invented tokens, of a well-formed shape; the address may fail 10 a second,
+    // in bursts of 30.
+    let start = Instant::now();
+    let (mut unknown, mut barred) = (0u64, 0u64);
+    for n in 0..300u32 {
+        let token = format!("snaptree_{:064x}", u64::from(n) * 7919 + 1);
+        let response = flood
+            .post(t.url())
+            .bearer_auth(&token)
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            401 => unknown += 1,
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(error_code(&body), "RATE_LIMITED");
+                let message = body["errors"][0]["message"].as_str().unwrap();
+                assert!(
+                    message.contains("failed authentications from your address"),
+                    "{message}"
+                );
+                barred += 1;
+            }
+            other => panic!("an invented token was answered {other}"),
+        }
+    }
+    let seconds = start.elapsed().as_secs() + 1;
+    assert!(barred > 0, "300 invented tokens were all looked up");
+    assert!(
+        unknown <= 30 + 10 * seconds,
+        "{unknown} invented tokens were looked up in {seconds} s"
+    );
+    // While barred, the address is refused on every transport, even with a good token
+    // (it is not looked up).
+    let response = flood
+        .get(format!("{rest}snapshot/"))
+        .header("X-Auth-Token", &t.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let socket = Subscriber::connect_from(&t.url(), Some(&t.operator), attacker(0)).await;
+    let Err((code, reason)) = socket else {
+        panic!("a barred address opened a WebSocket");
+    };
+    assert_eq!(code, 4429, "{reason}");
+    // Another address is not held back.
+    let other = client_from(attacker(1));
+    let response = other
+        .get(format!("{rest}snapshot/"))
+        .header("X-Auth-Token", &t.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    t.still_answers().await;
+    // The barred address is let in again once its budget has room.
+    let wait = Instant::now();
+    loop {
+        let response = flood
+            .post(t.url())
+            .bearer_auth(&t.viewer)
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 429);
+        let after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait.elapsed() < GUARD);
+        tokio::time::sleep(Duration::from_secs(after)).await;
+    }
+    t.settles(before, "300 invented tokens").await;
+}
+
+#[tokio::test]
+async fn numbers_out_of_range_are_refused_not_panicked_on() {
+    let t = Target::start(&[]).await;
+    let create = "mutation($input: PolicyInput!) { createPolicy(input: $input) { id } }";
+    for (field, value) in [
+        ("everySeconds", json!(-9_300_000_000_000_000i64)),
+        ("everySeconds", json!(i64::MIN)),
+        ("everySeconds", json!(i64::MAX)),
+        ("everySeconds", json!(-1)),
+        ("everySeconds", json!(0)),
+        ("maxAgeSeconds", json!(i64::MIN)),
+        ("maxAgeSeconds", json!(i64::MAX)),
+        ("keepLast", json!(i32::MIN)),
+    ] {
+        let mut input = json!({ "name": "x", "vmId": t.vms[0], "everySeconds": 3600 });
+        input[field] = value.clone();
+        let body = t
+            .api
+            .request(Some(&t.operator), create, json!({ "input": input }))
+            .await;
+        assert_eq!(error_code(&body), "VALIDATION", "{field} = {value}: {body}");
+    }
+    t.still_answers().await;
+    assert!(process::rss_kib(t.server.pid()) > 0, "the server is alive");
+}
