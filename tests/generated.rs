@@ -37,6 +37,18 @@ const CODES: &[&str] = &[
 const DEADLINE_SECS: u64 = 5;
 const SLACK: Duration = Duration::from_secs(10);
 
+/// Numbers at the edges: of 32 and 64 bits, of JSON's exact integers, of time spans.
+const EDGES: &[i64] = &[
+    i64::MIN,
+    i64::MAX,
+    -9_300_000_000_000_000,
+    i32::MIN as i64,
+    i32::MAX as i64,
+    1 << 53,
+    -1,
+    0,
+];
+
 /// A field as the generator knows it.
 #[derive(Clone, Debug)]
 struct FieldDef {
@@ -47,8 +59,12 @@ struct FieldDef {
 
 /// The schema, read from `snaptree schema`'s SDL.
 struct Schema {
+    /// Object types' fields, by type name.
     objects: HashMap<String, Vec<FieldDef>>,
+    /// Enums' values, by type name.
     enums: HashMap<String, Vec<String>>,
+    /// Input objects' fields (name and type), by type name.
+    inputs: HashMap<String, Vec<(String, Type)>>,
 }
 
 impl Schema {
@@ -56,6 +72,7 @@ impl Schema {
         let doc = async_graphql::parser::parse_schema(snaptree::graphql::sdl()).unwrap();
         let mut objects = HashMap::new();
         let mut enums = HashMap::new();
+        let mut inputs = HashMap::new();
         for def in doc.definitions {
             let TypeSystemDefinition::Type(ty) = def else {
                 continue;
@@ -85,10 +102,21 @@ impl Schema {
                     let values = e.values.into_iter().map(|v| v.node.value.node.to_string());
                     enums.insert(name, values.collect());
                 }
+                TypeKind::InputObject(input) => {
+                    let fields = input
+                        .fields
+                        .into_iter()
+                        .map(|f| (f.node.name.node.to_string(), f.node.ty.node));
+                    inputs.insert(name, fields.collect());
+                }
                 _ => {}
             }
         }
-        Self { objects, enums }
+        Self {
+            objects,
+            enums,
+            inputs,
+        }
     }
 }
 
@@ -151,6 +179,7 @@ impl Generator<'_> {
             };
             let value = match self.rng.u32(0..5) {
                 0 => json!(null),
+                1 if self.chance(30) => json!(EDGES[self.rng.usize(0..EDGES.len())]),
                 1 => json!(self.rng.i64(-10..300)),
                 2 => json!(self.word()),
                 3 => json!(true),
@@ -171,6 +200,31 @@ impl Generator<'_> {
         }
         if let BaseType::List(inner) = &ty.base {
             return format!("[{}]", self.value(inner));
+        }
+        if let Some(fields) = self.schema.inputs.get(named(ty)).cloned() {
+            return self.input(&fields);
+        }
+        if self.chance(8) {
+            // A value at the edge of its type's range, valid or not for the field: every
+            // number must be checked before it is used.
+            return match named(ty) {
+                "ID" => {
+                    let edge = ["-9223372036854775808", "9223372036854775807", "0", "-1"];
+                    format!("\"{}\"", edge[self.rng.usize(0..edge.len())])
+                }
+                "Int" => EDGES[self.rng.usize(0..EDGES.len())].to_string(),
+                "DateTime" => {
+                    let edge = [
+                        "9999-12-31T23:59:59Z",
+                        "+262142-12-31T23:59:59Z",
+                        "0001-01-01T00:00:00Z",
+                        "1970-01-01T00:00:00-23:59",
+                        "2026-02-30T00:00:00Z",
+                    ];
+                    format!("\"{}\"", edge[self.rng.usize(0..edge.len())])
+                }
+                _ => self.string(),
+            };
         }
         if self.strict {
             return match named(ty) {
@@ -206,6 +260,17 @@ impl Generator<'_> {
                 _ => self.word(),
             },
         }
+    }
+
+    /// An input object of `fields`: each required field, and some of the others.
+    fn input(&mut self, fields: &[(String, Type)]) -> String {
+        let mut out = Vec::new();
+        for (name, ty) in fields {
+            if !ty.nullable || self.chance(50) {
+                out.push(format!("{name}: {}", self.value(ty)));
+            }
+        }
+        format!("{{ {} }}", out.join(", "))
     }
 
     fn directives(&mut self) -> String {
@@ -500,6 +565,124 @@ async fn random_documents_and_bytes_always_get_an_answer_with_a_code() {
         "an answer took {} ms, past the deadline",
         slowest.as_millis()
     );
+    assert!(server.alive(), "the server died");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains("panicked"),
+        "the server panicked:\n{logged}"
+    );
+}
+
+/// A random JSON value for a REST body or parameter: numbers at their edges, floats,
+/// strings, and the wrong shapes.
+fn rest_value(rng: &mut fastrand::Rng, ids: &[i64]) -> Value {
+    match rng.u32(0..10) {
+        0 => json!(EDGES[rng.usize(0..EDGES.len())]),
+        1 => json!(ids[rng.usize(0..ids.len())]),
+        2 => json!([1e308, -0.0, 0.5][rng.usize(0..3)]),
+        3 => json!(["", "x", "\u{0}", "9999999999999999999999", "é\n\"{}"][rng.usize(0..5)]),
+        4 => json!(null),
+        5 => json!(rng.bool()),
+        6 => json!([ids[0], "a"]),
+        7 => json!({ "a": { "b": [] } }),
+        8 => json!([10, 8, 3, 0, 99, 17, 18][rng.usize(0..7)]),
+        _ => json!(ids[rng.usize(0..ids.len())].to_string()),
+    }
+}
+
+#[tokio::test]
+async fn random_rest_bodies_and_parameters_never_reach_a_panic() {
+    let seed = std::env::var("SNAPTREE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("SNAPTREE_FUZZ_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let admin = process::token(&db.cli_url(), "ops", "ADMIN");
+    let log = dir.path().join("server.log");
+    let mut server = ServerProcess::start_logging(
+        &db.cli_url(),
+        &dir.path().join("sim"),
+        &["--request-timeout", &DEADLINE_SECS.to_string()],
+        Some(&log),
+    );
+    let api = Api::new(&server.url, admin.clone());
+    let project = api.create_project("fuzz").await;
+    let host = api.create_host("sim", "SIMULATED", "sim://", None).await;
+    let vm = api.create_vm(&host, &project, "vm").await;
+    let snapshot = api.snapshot_built(&admin, &vm, "base").await;
+    let ids: Vec<i64> = vec![vm.parse().unwrap(), snapshot.parse().unwrap()];
+    let keys = [
+        "vm_id",
+        "name",
+        "description",
+        "state",
+        "remove_subtree",
+        "other",
+    ];
+    let params = [
+        "page",
+        "limit",
+        "order",
+        "search[vm_id]",
+        "search[id__in]",
+        "search[state]",
+        "search[created__gte]",
+        "search[name__icontains]",
+        "exclude[state]",
+        "search[id__gt]",
+    ];
+    let client = reqwest::Client::new();
+    let base = server.url.clone();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for _ in 0..1500 {
+        let id = match rng.u32(0..4) {
+            0 => rest_value(&mut rng, &ids)
+                .to_string()
+                .trim_matches('"')
+                .to_owned(),
+            _ => ids[rng.usize(0..ids.len())].to_string(),
+        };
+        let path = match rng.u32(0..4) {
+            0 => "snapshot/".to_owned(),
+            1 => format!("snapshot/{id}/"),
+            2 => format!("snapshot_tree/{id}/"),
+            _ => "snapshot_history/".to_owned(),
+        };
+        let query: Vec<(String, String)> = (0..rng.usize(0..4))
+            .map(|_| {
+                let value = rest_value(&mut rng, &ids);
+                let value = value.as_str().map_or(value.to_string(), str::to_owned);
+                (params[rng.usize(0..params.len())].to_owned(), value)
+            })
+            .collect();
+        let body: serde_json::Map<String, Value> = (0..rng.usize(0..5))
+            .map(|_| {
+                let key = keys[rng.usize(0..keys.len())].to_owned();
+                (key, rest_value(&mut rng, &ids))
+            })
+            .collect();
+        let method = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"][rng.usize(0..6)];
+        let request = client
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .query(&query)
+            .header("X-Auth-Token", &admin)
+            .json(&body);
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} {body:?}: {e}"));
+        let status = response.status().as_u16();
+        assert!(
+            status < 500,
+            "{method} {path}?{query:?} {body:?}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+        *statuses.entry(status).or_default() += 1;
+    }
+    eprintln!("statuses: {statuses:?}");
     assert!(server.alive(), "the server died");
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(

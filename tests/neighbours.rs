@@ -138,14 +138,15 @@ async fn every_body_arrives_within_its_deadline_and_strangers_cost_only_their_he
         }
     }
 
-    // 200 trickled bodies at once: each is cut off, and the memory comes back.
+    // 200 trickled bodies at once (an ADMIN's: no budget stops them first): each is cut
+    // off, and the memory comes back.
     let mut trickles = Vec::new();
     for n in 0..200 {
         let tcp = tcp_from(&addr, attacker(2 + n % 4)).await;
         let head = rest_head(
             "POST",
             "/snapshot/",
-            Some(&t.operator),
+            Some(&t.api.admin),
             "Content-Length: 250000",
         );
         trickles.push(tokio::spawn(async move { trickle(tcp, &head).await }));
@@ -187,14 +188,12 @@ async fn connect(addr: &str, from: std::net::IpAddr) -> (TcpStream, String) {
 
 #[tokio::test]
 async fn connections_are_capped_per_address_and_in_all_with_a_clear_refusal() {
-    let t = Target::start(&[
+    // Idle connections stay for the test's length (no --keep-alive 3).
+    let t = Target::start_with(&[
         "--max-connections-per-peer",
         "20",
         "--max-connections",
         "60",
-        // Idle connections stay for the test's length.
-        "--keep-alive",
-        "600",
     ])
     .await;
     let addr = address(&t);

@@ -55,8 +55,21 @@ function subscribe(params, token) {
   };
 }
 
+/** `params` with an operation name its document holds. GraphiQL updates the name a
+ * moment after the text changes, and a run in that moment would send the old one, which
+ * the server refuses ("Unknown operation named ..."); without it, a document of one
+ * operation runs that one, and one of several is told to name it. */
+function withKnownName(params) {
+  const name = params.operationName;
+  if (!name) return params;
+  const text = params.query.replace(/#[^\n]*/g, "");
+  const named = new RegExp(`\\b(query|mutation|subscription)\\s+${name}\\b`).test(text);
+  return named ? params : { ...params, operationName: null };
+}
+
 function fetcher(token) {
-  return (params) => {
+  return (asked) => {
+    const params = withKnownName(asked);
     if (isSubscription(params)) return subscribe(params, token);
     return fetch("/graphql", {
       method: "POST",

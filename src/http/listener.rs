@@ -141,8 +141,8 @@ pub async fn serve(
             let body_deadline = deadlines.header;
             hyper::service::service_fn(move |request: Request<Incoming>| {
                 activity.set(Phase::Busy);
-                let mut request =
-                    request.map(|body| Body::new(DeadlineBody::new(body, body_deadline)));
+                let mut request = request
+                    .map(|body| Body::new(super::body::DeadlineBody::new(body, body_deadline)));
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let answer = hyper::service::Service::call(&app, request);
                 let (activity, keep_alive) = (activity.clone(), keep_alive.clone());
@@ -226,9 +226,9 @@ fn room_for(connections: usize) {
         }
     }
     let wanted = connections as u64 + SPARE_FILES;
-    if (limit.rlim_cur as u64) < wanted {
+    if limit.rlim_cur < wanted {
         tracing::warn!(
-            open_files = limit.rlim_cur as u64,
+            open_files = limit.rlim_cur,
             wanted,
             "the open files limit is below --max-connections; lower it or raise the limit (LimitNOFILE)"
         );
@@ -350,73 +350,6 @@ fn refuse(mut tcp: TcpStream, refusal: Refusal, lingering: &Arc<Semaphore>) {
         })
         .await;
     });
-}
-
-/// A request body that must arrive by a deadline, counted from the request's headers:
-/// a body trickled a byte at a time would otherwise hold its connection, and what the
-/// handler buffered of it, for as long as the client likes. Past the deadline it ends
-/// with [`BodyTimedOut`].
-struct DeadlineBody {
-    body: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    limit: Duration,
-}
-
-impl DeadlineBody {
-    fn new(body: Incoming, limit: Duration) -> Self {
-        Self {
-            body,
-            deadline: Box::pin(tokio::time::sleep(limit)),
-            limit,
-        }
-    }
-}
-
-/// A request body did not arrive within its deadline.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {} s", .0.as_secs())]
-pub struct BodyTimedOut(pub Duration);
-
-impl BodyTimedOut {
-    /// The timeout behind `err`, if a body's deadline is what failed it.
-    pub fn within<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimedOut> {
-        let mut cause = Some(err);
-        while let Some(err) = cause {
-            if let Some(timed_out) = err.downcast_ref::<BodyTimedOut>() {
-                return Some(timed_out);
-            }
-            cause = err.source();
-        }
-        None
-    }
-}
-
-impl hyper::body::Body for DeadlineBody {
-    type Data = hyper::body::Bytes;
-    type Error = axum::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        if self.body.is_end_stream() {
-            return Poll::Ready(None);
-        }
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.limit)))));
-        }
-        Pin::new(&mut self.body)
-            .poll_frame(cx)
-            .map_err(axum::BoxError::from)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// What a connection is doing, for its deadlines.

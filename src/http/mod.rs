@@ -8,18 +8,18 @@
 //! the caller and a fresh set of loaders go into the request's data.
 
 use async_graphql::parser::types::OperationType;
-use async_graphql::{ParseRequestError, Request, Response as GqlResponse};
+use async_graphql::{Request, Response as GqlResponse};
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{RequestExt, Router};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
@@ -31,6 +31,7 @@ pub use metrics::MetricsAccess;
 pub use origins::Origins;
 
 mod access;
+mod body;
 mod explorer;
 pub mod listener;
 pub mod metrics;
@@ -46,8 +47,7 @@ const DASHBOARD_CSS: &str = include_str!("../../web/style.css");
 const DASHBOARD_CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// Largest request body accepted (the query plus its variables).
-pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
+pub(crate) use body::MAX_BODY_BYTES;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -223,10 +223,7 @@ async fn graphql_post(State(app): State<AppState>, request: axum::extract::Reque
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    // The GraphQL extractor reads the body stream itself, past `DefaultBodyLimit`; the
-    // limit has to be put on the body first.
-    let request = axum::extract::Request::from_parts(parts, body).with_limited_body();
-    match read(media, request).await {
+    match read(media, parts, body).await {
         Ok(request) => execute(&app, caller, media, request, false).await,
         Err(response) => response,
     }
@@ -270,9 +267,39 @@ impl Media {
     }
 }
 
-/// Reads a GraphQL request (its body's deadline is the connection's: see
-/// [`listener::BodyTimedOut`]).
-async fn read(media: Media, request: axum::extract::Request) -> Result<Request, Response> {
+/// Reads a GraphQL request: its body whole (bounded, within its deadline), then the
+/// operation in it (or, for GET, in the query string).
+async fn read(
+    media: Media,
+    parts: axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Request, Response> {
+    let body = match body::read(body).await {
+        Ok(body) => body,
+        Err(refusal) => {
+            let (status, err) = match refusal {
+                body::Refusal::TooLarge => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    AppError::too_complex(format!(
+                        "The request is larger than {MAX_BODY_BYTES} bytes."
+                    )),
+                ),
+                body::Refusal::Late(limit) => (
+                    StatusCode::REQUEST_TIMEOUT,
+                    AppError::Timeout(format!(
+                        "The request was not received within {} s.",
+                        limit.as_secs()
+                    )),
+                ),
+                body::Refusal::Broken(why) => (
+                    StatusCode::BAD_REQUEST,
+                    AppError::validation(format!("The request's body could not be read: {why}.")),
+                ),
+            };
+            return Err(error_response(media, status, &err));
+        }
+    };
+    let request = axum::extract::Request::from_parts(parts, body.into());
     match GraphQLRequest::<GraphQLRejection>::from_request(request, &()).await {
         Ok(request) => Ok(request.into_inner()),
         Err(rejection) => Err(rejected(media, rejection)),
@@ -297,8 +324,7 @@ async fn graphql_get(State(app): State<AppState>, request: axum::extract::Reques
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    let request = axum::extract::Request::from_parts(parts, body).with_limited_body();
-    match read(media, request).await {
+    match read(media, parts, body).await {
         Ok(request) => execute(&app, caller, media, request, true).await,
         Err(response) => response,
     }
@@ -378,21 +404,6 @@ pub(crate) fn bearer_token(value: &str) -> Option<&str> {
 }
 
 fn rejected(media: Media, rejection: GraphQLRejection) -> Response {
-    if let Some(late) = listener::BodyTimedOut::within(&rejection.0) {
-        let err = AppError::Timeout(format!(
-            "The request was not received within {} s.",
-            late.0.as_secs()
-        ));
-        return error_response(media, StatusCode::REQUEST_TIMEOUT, &err);
-    }
-    let too_large = matches!(rejection.0, ParseRequestError::PayloadTooLarge)
-        || rejection.0.to_string().contains("length limit");
-    if too_large {
-        let err = AppError::too_complex(format!(
-            "The request is larger than {MAX_BODY_BYTES} bytes."
-        ));
-        return error_response(media, StatusCode::PAYLOAD_TOO_LARGE, &err);
-    }
     let err = AppError::validation(format!(
         "The request is not a GraphQL request: {}.",
         rejection.0

@@ -59,12 +59,15 @@ pub struct Target {
 
 impl Target {
     pub async fn start(extra: &[&str]) -> Self {
+        Self::start_with(&[FAST, extra].concat()).await
+    }
+
+    /// A server with `flags` alone (no [`FAST`] timeouts but those it names).
+    pub async fn start_with(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(dir.path()).await;
         let admin = process::token(&db.cli_url(), "ops", "ADMIN");
-        let mut flags = FAST.to_vec();
-        flags.extend_from_slice(extra);
-        let server = ServerProcess::start(&db.cli_url(), &dir.path().join("sim"), &flags);
+        let server = ServerProcess::start(&db.cli_url(), &dir.path().join("sim"), flags);
         let watchdog = Watchdog::new(server.pid(), CEILING_KIB);
         let api = Api::new(&server.url, admin);
         let project = api.create_project("tenant").await;

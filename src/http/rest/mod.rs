@@ -20,6 +20,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
+use super::body::Refusal;
 use crate::error::AppError;
 use crate::service::{Caller, Service};
 
@@ -86,23 +87,24 @@ async fn admit(
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    let body = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+    let body = match super::body::read(body).await {
         Ok(body) => body,
-        Err(err) => {
-            let err = err.into_inner();
-            return match super::listener::BodyTimedOut::within(err.as_ref()) {
-                Some(late) => wire::detail(
-                    StatusCode::REQUEST_TIMEOUT,
-                    &format!(
-                        "The request body was not received within {} s.",
-                        late.0.as_secs()
-                    ),
-                ),
-                None => wire::detail(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "The request body is too large.",
-                ),
-            };
+        Err(Refusal::TooLarge) => {
+            return wire::detail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The request body is too large.",
+            );
+        }
+        Err(Refusal::Late(limit)) => {
+            let detail = format!(
+                "The request body was not received within {} s.",
+                limit.as_secs()
+            );
+            return wire::detail(StatusCode::REQUEST_TIMEOUT, &detail);
+        }
+        Err(Refusal::Broken(why)) => {
+            let detail = format!("The request body could not be read: {why}.");
+            return wire::detail(StatusCode::BAD_REQUEST, &detail);
         }
     };
     parts.extensions.insert(caller);
