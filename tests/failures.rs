@@ -4,7 +4,7 @@
 mod common;
 
 use common::{TestApp, test_robot};
-use serde_json::json;
+use serde_json::{Value, json};
 use snaptree::config::{RobotConfig, Timeouts};
 use snaptree::hypervisor::sim::SimDriver;
 use snaptree::hypervisor::{Driver, Progress};
@@ -69,12 +69,14 @@ async fn a_failing_host_leaves_every_snapshot_true_and_the_error_on_the_task() {
     let done = app.finished(&op, &task).await;
     assert_eq!(done["state"], "FAILED");
     assert_eq!(done["attempts"], 1, "a permanent failure is not retried");
+    // The project's tokens get snaptree's words; an ADMIN's, the host's too.
+    assert_eq!(done["error"], "the host refused the operation", "{done:#}");
+    assert_eq!(done["errorCode"], "HOST_REFUSED");
+    assert_eq!(done["errorDetail"], Value::Null);
+    let detail = app.finished(&app.admin, &task).await["errorDetail"].clone();
     assert!(
-        done["error"]
-            .as_str()
-            .unwrap()
-            .contains("simulated failure"),
-        "{done:#}"
+        detail.as_str().unwrap().contains("simulated failure"),
+        "{detail}"
     );
     assert_eq!(done["snapshot"]["state"], "UNRESOURCED");
     assert_eq!(done["snapshot"]["active"], false);
@@ -85,10 +87,7 @@ async fn a_failing_host_leaves_every_snapshot_true_and_the_error_on_the_task() {
     let message = done["events"].as_array().unwrap().last().unwrap()["message"]
         .as_str()
         .unwrap();
-    assert!(
-        message.starts_with("failed: simulated failure"),
-        "{message}"
-    );
+    assert_eq!(message, "failed: the host refused the operation");
 
     // An UNRESOURCED snapshot cannot be applied.
     let code = app
@@ -143,12 +142,18 @@ async fn transient_failures_are_retried_and_give_up_with_the_last_error() {
     let max = RobotConfig::default().max_attempts;
     assert_eq!(done["state"], "FAILED");
     assert_eq!(done["attempts"], max);
-    let error = done["error"].as_str().unwrap();
+    assert_eq!(
+        done["error"],
+        format!("gave up after {max} attempts: the host was busy or did not answer in time")
+    );
+    assert_eq!(done["errorCode"], "HOST_BUSY");
+    let detail = app.finished(&app.admin, &task).await["errorDetail"].clone();
     assert!(
-        error.starts_with(&format!(
-            "gave up after {max} attempts: simulated transient failure"
-        )),
-        "{error}"
+        detail
+            .as_str()
+            .unwrap()
+            .contains("simulated transient failure"),
+        "{detail}"
     );
     let retries = done["events"]
         .as_array()
@@ -205,10 +210,17 @@ async fn a_hung_host_call_fails_the_attempt_and_the_task_gives_up() {
     let done = app.finished(&f.operator, &task).await;
     assert_eq!(done["state"], "FAILED");
     assert_eq!(done["attempts"], 3);
-    let error = done["error"].as_str().unwrap();
+    assert_eq!(
+        done["error"],
+        "gave up after 3 attempts: the host was busy or did not answer in time"
+    );
+    let detail = app.finished(&app.admin, &task).await["errorDetail"].clone();
     assert!(
-        error.contains("the host did not finish within 0.1s"),
-        "{error}"
+        detail
+            .as_str()
+            .unwrap()
+            .contains("the host did not finish within 0.1s"),
+        "{detail}"
     );
     assert_eq!(done["snapshot"]["state"], "UNRESOURCED");
 }

@@ -95,9 +95,18 @@ async fn names_full_of_script_syntax_change_nothing_that_runs() {
     let nasty = [
         "it's $(Remove-VM -Name db -Force)",
         "`whoami`; Stop-Computer -Force",
-        "line one\nline two'; Remove-VMCheckpoint -VMName 'db' -Name '*",
+        "line one'; Remove-VMCheckpoint -VMName 'db' -Name '*",
         "\u{2019}); Stop-VM db #",
     ];
+    // A name is one line: a line break (which ends a PowerShell statement) is refused.
+    let code = app
+        .error_code(
+            Some(&op),
+            "mutation($v: ID!, $n: String!) { createSnapshot(vmId: $v, name: $n) { task { id } } }",
+            json!({ "v": vm, "n": "line one\nline two" }),
+        )
+        .await;
+    assert_eq!(code, "VALIDATION");
     for name in nasty {
         let id = app.snapshot_built(&op, &vm, name).await;
         let data = app
@@ -114,7 +123,11 @@ async fn names_full_of_script_syntax_change_nothing_that_runs() {
 
     // Checkpoints made by hand on the host keep their names: those do reach scripts.
     standin.add_vm(HOST, "legacy");
-    for name in nasty {
+    for name in nasty
+        .iter()
+        .copied()
+        .chain(["line one\nline two'; Remove-VMCheckpoint -VMName 'db' -Name '*"])
+    {
         standin.add_checkpoint(HOST, "legacy", name);
     }
     let project = app.create_project("legacy").await;
@@ -138,7 +151,7 @@ async fn names_full_of_script_syntax_change_nothing_that_runs() {
     let (_, task) = app.delete(&legacy_op, first, false).await;
     assert_eq!(app.finished(&legacy_op, &task).await["state"], "SUCCEEDED");
     assert_agrees(&app, &legacy_op, legacy_vm, &standin, "legacy").await;
-    assert_eq!(standin.tree(HOST, "legacy").0.len(), 3);
+    assert_eq!(standin.tree(HOST, "legacy").0.len(), 4);
     // Nothing else on the host was touched.
     assert_eq!(standin.tree(HOST, "db").0.len(), 4);
 }
@@ -201,9 +214,13 @@ async fn unreachable_hosts_and_missing_vms() {
     let done = app.finished(&ghost_op, &task).await;
     assert_eq!(done["state"], "FAILED");
     assert_eq!(done["attempts"], 1);
-    let error = done["error"].as_str().unwrap();
+    assert_eq!(done["error"], "the host has no such VM");
+    assert_eq!(done["errorCode"], "NO_SUCH_VM");
+    // What Hyper-V said is for an ADMIN.
+    let done = app.finished(&app.admin, &task).await;
+    let detail = done["errorDetail"].as_str().unwrap();
     assert!(
-        error.contains("Hyper-V was unable to find a virtual machine with name \"ghost\""),
-        "{error}"
+        detail.contains("Hyper-V was unable to find a virtual machine with name \"ghost\""),
+        "{detail}"
     );
 }

@@ -212,9 +212,11 @@ async fn a_task_on_a_domain_that_is_gone_fails_at_once_naming_it() {
     let done = app.finished(&op, &task).await;
     assert_eq!(done["state"], "FAILED");
     assert_eq!(done["attempts"], 1);
-    let error = done["error"].as_str().unwrap();
-    assert!(error.contains(&domain.name), "{error}");
-    assert!(error.contains("has no VM"), "{error}");
+    assert_eq!(done["error"], "the host has no such VM");
+    let done = app.finished(&app.admin, &task).await;
+    let detail = done["errorDetail"].as_str().unwrap();
+    assert!(detail.contains(&domain.name), "{detail}");
+    assert!(detail.contains("has no VM"), "{detail}");
 
     // And a host that cannot be reached is refused when registered, saying why.
     let body = app

@@ -382,3 +382,95 @@ async fn numbers_out_of_range_are_refused_not_panicked_on() {
     t.still_answers().await;
     assert!(process::rss_kib(t.server.pid()) > 0, "the server is alive");
 }
+
+/// What a task and its events say, as `token` reads them.
+async fn task_as(t: &Target, token: &str, task: &str) -> Value {
+    let query = "query($t: ID!) { task(id: $t) { state error errorCode errorDetail \
+                 events { message detail } } }";
+    t.api.data(token, query, json!({ "t": task })).await["task"].clone()
+}
+
+#[tokio::test]
+async fn host_text_reaches_admins_and_the_log_never_tenants() {
+    let t = Target::start(&[]).await;
+    // A host that refuses every create, in its own words (a stand-in for ssh's, virsh's
+    // or PowerShell's, which name the host's infrastructure).
+    let host = t
+        .api
+        .create_host(
+            "refusing",
+            "SIMULATED",
+            "sim://?fail_rate=1&fail_on=create",
+            None,
+        )
+        .await;
+    let vm = t.api.create_vm(&host, &t.project, "doomed").await;
+    let (_, task) = t.api.create_snapshot(&t.operator, &vm, "never").await;
+    let ended = t.api.finished(&t.api.admin, &task).await;
+    assert_eq!(ended["state"], "FAILED");
+    for token in [&t.viewer, &t.operator] {
+        let seen = task_as(&t, token, &task).await;
+        let text = seen.to_string();
+        assert!(
+            !text.contains("simulated"),
+            "a tenant saw the host's words: {text}"
+        );
+        assert_eq!(seen["error"], "the host refused the operation");
+        assert_eq!(seen["errorCode"], "HOST_REFUSED");
+        assert_eq!(seen["errorDetail"], Value::Null);
+        let last = seen["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["message"], "failed: the host refused the operation");
+        assert_eq!(last["detail"], Value::Null);
+    }
+    let seen = task_as(&t, &t.api.admin, &task).await;
+    let detail = seen["errorDetail"].as_str().unwrap();
+    assert!(detail.contains("simulated failure"), "{detail}");
+    let last = seen["events"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("simulated failure")
+    );
+
+    // A host that cannot be reached: each retry says so in snaptree's words.
+    let down = t.api.create_host("down", "SIMULATED", "sim://", None).await;
+    let vm = t.api.create_vm(&down, &t.project, "cut-off").await;
+    let outage = t.dir.path().join(format!("sim/host-{down}"));
+    std::fs::create_dir_all(&outage).unwrap();
+    std::fs::write(outage.join("DOWN"), "").unwrap();
+    let (_, task) = t.api.create_snapshot(&t.operator, &vm, "never").await;
+    t.api.finished(&t.api.admin, &task).await;
+    let seen = task_as(&t, &t.viewer, &task).await;
+    let text = seen.to_string();
+    assert!(
+        !text.contains("simulated"),
+        "a tenant saw the host's words: {text}"
+    );
+    assert_eq!(seen["errorCode"], "HOST_UNREACHABLE");
+    assert!(
+        seen["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("attempts: the host could not be reached"),
+        "{seen}"
+    );
+    let retried = seen["events"].as_array().unwrap().iter().any(|e| {
+        e["message"].as_str().is_some_and(|m| {
+            m.starts_with("attempt 1 failed: the host could not be reached; retrying")
+        })
+    });
+    assert!(retried, "{seen}");
+    // drift asks the host for a tenant: snaptree's words again.
+    let drift = t
+        .api
+        .request(
+            Some(&t.viewer),
+            "query($v: ID!) { vm(id: $v) { drift { kind } } }",
+            json!({ "v": vm }),
+        )
+        .await;
+    let text = drift.to_string();
+    assert!(text.contains("the host could not be reached"), "{text}");
+    assert!(!text.contains("simulated"), "{text}");
+}

@@ -181,10 +181,10 @@ async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<
         out.print(accepted, || {
             format!(
                 "task {} queued: {} snapshot {} ({})",
-                task["id"].as_str().unwrap_or_default(),
-                task["kind"].as_str().unwrap_or_default().to_lowercase(),
-                snapshot["id"].as_str().unwrap_or_default(),
-                snapshot["name"].as_str().unwrap_or_default(),
+                show::field(&task["id"]),
+                show::field(&task["kind"]).to_lowercase(),
+                show::field(&snapshot["id"]),
+                show::field(&snapshot["name"]),
             )
         });
         return Ok(ExitCode::SUCCESS);
@@ -199,13 +199,14 @@ async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<
     out.print(&ended, || match state {
         "SUCCEEDED" => format!(
             "{field} snapshot {} ({})",
-            snapshot["id"].as_str().unwrap_or_default(),
-            snapshot["name"].as_str().unwrap_or_default()
+            show::field(&snapshot["id"]),
+            show::field(&snapshot["name"])
         ),
         _ => format!(
-            "task {task_id} {}: {}",
-            state.to_lowercase(),
-            last["message"].as_str().unwrap_or("no reason given")
+            "task {} {}: {}",
+            show::printable(task_id),
+            show::printable(state).to_lowercase(),
+            show::printable(last["message"].as_str().unwrap_or("no reason given"))
         ),
     });
     Ok(if state == "SUCCEEDED" {
@@ -269,7 +270,8 @@ impl Output {
             let error = json!({ "error": { "code": code, "message": failure.message() } });
             let _ = writeln!(std::io::stdout(), "{error}");
         }
-        let _ = writeln!(std::io::stderr(), "snaptree: {failure}");
+        let message = failure.to_string();
+        let _ = writeln!(std::io::stderr(), "snaptree: {}", show::printable(&message));
         ExitCode::from(exit)
     }
 }

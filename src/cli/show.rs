@@ -1,11 +1,39 @@
 //! How the command line shows things to people: a VM's tree and list as text, and a
 //! task's progress (a bar on a terminal, one line per event otherwise).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+
+/// `text` safe to print on a terminal: control characters (C0, DEL, C1) and the
+/// characters that reorder text (bidirectional overrides and isolates) are shown as
+/// escapes (`\u{1b}`), so that a name or a host's message can neither drive the
+/// terminal (clear it, retitle it) nor forge a line of a listing.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The string at `value`, printable (empty if it is not a string).
+pub fn field(value: &Value) -> Cow<'_, str> {
+    printable(value.as_str().unwrap_or_default())
+}
 
 /// A task's progress as it is followed.
 pub struct Progress {
@@ -26,18 +54,18 @@ impl Progress {
     }
 
     pub fn event(&mut self, event: &Value) {
-        let state = event["state"].as_str().unwrap_or_default();
-        let words = event["phase"]
-            .as_str()
-            .or(event["message"].as_str())
-            .unwrap_or(state);
+        let state = field(&event["state"]);
+        let words = match event["phase"].as_str().or(event["message"].as_str()) {
+            Some(words) => printable(words),
+            None => state.clone(),
+        };
         let percent = event["progress"].as_u64();
         match &self.bar {
             Some(bar) => {
                 if let Some(p) = percent {
                     bar.set_position(p.min(100));
                 }
-                bar.set_message(words.to_owned());
+                bar.set_message(words.into_owned());
             }
             // A closed stderr (a script that stopped reading) is no reason to stop.
             None => {
@@ -90,8 +118,8 @@ fn children_of(snapshots: &[Value]) -> HashMap<Option<String>, Vec<&Value>> {
 
 /// One snapshot's marks after its name.
 fn marks(s: &Value) -> String {
-    let mut marks = format!("[{}]", s["id"].as_str().unwrap_or_default());
-    let state = s["state"].as_str().unwrap_or_default();
+    let mut marks = format!("[{}]", field(&s["id"]));
+    let state = field(&s["state"]);
     if state != "RUNNING" {
         marks.push(' ');
         marks.push_str(&state.to_lowercase());
@@ -120,7 +148,7 @@ pub fn tree_text(snapshots: &[Value]) -> String {
         children: &HashMap<Option<String>, Vec<&Value>>,
         out: &mut String,
     ) {
-        let name = s["name"].as_str().unwrap_or_default();
+        let name = field(&s["name"]);
         if root {
             out.push_str(&format!("{name} {}\n", marks(s)));
         } else {
@@ -162,10 +190,10 @@ pub fn list_text(snapshots: &[Value]) -> String {
         }
         out.push_str(&format!(
             "{:<8} {:<32} {:<12} {:<25} {}\n",
-            s["id"].as_str().unwrap_or_default(),
-            s["name"].as_str().unwrap_or_default(),
-            s["state"].as_str().unwrap_or_default(),
-            s["createdAt"].as_str().unwrap_or_default(),
+            field(&s["id"]),
+            field(&s["name"]),
+            field(&s["state"]),
+            field(&s["createdAt"]),
             flags.join(",")
         ));
     }
@@ -179,6 +207,19 @@ mod tests {
     fn s(id: &str, parent: Option<&str>, active: bool) -> Value {
         json!({ "id": id, "name": format!("s{id}"), "state": "RUNNING", "active": active,
                 "stale": false, "parent": parent.map(|p| json!({ "id": p })) })
+    }
+
+    #[test]
+    fn names_cannot_drive_the_terminal_or_forge_a_row() {
+        let forged = "\u{1b}]0;x\u{7}\u{1b}[2J";
+        assert_eq!(printable(forged), "\\u{1b}]0;x\\u{7}\\u{1b}[2J");
+        assert_eq!(printable("a\n42  root"), "a\\u{a}42  root");
+        assert_eq!(printable("a\u{9b}b\u{202e}c"), "a\\u{9b}b\\u{202e}c");
+        assert!(matches!(printable("plain é"), Cow::Borrowed("plain é")));
+        let list = [json!({ "id": "7", "name": "x\n8        forged", "state": "RUNNING" })];
+        assert_eq!(list_text(&list).lines().count(), 2);
+        let tree = [json!({ "id": "7", "name": forged, "state": "RUNNING", "parent": null })];
+        assert!(!tree_text(&tree).contains('\u{1b}'));
     }
 
     #[test]

@@ -250,6 +250,11 @@ pub struct Task {
     /// The number of the claim that holds it (each claim adds one): the fencing token
     /// every write under that claim must match.
     pub fence: i64,
+    /// Why it failed or was cancelled, as a stable code (`HOST_UNREACHABLE`, ...).
+    pub error_code: Option<String>,
+    /// What the host said of its failure, for ADMIN tokens only (it may name hosts,
+    /// addresses and paths); `error` holds snaptree's own words.
+    pub error_detail: Option<String>,
 }
 
 impl Task {
@@ -294,6 +299,8 @@ pub struct TaskEvent {
     pub message: Option<String>,
     #[diesel(deserialize_as = Stamp)]
     pub at: NaiveDateTime,
+    /// What the host said, behind `message` (ADMIN tokens only).
+    pub detail: Option<String>,
 }
 
 impl TaskEvent {
@@ -313,6 +320,8 @@ pub struct NewTaskEvent {
     pub phase: Option<String>,
     pub message: Option<String>,
     pub at: NaiveDateTime,
+    /// What the host said, behind `message`.
+    pub detail: Option<String>,
 }
 
 /// A snapshot policy: a schedule, a name template and retention, for one VM or the VMs a

@@ -108,6 +108,8 @@ diesel::table! {
         slot -> Nullable<Integer>,
         save_snapshot_id -> Nullable<BigInt>,
         fence -> BigInt,
+        error_code -> Nullable<Text>,
+        error_detail -> Nullable<Text>,
     }
 }
 
@@ -122,6 +124,7 @@ diesel::table! {
         phase -> Nullable<Text>,
         message -> Nullable<Text>,
         at -> Timestamp,
+        detail -> Nullable<Text>,
     }
 }
 

@@ -674,13 +674,25 @@ pub async fn set_progress_all(
     Ok(held)
 }
 
+/// Why a task ended other than in success, as it is stored.
+#[derive(Clone, Copy, Debug)]
+pub struct Why<'a> {
+    /// Snaptree's words (`tasks.error`).
+    pub message: &'a str,
+    /// The stable code.
+    pub code: &'a str,
+    /// What the host said (ADMIN only).
+    pub detail: Option<&'a str>,
+}
+
 /// The end of a task a robot holds.
 pub struct Ending<'a> {
     pub task: i64,
     /// The fence of the claim it ends under.
     pub claim: i64,
     pub state: TaskState,
-    pub error: Option<&'a str>,
+    /// Why, unless it succeeded.
+    pub why: Option<Why<'a>>,
     /// The progress it is left with.
     pub progress: Option<i32>,
 }
@@ -699,8 +711,7 @@ pub async fn finish_all(
     match conn {
         Conn::Sqlite(_) => {
             for e in endings {
-                let end = (e.state, e.error, e.progress);
-                if finish(conn, e.task, Some(e.claim), end.0, end.1, end.2, at).await? {
+                if finish(conn, e.task, Some(e.claim), e.state, e.why, e.progress, at).await? {
                     ended.insert(e.task);
                 }
             }
@@ -710,9 +721,11 @@ pub async fn finish_all(
             let rows: Vec<TaskId> = Cached(
                 diesel::sql_query(concat!(
                     "UPDATE tasks SET state = v.state, error = v.error, finished_at = $6, \
-                     phase = NULL, lease_owner = NULL, lease_expires_at = NULL, progress = v.progress \
-                     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::integer[]) \
-                     AS v(id, fence, state, error, progress) \
+                     phase = NULL, lease_owner = NULL, lease_expires_at = NULL, progress = v.progress, \
+                     error_code = v.code, error_detail = v.detail \
+                     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::integer[], \
+                     $7::text[], $8::text[]) \
+                     AS v(id, fence, state, error, progress, code, detail) \
                      WHERE tasks.id = v.id AND ",
                     held_under_each!(),
                     " RETURNING tasks.id"
@@ -723,12 +736,27 @@ pub async fn finish_all(
                     endings.iter().map(|e| e.state.as_str()).collect::<Vec<_>>(),
                 )
                 .bind::<Array<Nullable<Text>>, _>(
-                    endings.iter().map(|e| e.error).collect::<Vec<_>>(),
+                    endings
+                        .iter()
+                        .map(|e| e.why.map(|w| w.message))
+                        .collect::<Vec<_>>(),
                 )
                 .bind::<Array<Nullable<Integer>>, _>(
                     endings.iter().map(|e| e.progress).collect::<Vec<_>>(),
                 )
-                .bind::<Timestamp, _>(at),
+                .bind::<Timestamp, _>(at)
+                .bind::<Array<Nullable<Text>>, _>(
+                    endings
+                        .iter()
+                        .map(|e| e.why.map(|w| w.code))
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Text>>, _>(
+                    endings
+                        .iter()
+                        .map(|e| e.why.and_then(|w| w.detail))
+                        .collect::<Vec<_>>(),
+                ),
             )
             .load(&mut **c)
             .await?;
@@ -752,13 +780,15 @@ pub async fn finish(
     wanted: i64,
     claim: Option<i64>,
     end: TaskState,
-    failure: Option<&str>,
+    why: Option<Why<'_>>,
     final_progress: Option<i32>,
     at: NaiveDateTime,
 ) -> QueryResult<bool> {
     let values = (
         state.eq(end.as_str()),
-        error.eq(failure),
+        error.eq(why.map(|w| w.message)),
+        error_code.eq(why.map(|w| w.code)),
+        error_detail.eq(why.and_then(|w| w.detail)),
         finished_at.eq(at),
         phase.eq(None::<String>),
         lease_owner.eq(None::<String>),

@@ -2,6 +2,7 @@
 //! of `snapshots.md` can be unit-tested on its own.
 
 pub mod drift;
+pub mod failure;
 pub mod lifecycle;
 pub mod names;
 pub mod offer;
@@ -10,5 +11,6 @@ pub mod rejection;
 pub mod state;
 pub mod tree;
 
+pub use failure::{Failure, FailureCode};
 pub use rejection::Rejection;
 pub use state::{Hypervisor, Role, SnapshotState, TaskKind, TaskState};

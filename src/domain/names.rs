@@ -7,9 +7,10 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// Longest snapshot description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 
-/// Trims `raw` and checks it is 1 to 128 characters, as snapshots.md says. Any character
-/// is fine but NUL, which PostgreSQL cannot store: names never reach a host, so quotes,
-/// `$(...)` or newlines are just text. `what` names the field ("snapshot name").
+/// Trims `raw` and checks it is 1 to 128 characters, as snapshots.md says, on one line of
+/// plain text: no control character (C0, DEL or C1), which could clear a terminal, forge
+/// a row in a listing, or (NUL) not be stored at all. Names never reach a host, so quotes
+/// or `$(...)` are just text. `what` names the field ("snapshot name").
 pub fn name(what: &'static str, raw: &str) -> Result<String, Rejection> {
     let name = raw.trim();
     let chars = name.chars().count();
@@ -23,8 +24,8 @@ pub fn name(what: &'static str, raw: &str) -> Result<String, Rejection> {
             max: MAX_NAME_CHARS,
         });
     }
-    if name.contains('\0') {
-        return Err(Rejection::NulInName { what });
+    if name.chars().any(char::is_control) {
+        return Err(Rejection::ControlInName { what });
     }
     Ok(name.to_owned())
 }
@@ -34,8 +35,11 @@ pub fn description(raw: Option<&str>) -> Result<Option<String>, Rejection> {
     let Some(text) = raw.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
-    if text.contains('\0') {
-        return Err(Rejection::NulInDescription);
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(Rejection::ControlInDescription);
     }
     let chars = text.chars().count();
     if chars > MAX_DESCRIPTION_CHARS {
@@ -77,7 +81,30 @@ mod tests {
                 max: 128
             })
         );
-        assert_eq!(name("snapshot name", "a\nb").unwrap(), "a\nb");
+        for forged in [
+            "a\nb",
+            "\u{1b}]0;x\u{7}\u{1b}[2J",
+            "a\u{9b}2J",
+            "a\u{7f}",
+            "a\0",
+        ] {
+            assert_eq!(
+                name("snapshot name", forged),
+                Err(Rejection::ControlInName {
+                    what: "snapshot name"
+                })
+            );
+        }
+        assert_eq!(
+            description(Some("two\nlines\twith a tab"))
+                .unwrap()
+                .unwrap(),
+            "two\nlines\twith a tab"
+        );
+        assert_eq!(
+            description(Some("a\u{1b}[2J")),
+            Err(Rejection::ControlInDescription)
+        );
         assert!(name("snapshot name", "a\0b").is_err());
     }
 

@@ -19,12 +19,12 @@ pub enum Rejection {
         chars: usize,
         max: usize,
     },
-    /// A name holds NUL, which PostgreSQL cannot store.
-    #[error("The {what} must not contain a NUL character.")]
-    NulInName { what: &'static str },
-    /// A description holds NUL.
-    #[error("The description must not contain a NUL character.")]
-    NulInDescription,
+    /// A name holds a control character (a name is one line of plain text).
+    #[error("The {what} must not contain control characters (line breaks, tabs, escapes).")]
+    ControlInName { what: &'static str },
+    /// A description holds a control character other than a line break or a tab.
+    #[error("The description must not contain control characters other than line breaks and tabs.")]
+    ControlInDescription,
     /// A description is longer than `max` characters.
     #[error("The description is {chars} characters long; at most {max} are allowed.")]
     LongDescription { chars: usize, max: usize },
@@ -72,8 +72,8 @@ impl Rejection {
         match self {
             Self::EmptyName { .. }
             | Self::LongName { .. }
-            | Self::NulInName { .. }
-            | Self::NulInDescription
+            | Self::ControlInName { .. }
+            | Self::ControlInDescription
             | Self::LongDescription { .. }
             | Self::NameTaken { .. } => Kind::Invalid,
             Self::LimitReached { .. } | Self::QuotaReached { .. } => Kind::Limit,

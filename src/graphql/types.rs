@@ -479,8 +479,25 @@ impl Task {
         self.0.attempts
     }
 
+    /// Why it failed or was cancelled, in snaptree's words (never the host's own output).
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
+    }
+
+    /// Why it failed or was cancelled, as a stable code: HOST_UNREACHABLE, HOST_BUSY,
+    /// HOST_REFUSED, NO_SUCH_VM, CUT_SHORT or CANCELLED.
+    async fn error_code(&self) -> Option<&str> {
+        self.0.error_code.as_deref()
+    }
+
+    /// What the host said of its failure (ADMIN only: it may name the infrastructure
+    /// behind the host; null for other tokens).
+    async fn error_detail(&self, ctx: &Context<'_>) -> Option<&str> {
+        let caller = ctx.data_unchecked::<Caller>();
+        caller
+            .is_admin()
+            .then_some(self.0.error_detail.as_deref())
+            .flatten()
     }
 
     /// Who asked for it (the token's name).
@@ -555,8 +572,18 @@ impl TaskEvent {
         self.0.event.phase.as_deref()
     }
 
+    /// What happened, in snaptree's words (never the host's own output).
     async fn message(&self) -> Option<&str> {
         self.0.event.message.as_deref()
+    }
+
+    /// What the host said behind `message` (ADMIN only; null for other tokens).
+    async fn detail(&self, ctx: &Context<'_>) -> Option<&str> {
+        let caller = ctx.data_unchecked::<Caller>();
+        caller
+            .is_admin()
+            .then_some(self.0.event.detail.as_deref())
+            .flatten()
     }
 
     async fn at(&self) -> DateTime<Utc> {

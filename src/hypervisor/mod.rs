@@ -86,6 +86,19 @@ impl DriverError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient(_) | Self::Unreachable(_))
     }
+
+    /// The failure as a task records it: a code and snaptree's sentence for tenants, and
+    /// this error's text (the host's output) as the detail.
+    pub fn failure(&self) -> crate::domain::Failure {
+        use crate::domain::{Failure, FailureCode};
+        let code = match self {
+            Self::Transient(_) => FailureCode::HostBusy,
+            Self::Unreachable(_) => FailureCode::HostUnreachable,
+            Self::Permanent(_) => FailureCode::HostRefused,
+            Self::NoSuchVm(_) => FailureCode::NoSuchVm,
+        };
+        Failure::new(code, Some(self.to_string()))
+    }
 }
 
 /// A snapshot as the host knows it.
@@ -119,18 +132,6 @@ pub struct Progress {
     /// One stage of a task of several operations: its share of the percentage and its
     /// name, put before each phase.
     stage: Option<(i32, i32, &'static str)>,
-}
-
-impl DriverError {
-    /// The same failure, its text prefixed with `context`.
-    pub fn context(self, context: &str) -> Self {
-        match self {
-            Self::Transient(e) => Self::Transient(format!("{context}: {e}")),
-            Self::Unreachable(e) => Self::Unreachable(format!("{context}: {e}")),
-            Self::Permanent(e) => Self::Permanent(format!("{context}: {e}")),
-            Self::NoSuchVm(e) => Self::NoSuchVm(format!("{context}: {e}")),
-        }
-    }
 }
 
 impl Progress {

@@ -19,8 +19,8 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 use tracing::Instrument;
 
 use crate::config::RobotConfig;
-use crate::domain::TaskKind;
 use crate::domain::names::host_snapshot_name;
+use crate::domain::{Failure, FailureCode, TaskKind};
 use crate::hypervisor::{Driver, DriverError, HostSnapshot, Progress};
 use crate::metrics::ErrorClass;
 use crate::service::TaskLedger;
@@ -343,7 +343,7 @@ impl Robot {
             Ok(driver) => driver,
             Err(err) => {
                 return Ending::Done(Outcome::Failed {
-                    error: err.to_string(),
+                    failure: err.failure(),
                     host: None,
                 });
             }
@@ -352,8 +352,9 @@ impl Robot {
         // ends rather than come back for ever.
         if claimed.task.attempts > self.config.max_attempts {
             let tried = claimed.task.attempts - 1;
-            let error = format!("gave up after {tried} attempts: its runs were cut short");
-            return Ending::Done(self.failed(claimed, &*driver, error).await);
+            let failure = Failure::new(FailureCode::CutShort, None)
+                .context(&format!("gave up after {tried} attempts"));
+            return Ending::Done(self.failed(claimed, &*driver, failure).await);
         }
         let started = Instant::now();
         // One lease for the whole run, renewed apart from the attempts and waits.
@@ -376,28 +377,34 @@ impl Robot {
             if *shutdown.borrow() {
                 return Ending::Interrupted(Interrupt::Stopping);
             }
-            let error = match self.attempt(claimed, &*driver, attempt, &mut lease).await {
+            let failure = match self.attempt(claimed, &*driver, attempt, &mut lease).await {
                 Ok(Ok(())) => return Ending::Done(Outcome::Succeeded),
                 Err(interrupt) => return Ending::Interrupted(interrupt),
-                Ok(Err(transient)) if transient.is_transient() => transient.to_string(),
+                Ok(Err(transient)) if transient.error.is_transient() => transient.failure(),
                 Ok(Err(permanent)) => {
-                    let error = permanent.to_string();
-                    return Ending::Done(self.failed(claimed, &*driver, error).await);
+                    let failure = permanent.failure();
+                    let detail = failure.detail.as_deref().unwrap_or_default();
+                    tracing::info!(task = claimed.task.id, error = %detail, "attempt failed for good");
+                    return Ending::Done(self.failed(claimed, &*driver, failure).await);
                 }
             };
+            let detail = failure.detail.clone().unwrap_or_default();
+            tracing::info!(task = claimed.task.id, attempt, error = %detail, "attempt failed");
             let delay = self.backoff(attempt);
             if attempt >= self.config.max_attempts
                 || started.elapsed() + delay > self.config.give_up_after
             {
-                let error = format!("gave up after {attempt} attempts: {error}");
-                return Ending::Done(self.failed(claimed, &*driver, error).await);
+                let failure = failure.context(&format!("gave up after {attempt} attempts"));
+                return Ending::Done(self.failed(claimed, &*driver, failure).await);
             }
+            let failure = failure.context(&format!("attempt {attempt} failed"));
             let message = format!(
-                "attempt {attempt} failed: {error}; retrying in {:.1}s",
+                "{}; retrying in {:.1}s",
+                failure.message,
                 delay.as_secs_f64()
             );
-            tracing::info!(attempt, error = %error, "attempt failed; retrying");
-            let waiting = self.report(claimed, attempt, None, "waiting to retry", Some(&message));
+            let note = (message.as_str(), failure.detail.as_deref());
+            let waiting = self.report(claimed, attempt, None, "waiting to retry", Some(note));
             tokio::select! {
                 _ = waiting => {}
                 _ = lease.lost() => return Ending::Interrupted(Interrupt::Lost),
@@ -431,7 +438,7 @@ impl Robot {
         driver: &dyn Driver,
         attempt: i32,
         lease: &mut Lease,
-    ) -> Result<Result<(), DriverError>, Interrupt> {
+    ) -> Result<Result<(), CallFailed>, Interrupt> {
         let vm = claimed.vm.identifier.as_str();
         let name = claimed.snapshot.host_name.as_str();
         let (progress, mut updates) = Progress::channel();
@@ -439,26 +446,31 @@ impl Robot {
         let began = Instant::now();
         let call = timeout(limit, async {
             match claimed.task.kind() {
-                TaskKind::Build => driver.create(vm, name, &progress).await,
+                TaskKind::Build => driver.create(vm, name, &progress).await.map_err(Into::into),
                 TaskKind::Update => match claimed.task.save_snapshot_id {
                     // The save first (idempotent, as every driver operation: a run taken
                     // up again finds it done), then the apply.
                     Some(save) => {
                         let save = host_snapshot_name(claimed.vm.id, save);
                         let saving = progress.stage(0, 50, "saving the current state");
-                        driver.create(vm, &save, &saving).await.map_err(|e| {
-                            e.context("saving the current state failed; nothing was applied")
-                        })?;
+                        driver
+                            .create(vm, &save, &saving)
+                            .await
+                            .map_err(|e| CallFailed::doing(e, SAVE_FAILED))?;
                         let applying = progress.stage(50, 100, "applying");
-                        driver.apply(vm, name, &applying).await.map_err(|e| {
-                            e.context("the current state was saved, but applying failed")
-                        })
+                        driver
+                            .apply(vm, name, &applying)
+                            .await
+                            .map_err(|e| CallFailed::doing(e, APPLY_AFTER_SAVE_FAILED))
                     }
-                    None => driver.apply(vm, name, &progress).await,
+                    None => driver.apply(vm, name, &progress).await.map_err(Into::into),
                 },
                 TaskKind::Scrub => {
                     let subtree = claimed.snapshot.remove_subtree;
-                    driver.delete(vm, name, subtree, &progress).await
+                    driver
+                        .delete(vm, name, subtree, &progress)
+                        .await
+                        .map_err(Into::into)
                 }
             }
         });
@@ -471,11 +483,11 @@ impl Robot {
                     while let Ok(update) = updates.try_recv() {
                         self.report_later(claimed, attempt, update.percent, update.phase);
                     }
-                    let done = done.unwrap_or_else(|_| Err(DriverError::Transient(format!(
+                    let done = done.unwrap_or_else(|_| Err(CallFailed::from(DriverError::Transient(format!(
                         "the host did not finish within {:.1}s",
                         limit.as_secs_f64()
-                    ))));
-                    let class = done.as_ref().err().map(|e| match e.is_transient() {
+                    )))));
+                    let class = done.as_ref().err().map(|e| match e.error.is_transient() {
                         true => ErrorClass::Transient,
                         false => ErrorClass::Permanent,
                     });
@@ -534,13 +546,14 @@ impl Robot {
         attempt: i32,
         percent: Option<i32>,
         phase: &str,
-        message: Option<&str>,
+        message: Option<(&str, Option<&str>)>,
     ) -> bool {
         let step = Step::Progress {
             attempt,
             percent,
             phase: phase.to_owned(),
-            message: message.map(str::to_owned),
+            message: message.map(|(words, _)| words.to_owned()),
+            detail: message.and_then(|(_, detail)| detail.map(str::to_owned)),
         };
         self.steps.write(claimed, step).await.unwrap_or_else(|err| {
             tracing::warn!(task = claimed.task.id, error = %err, "could not record progress");
@@ -562,6 +575,7 @@ impl Robot {
             percent,
             phase,
             message: None,
+            detail: None,
         };
         self.steps.send(claimed, step);
     }
@@ -577,12 +591,12 @@ impl Robot {
     }
 
     /// A failure, with what the host reports now (apply and delete need it).
-    async fn failed(&self, claimed: &Claimed, driver: &dyn Driver, error: String) -> Outcome {
+    async fn failed(&self, claimed: &Claimed, driver: &dyn Driver, failure: Failure) -> Outcome {
         let host = match claimed.task.kind() {
             TaskKind::Build => None,
             _ => self.listing(claimed, driver).await,
         };
-        Outcome::Failed { error, host }
+        Outcome::Failed { failure, host }
     }
 
     /// A cancel at a safe point, after `tried` attempts. A create that may have reached
@@ -614,6 +628,46 @@ impl Robot {
             Ok(Ok(listed)) => Some(listed),
             _ => None,
         }
+    }
+}
+
+/// What the robot was doing when a call of an apply that saves first failed: its own
+/// words, shown to tenants with the failure.
+const SAVE_FAILED: &str = "saving the current state failed; nothing was applied";
+const APPLY_AFTER_SAVE_FAILED: &str = "the current state was saved, but applying failed";
+
+/// A failed host call, and what the robot was doing, when it says more than the call.
+struct CallFailed {
+    /// The driver's error (the host's own words).
+    error: DriverError,
+    /// The robot's words for the step that failed.
+    doing: Option<&'static str>,
+}
+
+impl CallFailed {
+    fn doing(error: DriverError, doing: &'static str) -> Self {
+        Self {
+            error,
+            doing: Some(doing),
+        }
+    }
+
+    /// The failure as the task records it.
+    fn failure(&self) -> Failure {
+        let failure = self.error.failure();
+        match self.doing {
+            Some(doing) => Failure {
+                detail: Some(format!("{doing}: {}", self.error)),
+                ..failure.context(doing)
+            },
+            None => failure,
+        }
+    }
+}
+
+impl From<DriverError> for CallFailed {
+    fn from(error: DriverError) -> Self {
+        Self { error, doing: None }
     }
 }
 

@@ -449,6 +449,7 @@ impl Actions {
                 progress: None,
                 phase: None,
                 message: Some(&message),
+                detail: None,
             };
             events.push(event(&task, &vm, note));
             let snapshot = rows

@@ -56,8 +56,18 @@ fn identifier(raw: &str) -> AppResult<String> {
     Ok(id.to_owned())
 }
 
+/// A host's failure as an ADMIN (who administers hosts) is told it: with the host's
+/// own words.
 pub(super) fn host_failed(err: DriverError) -> AppError {
     AppError::invalid_state(format!("The host could not answer: {err}."))
+}
+
+/// A host's failure as a tenant is told it: snaptree's sentence only; the host's own
+/// words (which may name its infrastructure) go to the log.
+pub(super) fn host_failed_for_tenants(err: DriverError) -> AppError {
+    tracing::warn!(error = %err, "a host could not answer a tenant's read");
+    let failure = err.failure();
+    AppError::invalid_state(format!("The host could not answer: {}.", failure.message))
 }
 
 fn duplicate(what: String) -> impl FnOnce(diesel::result::Error) -> AppError {

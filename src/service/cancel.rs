@@ -6,7 +6,7 @@ use super::tasks::{Note, facts, load_tree, record};
 use crate::db::models::Task;
 use crate::db::{self, history, snapshots, tasks, vms};
 use crate::domain::lifecycle;
-use crate::domain::{TaskKind, TaskState};
+use crate::domain::{FailureCode, TaskKind, TaskState};
 use crate::error::{AppError, AppResult};
 
 impl Actions {
@@ -39,14 +39,19 @@ impl Actions {
                         snapshots::set_remove_subtree(&mut conn, snapshot.id, false).await?;
                     }
                     let why = format!("cancelled by {}", caller.name);
+                    let why = tasks::Why {
+                        message: &why,
+                        code: FailureCode::Cancelled.as_str(),
+                        detail: None,
+                    };
                     let (end, progress) = (TaskState::Cancelled, task.progress);
-                    tasks::finish(&mut conn, id, None, end, Some(&why), progress, db::now())
-                        .await?;
+                    tasks::finish(&mut conn, id, None, end, Some(why), progress, db::now()).await?;
                     Note {
                         state: TaskState::Cancelled,
                         progress: task.progress,
                         phase: None,
                         message: Some(&message),
+                        detail: None,
                     }
                 }
                 TaskState::Running => {
@@ -59,6 +64,7 @@ impl Actions {
                         progress: task.progress,
                         phase: Some("cancelling at the next safe point"),
                         message: Some(&message),
+                        detail: None,
                     }
                 }
                 // Cancelled already: asking again is not an error, and changes nothing.

@@ -369,6 +369,7 @@ impl TaskLedger {
                 progress: None,
                 phase: None,
                 message: Some(why),
+                detail: None,
             };
             Ok(Some(
                 record(&mut conn, &claimed.task, &claimed.vm, note).await?,

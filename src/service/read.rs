@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::admin::host_failed_for_tenants;
 use super::{Caller, Core};
 use crate::db::listing::{self, HistoryField, Listing, SnapshotField};
 use crate::db::models::{HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Vm};
@@ -247,12 +248,12 @@ impl Reads {
         let driver = self
             .core
             .drivers
-            .for_host(&super::host_ref(&host).map_err(super::admin::host_failed)?)
-            .map_err(|e| AppError::invalid_state(format!("The host could not answer: {e}.")))?;
+            .for_host(&super::host_ref(&host).map_err(host_failed_for_tenants)?)
+            .map_err(host_failed_for_tenants)?;
         let listed = driver
             .list(&vm.identifier)
             .await
-            .map_err(|e| AppError::invalid_state(format!("The host could not answer: {e}.")))?;
+            .map_err(host_failed_for_tenants)?;
         let names: std::collections::HashMap<i64, &str> =
             rows.iter().map(|s| (s.id, s.host_name.as_str())).collect();
         let recorded: Vec<Recorded<'_>> = rows

@@ -12,7 +12,7 @@ use crate::db::models::{Host, NewTaskEvent, Snapshot, Task, Vm};
 use crate::db::{self, Conn, history, snapshots, tasks};
 use crate::domain::lifecycle::{self, HostView, TaskFacts};
 use crate::domain::tree::{Changes, Tree};
-use crate::domain::{TaskKind, TaskState};
+use crate::domain::{Failure, FailureCode, TaskKind, TaskState};
 use crate::error::AppResult;
 use crate::hypervisor::HostSnapshot;
 
@@ -43,7 +43,7 @@ pub enum Outcome {
     Succeeded,
     /// For good, or out of retries. `host` is the host's snapshot list, when it could tell.
     Failed {
-        error: String,
+        failure: Failure,
         host: Option<Vec<HostSnapshot>>,
     },
     /// Stopped at a safe point on request. `host` as for `Failed`; for a create,
@@ -70,7 +70,10 @@ pub(crate) struct Note<'a> {
     pub state: TaskState,
     pub progress: Option<i32>,
     pub phase: Option<&'a str>,
+    /// Snaptree's words, for every token of the project.
     pub message: Option<&'a str>,
+    /// What the host said behind `message` (ADMIN only).
+    pub detail: Option<&'a str>,
 }
 
 /// The event `note` makes of task `task` of VM `vm`.
@@ -84,6 +87,7 @@ pub(crate) fn event(task: &Task, vm: &Vm, note: Note<'_>) -> NewTaskEvent {
         phase: note.phase.map(str::to_owned),
         message: note.message.map(str::to_owned),
         at: db::now(),
+        detail: note.detail.map(str::to_owned),
     }
 }
 
@@ -162,6 +166,7 @@ pub(crate) fn start_work(
         progress: task.progress,
         phase: Some("starting"),
         message: Some(&message),
+        detail: None,
     };
     let event = event(&task, &vm, note);
     let claimed = Claimed {
@@ -181,7 +186,10 @@ pub enum Step {
         attempt: i32,
         percent: Option<i32>,
         phase: String,
+        /// Snaptree's words, for every token of the project.
         message: Option<String>,
+        /// What the host said behind `message` (ADMIN only).
+        detail: Option<String>,
     },
     /// The end, moving the task's snapshots to their final states.
     Finish(Outcome),
@@ -244,7 +252,11 @@ pub(crate) async fn write_steps(
             task: claimed.task.id,
             claim: claimed.task.fence,
             state: end.state,
-            error: end.error.as_deref(),
+            why: end.why.as_ref().map(|f| tasks::Why {
+                message: &f.message,
+                code: f.code.as_str(),
+                detail: f.detail.as_deref(),
+            }),
             progress: end.progress,
         })
         .collect();
@@ -283,6 +295,7 @@ pub(crate) async fn write_steps(
                     percent,
                     phase,
                     message,
+                    detail,
                     ..
                 } => reported.contains(&task.id).then(|| {
                     let note = Note {
@@ -290,6 +303,7 @@ pub(crate) async fn write_steps(
                         progress: *percent,
                         phase: Some(phase),
                         message: message.as_deref(),
+                        detail: detail.as_deref(),
                     };
                     event(task, &claimed.vm, note)
                 }),
@@ -301,6 +315,7 @@ pub(crate) async fn write_steps(
                             progress: end.progress,
                             phase: None,
                             message: Some(&end.message),
+                            detail: end.why.as_ref().and_then(|f| f.detail.as_deref()),
                         };
                         event(task, &claimed.vm, note)
                     })
@@ -313,22 +328,25 @@ pub(crate) async fn write_steps(
 /// What a task's end writes on the task.
 struct Ending {
     state: TaskState,
-    error: Option<String>,
+    /// Why, unless it succeeded.
+    why: Option<Failure>,
+    /// Its last event's message.
     message: String,
     progress: Option<i32>,
 }
 
 fn ending(task: &Task, outcome: &Outcome) -> Ending {
-    let (state, error, message) = match outcome {
+    let (state, why, message) = match outcome {
         Outcome::Succeeded => (TaskState::Succeeded, None, "done".to_owned()),
-        Outcome::Failed { error, .. } => (
+        Outcome::Failed { failure, .. } => (
             TaskState::Failed,
-            Some(error.clone()),
-            format!("failed: {error}"),
+            Some(failure.clone()),
+            format!("failed: {}", failure.message),
         ),
         Outcome::Cancelled { .. } => {
-            let why = "cancelled on request".to_owned();
-            (TaskState::Cancelled, Some(why.clone()), why)
+            let why = Failure::new(FailureCode::Cancelled, None);
+            let message = why.message.clone();
+            (TaskState::Cancelled, Some(why), message)
         }
     };
     let progress = match outcome {
@@ -337,7 +355,7 @@ fn ending(task: &Task, outcome: &Outcome) -> Ending {
     };
     Ending {
         state,
-        error,
+        why,
         message,
         progress,
     }

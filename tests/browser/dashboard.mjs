@@ -217,14 +217,14 @@ async function operator(view) {
   await page.locator("#snap-name").fill(`doomed ${tag}`);
   await page.getByRole("button", { name: "Create", exact: true }).click();
   await page.waitForFunction(() => document.getElementById("progress").className.includes("failed"));
-  assert.match(await page.locator("#progress-label").textContent(), /failed\. .*simulated failure/);
+  assert.match(await page.locator("#progress-label").textContent(), /failed\. .*the host refused the operation/);
   await node(page, `doomed ${tag}`).locator(".reason").waitFor();
   // The failure's event put "Now" back where the VM runs from, not under the failed node.
   assert.equal(await node(page, `doomed ${tag}`).locator('[data-id="now"]').count(), 0, "Now under a failed create");
-  assert.match(await node(page, `doomed ${tag}`).locator(".reason").textContent(), /simulated failure/);
+  assert.match(await node(page, `doomed ${tag}`).locator(".reason").textContent(), /the host refused the operation/);
   assert.match(await node(page, `doomed ${tag}`).locator(".badge.failed").textContent(), /failed/);
   await node(page, `doomed ${tag}`).locator(".row").click();
-  assert.match(await page.locator("#d-failure").textContent(), /^Failed: .*simulated failure/);
+  assert.match(await page.locator("#d-failure").textContent(), /^Failed: .*the host refused the operation/);
   // 9: the page offers what the server offers: a failed snapshot is deleted, not applied.
   assert.equal(await page.locator("#apply").isDisabled(), true);
   assert.equal(await page.locator("#delete").isDisabled(), false);

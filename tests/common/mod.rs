@@ -517,9 +517,9 @@ impl Api {
                 .data(
                     token,
                     "query($t: ID!) { task(id: $t) {
-                       id kind state attempts error progress phase startedAt finishedAt
+                       id kind state attempts error errorCode errorDetail progress phase startedAt finishedAt
                        snapshot { id state active parent { id } }
-                       events { id state progress phase message }
+                       events { id state progress phase message detail }
                      } }",
                     json!({ "t": task }),
                 )

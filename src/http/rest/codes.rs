@@ -99,11 +99,11 @@ fn text_field(
     own: &'static str,
 ) -> Option<(&'static str, &'static str)> {
     match rejection {
-        Rejection::EmptyName { .. } | Rejection::LongName { .. } | Rejection::NulInName { .. } => {
-            Some(("name", invalid))
-        }
+        Rejection::EmptyName { .. }
+        | Rejection::LongName { .. }
+        | Rejection::ControlInName { .. } => Some(("name", invalid)),
         Rejection::NameTaken { .. } => Some(("name", taken)),
-        Rejection::NulInDescription | Rejection::LongDescription { .. } => {
+        Rejection::ControlInDescription | Rejection::LongDescription { .. } => {
             Some(("description", own))
         }
         _ => None,
