@@ -123,11 +123,7 @@ async fn names_full_of_script_syntax_change_nothing_that_runs() {
 
     // Checkpoints made by hand on the host keep their names: those do reach scripts.
     standin.add_vm(HOST, "legacy");
-    for name in nasty
-        .iter()
-        .copied()
-        .chain(["line one\nline two'; Remove-VMCheckpoint -VMName 'db' -Name '*"])
-    {
+    for name in nasty {
         standin.add_checkpoint(HOST, "legacy", name);
     }
     let project = app.create_project("legacy").await;
@@ -151,7 +147,7 @@ async fn names_full_of_script_syntax_change_nothing_that_runs() {
     let (_, task) = app.delete(&legacy_op, first, false).await;
     assert_eq!(app.finished(&legacy_op, &task).await["state"], "SUCCEEDED");
     assert_agrees(&app, &legacy_op, legacy_vm, &standin, "legacy").await;
-    assert_eq!(standin.tree(HOST, "legacy").0.len(), 4);
+    assert_eq!(standin.tree(HOST, "legacy").0.len(), 3);
     // Nothing else on the host was touched.
     assert_eq!(standin.tree(HOST, "db").0.len(), 4);
 }
@@ -223,4 +219,88 @@ async fn unreachable_hosts_and_missing_vms() {
         detail.contains("Hyper-V was unable to find a virtual machine with name \"ghost\""),
         "{detail}"
     );
+}
+
+/// Checkpoints made on the host by hand, named with every character from U+0001 to
+/// U+00FF: the ones that could break a script's lines (every control character) are
+/// reported and not imported; every other one is imported, and applying and deleting
+/// them changes exactly what it should on the host.
+#[tokio::test]
+async fn host_names_with_every_character_are_imported_only_when_safe() {
+    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (_, host, _) = setup(&app, &standin, "first").await;
+    let chars: Vec<char> = (1u32..=255).filter_map(char::from_u32).collect();
+    let (unsafe_chars, safe): (Vec<char>, Vec<char>) = chars.iter().partition(|c| c.is_control());
+    assert_eq!(unsafe_chars.len(), 64);
+    // Each unsafe name on a VM of its own; the safe ones 40 to a VM, in a chain.
+    for (i, c) in unsafe_chars.iter().enumerate() {
+        let vm = format!("bad{i}");
+        standin.add_vm(HOST, &vm);
+        standin.add_checkpoint(HOST, &vm, &format!("before{c}after"));
+    }
+    let mut good = Vec::new();
+    for (i, group) in safe.chunks(40).enumerate() {
+        let vm = format!("good{i}");
+        standin.add_vm(HOST, &vm);
+        for c in group {
+            standin.add_checkpoint(HOST, &vm, &format!("x{c}y"));
+        }
+        good.push(vm);
+    }
+    let project = app.create_project("imported").await;
+    let op = app.create_token(&project, "OPERATOR").await;
+    let body = app
+        .request(
+            Some(&app.admin),
+            "mutation($h: ID!, $p: ID!) { importVms(hostId: $h, projectId: $p) { id identifier snapshots(first: 50) { id name } } }",
+            json!({ "h": host, "p": project }),
+        )
+        .await;
+    let imported = body["data"]["importVms"].as_array().unwrap();
+    let mut identifiers: Vec<&str> = imported
+        .iter()
+        .map(|v| v["identifier"].as_str().unwrap())
+        .collect();
+    identifiers.sort_unstable();
+    assert_eq!(
+        identifiers,
+        good.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), unsafe_chars.len(), "{body}");
+    for error in errors {
+        assert_eq!(error["extensions"]["code"], "VALIDATION");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("was not imported"), "{message}");
+    }
+    // Every imported name is the host's, character for character; applying one and
+    // deleting another changes only those on the host.
+    for vm in imported {
+        let identifier = vm["identifier"].as_str().unwrap();
+        let id = vm["id"].as_str().unwrap();
+        let snapshots = vm["snapshots"].as_array().unwrap();
+        let names: std::collections::HashSet<&str> = snapshots
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        let on_host = standin.tree(HOST, identifier).0;
+        assert_eq!(names.len(), on_host.len());
+        for (name, _) in &on_host {
+            assert!(
+                names.contains(name.as_str()),
+                "{name:?} was not imported as it is"
+            );
+        }
+        let (apply, delete) = (&snapshots[1], &snapshots[snapshots.len() - 1]);
+        let (_, task) = app.apply(&op, apply["id"].as_str().unwrap()).await;
+        assert_eq!(app.finished(&op, &task).await["state"], "SUCCEEDED");
+        let (_, task) = app.delete(&op, delete["id"].as_str().unwrap(), false).await;
+        assert_eq!(app.finished(&op, &task).await["state"], "SUCCEEDED");
+        assert_agrees(&app, &op, id, &standin, identifier).await;
+        assert_eq!(standin.tree(HOST, identifier).0.len(), on_host.len() - 1);
+    }
+    // The refused VMs' checkpoints are untouched.
+    for i in 0..unsafe_chars.len() {
+        assert_eq!(standin.tree(HOST, &format!("bad{i}")).0.len(), 1);
+    }
 }

@@ -42,6 +42,23 @@ async fn runs(api: &Api, token: &str, policy: &str) -> Vec<Value> {
 
 /// Waits (a hang guard, not a time limit) until `done` holds of the policy's runs and
 /// every task they asked for has ended; the runs, oldest first.
+/// Waits (with a hang guard) until no task of `token`'s project is queued or running.
+async fn idle(api: &Api, token: &str) {
+    let query = "query($s: TaskState) { tasks(state: $s, first: 1) { nodes { id } } }";
+    for _ in 0..3000 {
+        let mut open = 0;
+        for state in ["QUEUED", "RUNNING"] {
+            let data = api.data(token, query, json!({ "s": state })).await;
+            open += data["tasks"]["nodes"].as_array().unwrap().len();
+        }
+        if open == 0 {
+            return;
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    panic!("tasks never ended");
+}
+
 async fn settle(
     api: &Api,
     token: &str,
@@ -434,7 +451,11 @@ async fn two_robots_run_each_slot_once() {
         })
         .await;
     }
-    // Every robot stops; seven slots pass; started again, they run the latest once.
+    // Every robot stops (once the retention the runs asked for is done: a delete cut
+    // off with its robot would hold its VM until its lease ran out, and the next run
+    // would rightly be refused meanwhile); seven slots pass; started again, they run the
+    // latest once.
+    idle(&api, &op).await;
     drop(robots);
     std::fs::write(&clock, (t0 + Duration::hours(10)).to_rfc3339()).unwrap();
     let robots = start_robots(&["c", "d"]);

@@ -284,15 +284,24 @@ impl Mutation {
     }
 
     /// Discovers the host's VMs that snaptree does not know yet, with their existing
-    /// snapshot trees, and registers them for the project.
+    /// snapshot trees, and registers them for the project. A VM with a snapshot whose
+    /// name cannot be sent back to the host safely is not imported: an error (VALIDATION)
+    /// beside the data names it.
     async fn import_vms(&self, ctx: &Context<'_>, host_id: ID, project_id: ID) -> Result<Vec<Vm>> {
         let host = parse_id(&host_id, "host").extend()?;
         let project = parse_id(&project_id, "project").extend()?;
-        let vms = service(ctx)
+        let (vms, refused) = service(ctx)
             .admin()
             .import_vms(caller(ctx), host, project)
             .await
             .extend()?;
+        for why in refused {
+            let err = crate::error::AppError::validation(why).into_server_error();
+            ctx.add_error(async_graphql::ServerError {
+                path: vec![async_graphql::PathSegment::Field("importVms".into())],
+                ..err
+            });
+        }
         Ok(vms.into_iter().map(Vm).collect())
     }
 }

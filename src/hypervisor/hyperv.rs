@@ -123,11 +123,18 @@ mod statements {
     pub const HOST: &str = "Write-Output ('SNAPTREE-RESULT ' + (ConvertTo-Json -Compress -InputObject @{ host = (Get-VMHost).Name }))";
 }
 
-/// Fills a statement's slots with literals.
-fn fill(statement: &str, vm: &str, name: &str) -> String {
-    statement
+/// Fills a statement's slots with literals. A literal keeps everything in it but a line
+/// break: the session reads a script by lines and ends it at a blank one, so a value
+/// that is not one plain line is refused (empty values fill unused slots).
+fn fill(statement: &str, vm: &str, name: &str) -> Result<String, DriverError> {
+    for value in [vm, name].into_iter().filter(|v| !v.is_empty()) {
+        super::plain_line(value).map_err(|why| {
+            DriverError::Permanent(format!("{value:?} cannot be passed to PowerShell: {why}"))
+        })?;
+    }
+    Ok(statement
         .replace("{vm}", &literal(vm))
-        .replace("{name}", &literal(name))
+        .replace("{name}", &literal(name)))
 }
 
 /// The whole script around `body`, then the statement that writes end marker `n`: the
@@ -332,7 +339,7 @@ impl HypervDriver {
 
     async fn listing(&self, vm: &str) -> Result<Listing, DriverError> {
         let payload = self
-            .run(vm, &[fill(statements::LIST, vm, "")], None, Resend::Safe)
+            .run(vm, &[fill(statements::LIST, vm, "")?], None, Resend::Safe)
             .await?;
         serde_json::from_str(&payload).map_err(|e| {
             DriverError::Permanent(format!("unreadable checkpoint list from the host: {e}"))
@@ -368,7 +375,7 @@ impl Driver for HypervDriver {
 
     async fn vm_state(&self, vm: &str) -> Result<i32, DriverError> {
         let payload = self
-            .run(vm, &[fill(statements::STATE, vm, "")], None, Resend::Safe)
+            .run(vm, &[fill(statements::STATE, vm, "")?], None, Resend::Safe)
             .await?;
         let parsed: VmState = serde_json::from_str(&payload).map_err(|e| {
             DriverError::Permanent(format!("unreadable VM state from the host: {e}"))
@@ -410,8 +417,8 @@ impl Driver for HypervDriver {
             return Ok(());
         }
         let body = vec![
-            fill(statements::SET_STANDARD, vm, ""),
-            fill(statements::CHECKPOINT, vm, snapshot),
+            fill(statements::SET_STANDARD, vm, "")?,
+            fill(statements::CHECKPOINT, vm, snapshot)?,
         ];
         self.job(vm, body, progress, "creating the checkpoint")
             .await
@@ -425,18 +432,21 @@ impl Driver for HypervDriver {
         snapshot: &str,
         progress: &Progress,
     ) -> Result<(), DriverError> {
-        let body = vec![fill(statements::RESTORE, vm, snapshot)];
+        let body = vec![fill(statements::RESTORE, vm, snapshot)?];
         self.job(vm, body, progress, "restoring the checkpoint")
             .await?;
         let payload = self
-            .run(vm, &[fill(statements::STATE, vm, "")], None, Resend::Safe)
+            .run(vm, &[fill(statements::STATE, vm, "")?], None, Resend::Safe)
             .await?;
         let now: VmState = serde_json::from_str(&payload).map_err(|e| {
             DriverError::Permanent(format!("unreadable VM state from the host: {e}"))
         })?;
         if now.state == "Saved" {
             progress.report(Some(100), "starting the VM again");
-            let body = [fill(statements::START, vm, ""), statements::DONE.to_owned()];
+            let body = [
+                fill(statements::START, vm, "")?,
+                statements::DONE.to_owned(),
+            ];
             self.run(vm, &body, None, Resend::Never).await?;
         }
         Ok(())
@@ -464,7 +474,7 @@ impl Driver for HypervDriver {
         } else {
             statements::REMOVE
         };
-        let body = vec![fill(statement, vm, snapshot)];
+        let body = vec![fill(statement, vm, snapshot)?];
         self.job(vm, body, progress, "removing the checkpoint")
             .await
     }
@@ -493,7 +503,23 @@ mod tests {
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(literal("a\u{2019}b"), "'a\u{2019}\u{2019}b'");
         // Nothing else is special inside a single-quoted literal.
-        assert_eq!(literal("$(rm -rf /); `x`\n"), "'$(rm -rf /); `x`\n'");
+        assert_eq!(literal("$(rm -rf /); `x`"), "'$(rm -rf /); `x`'");
+    }
+
+    #[test]
+    fn of_every_character_from_1_to_255_no_line_break_reaches_a_script() {
+        for code in 1u32..=255 {
+            let c = char::from_u32(code).unwrap();
+            let name = format!("a{c}b");
+            let filled = fill(statements::CHECKPOINT, "vm", &name);
+            // Every control character (C0, DEL, C1) is refused; the rest is one literal.
+            assert_eq!(filled.is_ok(), !c.is_control(), "U+{code:04X}");
+            if let Ok(line) = filled {
+                assert_eq!(line.lines().count(), 1, "U+{code:04X}");
+            }
+        }
+        assert!(fill(statements::CHECKPOINT, "vm", "a\u{2028}b").is_err());
+        assert!(fill(statements::CHECKPOINT, "vm\n\nStop-Computer", "a").is_err());
     }
 
     #[test]
@@ -513,7 +539,7 @@ mod tests {
 
     #[test]
     fn scripts_are_one_block_ending_in_a_blank_line() {
-        let s = script(&[fill(statements::START, "web", "")], 7);
+        let s = script(&[fill(statements::START, "web", "").unwrap()], 7);
         assert!(s.starts_with("& {\n$ErrorActionPreference = 'Stop'\n"));
         assert!(s.contains("\nStart-VM -Name 'web'\n"));
         assert!(s.ends_with("}\n}\n\nWrite-Output ('SNAPTREE-END ' + '7.')\n"));

@@ -114,17 +114,31 @@ impl Failure {
     }
 }
 
+/// Whether `arg` can be one argument of virsh's shell: printable ASCII, without the
+/// backslash and the single quote. Inside single quotes virsh takes everything else
+/// literally; a byte past ASCII is refused too, since readline (which the shell reads
+/// its lines with) may take one as a key with a meta modifier, whatever the locale.
+fn passable(arg: &str) -> Result<(), String> {
+    match arg
+        .chars()
+        .find(|c| !(' '..='~').contains(c) || matches!(c, '\\' | '\''))
+    {
+        Some(c) => Err(format!(
+            "virsh's shell cannot be given the character U+{:04X}",
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `args` as one line of virsh's shell: each in single quotes, inside which virsh takes
 /// everything literally. Nothing that could end the quote or the line gets through.
 fn shell_line(args: &[&str]) -> Result<String, DriverError> {
     let mut line = String::new();
     for arg in args {
-        if arg
-            .chars()
-            .any(|c| c == '\\' || c == '\'' || c.is_control())
-        {
+        if let Err(why) = passable(arg) {
             return Err(DriverError::Permanent(format!(
-                "{arg:?} cannot be passed to virsh"
+                "{arg:?} cannot be passed to virsh: {why}"
             )));
         }
         if !line.is_empty() {
@@ -177,11 +191,18 @@ impl KvmDriver {
 
     fn open(&self) -> Result<Session, DriverError> {
         let args = ["-q".to_owned(), "-c".to_owned(), self.uri.clone()];
-        // No terminal to drive, and no history of the commands kept on disk.
+        // No terminal to drive, no history of the commands kept on disk, and none of the
+        // server's own readline bindings or locale: the shell reads its lines the same
+        // way on every server.
         Session::open(
             &self.virsh,
             &args,
-            &[("TERM", "dumb"), ("VIRSH_HISTSIZE", "0")],
+            &[
+                ("TERM", "dumb"),
+                ("VIRSH_HISTSIZE", "0"),
+                ("INPUTRC", "/dev/null"),
+                ("LC_ALL", "C.UTF-8"),
+            ],
         )
     }
 
@@ -272,6 +293,11 @@ impl KvmDriver {
 
 #[async_trait]
 impl Driver for KvmDriver {
+    fn passable(&self, name: &str) -> Result<(), String> {
+        super::plain_line(name)?;
+        passable(name)
+    }
+
     async fn check(&self) -> Result<(), DriverError> {
         self.call("", &["version"]).await.map(drop)
     }
@@ -464,6 +490,17 @@ mod tests {
         );
         for bad in ["it's", "a\\b", "two\nlines"] {
             assert!(shell_line(&["domstate", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn of_every_character_from_1_to_255_only_printable_ascii_reaches_the_shell() {
+        for code in 1u32..=255 {
+            let c = char::from_u32(code).unwrap();
+            let name = format!("a{c}b");
+            let expected = (0x20..=0x7e).contains(&code) && c != '\\' && c != '\'';
+            assert_eq!(shell_line(&[&name]).is_ok(), expected, "U+{code:04X}");
+            assert_eq!(passable(&name).is_ok(), expected, "U+{code:04X}");
         }
     }
 

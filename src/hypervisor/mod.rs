@@ -173,6 +173,18 @@ impl Progress {
     }
 }
 
+/// The rule every driver holds host names to at least: one line of text, without
+/// control characters (C0, DEL, C1) or Unicode's line and paragraph separators, which
+/// a shell or a script reading lines may take as the end of a statement.
+pub fn plain_line(name: &str) -> Result<(), String> {
+    let breaks = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    match name.chars().find(|c| breaks(*c)) {
+        Some(c) => Err(format!("it holds the character U+{:04X}", c as u32)),
+        None if name.is_empty() => Err("it is empty".into()),
+        None => Ok(()),
+    }
+}
+
 /// What a host does with snapshots.
 #[async_trait]
 pub trait Driver: Send + Sync {
@@ -184,6 +196,13 @@ pub trait Driver: Send + Sync {
     /// Connections opened to the host so far, for drivers that keep one open.
     fn connections(&self) -> Option<u64> {
         None
+    }
+
+    /// Whether a snapshot name found on the host can be sent back to it in every command,
+    /// whatever it holds: `Err` says why not. Snaptree's own names (`{vm}_{snapshot}`)
+    /// always can; a name made on the host by hand may not, and is then not imported.
+    fn passable(&self, name: &str) -> Result<(), String> {
+        plain_line(name)
     }
 
     /// The VM's state on the host.

@@ -208,6 +208,10 @@ impl Driver for Tracked {
         self.inner.connections()
     }
 
+    fn passable(&self, name: &str) -> Result<(), String> {
+        self.inner.passable(name)
+    }
+
     async fn vm_state(&self, vm: &str) -> Result<i32, DriverError> {
         let _turn = self.turn().await;
         self.saw(self.inner.vm_state(vm).await)

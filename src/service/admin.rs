@@ -256,13 +256,15 @@ impl Admin {
     }
 
     /// Registers the VMs of host `host_id` that snaptree does not know yet, for project
-    /// `project_id`, with the snapshot trees they already have.
+    /// `project_id`, with the snapshot trees they already have. A VM with a snapshot
+    /// whose name could not be sent back to the host safely (made there by hand) is not
+    /// imported: it is among the refusals returned, with the reason.
     pub async fn import_vms(
         &self,
         caller: &Caller,
         host_id: i64,
         project_id: i64,
-    ) -> AppResult<Vec<Vm>> {
+    ) -> AppResult<(Vec<Vm>, Vec<String>)> {
         caller.require_admin()?;
         let (host, project) = self.host_and_project(host_id, project_id).await?;
         let driver = self
@@ -280,6 +282,7 @@ impl Admin {
         };
         let limit = self.core.snapshot_limit(host.max_snapshots_per_vm);
         let mut imported = Vec::new();
+        let mut refused = Vec::new();
         for found in driver.list_vms().await.map_err(host_failed)? {
             if known.contains(&found.identifier) || identifier(&found.identifier).is_err() {
                 continue;
@@ -294,6 +297,18 @@ impl Admin {
                 Err(DriverError::NoSuchVm(_)) => continue,
                 Err(e) => return Err(host_failed(e)),
             };
+            let unsafe_name = listed.iter().find_map(|snap| {
+                let why = driver.passable(&snap.name).err()?;
+                Some(format!(
+                    "VM {:?} was not imported: its snapshot {:?} has a name that cannot be sent to the host safely ({why}); rename it on the host first.",
+                    found.identifier, snap.name
+                ))
+            });
+            if let Some(why) = unsafe_name {
+                tracing::warn!(host = %host.name, "{why}");
+                refused.push(why);
+                continue;
+            }
             if listed.len() > usize::try_from(limit).unwrap_or(0) {
                 return Err(AppError::LimitReached {
                     message: format!(
@@ -308,7 +323,7 @@ impl Admin {
             let result = import_vm(&mut tx.conn(), caller, &host, &project, &found, &listed).await;
             imported.push(tx.finish(result).await?);
         }
-        Ok(imported)
+        Ok((imported, refused))
     }
 
     async fn host_and_project(&self, host_id: i64, project_id: i64) -> AppResult<(Host, Project)> {
