@@ -244,6 +244,9 @@ pub struct Limits {
     pub host_check_timeout: Duration,
     /// Request and cost budgets per role.
     pub rates: RateLimits,
+    /// How long a new OPERATOR or VIEWER token is accepted when `createToken` names no
+    /// end; `None`: until revoked.
+    pub token_lifetime: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -268,6 +271,7 @@ impl Default for Limits {
             host_calls_per_host: 4,
             host_check_timeout: Duration::from_secs(10),
             rates: RateLimits::default(),
+            token_lifetime: Some(Duration::from_secs(90 * 24 * 3600)),
         }
     }
 }

@@ -70,9 +70,10 @@ impl AppError {
         )
     }
 
-    /// A token revoked after it was accepted (on an open connection, or mid-request).
+    /// A token revoked, or expired, after it was accepted (on an open connection, or
+    /// mid-request).
     pub fn revoked() -> Self {
-        Self::Unauthenticated("Your token has been revoked.".into())
+        Self::Unauthenticated("Your token has been revoked, or has expired.".into())
     }
 
     pub fn forbidden(what: &str) -> Self {

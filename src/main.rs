@@ -205,6 +205,10 @@ struct LimitArgs {
     /// Seconds createHost waits for a new host to answer.
     #[arg(long, env = "SNAPTREE_HOST_CHECK_TIMEOUT", default_value_t = 10)]
     host_check_timeout: u64,
+    /// Days a new OPERATOR or VIEWER token is accepted when createToken names no end
+    /// (expiresAt); 0: until revoked.
+    #[arg(long, env = "SNAPTREE_TOKEN_LIFETIME_DAYS", default_value_t = 90)]
+    token_lifetime_days: u32,
     /// A role's budget, ROLE=REQUESTS:COST per second, or ROLE=none; repeatable.
     /// Defaults: OPERATOR=20:25000, VIEWER=20:25000, ADMIN=none.
     #[arg(
@@ -243,6 +247,8 @@ impl LimitArgs {
             host_calls_per_host,
             host_check_timeout: secs(self.host_check_timeout),
             rates,
+            token_lifetime: (self.token_lifetime_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.token_lifetime_days) * 24 * 3600)),
         };
         for (role, rate) in [
             ("OPERATOR", limits.rates.operator),

@@ -474,3 +474,98 @@ async fn host_text_reaches_admins_and_the_log_never_tenants() {
     assert!(text.contains("the host could not be reached"), "{text}");
     assert!(!text.contains("simulated"), "{text}");
 }
+
+#[tokio::test]
+async fn tokens_end_at_their_expiry_on_every_transport() {
+    // The server's clock is a file the test moves.
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("now");
+    let t0: chrono::DateTime<chrono::Utc> = "2026-12-07T12:00:00Z".parse().unwrap();
+    std::fs::write(&clock, t0.to_rfc3339()).unwrap();
+    let clock_flag = clock.to_str().unwrap().to_owned();
+    let t = Target::start(&["--clock-file", &clock_flag]).await;
+    let rest = t.url().trim_end_matches("graphql").to_owned();
+    let create = "mutation($p: ID!, $r: Role!, $e: DateTime) { createToken(projectId: $p, name: \"ends\", role: $r, expiresAt: $e) { token } }";
+    let token_ending = |at: Option<String>, role: &'static str| {
+        let api = &t.api;
+        let project = t.project.clone();
+        async move {
+            let data = api
+                .data(
+                    &api.admin,
+                    create,
+                    json!({ "p": project, "r": role, "e": at }),
+                )
+                .await;
+            data["createToken"]["token"].as_str().unwrap().to_owned()
+        }
+    };
+    // An end in the past is refused; without one, OPERATOR and VIEWER tokens get the
+    // default lifetime (90 days), ADMIN tokens none.
+    let past = (t0 - chrono::Duration::hours(1)).to_rfc3339();
+    let body = t
+        .api
+        .request(
+            Some(&t.api.admin),
+            create,
+            json!({ "p": t.project, "r": "VIEWER", "e": past }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "VALIDATION", "{body}");
+    let me = "{ me { expiresAt } }";
+    let viewer = token_ending(None, "VIEWER").await;
+    let expires = t.api.data(&viewer, me, json!({})).await["me"]["expiresAt"].clone();
+    let expires: chrono::DateTime<chrono::Utc> = expires.as_str().unwrap().parse().unwrap();
+    assert_eq!(expires, t0 + chrono::Duration::days(90));
+    let admin = token_ending(None, "ADMIN").await;
+    assert_eq!(
+        t.api.data(&admin, me, json!({})).await["me"]["expiresAt"],
+        Value::Null
+    );
+
+    // A token that ends in an hour, with an open WebSocket and a policy.
+    let end = (t0 + chrono::Duration::hours(1)).to_rfc3339();
+    let operator = token_ending(Some(end.clone()), "OPERATOR").await;
+    let policy = t
+        .api
+        .data(
+            &operator,
+            "mutation($v: ID!) { createPolicy(input: { name: \"hourly\", vmId: $v, everySeconds: 3600 }) { id stoppedBecause } }",
+            json!({ "v": t.vms[2] }),
+        )
+        .await["createPolicy"]
+        .clone();
+    assert_eq!(policy["stoppedBecause"], Value::Null);
+    let mut socket = Subscriber::connect(&t.url(), Some(&operator))
+        .await
+        .unwrap();
+    socket
+        .subscribe("1", "subscription { events { id } }", json!({}))
+        .await;
+
+    // Past its end: refused on HTTP and REST, its socket closed as on revocation, and
+    // its policy stopped, saying why.
+    std::fs::write(&clock, (t0 + chrono::Duration::hours(2)).to_rfc3339()).unwrap();
+    let (code, reason) = common::target::closed(&mut socket).await;
+    assert_eq!(code, 4403, "{reason}");
+    let body = t.api.request(Some(&operator), me, json!({})).await;
+    assert_eq!(error_code(&body), "UNAUTHENTICATED");
+    let response = reqwest::Client::new()
+        .get(format!("{rest}snapshot/"))
+        .header("X-Auth-Token", &operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let stopped = t
+        .api
+        .data(
+            &t.api.admin,
+            "query($p: ID!) { policy(id: $p) { stoppedBecause } }",
+            json!({ "p": policy["id"] }),
+        )
+        .await;
+    assert_eq!(stopped["policy"]["stoppedBecause"], "its token has expired");
+    // Other tokens go on.
+    assert!(t.api.data(&viewer, me, json!({})).await["me"].is_object());
+}

@@ -31,9 +31,16 @@ pub struct Token {
     #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
     pub revoked_at: Option<NaiveDateTime>,
+    /// When it stops being accepted; `None`: never.
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 impl Token {
+    /// Whether it is accepted at `now`: neither revoked nor expired.
+    pub fn is_live_at(&self, now: NaiveDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|end| end > now)
+    }
+
     pub fn role(&self) -> Role {
         self.role
             .parse()
@@ -49,6 +56,7 @@ pub struct NewToken<'a> {
     pub role: &'a str,
     pub secret_hash: &'a str,
     pub created_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 #[derive(Queryable, Selectable, Clone, Debug)]

@@ -1,5 +1,6 @@
 //! API tokens. Only the SHA-256 of a token's secret is stored.
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::QueryResult;
 use diesel_async::RunQueryDsl;
@@ -47,32 +48,34 @@ pub async fn exists(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
     Ok(found.is_some())
 }
 
-/// The tokens among `ids` that are revoked.
-pub async fn revoked_among(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<i64>> {
+/// The tokens among `ids` that have ended at `at`: revoked, or expired.
+pub async fn ended_among(
+    conn: &mut Conn<'_>,
+    ids: &[i64],
+    at: NaiveDateTime,
+) -> QueryResult<Vec<i64>> {
     run!(conn, |c| tokens
         .filter(id.eq_any(ids))
-        .filter(revoked_at.is_not_null())
+        .filter(revoked_at.is_not_null().or(expires_at.le(at)))
         .select(id)
         .load(c)
         .await)
 }
 
-/// Whether token `wanted` is live (not revoked). In a write transaction on PostgreSQL the
-/// row stays share-locked until the transaction ends, so a revocation either waits for
-/// the transaction or is seen by it; on SQLite the transaction excludes every other
-/// writer anyway.
-/// Which of tokens `wanted` are live (see [`is_live`]), in one statement.
+/// Which of tokens `wanted` are live at `at` (see [`is_live`]), in one statement.
 pub async fn live_of(
     conn: &mut Conn<'_>,
     wanted: &[i64],
+    at: NaiveDateTime,
 ) -> QueryResult<std::collections::HashSet<i64>> {
     if let [one] = wanted {
-        let live = is_live(conn, *one).await?;
+        let live = is_live(conn, *one, at).await?;
         return Ok(live.then_some(*one).into_iter().collect());
     }
     let query = tokens
         .filter(id.eq_any(wanted))
         .filter(revoked_at.is_null())
+        .filter(expires_at.is_null().or(expires_at.gt(at)))
         .select(id);
     let found: Vec<i64> = match conn {
         Conn::Pg(c) => query.for_share().load(&mut **c).await?,
@@ -81,8 +84,16 @@ pub async fn live_of(
     Ok(found.into_iter().collect())
 }
 
-pub async fn is_live(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<bool> {
-    let query = tokens.find(wanted).filter(revoked_at.is_null()).select(id);
+/// Whether token `wanted` is live at `at`: neither revoked nor expired. In a write
+/// transaction on PostgreSQL the row stays share-locked until the transaction ends, so a
+/// revocation either waits for the transaction or is seen by it; on SQLite the
+/// transaction excludes every other writer anyway.
+pub async fn is_live(conn: &mut Conn<'_>, wanted: i64, at: NaiveDateTime) -> QueryResult<bool> {
+    let query = tokens
+        .find(wanted)
+        .filter(revoked_at.is_null())
+        .filter(expires_at.is_null().or(expires_at.gt(at)))
+        .select(id);
     let found: Option<i64> = match conn {
         Conn::Pg(c) => query.for_share().first(&mut **c).await.optional()?,
         Conn::Sqlite(c) => query.first(&mut **c).await.optional()?,

@@ -1,6 +1,7 @@
 //! Mutations: the five snapshot actions, cancelling a task, and administration.
 
 use async_graphql::{Context, ID, MaybeUndefined, Object, Result, ResultExt};
+use chrono::{DateTime, Utc};
 
 use super::enums::{Hypervisor, Role};
 use super::parse_id;
@@ -188,11 +189,12 @@ impl Mutation {
         project_id: ID,
         name: String,
         role: Role,
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<CreatedToken> {
         let project = parse_id(&project_id, "project").extend()?;
         let (token, secret) = service(ctx)
             .admin()
-            .create_token(caller(ctx), project, &name, role.into())
+            .create_token(caller(ctx), project, &name, role.into(), expires_at)
             .await
             .extend()?;
         Ok(CreatedToken {

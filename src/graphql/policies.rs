@@ -110,6 +110,15 @@ impl Policy {
         self.0.max_age_seconds
     }
 
+    /// Why it makes nothing any more: it runs as its token, and stops when that token
+    /// is revoked or expires ("its token has expired"); null while it runs.
+    async fn stopped_because(&self, ctx: &Context<'_>) -> Result<Option<&'static str>> {
+        ctx.data_unchecked::<Service>()
+            .policy_stopped(&self.0)
+            .await
+            .extend()
+    }
+
     /// Its next slot.
     async fn next_due_at(&self) -> DateTime<Utc> {
         self.0.next_due_at.and_utc()

@@ -2,6 +2,7 @@
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, Object, Result, ResultExt};
+use chrono::{DateTime, Utc};
 
 use super::enums::{Role, TaskState};
 use super::types::{Host, Project, Snapshot, Task, Vm};
@@ -19,6 +20,8 @@ pub struct Me {
     role: Role,
     /// The project the token belongs to (an ADMIN sees every project).
     project: Option<Project>,
+    /// When the token stops being accepted; null: until revoked.
+    expires_at: Option<DateTime<Utc>>,
 }
 
 fn caller<'a>(ctx: &'a Context<'_>) -> &'a Caller {
@@ -90,6 +93,7 @@ impl Query {
             name: caller(ctx).name.clone(),
             role: caller(ctx).role.into(),
             project: project.map(Project),
+            expires_at: caller(ctx).expires_at.map(|at| at.and_utc()),
         })
     }
 

@@ -514,7 +514,7 @@ impl Actions {
         let mut token_ids: Vec<i64> = requests.iter().map(|r| r.caller.token_id).collect();
         token_ids.sort_unstable();
         token_ids.dedup();
-        let live = tokens::live_of(conn, &token_ids).await?;
+        let live = tokens::live_of(conn, &token_ids, self.core.clock.now_naive()).await?;
         let named: Vec<i64> = requests
             .iter()
             .filter_map(|r| match r.target {

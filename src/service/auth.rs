@@ -18,11 +18,16 @@ use crate::error::{AppError, AppResult};
 /// The authenticated caller of a request.
 #[derive(Clone, Debug)]
 pub struct Caller {
+    /// The token's id.
     pub token_id: i64,
     /// The token's name: the actor in snapshot history.
     pub name: String,
+    /// The token's project.
     pub project_id: i64,
+    /// The token's role.
     pub role: Role,
+    /// When the token stops being accepted; `None`: never.
+    pub expires_at: Option<chrono::NaiveDateTime>,
 }
 
 impl Caller {
@@ -141,12 +146,14 @@ impl Service {
             return refused();
         }
         let found = tokens::by_hash(&mut self.core.db.reader().await?.conn(), &hash).await?;
+        let now = self.core.clock.now_naive();
         match found {
-            Some(token) if token.revoked_at.is_none() => Ok(Caller {
+            Some(token) if token.is_live_at(now) => Ok(Caller {
                 token_id: token.id,
                 name: token.name.clone(),
                 project_id: token.project_id,
                 role: token.role(),
+                expires_at: token.expires_at,
             }),
             _ => {
                 self.core.rejected.insert(hash);
@@ -155,11 +162,12 @@ impl Service {
         }
     }
 
-    /// Checks that `caller`'s token is still live (for connections that authenticated
-    /// once and run many operations).
+    /// Checks that `caller`'s token is still live, neither revoked nor expired (for
+    /// connections that authenticated once and run many operations).
     pub async fn check_live(&self, caller: &Caller) -> AppResult<()> {
-        let live =
-            tokens::is_live(&mut self.core.db.reader().await?.conn(), caller.token_id).await?;
+        let now = self.core.clock.now_naive();
+        let mut pooled = self.core.db.reader().await?;
+        let live = tokens::is_live(&mut pooled.conn(), caller.token_id, now).await?;
         if live {
             Ok(())
         } else {
@@ -170,10 +178,12 @@ impl Service {
 
 impl Core {
     /// Starts a write transaction on `caller`'s behalf, refused if its token has been
-    /// revoked: nothing a token asks for runs after its revocation has committed.
+    /// revoked or has expired: nothing a token asks for runs after its revocation has
+    /// committed, or after its end.
     pub(crate) async fn begin_for(&self, caller: &Caller) -> AppResult<Tx> {
         let mut tx = self.db.begin().await?;
-        match tokens::is_live(&mut tx.conn(), caller.token_id).await {
+        let now = self.clock.now_naive();
+        match tokens::is_live(&mut tx.conn(), caller.token_id, now).await {
             Ok(true) => Ok(tx),
             Ok(false) => tx.finish(Err(AppError::revoked())).await,
             Err(err) => tx.finish(Err(err.into())).await,
@@ -182,23 +192,40 @@ impl Core {
 }
 
 impl Admin {
-    /// A new token for project `project_id`; the secret is returned once, here.
+    /// A new token for project `project_id`, accepted until `expires_at` (for an
+    /// OPERATOR or VIEWER token without one, the deployment's default lifetime); the
+    /// secret is returned once, here.
     pub async fn create_token(
         &self,
         caller: &Caller,
         project_id: i64,
         name: &str,
         role: Role,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> AppResult<(Token, String)> {
         caller.require_admin()?;
         let name = names::name("token name", name)?;
+        let now = self.core.clock.now();
+        let expires_at = match expires_at {
+            Some(at) if at <= now => {
+                return Err(AppError::validation("expiresAt must be in the future."));
+            }
+            Some(at) => Some(at.naive_utc()),
+            None if role == Role::Admin => None,
+            None => self
+                .core
+                .limits
+                .token_lifetime
+                .and_then(|life| chrono::Duration::from_std(life).ok())
+                .map(|life| (now + life).naive_utc()),
+        };
         let mut tx = self.core.begin_for(caller).await?;
         let result = async {
             let mut conn = tx.conn();
             let project = projects::by_id(&mut conn, project_id)
                 .await?
                 .ok_or_else(|| AppError::not_found("project", project_id))?;
-            insert_token(&mut conn, &project, &name, role).await
+            insert_token(&mut conn, &project, &name, role, expires_at).await
         }
         .await;
         tx.finish(result).await
@@ -241,7 +268,7 @@ impl Admin {
                 Some(found) => found,
                 None => projects::insert(&mut conn, &project).await?,
             };
-            insert_token(&mut conn, &project, &name, role).await
+            insert_token(&mut conn, &project, &name, role, None).await
         }
         .await;
         let (_, secret) = tx.finish(result).await?;
@@ -254,6 +281,7 @@ async fn insert_token(
     project: &Project,
     name: &str,
     role: Role,
+    expires_at: Option<chrono::NaiveDateTime>,
 ) -> AppResult<(Token, String)> {
     let secret = generate_token();
     let hash = hash_token(&secret);
@@ -265,6 +293,7 @@ async fn insert_token(
             role: role.as_str(),
             secret_hash: &hash,
             created_at: db::now(),
+            expires_at,
         },
     )
     .await?;
@@ -291,6 +320,7 @@ mod tests {
             name: "t".into(),
             project_id: 7,
             role,
+            expires_at: None,
         };
         assert_eq!(caller(Role::Admin).scope(), None);
         assert_eq!(caller(Role::Viewer).scope(), Some(7));

@@ -187,6 +187,14 @@ impl Service {
         Ok(policies::runs_of(&mut conn.conn(), p.id, first).await?)
     }
 
+    /// Why policy `p` makes nothing any more, if it does not: it runs as its token, and
+    /// stops when that token is revoked or expires (`None` while it runs).
+    pub async fn policy_stopped(&self, p: &Policy) -> AppResult<Option<&'static str>> {
+        let mut conn = self.core.db.reader().await?;
+        let token = tokens::by_id(&mut conn.conn(), p.token_id).await?;
+        Ok(stopped_because(token.as_ref(), self.clock().now_naive()))
+    }
+
     /// What policy `p`'s next slot will make and then prune, as things stand now: the
     /// same rules the runner applies then.
     pub async fn preview_policy(&self, p: &Policy) -> AppResult<Preview> {
@@ -358,7 +366,7 @@ impl Service {
         let Some(token) = tokens::by_id(conn, p.token_id).await? else {
             return Ok(None);
         };
-        if token.revoked_at.is_some() {
+        if !token.is_live_at(self.clock().now_naive()) {
             return Ok(None);
         }
         Ok(Some(Caller {
@@ -366,6 +374,7 @@ impl Service {
             name: format!("policy {}", p.name),
             project_id: token.project_id,
             role: token.role(),
+            expires_at: token.expires_at,
         }))
     }
 
@@ -388,8 +397,15 @@ impl Service {
                 };
                 let vm = vms::by_id(conn, run.vm_id).await?;
                 let caller = self.policy_caller(conn, &p).await?;
-                if vm.is_none() || caller.is_none() {
-                    let why = "the VM is gone, or the policy's token is revoked";
+                let why = match (&vm, &caller) {
+                    (None, _) => Some("the VM is gone"),
+                    (_, None) => {
+                        let token = tokens::by_id(conn, p.token_id).await?;
+                        stopped_because(token.as_ref(), self.clock().now_naive())
+                    }
+                    _ => None,
+                };
+                if let Some(why) = why {
                     policies::refused(conn, run.id, why, None, at).await?;
                 }
                 AppResult::Ok(Some((p, vm, caller)))
@@ -533,5 +549,19 @@ impl Service {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a policy running as `token` makes nothing at `now`: its token was revoked, has
+/// expired, or is gone; `None` while the token is live.
+fn stopped_because(
+    token: Option<&crate::db::models::Token>,
+    now: chrono::NaiveDateTime,
+) -> Option<&'static str> {
+    match token {
+        None => Some("its token is gone"),
+        Some(t) if t.revoked_at.is_some() => Some("its token was revoked"),
+        Some(t) if !t.is_live_at(now) => Some("its token has expired"),
+        Some(_) => None,
     }
 }

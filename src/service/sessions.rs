@@ -106,8 +106,8 @@ impl Sessions {
     }
 }
 
-/// Looks, while connections are open, for their tokens revoked by another process, and
-/// tells their connections. Stops when `shutdown` turns true.
+/// Looks, while connections are open, for their tokens revoked by another process, or
+/// expired, and tells their connections. Stops when `shutdown` turns true.
 pub fn watch_revocations(service: Service, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REVOCATION_POLL);
@@ -121,7 +121,7 @@ pub fn watch_revocations(service: Service, mut shutdown: watch::Receiver<bool>) 
             if live.is_empty() {
                 continue;
             }
-            match revoked_among(&service, &live).await {
+            match ended_among(&service, &live).await {
                 Ok(revoked) => revoked
                     .into_iter()
                     .for_each(|id| service.sessions().revoke(id)),
@@ -131,9 +131,11 @@ pub fn watch_revocations(service: Service, mut shutdown: watch::Receiver<bool>) 
     })
 }
 
-async fn revoked_among(service: &Service, ids: &[i64]) -> AppResult<Vec<i64>> {
+/// The tokens among `ids` revoked, or expired by the service's clock.
+async fn ended_among(service: &Service, ids: &[i64]) -> AppResult<Vec<i64>> {
     let mut pooled = service.db().reader().await?;
-    Ok(tokens::revoked_among(&mut pooled.conn(), ids).await?)
+    let now = service.clock().now_naive();
+    Ok(tokens::ended_among(&mut pooled.conn(), ids, now).await?)
 }
 
 #[cfg(test)]
@@ -149,6 +151,7 @@ mod tests {
             name: "t".into(),
             project_id: 1,
             role: Role::Viewer,
+            expires_at: None,
         };
         let a = sessions.open(&caller, Some(2)).unwrap();
         let b = sessions.open(&caller, Some(2)).unwrap();

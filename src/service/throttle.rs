@@ -182,6 +182,7 @@ mod tests {
             name: "t".into(),
             project_id: 1,
             role,
+            expires_at: None,
         }
     }
 
