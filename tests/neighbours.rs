@@ -569,3 +569,87 @@ async fn tokens_end_at_their_expiry_on_every_transport() {
     // Other tokens go on.
     assert!(t.api.data(&viewer, me, json!({})).await["me"].is_object());
 }
+
+#[tokio::test]
+async fn one_projects_refused_policy_runs_cannot_starve_anothers() {
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("now");
+    let t0: chrono::DateTime<chrono::Utc> = "2026-12-07T12:00:00Z".parse().unwrap();
+    std::fs::write(&clock, t0.to_rfc3339()).unwrap();
+    let clock_flag = clock.to_str().unwrap().to_owned();
+    let t = Target::start(&["--clock-file", &clock_flag]).await;
+    let admin = &t.api.admin;
+    // The crowded project (the ADMIN's own): at its quota, with 100 policies on 20 VMs,
+    // whose 2,000 runs are refused each time they are tried.
+    let own = t
+        .api
+        .data(admin, "{ me { project { id } } }", json!({}))
+        .await;
+    let crowded = own["me"]["project"]["id"].as_str().unwrap().to_owned();
+    t.api
+        .data(
+            admin,
+            "mutation($p: ID!) { updateProject(id: $p, maxSnapshots: 1) { id } }",
+            json!({ "p": crowded }),
+        )
+        .await;
+    let host = t
+        .api
+        .create_host("crowd", "SIMULATED", "sim://", None)
+        .await;
+    let mut vms = Vec::new();
+    for i in 0..20 {
+        vms.push(t.api.create_vm(&host, &crowded, &format!("vm-{i}")).await);
+    }
+    t.snapshot(&vms[0], "the one allowed").await;
+    let create = "mutation($i: PolicyInput!) { createPolicy(input: $i) { id } }";
+    for i in 0..100 {
+        let input = json!({ "name": format!("p{i}"), "vmFilter": "vm-*", "everySeconds": 3600 });
+        t.api.data(admin, create, json!({ "i": input })).await;
+    }
+    // The quiet project's one policy, made last.
+    let quiet = t
+        .api
+        .data(
+            &t.operator,
+            create,
+            json!({ "i": { "name": "quiet", "vmId": t.vms[3], "everySeconds": 3600 } }),
+        )
+        .await["createPolicy"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The slot comes for all of them at once.
+    std::fs::write(&clock, (t0 + chrono::Duration::hours(1)).to_rfc3339()).unwrap();
+    let runs = "query($p: ID!) { policy(id: $p) { runs { state attempts lastError } } }";
+    let start = Instant::now();
+    loop {
+        let data = t.api.data(admin, runs, json!({ "p": quiet })).await;
+        let run = &data["policy"]["runs"][0];
+        if run["state"] == "CREATED" {
+            break;
+        }
+        assert_ne!(run["state"], "MISSED", "{run}");
+        assert!(
+            start.elapsed() < GUARD,
+            "the quiet project's run never ran: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The crowded project's runs are refused for its quota, and wait longer each time.
+    let data = t
+        .api
+        .data(
+            admin,
+            "query { policies(first: 1) { runs(first: 5) { state attempts lastError } } }",
+            json!({}),
+        )
+        .await;
+    let run = &data["policies"][0]["runs"][0];
+    assert_eq!(run["state"], "PENDING", "{run}");
+    assert!(
+        run["lastError"].as_str().unwrap().contains("quota"),
+        "{run}"
+    );
+    t.still_answers().await;
+}

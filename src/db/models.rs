@@ -378,7 +378,7 @@ pub struct NewPolicy<'a> {
 }
 
 /// One VM's part of one slot of a policy.
-#[derive(Queryable, Selectable, Clone, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
 #[diesel(table_name = policy_runs)]
 pub struct PolicyRun {
     pub id: i64,

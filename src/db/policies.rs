@@ -137,20 +137,46 @@ pub async fn miss_older(
     .await)
 }
 
-/// Pending runs no process holds at `now`.
-pub async fn pending(conn: &mut Conn<'_>, now: NaiveDateTime) -> QueryResult<Vec<PolicyRun>> {
-    run!(conn, |c| policy_runs::table
-        .filter(policy_runs::state.eq("PENDING"))
-        .filter(
-            policy_runs::claimed_until
-                .is_null()
-                .or(policy_runs::claimed_until.lt(now))
-        )
-        .select(PolicyRun::as_select())
-        .order(policy_runs::id)
-        .limit(500)
-        .load(c)
-        .await)
+/// Pending runs no process holds at `now`: at most `per_project` of each project's, and
+/// `most` in all, taken in turn (every project's first, then every project's second,
+/// ...), so that a project with many runs that keep being refused cannot fill the list
+/// and starve the others'.
+pub async fn pending(
+    conn: &mut Conn<'_>,
+    now: NaiveDateTime,
+    per_project: i64,
+    most: i64,
+) -> QueryResult<Vec<PolicyRun>> {
+    use diesel::sql_types::{BigInt, Timestamp};
+    const PENDING: &str = "SELECT id, policy_id, vm_id, due_at, state, attempts, last_error, \
+         snapshot_id, task_id, claimed_until, created_at, updated_at FROM ( \
+         SELECT policy_runs.*, ROW_NUMBER() OVER ( \
+           PARTITION BY snapshot_policies.project_id ORDER BY policy_runs.id) AS place \
+         FROM policy_runs JOIN snapshot_policies ON snapshot_policies.id = policy_runs.policy_id \
+         WHERE policy_runs.state = 'PENDING' \
+           AND (policy_runs.claimed_until IS NULL OR policy_runs.claimed_until < ";
+    match conn {
+        Conn::Sqlite(c) => {
+            let sql =
+                format!("{PENDING}?)) AS r WHERE r.place <= ? ORDER BY r.place, r.id LIMIT ?");
+            diesel::sql_query(sql)
+                .bind::<Timestamp, _>(now)
+                .bind::<BigInt, _>(per_project)
+                .bind::<BigInt, _>(most)
+                .load(&mut **c)
+                .await
+        }
+        Conn::Pg(c) => {
+            let sql =
+                format!("{PENDING}$1)) AS r WHERE r.place <= $2 ORDER BY r.place, r.id LIMIT $3");
+            diesel::sql_query(sql)
+                .bind::<Timestamp, _>(now)
+                .bind::<BigInt, _>(per_project)
+                .bind::<BigInt, _>(most)
+                .load(&mut **c)
+                .await
+        }
+    }
 }
 
 /// Claims pending run `id` until `until`; false when another process holds it.

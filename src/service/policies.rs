@@ -21,8 +21,21 @@ use crate::error::{AppError, AppResult};
 
 /// How long a process holds a run it tries.
 const CLAIM: chrono::Duration = chrono::Duration::seconds(30);
-/// When a refused run is tried again.
+/// When a refused run is first tried again; each refusal doubles it, up to
+/// [`RETRY_CAP`], so that a run refused again and again costs less and less.
 const RETRY: chrono::Duration = chrono::Duration::seconds(2);
+/// The longest wait between two tries of a refused run.
+const RETRY_CAP: chrono::Duration = chrono::Duration::seconds(60);
+/// Most runs of one project tried in one tick, and in all: a project cannot take every
+/// turn from the others.
+const RUNS_PER_PROJECT: i64 = 20;
+const RUNS_PER_TICK: i64 = 500;
+
+/// When a run refused for the `attempts`th time is tried again.
+fn retry_after(attempts: i32) -> chrono::Duration {
+    let doublings = attempts.clamp(1, 16) - 1;
+    (RETRY * (1 << doublings)).min(RETRY_CAP)
+}
 
 /// What a policy is asked to be.
 #[derive(Clone, Debug, Default)]
@@ -382,7 +395,7 @@ impl Service {
     async fn try_pending(&self) -> AppResult<()> {
         let pending = {
             let mut conn = self.core.db.reader().await?;
-            policies::pending(&mut conn.conn(), db::now()).await?
+            policies::pending(&mut conn.conn(), db::now(), RUNS_PER_PROJECT, RUNS_PER_TICK).await?
         };
         for run in pending {
             let mut tx = self.core.db.begin().await?;
@@ -414,6 +427,16 @@ impl Service {
             let Some((p, Some(vm), Some(caller))) = tx.finish(claimed).await? else {
                 continue;
             };
+            // A policy's work is its token's: it spends the token's budget of requests,
+            // as the token's own requests do.
+            if let Err(err) = self.throttle().request(&caller) {
+                let mut tx = self.core.db.begin().await?;
+                let result = self
+                    .record_run(&mut tx.conn(), &run, &p, &vm, "", Err(err))
+                    .await;
+                tx.finish(result).await?;
+                continue;
+            }
             self.try_run(&run, &p, &vm, &caller).await?;
         }
         Ok(())
@@ -493,9 +516,10 @@ impl Service {
                     return Ok(());
                 }
                 let retry = match err.code() {
-                    // Busy, at a limit, or the VM not running: later.
+                    // Busy, at a limit, out of budget, or the VM not running: later, and
+                    // later each time.
                     "VM_BUSY" | "LIMIT_REACHED" | "INVALID_STATE" | "RATE_LIMITED" | "INTERNAL"
-                    | "TIMEOUT" => Some(at + RETRY),
+                    | "TIMEOUT" => Some(at + retry_after(run.attempts + 1)),
                     _ => None,
                 };
                 tracing::info!(policy = p.id, vm = vm.id, error = %err, retry = retry.is_some(), "policy run refused");
@@ -563,5 +587,17 @@ fn stopped_because(
         Some(t) if t.revoked_at.is_some() => Some("its token was revoked"),
         Some(t) if !t.is_live_at(now) => Some("its token has expired"),
         Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_refused_again_and_again_waits_longer_each_time_up_to_a_minute() {
+        let waits: Vec<i64> = (1..=8).map(|n| retry_after(n).num_seconds()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_after(i32::MAX).num_seconds(), 60);
     }
 }
