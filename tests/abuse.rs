@@ -7,12 +7,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::error_code;
 use common::process::ServerProcess;
-use common::target::{FAST, GUARD, Target, attacker, closed, tcp_from};
+use common::target::{FAST, GUARD, Target, attacker, closed, fake_virsh, tcp_from};
 use common::ws::{Frame, Subscriber};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -216,71 +215,6 @@ async fn costly_queries_are_refused_before_they_run_on_every_transport() {
     t.settles(before, "costly queries").await;
 }
 
-/// A stand-in for virsh's shell (`virsh -q -c URI`, fed one command line at a time) that
-/// answers as libvirt does for a host of running VMs, except that `snapshot-list` of a VM
-/// named `hung` never returns and of `slow*` takes a fifth of a second. Each command is
-/// logged to `calls.log` beside it, each shell started to `shells.log`, and how many
-/// commands of all its shells run at once to `concurrency.log`: a shell marks a command
-/// busy from the moment it reads it until before any of its answer can be read, and only
-/// live shells' marks count.
-fn fake_virsh(dir: &Path) -> PathBuf {
-    let path = dir.join("fake-virsh");
-    std::fs::write(
-        &path,
-        format!(
-            r#"#!/usr/bin/env python3
-import os, shlex, sys, time
-dir = {dir:?}
-with open(os.path.join(dir, "shells.log"), "a") as log:
-    log.write("%d\n" % os.getpid())
-def alive(pid):
-    try:
-        return open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-for line in sys.stdin:
-    words = shlex.split(line)
-    if not words:
-        continue
-    with open(os.path.join(dir, "calls.log"), "a") as log:
-        log.write(line)
-    busy = os.path.join(dir, "busy.%d" % os.getpid())
-    open(busy, "w").close()
-    # Marks of shells that are gone (killed in the middle of a command) are not counted.
-    with open(os.path.join(dir, "concurrency.log"), "a") as log:
-        log.write("%d\n" % sum(n.startswith("busy.") and alive(n[5:]) for n in os.listdir(dir)))
-    command, domain = words[0], (words[2] if len(words) > 2 else "")
-    out = []
-    if command == "version":
-        out.append("Compiled against library: libvirt 9.0.0")
-    elif command == "domstate":
-        out.append("running")
-    elif command == "snapshot-list" and domain == "hung":
-        while True:
-            time.sleep(60)
-    elif command == "snapshot-list" and domain.startswith("slow"):
-        time.sleep(0.2)
-    elif command == "snapshot-current":
-        out.append("error: domain '%s' has no current snapshot" % domain)
-    elif command == "echo":
-        out.append(" ".join(words[1:]))
-    elif command not in ("list", "snapshot-list"):
-        out.append("error: unknown command: '%s'" % command)
-    # The command is over before snaptree can read a byte of its answer, however
-    # Python buffers its output (PYTHONUNBUFFERED): a shell killed once it has answered
-    # leaves no mark.
-    os.remove(busy)
-    sys.stdout.write("".join(line + "\n" for line in out))
-    sys.stdout.flush()
-"#,
-            dir = dir.display().to_string()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
 /// Host processes whose command line holds `needle` (the fake virsh and what it
 /// started, or ssh), not counting snaptree itself (whose `--virsh` names it).
 fn processes(needle: &str) -> usize {
@@ -393,14 +327,16 @@ async fn host_calls_are_shared_within_a_request_limited_per_host_and_cut_off() {
     })
     .await;
 
-    // A client that goes away takes its request with it, long before the deadline.
+    // A client that goes away leaves the host call to go on (cut off in the middle, a
+    // command would end the host's lasting connection): a hung one ends at its own
+    // deadline, with everything it started.
     let patient = ServerProcess::start(
         &t.db.cli_url(),
         &t.dir.path().join("sim"),
         &[
             "--no-robot",
             "--request-timeout",
-            "600",
+            "6",
             "--virsh",
             &virsh_flag,
         ],

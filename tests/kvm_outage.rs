@@ -44,9 +44,9 @@ async fn a_task_waits_out_a_libvirtd_outage() {
         let state = data["task"]["state"].as_str().unwrap();
         assert!(matches!(state, "QUEUED" | "RUNNING"), "{data:#}");
         let retrying = data["task"]["events"].as_array().unwrap().iter().any(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("libvirt is unreachable") && m.contains("retrying in"))
+            e["message"].as_str().is_some_and(|m| {
+                m.contains("the host could not be reached") && m.contains("retrying in")
+            })
         });
         if retrying {
             break;

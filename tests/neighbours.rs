@@ -653,3 +653,110 @@ async fn one_projects_refused_policy_runs_cannot_starve_anothers() {
     );
     t.still_answers().await;
 }
+
+#[tokio::test]
+async fn a_viewer_cannot_monopolise_a_shared_kvm_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let virsh = common::target::fake_virsh(dir.path());
+    let virsh_flag = virsh.to_str().unwrap().to_owned();
+    let t = Target::start(&["--virsh", &virsh_flag]).await;
+    let host = t
+        .api
+        .create_host("kvm", "KVM", "qemu:///system", None)
+        .await;
+    let shells = || {
+        std::fs::read_to_string(dir.path().join("shells.log"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let lists = || {
+        std::fs::read_to_string(dir.path().join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("snapshot-list"))
+            .count()
+    };
+    // The hostile project has 48 VMs whose listing takes a fifth of a second; another
+    // project has one.
+    let mut slow = Vec::new();
+    for i in 0..48 {
+        slow.push(
+            t.api
+                .register_vm(&host, &t.project, &format!("slow{i}"))
+                .await,
+        );
+    }
+    let other_project = t.api.create_project("neighbour").await;
+    let neighbour = t.api.create_token(&other_project, "VIEWER").await;
+    let theirs = t.api.register_vm(&host, &other_project, "theirs").await;
+    // Warm up: the host's lasting connection is open.
+    let drift = |vm: &str| format!("{{ vm(id: {vm}) {{ drift {{ kind }} }} }}");
+    t.api.data(&neighbour, &drift(&theirs), json!({})).await;
+    let (shells_before, lists_before) = (shells(), lists());
+
+    // 240 drift requests of the project's VMs, 24 at a time (an ADMIN's token, which
+    // no budget holds back: the project's share of the host must), each abandoned by
+    // its client after 50 ms.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (mut abandoned, mut crowded) = (0, 0);
+    for round in 0..10 {
+        let asks = (0..24).map(|i| {
+            let (client, url, viewer) = (impatient.clone(), t.url(), t.api.admin.clone());
+            let query = drift(&slow[(round * 24 + i) % slow.len()]);
+            async move {
+                client
+                    .post(url)
+                    .bearer_auth(viewer)
+                    .json(&json!({ "query": query }))
+                    .send()
+                    .await
+            }
+        });
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
+                Err(_) => abandoned += 1,
+                Ok(response) => match response.json::<Value>().await {
+                    Ok(body) if body["errors"][0]["extensions"]["code"] == "RATE_LIMITED" => {
+                        let message = body["errors"][0]["message"].as_str().unwrap();
+                        assert!(
+                            message.contains("reads of this host under way"),
+                            "{message}"
+                        );
+                        crowded += 1;
+                    }
+                    Ok(_) => {}
+                    Err(_) => abandoned += 1,
+                },
+            }
+        }
+        // Meanwhile the neighbour's read is answered.
+        let mine = t.api.data(&neighbour, &drift(&theirs), json!({})).await;
+        assert_eq!(mine["vm"]["drift"], json!([]), "{mine}");
+    }
+    eprintln!("{abandoned} abandoned, {crowded} refused for the project's share");
+    assert!(
+        abandoned > 0,
+        "no request was abandoned: the test tested nothing"
+    );
+    assert!(
+        crowded > 0,
+        "one project had more than its share of the host's reads"
+    );
+    // No abandoned read cost the host's connection, and the host heard a bounded number
+    // of questions: at most one per VM per 2 s, and 32 of the project's waiting.
+    let (shells_after, lists_after) = (shells(), lists());
+    assert_eq!(
+        shells_after, shells_before,
+        "abandoned reads cut the host's connection"
+    );
+    assert!(
+        lists_after - lists_before < 240 / 2,
+        "{} listings for 240 requests",
+        lists_after - lists_before
+    );
+    t.still_answers().await;
+}

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::domain::Hypervisor;
 
 pub use health::Health;
-pub use registry::Drivers;
+pub use registry::{Drivers, ReadFailed};
 pub use uri::HostUri;
 
 /// A host as drivers know it: what reaching it takes, and nothing of how it is stored.

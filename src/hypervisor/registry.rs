@@ -3,11 +3,16 @@
 //! the host's health, from the outcome of every call.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+
+mod reads;
+
+pub use reads::ReadFailed;
 
 use super::health::HealthBook;
 use super::hyperv::HypervDriver;
@@ -93,12 +98,33 @@ impl Drivers {
             name: host.name.clone(),
             inner,
             permits: Semaphore::new(self.per_host),
+            tasks_waiting: AtomicUsize::new(0),
+            tasks_idle: Notify::new(),
+            reads: reads::Reads::new(),
             health: Arc::clone(&self.health),
             check_timeout: self.check_timeout,
             me: me.clone(),
         });
         cache.insert(host.id, Arc::clone(&driver));
         Ok(driver)
+    }
+
+    /// A tenant's read of VM `vm`'s snapshots on `host`, for project `project`: shared,
+    /// fair between projects, after the host's waiting tasks, and apart from the request
+    /// (see [`reads`]); cut off after `deadline`.
+    pub async fn read_listing(
+        &self,
+        host: &HostRef,
+        vm: &str,
+        project: i64,
+        deadline: Duration,
+    ) -> Result<Vec<HostSnapshot>, ReadFailed> {
+        self.for_host(host).map_err(ReadFailed::Host)?;
+        let tracked = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(cache.get(&host.id).expect("made just above"))
+        };
+        tracked.read_listing(vm, project, deadline).await
     }
 
     /// Connections this process has opened to each host it called, by host name (none
@@ -131,11 +157,20 @@ async fn bounded(
 /// A host's driver, running at most so many operations at once (the others wait their
 /// turn), and telling the host's health from each outcome.
 struct Tracked {
+    /// The host's id.
     host: i64,
     /// The host's name, for metrics.
     name: String,
+    /// The host's own driver.
     inner: Box<dyn Driver>,
+    /// Its operations at once.
     permits: Semaphore,
+    /// Calls other than tenants' reads waiting for a permit: reads wait until none is.
+    tasks_waiting: AtomicUsize,
+    /// Told when `tasks_waiting` falls to 0.
+    tasks_idle: Notify,
+    /// Tenants' reads.
+    reads: reads::Reads,
     health: Arc<HealthBook>,
     check_timeout: Duration,
     /// Itself, for the probe it starts when the host stops answering.
@@ -143,7 +178,20 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// A turn on the host for a task's call (or an ADMIN's): tenants' reads wait while
+    /// one is waiting.
     async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        /// Counts a call as waiting, until it has its turn or is dropped.
+        struct Waiting<'a>(&'a Tracked);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if self.0.tasks_waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.0.tasks_idle.notify_waiters();
+                }
+            }
+        }
+        self.tasks_waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(self);
         self.permits
             .acquire()
             .await
@@ -229,7 +277,9 @@ impl Driver for Tracked {
         progress: &Progress,
     ) -> Result<(), DriverError> {
         let _turn = self.turn().await;
-        self.saw(self.inner.create(vm, snapshot, progress).await)
+        let created = self.inner.create(vm, snapshot, progress).await;
+        self.reads.forget(vm);
+        self.saw(created)
     }
 
     async fn apply(
@@ -239,7 +289,9 @@ impl Driver for Tracked {
         progress: &Progress,
     ) -> Result<(), DriverError> {
         let _turn = self.turn().await;
-        self.saw(self.inner.apply(vm, snapshot, progress).await)
+        let applied = self.inner.apply(vm, snapshot, progress).await;
+        self.reads.forget(vm);
+        self.saw(applied)
     }
 
     async fn delete(
@@ -250,7 +302,9 @@ impl Driver for Tracked {
         progress: &Progress,
     ) -> Result<(), DriverError> {
         let _turn = self.turn().await;
-        self.saw(self.inner.delete(vm, snapshot, subtree, progress).await)
+        let deleted = self.inner.delete(vm, snapshot, subtree, progress).await;
+        self.reads.forget(vm);
+        self.saw(deleted)
     }
 
     async fn list(&self, vm: &str) -> Result<Vec<HostSnapshot>, DriverError> {

@@ -11,6 +11,7 @@ use crate::db::{events, history, hosts, projects, snapshots, tasks, vms};
 use crate::domain::TaskState;
 use crate::domain::drift::{self, Drift, Listed, Recorded};
 use crate::error::{AppError, AppResult};
+use crate::hypervisor::ReadFailed;
 
 /// Everything a caller may read.
 #[derive(Clone)]
@@ -245,15 +246,24 @@ impl Reads {
                 .ok_or_else(|| AppError::internal(format!("VM {vm_id} has no host")))?;
             (host, snapshots::of_vms(&mut conn, &[vm.id], false).await?)
         };
-        let driver = self
+        // A tenant's read: shared, fair, after the robot's waiting work, and finished
+        // even if the request is not (`hypervisor::registry::reads`).
+        let host = super::host_ref(&host).map_err(host_failed_for_tenants)?;
+        let deadline = self.core.limits.request_timeout;
+        let listed = self
             .core
             .drivers
-            .for_host(&super::host_ref(&host).map_err(host_failed_for_tenants)?)
-            .map_err(host_failed_for_tenants)?;
-        let listed = driver
-            .list(&vm.identifier)
+            .read_listing(&host, &vm.identifier, vm.project_id, deadline)
             .await
-            .map_err(host_failed_for_tenants)?;
+            .map_err(|failed| match failed {
+                ReadFailed::Host(err) => host_failed_for_tenants(err),
+                ReadFailed::Crowded(most) => AppError::RateLimited {
+                    message: format!(
+                        "Your project already has {most} reads of this host under way; try again in a moment."
+                    ),
+                    retry_after_seconds: 1,
+                },
+            })?;
         let names: std::collections::HashMap<i64, &str> =
             rows.iter().map(|s| (s.id, s.host_name.as_str())).collect();
         let recorded: Vec<Recorded<'_>> = rows

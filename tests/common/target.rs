@@ -7,6 +7,8 @@
 //! Waits here are hang guards (a minute or more), never performance limits.
 
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -176,4 +178,69 @@ pub async fn tcp_from(addr: &str, local: IpAddr) -> TcpStream {
 /// The `n`th of the attackers' addresses: 127.0.0.(10 + n), never the checks' 127.0.0.1.
 pub fn attacker(n: usize) -> IpAddr {
     IpAddr::from([127, 0, 0, 10 + (n % 200) as u8])
+}
+
+/// A stand-in for virsh's shell (`virsh -q -c URI`, fed one command line at a time) that
+/// answers as libvirt does for a host of running VMs, except that `snapshot-list` of a VM
+/// named `hung` never returns and of `slow*` takes a fifth of a second. Each command is
+/// logged to `calls.log` beside it, each shell started to `shells.log`, and how many
+/// commands of all its shells run at once to `concurrency.log`: a shell marks a command
+/// busy from the moment it reads it until before any of its answer can be read, and only
+/// live shells' marks count.
+pub fn fake_virsh(dir: &Path) -> PathBuf {
+    let path = dir.join("fake-virsh");
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/usr/bin/env python3
+import os, shlex, sys, time
+dir = {dir:?}
+with open(os.path.join(dir, "shells.log"), "a") as log:
+    log.write("%d\n" % os.getpid())
+def alive(pid):
+    try:
+        return open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+for line in sys.stdin:
+    words = shlex.split(line)
+    if not words:
+        continue
+    with open(os.path.join(dir, "calls.log"), "a") as log:
+        log.write(line)
+    busy = os.path.join(dir, "busy.%d" % os.getpid())
+    open(busy, "w").close()
+    # Marks of shells that are gone (killed in the middle of a command) are not counted.
+    with open(os.path.join(dir, "concurrency.log"), "a") as log:
+        log.write("%d\n" % sum(n.startswith("busy.") and alive(n[5:]) for n in os.listdir(dir)))
+    command, domain = words[0], (words[2] if len(words) > 2 else "")
+    out = []
+    if command == "version":
+        out.append("Compiled against library: libvirt 9.0.0")
+    elif command == "domstate":
+        out.append("running")
+    elif command == "snapshot-list" and domain == "hung":
+        while True:
+            time.sleep(60)
+    elif command == "snapshot-list" and domain.startswith("slow"):
+        time.sleep(0.2)
+    elif command == "snapshot-current":
+        out.append("error: domain '%s' has no current snapshot" % domain)
+    elif command == "echo":
+        out.append(" ".join(words[1:]))
+    elif command not in ("list", "snapshot-list"):
+        out.append("error: unknown command: '%s'" % command)
+    # The command is over before snaptree can read a byte of its answer, however
+    # Python buffers its output (PYTHONUNBUFFERED): a shell killed once it has answered
+    # leaves no mark.
+    os.remove(busy)
+    sys.stdout.write("".join(line + "\n" for line in out))
+    sys.stdout.flush()
+"#,
+            dir = dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }
