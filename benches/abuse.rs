@@ -1,9 +1,11 @@
-//! `cargo bench --bench abuse`: what each attack of `tests/abuse.rs` does to everyone
-//! else. A release `snaptree serve` (SQLite, default limits) runs as its own process; a
-//! bystander, an OPERATOR of another project, sends a simple query, one at a time,
-//! first at rest and then while each attack runs for a few seconds. Printed, for
-//! BENCHMARKS.md: the bystander's p50/p99 at rest and under each attack, and the
-//! server's resident memory before, at its peak during, and after the attack.
+//! `cargo bench --bench abuse`: what each attack of `tests/abuse.rs` and
+//! `tests/neighbours.rs` does to everyone else. A release `snaptree serve` (SQLite,
+//! default limits) runs as its own process; a bystander, an OPERATOR of another project,
+//! sends a simple query, one at a time, and meanwhile makes and deletes snapshots of its
+//! own VM one task after another, first at rest and then while each attack runs for a
+//! few seconds. Printed, for BENCHMARKS.md: the bystander's p50/p99 and task rate at rest
+//! and under each attack, and the server's resident memory before, at its peak during,
+//! and after the attack.
 //!
 //! The attacker sends from this process with the ADMIN token, which has no budget
 //! (unless said otherwise), so that only the limits of each request and connection stand
@@ -53,6 +55,21 @@ async fn bystand(api: Api, token: String, vm: String, running: Arc<AtomicBool>) 
     }
     samples.sort();
     samples
+}
+
+/// The bystander's tasks done while `running` holds: it makes a snapshot of `vm` and
+/// deletes it, again and again, each task waited for.
+async fn churn(api: Api, token: String, vm: String, running: Arc<AtomicBool>) -> usize {
+    let mut done = 0;
+    let mut i = 0;
+    while running.load(Ordering::Relaxed) {
+        let id = api.snapshot_built(&token, &vm, &format!("churn-{i}")).await;
+        let (_, task) = api.delete(&token, &id, false).await;
+        api.finished(&token, &task).await;
+        done += 2;
+        i += 1;
+    }
+    done
 }
 
 /// The documents of the attacks that are refused before they run.
@@ -113,6 +130,8 @@ struct Row {
     attack: String,
     p50: Duration,
     p99: Duration,
+    /// The bystander's tasks per second.
+    tasks: f64,
     before: u64,
     peak: u64,
     after: u64,
@@ -124,11 +143,24 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}/bench.db", dir.path().display());
         let admin = process::token(&db, "ops", "ADMIN");
+        // The policies' attack moves the server's clock; the drift attack's host is a
+        // stand-in virsh whose listings take a fifth of a second.
+        let clock = dir.path().join("clock");
+        let t0 = chrono::Utc::now();
+        std::fs::write(&clock, t0.to_rfc3339()).unwrap();
+        let virsh = common::target::fake_virsh(dir.path());
         let server = ServerProcess::start(
             &db,
             &dir.path().join("sim"),
             // The bystander may ask as fast as it likes; attackers keep the defaults.
-            &["--rate-limit", "OPERATOR=100000:100000000"],
+            &[
+                "--rate-limit",
+                "OPERATOR=100000:100000000",
+                "--clock-file",
+                clock.to_str().unwrap(),
+                "--virsh",
+                virsh.to_str().unwrap(),
+            ],
         );
         let api = Api::new(&server.url, admin.clone());
         let bystanders = api.create_project("bystanders").await;
@@ -142,8 +174,10 @@ fn main() {
         let mine = api.create_vm(&host, &bystanders, "mine").await;
         api.snapshot_built(&admin, &mine, "base").await;
 
+        let churned = api.create_vm(&host, &bystanders, "churned").await;
         let measure_rest = |label: &'static str| {
-            let (api, bystander, mine) = (api.clone(), bystander.clone(), mine.clone());
+            let (api, bystander, mine, churned) =
+                (api.clone(), bystander.clone(), mine.clone(), churned.clone());
             async move {
                 let running = Arc::new(AtomicBool::new(true));
                 let stop = running.clone();
@@ -151,13 +185,14 @@ fn main() {
                     tokio::time::sleep(ATTACK).await;
                     stop.store(false, Ordering::Relaxed);
                 });
+                let tasks = tokio::spawn(churn(api.clone(), bystander.clone(), churned, running.clone()));
                 let samples = bystand(api, bystander, mine, running).await;
-                (label, samples)
+                (label, samples, tasks.await.unwrap())
             }
         };
         // Warm up, then the bystander at rest.
         measure_rest("warm-up").await;
-        let (_, rest) = measure_rest("rest").await;
+        let (_, rest, rest_tasks) = measure_rest("rest").await;
         let mut rows = Vec::new();
 
         // Each attack: the bystander measures while it runs.
@@ -167,6 +202,8 @@ fn main() {
                 let watchdog = Watchdog::new(server.pid(), u64::MAX);
                 let $running = Arc::new(AtomicBool::new(true));
                 let measuring = tokio::spawn(bystand(api.clone(), bystander.clone(), mine.clone(), $running.clone()));
+                let churning = tokio::spawn(churn(api.clone(), bystander.clone(), churned.clone(), $running.clone()));
+                let started = Instant::now();
                 let stop = $running.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(ATTACK).await;
@@ -175,6 +212,7 @@ fn main() {
                 $body;
                 $running.store(false, Ordering::Relaxed);
                 let samples = measuring.await.unwrap();
+                let tasks = churning.await.unwrap() as f64 / started.elapsed().as_secs_f64();
                 let peak = watchdog.peak_kib();
                 // Connections close and memory is handed back within seconds.
                 tokio::time::sleep(Duration::from_secs(8)).await;
@@ -182,11 +220,12 @@ fn main() {
                     attack: $name.to_string(),
                     p50: percentile(&samples, 0.5),
                     p99: percentile(&samples, 0.99),
+                    tasks,
                     before,
                     peak,
                     after: server.rss_kib(),
                 };
-                eprintln!("{}: p50 {} p99 {} ({} samples)", row.attack, ms(row.p50), ms(row.p99), samples.len());
+                eprintln!("{}: p50 {} p99 {} ({} samples), {:.1} tasks/s", row.attack, ms(row.p50), ms(row.p99), samples.len(), row.tasks);
                 rows.push(row);
             }};
         }
@@ -247,17 +286,107 @@ fn main() {
             }
         });
 
-        println!("\nBystander at rest: p50 {} / p99 {} ({} queries in {} s)\n", ms(percentile(&rest, 0.5)), ms(percentile(&rest, 0.99)), rest.len(), ATTACK.as_secs());
-        println!("| attack ({} s) | bystander p50 | p99 | p99 / p99 at rest | memory before | peak | after |", ATTACK.as_secs());
-        println!("|---|---|---|---|---|---|---|");
+        // Round 2 (issue 27): the surfaces added since.
+        attack!("200 REST bodies trickled a byte a second, from four addresses", |running| {
+            let mut held = Vec::new();
+            for n in 0..200 {
+                let mut tcp = common::target::tcp_from(&addr, common::target::attacker(n % 4)).await;
+                let head = format!(
+                    "POST /snapshot/ HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {admin}\r\n\
+                     Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                );
+                let _ = tcp.write_all(head.as_bytes()).await;
+                held.push(tcp);
+            }
+            while running.load(Ordering::Relaxed) {
+                for tcp in &mut held {
+                    let _ = tcp.write_all(b" ").await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        attack!("invented tokens from one address, 8 clients", |running| {
+            let client = reqwest::Client::builder()
+                .local_address(common::target::attacker(5))
+                .build()
+                .unwrap();
+            let floods = (0..ATTACKERS).map(|n| {
+                let (client, url, running) = (client.clone(), api.url.clone(), running.clone());
+                async move {
+                    let mut i = 0u64;
+                    while running.load(Ordering::Relaxed) {
+                        let token = format!("snaptree_{:064x}", (n as u64) << 40 | i);
+                        let _ = client.post(&url).bearer_auth(token).json(&json!({ "query": "{ me { name } }" })).send().await;
+                        i += 1;
+                    }
+                }
+            });
+            futures_util::future::join_all(floods).await;
+        });
+        attack!("one address at its cap of connections (256), asking for more", |running| {
+            let mut held = Vec::new();
+            for _ in 0..256 {
+                let mut tcp = common::target::tcp_from(&addr, common::target::attacker(6)).await;
+                let _ = tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+                held.push(tcp);
+            }
+            while running.load(Ordering::Relaxed) {
+                let tcp = common::target::tcp_from(&addr, common::target::attacker(6)).await;
+                drop(tcp);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        // A project at its quota, with 100 policies on 20 VMs, all due at once.
+        let own = api.data(&admin, "{ me { project { id } } }", json!({})).await;
+        let crowded = own["me"]["project"]["id"].as_str().unwrap().to_owned();
+        api.data(&admin, "mutation($p: ID!) { updateProject(id: $p, maxSnapshots: 1) { id } }", json!({ "p": crowded })).await;
+        let mut crowd = Vec::new();
+        for i in 0..20 {
+            crowd.push(api.create_vm(&host, &crowded, &format!("vm-{i}")).await);
+        }
+        api.snapshot_built(&admin, &crowd[0], "the one allowed").await;
+        for i in 0..100 {
+            let input = json!({ "name": format!("p{i}"), "vmFilter": "vm-*", "everySeconds": 3600 });
+            api.data(&admin, "mutation($i: PolicyInput!) { createPolicy(input: $i) { id } }", json!({ "i": input })).await;
+        }
+        attack!("2,000 policy runs of a project at its quota, due at once", |running| {
+            std::fs::write(&clock, (t0 + chrono::Duration::hours(2)).to_rfc3339()).unwrap();
+            while running.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let kvm = api.create_host("kvm", "KVM", "qemu:///system", None).await;
+        let mut slow = Vec::new();
+        for i in 0..48 {
+            slow.push(api.register_vm(&kvm, &tenant, &format!("slow{i}")).await);
+        }
+        attack!("drift of 48 VMs on a KVM host, 24 at a time, abandoned after 50 ms", |running| {
+            let impatient = reqwest::Client::builder().timeout(Duration::from_millis(50)).build().unwrap();
+            let mut round = 0;
+            while running.load(Ordering::Relaxed) {
+                let asks = (0..24).map(|i| {
+                    let query = format!("{{ vm(id: {}) {{ drift {{ kind }} }} }}", slow[(round * 24 + i) % slow.len()]);
+                    impatient.post(&api.url).bearer_auth(&admin).json(&json!({ "query": query })).send()
+                });
+                futures_util::future::join_all(asks).await;
+                round += 1;
+            }
+        });
+
+        let rest_rate = rest_tasks as f64 / ATTACK.as_secs_f64();
+        println!("\nBystander at rest: p50 {} / p99 {} ({} queries in {} s), {:.1} tasks/s\n", ms(percentile(&rest, 0.5)), ms(percentile(&rest, 0.99)), rest.len(), ATTACK.as_secs(), rest_rate);
+        println!("| attack ({} s) | bystander p50 | p99 | p99 / p99 at rest | tasks/s | / at rest | memory before | peak | after |", ATTACK.as_secs());
+        println!("|---|---|---|---|---|---|---|---|---|");
         let rest99 = percentile(&rest, 0.99);
         for row in rows {
             println!(
-                "| {} | {} | {} | {:.1}x | {} | {} | {} |",
+                "| {} | {} | {} | {:.1}x | {:.1} | {:.2}x | {} | {} | {} |",
                 row.attack,
                 ms(row.p50),
                 ms(row.p99),
                 row.p99.as_secs_f64() / rest99.as_secs_f64(),
+                row.tasks,
+                row.tasks / rest_rate,
                 mib(row.before),
                 mib(row.peak),
                 mib(row.after)
