@@ -760,3 +760,101 @@ async fn a_viewer_cannot_monopolise_a_shared_kvm_host() {
     );
     t.still_answers().await;
 }
+
+#[tokio::test]
+async fn a_policy_whose_runs_keep_being_missed_pauses_saying_why_until_resumed() {
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("now");
+    let t0: chrono::DateTime<chrono::Utc> = "2026-12-07T12:00:00Z".parse().unwrap();
+    std::fs::write(&clock, t0.to_rfc3339()).unwrap();
+    let clock_flag = clock.to_str().unwrap().to_owned();
+    let t = Target::start(&["--clock-file", &clock_flag]).await;
+    let admin = &t.api.admin;
+    // The project is at its quota (its one snapshot): every run is refused.
+    t.api
+        .data(
+            admin,
+            "mutation($p: ID!) { updateProject(id: $p, maxSnapshots: 1) { id } }",
+            json!({ "p": t.project }),
+        )
+        .await;
+    let policy = t
+        .api
+        .data(
+            admin,
+            "mutation($v: ID!) { createPolicy(input: { name: \"doomed\", vmId: $v, everySeconds: 3600 }) { id } }",
+            json!({ "v": t.vms[4] }),
+        )
+        .await["createPolicy"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state =
+        "query($p: ID!) { policy(id: $p) { nextDueAt stoppedBecause runs(first: 50) { state } } }";
+    let read =
+        || async { t.api.data(admin, state, json!({ "p": policy })).await["policy"].clone() };
+    // Slot after slot: each run is missed when the next slot comes.
+    let mut paused = None;
+    for hour in 1..=12 {
+        let now = t0 + chrono::Duration::hours(hour);
+        std::fs::write(&clock, now.to_rfc3339()).unwrap();
+        let start = Instant::now();
+        loop {
+            let p = read().await;
+            let next: chrono::DateTime<chrono::Utc> =
+                p["nextDueAt"].as_str().unwrap().parse().unwrap();
+            if next > now {
+                if !p["stoppedBecause"].is_null() {
+                    paused = Some((hour, p));
+                }
+                break;
+            }
+            assert!(start.elapsed() < GUARD, "slot {hour} was never taken: {p}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if paused.is_some() {
+            break;
+        }
+    }
+    let (hour, p) = paused.expect("the policy never paused");
+    assert_eq!(hour, 11, "paused after the 10th miss: {p}");
+    let why = p["stoppedBecause"].as_str().unwrap();
+    assert!(
+        why.contains("paused after 10 runs in a row were missed"),
+        "{why}"
+    );
+    let runs = p["runs"].as_array().unwrap().len();
+    // Paused, it makes no more runs.
+    std::fs::write(&clock, (t0 + chrono::Duration::hours(14)).to_rfc3339()).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(read().await["runs"].as_array().unwrap().len(), runs);
+    // Resumed (its quota raised), its next slot runs and makes its snapshot.
+    t.api
+        .data(
+            admin,
+            "mutation($p: ID!) { updateProject(id: $p, maxSnapshots: 100) { id } }",
+            json!({ "p": t.project }),
+        )
+        .await;
+    let resumed = t
+        .api
+        .data(
+            &t.operator,
+            "mutation($p: ID!) { resumePolicy(id: $p) { stoppedBecause } }",
+            json!({ "p": policy }),
+        )
+        .await;
+    assert_eq!(resumed["resumePolicy"]["stoppedBecause"], Value::Null);
+    let start = Instant::now();
+    loop {
+        let p = read().await;
+        if p["runs"][0]["state"] == "CREATED" {
+            break;
+        }
+        assert!(
+            start.elapsed() < GUARD,
+            "the resumed policy made nothing: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

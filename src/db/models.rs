@@ -356,6 +356,10 @@ pub struct Policy {
     pub next_due_at: NaiveDateTime,
     #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
+    /// Its runs missed in a row.
+    pub misses: i32,
+    /// Why it is paused (its runs kept being missed); `None` while it runs.
+    pub paused_because: Option<String>,
 }
 
 #[derive(Insertable)]

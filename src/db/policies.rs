@@ -74,6 +74,7 @@ pub async fn delete(conn: &mut Conn<'_>, id: i64) -> QueryResult<bool> {
 pub async fn due(conn: &mut Conn<'_>, now: NaiveDateTime) -> QueryResult<Vec<Policy>> {
     run!(conn, |c| snapshot_policies::table
         .filter(snapshot_policies::next_due_at.le(now))
+        .filter(snapshot_policies::paused_because.is_null())
         .select(Policy::as_select())
         .order(snapshot_policies::id)
         .load(c)
@@ -153,7 +154,7 @@ pub async fn pending(
          SELECT policy_runs.*, ROW_NUMBER() OVER ( \
            PARTITION BY snapshot_policies.project_id ORDER BY policy_runs.id) AS place \
          FROM policy_runs JOIN snapshot_policies ON snapshot_policies.id = policy_runs.policy_id \
-         WHERE policy_runs.state = 'PENDING' \
+         WHERE policy_runs.state = 'PENDING' AND snapshot_policies.paused_because IS NULL \
            AND (policy_runs.claimed_until IS NULL OR policy_runs.claimed_until < ";
     match conn {
         Conn::Sqlite(c) => {
@@ -200,6 +201,36 @@ pub async fn claim(
     .execute(c)
     .await
     .map(|n| n == 1))
+}
+
+/// Counts `n` more runs of policy `id` missed in a row; the count now.
+pub async fn missed(conn: &mut Conn<'_>, id: i64, n: i32) -> QueryResult<i32> {
+    run!(conn, |c| diesel::update(snapshot_policies::table.find(id))
+        .set(snapshot_policies::misses.eq(snapshot_policies::misses + n))
+        .returning(snapshot_policies::misses)
+        .get_result(c)
+        .await)
+}
+
+/// A run of policy `id` made its snapshot: no run is missed in a row any more.
+pub async fn made(conn: &mut Conn<'_>, id: i64) -> QueryResult<()> {
+    run!(conn, |c| diesel::update(snapshot_policies::table.find(id))
+        .set(snapshot_policies::misses.eq(0))
+        .execute(c)
+        .await
+        .map(drop))
+}
+
+/// Pauses policy `id` (`Some(why)`), or resumes it (`None`, its misses forgotten).
+pub async fn set_paused(conn: &mut Conn<'_>, id: i64, why: Option<&str>) -> QueryResult<()> {
+    run!(conn, |c| diesel::update(snapshot_policies::table.find(id))
+        .set((
+            snapshot_policies::paused_because.eq(why),
+            snapshot_policies::misses.eq(0),
+        ))
+        .execute(c)
+        .await
+        .map(drop))
 }
 
 /// Run `id` asked for its snapshot (task `task`).

@@ -146,6 +146,8 @@ diesel::table! {
         anchor_at -> Timestamp,
         next_due_at -> Timestamp,
         created_at -> Timestamp,
+        misses -> Integer,
+        paused_because -> Nullable<Text>,
     }
 }
 

@@ -227,6 +227,20 @@ pub const MAX_PATTERN_CHARS: usize = 100;
 /// The longest interval and the oldest age a policy may name: ten years.
 pub const MAX_SECONDS: i64 = 10 * 366 * 24 * 3600;
 
+/// Runs missed in a row after which a policy pauses: something keeps refusing it (a VM
+/// at its limit, a quota, a name taken), and trying again each slot would only fill its
+/// runs with the same refusal.
+pub const PAUSE_AFTER_MISSES: i32 = 10;
+
+/// Why a policy with `misses` runs missed in a row pauses, if it does.
+pub fn pause_because(misses: i32) -> Option<String> {
+    (misses >= PAUSE_AFTER_MISSES).then(|| {
+        format!(
+            "paused after {misses} runs in a row were missed (their lastError says why); resume it once that is fixed"
+        )
+    })
+}
+
 /// An interval a policy may run at: a minute to ten years.
 fn check_interval(seconds: i64) -> Result<(), String> {
     if seconds < MIN_INTERVAL.num_seconds() {

@@ -142,6 +142,13 @@ impl Mutation {
         service(ctx).delete_policy(caller(ctx), id).await.extend()
     }
 
+    /// Resumes a policy paused because its runs kept being missed.
+    async fn resume_policy(&self, ctx: &Context<'_>, id: ID) -> Result<super::policies::Policy> {
+        let id = parse_id(&id, "policy").extend()?;
+        let policy = service(ctx).resume_policy(caller(ctx), id).await.extend()?;
+        Ok(super::policies::Policy(policy))
+    }
+
     /// A new project; `maxSnapshots` caps the non-closed snapshots of all its VMs.
     async fn create_project(
         &self,

@@ -111,8 +111,9 @@ impl Policy {
     }
 
     /// Why it makes nothing any more: it runs as its token, and stops when that token
-    /// is revoked or expires ("its token has expired"); null while it runs.
-    async fn stopped_because(&self, ctx: &Context<'_>) -> Result<Option<&'static str>> {
+    /// is revoked or expires ("its token has expired"); it pauses when its runs keep
+    /// being missed, until `resumePolicy`; null while it runs.
+    async fn stopped_because(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         ctx.data_unchecked::<Service>()
             .policy_stopped(&self.0)
             .await

@@ -201,11 +201,52 @@ impl Service {
     }
 
     /// Why policy `p` makes nothing any more, if it does not: it runs as its token, and
-    /// stops when that token is revoked or expires (`None` while it runs).
-    pub async fn policy_stopped(&self, p: &Policy) -> AppResult<Option<&'static str>> {
+    /// stops when that token is revoked or expires; it pauses when its runs keep being
+    /// missed (`None` while it runs).
+    pub async fn policy_stopped(&self, p: &Policy) -> AppResult<Option<String>> {
         let mut conn = self.core.db.reader().await?;
         let token = tokens::by_id(&mut conn.conn(), p.token_id).await?;
-        Ok(stopped_because(token.as_ref(), self.clock().now_naive()))
+        let stopped = stopped_because(token.as_ref(), self.clock().now_naive());
+        Ok(stopped
+            .map(str::to_owned)
+            .or_else(|| p.paused_because.clone()))
+    }
+
+    /// Resumes paused policy `id`: its next slot runs as if it had never paused.
+    pub async fn resume_policy(&self, caller: &Caller, id: i64) -> AppResult<Policy> {
+        caller.require_operator()?;
+        if self.policy(caller, id).await?.is_none() {
+            return Err(AppError::not_found("policy", id));
+        }
+        let mut tx = self.core.begin_for(caller).await?;
+        let result = async {
+            let conn = &mut tx.conn();
+            policies::set_paused(conn, id, None).await?;
+            policies::by_id(conn, id)
+                .await?
+                .ok_or_else(|| AppError::not_found("policy", id))
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    /// Counts `n` runs of policy `p` missed in a row, and pauses it past the rule's
+    /// count; true when it is paused now.
+    async fn missed(&self, conn: &mut db::Conn<'_>, p: &Policy, n: usize) -> AppResult<bool> {
+        if n == 0 {
+            return Ok(false);
+        }
+        let misses = policies::missed(conn, p.id, i32::try_from(n).unwrap_or(i32::MAX)).await?;
+        let Some(why) = policy::pause_because(misses) else {
+            return Ok(false);
+        };
+        tracing::warn!(
+            policy = p.id,
+            misses,
+            "a policy paused: its runs keep being missed"
+        );
+        policies::set_paused(conn, p.id, Some(&why)).await?;
+        Ok(true)
     }
 
     /// What policy `p`'s next slot will make and then prune, as things stand now: the
@@ -346,7 +387,10 @@ impl Service {
                     return AppResult::Ok(());
                 }
                 let at = db::now();
-                policies::miss_older(conn, p.id, slot.naive_utc(), at).await?;
+                let missed = policies::miss_older(conn, p.id, slot.naive_utc(), at).await?;
+                if self.missed(conn, &p, missed).await? {
+                    return Ok(());
+                }
                 let runs: Vec<NewPolicyRun> = targets(conn, &p)
                     .await?
                     .into_iter()
@@ -504,6 +548,7 @@ impl Service {
                     at,
                 )
                 .await?;
+                policies::made(conn, p.id).await?;
             }
             Err(err) => {
                 // A run taken up again after a crash finds its snapshot made.
@@ -524,6 +569,9 @@ impl Service {
                 };
                 tracing::info!(policy = p.id, vm = vm.id, error = %err, retry = retry.is_some(), "policy run refused");
                 policies::refused(conn, run.id, &err.public_message(), retry, at).await?;
+                if retry.is_none() {
+                    self.missed(conn, p, 1).await?;
+                }
             }
         }
         Ok(())

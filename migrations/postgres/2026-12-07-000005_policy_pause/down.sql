@@ -1,0 +1,2 @@
+ALTER TABLE snapshot_policies DROP COLUMN paused_because;
+ALTER TABLE snapshot_policies DROP COLUMN misses;
