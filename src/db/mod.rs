@@ -512,6 +512,13 @@ fn sqlite_pool(
         .map_err(Error::setup)
 }
 
+/// Most PostgreSQL connections one process holds (besides its one LISTEN connection).
+/// Servers and robots share one database, and PostgreSQL's default `max_connections`
+/// (100, 3 of them kept for superusers) must hold them all: 10 each fits eight processes
+/// with room to spare; 16 each made a fleet of five refuse connections under load ("too
+/// many clients already"). Ten are more than two cores keep busy.
+const PG_POOL: usize = 10;
+
 /// How long PostgreSQL lets a transaction of snaptree's sit idle before it ends it.
 const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = '5s'";
 
@@ -540,7 +547,7 @@ fn pg_pool(url: &str, statements: &Arc<AtomicU64>) -> DbResult<Pool<AsyncPgConne
     });
     let manager = AsyncDieselConnectionManager::new_with_config(url, config);
     Pool::builder(manager)
-        .max_size(16)
+        .max_size(PG_POOL)
         .build()
         .map_err(Error::setup)
 }

@@ -285,6 +285,9 @@ pub fn check_definition(
                 "{what} is at most {MAX_PATTERN_CHARS} characters long."
             ));
         }
+        if text.is_some_and(|t| t.chars().any(char::is_control)) {
+            return Err(format!("{what} must not contain control characters."));
+        }
     }
     Ok(())
 }

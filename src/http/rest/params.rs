@@ -227,6 +227,11 @@ fn condition<F: Copy>(
     let values = values
         .into_iter()
         .map(|v| match kind {
+            // NUL cannot be stored in, nor compared with, PostgreSQL's text: no name holds
+            // one, so a filter with one is refused rather than sent (it failed the request).
+            Kind::Text if v.contains('\0') => {
+                Err(format!("A filter on {label} cannot hold a NUL character."))
+            }
             Kind::Text => Ok(Value::Text(v.to_owned())),
             Kind::Number => v
                 .parse()
@@ -378,5 +383,6 @@ mod tests {
         );
         let long = "x".repeat(257);
         assert!(parse(&format!("search[name__icontains]={long}"), FIELDS, ORDERS).is_err());
+        assert!(parse("search[name__icontains]=%00", FIELDS, ORDERS).is_err());
     }
 }
