@@ -258,6 +258,22 @@ async fn connections_are_capped_per_address_and_in_all_with_a_clear_refusal() {
     t.still_answers().await;
 }
 
+/// A server whose clock is a file the test moves: the server, the file, the time it
+/// starts at, and the file's directory (kept while the test runs).
+async fn on_a_clock() -> (
+    Target,
+    std::path::PathBuf,
+    chrono::DateTime<chrono::Utc>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("now");
+    let t0: chrono::DateTime<chrono::Utc> = "2026-12-07T12:00:00Z".parse().unwrap();
+    std::fs::write(&clock, t0.to_rfc3339()).unwrap();
+    let t = Target::start(&["--clock-file", clock.to_str().unwrap()]).await;
+    (t, clock, t0, dir)
+}
+
 /// A client of its own on loopback address `from`.
 fn client_from(from: std::net::IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
@@ -478,12 +494,7 @@ async fn host_text_reaches_admins_and_the_log_never_tenants() {
 #[tokio::test]
 async fn tokens_end_at_their_expiry_on_every_transport() {
     // The server's clock is a file the test moves.
-    let clock_dir = tempfile::tempdir().unwrap();
-    let clock = clock_dir.path().join("now");
-    let t0: chrono::DateTime<chrono::Utc> = "2026-12-07T12:00:00Z".parse().unwrap();
-    std::fs::write(&clock, t0.to_rfc3339()).unwrap();
-    let clock_flag = clock.to_str().unwrap().to_owned();
-    let t = Target::start(&["--clock-file", &clock_flag]).await;
+    let (t, clock, t0, _clock_dir) = on_a_clock().await;
     let rest = t.url().trim_end_matches("graphql").to_owned();
     let create = "mutation($p: ID!, $r: Role!, $e: DateTime) { createToken(projectId: $p, name: \"ends\", role: $r, expiresAt: $e) { token } }";
     let token_ending = |at: Option<String>, role: &'static str| {
@@ -572,12 +583,7 @@ async fn tokens_end_at_their_expiry_on_every_transport() {
 
 #[tokio::test]
 async fn one_projects_refused_policy_runs_cannot_starve_anothers() {
-    let clock_dir = tempfile::tempdir().unwrap();
-    let clock = clock_dir.path().join("now");
-    let t0: chrono::DateTime<chrono::Utc> = "2026-12-07T12:00:00Z".parse().unwrap();
-    std::fs::write(&clock, t0.to_rfc3339()).unwrap();
-    let clock_flag = clock.to_str().unwrap().to_owned();
-    let t = Target::start(&["--clock-file", &clock_flag]).await;
+    let (t, clock, t0, _clock_dir) = on_a_clock().await;
     let admin = &t.api.admin;
     // The crowded project (the ADMIN's own): at its quota, with 100 policies on 20 VMs,
     // whose 2,000 runs are refused each time they are tried.
@@ -777,12 +783,7 @@ async fn a_viewer_cannot_monopolise_a_shared_kvm_host() {
 
 #[tokio::test]
 async fn a_policy_whose_runs_keep_being_missed_pauses_saying_why_until_resumed() {
-    let clock_dir = tempfile::tempdir().unwrap();
-    let clock = clock_dir.path().join("now");
-    let t0: chrono::DateTime<chrono::Utc> = "2026-12-07T12:00:00Z".parse().unwrap();
-    std::fs::write(&clock, t0.to_rfc3339()).unwrap();
-    let clock_flag = clock.to_str().unwrap().to_owned();
-    let t = Target::start(&["--clock-file", &clock_flag]).await;
+    let (t, clock, t0, _clock_dir) = on_a_clock().await;
     let admin = &t.api.admin;
     // The project is at its quota (its one snapshot): every run is refused.
     t.api

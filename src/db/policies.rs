@@ -156,28 +156,21 @@ pub async fn pending(
          FROM policy_runs JOIN snapshot_policies ON snapshot_policies.id = policy_runs.policy_id \
          WHERE policy_runs.state = 'PENDING' AND snapshot_policies.paused_because IS NULL \
            AND (policy_runs.claimed_until IS NULL OR policy_runs.claimed_until < ";
-    match conn {
-        Conn::Sqlite(c) => {
-            let sql =
-                format!("{PENDING}?)) AS r WHERE r.place <= ? ORDER BY r.place, r.id LIMIT ?");
-            diesel::sql_query(sql)
-                .bind::<Timestamp, _>(now)
-                .bind::<BigInt, _>(per_project)
-                .bind::<BigInt, _>(most)
-                .load(&mut **c)
-                .await
+    // The backends differ only in how they number parameters.
+    let sql = match conn {
+        Conn::Sqlite(_) => {
+            format!("{PENDING}?)) AS r WHERE r.place <= ? ORDER BY r.place, r.id LIMIT ?")
         }
-        Conn::Pg(c) => {
-            let sql =
-                format!("{PENDING}$1)) AS r WHERE r.place <= $2 ORDER BY r.place, r.id LIMIT $3");
-            diesel::sql_query(sql)
-                .bind::<Timestamp, _>(now)
-                .bind::<BigInt, _>(per_project)
-                .bind::<BigInt, _>(most)
-                .load(&mut **c)
-                .await
+        Conn::Pg(_) => {
+            format!("{PENDING}$1)) AS r WHERE r.place <= $2 ORDER BY r.place, r.id LIMIT $3")
         }
-    }
+    };
+    run!(conn, |c| diesel::sql_query(sql)
+        .bind::<Timestamp, _>(now)
+        .bind::<BigInt, _>(per_project)
+        .bind::<BigInt, _>(most)
+        .load(c)
+        .await)
 }
 
 /// Claims pending run `id` until `until`; false when another process holds it.

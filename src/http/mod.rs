@@ -218,13 +218,24 @@ async fn graphql_post(State(app): State<AppState>, request: axum::extract::Reque
         let err = AppError::validation("Send the request as application/json (its Content-Type).");
         return error_response(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, &err);
     }
+    answer(&app, media, request, false).await
+}
+
+/// Answers a GraphQL request over HTTP: its caller from its headers, then its body, then
+/// the operation (only a query when `read_only`).
+async fn answer(
+    app: &AppState,
+    media: Media,
+    request: axum::extract::Request,
+    read_only: bool,
+) -> Response {
     let (parts, body) = request.into_parts();
-    let caller = match caller(&app, &parts, media).await {
+    let caller = match caller(app, &parts, media).await {
         Ok(caller) => caller,
         Err(response) => return response,
     };
     match read(media, parts, body).await {
-        Ok(request) => execute(&app, caller, media, request, false).await,
+        Ok(request) => execute(app, caller, media, request, read_only).await,
         Err(response) => response,
     }
 }
@@ -318,16 +329,7 @@ async fn graphql_get(State(app): State<AppState>, request: axum::extract::Reques
             Err(rejection) => rejection.into_response(),
         };
     }
-    let media = Media::of(&headers);
-    let (parts, body) = request.into_parts();
-    let caller = match caller(&app, &parts, media).await {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    match read(media, parts, body).await {
-        Ok(request) => execute(&app, caller, media, request, true).await,
-        Err(response) => response,
-    }
+    answer(&app, Media::of(&headers), request, true).await
 }
 
 /// Admits and runs an authenticated request. Every operation is counted once: refused
