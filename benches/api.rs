@@ -84,7 +84,7 @@ async fn run(db: TestDb, dir: tempfile::TempDir, backend: &'static str) -> Resul
         poll: Duration::from_secs(3600), // only the wake-up starts tasks
         ..test_robot()
     };
-    let app = TestApp::spawn_on(db, dir, Some(robot)).await;
+    let app = TestApp::builder().robot(robot).on(db, dir).spawn().await;
     let f = app.project_with_vm("bench", "sim://").await;
     let op = f.operator.clone();
     let bus = app.server.as_ref().unwrap().service.bus().clone();

@@ -123,9 +123,13 @@ impl Default for RobotConfig {
 /// How long one driver call of each kind of task may take.
 #[derive(Clone, Debug)]
 pub struct Timeouts {
+    /// A create (BUILD) call.
     pub build: Duration,
-    /// Applying restarts the VM on Hyper-V and restarts QEMU on KVM: the slowest.
+    /// An apply or revert (UPDATE) call, an apply's save first included. Applying restarts
+    /// the VM on Hyper-V and restarts QEMU on KVM: the slowest.
     pub update: Duration,
+    /// A delete (SCRUB) call; also bounds the host listing after a failure or cancel, and the
+    /// undo of a cancelled create.
     pub scrub: Duration,
 }
 
@@ -279,8 +283,11 @@ impl Default for Limits {
 /// What a token of each role may spend; `None` is no limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimits {
+    /// ADMIN tokens' budget; none by default (the cloud's own automation).
     pub admin: Option<Rate>,
+    /// OPERATOR tokens' budget; [`Rate::DEFAULT`] by default.
     pub operator: Option<Rate>,
+    /// VIEWER tokens' budget; [`Rate::DEFAULT`] by default.
     pub viewer: Option<Rate>,
 }
 
@@ -342,7 +349,9 @@ impl RateLimits {
 /// the cost (so that the costliest operation allowed always fits) after a quiet moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
+    /// Requests a second, per token.
     pub requests: u32,
+    /// Operation cost a second, per token, as `graphql::cost` computes it.
     pub cost: u32,
 }
 

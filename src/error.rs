@@ -8,6 +8,7 @@
 use std::fmt;
 
 use crate::domain::Rejection;
+use crate::domain::offer::Blocked;
 use crate::domain::rejection::Kind;
 
 /// Result of anything that can fail in a way a client may see.
@@ -95,10 +96,7 @@ impl AppError {
 
     /// The VM has a task queued or running (`task_id`, in the error's extensions).
     pub fn vm_busy(task_id: i64) -> Self {
-        Self::VmBusy {
-            message: "This VM is busy with another task; wait for it to end, or cancel it.".into(),
-            task_id,
-        }
+        Blocked::Busy { task: task_id }.into()
     }
 
     /// A limit on the request's shape (size, depth, aliases) was passed.
@@ -219,6 +217,19 @@ impl AppError {
                 "Something went wrong on the server; the details are in its log.".into()
             }
             other => other.to_string(),
+        }
+    }
+}
+
+impl From<Blocked> for AppError {
+    fn from(blocked: Blocked) -> Self {
+        match blocked {
+            Blocked::Role => Self::Forbidden(blocked.to_string()),
+            Blocked::Busy { task } => Self::VmBusy {
+                message: blocked.to_string(),
+                task_id: task,
+            },
+            Blocked::VmState(rejection) => Self::Rejected(rejection),
         }
     }
 }

@@ -33,6 +33,7 @@ const POLL: Duration = Duration::from_millis(1000);
 /// (with 100 subscribers, 100 reads of the same row per event).
 #[derive(Debug)]
 pub struct Published {
+    /// The stored event, as read from the event table.
     pub event: TaskEvent,
     /// `None` when the task could not be read with it (it is then loaded on demand).
     pub task: Option<Task>,
@@ -41,6 +42,7 @@ pub struct Published {
 /// Committed events in order, and the robot's wake-up.
 #[derive(Clone)]
 pub struct EventBus {
+    /// Shared by every clone: the pump, the service, the robot and each subscriber.
     inner: Arc<Inner>,
 }
 
@@ -63,8 +65,12 @@ struct Inner {
 /// commit, flush to disk included, so commits that notify run one at a time.
 #[derive(Default)]
 struct Announce {
+    /// Set when events were committed here since the last announcement (`db::events::PG_CHANNEL`).
     events: AtomicBool,
+    /// Set when a task was queued, or room made for one, since the last announcement
+    /// (`db::tasks::PG_CHANNEL`).
     tasks: AtomicBool,
+    /// Wakes the announcer after either flag is set.
     wake: Notify,
 }
 

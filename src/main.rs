@@ -6,13 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tokio::sync::watch;
 
 use snaptree::clock::Clock;
 use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, RobotConfig, Timeouts};
 use snaptree::db::Db;
 use snaptree::domain::Role;
-use snaptree::robot::Robot;
 use snaptree::server::{self, ServeOptions, Server};
 use snaptree::{AppError, AppResult, demo, graphql};
 
@@ -30,6 +28,7 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// The command to run.
     #[command(subcommand)]
     command: Command,
 }
@@ -112,6 +111,7 @@ struct RobotTuning {
     /// Seconds one host call of a delete may take.
     #[arg(long, env = "SNAPTREE_DELETE_TIMEOUT_SECONDS", default_value_t = 300)]
     delete_timeout_seconds: u64,
+    /// How hosts are reached, and the clock.
     #[command(flatten)]
     hosts: HostAccess,
 }
@@ -137,6 +137,7 @@ struct HostAccess {
     #[arg(long, env = "SNAPTREE_SCRIPTS_PER_SESSION", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..))]
     scripts_per_session: u32,
+    /// The time the service goes by (`--clock-file`, hidden, for tests).
     #[command(flatten)]
     clock: ClockArgs,
     /// Most operations at once against one host (queries and the robot together).
@@ -310,6 +311,7 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SNAPTREE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The database to serve (`--database-url`).
     #[command(flatten)]
     database: DatabaseArgs,
     /// Seed a demo project, simulated host and VMs (once) and print a token for them.
@@ -334,19 +336,23 @@ struct ServeArgs {
     /// --metrics-token is set too): an address only the monitoring network reaches.
     #[arg(long, env = "SNAPTREE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// The robot's tuning (unused with `--no-robot`), and how hosts are reached.
     #[command(flatten)]
     tuning: RobotTuning,
+    /// What one request, connection and token may cost.
     #[command(flatten)]
     limits: LimitArgs,
 }
 
 #[derive(Args)]
 struct RobotArgs {
+    /// The database whose tasks it runs (`--database-url`).
     #[command(flatten)]
     database: DatabaseArgs,
     /// Only run tasks of these hosts (names, comma-separated); all when absent.
     #[arg(long, env = "SNAPTREE_HOSTS", value_delimiter = ',')]
     hosts: Vec<String>,
+    /// The robot's tuning, and how hosts are reached.
     #[command(flatten)]
     tuning: RobotTuning,
 }
@@ -517,26 +523,9 @@ async fn robot(args: RobotArgs) -> AppResult<()> {
         hosts.limits(),
         hosts.clock.clock(),
     );
-    let (stop, stopped) = watch::channel(false);
-    // The pump's listener hears of tasks other processes queue.
-    let pump = snaptree::events::spawn_pump(
-        service.bus().clone(),
-        db,
-        service.metrics().clone(),
-        stopped.clone(),
-    );
-    let config = args.tuning.config(args.hosts);
-    let policies = snaptree::service::policies::spawn_runner(
-        service.clone(),
-        config.policy_tick,
-        stopped.clone(),
-    );
-    let robot = Robot::new(service.ledger().clone(), config).spawn(stopped);
+    let workers = server::Workers::start(&service, db, Some(args.tuning.config(args.hosts)));
     shutdown_signal().await;
-    let _ = stop.send(true);
-    let _ = robot.await;
-    let _ = policies.await;
-    let _ = pump.await;
+    workers.stop().await;
     Ok(())
 }
 

@@ -17,20 +17,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::db::tasks::Queue;
 use crate::domain::{TaskKind, TaskState};
 use crate::error::AppError;
 
 /// A task's kind and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Ended {
+    /// The task's kind (`TaskKind::as_str`: `BUILD`, `UPDATE`, `SCRUB`).
     pub kind: &'static str,
+    /// The task's final state (`TaskState::as_str`: `SUCCEEDED`, `FAILED` or `CANCELLED`).
     pub state: &'static str,
 }
 
 /// A host and a kind of work on it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OnHost {
+    /// The host's name (set by an ADMIN, so the label's values stay few).
     pub host: String,
+    /// The kind of the task the work was for (`TaskKind::as_str`).
     pub kind: &'static str,
 }
 
@@ -53,15 +58,20 @@ impl ErrorClass {
 /// A failed host call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HostError {
+    /// The host's name.
     pub host: String,
+    /// The kind of the task the call was for (`TaskKind::as_str`).
     pub kind: &'static str,
+    /// `transient` or `permanent` (`ErrorClass`); a call cut off by its time limit is transient.
     pub class: &'static str,
 }
 
 /// A GraphQL operation's outcome: `ok`, `error` (with its code) or `refused` (not run).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Operation {
+    /// `ok`, `error` or `refused`.
     pub outcome: &'static str,
+    /// The (first) error's code: one of `AppError::CODES`, else `OTHER`; empty when `ok`.
     pub code: &'static str,
 }
 
@@ -78,6 +88,7 @@ pub fn known_code(code: &str) -> &'static str {
 /// One host's running tasks.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Host {
+    /// The host's name.
     pub host: String,
 }
 
@@ -90,32 +101,36 @@ impl Drop for SocketOpen {
     }
 }
 
-/// The queue as the database holds it, read at a scrape.
-#[derive(Clone, Debug, Default)]
-pub struct Queue {
-    pub queued: i64,
-    /// Seconds the oldest queued task has waited (0 with none).
-    pub oldest_seconds: f64,
-    /// Running tasks per host name.
-    pub running: Vec<(String, i64)>,
-}
-
 type Seconds = Family<OnHost, Histogram, fn() -> Histogram>;
 
 /// Every metric of the process.
 pub struct Metrics {
+    /// Holds every metric below (prefix `snaptree`); `render` encodes it.
     registry: Registry,
+    /// `tasks_ended`: tasks ended here, by kind and final state.
     tasks_ended: Family<Ended, Counter>,
+    /// `task_duration_seconds`: from a task's start to its end, by host and kind.
     task_seconds: Seconds,
+    /// `host_call_duration_seconds`: one attempt of a host call, by host and kind.
     host_call_seconds: Seconds,
+    /// `host_call_errors`: failed host calls, by host, kind and class.
     host_call_errors: Family<HostError, Counter>,
+    /// `graphql_operations`: GraphQL operations over HTTP, by outcome and error code.
     operations: Family<Operation, Counter>,
+    /// `websockets_open`: subscription WebSockets open in this process (`socket_open`).
     sockets: Gauge,
+    /// `subscriptions_open`: subscriptions running in this process (`subscription_open`).
     subscriptions: Gauge,
+    /// `event_pump_lag_seconds`: from an event's write to its delivery here (`pumped`).
     pump_lag: Histogram,
+    /// `tasks_queued`: queued tasks in the whole database, set from the database at a scrape.
     queued: Gauge,
+    /// `oldest_queued_task_age_seconds`: the oldest queued task's wait, set at a scrape.
     oldest_queued: Gauge<f64, AtomicU64>,
+    /// `tasks_running`: running tasks per host name, cleared and set again at each scrape.
     running: Family<Host, Gauge>,
+    /// `host_connections_opened`: connections opened to each host, brought up to the
+    /// drivers' own counts at a scrape.
     connections: Family<Host, Counter>,
 }
 

@@ -34,7 +34,9 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// What `serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
+    /// Address the HTTP server binds (port 0: any free port, reported in `Server::addr`).
     pub listen: SocketAddr,
+    /// The database to migrate and open.
     pub database: DatabaseUrl,
     /// Run a robot in this process (`None`: another process runs tasks).
     pub robot: Option<RobotConfig>,
@@ -56,19 +58,14 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Where `/metrics` is served on an address of its own, if it is.
     pub metrics_addr: Option<SocketAddr>,
+    /// The service its requests and its robot go through.
     pub service: Service,
-    shutdown: watch::Sender<bool>,
+    /// Serves HTTP; stopped first, so that no request starts while the rest stops.
     http: JoinHandle<()>,
     /// The `/metrics` listener of its own.
     metrics_http: Option<JoinHandle<()>>,
-    robot: Option<JoinHandle<()>>,
-    /// Runs the snapshot policies (with the robot).
-    policies: Option<JoinHandle<()>>,
-    pump: JoinHandle<()>,
-    /// Closes the WebSockets of tokens that other processes revoke.
-    revocations: JoinHandle<()>,
-    /// Forgets idle budgets and gives memory freed after a burst back to the system.
-    housekeeping: JoinHandle<()>,
+    /// Everything else the process runs, and the signal that stops it all.
+    workers: Workers,
 }
 
 /// Builds the service on an opened database.
@@ -76,6 +73,66 @@ pub fn service(db: Db, drivers: DriverConfig, limits: Limits, clock: Clock) -> S
     let limits = Arc::new(limits);
     let drivers = Arc::new(Drivers::new(drivers, &limits));
     Service::new(db, EventBus::default(), drivers, limits, clock)
+}
+
+/// The parts a process runs in the background, started on one service and stopped by
+/// one signal: the event pump in every process, a robot and the policy runner where
+/// tasks run (`serve` without `--no-robot`, and `snaptree robot`), and what serves
+/// clients where HTTP does. `serve` and `robot` both start theirs here.
+pub struct Workers {
+    /// Sent `true` to stop every part (and the HTTP server that listens to it).
+    shutdown: watch::Sender<bool>,
+    /// The parts, in the order they are waited for when stopping: the robot first (it
+    /// finishes its step), the pump, which publishes what the others stored, last.
+    parts: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the event pump and, with `robot`, a robot and the policy runner: policies
+    /// run where a robot does, and a server with no robot leaves them to those.
+    pub fn start(service: &Service, db: Db, robot: Option<RobotConfig>) -> Self {
+        let (shutdown, stop) = watch::channel(false);
+        let mut parts = Vec::new();
+        if let Some(config) = robot {
+            let policies = crate::service::policies::spawn_runner(
+                service.clone(),
+                config.policy_tick,
+                stop.clone(),
+            );
+            parts.push(Robot::new(service.ledger().clone(), config).spawn(stop.clone()));
+            parts.push(policies);
+        }
+        // The pump's listener also hears of tasks other processes queue.
+        let pump =
+            crate::events::spawn_pump(service.bus().clone(), db, service.metrics().clone(), stop);
+        parts.push(pump);
+        Self { shutdown, parts }
+    }
+
+    /// Adds what a process that serves clients runs: the watch that closes the
+    /// WebSockets of tokens other processes revoke, and the housekeeping.
+    fn serving_clients(mut self, service: &Service) -> Self {
+        let stop = self.stopping();
+        self.parts.push(crate::service::sessions::watch_revocations(
+            service.clone(),
+            stop.clone(),
+        ));
+        self.parts.push(spawn_housekeeping(service.clone(), stop));
+        self
+    }
+
+    /// The signal the parts stop on, for others that stop with them.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every part to stop, and waits until each has.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for part in self.parts {
+            let _ = part.await;
+        }
+    }
 }
 
 impl Server {
@@ -88,32 +145,16 @@ impl Server {
             .await
             .map_err(|e| AppError::internal(format!("cannot listen on {}: {e}", options.listen)))?;
         let addr = listener.local_addr().map_err(AppError::internal)?;
-        let (shutdown, stop) = watch::channel(false);
-        let pump = crate::events::spawn_pump(
-            service.bus().clone(),
-            db,
-            service.metrics().clone(),
-            stop.clone(),
-        );
-        // Policies run where a robot does: a server with no robot leaves them to those.
-        let policies = options.robot.as_ref().map(|config| {
-            crate::service::policies::spawn_runner(
-                service.clone(),
-                config.policy_tick,
-                stop.clone(),
-            )
-        });
-        let robot = options
-            .robot
-            .map(|config| Robot::new(service.ledger().clone(), config).spawn(stop.clone()));
-        let revocations =
-            crate::service::sessions::watch_revocations(service.clone(), stop.clone());
-        let housekeeping = spawn_housekeeping(service.clone(), stop.clone());
-        let metrics = match options.metrics.listen {
-            Some(at) => {
-                let listener = TcpListener::bind(at).await.map_err(|e| {
-                    AppError::internal(format!("cannot listen on {at} for /metrics: {e}"))
-                })?;
+        let metrics_listener = match options.metrics.listen {
+            Some(at) => Some(TcpListener::bind(at).await.map_err(|e| {
+                AppError::internal(format!("cannot listen on {at} for /metrics: {e}"))
+            })?),
+            None => None,
+        };
+        let workers = Workers::start(&service, db, options.robot).serving_clients(&service);
+        let stop = workers.stopping();
+        let metrics = match metrics_listener {
+            Some(listener) => {
                 let metrics_addr = listener.local_addr().map_err(AppError::internal)?;
                 let app = crate::http::metrics::routes(service.clone(), &options.metrics, true);
                 let serving = crate::http::listener::serve(listener, app, deadlines, stop.clone());
@@ -134,32 +175,19 @@ impl Server {
             metrics_addr,
             metrics_http,
             service,
-            shutdown,
             http,
-            robot,
-            policies,
-            pump,
-            revocations,
-            housekeeping,
+            workers,
         })
     }
 
-    /// Stops accepting requests, lets the robot reach a safe point, and waits for both.
+    /// Stops accepting requests, lets the robot reach a safe point, and waits for all.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
+        let _ = self.workers.shutdown.send(true);
         let _ = self.http.await;
         if let Some(metrics) = self.metrics_http {
             let _ = metrics.await;
         }
-        if let Some(robot) = self.robot {
-            let _ = robot.await;
-        }
-        if let Some(policies) = self.policies {
-            let _ = policies.await;
-        }
-        let _ = self.pump.await;
-        let _ = self.revocations.await;
-        let _ = self.housekeeping.await;
+        self.workers.stop().await;
     }
 }
 

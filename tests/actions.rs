@@ -174,7 +174,7 @@ async fn a_subtree_delete_with_the_active_snapshot_inside_activates_the_subtree_
 
 #[tokio::test]
 async fn a_queued_task_can_be_cancelled_and_changes_nothing() {
-    let app = TestApp::spawn_with(None).await; // no robot: the task stays queued
+    let app = TestApp::builder().without_robot().spawn().await; // no robot: the task stays queued
     let f = app.project_with_vm("cancel", "sim://").await;
     let op = f.operator.as_str();
     let (snapshot, task) = app.create_snapshot(op, &f.vm, "never").await;

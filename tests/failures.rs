@@ -171,11 +171,13 @@ async fn transient_failures_are_retried_and_give_up_with_the_last_error() {
 
 #[tokio::test]
 async fn a_flaky_host_gets_there_in_the_end() {
-    let app = TestApp::spawn_with(Some(RobotConfig {
-        max_attempts: 40,
-        ..test_robot()
-    }))
-    .await;
+    let app = TestApp::builder()
+        .robot(RobotConfig {
+            max_attempts: 40,
+            ..test_robot()
+        })
+        .spawn()
+        .await;
     let f = app.project_with_vm("wobbly", "sim://?flaky_rate=0.5").await;
     let mut retried = 0;
     for i in 0..20 {
@@ -198,12 +200,14 @@ async fn a_flaky_host_gets_there_in_the_end() {
 
 #[tokio::test]
 async fn a_hung_host_call_fails_the_attempt_and_the_task_gives_up() {
-    let app = TestApp::spawn_with(Some(RobotConfig {
-        timeouts: Timeouts::all(std::time::Duration::from_millis(100)),
-        max_attempts: 3,
-        ..test_robot()
-    }))
-    .await;
+    let app = TestApp::builder()
+        .robot(RobotConfig {
+            timeouts: Timeouts::all(std::time::Duration::from_millis(100)),
+            max_attempts: 3,
+            ..test_robot()
+        })
+        .spawn()
+        .await;
     // Every operation takes a minute: far past the 100 ms the robot allows.
     let f = app.project_with_vm("hung", "sim://?latency_ms=60000").await;
     let (_, task) = app.create_snapshot(&f.operator, &f.vm, "stuck").await;
@@ -243,7 +247,7 @@ async fn a_task_that_fails_fast_keeps_its_lease_while_it_retries() {
         give_up_after: Duration::from_secs(60),
         ..test_robot()
     };
-    let app = TestApp::spawn_with(Some(robot)).await;
+    let app = TestApp::builder().robot(robot).spawn().await;
     let project = app.create_project("flaky").await;
     let op = app.create_token(&project, "OPERATOR").await;
     let host = app

@@ -94,26 +94,10 @@ async fn two_servers_and_three_robots_behave_as_one() {
     const ACTIONS: usize = 10;
     let seed = seed();
     let fleet = Fleet::new().await;
-    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
-    let log = |name: &str| fleet.log(name);
-    let servers: Vec<ServerProcess> = ["a", "b"]
-        .iter()
-        .map(|name| ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log(name))))
-        .collect();
-    let robots: Vec<RobotProcess> = (0..3)
-        .map(|i| {
-            RobotProcess::start(
-                url,
-                sim,
-                &["--lease-seconds", "5"],
-                &log(&format!("robot{i}")),
-            )
-        })
-        .collect();
-    let apis: Vec<Api> = servers
-        .iter()
-        .map(|s| Api::new(&s.url, admin.clone()))
-        .collect();
+    let (db, admin) = (&fleet.db, fleet.admin.clone());
+    let servers: Vec<ServerProcess> = ["a", "b"].iter().map(|name| fleet.server(name)).collect();
+    let robots: Vec<RobotProcess> = fleet.robots(3, &["--lease-seconds", "5"]);
+    let apis: Vec<Api> = servers.iter().map(|s| fleet.api(s)).collect();
 
     let project = apis[0].create_project("fleet").await;
     let host = apis[0]
@@ -182,20 +166,10 @@ async fn a_killed_robots_tasks_are_finished_by_the_others() {
     }
     const VMS: usize = 12;
     let fleet = Fleet::new().await;
-    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
-    let log = |name: &str| fleet.log(name);
-    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
-    let mut robots: Vec<RobotProcess> = (0..3)
-        .map(|i| {
-            RobotProcess::start(
-                url,
-                sim,
-                &["--lease-seconds", "2"],
-                &log(&format!("robot{i}")),
-            )
-        })
-        .collect();
-    let api = Api::new(&server.url, admin.clone());
+    let (db, sim, admin) = (&fleet.db, &fleet.sim, fleet.admin.clone());
+    let server = fleet.server("server");
+    let mut robots: Vec<RobotProcess> = fleet.robots(3, &["--lease-seconds", "2"]);
+    let api = fleet.api(&server);
     let project = api.create_project("fleet").await;
     let host = api
         .create_host_with(
@@ -283,13 +257,12 @@ async fn a_stopping_robot_hands_back_what_outlasts_its_grace() {
         return;
     }
     let fleet = Fleet::new().await;
-    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
-    let log = |name: &str| fleet.log(name);
-    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
+    let (db, sim, admin) = (&fleet.db, &fleet.sim, fleet.admin.clone());
+    let server = fleet.server("server");
     // A lease far longer than the test: only a hand-back lets another robot in.
     let flags = ["--lease-seconds", "600", "--shutdown-grace-seconds", "1"];
-    let mut first = RobotProcess::start(url, sim, &flags, &log("first"));
-    let api = Api::new(&server.url, admin.clone());
+    let mut first = fleet.robot("first", &flags);
+    let api = fleet.api(&server);
     let project = api.create_project("fleet").await;
     let host = api
         .create_host("slow", "SIMULATED", "sim://?latency_ms=5000", None)
@@ -304,7 +277,7 @@ async fn a_stopping_robot_hands_back_what_outlasts_its_grace() {
         first.terminate().success(),
         "the robot did not stop cleanly"
     );
-    let _second = RobotProcess::start(url, sim, &["--lease-seconds", "600"], &log("second"));
+    let _second = fleet.robot("second", &["--lease-seconds", "600"]);
     ends.wait(&task).await;
 
     let (all, events) = check_invariants(db).await;
@@ -341,9 +314,8 @@ async fn faults_on_the_hosts_lose_nothing() {
     const ACTIONS: usize = 8;
     let seed = seed();
     let fleet = Fleet::new().await;
-    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
-    let log = |name: &str| fleet.log(name);
-    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
+    let (db, sim, admin) = (&fleet.db, &fleet.sim, fleet.admin.clone());
+    let server = fleet.server("server");
     // Leases of 8 s, renewed every 2.7 s. On the down host, attempts of 1 s and the first
     // waits between them (0.5, 1, 2 s) are each shorter than that period: a heartbeat
     // restarted with each attempt or wait (a bug once) would never beat, and the lease
@@ -358,10 +330,8 @@ async fn faults_on_the_hosts_lose_nothing() {
         "--delete-timeout-seconds",
         "2",
     ];
-    let _robots: Vec<RobotProcess> = (0..3)
-        .map(|i| RobotProcess::start(url, sim, &flags, &log(&format!("robot{i}"))))
-        .collect();
-    let api = Api::new(&server.url, admin.clone());
+    let _robots: Vec<RobotProcess> = fleet.robots(3, &flags);
+    let api = fleet.api(&server);
     let project = api.create_project("faults").await;
     let host = api
         .create_host(
@@ -493,20 +463,14 @@ async fn subscribers_of_a_stopped_server_resume_on_another() {
     const ACTIONS: usize = 10;
     let seed = seed();
     let fleet = Fleet::new().await;
-    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
-    let log = |name: &str| fleet.log(name);
+    let (db, admin) = (&fleet.db, fleet.admin.clone());
     let mut servers: Vec<ServerProcess> = ["a", "b", "c"]
         .iter()
-        .map(|name| ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log(name))))
+        .map(|name| fleet.server(name))
         .collect();
-    let _robots: Vec<RobotProcess> = (0..2)
-        .map(|i| RobotProcess::start(url, sim, &[], &log(&format!("robot{i}"))))
-        .collect();
-    let urls: Vec<String> = servers
-        .iter()
-        .map(|s| Api::new(&s.url, admin.clone()).url)
-        .collect();
-    let api = Api::new(&servers[1].url, admin.clone());
+    let _robots: Vec<RobotProcess> = fleet.robots(2, &[]);
+    let urls: Vec<String> = servers.iter().map(|s| fleet.api(s).url).collect();
+    let api = fleet.api(&servers[1]);
     let project = api.create_project("fleet").await;
     let host = api
         .create_host("sim", "SIMULATED", "sim://?latency_ms=20", None)
@@ -588,13 +552,10 @@ async fn a_hosts_limit_holds_across_robots() {
     }
     const VMS: usize = 12;
     let fleet = Fleet::new().await;
-    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
-    let log = |name: &str| fleet.log(name);
-    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
-    let _robots: Vec<RobotProcess> = (0..3)
-        .map(|i| RobotProcess::start(url, sim, &[], &log(&format!("robot{i}"))))
-        .collect();
-    let api = Api::new(&server.url, admin.clone());
+    let (db, admin) = (&fleet.db, fleet.admin.clone());
+    let server = fleet.server("server");
+    let _robots: Vec<RobotProcess> = fleet.robots(3, &[]);
+    let api = fleet.api(&server);
     let project = api.create_project("burst").await;
     let mut hosts = Vec::new();
     for (name, limit) in [("narrow", 2), ("wider", 3)] {
@@ -713,12 +674,12 @@ async fn cut_off_past_the_lease(outage: Outage, second: bool) {
     let fleet = Fleet::new().await;
     let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
     let log = |name: &str| fleet.log(name);
-    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
+    let server = fleet.server("server");
     let proxy = Proxy::start(Proxy::postgres_addr(url)).await;
     let through = Proxy::postgres_url(url, proxy.addr.port());
     let flags = ["--lease-seconds", "3", "--shutdown-grace-seconds", "1"];
     let mut first = RobotProcess::start(&through, sim, &flags, &log("first"));
-    let api = Api::new(&server.url, admin.clone());
+    let api = fleet.api(&server);
     let project = api.create_project("fleet").await;
     let uri = "sim://?latency_ms=6000&journal=1";
     let host = api.create_host("slow", "SIMULATED", uri, None).await;
@@ -736,7 +697,7 @@ async fn cut_off_past_the_lease(outage: Outage, second: bool) {
         Outage::Closed => proxy.cut(),
     }
     let _second = if second {
-        Some(RobotProcess::start(url, sim, &flags, &log("second")))
+        Some(fleet.robot("second", &flags))
     } else {
         // The database lets another claim in once the lease has run out.
         let lib = snaptree::db::Db::connect(&db.url).await.unwrap();

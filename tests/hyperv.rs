@@ -22,7 +22,7 @@ async fn setup(app: &TestApp, standin: &StandIn, identifier: &str) -> (String, S
 
 #[tokio::test]
 async fn the_five_actions_on_hyperv() {
-    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (app, standin) = TestApp::builder().spawn_with_standin().await;
     let (op, _, vm) = setup(&app, &standin, "web").await;
     let op = op.as_str();
 
@@ -64,7 +64,7 @@ async fn the_five_actions_on_hyperv() {
 
 #[tokio::test]
 async fn the_api_refuses_the_51st_checkpoint_before_hyperv_would() {
-    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (app, standin) = TestApp::builder().spawn_with_standin().await;
     let (op, _, vm) = setup(&app, &standin, "full").await;
     let data = app
         .data(
@@ -90,7 +90,7 @@ async fn the_api_refuses_the_51st_checkpoint_before_hyperv_would() {
 
 #[tokio::test]
 async fn names_full_of_script_syntax_change_nothing_that_runs() {
-    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (app, standin) = TestApp::builder().spawn_with_standin().await;
     let (op, host, vm) = setup(&app, &standin, "db").await;
     let nasty = [
         "it's $(Remove-VM -Name db -Force)",
@@ -154,7 +154,7 @@ async fn names_full_of_script_syntax_change_nothing_that_runs() {
 
 #[tokio::test]
 async fn unreachable_hosts_and_missing_vms() {
-    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (app, standin) = TestApp::builder().spawn_with_standin().await;
     let (op, _, vm) = setup(&app, &standin, "app").await;
 
     // A host that cannot be reached is refused when registered.
@@ -227,7 +227,7 @@ async fn unreachable_hosts_and_missing_vms() {
 /// them changes exactly what it should on the host.
 #[tokio::test]
 async fn host_names_with_every_character_are_imported_only_when_safe() {
-    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (app, standin) = TestApp::builder().spawn_with_standin().await;
     let (_, host, _) = setup(&app, &standin, "first").await;
     let chars: Vec<char> = (1u32..=255).filter_map(char::from_u32).collect();
     let (unsafe_chars, safe): (Vec<char>, Vec<char>) = chars.iter().partition(|c| c.is_control());

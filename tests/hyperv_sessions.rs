@@ -27,7 +27,7 @@ async fn succeeded(app: &TestApp, op: &str, task: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn one_session_serves_a_hundred_operations() {
-    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (app, standin) = TestApp::builder().spawn_with_standin().await;
     let (op, vms) = setup(&app, &standin, &["web"]).await;
     let op = op.as_str();
     // The check when the host was registered had a session of its own; the VM's
@@ -55,7 +55,7 @@ async fn one_session_serves_a_hundred_operations() {
 
 #[tokio::test]
 async fn robot_workers_share_the_session() {
-    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (app, standin) = TestApp::builder().spawn_with_standin().await;
     let names = ["a", "b", "c", "d", "e", "f"];
     let (op, vms) = setup(&app, &standin, &names).await;
     let before = standin.sessions(HOST);
@@ -78,7 +78,7 @@ async fn robot_workers_share_the_session() {
 
 #[tokio::test]
 async fn a_session_that_dies_is_replaced_and_nothing_is_doubled() {
-    let (app, standin) = TestApp::spawn_with_standin().await;
+    let (app, standin) = TestApp::builder().spawn_with_standin().await;
     let (op, vms) = setup(&app, &standin, &["db"]).await;
     let op = op.as_str();
     app.snapshot_built(op, &vms[0], "first").await;
@@ -116,7 +116,7 @@ async fn a_hung_session_is_cut_off_and_replaced() {
         timeouts: Timeouts::all(Duration::from_secs(1)),
         ..test_robot()
     };
-    let (app, standin) = TestApp::spawn_with_standin_and(robot).await;
+    let (app, standin) = TestApp::builder().robot(robot).spawn_with_standin().await;
     let (op, vms) = setup(&app, &standin, &["app"]).await;
     let sessions = standin.sessions(HOST);
     standin.set_hung(HOST, true);
@@ -182,7 +182,7 @@ async fn an_unreachable_host_shows_in_its_health_and_leaves_workers_to_other_hos
         give_up_after: Duration::from_secs(600),
         ..test_robot()
     };
-    let (app, standin) = TestApp::spawn_with_standin_and(robot).await;
+    let (app, standin) = TestApp::builder().robot(robot).spawn_with_standin().await;
     let (op, vms) = setup(&app, &standin, &["web"]).await;
     let sim = app.project_with_vm("elsewhere", "sim://").await;
     app.snapshot_built(&op, &vms[0], "before").await;

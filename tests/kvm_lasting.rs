@@ -103,7 +103,11 @@ impl Setup {
             Way::Ssh(key) => Some(key.clone()),
             Way::Local => None,
         };
-        let app = TestApp::spawn_with_drivers(robot, |d| d.ssh_identity = key).await;
+        let app = TestApp::builder()
+            .robot(robot)
+            .drivers(|d| d.ssh_identity = key)
+            .spawn()
+            .await;
         let project = app.create_project(way.name()).await;
         let op = app.create_token(&project, "OPERATOR").await;
         let host = format!("{}-kvm", way.name());

@@ -17,13 +17,15 @@ async fn a_task_waits_out_a_libvirtd_outage() {
         return;
     }
     let domain = TestDomain::new(true);
-    let app = TestApp::spawn_with(Some(RobotConfig {
-        max_attempts: 1000,
-        retry_cap: Duration::from_millis(300),
-        give_up_after: Duration::from_secs(300),
-        ..test_robot()
-    }))
-    .await;
+    let app = TestApp::builder()
+        .robot(RobotConfig {
+            max_attempts: 1000,
+            retry_cap: Duration::from_millis(300),
+            give_up_after: Duration::from_secs(300),
+            ..test_robot()
+        })
+        .spawn()
+        .await;
     let project = app.create_project("outage").await;
     let op = app.create_token(&project, "OPERATOR").await;
     let host = app.create_host("kvm", "KVM", libvirt::URI, None).await;

@@ -248,14 +248,16 @@ async fn random_actions_agree_with_the_model_and_with_libvirt() {
     let running = TestDomain::new(true);
     let off = TestDomain::new(false);
     // Retries as patient as the defaults: a restart of libvirtd takes a second or so.
-    let app = TestApp::spawn_with(Some(RobotConfig {
-        retry_base: Duration::from_millis(200),
-        retry_cap: Duration::from_secs(2),
-        max_attempts: 30,
-        give_up_after: Duration::from_secs(60),
-        ..test_robot()
-    }))
-    .await;
+    let app = TestApp::builder()
+        .robot(RobotConfig {
+            retry_base: Duration::from_millis(200),
+            retry_cap: Duration::from_secs(2),
+            max_attempts: 30,
+            give_up_after: Duration::from_secs(60),
+            ..test_robot()
+        })
+        .spawn()
+        .await;
     let project = app.create_project("random").await;
     let op = app.create_token(&project, "OPERATOR").await;
     let host = app.create_host("kvm", "KVM", libvirt::URI, None).await;

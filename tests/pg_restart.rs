@@ -10,7 +10,6 @@ mod common;
 
 use common::Api;
 use common::fleet::{Ends, Fleet, check_invariants, on_postgres};
-use common::process::{RobotProcess, ServerProcess};
 use serde_json::json;
 use snaptree::domain::TaskState;
 use snaptree::hypervisor::Driver;
@@ -58,13 +57,12 @@ async fn everything_resumes_after_postgres_restarts_under_load() {
     }
     const VMS: usize = 10;
     let fleet = Fleet::new().await;
-    let (db, url, sim, admin) = (&fleet.db, &fleet.url, &fleet.sim, fleet.admin.clone());
-    let log = |name: &str| fleet.log(name);
-    let server = ServerProcess::start_logging(url, sim, &["--no-robot"], Some(&log("server")));
+    let (db, sim, admin) = (&fleet.db, &fleet.sim, fleet.admin.clone());
+    let server = fleet.server("server");
     // Workers for every VM: the whole first wave runs at once.
     let flags = ["--lease-seconds", "3", "--workers", "16"];
-    let _robot = RobotProcess::start(url, sim, &flags, &log("robot"));
-    let api = Api::new(&server.url, admin.clone());
+    let _robot = fleet.robot("robot", &flags);
+    let api = fleet.api(&server);
     let project = api.create_project("p").await;
     let host = api
         .create_host_with(

@@ -16,11 +16,13 @@ use common::{Api, TestApp, TestDb};
 
 /// A server whose robot runs the policies every 100 ms.
 async fn app() -> TestApp {
-    TestApp::spawn_with(Some(snaptree::config::RobotConfig {
-        policy_tick: StdDuration::from_millis(100),
-        ..common::test_robot()
-    }))
-    .await
+    TestApp::builder()
+        .robot(snaptree::config::RobotConfig {
+            policy_tick: StdDuration::from_millis(100),
+            ..common::test_robot()
+        })
+        .spawn()
+        .await
 }
 use serde_json::{Value, json};
 

@@ -42,9 +42,12 @@ impl std::fmt::Display for Failure {
 
 /// One server, one token.
 pub struct Client {
+    /// Connects, and waits for each answer, at most `TIMEOUT`.
     http: reqwest::Client,
     /// `http(s)://host:port/graphql`.
     endpoint: String,
+    /// The API token (from `SNAPTREE_TOKEN`), sent as a bearer token over HTTP and in the
+    /// WebSocket's `connection_init`.
     token: String,
 }
 

@@ -45,6 +45,7 @@ pub struct SnapshotArgs {
     /// Print JSON (one document) instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// The action or view asked for.
     #[command(subcommand)]
     command: SnapshotCommand,
 }
@@ -244,6 +245,7 @@ async fn tree(client: &Client, vm: &str, out: &Output, as_tree: bool) -> Result<
 
 /// Text for people, or JSON for scripts.
 struct Output {
+    /// One JSON document on stdout (`--json`) instead of text.
     json: bool,
 }
 

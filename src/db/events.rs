@@ -70,7 +70,9 @@ pub async fn of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<TaskEve
 pub struct Filter {
     /// Only this project's (none: all).
     pub project: Option<i64>,
+    /// Only this VM's (none: all).
     pub vm: Option<i64>,
+    /// Only this task's (none: all).
     pub task: Option<i64>,
 }
 
@@ -138,10 +140,13 @@ pub async fn newest_id(conn: &mut Conn<'_>) -> QueryResult<i64> {
 /// oldest transaction still running when the statement began.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, QueryableByName)]
 pub struct Observation {
+    /// The sequence's last value: the newest event id handed out, committed or not (0: none yet).
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub last_id: i64,
+    /// The observer's own transaction id, assigned after `last_id` was read.
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub xid: i64,
+    /// The oldest transaction still running when the statement began: every older one has ended.
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub xmin: i64,
 }

@@ -35,8 +35,10 @@ pub async fn set_limits(
     #[derive(AsChangeset)]
     #[diesel(table_name = hosts)]
     struct Limits {
+        /// Tasks the host may run at once; `None` leaves the column.
         max_concurrent_tasks: Option<i32>,
-        // `Some(None)` writes NULL; `None` leaves the column.
+        /// Non-closed snapshots per VM: `Some(None)` writes NULL (only the server's ceiling
+        /// holds); `None` leaves the column.
         max_snapshots_per_vm: Option<Option<i32>>,
     }
     let limits = Limits {

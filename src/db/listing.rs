@@ -41,7 +41,9 @@ pub enum Value {
 /// One condition on a list's rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Condition<F> {
+    /// The field compared.
     pub field: F,
+    /// How it is compared with `values`.
     pub op: Op,
     /// One value, two for `Range`, any number for `In`; for `IsNull`, whether null.
     pub values: Vec<Value>,
@@ -55,9 +57,13 @@ pub struct Condition<F> {
 pub struct Listing<F> {
     /// All must hold.
     pub conditions: Vec<Condition<F>>,
+    /// The field rows are ordered by; their id breaks ties.
     pub order: F,
+    /// Largest first (`-field` in CloudCIX's `order`).
     pub descending: bool,
+    /// Rows on the page at most (`LIMIT`).
     pub limit: i64,
+    /// Rows skipped before the page (`OFFSET`; the REST routes pass page times `limit`).
     pub offset: i64,
 }
 
@@ -148,7 +154,9 @@ impl Field for HistoryField {
 
 /// SQL text with its bound values, placeholders written for one backend.
 struct Sql {
+    /// The statement so far, with a placeholder where each bound value goes.
     text: String,
+    /// The values bound, in placeholder order.
     binds: Vec<Value>,
     /// PostgreSQL numbers its placeholders; SQLite takes `?`.
     numbered: bool,
@@ -301,6 +309,7 @@ impl Sql {
 
 #[derive(QueryableByName)]
 struct Total {
+    /// How many rows match the conditions, ignoring the page.
     #[diesel(sql_type = BigInt)]
     total: i64,
 }
@@ -311,7 +320,9 @@ struct Source {
     from: &'static str,
     /// The rows' columns.
     rows: &'static str,
+    /// The rows' id column, which breaks ties in the order.
     id: &'static str,
+    /// The project column a caller's scope filters on.
     project: &'static str,
 }
 

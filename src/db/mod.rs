@@ -199,12 +199,14 @@ pub(crate) use sql_constant;
 /// The database: pools for one backend, and a count of the statements they ran.
 #[derive(Clone)]
 pub struct Db {
+    /// Shared by every clone: one set of pools per process.
     inner: Arc<Inner>,
 }
 
 struct Inner {
     /// Where the database is (for connections of their own, like a listener).
     url: DatabaseUrl,
+    /// The connections, of the backend `url` names.
     pools: Pools,
     /// Every statement any connection of this `Db` started (diesel instrumentation).
     statements: Arc<AtomicU64>,
@@ -306,6 +308,7 @@ impl Db {
 
 /// Notifications from other processes, on PostgreSQL (`LISTEN`).
 pub struct Listener {
+    /// A connection of its own, outside the pool, that has run `LISTEN` on each channel.
     conn: AsyncPgConnection,
 }
 
@@ -376,6 +379,7 @@ impl Pooled {
 /// connection still counts as inside a transaction, so the pool discards it, and the
 /// database rolls the transaction back.
 pub struct Tx {
+    /// The connection the transaction is open on: SQLite's one writer, or one from the pool.
     conn: Pooled,
 }
 

@@ -21,6 +21,7 @@ pub enum DriftKind {
 /// One disagreement. Names are the snapshots' names on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Drift {
+    /// How the two sides disagree.
     pub kind: DriftKind,
     /// The snapshot concerned (for a different current: snaptree's active one).
     pub host_name: Option<String>,
@@ -32,16 +33,23 @@ pub struct Drift {
 
 /// A snapshot as snaptree records it.
 pub struct Recorded<'a> {
+    /// Its name on the host (`{vm_id}_{snapshot_id}`), which `Listed::name` is matched on.
     pub host_name: &'a str,
+    /// Its parent's name on the host; `None` for a root.
     pub parent_host_name: Option<&'a str>,
+    /// Its state: only a RUNNING snapshot that the host lacks is `MissingOnHost`.
     pub state: SnapshotState,
+    /// Whether it is the VM's active snapshot, compared with the host's current one.
     pub active: bool,
 }
 
 /// A snapshot as the host lists it.
 pub struct Listed<'a> {
+    /// Its name on the host.
     pub name: &'a str,
+    /// Its parent's name on the host; `None` for a root.
     pub parent: Option<&'a str>,
+    /// Whether the host reports it as the VM's current snapshot.
     pub current: bool,
 }
 

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::tree::{Changes, Tree};
-use super::{Rejection, SnapshotState, TaskKind, state::vm_state};
+use super::{Rejection, SnapshotState, TaskKind, TaskState, state::vm_state};
 
 use SnapshotState::*;
 
@@ -16,6 +16,18 @@ pub fn check_vm_state(code: i32) -> Result<(), Rejection> {
         Ok(())
     } else {
         Err(Rejection::VmState { state: code })
+    }
+}
+
+/// Whether a task in state `state` can be cancelled: a queued one at once, a running one
+/// at its robot's next safe point unless it was asked already (`asked`); an ended one
+/// not at all.
+pub fn cancel(state: TaskState, asked: bool) -> Result<(), Rejection> {
+    match state {
+        TaskState::Queued => Ok(()),
+        TaskState::Running if !asked => Ok(()),
+        TaskState::Running => Err(Rejection::CancelAsked),
+        ended => Err(Rejection::TaskEnded { state: ended }),
     }
 }
 
@@ -96,6 +108,8 @@ pub struct DeleteForecast {
     pub removed: Vec<i64>,
     /// `Some(x)` when the active snapshot is removed and `x` becomes active.
     pub active_after: Option<Option<i64>>,
+    /// How many snapshots move up to a new parent (a single delete's children).
+    pub moved_up: usize,
 }
 
 /// The same changes a successful delete makes ([`succeeded`] closes the task's scope).
@@ -107,10 +121,11 @@ pub fn forecast_delete(tree: &Tree, id: i64, remove_subtree: bool) -> DeleteFore
     } else {
         vec![id]
     };
-    let active_after = tree.close(&removed).active;
+    let changes = tree.close(&removed);
     DeleteForecast {
         removed,
-        active_after,
+        active_after: changes.active,
+        moved_up: changes.parents.len(),
     }
 }
 
@@ -138,8 +153,11 @@ pub fn created(new_id: i64) -> Changes {
 /// An accepted apply, revert or delete: the changes and the task to queue.
 #[derive(Debug, PartialEq)]
 pub struct Plan {
+    /// The task to queue: UPDATE for an apply or revert, SCRUB for a delete.
     pub kind: TaskKind,
+    /// The snapshot the task works on (for a revert, the active one).
     pub target: i64,
+    /// What the action writes to the tree, in the same transaction as the task.
     pub changes: Changes,
     /// Recorded on the snapshot (delete only).
     pub remove_subtree: bool,
@@ -199,7 +217,9 @@ pub fn delete(tree: &Tree, id: i64, remove_subtree: bool) -> Result<Plan, Reject
 /// What the robot knows of the task it is finishing.
 #[derive(Clone, Debug)]
 pub struct TaskFacts {
+    /// The task's kind.
     pub kind: TaskKind,
+    /// The task's snapshot (`tasks.snapshot_id`): the one created, applied or deleted.
     pub target: i64,
     /// A subtree delete.
     pub remove_subtree: bool,

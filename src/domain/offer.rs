@@ -6,7 +6,7 @@
 
 use super::lifecycle;
 use super::tree::Tree;
-use super::{Rejection, Role, state::state_name};
+use super::{Rejection, Role, TaskState};
 
 /// Why an action is not offered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub enum Refusal {
     SnapshotState,
     /// The host's limit leaves no room.
     Limit,
+    /// The task's state does not allow it (it has ended, or was asked to stop already).
+    TaskState,
 }
 
 /// An action's forecast: allowed, or refused with the sentence a person reads.
@@ -33,12 +35,54 @@ impl Offer {
     }
 }
 
+/// Why an action on a VM is refused before any snapshot rule is asked: the checks every
+/// task-making action meets first, in this order. The offers and the actions both ask
+/// [`precheck`], so that they refuse alike, in the same words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Blocked {
+    /// The caller's role may not act (a VIEWER).
+    #[error("Your token is a VIEWER's: it may look at snapshots and tasks, not act on them.")]
+    Role,
+    /// Task `task` is queued or running for the VM.
+    #[error("This VM is busy with another task; wait for it to end, or cancel it.")]
+    Busy { task: i64 },
+    /// The VM's state allows no snapshot work.
+    #[error(transparent)]
+    VmState(Rejection),
+}
+
+impl Blocked {
+    /// The offer's form: the kind of refusal and its sentence.
+    fn refusal(self) -> (Refusal, String) {
+        let kind = match self {
+            Self::Role => Refusal::Role,
+            Self::Busy { .. } => Refusal::Busy,
+            Self::VmState(_) => Refusal::VmState,
+        };
+        (kind, self.to_string())
+    }
+}
+
+/// The checks every task-making action meets before the rules of [`lifecycle`]: the
+/// caller's `role` may act, no task (`busy`, its id) is under way on the VM, and the
+/// VM's state (`vm_state`) allows snapshot work.
+pub fn precheck(role: Role, busy: Option<i64>, vm_state: i32) -> Result<(), Blocked> {
+    if !role.may_act() {
+        return Err(Blocked::Role);
+    }
+    if let Some(task) = busy {
+        return Err(Blocked::Busy { task });
+    }
+    lifecycle::check_vm_state(vm_state).map_err(Blocked::VmState)
+}
+
 /// What every action on a VM depends on besides its tree.
 #[derive(Clone, Copy, Debug)]
 pub struct Standing {
+    /// The caller's role (its token's); a VIEWER is refused every action.
     pub role: Role,
-    /// A task is queued or running for the VM.
-    pub busy: bool,
+    /// The task queued or running for the VM, if any.
+    pub busy: Option<i64>,
     /// The VM's CloudCIX state.
     pub vm_state: i32,
     /// The most non-closed snapshots the VM may have.
@@ -57,31 +101,12 @@ impl Standing {
         if self.role.may_act() {
             Ok(())
         } else {
-            Err((
-                Refusal::Role,
-                "Your token is a VIEWER's: it may look, not act.".into(),
-            ))
+            Err(Blocked::Role.refusal())
         }
     }
 
     fn before_rules(&self) -> Result<(), (Refusal, String)> {
-        self.role()?;
-        if self.busy {
-            return Err((
-                Refusal::Busy,
-                "A task is under way on this VM; wait for it to end, or cancel it.".into(),
-            ));
-        }
-        if lifecycle::check_vm_state(self.vm_state).is_err() {
-            return Err((
-                Refusal::VmState,
-                format!(
-                    "The VM is {}; snapshots need it running or quiesced.",
-                    state_name(self.vm_state).to_lowercase()
-                ),
-            ));
-        }
-        Ok(())
+        precheck(self.role, self.busy, self.vm_state).map_err(|blocked| blocked.refusal())
     }
 
     /// Creating a snapshot (or saving the current state before an apply).
@@ -118,10 +143,20 @@ impl Standing {
     }
 }
 
+/// Cancelling a task in state `state`, whose robot was asked to stop it already when
+/// `asked`: by a role that may act, while it has not ended and no cancel is pending.
+pub fn cancel(role: Role, state: TaskState, asked: bool) -> Offer {
+    if !role.may_act() {
+        return Offer(Err(Blocked::Role.refusal()));
+    }
+    Offer(lifecycle::cancel(state, asked).map_err(refusal))
+}
+
 fn refusal(rejection: Rejection) -> (Refusal, String) {
     let kind = match rejection {
         Rejection::LimitReached { .. } | Rejection::QuotaReached { .. } => Refusal::Limit,
         Rejection::VmState { .. } => Refusal::VmState,
+        Rejection::TaskEnded { .. } | Rejection::CancelAsked => Refusal::TaskState,
         _ => Refusal::SnapshotState,
     };
     (kind, rejection.to_string())
@@ -140,7 +175,7 @@ mod tests {
     fn standing(role: Role) -> Standing {
         Standing {
             role,
-            busy: false,
+            busy: None,
             vm_state: vm_state::RUNNING,
             limit: Some(3),
             quota: None,
@@ -155,12 +190,12 @@ mod tests {
     fn checks_come_in_the_order_an_action_meets_them() {
         let t = tree(&[(1, None), (2, Some(1)), (3, Some(2))], Some(3));
         let viewer = Standing {
-            busy: true,
+            busy: Some(9),
             ..standing(Role::Viewer)
         };
         assert_eq!(refused(viewer.apply(&t, 1)), Refusal::Role);
         let busy = Standing {
-            busy: true,
+            busy: Some(9),
             vm_state: QUIESCING,
             ..standing(Role::Operator)
         };

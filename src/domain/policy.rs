@@ -162,6 +162,7 @@ pub struct Retention {
 /// One snapshot a policy made, as retention sees it.
 #[derive(Clone, Debug)]
 pub struct Made {
+    /// The snapshot's id (the id `prune` returns).
     pub id: i64,
     /// The slot whose run made it.
     pub due: DateTime<Utc>,

@@ -3,8 +3,8 @@
 //! CloudCIX's `error_code` and field) while the rule is written once, here and in
 //! [`lifecycle`](super::lifecycle) and [`names`](super::names).
 
-use super::SnapshotState;
 use super::state::state_name;
+use super::{SnapshotState, TaskState};
 
 /// The rules' refusal. Its text is the sentence a client sees.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +54,12 @@ pub enum Rejection {
     /// Only a RUNNING or UNRESOURCED snapshot can be deleted.
     #[error("Snapshot {id} is {state}; only a RUNNING or UNRESOURCED snapshot can be deleted.")]
     NotDeletable { id: i64, state: SnapshotState },
+    /// A task that has ended cannot be cancelled.
+    #[error("This task has already ended ({state}); there is nothing to cancel.")]
+    TaskEnded { state: TaskState },
+    /// The robot running the task was asked to stop it already.
+    #[error("A cancel was asked for already; the robot stops the task at its next safe point.")]
+    CancelAsked,
 }
 
 /// What kind of refusal a [`Rejection`] is, for transports that group them.
@@ -81,7 +87,9 @@ impl Rejection {
             | Self::Closed { .. }
             | Self::NotApplicable { .. }
             | Self::NoActiveSnapshot
-            | Self::NotDeletable { .. } => Kind::State,
+            | Self::NotDeletable { .. }
+            | Self::TaskEnded { .. }
+            | Self::CancelAsked => Kind::State,
         }
     }
 }

@@ -140,6 +140,10 @@ impl SnapshotState {
         }
     }
 
+    /// The states a user may ask a snapshot to move to (CloudCIX's update): RUNNING_UPDATE
+    /// applies it (or reverts to it), SCRUB deletes it.
+    pub const REQUESTABLE: [Self; 2] = [Self::RunningUpdate, Self::Scrub];
+
     pub fn from_code(code: i32) -> Option<Self> {
         Some(match code {
             1 => Self::Requested,
@@ -171,6 +175,15 @@ impl fmt::Display for SnapshotState {
 pub mod vm_state {
     pub const RUNNING: i32 = 4;
     pub const QUIESCED: i32 = 6;
+}
+
+/// CloudCIX's state table in words: the codes [`in_state_table`] accepts.
+pub const STATE_TABLE: &str = "0 to 17, or 99";
+
+/// Whether `code` is a state of CloudCIX's state table (as a filter or an update names
+/// it; -1, IN_API, is the API's own and never asked for).
+pub fn in_state_table(code: i32) -> bool {
+    (0..=17).contains(&code) || code == 99
 }
 
 /// The CloudCIX name of a state-table integer ("UNKNOWN" outside the table).

@@ -8,10 +8,15 @@ use super::SnapshotState;
 /// One non-closed snapshot, as the rules see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
+    /// The snapshot's id.
     pub id: i64,
+    /// Its parent snapshot's id; `None` for a root.
     pub parent_id: Option<i64>,
+    /// The name the user typed (unique among the VM's non-closed snapshots), not the host's.
     pub name: String,
+    /// Its state now.
     pub state: SnapshotState,
+    /// Whether it is the VM's active snapshot (at most one node is).
     pub active: bool,
 }
 
@@ -29,7 +34,9 @@ pub struct Changes {
 /// A VM's non-closed snapshots.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
+    /// The snapshots, in the order they were given or inserted.
     nodes: Vec<Node>,
+    /// Each snapshot's id to its position in `nodes`; rebuilt when closed snapshots leave.
     index: HashMap<i64, usize>,
 }
 

@@ -341,7 +341,9 @@ fn operations<'d>(doc: &'d ExecutableDocument, name: Option<&str>) -> Vec<&'d Op
 /// How many of something the schema has: the most under one parent, and in all.
 #[derive(Clone, Copy, Default)]
 struct Count {
+    /// The most under one parent (one type's fields, one field's arguments).
     most: usize,
+    /// The sum over every parent.
     all: usize,
 }
 
@@ -355,12 +357,19 @@ impl Count {
 /// What the schema holds, which bounds the introspection lists.
 #[derive(Default)]
 struct Sizes {
+    /// Named types, the introspection types and the five built-in scalars included.
     types: u64,
+    /// Fields of object and interface types.
     fields: Count,
+    /// Arguments of those fields.
     args: Count,
+    /// Values of enum types.
     enum_values: Count,
+    /// Fields of input types.
     input_fields: Count,
+    /// The most interfaces one object type implements.
     interfaces: usize,
+    /// The most possible types of a union or an interface (every definition, for one).
     possible: usize,
 }
 
@@ -439,7 +448,9 @@ fn page(value: &Value) -> Option<u64> {
 /// Fields and objects, saturating.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Tally {
+    /// Fields resolved, each at its weight: the cost.
     fields: u64,
+    /// Objects returned: the nodes.
     objects: u64,
 }
 
@@ -484,7 +495,9 @@ impl Tally {
 /// What a selection set costs on all the objects it is resolved on, and how deep it goes.
 #[derive(Clone, Copy, Debug, Default)]
 struct SetCost {
+    /// The set's cost and nodes, summed over every object it is resolved on.
     tally: Tally,
+    /// Its deepest field nesting (1 for a set of leaves).
     depth: usize,
 }
 
@@ -518,8 +531,11 @@ impl Measured {
 /// may hold (`below`).
 #[derive(Clone, Copy, Debug, Default)]
 struct TreeCost {
+    /// Per snapshot, what the set costs besides its deeper tree levels.
     own: Tally,
+    /// What the deeper tree levels cost per snapshot a path may hold.
     below: Tally,
+    /// The set's deepest field nesting.
     depth: usize,
 }
 
@@ -539,8 +555,11 @@ impl TreeCost {
 
 /// One walk over a document.
 struct Walker<'a> {
+    /// The schema's fields and their bounds.
     catalog: &'a Catalog,
+    /// The document walked, with the fragments its spreads name.
     doc: &'a ExecutableDocument,
+    /// The request's variables, which a `first: $n` is read from before its default.
     variables: &'a Variables,
     /// The current operation's variable defaults.
     defaults: HashMap<Name, Value>,

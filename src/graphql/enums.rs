@@ -105,4 +105,6 @@ pub enum Refusal {
     SnapshotState,
     /// The host's limit leaves no room.
     Limit,
+    /// The task's state does not allow it (it has ended, or was asked to stop already).
+    TaskState,
 }

@@ -22,7 +22,9 @@ use crate::service::{Caller, Service};
 /// Admits operations; cheap to clone.
 #[derive(Clone)]
 pub struct Gate {
+    /// The schema's cost model, built once (its snapshot levels bound by `snapshots_per_vm`).
     catalog: Arc<Catalog>,
+    /// The caps admission checks (size, depth, nodes, cost) and the execution deadline.
     limits: Arc<Limits>,
 }
 

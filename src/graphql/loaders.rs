@@ -27,9 +27,11 @@ type Memo<V> = Shared<BoxFuture<'static, Result<Option<V>, AppError>>>;
 
 /// The request's loaders: batching, then one load per key.
 pub struct Loaders {
+    /// The request's `DataLoader`, which batches the keys asked for together.
     batch: Arc<DataLoader<Batch>>,
-    /// Who asks, for loads made outside the `DataLoader`.
+    /// The service's reads, for loads made outside the `DataLoader` (`drift`).
     reads: Reads,
+    /// Who asks, for those loads: drift is read only of a VM the caller may see.
     caller: Caller,
     /// Per key type, a `HashMap<K, Memo<V>>`; `None` keeps nothing (subscriptions, whose
     /// connection outlives any one answer).
@@ -98,7 +100,9 @@ impl Loaders {
 
 /// Loads for one caller.
 pub struct Batch {
+    /// The service's batch reads, one statement per kind of key.
     reads: Reads,
+    /// Who asks: only `VmsOn` is read for the caller (its VMs on a host).
     caller: Caller,
 }
 
@@ -163,10 +167,10 @@ impl Loader<SnapshotCountOf> for Batch {
 pub struct DriftOf(pub i64);
 
 impl Loaders {
-    /// The drift of VM `key.0`, asked of its host once per request. Not through the
-    /// `DataLoader`, which runs its loads on tasks of their own: a host call must end
-    /// when the request does (its deadline passed, its client left), or a hung host
-    /// would keep its process, and its place in the host's limit, for good.
+    /// The drift of VM `key.0`, asked of its host once per request. The host read itself
+    /// runs apart from the request and is bounded by its own deadline (see
+    /// `hypervisor::registry::reads`): a request that ends early stops waiting for it,
+    /// and the host's lasting connection is not cut in the middle of a command.
     pub async fn drift(&self, key: DriftOf) -> Arc<Result<Vec<Drift>, AppError>> {
         let (reads, caller) = (self.reads.clone(), self.caller.clone());
         let ask = async move { Arc::new(reads.drift(&caller, key.0).await) };

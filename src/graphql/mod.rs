@@ -87,7 +87,9 @@ pub fn add_codes(errors: &mut [ServerError]) {
 /// every plain list field takes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Page {
+    /// Most items on the page (0 to `MAX_PAGE`).
     first: usize,
+    /// The cursor: the id the page starts after; `None`: from the first item.
     after: Option<i64>,
 }
 

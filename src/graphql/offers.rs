@@ -9,7 +9,7 @@ use super::loaders::{HostId, Loaders, OpenTaskOf, ProjectId, SnapshotCountOf};
 use super::types::{Snapshot, maybe, one};
 use crate::db::models;
 use crate::domain::lifecycle;
-use crate::domain::offer::{Offer, Standing};
+use crate::domain::offer::{self, Offer, Standing};
 use crate::service::{Caller, Service};
 
 /// Whether the caller may take an action now; when not, why. A forecast: the action is
@@ -53,9 +53,26 @@ pub struct SnapshotActions {
     rename: Allowance,
 }
 
+/// The actions on a task, for the caller, now.
+#[derive(SimpleObject)]
+pub struct TaskActions {
+    /// Cancelling it: a queued task at once, a running one at its robot's next safe point.
+    cancel: Allowance,
+}
+
+/// What the caller may do with task `task` now.
+pub fn task_actions(ctx: &Context<'_>, task: &models::Task) -> TaskActions {
+    let role = ctx.data_unchecked::<Caller>().role;
+    TaskActions {
+        cancel: Allowance(offer::cancel(role, task.state(), task.cancel_requested)),
+    }
+}
+
 /// What deleting a snapshot would do, as the tree stands now.
 pub struct DeleteForecast {
+    /// What the domain's rule says the delete would remove and make active.
     forecast: lifecycle::DeleteForecast,
+    /// The snapshot's VM, whose tree and snapshots `activeAfter` reads.
     vm: i64,
 }
 
@@ -64,6 +81,12 @@ impl DeleteForecast {
     /// How many snapshots it removes.
     async fn removed(&self) -> i32 {
         i32::try_from(self.forecast.removed.len()).unwrap_or(i32::MAX)
+    }
+
+    /// How many snapshots move up to the deleted one's parent: its children, when it is
+    /// deleted alone (0 for a subtree).
+    async fn moves_up(&self) -> i32 {
+        i32::try_from(self.forecast.moved_up).unwrap_or(i32::MAX)
     }
 
     /// It removes the active snapshot, so "Now" moves (to `activeAfter`).
@@ -92,7 +115,7 @@ async fn standing(ctx: &Context<'_>, vm: &models::Vm) -> Result<Standing> {
     let host: models::Host = one(ctx, HostId(vm.host_id)).await?;
     let busy = maybe::<_, models::Task>(ctx, OpenTaskOf(vm.id))
         .await?
-        .is_some();
+        .map(|task| task.id);
     let limit = ctx
         .data_unchecked::<Service>()
         .snapshot_limit(host.max_snapshots_per_vm);

@@ -228,8 +228,11 @@ impl PolicyPreview {
 }
 
 pub struct PreviewVm {
+    /// The VM the slot's run makes a snapshot of.
     vm: models::Vm,
+    /// The name of the snapshot the run makes (from the policy's name template).
     name: String,
+    /// The ids of the VM's snapshots retention then prunes, oldest first.
     prunes: Vec<i64>,
 }
 

@@ -465,6 +465,11 @@ impl Task {
         !self.0.state().is_open()
     }
 
+    /// What the caller may do with it now (cancel it), and why not.
+    async fn actions(&self, ctx: &Context<'_>) -> super::offers::TaskActions {
+        super::offers::task_actions(ctx, &self.0)
+    }
+
     /// 0..100, null while unknown.
     async fn progress(&self) -> Option<i32> {
         self.0.progress
@@ -500,7 +505,7 @@ impl Task {
             .flatten()
     }
 
-    /// Who asked for it (the token's name).
+    /// Who asked for it: the token's name, or `policy NAME` for a policy's run.
     async fn requested_by(&self) -> &str {
         &self.0.requested_by
     }

@@ -292,7 +292,9 @@ impl Counts {
 
 /// One counted connection; dropped with its socket.
 struct Slot {
+    /// The counts it was taken from, and gives itself back to when dropped.
     counts: Arc<Counts>,
+    /// The connection's client address (the TCP peer's), whose count it holds.
     peer: IpAddr,
 }
 

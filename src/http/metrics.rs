@@ -29,7 +29,9 @@ pub struct MetricsAccess {
 
 #[derive(Clone)]
 struct Scrape {
+    /// Authenticates ADMIN tokens and reads the metrics and the queue.
     service: Service,
+    /// The scraper's token (`--metrics-token`), accepted besides ADMIN tokens; `None`: none.
     token: Option<Arc<str>>,
     /// No token needed: the address is the rule (and no token is configured).
     open: bool,

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -42,6 +42,19 @@ mod subscriptions;
 /// The dashboard, built into the binary: no build step, nothing loaded from elsewhere.
 const DASHBOARD: &str = include_str!("../../web/index.html");
 const DASHBOARD_JS: &str = include_str!("../../web/app.js");
+/// The page's ES modules (`web/js/`), which `app.js` imports by relative path: the
+/// browser loads them as they are, with no bundling step.
+const DASHBOARD_MODULES: &[(&str, &str)] = &[
+    ("actions.js", include_str!("../../web/js/actions.js")),
+    ("api.js", include_str!("../../web/js/api.js")),
+    ("details.js", include_str!("../../web/js/details.js")),
+    ("live.js", include_str!("../../web/js/live.js")),
+    ("page.js", include_str!("../../web/js/page.js")),
+    ("queries.js", include_str!("../../web/js/queries.js")),
+    ("session.js", include_str!("../../web/js/session.js")),
+    ("tree.js", include_str!("../../web/js/tree.js")),
+    ("vms.js", include_str!("../../web/js/vms.js")),
+];
 const DASHBOARD_CSS: &str = include_str!("../../web/style.css");
 /// The page may load and connect to this server only.
 const DASHBOARD_CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
@@ -86,6 +99,7 @@ pub fn router(
                 )
             }),
         )
+        .route("/js/{module}", get(dashboard_module))
         .route(
             "/style.css",
             get(|| asset("text/css; charset=utf-8", DASHBOARD_CSS, Cache::Revalidate)),
@@ -170,6 +184,14 @@ pub(crate) async fn asset(
         body,
     )
         .into_response()
+}
+
+/// One of the dashboard's modules, by its file name; any other name is not found.
+async fn dashboard_module(Path(module): Path<String>) -> Response {
+    match DASHBOARD_MODULES.iter().find(|(name, _)| *name == module) {
+        Some((_, text)) => asset("text/javascript; charset=utf-8", text, Cache::Revalidate).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -172,10 +172,13 @@ struct Running {
 /// all, polling the operations' answers as they come (`SelectAll` polls only those
 /// that woke), so an idle subscription costs little more than its stream.
 struct Connection {
+    /// The server's state: the service, the schema and its gate, the stop signal.
     app: AppState,
+    /// The protocol agreed in the upgrade; it shapes every message.
     protocol: Protocol,
     /// The client's address, for the budget of failed authentications.
     peer: IpAddr,
+    /// Where messages to the client are written (each write bounded by `STALL`).
     sink: SplitSink<WebSocket, Message>,
     /// Set once `connection_init` has been accepted.
     caller: Option<Caller>,
@@ -558,9 +561,12 @@ async fn revoked(session: &mut Option<Session>) {
 /// A `next` (or legacy `data`) message.
 #[derive(Serialize)]
 struct Next<'a> {
+    /// `next`, or `data` in the legacy protocol (`Protocol::next`).
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The operation's id, as the client gave it.
     id: &'a str,
+    /// The answer, serialised as it is.
     payload: &'a GqlResponse,
 }
 

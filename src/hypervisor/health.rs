@@ -1,7 +1,7 @@
 //! Host health as this process's calls find it: whether each host answers now, since
 //! when, and the last connection error. Every driver call reports its outcome here; only
-//! a transient failure (the host or its connection, not the request) makes a host
-//! unreachable, and any answer makes it reachable again.
+//! a failure to reach the host (`DriverError::Unreachable`: the host or its connection,
+//! not the request) makes a host unreachable, and any answer makes it reachable again.
 //!
 //! The robot leaves unreachable hosts' tasks queued rather than tie up workers on them,
 //! and a probe keeps trying each such host until it answers. The service writes the
@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 /// One host's health.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
+    /// False from a failure to reach the host until its next answer, of any kind (`saw`).
     pub reachable: bool,
     /// When it last became reachable, or unreachable.
     pub since: NaiveDateTime,
@@ -26,6 +27,7 @@ pub struct Health {
 /// The health of every host this process has called.
 #[derive(Default)]
 pub struct HealthBook {
+    /// Every known host's health and which have changed, under one lock.
     state: Mutex<Book>,
     /// Some health changed: the service's writer looks.
     changed: Notify,
@@ -35,6 +37,7 @@ pub struct HealthBook {
 
 #[derive(Default)]
 struct Book {
+    /// Each host's health, by host id; a host not called yet has no entry.
     hosts: HashMap<i64, Health>,
     /// Changed since the writer last took the changes.
     dirty: HashSet<i64>,

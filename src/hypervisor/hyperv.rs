@@ -40,8 +40,11 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 /// Where and how to reach the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// The SSH user (ASCII letters, digits, `.`, `_`, `-`; not starting with `-`).
     pub user: String,
+    /// The host's name or address, held to the same characters as `user`.
     pub host: String,
+    /// The SSH port; `None`: ssh's default.
     pub port: Option<u16>,
 }
 
@@ -161,29 +164,37 @@ fn end_marker(n: u32) -> String {
 
 #[derive(Deserialize)]
 struct Listing {
+    /// The VM's `ParentSnapshotName`: the checkpoint it runs from; `None` without one.
     current: Option<String>,
+    /// Every checkpoint of the VM (`Get-VMCheckpoint`).
     checkpoints: Vec<Checkpoint>,
 }
 
 #[derive(Deserialize)]
 struct Checkpoint {
+    /// The checkpoint's name.
     name: String,
+    /// Its parent checkpoint's name (`ParentSnapshotName`); `None` for a root.
     parent: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct VmState {
+    /// Hyper-V's name of the VM's state (`Running`, `Off`, `Saved`...), read by `state`.
     state: String,
 }
 
 #[derive(Deserialize)]
 struct VmEntry {
+    /// The VM's name, its identifier in snaptree.
     name: String,
+    /// Hyper-V's name of the VM's state, as in `VmState`.
     state: String,
 }
 
 /// A Hyper-V host reached over SSH.
 pub struct HypervDriver {
+    /// Where and as whom to connect.
     target: Target,
     /// The ssh program.
     ssh: PathBuf,

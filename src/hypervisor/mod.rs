@@ -24,9 +24,11 @@ pub use uri::HostUri;
 /// A host as drivers know it: what reaching it takes, and nothing of how it is stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostRef {
+    /// The host's id (`hosts.id`): the key of its driver and of its health.
     pub id: i64,
     /// For errors and logs.
     pub name: String,
+    /// The host's kind: which driver serves it, and how its URI is read.
     pub kind: Hypervisor,
     /// As stored; checked again before any driver uses it.
     pub uri: String,
@@ -104,7 +106,9 @@ impl DriverError {
 /// A snapshot as the host knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostSnapshot {
+    /// The snapshot's name on the host (`{vm_id}_{snapshot_id}` for snaptree's own).
     pub name: String,
+    /// Its parent's name on the host; `None` for a root.
     pub parent: Option<String>,
     /// The host's current snapshot (the VM runs from it).
     pub current: bool,
@@ -113,6 +117,7 @@ pub struct HostSnapshot {
 /// A VM as the host knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostVm {
+    /// The VM's name on the host (libvirt domain name, Hyper-V VM name).
     pub identifier: String,
     /// A CloudCIX state-table integer (RUNNING 4, QUIESCED 6).
     pub state: i32,
@@ -121,13 +126,16 @@ pub struct HostVm {
 /// One progress report: what the driver is doing, and how far it is, when it knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgressUpdate {
+    /// Percent done (of the whole task when in a stage); `None` when the driver cannot tell.
     pub percent: Option<i32>,
+    /// What the driver is doing, for people (with the stage's name before it, if any).
     pub phase: String,
 }
 
 /// Where a driver sends its progress reports.
 #[derive(Clone)]
 pub struct Progress {
+    /// Where reports go; `None` (from `ignore`) drops them.
     tx: Option<mpsc::UnboundedSender<ProgressUpdate>>,
     /// One stage of a task of several operations: its share of the percentage and its
     /// name, put before each phase.

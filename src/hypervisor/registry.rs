@@ -27,12 +27,15 @@ const PROBE_CAP: Duration = Duration::from_secs(30);
 
 /// The drivers of the hosts this process talks to, one per host.
 pub struct Drivers {
+    /// Where the drivers' programs and keys are, and simulated hosts' state directory.
     config: DriverConfig,
     /// Most operations at once against one host.
     per_host: usize,
     /// Longest a host's answer to a check may take.
     check_timeout: Duration,
+    /// Each host's driver by host id, made at its first use and kept (a URI never changes).
     cache: Mutex<HashMap<i64, Arc<Tracked>>>,
+    /// What every call found of each host, shared with each host's `Tracked`.
     health: Arc<HealthBook>,
 }
 
@@ -171,7 +174,9 @@ struct Tracked {
     tasks_idle: Notify,
     /// Tenants' reads.
     reads: reads::Reads,
+    /// Where each call's outcome is noted (`saw`): the book all hosts share.
     health: Arc<HealthBook>,
+    /// Longest the probe waits for the host's answer to a check.
     check_timeout: Duration,
     /// Itself, for the probe it starts when the host stops answering.
     me: Weak<Tracked>,

@@ -57,7 +57,9 @@ pub struct Session {
     _group: Group,
     /// Killed when dropped, if still running.
     _child: Child,
+    /// The process's standard input, where requests are written.
     stdin: ChildStdin,
+    /// The reading end of the one pipe the process's stdout and stderr both write to.
     output: pipe::Receiver,
     /// Read but not yet part of an answer.
     buffer: Vec<u8>,
@@ -179,6 +181,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// One host's session, lent to one call at a time: the calls of every task and query on
 /// the host take turns on it, in order.
 pub struct Lasting {
+    /// The session kept between calls (`None`: none yet, or the last was dropped); the
+    /// lock is held for a whole call, so calls take turns.
     slot: Mutex<Option<Session>>,
     /// Sessions opened so far (reuse shows as this staying low).
     opened: AtomicU64,
@@ -189,7 +193,9 @@ pub struct Lasting {
 /// A session lent for one call. Unless [`Loan::keep`] gives it back, it is closed when the
 /// loan is dropped.
 pub struct Loan<'a> {
+    /// The host's slot, locked for the call; `keep` puts the session back in it.
     slot: MutexGuard<'a, Option<Session>>,
+    /// The session lent; `None` only once `keep` has taken it.
     session: Option<Session>,
     /// Opened for this call: a failure on it is the host's, not a session gone stale.
     pub fresh: bool,

@@ -45,10 +45,15 @@ pub const CAPABILITIES: super::Capabilities = super::Capabilities {
 /// The tuning read from a `sim://` URI.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SimParams {
+    /// How long each create, apply or delete takes (`latency_ms`, at most 10 minutes).
     pub latency: Duration,
+    /// Share of operations, 0 to 1, that fail for good; the three rates add up to 1 at most.
     pub fail_rate: f64,
+    /// Share of operations, 0 to 1, that fail transiently (a lost connection).
     pub flaky_rate: f64,
+    /// Share of operations, 0 to 1, that never answer, before making their change.
     pub hang_rate: f64,
+    /// VMs the host lists from the start, besides those it has state files for.
     pub domains: Vec<String>,
     /// The operations the rates apply to; empty: all of them.
     pub fail_on: Vec<Op>,
@@ -199,9 +204,11 @@ fn rate(key: &str, value: &str) -> Result<f64, String> {
 /// One VM on the simulated host.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Domain {
+    /// The VM's CloudCIX state: RUNNING from the start, and nothing here changes it.
     state: i32,
     /// Snapshot name to parent name.
     snapshots: BTreeMap<String, Option<String>>,
+    /// The snapshot the VM runs from, which new snapshots hang from; `None` without one.
     current: Option<String>,
 }
 
@@ -281,7 +288,9 @@ pub const OUTAGE_FILE: &str = "DOWN";
 
 /// A simulated host: its tuning and the directory holding its VMs.
 pub struct SimDriver {
+    /// The tuning its URI gave.
     params: SimParams,
+    /// Its state directory (`<sim-dir>/host-<id>`): a JSON file per VM, the journal, `DOWN`.
     dir: PathBuf,
     /// One operation at a time touches the files, as a host serialises its own work.
     files: Mutex<()>,

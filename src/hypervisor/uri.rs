@@ -37,8 +37,11 @@ pub struct KvmUri {
 /// Where an SSH-reached host is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remote {
+    /// The SSH user; `None`: ssh's own choice (its configuration, or the local user).
     pub user: Option<String>,
+    /// A host name, an IPv4 address, or an IPv6 address kept in its brackets.
     pub host: String,
+    /// The SSH port (never 0); `None`: ssh's default.
     pub port: Option<u16>,
 }
 

@@ -37,7 +37,9 @@ pub(super) enum Standing {
 
 /// The lease of a claim a worker runs; its keeper stops when it is dropped.
 pub(super) struct Lease {
+    /// Where the claim stands, as its keeper last told.
     standing: watch::Receiver<Standing>,
+    /// The task that renews the lease; aborted when the lease is dropped.
     keeper: AbortHandle,
 }
 

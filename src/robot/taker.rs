@@ -16,6 +16,7 @@ pub(super) type Handoff = (Claimed, OwnedSemaphorePermit);
 pub(super) struct Workers {
     /// The robot's name in leases.
     pub owner: Arc<str>,
+    /// The lease a task taken at once gets: the robot's own (`RobotConfig::lease`).
     pub lease: Duration,
     /// The hosts it serves (`None`: all).
     pub hosts: Option<Vec<i64>>,

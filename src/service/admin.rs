@@ -15,6 +15,7 @@ use crate::hypervisor::{Capabilities, DriverError, HostSnapshot, HostUri};
 /// Administration: what ADMIN tokens (and the command line) do.
 #[derive(Clone)]
 pub struct Admin {
+    /// What every part of the service shares.
     pub(super) core: Arc<Core>,
 }
 

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{Admin, Core, Service};
 use crate::db::models::{NewToken, Project, Token};
 use crate::db::{self, Conn, Tx, projects, tokens};
+use crate::domain::offer::Blocked;
 use crate::domain::{Role, names};
 use crate::error::{AppError, AppResult};
 
@@ -49,7 +50,7 @@ impl Caller {
         if self.role.may_act() {
             Ok(())
         } else {
-            Err(AppError::forbidden("act on VMs (it is VIEWER)"))
+            Err(Blocked::Role.into())
         }
     }
 

@@ -30,17 +30,23 @@ pub enum Follow {
 const BATCH: i64 = 500;
 
 struct Follower {
+    /// Reads the table: what was missed, and each event's task.
     reads: Reads,
+    /// Tells the pump's position after the follower fell behind the broadcast.
     bus: EventBus,
+    /// The broadcast, tapped before the replay's end (`upto`) was taken.
     live: broadcast::Receiver<Arc<Published>>,
+    /// Which events are delivered: the caller's project (unless ADMIN), and the task or VM.
     filter: Filter,
     /// Every matching event up to this id has been queued or delivered.
     cursor: i64,
     /// Read the table up to here before listening again.
     upto: i64,
+    /// Events read or received that match, not yet delivered, oldest first.
     pending: VecDeque<Arc<Published>>,
     /// End after the task's final event.
     until_final: bool,
+    /// The stream has ended: the final event delivered, an error, or the broadcast closed.
     done: bool,
 }
 

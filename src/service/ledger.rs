@@ -10,21 +10,17 @@
 //! up again anyway). If a batch fails, each of its steps is written alone, so one bad
 //! step cannot take the others down with it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::tasks::{
-    Claimed, Note, Step, lease_from_now, lease_until, record, start_work, write_steps,
-};
-use super::{Core, ROBOT, handoff};
-use crate::db::models::{Host, HostHealth, NewTaskEvent, Snapshot, Task, Vm};
-use crate::db::{self, Tx, hosts, snapshots, tasks, vms};
+use super::tasks::{Claimed, Note, Step, lease_until, record, write_steps};
+use super::{Core, handoff};
+use crate::db::models::{Host, HostHealth, NewTaskEvent};
+use crate::db::{self, Tx, hosts, tasks};
 use crate::domain::TaskState;
-use crate::domain::tree::Tree;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
 use crate::hypervisor::Drivers;
@@ -32,6 +28,7 @@ use crate::hypervisor::Drivers;
 /// What a robot may do with the service, and all it sees of it.
 #[derive(Clone)]
 pub struct TaskLedger {
+    /// What every part of the service shares.
     pub(super) core: Arc<Core>,
 }
 
@@ -115,6 +112,7 @@ const BATCH: usize = 256;
 /// Sends steps to the writer; the writer stops when every handle is gone.
 #[derive(Clone)]
 pub struct StepWriter {
+    /// To the one writer task, which writes entries in the order they were sent.
     queue: mpsc::UnboundedSender<Entry>,
 }
 
@@ -122,6 +120,7 @@ pub struct StepWriter {
 struct Entry {
     /// The task, under the claim the step is written for.
     claimed: Arc<Claimed>,
+    /// What to write: a progress report, or the task's end.
     step: Step,
     /// Told whether the robot still held the task (the step was written).
     done: Option<oneshot::Sender<AppResult<bool>>>,
@@ -259,88 +258,6 @@ impl TaskLedger {
             self.core.bus.committed();
         }
         Ok(stored)
-    }
-
-    /// Claims up to `max` tasks for robot `owner` (for `hosts` only, when given) and marks
-    /// their snapshots as being worked on, in one transaction. Tasks of hosts this process
-    /// cannot reach wait for them to answer again, rather than tie up workers.
-    pub async fn claim_tasks(
-        &self,
-        owner: &str,
-        lease: Duration,
-        hosts: Option<&[i64]>,
-        max: usize,
-    ) -> AppResult<Vec<Claimed>> {
-        let unreachable = self.core.drivers.health().unreachable_hosts();
-        let among = tasks::Among {
-            hosts,
-            except: &unreachable,
-        };
-        if !tasks::claimable(&mut self.core.db.reader().await?.conn(), db::now(), among).await? {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.core.db.begin().await?;
-        let result: AppResult<_> = async {
-            let mut conn = tx.conn();
-            let (leased_at, until) = lease_from_now(lease);
-            let taken = tasks::claim(&mut conn, owner, db::now(), until, among, max).await?;
-            if taken.is_empty() {
-                return Ok(Vec::new());
-            }
-            let ids = |f: fn(&Task) -> i64| {
-                let mut ids: Vec<i64> = taken.iter().map(f).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids
-            };
-            let (vm_ids, host_ids, snapshot_ids) =
-                (ids(|t| t.vm_id), ids(|t| t.host_id), ids(|t| t.snapshot_id));
-            let mut vms: HashMap<i64, Vm> = vms::by_ids(&mut conn, &vm_ids)
-                .await?
-                .into_iter()
-                .map(|v| (v.id, v))
-                .collect();
-            let hosts: HashMap<i64, Host> = hosts::by_ids(&mut conn, &host_ids)
-                .await?
-                .into_iter()
-                .map(|h| (h.id, h))
-                .collect();
-            let mut rows: HashMap<i64, Snapshot> = snapshots::by_ids(&mut conn, &snapshot_ids)
-                .await?
-                .into_iter()
-                .map(|s| (s.id, s))
-                .collect();
-            let mut trees = snapshots::nodes_of_all(&mut conn, &vm_ids).await?;
-            let mut claimed = Vec::with_capacity(taken.len());
-            let mut changes = Vec::with_capacity(taken.len());
-            let mut events = Vec::with_capacity(taken.len());
-            for task in taken {
-                let missing = || AppError::internal(format!("task {} lost its rows", task.id));
-                let vm = vms.remove(&task.vm_id).ok_or_else(missing)?;
-                let host = hosts.get(&task.host_id).cloned().ok_or_else(missing)?;
-                let snapshot = rows.remove(&task.snapshot_id).ok_or_else(missing)?;
-                let tree = Tree::new(trees.remove(&task.vm_id).unwrap_or_default());
-                let (change, started, event) =
-                    start_work(task, vm, host, snapshot, &tree, (owner, leased_at));
-                changes.push(change);
-                events.push(event);
-                claimed.push(started);
-            }
-            let all: Vec<_> = claimed
-                .iter()
-                .zip(&changes)
-                .map(|(c, change)| (&c.vm, change, ROBOT))
-                .collect();
-            snapshots::apply_all(&mut conn, &all).await?;
-            db::events::insert(&mut conn, &events).await?;
-            Ok(claimed)
-        }
-        .await;
-        let claimed = tx.finish(result).await?;
-        if !claimed.is_empty() {
-            self.core.bus.committed();
-        }
-        Ok(claimed)
     }
 
     /// Extends `claimed`'s lease to `lease` from now (computed once the database

@@ -7,6 +7,7 @@ mod actions;
 mod admin;
 pub mod auth;
 mod cancel;
+mod claiming;
 mod follow;
 pub mod handoff;
 pub mod ledger;
@@ -99,10 +100,15 @@ impl Core {
 /// is shared.
 #[derive(Clone)]
 pub struct Service {
+    /// What every part shares: database, bus, drivers, limits, sessions, throttle, clock.
     core: Arc<Core>,
+    /// The five snapshot actions and cancelling a task.
     actions: Actions,
+    /// Projects, tokens, hosts and VMs (ADMIN).
     admin: Admin,
+    /// Everything a caller may read, and following events.
     reads: Reads,
+    /// The robot's side: claims, leases and task steps.
     ledger: TaskLedger,
 }
 

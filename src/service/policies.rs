@@ -40,15 +40,24 @@ fn retry_after(attempts: i32) -> chrono::Duration {
 /// What a policy is asked to be.
 #[derive(Clone, Debug, Default)]
 pub struct PolicySpec {
+    /// Unique in its project; fills `{policy}` in the name template.
     pub name: String,
     /// One VM; or, when absent, the project's VMs that `vm_filter` covers (all without).
     pub vm_id: Option<i64>,
+    /// Which VM names a project-wide policy covers (`*` any run, `?` one character).
     pub vm_filter: Option<String>,
+    /// Run every this many seconds from its creation; give this or `cron`, not both.
     pub every_seconds: Option<i64>,
+    /// Run on this cron schedule, in `time_zone`; give this or `every_seconds`, not both.
     pub cron: Option<String>,
+    /// The zone of `cron` and of the names' dates (cron only; `None`: UTC).
     pub time_zone: Option<String>,
+    /// Its snapshots' name (`{policy}`, `{vm}`, `{date}`, `{time}`, `{due}`); `None`:
+    /// [`DEFAULT_TEMPLATE`].
     pub name_template: Option<String>,
+    /// Retention: the newest this many of its snapshots per VM are kept (1 or more).
     pub keep_last: Option<i32>,
+    /// Retention: its snapshots from slots longer ago than this are pruned (at least 60).
     pub max_age_seconds: Option<i64>,
 }
 
@@ -61,6 +70,7 @@ pub const DEFAULT_TEMPLATE: &str = "{policy}-{due}";
 /// What a policy's next slot will do, as things stand.
 #[derive(Clone, Debug)]
 pub struct Preview {
+    /// The slot previewed: the next one, or, once that is due, the latest slot due now.
     pub due: DateTime<Utc>,
     /// Per VM, the name of the snapshot it makes.
     pub creates: Vec<(Vm, String)>,

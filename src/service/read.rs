@@ -16,19 +16,23 @@ use crate::hypervisor::ReadFailed;
 /// Everything a caller may read.
 #[derive(Clone)]
 pub struct Reads {
+    /// What every part of the service shares.
     pub(super) core: Arc<Core>,
 }
 
 /// Which VMs [`Reads::vms`] lists.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct VmFilter {
+    /// Only VMs on this host (none: every host's); the caller's scope applies besides.
     pub host: Option<i64>,
 }
 
 /// Which tasks [`Reads::tasks`] lists.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskFilter {
+    /// Only this VM's tasks (none: every VM's); not found unless the caller may see the VM.
     pub vm: Option<i64>,
+    /// Only tasks in this state (none: any).
     pub state: Option<TaskState>,
 }
 

@@ -20,6 +20,7 @@ pub const REVOCATION_POLL: Duration = Duration::from_millis(400);
 /// Open connections per token.
 #[derive(Default)]
 pub struct Sessions {
+    /// Per token id: its open connections; an entry goes when its count reaches 0.
     open: Mutex<HashMap<i64, Entry>>,
 }
 
@@ -32,8 +33,11 @@ struct Entry {
 
 /// One open connection; dropping it closes its place.
 pub struct Session {
+    /// The token the connection authenticated with.
     token_id: i64,
+    /// Turns true when that token is revoked (or, found by the watch, expires).
     revoked: watch::Receiver<bool>,
+    /// Where the connection is counted; dropping the session gives its place back.
     sessions: Arc<Sessions>,
 }
 

@@ -21,7 +21,9 @@ use crate::hypervisor::HostSnapshot;
 pub struct Claimed {
     /// The task as the claim left it; its `fence` is the claim's.
     pub task: Task,
+    /// The task's VM, as the claim read it.
     pub vm: Vm,
+    /// The host the task runs on (`task.host_id`): the driver to call.
     pub host: Host,
     /// The snapshot the task acts on, in its working state.
     pub snapshot: Snapshot,
@@ -67,8 +69,11 @@ impl Outcome {
 
 /// One event to record: the task's state, with progress, phase and message.
 pub(crate) struct Note<'a> {
+    /// The task's state the event reports.
     pub state: TaskState,
+    /// Percent done, when known.
     pub progress: Option<i32>,
+    /// What the robot is doing; `None` when nothing is under way (queued, ended).
     pub phase: Option<&'a str>,
     /// Snaptree's words, for every token of the project.
     pub message: Option<&'a str>,
@@ -327,11 +332,13 @@ pub(crate) async fn write_steps(
 
 /// What a task's end writes on the task.
 struct Ending {
+    /// SUCCEEDED, FAILED or CANCELLED, from the outcome.
     state: TaskState,
     /// Why, unless it succeeded.
     why: Option<Failure>,
     /// Its last event's message.
     message: String,
+    /// 100 on success; otherwise the task's progress as last recorded.
     progress: Option<i32>,
 }
 

@@ -44,7 +44,9 @@ struct Logins {
 
 /// The budgets of one role.
 struct Budget {
+    /// Requests a second per token id, in bursts of up to twice that.
     requests: DefaultKeyedRateLimiter<i64>,
+    /// Operation cost a second per token id (`graphql::cost`), in bursts of up to four times that.
     cost: DefaultKeyedRateLimiter<i64>,
 }
 

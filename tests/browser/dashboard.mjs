@@ -462,6 +462,52 @@ try {
     await viewing.close();
   }
 
+  // ------------------------------------------------ the page acts only on what is offered
+  // Every offer the API makes, over HTTP and over the WebSocket, is turned into a
+  // refusal on its way to the page: no control may then act, and each says the API's
+  // reason. A page that decided for itself (by role, by state) would still act here.
+  {
+    const REASON = "Refused by the test.";
+    const refuseAll = (value) => {
+      if (Array.isArray(value)) return value.map(refuseAll);
+      if (value && typeof value === "object") {
+        if (value.allowed === true) return { allowed: false, reason: REASON, refusal: "BUSY" };
+        return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, refuseAll(v)]));
+      }
+      return value;
+    };
+    const refusing = await browser.newContext({ viewport: DESKTOP, bypassCSP: true });
+    const rpage = await refusing.newPage();
+    watch(rpage, "refused");
+    await rpage.route("**/graphql", async (route) => {
+      const response = await route.fetch();
+      await route.fulfill({ response, json: refuseAll(await response.json()) });
+    });
+    await rpage.routeWebSocket(/\/graphql$/, (ws) => {
+      const server = ws.connectToServer();
+      server.onMessage((message) => ws.send(JSON.stringify(refuseAll(JSON.parse(message)))));
+    });
+    await signIn(rpage, token);
+    await openVm(rpage, "big31");
+    assert.equal(await rpage.locator("#create").isDisabled(), true, "Create");
+    assert.match(await rpage.locator("#create-why").textContent(), /Refused by the test/);
+    assert.equal(await rpage.locator("#revert").isDisabled(), true, "Revert");
+    await rpage.locator("#tree li[data-snapshot] > .row").first().click();
+    for (const id of ["apply", "delete", "rename"]) {
+      assert.equal(await rpage.locator(`#${id}`).isDisabled(), true, id);
+    }
+    assert.match(await rpage.locator("#snapshot-whys").textContent(), /Refused by the test/);
+    // A task under way whose cancel is not offered: the page shows no Cancel.
+    await openVm(rpage, "web2");
+    const held = await api(`mutation($v: ID!, $n: String!) { createSnapshot(vmId: $v, name: $n) { task { id } } }`,
+      { v: await vmId("web2"), n: "not cancellable" });
+    await rpage.locator("#progress:not([hidden])").waitFor();
+    assert.equal(await rpage.locator("#cancel-task").isVisible(), false, "no Cancel the API did not offer");
+    await waitTask(held.createSnapshot.task.id);
+    console.log("ok: the page acts only on what the API offers");
+    await refusing.close();
+  }
+
   // ---------------------------------------------------------------- 3: the phone
   const phoneContext = await browser.newContext({ viewport: PHONE, hasTouch: true, isMobile: true, bypassCSP: true });
   const phone = await phoneContext.newPage();

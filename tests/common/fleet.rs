@@ -12,8 +12,9 @@ use snaptree::db::{self, Db};
 use snaptree::domain::{SnapshotState, TaskState};
 use tokio::sync::oneshot;
 
+use super::Api;
 use super::TestDb;
-use super::process;
+use super::process::{self, RobotProcess, ServerProcess};
 use super::ws::{Frame, Subscriber};
 
 pub fn on_postgres() -> bool {
@@ -239,6 +240,28 @@ impl Fleet {
     /// Where a process named `name` logs.
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// A server process of the fleet, with no robot of its own, logging as `name`.
+    pub fn server(&self, name: &str) -> ServerProcess {
+        ServerProcess::start_logging(&self.url, &self.sim, &["--no-robot"], Some(&self.log(name)))
+    }
+
+    /// A robot process of the fleet started with `flags`, logging as `name`.
+    pub fn robot(&self, name: &str, flags: &[&str]) -> RobotProcess {
+        RobotProcess::start(&self.url, &self.sim, flags, &self.log(name))
+    }
+
+    /// `n` robot processes started with `flags`, logging as `robot0`, `robot1`, ...
+    pub fn robots(&self, n: usize, flags: &[&str]) -> Vec<RobotProcess> {
+        (0..n)
+            .map(|i| self.robot(&format!("robot{i}"), flags))
+            .collect()
+    }
+
+    /// An ADMIN client of `server`.
+    pub fn api(&self, server: &ServerProcess) -> Api {
+        Api::new(&server.url, self.admin.clone())
     }
 
     /// Waits until every task is running (read from the database); returns them.

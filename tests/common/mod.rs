@@ -166,49 +166,94 @@ pub struct Api {
     pub client: reqwest::Client,
 }
 
-impl TestApp {
-    /// A server with a robot.
-    pub async fn spawn() -> Self {
-        Self::spawn_with(Some(test_robot())).await
+/// What a server is started with: its database, its directory, its drivers, its robot.
+type Parts = (TestDb, TempDir, DriverConfig, Option<RobotConfig>);
+
+/// A change to the host drivers' configuration.
+type Tune = Box<dyn FnOnce(&mut DriverConfig)>;
+
+/// How a [`TestApp`] is started: [`TestApp::builder`], then `spawn`.
+pub struct TestAppBuilder {
+    /// The robot the server runs (`None`: tasks stay queued).
+    robot: Option<RobotConfig>,
+    /// Changes to the host drivers' configuration (an SSH key, ...).
+    tune: Option<Tune>,
+    /// A database (and the directory of the server's files) made beforehand; `None`: a
+    /// fresh one of the backend the environment chooses.
+    on: Option<(TestDb, TempDir)>,
+}
+
+impl TestAppBuilder {
+    /// Runs robot `robot` (the default is [`test_robot`]).
+    pub fn robot(mut self, robot: RobotConfig) -> Self {
+        self.robot = Some(robot);
+        self
     }
 
-    pub async fn spawn_with(robot: Option<RobotConfig>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::new(dir.path()).await;
-        Self::spawn_on(db, dir, robot).await
+    /// Runs no robot: queued tasks stay queued.
+    pub fn without_robot(mut self) -> Self {
+        self.robot = None;
+        self
     }
 
-    /// A server whose Hyper-V hosts are the stand-in (its ssh is the stand-in's).
-    pub async fn spawn_with_standin() -> (Self, hyperv::StandIn) {
-        Self::spawn_with_standin_and(test_robot()).await
+    /// Lets `tune` adjust how hosts are reached.
+    pub fn drivers(mut self, tune: impl FnOnce(&mut DriverConfig) + 'static) -> Self {
+        self.tune = Some(Box::new(tune));
+        self
     }
 
-    /// The same, with robot `robot`.
-    pub async fn spawn_with_standin_and(robot: RobotConfig) -> (Self, hyperv::StandIn) {
-        let dir = tempfile::tempdir().unwrap();
+    /// Runs the server on `db`, keeping its files in `dir` (a benchmark picks each
+    /// backend in turn).
+    pub fn on(mut self, db: TestDb, dir: TempDir) -> Self {
+        self.on = Some((db, dir));
+        self
+    }
+
+    /// Starts the server (on a fresh database unless [`Self::on`] gave one).
+    pub async fn spawn(self) -> TestApp {
+        let (db, dir, drivers, robot) = self.parts().await;
+        TestApp::start(db, dir, robot, drivers).await
+    }
+
+    /// Starts the server with the stand-in Windows host as its Hyper-V hosts (their ssh
+    /// is the stand-in's).
+    pub async fn spawn_with_standin(self) -> (TestApp, hyperv::StandIn) {
+        let (db, dir, mut drivers, robot) = self.parts().await;
         let standin = hyperv::StandIn::new(dir.path());
-        let db = TestDb::new(dir.path()).await;
-        let mut drivers = DriverConfig::new(dir.path().join("sim"));
         drivers.ssh = standin.ssh.clone();
-        (Self::start(db, dir, Some(robot), drivers).await, standin)
+        (TestApp::start(db, dir, robot, drivers).await, standin)
     }
 
-    /// A server with robot `robot` whose host drivers `tune` adjusts (an SSH key, ...).
-    pub async fn spawn_with_drivers(
-        robot: RobotConfig,
-        tune: impl FnOnce(&mut DriverConfig),
-    ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::new(dir.path()).await;
+    /// The database, the server's directory, its drivers as tuned, and its robot.
+    async fn parts(self) -> Parts {
+        let (db, dir) = match self.on {
+            Some(made) => made,
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                (TestDb::new(dir.path()).await, dir)
+            }
+        };
         let mut drivers = DriverConfig::new(dir.path().join("sim"));
-        tune(&mut drivers);
-        Self::start(db, dir, Some(robot), drivers).await
+        if let Some(tune) = self.tune {
+            tune(&mut drivers);
+        }
+        (db, dir, drivers, self.robot)
+    }
+}
+
+impl TestApp {
+    /// A server with a test robot, on a fresh database: what most tests want.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
     }
 
-    /// A server on `db`, keeping its files in `dir`.
-    pub async fn spawn_on(db: TestDb, dir: TempDir, robot: Option<RobotConfig>) -> Self {
-        let drivers = DriverConfig::new(dir.path().join("sim"));
-        Self::start(db, dir, robot, drivers).await
+    /// A server set up step by step (its robot, its host drivers, a Hyper-V stand-in).
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            robot: Some(test_robot()),
+            tune: None,
+            on: None,
+        }
     }
 
     async fn start(

@@ -62,10 +62,13 @@ pub type Fields<F> = [(&'static str, Kind, F)];
 /// A list request, read.
 #[derive(Clone, Debug)]
 pub struct ListParams<F> {
+    /// The filters, order and page as the database query takes them.
     pub listing: Listing<F>,
+    /// The page asked for, from 0 (0 when absent, negative or unreadable), for `_metadata`.
     pub page: i64,
     /// The order in effect, as `_metadata` says it (`-name` descending).
     pub order: String,
+    /// Why parameters were not used, or are old style, for `_metadata.warnings`.
     pub warnings: Vec<String>,
 }
 

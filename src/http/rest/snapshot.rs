@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::codes::{Op, refusal};
 use super::{RestCaller, no_route, path_id, wire};
 use crate::db::models::{HistoryEntry, Snapshot, Vm};
+use crate::domain::{SnapshotState, state};
 use crate::error::{AppError, AppResult};
 use crate::service::{Caller, Service};
 
@@ -158,14 +159,25 @@ pub async fn create(
     }
 }
 
-/// CloudCIX's state codes a user may ask for.
-const RUNNING_UPDATE: i64 = 10;
-const SCRUB: i64 = 8;
+/// A field's error as CloudCIX's update answers it: the field, its code, the sentence.
+type FieldError = (&'static str, String, String);
+
+/// What an update asks for, read from its body.
+struct Update<'a> {
+    /// The new name (`None`: unchanged; absent, null or blank changes nothing).
+    name: Option<&'a str>,
+    /// The new description (`Some(None)` clears it).
+    description: Option<Option<&'a str>>,
+    /// The action the new state asks for (`None`: no change of state).
+    action: Option<SnapshotState>,
+    /// A delete takes the snapshot's subtree with it.
+    remove_subtree: bool,
+}
 
 /// `PUT` or `PATCH snapshot/<pk>/` (the same: every key is optional): `state` 10
-/// applies the snapshot (on the VM's active one, reverts to it), `state` 8 deletes it,
-/// with its subtree when `remove_subtree` is true. A `state` equal to the current one
-/// changes nothing, as in CloudCIX.
+/// (RUNNING_UPDATE) applies the snapshot (on the VM's active one, reverts to it), `state`
+/// 8 (SCRUB) deletes it, with its subtree when `remove_subtree` is true. A `state` equal
+/// to the current one changes nothing, as in CloudCIX.
 pub async fn update(
     State(service): State<Service>,
     RestCaller(caller): RestCaller,
@@ -184,8 +196,43 @@ pub async fn update(
         Ok(None) => return refusal(Op::Update, AppError::not_found("snapshot", id)),
         Err(err) => return refusal(Op::Update, err),
     };
+    let update = match read_update(&body, current.state) {
+        Ok(update) => update,
+        Err(errors) => return wire::fields(&errors),
+    };
+    let actions = service.actions();
+    // The rename first: it is the part a request is likelier to be refused for, and then
+    // nothing has changed. (A refused state change after it leaves the new name.)
+    if update.name.is_some() || update.description.is_some() {
+        let updated = actions
+            .update_snapshot(&caller, id, update.name, update.description)
+            .await;
+        if let Err(err) = updated {
+            return refusal(Op::Update, err);
+        }
+    }
+    let acted = match update.action {
+        None => Ok(None),
+        Some(SnapshotState::Scrub) => actions
+            .delete_snapshot(&caller, id, update.remove_subtree)
+            .await
+            .map(Some),
+        Some(_) => actions.apply_snapshot(&caller, id).await.map(Some),
+    };
+    if let Err(err) = acted {
+        return refusal(Op::Update, err);
+    }
+    match load(&service, &caller, id).await {
+        Ok(Some(object)) => wire::content(StatusCode::OK, object),
+        Ok(None) => refusal(Op::Update, AppError::not_found("snapshot", id)),
+        Err(err) => refusal(Op::Update, err),
+    }
+}
+
+/// Reads an update's body for a snapshot now in state `current`, with every field's
+/// error at once, in CloudCIX's codes.
+fn read_update(body: &Value, current: i32) -> Result<Update<'_>, Vec<FieldError>> {
     let mut errors = Vec::new();
-    // A name that is absent, null or blank changes nothing, as in CloudCIX.
     let name = match &body["name"] {
         Value::String(name) if !name.trim().is_empty() => Some(name.as_str()),
         Value::Null | Value::String(_) => None,
@@ -212,37 +259,12 @@ pub async fn update(
             None
         }
     };
-    let state = match &body["state"] {
-        Value::Null => None,
-        value => match integer(value) {
-            None => {
-                errors.push((
-                    "state",
-                    "iaas_snapshot_update_103".into(),
-                    "The \"state\" parameter is invalid. \"state\" must be an integer.".into(),
-                ));
-                None
-            }
-            Some(state) if !((0..=17).contains(&state) || state == 99) => {
-                errors.push((
-                    "state",
-                    "iaas_snapshot_update_104".into(),
-                    format!("The \"state\" parameter is invalid. {state} is not a state (0 to 17, or 99)."),
-                ));
-                None
-            }
-            // The current state: nothing to do.
-            Some(state) if state == i64::from(current.state) => None,
-            Some(state) if state != RUNNING_UPDATE && state != SCRUB => {
-                errors.push((
-                    "state",
-                    "iaas_snapshot_update_106".into(),
-                    format!("The \"state\" parameter is invalid. A snapshot can be moved to {RUNNING_UPDATE} (apply or revert) or {SCRUB} (delete), not {state}."),
-                ));
-                None
-            }
-            Some(state) => Some(state),
-        },
+    let action = match read_state(&body["state"], current) {
+        Ok(action) => action,
+        Err(error) => {
+            errors.push(error);
+            None
+        }
     };
     let remove_subtree = match &body["remove_subtree"] {
         Value::Null => false,
@@ -257,49 +279,68 @@ pub async fn update(
         }
     };
     if remove_subtree {
-        match state {
+        let delete = SnapshotState::Scrub;
+        match action {
             None if errors.iter().all(|(field, ..)| *field != "state") => errors.push((
                 "remove_subtree",
                 "iaas_snapshot_update_109".into(),
                 "The \"remove_subtree\" parameter is invalid. It needs a change of state.".into(),
             )),
-            Some(state) if state != SCRUB => errors.push((
+            Some(state) if state != delete => errors.push((
                 "remove_subtree",
                 "iaas_snapshot_update_110".into(),
-                format!("The \"remove_subtree\" parameter is invalid. It goes with state {SCRUB} (delete) only."),
+                format!(
+                    "The \"remove_subtree\" parameter is invalid. It goes with state {} (delete) only.",
+                    delete.code()
+                ),
             )),
             _ => {}
         }
     }
     if !errors.is_empty() {
-        return wire::fields(&errors);
+        return Err(errors);
     }
-    let actions = service.actions();
-    // The rename first: it is the part a request is likelier to be refused for, and then
-    // nothing has changed. (A refused state change after it leaves the new name.)
-    if name.is_some() || description.is_some() {
-        let updated = actions
-            .update_snapshot(&caller, id, name, description)
-            .await;
-        if let Err(err) = updated {
-            return refusal(Op::Update, err);
-        }
-    }
-    let acted = match state {
-        None => Ok(None),
-        Some(RUNNING_UPDATE) => actions.apply_snapshot(&caller, id).await.map(Some),
-        Some(_) => actions
-            .delete_snapshot(&caller, id, remove_subtree)
-            .await
-            .map(Some),
+    Ok(Update {
+        name,
+        description,
+        action,
+        remove_subtree,
+    })
+}
+
+/// The action a `state` asks of a snapshot now in state `current`: none when it is
+/// absent or the current one, else one of [`SnapshotState::REQUESTABLE`].
+fn read_state(value: &Value, current: i32) -> Result<Option<SnapshotState>, FieldError> {
+    let invalid = |code: &str, why: String| {
+        let message = format!("The \"state\" parameter is invalid. {why}");
+        ("state", code.to_owned(), message)
     };
-    if let Err(err) = acted {
-        return refusal(Op::Update, err);
+    if value.is_null() {
+        return Ok(None);
     }
-    match load(&service, &caller, id).await {
-        Ok(Some(object)) => wire::content(StatusCode::OK, object),
-        Ok(None) => refusal(Op::Update, AppError::not_found("snapshot", id)),
-        Err(err) => refusal(Op::Update, err),
+    let Some(code) = integer(value) else {
+        let why = "\"state\" must be an integer.".to_owned();
+        return Err(invalid("iaas_snapshot_update_103", why));
+    };
+    let in_table = i32::try_from(code)
+        .ok()
+        .filter(|&c| state::in_state_table(c));
+    let Some(code) = in_table else {
+        let why = format!("{code} is not a state ({}).", state::STATE_TABLE);
+        return Err(invalid("iaas_snapshot_update_104", why));
+    };
+    if code == current {
+        return Ok(None);
+    }
+    match SnapshotState::from_code(code) {
+        Some(state) if SnapshotState::REQUESTABLE.contains(&state) => Ok(Some(state)),
+        _ => {
+            let [apply, delete] = SnapshotState::REQUESTABLE.map(SnapshotState::code);
+            let why = format!(
+                "A snapshot can be moved to {apply} (apply or revert) or {delete} (delete), not {code}."
+            );
+            Err(invalid("iaas_snapshot_update_106", why))
+        }
     }
 }
 

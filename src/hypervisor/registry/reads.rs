@@ -71,7 +71,9 @@ impl Reads {
 
 /// A project's place among its pending reads; given back when dropped.
 struct Pending<'a> {
+    /// The host's reads, whose `pending` count this place is in.
     reads: &'a Reads,
+    /// The project the read is for.
     project: i64,
 }
 

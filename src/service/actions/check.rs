@@ -1,0 +1,181 @@
+//! The checks of a batch of actions, in the order a lone action meets its errors.
+
+use super::*;
+
+impl Actions {
+    /// Checks each request, in the order a lone action meets its errors: a live token,
+    /// a target the caller may see, the role, a VM that is free and in a state to act
+    /// on, then the rules. Returns the VMs read (locked) and what the accepted ones do.
+    pub(super) async fn check(
+        &self,
+        conn: &mut Conn<'_>,
+        requests: &[Request],
+        fates: &mut [Fate],
+    ) -> AppResult<(HashMap<i64, Vm>, Vec<Work>)> {
+        let mut token_ids: Vec<i64> = requests.iter().map(|r| r.caller.token_id).collect();
+        token_ids.sort_unstable();
+        token_ids.dedup();
+        let live = tokens::live_of(conn, &token_ids, self.core.clock.now_naive()).await?;
+        let named: Vec<i64> = requests
+            .iter()
+            .filter_map(|r| match r.target {
+                Target::Snapshot(id) => Some(id),
+                Target::Vm(_) => None,
+            })
+            .collect();
+        let owners: HashMap<i64, i64> = if named.is_empty() {
+            HashMap::new()
+        } else {
+            snapshots::by_ids(conn, &named)
+                .await?
+                .into_iter()
+                .map(|s| (s.id, s.vm_id))
+                .collect()
+        };
+        let not_found = |target: Target| match target {
+            Target::Vm(id) => AppError::not_found("VM", id),
+            Target::Snapshot(id) => AppError::not_found("snapshot", id),
+        };
+        let mut vm_of = vec![0; requests.len()];
+        for (i, r) in requests.iter().enumerate() {
+            let vm = match r.target {
+                Target::Vm(id) => Some(id),
+                Target::Snapshot(id) => owners.get(&id).copied(),
+            };
+            match (live.contains(&r.caller.token_id), vm) {
+                (false, _) => fates[i] = Fate::Refused(AppError::revoked()),
+                (true, None) => fates[i] = Fate::Refused(not_found(r.target)),
+                (true, Some(vm)) => vm_of[i] = vm,
+            }
+        }
+        let mut wanted: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let vms: HashMap<i64, Vm> = vms::lock_all(conn, &wanted)
+            .await?
+            .into_iter()
+            .map(|vm| (vm.id, vm))
+            .collect();
+        let seen: Vec<i64> = open(fates)
+            .filter(|&i| {
+                vms.get(&vm_of[i])
+                    .is_some_and(|vm| requests[i].caller.can_see(vm.project_id))
+            })
+            .map(|i| vm_of[i])
+            .collect();
+        let busy: HashMap<i64, i64> = tasks::open_of_each(conn, &seen)
+            .await?
+            .into_iter()
+            .map(|t| (t.vm_id, t.id))
+            .collect();
+        // The checks every action meets first, as its offer does (`offer::precheck`);
+        // then a second action on a VM waits for the next batch, and finds it busy.
+        let mut acting = HashSet::new();
+        for i in open(fates).collect::<Vec<_>>() {
+            let r = &requests[i];
+            let visible = vms
+                .get(&vm_of[i])
+                .is_some_and(|vm| r.caller.can_see(vm.project_id));
+            fates[i] = if !visible {
+                Fate::Refused(not_found(r.target))
+            } else if let Err(blocked) = precheck(
+                r.caller.role,
+                busy.get(&vm_of[i]).copied(),
+                vms[&vm_of[i]].state,
+            ) {
+                Fate::Refused(blocked.into())
+            } else if !acting.insert(vm_of[i]) {
+                Fate::Later
+            } else {
+                Fate::Open
+            };
+        }
+        let acting: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
+        let mut host_ids: Vec<i64> = acting.iter().map(|vm| vms[vm].host_id).collect();
+        host_ids.sort_unstable();
+        host_ids.dedup();
+        let hosts: HashMap<i64, Host> = if host_ids.is_empty() {
+            HashMap::new()
+        } else {
+            hosts::by_ids(conn, &host_ids)
+                .await?
+                .into_iter()
+                .map(|h| (h.id, h))
+                .collect()
+        };
+        let mut trees = snapshots::nodes_of_all(conn, &acting).await?;
+
+        let mut works = Vec::new();
+        for i in open(fates).collect::<Vec<_>>() {
+            let vm = &vms[&vm_of[i]];
+            let Some(host) = hosts.get(&vm.host_id) else {
+                fates[i] = Fate::Refused(AppError::internal(format!("VM {} has no host", vm.id)));
+                continue;
+            };
+            let tree = Tree::new(trees.remove(&vm.id).unwrap_or_default());
+            match (requests[i].decide)(host, &tree) {
+                Ok(step) => works.push(Work {
+                    request: i,
+                    vm: vm.id,
+                    host: host.clone(),
+                    prev_active: tree.active(),
+                    tree,
+                    step: Some(step),
+                    target: 0,
+                    kind: TaskKind::Build,
+                    save: None,
+                }),
+                Err(err) => fates[i] = Fate::Refused(err),
+            }
+        }
+        check_quotas(conn, &vms, &mut works, fates).await?;
+        Ok((vms, works))
+    }
+}
+
+/// Refuses the creates (and saves) that would take a project past its quota: counted
+/// over the project's VMs, with the ones accepted earlier in this batch, in order.
+async fn check_quotas(
+    conn: &mut Conn<'_>,
+    vms: &HashMap<i64, Vm>,
+    works: &mut Vec<Work>,
+    fates: &mut [Fate],
+) -> AppResult<()> {
+    let mut projects: Vec<i64> = works
+        .iter()
+        .filter(|w| w.step.as_ref().is_some_and(Step::creates))
+        .map(|w| vms[&w.vm].project_id)
+        .collect();
+    if projects.is_empty() {
+        return Ok(());
+    }
+    projects.sort_unstable();
+    projects.dedup();
+    let quotas = db::projects::lock_quotas(conn, &projects).await?;
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let limited: Vec<i64> = quotas.keys().copied().collect();
+    let mut used = snapshots::open_counts_of_projects(conn, &limited).await?;
+    works.retain(|w| {
+        let project = vms[&w.vm].project_id;
+        let (Some(&quota), true) = (
+            quotas.get(&project),
+            w.step.as_ref().is_some_and(Step::creates),
+        ) else {
+            return true;
+        };
+        let count = used.entry(project).or_default();
+        match lifecycle::quota(*count, Some(quota)) {
+            Ok(()) => {
+                *count += 1;
+                true
+            }
+            Err(err) => {
+                fates[w.request] = Fate::Refused(err.into());
+                false
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The writes of a batch of accepted actions: the new snapshots and each tree's changes.
+
+use super::*;
+
+/// Writes the new snapshots (REQUESTED, with their names on the host) and every work's
+/// changes to its tree.
+pub(super) async fn write_snapshots(
+    conn: &mut Conn<'_>,
+    requests: &[Request],
+    vms: &HashMap<i64, Vm>,
+    works: &mut [Work],
+    alone: bool,
+) -> AppResult<()> {
+    let now = db::now();
+    type Creating<'a> = (
+        usize,
+        &'a str,
+        Option<&'a str>,
+        Option<i64>,
+        Option<(i64, chrono::NaiveDateTime)>,
+    );
+    let creates: Vec<Creating> = works
+        .iter()
+        .enumerate()
+        .filter_map(|(w, work)| match &work.step {
+            Some(Step::Create {
+                name,
+                description,
+                parent,
+                policy,
+            }) => Some((w, name.as_str(), description.as_deref(), *parent, *policy)),
+            Some(Step::ApplySaving {
+                save:
+                    NewChild {
+                        name,
+                        description,
+                        parent,
+                    },
+                ..
+            }) => Some((w, name.as_str(), description.as_deref(), *parent, None)),
+            Some(Step::Change(_)) | None => None,
+        })
+        .collect();
+    let new: Vec<(&Vm, NewSnapshot, &str)> = creates
+        .iter()
+        .map(|&(w, name, description, parent, policy)| {
+            let vm = &vms[&works[w].vm];
+            let row = NewSnapshot {
+                vm_id: vm.id,
+                parent_id: parent,
+                name,
+                description,
+                // Set below, once the id is known.
+                host_name: "",
+                active: false,
+                state: SnapshotState::Requested.code(),
+                created_at: now,
+                updated_at: now,
+                policy_id: policy.map(|p| p.0),
+                policy_due_at: policy.map(|p| p.1),
+            };
+            (vm, row, requests[works[w].request].caller.name.as_str())
+        })
+        .collect();
+    let rows = if new.is_empty() {
+        Vec::new()
+    } else {
+        snapshots::insert_all(conn, &new).await.map_err(|e| {
+            match (alone, db::is_unique_violation(&e)) {
+                (true, true) => AppError::validation(format!(
+                    "This VM already has a snapshot named {:?}; choose another name.",
+                    new[0].1.name
+                )),
+                _ => e.into(),
+            }
+        })?
+    };
+    let created: Vec<(usize, i64)> = creates
+        .iter()
+        .map(|c| c.0)
+        .zip(rows.iter().map(|r| r.id))
+        .collect();
+    drop(new);
+    let host_names: Vec<(i64, String)> = created
+        .iter()
+        .map(|&(w, id)| (id, names::host_snapshot_name(works[w].vm, id)))
+        .collect();
+    snapshots::set_host_names(conn, &host_names).await?;
+    let created: HashMap<usize, i64> = created.into_iter().collect();
+
+    let mut changes: Vec<Changes> = Vec::with_capacity(works.len());
+    let mut remove_subtree = Vec::new();
+    for (w, work) in works.iter_mut().enumerate() {
+        let change = match work.step.take().expect("each work is written once") {
+            Step::Create { name, parent, .. } => {
+                let id = created[&w];
+                let change = lifecycle::created(id);
+                work.tree.insert(Node {
+                    id,
+                    parent_id: parent,
+                    name,
+                    state: SnapshotState::Requested,
+                    active: false,
+                });
+                (work.target, work.kind) = (id, TaskKind::Build);
+                change
+            }
+            Step::Change(plan) => {
+                if plan.remove_subtree {
+                    remove_subtree.push(plan.target);
+                }
+                (work.target, work.kind) = (plan.target, plan.kind);
+                plan.changes
+            }
+            Step::ApplySaving { save, apply } => {
+                let id = created[&w];
+                work.tree.insert(Node {
+                    id,
+                    parent_id: save.parent,
+                    name: save.name,
+                    state: SnapshotState::Requested,
+                    active: false,
+                });
+                (work.target, work.kind, work.save) = (apply.target, apply.kind, Some(id));
+                apply.changes
+            }
+        };
+        work.tree.apply(&change);
+        changes.push(change);
+    }
+    let all: Vec<_> = works
+        .iter()
+        .zip(&changes)
+        .map(|(work, c)| {
+            let actor = requests[work.request].caller.name.as_str();
+            (&vms[&work.vm], c, actor)
+        })
+        .collect();
+    snapshots::apply_all(conn, &all).await?;
+    for target in remove_subtree {
+        snapshots::set_remove_subtree(conn, target, true).await?;
+    }
+    Ok(())
+}
