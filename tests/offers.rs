@@ -153,7 +153,8 @@ async fn a_delete_forecast_says_where_now_will_hang() {
             app.data(
                 op,
                 "query($s: ID!, $t: Boolean!) { snapshot(id: $s) {
-                   deleteForecast(removeSubtree: $t) { removed movesActive activeAfter { id } } } }",
+                   deleteForecast(removeSubtree: $t) {
+                     removed movesUp movesActive activeAfter { id } } } }",
                 json!({ "s": id, "t": subtree }),
             )
             .await["snapshot"]["deleteForecast"]
@@ -163,22 +164,61 @@ async fn a_delete_forecast_says_where_now_will_hang() {
     // b and c (active) go: "Now" moves up to a.
     assert_eq!(
         forecast(b.clone(), true).await,
-        json!({ "removed": 2, "movesActive": true, "activeAfter": { "id": a } })
+        json!({ "removed": 2, "movesUp": 0, "movesActive": true, "activeAfter": { "id": a } })
     );
     // b alone: c moves up under a and stays active.
     assert_eq!(
         forecast(b.clone(), false).await,
-        json!({ "removed": 1, "movesActive": false, "activeAfter": { "id": c } })
+        json!({ "removed": 1, "movesUp": 1, "movesActive": false, "activeAfter": { "id": c } })
     );
     // The whole tree: nothing is left to be active.
     assert_eq!(
         forecast(a.clone(), true).await,
-        json!({ "removed": 3, "movesActive": true, "activeAfter": null })
+        json!({ "removed": 3, "movesUp": 0, "movesActive": true, "activeAfter": null })
     );
     // The forecast is what the delete does.
     let (_, task) = app.delete(op, &b, true).await;
     app.finished(op, &task).await;
     assert_eq!(app.active(op, &f.vm).await, Some(a));
+}
+
+const TASK_CANCEL: &str = "query($t: ID!) { task(id: $t) {
+    state actions { cancel { allowed reason refusal } } } }";
+
+/// Task `task`'s cancel offer for `token`: its refusal (`null` when allowed) and reason.
+async fn cancel_offer(app: &TestApp, token: &str, task: &str) -> (Value, Value) {
+    let data = app.data(token, TASK_CANCEL, json!({ "t": task })).await;
+    let offer = &data["task"]["actions"]["cancel"];
+    assert_eq!(offer["allowed"], offer["refusal"].is_null(), "{offer}");
+    (offer["refusal"].clone(), offer["reason"].clone())
+}
+
+#[tokio::test]
+async fn a_cancel_is_offered_while_it_can_still_stop_the_task() {
+    // No robot: a queued task stays queued.
+    let app = TestApp::builder().without_robot().spawn().await;
+    let f = app.project_with_vm("p", "sim://").await;
+    let viewer = app.create_token(&f.project, "VIEWER").await;
+    let (_, task) = app.create_snapshot(&f.operator, &f.vm, "a").await;
+    assert_eq!(cancel_offer(&app, &f.operator, &task).await.0, Value::Null);
+    let (refusal, reason) = cancel_offer(&app, &viewer, &task).await;
+    assert_eq!(refusal, "ROLE");
+    // The offer's sentence is the action's own.
+    let cancel = "mutation($t: ID!) { cancelTask(id: $t) { state } }";
+    let refused = app
+        .request(Some(&viewer), cancel, json!({ "t": task }))
+        .await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    assert_eq!(refused["errors"][0]["message"], reason);
+
+    let done = app.data(&f.operator, cancel, json!({ "t": task })).await;
+    assert_eq!(done["cancelTask"]["state"], "CANCELLED");
+    let (refusal, reason) = cancel_offer(&app, &f.operator, &task).await;
+    assert_eq!(refusal, "TASK_STATE");
+    assert!(
+        reason.as_str().unwrap().contains("already ended"),
+        "{reason}"
+    );
 }
 
 const APPLY_SAVING: &str = "mutation($s: ID!, $n: String) {

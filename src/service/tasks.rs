@@ -81,6 +81,19 @@ pub(crate) struct Note<'a> {
     pub detail: Option<&'a str>,
 }
 
+impl<'a> Note<'a> {
+    /// A task just queued, with `message` (who asked for what).
+    pub fn queued(message: &'a str) -> Self {
+        Self {
+            state: TaskState::Queued,
+            progress: None,
+            phase: None,
+            message: Some(message),
+            detail: None,
+        }
+    }
+}
+
 /// The event `note` makes of task `task` of VM `vm`.
 pub(crate) fn event(task: &Task, vm: &Vm, note: Note<'_>) -> NewTaskEvent {
     NewTaskEvent {

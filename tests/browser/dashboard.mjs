@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, openSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -35,6 +35,10 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 let restarted = null; // the server this script started again
+// However the script ends (an assertion, an uncaught error in a route handler), the
+// server it started goes with it: left running, it would keep the port, and the pipes
+// the test reads this script's output from.
+process.on("exit", () => { if (restarted) restarted.kill("SIGKILL"); });
 
 /** GraphQL from the test itself, as a script would: to make events the page must see. */
 async function api(query, variables = {}, bearer = scriptToken) {
@@ -426,7 +430,10 @@ async function operator(view) {
   const errorsBefore = problems.length;
   await page.waitForTimeout(4000);
   const [cmd, ...args] = JSON.parse(process.env.SNAPTREE_SERVE);
-  restarted = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, SNAPTREE_LOG: "warn" } });
+  // Its warnings go to a file of its own, not to this script's output: a server that
+  // outlived the script would hold that open, and the test would wait for it.
+  const serverLog = openSync(join(shots, `server-restarted-${tag}.log`), "w");
+  restarted = spawn(cmd, args, { stdio: ["ignore", "pipe", serverLog], env: { ...process.env, SNAPTREE_LOG: "warn" } });
   serverPid = restarted.pid;
   await new Promise((resolve) => createInterface({ input: restarted.stdout }).once("line", resolve));
   await page.locator("#offline").waitFor({ state: "hidden", timeout: 20_000 });
@@ -585,6 +592,6 @@ try {
   }
   throw e;
 } finally {
-  await browser.close();
   if (restarted) restarted.kill("SIGTERM");
+  await browser.close();
 }

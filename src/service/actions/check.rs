@@ -12,6 +12,29 @@ impl Actions {
         requests: &[Request],
         fates: &mut [Fate],
     ) -> AppResult<(HashMap<i64, Vm>, Vec<Work>)> {
+        let vm_of = self.targets(conn, requests, fates).await?;
+        let mut wanted: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let vms: HashMap<i64, Vm> = vms::lock_all(conn, &wanted)
+            .await?
+            .into_iter()
+            .map(|vm| (vm.id, vm))
+            .collect();
+        precheck_all(conn, requests, fates, &vm_of, &vms).await?;
+        let mut works = decide_all(conn, requests, fates, &vm_of, &vms).await?;
+        check_quotas(conn, &vms, &mut works, fates).await?;
+        Ok((vms, works))
+    }
+
+    /// The VM each request acts on (by index; 0 for a refused one), refusing those whose
+    /// token is no longer live or whose target does not exist.
+    async fn targets(
+        &self,
+        conn: &mut Conn<'_>,
+        requests: &[Request],
+        fates: &mut [Fate],
+    ) -> AppResult<Vec<i64>> {
         let mut token_ids: Vec<i64> = requests.iter().map(|r| r.caller.token_id).collect();
         token_ids.sort_unstable();
         token_ids.dedup();
@@ -32,10 +55,6 @@ impl Actions {
                 .map(|s| (s.id, s.vm_id))
                 .collect()
         };
-        let not_found = |target: Target| match target {
-            Target::Vm(id) => AppError::not_found("VM", id),
-            Target::Snapshot(id) => AppError::not_found("snapshot", id),
-        };
         let mut vm_of = vec![0; requests.len()];
         for (i, r) in requests.iter().enumerate() {
             let vm = match r.target {
@@ -44,93 +63,103 @@ impl Actions {
             };
             match (live.contains(&r.caller.token_id), vm) {
                 (false, _) => fates[i] = Fate::Refused(AppError::revoked()),
-                (true, None) => fates[i] = Fate::Refused(not_found(r.target)),
+                (true, None) => fates[i] = Fate::Refused(r.target.not_found()),
                 (true, Some(vm)) => vm_of[i] = vm,
             }
         }
-        let mut wanted: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let vms: HashMap<i64, Vm> = vms::lock_all(conn, &wanted)
-            .await?
-            .into_iter()
-            .map(|vm| (vm.id, vm))
-            .collect();
-        let seen: Vec<i64> = open(fates)
-            .filter(|&i| {
-                vms.get(&vm_of[i])
-                    .is_some_and(|vm| requests[i].caller.can_see(vm.project_id))
-            })
-            .map(|i| vm_of[i])
-            .collect();
-        let busy: HashMap<i64, i64> = tasks::open_of_each(conn, &seen)
-            .await?
-            .into_iter()
-            .map(|t| (t.vm_id, t.id))
-            .collect();
-        // The checks every action meets first, as its offer does (`offer::precheck`);
-        // then a second action on a VM waits for the next batch, and finds it busy.
-        let mut acting = HashSet::new();
-        for i in open(fates).collect::<Vec<_>>() {
-            let r = &requests[i];
-            let visible = vms
-                .get(&vm_of[i])
-                .is_some_and(|vm| r.caller.can_see(vm.project_id));
-            fates[i] = if !visible {
-                Fate::Refused(not_found(r.target))
-            } else if let Err(blocked) = precheck(
-                r.caller.role,
-                busy.get(&vm_of[i]).copied(),
-                vms[&vm_of[i]].state,
-            ) {
-                Fate::Refused(blocked.into())
-            } else if !acting.insert(vm_of[i]) {
-                Fate::Later
-            } else {
-                Fate::Open
-            };
-        }
-        let acting: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
-        let mut host_ids: Vec<i64> = acting.iter().map(|vm| vms[vm].host_id).collect();
-        host_ids.sort_unstable();
-        host_ids.dedup();
-        let hosts: HashMap<i64, Host> = if host_ids.is_empty() {
-            HashMap::new()
-        } else {
-            hosts::by_ids(conn, &host_ids)
-                .await?
-                .into_iter()
-                .map(|h| (h.id, h))
-                .collect()
-        };
-        let mut trees = snapshots::nodes_of_all(conn, &acting).await?;
-
-        let mut works = Vec::new();
-        for i in open(fates).collect::<Vec<_>>() {
-            let vm = &vms[&vm_of[i]];
-            let Some(host) = hosts.get(&vm.host_id) else {
-                fates[i] = Fate::Refused(AppError::internal(format!("VM {} has no host", vm.id)));
-                continue;
-            };
-            let tree = Tree::new(trees.remove(&vm.id).unwrap_or_default());
-            match (requests[i].decide)(host, &tree) {
-                Ok(step) => works.push(Work {
-                    request: i,
-                    vm: vm.id,
-                    host: host.clone(),
-                    prev_active: tree.active(),
-                    tree,
-                    step: Some(step),
-                    target: 0,
-                    kind: TaskKind::Build,
-                    save: None,
-                }),
-                Err(err) => fates[i] = Fate::Refused(err),
-            }
-        }
-        check_quotas(conn, &vms, &mut works, fates).await?;
-        Ok((vms, works))
+        Ok(vm_of)
     }
+}
+
+/// The checks every action meets before its rules, as its offer does
+/// (`offer::precheck`): a VM the caller may see, a role that may act, no task under way,
+/// a VM state that allows snapshot work. Then a second action on a VM waits for the
+/// next batch (where it finds the VM busy).
+async fn precheck_all(
+    conn: &mut Conn<'_>,
+    requests: &[Request],
+    fates: &mut [Fate],
+    vm_of: &[i64],
+    vms: &HashMap<i64, Vm>,
+) -> AppResult<()> {
+    let visible = |i: usize| {
+        vms.get(&vm_of[i])
+            .is_some_and(|vm| requests[i].caller.can_see(vm.project_id))
+    };
+    let seen: Vec<i64> = open(fates)
+        .filter(|&i| visible(i))
+        .map(|i| vm_of[i])
+        .collect();
+    let busy: HashMap<i64, i64> = tasks::open_of_each(conn, &seen)
+        .await?
+        .into_iter()
+        .map(|t| (t.vm_id, t.id))
+        .collect();
+    let mut acting = HashSet::new();
+    for i in open(fates).collect::<Vec<_>>() {
+        let r = &requests[i];
+        let vm = vm_of[i];
+        fates[i] = if !visible(i) {
+            Fate::Refused(r.target.not_found())
+        } else if let Err(blocked) = precheck(r.caller.role, busy.get(&vm).copied(), vms[&vm].state)
+        {
+            Fate::Refused(blocked.into())
+        } else if !acting.insert(vm) {
+            Fate::Later
+        } else {
+            Fate::Open
+        };
+    }
+    Ok(())
+}
+
+/// Runs each open request's rules on its VM's host and tree; returns the accepted ones'
+/// work, and refuses the others with the rule's error.
+async fn decide_all(
+    conn: &mut Conn<'_>,
+    requests: &[Request],
+    fates: &mut [Fate],
+    vm_of: &[i64],
+    vms: &HashMap<i64, Vm>,
+) -> AppResult<Vec<Work>> {
+    let acting: Vec<i64> = open(fates).map(|i| vm_of[i]).collect();
+    let mut host_ids: Vec<i64> = acting.iter().map(|vm| vms[vm].host_id).collect();
+    host_ids.sort_unstable();
+    host_ids.dedup();
+    let hosts: HashMap<i64, Host> = if host_ids.is_empty() {
+        HashMap::new()
+    } else {
+        hosts::by_ids(conn, &host_ids)
+            .await?
+            .into_iter()
+            .map(|h| (h.id, h))
+            .collect()
+    };
+    let mut trees = snapshots::nodes_of_all(conn, &acting).await?;
+    let mut works = Vec::new();
+    for i in open(fates).collect::<Vec<_>>() {
+        let vm = &vms[&vm_of[i]];
+        let Some(host) = hosts.get(&vm.host_id) else {
+            fates[i] = Fate::Refused(AppError::internal(format!("VM {} has no host", vm.id)));
+            continue;
+        };
+        let tree = Tree::new(trees.remove(&vm.id).unwrap_or_default());
+        match (requests[i].decide)(host, &tree) {
+            Ok(step) => works.push(Work {
+                request: i,
+                vm: vm.id,
+                host: host.clone(),
+                prev_active: tree.active(),
+                tree,
+                step: Some(step),
+                target: 0,
+                kind: TaskKind::Build,
+                save: None,
+            }),
+            Err(err) => fates[i] = Fate::Refused(err),
+        }
+    }
+    Ok(works)
 }
 
 /// Refuses the creates (and saves) that would take a project past its quota: counted

@@ -158,56 +158,18 @@ impl Actions {
         tx.finish(result).await
     }
 
+    /// Checks `requests`, writes the accepted ones' snapshots and tasks, and starts on
+    /// the robot here the tasks it can take at once.
     async fn record_in(&self, conn: &mut Conn<'_>, requests: &[Request]) -> AppResult<Recorded> {
         let mut fates: Vec<Fate> = requests.iter().map(|_| Fate::Open).collect();
         let (vms, mut works) = self.check(conn, requests, &mut fates).await?;
         if works.is_empty() {
             // Every action refused or left for later: nothing to write.
-            return Ok(Recorded {
-                results: fates
-                    .into_iter()
-                    .map(|fate| match fate {
-                        Fate::Refused(err) => Some(Err(err)),
-                        Fate::Later => None,
-                        Fate::Open => Some(Err(AppError::internal("an open action had no work"))),
-                    })
-                    .collect(),
-                handoffs: Vec::new(),
-                queued: false,
-            });
+            return Ok(Recorded::answering(fates, HashMap::new()));
         }
         let alone = requests.len() == 1;
         write_snapshots(conn, requests, &vms, &mut works, alone).await?;
-
-        let ids: Vec<i64> = works.iter().map(|w| w.target).collect();
-        let mut rows: HashMap<i64, Snapshot> = snapshots::by_ids(conn, &ids)
-            .await?
-            .into_iter()
-            .map(|s| (s.id, s))
-            .collect();
-        let now = db::now();
-        let new: Vec<NewTask> = works
-            .iter()
-            .map(|w| NewTask {
-                kind: w.kind.as_str(),
-                state: TaskState::Queued.as_str(),
-                vm_id: w.vm,
-                host_id: w.host.id,
-                snapshot_id: w.target,
-                prev_active_id: w.prev_active,
-                save_snapshot_id: w.save,
-                requested_by: &requests[w.request].caller.name,
-                created_at: now,
-            })
-            .collect();
-        let queued = tasks::insert_all(conn, &new).await.map_err(|e| {
-            // The unique index over open tasks caught a race the lock did not.
-            match (alone, db::is_unique_violation(&e)) {
-                (true, true) => AppError::vm_busy(0),
-                _ => e.into(),
-            }
-        })?;
-
+        let queued = queue_tasks(conn, requests, &works, alone).await?;
         // Before the lease's end is computed: the lease holds at least until this plus its
         // length.
         let leased_at = std::time::Instant::now();
@@ -220,67 +182,107 @@ impl Actions {
             }
             None => HashMap::new(),
         };
+        let ids: Vec<i64> = works.iter().map(|w| w.target).collect();
+        let mut rows: HashMap<i64, Snapshot> = snapshots::by_ids(conn, &ids)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let owner = self.core.local.get().map(|r| r.owner().to_owned());
+        let owner = owner.unwrap_or_default();
         let mut started = Vec::new();
         let mut events: Vec<NewTaskEvent> = Vec::new();
-        let mut recorded = Recorded {
-            results: Vec::new(),
-            handoffs: Vec::new(),
-            queued: false,
-        };
         let mut accepted: HashMap<usize, Accepted> = HashMap::new();
-        let owner: String = self
-            .core
-            .local
-            .get()
-            .map(|r| r.owner().to_owned())
-            .unwrap_or_default();
+        let (mut handoffs, mut waiting) = (Vec::new(), false);
         for (work, task) in works.iter().zip(queued) {
             let vm = vms[&work.vm].clone();
-            let caller = &requests[work.request].caller;
-            let message = format!("{} requested by {}", work.kind, caller.name);
-            let note = Note {
-                state: TaskState::Queued,
-                progress: None,
-                phase: None,
-                message: Some(&message),
-                detail: None,
-            };
-            events.push(event(&task, &vm, note));
+            let message = format!(
+                "{} requested by {}",
+                work.kind, requests[work.request].caller.name
+            );
+            events.push(event(&task, &vm, Note::queued(&message)));
             let snapshot = rows
                 .remove(&work.target)
                 .ok_or_else(|| AppError::internal(format!("snapshot {} vanished", work.target)))?;
-            match taken.remove(&task.id) {
-                Some((running, worker)) => {
-                    let (changes, claimed, running) = start_work(
-                        running,
-                        vm,
-                        work.host.clone(),
-                        snapshot,
-                        &work.tree,
-                        (&owner, leased_at),
-                    );
-                    events.push(running);
-                    accepted.insert(
-                        work.request,
-                        Accepted {
-                            snapshot: claimed.snapshot.clone(),
-                            task: claimed.task.clone(),
-                        },
-                    );
-                    started.push((claimed.vm.clone(), changes));
-                    recorded.handoffs.push((claimed, worker));
-                }
-                None => {
-                    recorded.queued = true;
-                    accepted.insert(work.request, Accepted { snapshot, task });
-                }
-            }
+            let Some((running, worker)) = taken.remove(&task.id) else {
+                waiting = true;
+                accepted.insert(work.request, Accepted { snapshot, task });
+                continue;
+            };
+            let (changes, claimed, running) = start_work(
+                running,
+                vm,
+                work.host.clone(),
+                snapshot,
+                &work.tree,
+                (&owner, leased_at),
+            );
+            events.push(running);
+            let answer = Accepted {
+                snapshot: claimed.snapshot.clone(),
+                task: claimed.task.clone(),
+            };
+            accepted.insert(work.request, answer);
+            started.push((claimed.vm.clone(), changes));
+            handoffs.push((claimed, worker));
         }
         let all: Vec<_> = started.iter().map(|(vm, c)| (vm, c, ROBOT)).collect();
         snapshots::apply_all(conn, &all).await?;
         db::events::insert(conn, &events).await?;
+        let mut recorded = Recorded::answering(fates, accepted);
+        (recorded.handoffs, recorded.queued) = (handoffs, waiting);
+        Ok(recorded)
+    }
+}
 
-        recorded.results = fates
+/// Inserts the accepted works' tasks, QUEUED, one statement for all; returns them in
+/// the works' order.
+async fn queue_tasks(
+    conn: &mut Conn<'_>,
+    requests: &[Request],
+    works: &[Work],
+    alone: bool,
+) -> AppResult<Vec<Task>> {
+    let now = db::now();
+    let new: Vec<NewTask> = works
+        .iter()
+        .map(|w| NewTask {
+            kind: w.kind.as_str(),
+            state: TaskState::Queued.as_str(),
+            vm_id: w.vm,
+            host_id: w.host.id,
+            snapshot_id: w.target,
+            prev_active_id: w.prev_active,
+            save_snapshot_id: w.save,
+            requested_by: &requests[w.request].caller.name,
+            created_at: now,
+        })
+        .collect();
+    tasks::insert_all(conn, &new).await.map_err(|e| {
+        // The unique index over open tasks caught a race the VM's lock did not: alone,
+        // the action is told its VM is busy; in a batch, each is tried again alone.
+        match (alone, db::is_unique_violation(&e)) {
+            (true, true) => AppError::vm_busy(0),
+            _ => e.into(),
+        }
+    })
+}
+
+/// What a batch wrote, for after its commit.
+pub(super) struct Recorded {
+    /// Per request: its answer, or `None` when it goes in the next batch.
+    results: Vec<Option<AppResult<Accepted>>>,
+    /// Tasks claimed for the robot here, with the workers reserved for them.
+    handoffs: Vec<(Claimed, Reserved)>,
+    /// A task was queued for a robot to claim.
+    queued: bool,
+}
+
+impl Recorded {
+    /// The answers of a batch whose fates are `fates`, the accepted ones from `accepted`
+    /// (by request), with nothing handed off or left queued yet.
+    fn answering(fates: Vec<Fate>, mut accepted: HashMap<usize, Accepted>) -> Self {
+        let results = fates
             .into_iter()
             .enumerate()
             .map(|(i, fate)| match fate {
@@ -293,16 +295,10 @@ impl Actions {
                 ),
             })
             .collect();
-        Ok(recorded)
+        Self {
+            results,
+            handoffs: Vec::new(),
+            queued: false,
+        }
     }
-}
-
-/// What a batch wrote, for after its commit.
-struct Recorded {
-    /// Per request: its answer, or `None` when it goes in the next batch.
-    results: Vec<Option<AppResult<Accepted>>>,
-    /// Tasks claimed for the robot here, with the workers reserved for them.
-    handoffs: Vec<(Claimed, Reserved)>,
-    /// A task was queued for a robot to claim.
-    queued: bool,
 }

@@ -50,6 +50,16 @@ enum Target {
     Snapshot(i64),
 }
 
+impl Target {
+    /// The error for a target that does not exist, or that the caller may not see.
+    fn not_found(self) -> AppError {
+        match self {
+            Self::Vm(id) => AppError::not_found("VM", id),
+            Self::Snapshot(id) => AppError::not_found("snapshot", id),
+        }
+    }
+}
+
 /// What the rules decided for an action.
 enum Step {
     Create {

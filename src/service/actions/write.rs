@@ -11,6 +11,32 @@ pub(super) async fn write_snapshots(
     works: &mut [Work],
     alone: bool,
 ) -> AppResult<()> {
+    let created = insert_snapshots(conn, requests, vms, works, alone).await?;
+    let (changes, remove_subtree) = decide_changes(works, &created);
+    let all: Vec<_> = works
+        .iter()
+        .zip(&changes)
+        .map(|(work, c)| {
+            let actor = requests[work.request].caller.name.as_str();
+            (&vms[&work.vm], c, actor)
+        })
+        .collect();
+    snapshots::apply_all(conn, &all).await?;
+    for target in remove_subtree {
+        snapshots::set_remove_subtree(conn, target, true).await?;
+    }
+    Ok(())
+}
+
+/// Inserts the snapshots the works create (a create's, an apply's save), one statement
+/// for all, and names each on its host; returns each new snapshot's id by work.
+async fn insert_snapshots(
+    conn: &mut Conn<'_>,
+    requests: &[Request],
+    vms: &HashMap<i64, Vm>,
+    works: &[Work],
+    alone: bool,
+) -> AppResult<HashMap<usize, i64>> {
     let now = db::now();
     type Creating<'a> = (
         usize,
@@ -66,11 +92,12 @@ pub(super) async fn write_snapshots(
         Vec::new()
     } else {
         snapshots::insert_all(conn, &new).await.map_err(|e| {
+            // The unique index caught a name taken meanwhile: alone, the action is
+            // told so; in a batch, each action is tried again alone.
             match (alone, db::is_unique_violation(&e)) {
-                (true, true) => AppError::validation(format!(
-                    "This VM already has a snapshot named {:?}; choose another name.",
-                    new[0].1.name
-                )),
+                (true, true) => AppError::from(Rejection::NameTaken {
+                    name: new[0].1.name.to_owned(),
+                }),
                 _ => e.into(),
             }
         })?
@@ -86,8 +113,13 @@ pub(super) async fn write_snapshots(
         .map(|&(w, id)| (id, names::host_snapshot_name(works[w].vm, id)))
         .collect();
     snapshots::set_host_names(conn, &host_names).await?;
-    let created: HashMap<usize, i64> = created.into_iter().collect();
+    Ok(created.into_iter().collect())
+}
 
+/// What each work changes in its tree, from its step and the snapshots `created` for it
+/// (applied to the work's tree as it goes), and the snapshots whose delete takes their
+/// subtree.
+fn decide_changes(works: &mut [Work], created: &HashMap<usize, i64>) -> (Vec<Changes>, Vec<i64>) {
     let mut changes: Vec<Changes> = Vec::with_capacity(works.len());
     let mut remove_subtree = Vec::new();
     for (w, work) in works.iter_mut().enumerate() {
@@ -128,17 +160,5 @@ pub(super) async fn write_snapshots(
         work.tree.apply(&change);
         changes.push(change);
     }
-    let all: Vec<_> = works
-        .iter()
-        .zip(&changes)
-        .map(|(work, c)| {
-            let actor = requests[work.request].caller.name.as_str();
-            (&vms[&work.vm], c, actor)
-        })
-        .collect();
-    snapshots::apply_all(conn, &all).await?;
-    for target in remove_subtree {
-        snapshots::set_remove_subtree(conn, target, true).await?;
-    }
-    Ok(())
+    (changes, remove_subtree)
 }
