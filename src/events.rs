@@ -172,6 +172,8 @@ impl Horizon {
 
 /// Starts the pump (and, on PostgreSQL, the listener for other processes' commits and
 /// queued tasks). It stops when `shutdown` turns true.
+/// One function: the pump's state (the horizon, the listener, when it last listened, whether
+/// it waits at a gap) lives in one task, through its start and its loop.
 pub fn spawn_pump(
     bus: EventBus,
     db: Db,
@@ -263,6 +265,8 @@ async fn start_position(db: &Db, horizon: Option<&mut Horizon>) -> crate::AppRes
 
 /// Reads and broadcasts, in order, every event after the bus's position that is known
 /// final. Returns true when it stopped at a gap that may still fill.
+/// One function: each round reads, publishes and moves the bus's position on one connection,
+/// and the gap found while reading decides how the round ends.
 async fn pump(
     bus: &EventBus,
     db: &Db,

@@ -140,6 +140,8 @@ fn seconds() -> Histogram {
 }
 
 impl Default for Metrics {
+    /// Registers every metric under the `snaptree` prefix, with its help text.
+    /// Long because it is a list: one registration per metric, then the struct that holds them.
     fn default() -> Self {
         let mut registry = Registry::with_prefix("snaptree");
         let tasks_ended = Family::<Ended, Counter>::default();

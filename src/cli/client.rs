@@ -109,6 +109,8 @@ impl Client {
 
     /// Follows task `task` until its final event, calling `on_event` with each event;
     /// returns the last.
+    /// One function: the `graphql-transport-ws` exchange in its order on one socket (connect,
+    /// init, ack, subscribe, events); much of it is the protocol's JSON messages.
     pub async fn follow(
         &self,
         task: &str,

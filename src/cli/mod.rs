@@ -131,6 +131,10 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
     }
 }
 
+/// Runs `command`: a VM's tree or list, or a mutation whose task, with `--wait`, is followed
+/// to its end (the exit code then says how it ended).
+/// Long: a table of the four mutations (query, variables, verb), then sending one and printing
+/// or following its task; a candidate to split (the following apart).
 async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<ExitCode, Failure> {
     let (mutation, variables, field, wait) = match command {
         SnapshotCommand::Tree { vm } => return tree(client, &vm, out, true).await,

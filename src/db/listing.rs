@@ -198,6 +198,8 @@ impl Sql {
         }
     }
 
+    /// `condition`'s test with its values bound, without its negation (`conditions` adds that).
+    /// Long because it is a list: one arm per `Op`, each the SQL it writes.
     fn condition<F: Field>(&mut self, condition: &Condition<F>) {
         let field = condition.field.sql();
         let mut values = condition.values.iter().cloned();

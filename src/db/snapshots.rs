@@ -1,12 +1,13 @@
 //! Snapshots, and writing a set of tree [`Changes`] with their history rows.
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::QueryResult;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::models::{NewHistoryEntry, NewSnapshot, Snapshot, Vm};
 use super::schema::snapshots::dsl::*;
-use super::{Cached, Conn, history, now, run, sql_constant};
+use super::{Cached, Conn, SqliteConn, history, now, run, sql_constant};
 
 // CLOSED as a literal, as in `snapshots_open_name`'s condition (see `sql_constant!`).
 sql_constant!(Closed, diesel::sql_types::Integer, "99");
@@ -274,10 +275,9 @@ pub async fn apply(
 }
 
 /// Writes each VM's changes to its snapshots, with a history row per state change by its
-/// actor. On
-/// PostgreSQL each kind of change is one statement for all the VMs (a round trip and an
-/// executor start per row were most of what a batch of task ends cost); SQLite runs a
-/// statement per row, a function call in-process.
+/// actor. On PostgreSQL each kind of change is one statement for all the VMs (a round
+/// trip and an executor start per row were most of what a batch of task ends cost);
+/// SQLite runs a statement per row, a function call in-process.
 pub async fn apply_all(conn: &mut Conn<'_>, all: &[(&Vm, &Changes, &str)]) -> QueryResult<()> {
     // Each VM once: the statements below apply all of one kind of change at a time.
     debug_assert!(
@@ -288,108 +288,11 @@ pub async fn apply_all(conn: &mut Conn<'_>, all: &[(&Vm, &Changes, &str)]) -> Qu
             == all.len(),
         "apply_all with a VM twice"
     );
+    let writes = Writes::of(all);
     let at = now();
-    let parents: Vec<(i64, Option<i64>)> = all
-        .iter()
-        .flat_map(|(_, c, _)| c.parents.iter().copied())
-        .collect();
-    // Clear the old marker before any state change: a CLOSED snapshot is never active.
-    let clear: Vec<i64> = all
-        .iter()
-        .filter(|(_, c, _)| c.active.is_some())
-        .map(|(vm, ..)| vm.id)
-        .collect();
-    let states: Vec<(i64, i32)> = all
-        .iter()
-        .flat_map(|(_, c, _)| c.states.iter().map(|&(s, new)| (s, new.code())))
-        .collect();
-    let set: Vec<i64> = all
-        .iter()
-        .filter_map(|(_, c, _)| c.active.flatten())
-        .collect();
     match conn {
-        Conn::Sqlite(c) => {
-            for &(child, parent) in &parents {
-                Cached(
-                    diesel::update(snapshots.find(child))
-                        .set((parent_id.eq(parent), updated_at.eq(at))),
-                )
-                .execute(&mut **c)
-                .await?;
-            }
-            for &vm in &clear {
-                Cached(
-                    diesel::update(snapshots.filter(vm_id.eq(vm)).filter(active))
-                        .set((active.eq(false), updated_at.eq(at))),
-                )
-                .execute(&mut **c)
-                .await?;
-            }
-            for &(target, code) in &states {
-                Cached(
-                    diesel::update(snapshots.find(target)).set((state.eq(code), updated_at.eq(at))),
-                )
-                .execute(&mut **c)
-                .await?;
-            }
-            for &target in &set {
-                Cached(
-                    diesel::update(snapshots.find(target))
-                        .set((active.eq(true), updated_at.eq(at))),
-                )
-                .execute(&mut **c)
-                .await?;
-            }
-        }
-        Conn::Pg(c) => {
-            use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamp};
-            if !parents.is_empty() {
-                let (ids, new): (Vec<i64>, Vec<Option<i64>>) = parents.into_iter().unzip();
-                Cached(
-                    diesel::sql_query(
-                        "UPDATE snapshots SET parent_id = v.parent_id, updated_at = $3 \
-                         FROM unnest($1::bigint[], $2::bigint[]) AS v(id, parent_id) \
-                         WHERE snapshots.id = v.id",
-                    )
-                    .bind::<Array<BigInt>, _>(ids)
-                    .bind::<Array<Nullable<BigInt>>, _>(new)
-                    .bind::<Timestamp, _>(at),
-                )
-                .execute(&mut **c)
-                .await?;
-            }
-            if !clear.is_empty() {
-                Cached(
-                    diesel::update(snapshots.filter(vm_id.eq_any(&clear)).filter(active))
-                        .set((active.eq(false), updated_at.eq(at))),
-                )
-                .execute(&mut **c)
-                .await?;
-            }
-            if !states.is_empty() {
-                let (ids, codes): (Vec<i64>, Vec<i32>) = states.iter().copied().unzip();
-                Cached(
-                    diesel::sql_query(
-                        "UPDATE snapshots SET state = v.state, updated_at = $3 \
-                         FROM unnest($1::bigint[], $2::integer[]) AS v(id, state) \
-                         WHERE snapshots.id = v.id",
-                    )
-                    .bind::<Array<BigInt>, _>(ids)
-                    .bind::<Array<Integer>, _>(codes)
-                    .bind::<Timestamp, _>(at),
-                )
-                .execute(&mut **c)
-                .await?;
-            }
-            if !set.is_empty() {
-                Cached(
-                    diesel::update(snapshots.filter(id.eq_any(&set)))
-                        .set((active.eq(true), updated_at.eq(at))),
-                )
-                .execute(&mut **c)
-                .await?;
-            }
-        }
+        Conn::Sqlite(c) => writes.sqlite(c, at).await?,
+        Conn::Pg(c) => writes.pg(c, at).await?,
     }
     let entries: Vec<_> = all
         .iter()
@@ -400,6 +303,130 @@ pub async fn apply_all(conn: &mut Conn<'_>, all: &[(&Vm, &Changes, &str)]) -> Qu
         })
         .collect();
     history::insert(conn, &entries).await
+}
+
+/// The changes of many VMs, gathered by kind: each kind is written at once.
+struct Writes {
+    /// New parents, by snapshot.
+    parents: Vec<(i64, Option<i64>)>,
+    /// VMs whose active marker is cleared (before any state changes: a CLOSED snapshot is
+    /// never active).
+    clear: Vec<i64>,
+    /// New state codes, by snapshot.
+    states: Vec<(i64, i32)>,
+    /// Snapshots that become active.
+    set: Vec<i64>,
+}
+
+impl Writes {
+    fn of(all: &[(&Vm, &Changes, &str)]) -> Self {
+        Self {
+            parents: all
+                .iter()
+                .flat_map(|(_, c, _)| c.parents.iter().copied())
+                .collect(),
+            clear: all
+                .iter()
+                .filter(|(_, c, _)| c.active.is_some())
+                .map(|(vm, ..)| vm.id)
+                .collect(),
+            states: all
+                .iter()
+                .flat_map(|(_, c, _)| c.states.iter().map(|&(s, new)| (s, new.code())))
+                .collect(),
+            set: all
+                .iter()
+                .filter_map(|(_, c, _)| c.active.flatten())
+                .collect(),
+        }
+    }
+
+    /// On SQLite: a statement per row, each kept prepared.
+    async fn sqlite(&self, c: &mut SqliteConn, at: NaiveDateTime) -> QueryResult<()> {
+        let w = self;
+        for &(child, parent) in &w.parents {
+            Cached(
+                diesel::update(snapshots.find(child))
+                    .set((parent_id.eq(parent), updated_at.eq(at))),
+            )
+            .execute(&mut *c)
+            .await?;
+        }
+        for &vm in &w.clear {
+            Cached(
+                diesel::update(snapshots.filter(vm_id.eq(vm)).filter(active))
+                    .set((active.eq(false), updated_at.eq(at))),
+            )
+            .execute(&mut *c)
+            .await?;
+        }
+        for &(target, code) in &w.states {
+            Cached(diesel::update(snapshots.find(target)).set((state.eq(code), updated_at.eq(at))))
+                .execute(&mut *c)
+                .await?;
+        }
+        for &target in &w.set {
+            Cached(
+                diesel::update(snapshots.find(target)).set((active.eq(true), updated_at.eq(at))),
+            )
+            .execute(&mut *c)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// On PostgreSQL: one statement per kind of change, for every row of that kind.
+    async fn pg(&self, c: &mut AsyncPgConnection, at: NaiveDateTime) -> QueryResult<()> {
+        let w = self;
+        use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamp};
+        if !w.parents.is_empty() {
+            let (ids, new): (Vec<i64>, Vec<Option<i64>>) = w.parents.iter().copied().unzip();
+            Cached(
+                diesel::sql_query(
+                    "UPDATE snapshots SET parent_id = v.parent_id, updated_at = $3 \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS v(id, parent_id) \
+                 WHERE snapshots.id = v.id",
+                )
+                .bind::<Array<BigInt>, _>(ids)
+                .bind::<Array<Nullable<BigInt>>, _>(new)
+                .bind::<Timestamp, _>(at),
+            )
+            .execute(&mut *c)
+            .await?;
+        }
+        if !w.clear.is_empty() {
+            Cached(
+                diesel::update(snapshots.filter(vm_id.eq_any(&w.clear)).filter(active))
+                    .set((active.eq(false), updated_at.eq(at))),
+            )
+            .execute(&mut *c)
+            .await?;
+        }
+        if !w.states.is_empty() {
+            let (ids, codes): (Vec<i64>, Vec<i32>) = w.states.iter().copied().unzip();
+            Cached(
+                diesel::sql_query(
+                    "UPDATE snapshots SET state = v.state, updated_at = $3 \
+                 FROM unnest($1::bigint[], $2::integer[]) AS v(id, state) \
+                 WHERE snapshots.id = v.id",
+                )
+                .bind::<Array<BigInt>, _>(ids)
+                .bind::<Array<Integer>, _>(codes)
+                .bind::<Timestamp, _>(at),
+            )
+            .execute(&mut *c)
+            .await?;
+        }
+        if !w.set.is_empty() {
+            Cached(
+                diesel::update(snapshots.filter(id.eq_any(&w.set)))
+                    .set((active.eq(true), updated_at.eq(at))),
+            )
+            .execute(&mut *c)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// How many non-closed snapshots each of `wanted` projects has over all its VMs (every

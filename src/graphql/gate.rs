@@ -53,6 +53,8 @@ impl Gate {
 
     /// Checks `request` for `caller` and charges the caller's budget; the request keeps
     /// its parsed document for execution.
+    /// Long because it is a list: the checks in order, cheapest first (size, bracket nesting),
+    /// then the measured depth, nodes and cost, each with its refusal.
     pub fn admit(
         &self,
         service: &Service,

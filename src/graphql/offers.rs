@@ -44,6 +44,7 @@ pub struct VmActions {
 /// The actions on a snapshot, for the caller, now.
 #[derive(SimpleObject)]
 pub struct SnapshotActions {
+    /// Applying it: the VM returns to it (optionally saving the current state first).
     apply: Allowance,
     /// Deleting it alone (its children move up).
     delete: Allowance,

@@ -16,8 +16,13 @@ use crate::service::policies::{PolicySpec, Preview};
 /// `?` as wildcards; all of them without), the name template, and retention.
 #[derive(InputObject)]
 pub struct PolicyInput {
+    /// Unique within the project; it names the policy's snapshots (`{policy}`) and is
+    /// the actor of its actions (`policy NAME`).
     pub name: String,
+    /// The one VM it covers (instead of `vmFilter`).
     pub vm_id: Option<ID>,
+    /// The project's VMs whose names match (`*` and `?` as wildcards); all of them when
+    /// neither this nor `vmId` is given.
     pub vm_filter: Option<String>,
     /// Every so many seconds (60 or more), counted from the policy's creation.
     pub every_seconds: Option<i64>,

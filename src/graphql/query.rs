@@ -17,6 +17,8 @@ pub struct Query;
 pub struct Me {
     /// The token's name, the actor its actions are recorded under.
     name: String,
+    /// The token's role. What it may do is in each object's `actions`, with the reason
+    /// when not.
     role: Role,
     /// The project the token belongs to (an ADMIN sees every project).
     project: Option<Project>,

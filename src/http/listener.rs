@@ -88,6 +88,8 @@ impl Deadlines {
 
 /// Serves `app` on `listener` until `stop` turns true. Requests carry their client's
 /// address (`ConnectInfo<SocketAddr>`).
+/// One function: each connection's service and its watch share its state (`activity`, `peer`),
+/// and hyper's connection type, built on a closure, has no name to pass to a helper.
 pub async fn serve(
     listener: TcpListener,
     app: Router,

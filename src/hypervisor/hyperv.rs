@@ -266,6 +266,8 @@ impl HypervDriver {
 
     /// Runs a script in the host's session; returns its `SNAPTREE-RESULT` payload (or
     /// `DONE`'s empty one).
+    /// Long: the resend loop on the session on loan, then the reading of the answer's lines;
+    /// a candidate to split (the reading apart).
     async fn run(
         &self,
         vm: &str,

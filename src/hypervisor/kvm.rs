@@ -209,6 +209,8 @@ impl KvmDriver {
     /// Runs `args` in the host's shell: stdout on success. A shell that was kept and
     /// turns out dead (libvirtd restarted, the SSH connection dropped while idle) is
     /// replaced and the command sent once more; every operation is idempotent.
+    /// One function: a resend loop in which every step uses the shell on loan, and the answer's
+    /// reading decides whether to send once more and whether to keep the shell.
     async fn virsh(&self, args: &[&str]) -> Result<Result<String, Failure>, DriverError> {
         let command = shell_line(args)?;
         let mut again = true;

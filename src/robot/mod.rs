@@ -99,8 +99,9 @@ impl Robot {
         tokio::spawn(Arc::new(self).dispatch(shutdown))
     }
 
-    /// Claims tasks while workers are free (up to [`CLAIM_BATCH`] at a time); sleeps until a task is queued (or the slow
-    /// poll comes round, for tasks queued by other processes and expired leases).
+    /// Claims tasks while workers are free (up to [`CLAIM_BATCH`] at a time); sleeps
+    /// until a task is queued (or the slow poll comes round, for tasks queued by other
+    /// processes and expired leases).
     async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let health = self.ledger.spawn_health_writer(shutdown.clone());
         let hosts = self.placement().await;
@@ -134,39 +135,15 @@ impl Robot {
                     permit = Arc::clone(&workers).acquire_owned() => permit.expect("never closed"),
                     _ = shutdown.changed() => break,
                 };
-                // As many tasks as there are free workers, in one claim.
-                let mut permits = vec![permit];
-                while permits.len() < CLAIM_BATCH {
-                    match Arc::clone(&workers).try_acquire_owned() {
-                        Ok(permit) => permits.push(permit),
-                        Err(_) => break,
+                let claimed = self.claim(permit, hosts.as_deref()).await;
+                if claimed.is_empty() {
+                    // Nothing waits: sleep below until something may.
+                    look = false;
+                } else {
+                    for (claimed, permit) in claimed {
+                        running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
                     }
-                }
-                match self
-                    .ledger
-                    .claim_tasks(
-                        &self.owner,
-                        self.config.lease,
-                        hosts.as_deref(),
-                        permits.len(),
-                    )
-                    .await
-                {
-                    Ok(claimed) if !claimed.is_empty() => {
-                        for (claimed, permit) in claimed.into_iter().zip(permits) {
-                            running.spawn(Arc::clone(&self).work(
-                                claimed,
-                                permit,
-                                shutdown.clone(),
-                            ));
-                        }
-                        continue;
-                    }
-                    Ok(_) => look = false,
-                    Err(err) => {
-                        tracing::error!(error = %err, "robot could not claim a task");
-                        look = false;
-                    }
+                    continue;
                 }
             }
             tokio::select! {
@@ -180,10 +157,52 @@ impl Robot {
                 _ = shutdown.changed() => break,
             }
         }
+        self.wind_down(running, handed, &shutdown).await;
+        let _ = health.await;
+        tracing::info!(owner = %self.owner, "robot stopped");
+    }
+
+    /// Claims as many tasks as there are free workers (`first` and those free now, up to
+    /// [`CLAIM_BATCH`]), each with its worker; none when nothing waits or the claim
+    /// failed (the robot looks again at the next wake-up).
+    async fn claim(
+        &self,
+        first: OwnedSemaphorePermit,
+        hosts: Option<&[i64]>,
+    ) -> Vec<(Claimed, OwnedSemaphorePermit)> {
+        let mut permits = vec![first];
+        while permits.len() < CLAIM_BATCH {
+            match Arc::clone(&self.workers).try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let (owner, lease) = (&self.owner, self.config.lease);
+        match self
+            .ledger
+            .claim_tasks(owner, lease, hosts, permits.len())
+            .await
+        {
+            Ok(claimed) => claimed.into_iter().zip(permits).collect(),
+            Err(err) => {
+                tracing::error!(error = %err, "robot could not claim a task");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stops taking work and lets the running tasks reach a safe point within the grace;
+    /// the ones that do not are cut short and handed back to the queue.
+    async fn wind_down(
+        self: &Arc<Self>,
+        mut running: JoinSet<()>,
+        mut handed: mpsc::UnboundedReceiver<Handoff>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
         // No more hand-offs; any already sent stop at their first safe point, like the rest.
         handed.close();
         while let Ok((claimed, permit)) = handed.try_recv() {
-            running.spawn(Arc::clone(&self).work(claimed, permit, shutdown.clone()));
+            running.spawn(Arc::clone(self).work(claimed, permit, shutdown.clone()));
         }
         // Running tasks see the same signal and stop at their next safe point (a host
         // call in flight finishes first).
@@ -210,8 +229,6 @@ impl Robot {
                 }
             }
         }
-        let _ = health.await;
-        tracing::info!(owner = %self.owner, "robot stopped");
     }
 
     /// The ids of the hosts this robot serves, or `None` for all.

@@ -26,6 +26,8 @@ impl Robot {
     }
 
     /// [`Self::work`], in the task's span.
+    /// Long mostly because of its match: one arm per way `run` ends, each logging and recording
+    /// it; around it, the task's entry in `running`, added before and removed after.
     async fn work_in(
         self: Arc<Self>,
         claimed: Claimed,
@@ -103,6 +105,10 @@ impl Robot {
         }
     }
 
+    /// Runs `claimed`'s attempts until one succeeds, one fails for good, the tries or the time run
+    /// out, or the run is interrupted; a cancel ends it at the next safe point.
+    /// One function: the retry loop reads in order, any step may end the run with its own
+    /// `Ending`, and all share the lease, the attempt number and the cancel flag.
     async fn run(
         &self,
         claimed: &Arc<Claimed>,
@@ -204,6 +210,8 @@ impl Robot {
     }
 
     /// One driver call, with progress reports while it runs; cut if the lease is lost.
+    /// Long: the driver call for each task kind, then the loop that relays its progress and
+    /// watches the lease; a candidate to split (the call for each kind apart).
     async fn attempt(
         &self,
         claimed: &Arc<Claimed>,

@@ -260,6 +260,8 @@ impl Admin {
     /// `project_id`, with the snapshot trees they already have. A VM with a snapshot
     /// whose name could not be sent back to the host safely (made there by hand) is not
     /// imported: it is among the refusals returned, with the reason.
+    /// One function: one loop over the host's VMs, where each check (known, batch full, gone,
+    /// unsafe name, too many snapshots) skips, stops or refuses; most lines are the messages.
     pub async fn import_vms(
         &self,
         caller: &Caller,
@@ -342,6 +344,8 @@ impl Admin {
 
 /// Inserts one discovered VM and its snapshots, parents first, all RUNNING, the host's
 /// current snapshot active.
+/// One function: the VM's insert, then its snapshots in rounds, parents before children;
+/// most lines are the two rows' fields, one a line.
 async fn import_vm(
     conn: &mut Conn<'_>,
     caller: &Caller,

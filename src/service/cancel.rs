@@ -12,6 +12,8 @@ use crate::error::{AppError, AppResult};
 impl Actions {
     /// Cancels task `id`: a queued one at once, a running one at the robot's next safe
     /// point.
+    /// One function: both ways a cancel goes (a queued task ended here, a running one asked to
+    /// stop) decide on the same rows, read under the VM's lock, in one transaction.
     pub async fn cancel_task(&self, caller: &Caller, id: i64) -> AppResult<Task> {
         let mut tx = self.core.begin_for(caller).await?;
         let result = async {

@@ -28,6 +28,8 @@ impl TaskLedger {
     /// Claims up to `max` tasks for robot `owner` (for `hosts` only, when given) and marks
     /// their snapshots as being worked on, in one transaction. Tasks of hosts this process
     /// cannot reach wait for them to answer again, rather than tie up workers.
+    /// One function: one transaction that claims the tasks, reads their rows in four batched
+    /// reads and records their start; every step uses the tasks taken and the rows read.
     pub async fn claim_tasks(
         &self,
         owner: &str,

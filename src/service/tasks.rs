@@ -225,6 +225,51 @@ pub(crate) async fn write_steps(
     conn: &mut Conn<'_>,
     steps: &[Held<'_>],
 ) -> AppResult<Vec<Option<NewTaskEvent>>> {
+    let reported = write_reports(conn, steps).await?;
+    let (ends, ended) = write_ends(conn, steps).await?;
+    let mut ends = ends.into_iter();
+    Ok(steps
+        .iter()
+        .map(|&(claimed, step)| {
+            let task = &claimed.task;
+            match step {
+                Step::Progress {
+                    percent,
+                    phase,
+                    message,
+                    detail,
+                    ..
+                } => reported.contains(&task.id).then(|| {
+                    let note = Note {
+                        state: TaskState::Running,
+                        progress: *percent,
+                        phase: Some(phase),
+                        message: message.as_deref(),
+                        detail: detail.as_deref(),
+                    };
+                    event(task, &claimed.vm, note)
+                }),
+                Step::Finish(_) => {
+                    let (.., end) = ends.next().expect("one end per Finish step");
+                    ended.contains(&task.id).then(|| {
+                        let note = Note {
+                            state: end.state,
+                            progress: end.progress,
+                            phase: None,
+                            message: Some(&end.message),
+                            detail: end.why.as_ref().and_then(|f| f.detail.as_deref()),
+                        };
+                        event(task, &claimed.vm, note)
+                    })
+                }
+            }
+        })
+        .collect())
+}
+
+/// Writes each task's last progress report among `steps`, one statement for all on
+/// PostgreSQL; returns the tasks whose claim still held them.
+async fn write_reports(conn: &mut Conn<'_>, steps: &[Held<'_>]) -> AppResult<HashSet<i64>> {
     let mut last_report: HashMap<i64, usize> = HashMap::new();
     for (i, (claimed, step)) in steps.iter().enumerate() {
         if matches!(step, Step::Progress { .. }) {
@@ -255,9 +300,20 @@ pub(crate) async fn write_steps(
             }
         })
         .collect();
-    let reported = tasks::set_progress_all(conn, &reports).await?;
+    Ok(tasks::set_progress_all(conn, &reports).await?)
+}
 
-    let ends: Vec<(&Claimed, &Outcome, Ending)> = steps
+/// A task's end among the steps: its claim, its outcome, and what it writes.
+type End<'a> = (&'a Claimed, &'a Outcome, Ending);
+
+/// Ends the tasks `steps` finish, and moves their snapshots as `snapshots.md` says;
+/// returns every end and the tasks whose claim still held them (the others were left as
+/// they were).
+async fn write_ends<'a>(
+    conn: &mut Conn<'_>,
+    steps: &[Held<'a>],
+) -> AppResult<(Vec<End<'a>>, HashSet<i64>)> {
+    let ends: Vec<End<'a>> = steps
         .iter()
         .filter_map(|&(claimed, step)| match step {
             Step::Finish(outcome) => Some((claimed, outcome, ending(&claimed.task, outcome))),
@@ -302,45 +358,7 @@ pub(crate) async fn write_steps(
             snapshots::set_remove_subtree(conn, claimed.task.snapshot_id, false).await?;
         }
     }
-
-    let mut ends = ends.into_iter();
-    Ok(steps
-        .iter()
-        .map(|&(claimed, step)| {
-            let task = &claimed.task;
-            match step {
-                Step::Progress {
-                    percent,
-                    phase,
-                    message,
-                    detail,
-                    ..
-                } => reported.contains(&task.id).then(|| {
-                    let note = Note {
-                        state: TaskState::Running,
-                        progress: *percent,
-                        phase: Some(phase),
-                        message: message.as_deref(),
-                        detail: detail.as_deref(),
-                    };
-                    event(task, &claimed.vm, note)
-                }),
-                Step::Finish(_) => {
-                    let (.., end) = ends.next().expect("one end per Finish step");
-                    ended.contains(&task.id).then(|| {
-                        let note = Note {
-                            state: end.state,
-                            progress: end.progress,
-                            phase: None,
-                            message: Some(&end.message),
-                            detail: end.why.as_ref().and_then(|f| f.detail.as_deref()),
-                        };
-                        event(task, &claimed.vm, note)
-                    })
-                }
-            }
-        })
-        .collect())
+    Ok((ends, ended))
 }
 
 /// What a task's end writes on the task.

@@ -52,6 +52,8 @@ pub async fn claimable(
 /// more attempt each. `among` limits the claim to some hosts. Tasks of a full host wait,
 /// in order, until one of its tasks ends. On PostgreSQL the tasks come from one host (the
 /// one whose task has waited longest), read and taken a few statements for all.
+/// One function: the two backends' ways to claim side by side, in one loop that shares `taken`
+/// and `full`, so that they stay in step.
 pub async fn claim(
     conn: &mut Conn<'_>,
     owner: &str,

@@ -98,6 +98,8 @@ pub struct Ending<'a> {
 
 /// Ends the tasks of `endings` at `at`, each only while its robot still holds it;
 /// returns the ones ended. On PostgreSQL one statement for all.
+/// One function: the two backends' statements side by side, so that they stay in step; most
+/// lines are PostgreSQL's binds, one array per column.
 pub async fn finish_all(
     conn: &mut Conn<'_>,
     endings: &[Ending<'_>],

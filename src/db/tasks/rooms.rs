@@ -64,6 +64,8 @@ pub async fn room_on(
 /// a slot and never exceed the limit, without waiting for each other's commits (as a
 /// lock on the host's row made them do). A slot is free again once its task is no
 /// longer held: ended, queued again, or its lease run out.
+/// One function: the count both backends share, then PostgreSQL's slot loop, whose steps
+/// (pick, lock, check again) depend on each other, as described above.
 pub async fn rooms_on(
     conn: &mut Conn<'_>,
     host: i64,

@@ -266,6 +266,8 @@ impl<'a> Walker<'a> {
 
     /// `set` on the snapshots of a tree walk (see [`TreeCost`]): `children` goes on down
     /// the walk; every other field costs per snapshot.
+    /// Long: one arm per kind of selection, the field's and the spread's inline where
+    /// `selection_set` calls `field` and `spread`; a candidate to split.
     fn tree(&mut self, set: &'a SelectionSet, ty: &str) -> Result<TreeCost, AppError> {
         let mut cost = TreeCost::default();
         for selection in &set.items {

@@ -91,7 +91,9 @@ impl Project {
 /// A new token; the secret is shown once, here, and stored only hashed.
 #[derive(async_graphql::SimpleObject)]
 pub struct CreatedToken {
+    /// The token's id (for `revokeToken`).
     pub id: ID,
+    /// The secret, as `Authorization: Bearer` takes it.
     pub token: String,
 }
 

@@ -20,6 +20,7 @@ pub enum Op {
 }
 
 /// `err` as CloudCIX would answer `op`.
+/// Long because it is a table: one arm per request and error, each with CloudCIX's code.
 pub fn refusal(op: Op, err: AppError) -> Response {
     let message = err.public_message();
     // A name or a description, refused the same way by a create and an update.

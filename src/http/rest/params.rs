@@ -84,6 +84,8 @@ pub const MAX_LIMIT: i64 = 100;
 
 /// Reads `query` for a list of `fields`, ordered by one of `orders` (the first is the
 /// default). `Err` names a value its field cannot hold.
+/// Long: one pass over the pairs, its arm for filters (`search[..]`, `exclude[..]`, the old
+/// style, their warnings) inline; a candidate to split.
 pub fn parse<F: Copy>(
     query: &str,
     fields: &Fields<F>,
@@ -184,6 +186,8 @@ fn deep<'k>(key: &'k str, name: &str) -> Option<&'k str> {
 }
 
 /// `filter` (`field` or `field__op`) with `raw`: `None` when it cannot be used.
+/// One function: from a filter's text to a typed condition in steps that each may refuse
+/// (field, operator, values, bounds); the last is one conversion per `Kind`.
 fn condition<F: Copy>(
     filter: &str,
     raw: &str,

@@ -231,6 +231,8 @@ pub async fn update(
 
 /// Reads an update's body for a snapshot now in state `current`, with every field's
 /// error at once, in CloudCIX's codes.
+/// Long because it is a list: one check per field of the body, each with CloudCIX's code,
+/// so that every field's error is gathered at once.
 fn read_update(body: &Value, current: i32) -> Result<Update<'_>, Vec<FieldError>> {
     let mut errors = Vec::new();
     let name = match &body["name"] {

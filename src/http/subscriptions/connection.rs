@@ -251,6 +251,8 @@ impl Connection {
     }
 
     /// `subscribe`: runs one operation, if the connection, the token and the gate allow.
+    /// Long because it is a list of checks in order (authenticated, id, duplicate, room, token,
+    /// gate), each closing or refusing, then the start of the operation's stream.
     async fn subscribe(&mut self, id: String, mut request: Request) -> Option<Closing> {
         let Some(caller) = self.caller.clone() else {
             return closing(4401, "Unauthorized");

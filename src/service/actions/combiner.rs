@@ -160,6 +160,8 @@ impl Actions {
 
     /// Checks `requests`, writes the accepted ones' snapshots and tasks, and starts on
     /// the robot here the tasks it can take at once.
+    /// One function: one transaction's steps in order over the same `works`, `queued` and
+    /// `taken`; its loop pairs each work with its task and starts it here or leaves it queued.
     async fn record_in(&self, conn: &mut Conn<'_>, requests: &[Request]) -> AppResult<Recorded> {
         let mut fates: Vec<Fate> = requests.iter().map(|_| Fate::Open).collect();
         let (vms, mut works) = self.check(conn, requests, &mut fates).await?;

@@ -30,6 +30,8 @@ pub(super) async fn write_snapshots(
 
 /// Inserts the snapshots the works create (a create's, an apply's save), one statement
 /// for all, and names each on its host; returns each new snapshot's id by work.
+/// One function: three steps on one list matched by index (the rows, their insert, their host
+/// names); most lines are the `Step` patterns and the row's fields, one a line.
 async fn insert_snapshots(
     conn: &mut Conn<'_>,
     requests: &[Request],

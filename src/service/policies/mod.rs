@@ -94,41 +94,71 @@ fn retention_of(p: &Policy) -> Retention {
     }
 }
 
+/// A policy's definition, checked: its name, time zone, name template and first slot.
+struct Checked {
+    /// The policy's name, trimmed.
+    name: String,
+    /// The time zone its cron is read in (`UTC` unless given).
+    zone: String,
+    /// How its snapshots are named.
+    template: String,
+    /// When it is first due.
+    next: DateTime<Utc>,
+}
+
+/// Checks `spec` at `now`: its schedule, its retention, its VMs, its name template and
+/// the names it would give; the refusal says which is wrong.
+fn check_spec(spec: &PolicySpec, now: DateTime<Utc>) -> AppResult<Checked> {
+    let name = names::name("policy name", &spec.name)?;
+    let invalid = |why: String| AppError::validation(why);
+    policy::check_definition(
+        spec.every_seconds,
+        spec.keep_last,
+        spec.max_age_seconds,
+        spec.vm_id.is_some(),
+        spec.vm_filter.as_deref(),
+        spec.cron.as_deref(),
+    )
+    .map_err(invalid)?;
+    let zone = spec.time_zone.clone().unwrap_or_else(|| "UTC".into());
+    let schedule = match (&spec.cron, spec.every_seconds) {
+        (Some(cron), None) => Schedule::cron(cron, &zone),
+        (None, Some(every)) if spec.time_zone.is_none() => Schedule::every(every, now),
+        (None, Some(_)) => Err("A time zone goes with a cron schedule only.".into()),
+        _ => Err("Give a policy one schedule: everySeconds, or cron (with timeZone).".into()),
+    }
+    .map_err(invalid)?;
+    let template = spec
+        .name_template
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
+    policy::check_template(&template, &schedule, now).map_err(invalid)?;
+    let sample = policy::snapshot_name(&template, &name, "vm", now, schedule.zone());
+    names::name("snapshot name", &sample)?;
+    let next = schedule
+        .next_after(now)
+        .ok_or_else(|| invalid("This schedule never runs.".into()))?;
+    Ok(Checked {
+        name,
+        zone,
+        template,
+        next,
+    })
+}
+
 impl Service {
     /// Defines a policy (OPERATOR or ADMIN): it runs as the caller's token.
     pub async fn create_policy(&self, caller: &Caller, spec: PolicySpec) -> AppResult<Policy> {
         caller.require_operator()?;
-        let name = names::name("policy name", &spec.name)?;
-        let invalid = |why: String| AppError::validation(why);
         // Whole seconds: both backends store them alike, and slots fall on them.
         let now = self.clock().now().trunc_subsecs(0);
-        policy::check_definition(
-            spec.every_seconds,
-            spec.keep_last,
-            spec.max_age_seconds,
-            spec.vm_id.is_some(),
-            spec.vm_filter.as_deref(),
-            spec.cron.as_deref(),
-        )
-        .map_err(invalid)?;
-        let zone = spec.time_zone.clone().unwrap_or_else(|| "UTC".into());
-        let schedule = match (&spec.cron, spec.every_seconds) {
-            (Some(cron), None) => Schedule::cron(cron, &zone),
-            (None, Some(every)) if spec.time_zone.is_none() => Schedule::every(every, now),
-            (None, Some(_)) => Err("A time zone goes with a cron schedule only.".into()),
-            _ => Err("Give a policy one schedule: everySeconds, or cron (with timeZone).".into()),
-        }
-        .map_err(invalid)?;
-        let template = spec
-            .name_template
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
-        policy::check_template(&template, &schedule, now).map_err(invalid)?;
-        let sample = policy::snapshot_name(&template, &name, "vm", now, schedule.zone());
-        names::name("snapshot name", &sample)?;
-        let next = schedule
-            .next_after(now)
-            .ok_or_else(|| invalid("This schedule never runs.".into()))?;
+        let Checked {
+            name,
+            zone,
+            template,
+            next,
+        } = check_spec(&spec, now)?;
+        let invalid = |why: String| AppError::validation(why);
         let mut tx = self.core.begin_for(caller).await?;
         let result = async {
             let conn = &mut tx.conn();
