@@ -492,3 +492,67 @@ async fn two_robots_run_each_slot_once() {
     }
     drop(robots);
 }
+
+/// A robot process keeps the servers' ceiling of snapshots per VM for what its policies
+/// create: with `--max-snapshots-per-vm 2` on both, a VM's third hourly snapshot is
+/// refused for the limit (before, the robot used its own default of 100 and made it).
+#[tokio::test]
+async fn a_robot_process_keeps_the_snapshot_ceiling_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let url = db.cli_url();
+    let admin = process::token(&url, "ops", "ADMIN");
+    let clock = dir.path().join("clock");
+    let t0 = start();
+    std::fs::write(&clock, t0.to_rfc3339()).unwrap();
+    let clock_flag = ["--clock-file", clock.to_str().unwrap()];
+    let ceiling = ["--max-snapshots-per-vm", "2"];
+    let sim = dir.path().join("sim");
+    let flags = [
+        &["--no-robot", "--rate-limit", "OPERATOR=none"][..],
+        &clock_flag,
+        &ceiling,
+    ]
+    .concat();
+    let server = ServerProcess::start(&url, &sim, &flags);
+    let robot = RobotProcess::start(
+        &url,
+        &sim,
+        &[&clock_flag[..], &ceiling].concat(),
+        &dir.path().join("robot.log"),
+    );
+    let api = Api::new(&server.url, admin);
+    let project = api.create_project("ceiling").await;
+    let op = api.create_token(&project, "OPERATOR").await;
+    let host = api.create_host("h", "SIMULATED", "sim://", None).await;
+    api.create_vm(&host, &project, "vm-0").await;
+    let id = api
+        .data(
+            &op,
+            CREATE,
+            json!({ "i": { "name": "hourly", "vmFilter": "vm-*", "everySeconds": 3600 } }),
+        )
+        .await["createPolicy"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for h in 1..=2 {
+        std::fs::write(&clock, (t0 + Duration::hours(h)).to_rfc3339()).unwrap();
+        settle(&api, &op, &id, |r| {
+            r.len() == h as usize && r.iter().all(|x| x["state"] == "CREATED")
+        })
+        .await;
+    }
+    std::fs::write(&clock, (t0 + Duration::hours(3)).to_rfc3339()).unwrap();
+    let all = settle(&api, &op, &id, |r| {
+        r.len() == 3 && r[2]["lastError"].is_string()
+    })
+    .await;
+    let third = &all[2];
+    assert_ne!(third["state"], "CREATED", "{third}");
+    assert!(
+        third["lastError"].as_str().unwrap().contains("2 snapshots"),
+        "{third}"
+    );
+    drop(robot);
+}

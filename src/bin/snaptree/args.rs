@@ -341,6 +341,10 @@ pub(crate) struct RobotArgs {
     /// Only run tasks of these hosts (names, comma-separated); all when absent.
     #[arg(long, env = "SNAPTREE_HOSTS", value_delimiter = ',')]
     pub(crate) hosts: Vec<String>,
+    /// Most non-closed snapshots per VM, whatever its host allows: the policies this
+    /// robot runs create within it (give the servers' value).
+    #[arg(long, env = "SNAPTREE_MAX_SNAPSHOTS_PER_VM", default_value_t = 100)]
+    pub(crate) max_snapshots_per_vm: u32,
     /// The robot's tuning, and how hosts are reached.
     #[command(flatten)]
     pub(crate) tuning: RobotTuning,

@@ -144,12 +144,11 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
 async fn robot(args: RobotArgs) -> AppResult<()> {
     let db = Db::connect(&args.database.database_url).await?;
     let hosts = &args.tuning.hosts;
-    let service = server::service(
-        db.clone(),
-        hosts.config(),
-        hosts.limits(),
-        hosts.clock.clock(),
-    );
+    let limits = Limits {
+        snapshots_per_vm: args.max_snapshots_per_vm.max(1),
+        ..hosts.limits()
+    };
+    let service = server::service(db.clone(), hosts.config(), limits, hosts.clock.clock());
     let workers = server::Workers::start(&service, db, Some(args.tuning.config(args.hosts)));
     shutdown_signal().await;
     workers.stop().await;
