@@ -281,3 +281,17 @@ async fn a_task_that_fails_fast_keeps_its_lease_while_it_retries() {
         "the task was claimed again while it ran: {messages:#?}"
     );
 }
+
+/// A task that fails keeps the progress its robot last reported (the simulated host
+/// reports 25% before it refuses), not the progress it had when it was claimed.
+#[tokio::test]
+async fn a_failed_task_keeps_the_progress_it_reached() {
+    let app = TestApp::spawn().await;
+    let f = app
+        .project_with_vm("p", "sim://?fail_rate=1&fail_on=create")
+        .await;
+    let (_, task) = app.create_snapshot(&f.operator, &f.vm, "broken").await;
+    let done = app.finished(&f.operator, &task).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert_eq!(done["progress"], 25, "{done}");
+}

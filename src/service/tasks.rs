@@ -316,7 +316,7 @@ async fn write_ends<'a>(
     let ends: Vec<End<'a>> = steps
         .iter()
         .filter_map(|&(claimed, step)| match step {
-            Step::Finish(outcome) => Some((claimed, outcome, ending(&claimed.task, outcome))),
+            Step::Finish(outcome) => Some((claimed, outcome, ending(outcome))),
             Step::Progress { .. } => None,
         })
         .collect();
@@ -373,7 +373,7 @@ struct Ending {
     progress: Option<i32>,
 }
 
-fn ending(task: &Task, outcome: &Outcome) -> Ending {
+fn ending(outcome: &Outcome) -> Ending {
     let (state, why, message) = match outcome {
         Outcome::Succeeded => (TaskState::Succeeded, None, "done".to_owned()),
         Outcome::Failed { failure, .. } => (
@@ -387,9 +387,11 @@ fn ending(task: &Task, outcome: &Outcome) -> Ending {
             (TaskState::Cancelled, Some(why), message)
         }
     };
+    // A task that did not succeed keeps the progress its robot last reported (stored
+    // since the claim; this copy of the task is as it was claimed).
     let progress = match outcome {
         Outcome::Succeeded => Some(100),
-        _ => task.progress,
+        _ => None,
     };
     Ending {
         state,

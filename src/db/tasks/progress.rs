@@ -3,6 +3,11 @@
 
 use super::*;
 
+diesel::define_sql_function! {
+    /// SQL's `COALESCE` of two nullable integers: the first that is not NULL.
+    fn coalesce(x: diesel::sql_types::Nullable<diesel::sql_types::Integer>, y: diesel::sql_types::Nullable<diesel::sql_types::Integer>) -> diesel::sql_types::Nullable<diesel::sql_types::Integer>;
+}
+
 /// A progress report on a task a robot holds.
 pub struct Report<'a> {
     /// The task reported on.
@@ -122,7 +127,8 @@ pub async fn finish_all(
             let rows: Vec<TaskId> = Cached(
                 diesel::sql_query(concat!(
                     "UPDATE tasks SET state = v.state, error = v.error, finished_at = $6, \
-                     phase = NULL, lease_owner = NULL, lease_expires_at = NULL, progress = v.progress, \
+                     phase = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+                     progress = COALESCE(v.progress, tasks.progress), \
                      error_code = v.code, error_detail = v.detail \
                      FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::integer[], \
                      $7::text[], $8::text[]) \
@@ -174,7 +180,8 @@ struct TaskId {
     task: i64,
 }
 
-/// Ends a task, leaving `final_progress`. With `claim` (a claim's fence), only while that
+/// Ends a task, leaving `final_progress` (`None`: the progress last reported stays, as
+/// a failed or cancelled task got). With `claim` (a claim's fence), only while that
 /// claim still holds it; without, only while it is still queued. False when the task was
 /// not in that position any more.
 pub async fn finish(
@@ -198,13 +205,14 @@ pub async fn finish(
     );
     let changed = match claim {
         Some(claim) => run!(conn, |c| Cached(
-            diesel::update(held_under(wanted, claim)).set((values, progress.eq(final_progress)))
+            diesel::update(held_under(wanted, claim))
+                .set((values, progress.eq(coalesce(final_progress, progress))))
         )
         .execute(c)
         .await)?,
         None => run!(conn, |c| Cached(
             diesel::update(tasks.find(wanted).filter(state.eq(Queued)))
-                .set((values, progress.eq(final_progress)))
+                .set((values, progress.eq(coalesce(final_progress, progress))))
         )
         .execute(c)
         .await)?,
