@@ -32,9 +32,13 @@ pub enum AppError {
     /// The object's state does not allow the action.
     #[error("{0}")]
     InvalidState(String),
-    /// A task is already queued or running for the VM.
+    /// A task is already queued or running for the VM: `task_id` when known (a race
+    /// that the unique index caught, with the transaction aborted, cannot read it).
     #[error("{message}")]
-    VmBusy { message: String, task_id: i64 },
+    VmBusy {
+        message: String,
+        task_id: Option<i64>,
+    },
     /// The host's snapshot limit for the VM is reached.
     #[error("{message}")]
     LimitReached { message: String, limit: i32 },
@@ -95,7 +99,7 @@ impl AppError {
     }
 
     /// The VM has a task queued or running (`task_id`, in the error's extensions).
-    pub fn vm_busy(task_id: i64) -> Self {
+    pub fn vm_busy(task_id: Option<i64>) -> Self {
         Blocked::Busy { task: task_id }.into()
     }
 

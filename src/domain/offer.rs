@@ -43,9 +43,9 @@ pub enum Blocked {
     /// The caller's role may not act (a VIEWER).
     #[error("Your token is a VIEWER's: it may look at snapshots and tasks, not act on them.")]
     Role,
-    /// Task `task` is queued or running for the VM.
+    /// A task (`task`, when known) is queued or running for the VM.
     #[error("This VM is busy with another task; wait for it to end, or cancel it.")]
-    Busy { task: i64 },
+    Busy { task: Option<i64> },
     /// The VM's state allows no snapshot work.
     #[error(transparent)]
     VmState(Rejection),
@@ -71,7 +71,7 @@ pub fn precheck(role: Role, busy: Option<i64>, vm_state: i32) -> Result<(), Bloc
         return Err(Blocked::Role);
     }
     if let Some(task) = busy {
-        return Err(Blocked::Busy { task });
+        return Err(Blocked::Busy { task: Some(task) });
     }
     lifecycle::check_vm_state(vm_state).map_err(Blocked::VmState)
 }

@@ -23,7 +23,10 @@ impl AppError {
     pub fn fill_extensions(&self, ext: &mut async_graphql::ErrorExtensionValues) {
         ext.set("code", self.code());
         match self {
-            AppError::VmBusy { task_id, .. } => ext.set("taskId", task_id.to_string()),
+            AppError::VmBusy {
+                task_id: Some(task_id),
+                ..
+            } => ext.set("taskId", task_id.to_string()),
             AppError::LimitReached { limit, .. }
             | AppError::Rejected(
                 Rejection::LimitReached { limit } | Rejection::QuotaReached { limit },

@@ -264,7 +264,7 @@ async fn queue_tasks(
         // The unique index over open tasks caught a race the VM's lock did not: alone,
         // the action is told its VM is busy; in a batch, each is tried again alone.
         match (alone, db::is_unique_violation(&e)) {
-            (true, true) => AppError::vm_busy(0),
+            (true, true) => AppError::vm_busy(None),
             _ => e.into(),
         }
     })
