@@ -230,8 +230,11 @@ async function operator(view) {
   await node(page, `doomed ${tag}`).locator(".row").click();
   assert.match(await page.locator("#d-failure").textContent(), /^Failed: .*the host refused the operation/);
   // 9: the page offers what the server offers: a failed snapshot is deleted, not applied.
+  // The snapshot came by an event, which carries no offers: its buttons stay disabled
+  // until the read that follows brings them (seen in the soak: checked before that read
+  // answered, on PostgreSQL, Delete was still disabled).
+  await page.locator("#delete:not([disabled])").waitFor();
   assert.equal(await page.locator("#apply").isDisabled(), true);
-  assert.equal(await page.locator("#delete").isDisabled(), false);
   assert.match(await page.locator("#snapshot-whys").textContent(), /Apply: .*only a RUNNING snapshot/);
   await shot(page, `${tag}-failure`);
   console.log(`ok: ${tag}: 7 failures with their reason on the node and in the bar`);
