@@ -250,10 +250,12 @@ fn main() {
             reading.await;
         });
         let addr = api.url.trim_start_matches("http://").trim_end_matches("/graphql").to_owned();
-        attack!("1,000 connections that never finish their headers", |running| {
+        // The connection attacks come from eight addresses (127.0.0.10-17), as a spread
+        // attack would: from one address, the cap per address (256) refuses most of them.
+        attack!("1,000 connections that never finish their headers, from eight addresses", |running| {
             let mut held = Vec::new();
-            for _ in 0..1000 {
-                let mut tcp = TcpStream::connect(&addr).await.unwrap();
+            for n in 0..1000 {
+                let mut tcp = common::target::tcp_from(&addr, common::target::attacker(n % 8)).await;
                 let _ = tcp.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n").await;
                 held.push(tcp);
             }
@@ -261,10 +263,10 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
-        attack!("100 bodies trickled a byte a second", |running| {
+        attack!("100 bodies trickled a byte a second, from eight addresses", |running| {
             let mut held = Vec::new();
-            for _ in 0..100 {
-                let mut tcp = TcpStream::connect(&addr).await.unwrap();
+            for n in 0..100 {
+                let mut tcp = common::target::tcp_from(&addr, common::target::attacker(n % 8)).await;
                 let head = "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
                 let _ = tcp.write_all(head.as_bytes()).await;
                 held.push(tcp);
@@ -276,10 +278,10 @@ fn main() {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        attack!("1,000 WebSockets that never send connection_init", |running| {
+        attack!("1,000 WebSockets that never send connection_init, from eight addresses", |running| {
             let mut held = Vec::new();
-            for _ in 0..1000 {
-                held.push(Subscriber::open(&api.url).await);
+            for n in 0..1000 {
+                held.push(Subscriber::open_from(&api.url, common::target::attacker(n % 8)).await);
             }
             while running.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
