@@ -24,7 +24,6 @@ use common::process::{self, ServerProcess, Watchdog};
 use common::ws::Subscriber;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// How long each attack runs while the bystander measures.
 const ATTACK: Duration = Duration::from_secs(5);
