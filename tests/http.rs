@@ -288,3 +288,29 @@ async fn connections_idle_for_12_or_95_seconds_in_a_pool_still_carry_requests() 
         pooled(95)
     );
 }
+
+/// The dashboard's modules are served from a fixed list: each by its name, as
+/// JavaScript; any other name, or a path that tries to climb out, is not found.
+#[tokio::test]
+async fn the_dashboard_modules_are_served_by_name_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let base = app.url.trim_end_matches("graphql").to_owned();
+    let get = |path: &str| app.client.get(format!("{base}{path}")).send();
+    let page = get("js/page.js").await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(page.text().await.unwrap().contains("export const state"));
+    for path in [
+        "js/nothing.js",
+        "js/..%2Fapp.js",
+        "js/%2e%2e%2fCargo.toml",
+        "js/page.js%00",
+        &format!("js/{}", "a".repeat(10_000)),
+    ] {
+        let status = get(path).await.unwrap().status();
+        assert_eq!(status, 404, "{path}");
+    }
+}
