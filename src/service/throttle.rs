@@ -40,6 +40,10 @@ struct Logins {
     failures: DefaultKeyedRateLimiter<IpAddr>,
     /// Addresses past their budget, and until when they are refused.
     barred: Mutex<HashMap<IpAddr, Instant>>,
+    /// How long an address past its budget is refused: until its whole burst has
+    /// refilled, so that a flood meets a pause it can see rather than one try in
+    /// every gap of a tenth of a second.
+    bar: Duration,
 }
 
 /// The budgets of one role.
@@ -68,11 +72,12 @@ impl Budget {
 
 impl Throttle {
     /// Budgets of `rates` per token, and `failed_logins` failures a second per address
-    /// (bursts of three times that).
+    /// (bursts of three times that, then three seconds' bar).
     pub fn new(rates: &RateLimits, failed_logins: u32) -> Self {
+        const BURST_SECONDS: u32 = 3;
         let n = |v: u32| NonZeroU32::new(v.max(1)).expect("at least 1");
-        let failures =
-            Quota::per_second(n(failed_logins)).allow_burst(n(failed_logins.saturating_mul(3)));
+        let failures = Quota::per_second(n(failed_logins))
+            .allow_burst(n(failed_logins.saturating_mul(BURST_SECONDS)));
         Self {
             admin: rates.admin.map(Budget::new),
             operator: rates.operator.map(Budget::new),
@@ -80,6 +85,7 @@ impl Throttle {
             logins: Logins {
                 failures: DefaultKeyedRateLimiter::keyed(failures),
                 barred: Mutex::new(HashMap::new()),
+                bar: Duration::from_secs(BURST_SECONDS.into()),
             },
         }
     }
@@ -101,13 +107,12 @@ impl Throttle {
     }
 
     /// Counts a failed authentication of `peer`; past its budget, it is barred until
-    /// the budget has room again.
+    /// its whole burst has refilled (no failure is counted while it is barred, so the
+    /// budget is full when the bar lifts).
     pub fn failed_login(&self, peer: IpAddr) {
-        if let Err(until) = self.logins.failures.check_key(&peer) {
-            let wait = until.wait_time_from(DefaultClock::default().now());
-            let wait = wait.max(Duration::from_millis(100));
+        if self.logins.failures.check_key(&peer).is_err() {
             let mut barred = self.logins.barred.lock().unwrap();
-            barred.insert(peer, Instant::now() + wait);
+            barred.insert(peer, Instant::now() + self.logins.bar);
         }
     }
 
@@ -242,6 +247,14 @@ mod tests {
         let err = throttle.may_log_in(bad).unwrap_err();
         assert_eq!(err.code(), "RATE_LIMITED");
         assert!(err.public_message().contains("your address"), "{err:?}");
+        // Barred until the whole burst has refilled, not for the next free moment.
+        assert!(matches!(
+            err,
+            AppError::RateLimited {
+                retry_after_seconds: 3,
+                ..
+            }
+        ));
         throttle.may_log_in(good).unwrap();
     }
 }

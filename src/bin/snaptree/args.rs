@@ -176,7 +176,7 @@ pub(crate) struct LimitArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_connections_per_peer: u32,
     /// Failed authentications per second one address may make (bursts of three times
-    /// that); past them it is refused before any token is looked up.
+    /// that); past them it is refused for three seconds before any token is looked up.
     #[arg(long, env = "SNAPTREE_FAILED_LOGINS_PER_PEER", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) failed_logins_per_peer: u32,
