@@ -2,10 +2,11 @@
 //! `tests/neighbours.rs` does to everyone else. A release `snaptree serve` (SQLite,
 //! default limits) runs as its own process; a bystander, an OPERATOR of another project,
 //! sends a simple query, one at a time, and meanwhile makes and deletes snapshots of its
-//! own VM one task after another, first at rest and then while each attack runs for a
-//! few seconds. Printed, for BENCHMARKS.md: the bystander's p50/p99 and task rate at rest
-//! and under each attack, and the server's resident memory before, at its peak during,
-//! and after the attack.
+//! own VM one task after another, at rest just before each attack and then while it
+//! runs, for a few seconds each. Printed, for BENCHMARKS.md: the bystander's p50/p99 and
+//! task rate under each attack beside its rest just before, at rest at the start and at
+//! the end, and the server's resident memory before, at its peak during, and after the
+//! attack.
 //!
 //! The attacker sends from this process with the ADMIN token, which has no budget
 //! (unless said otherwise), so that only the limits of each request and connection stand
@@ -129,8 +130,12 @@ struct Row {
     attack: String,
     p50: Duration,
     p99: Duration,
+    /// The bystander's p99 at rest just before the attack.
+    rest_p99: Duration,
     /// The bystander's tasks per second.
     tasks: f64,
+    /// Its tasks per second at rest just before the attack.
+    rest_tasks: f64,
     before: u64,
     peak: u64,
     after: u64,
@@ -194,9 +199,12 @@ fn main() {
         let (_, rest, rest_tasks) = measure_rest("rest").await;
         let mut rows = Vec::new();
 
-        // Each attack: the bystander measures while it runs.
+        // Each attack: the bystander measures at rest just before it (what the server
+        // has gathered so far, the bystander's own past included, weighs on both alike),
+        // then while it runs.
         macro_rules! attack {
             ($name:expr, |$running:ident| $body:expr) => {{
+                let (_, quiet, quiet_tasks) = measure_rest("rest").await;
                 let before = server.rss_kib();
                 let watchdog = Watchdog::new(server.pid(), u64::MAX);
                 let $running = Arc::new(AtomicBool::new(true));
@@ -219,7 +227,9 @@ fn main() {
                     attack: $name.to_string(),
                     p50: percentile(&samples, 0.5),
                     p99: percentile(&samples, 0.99),
+                    rest_p99: percentile(&quiet, 0.99),
                     tasks,
+                    rest_tasks: quiet_tasks as f64 / ATTACK.as_secs_f64(),
                     before,
                     peak,
                     after: server.rss_kib(),
@@ -374,20 +384,25 @@ fn main() {
             }
         });
 
-        let rest_rate = rest_tasks as f64 / ATTACK.as_secs_f64();
-        println!("\nBystander at rest: p50 {} / p99 {} ({} queries in {} s), {:.1} tasks/s\n", ms(percentile(&rest, 0.5)), ms(percentile(&rest, 0.99)), rest.len(), ATTACK.as_secs(), rest_rate);
-        println!("| attack ({} s) | bystander p50 | p99 | p99 / p99 at rest | tasks/s | / at rest | memory before | peak | after |", ATTACK.as_secs());
-        println!("|---|---|---|---|---|---|---|---|---|");
-        let rest99 = percentile(&rest, 0.99);
+        // At rest once more: what the whole run left behind.
+        let (_, end, end_tasks) = measure_rest("rest").await;
+        for (when, samples, tasks) in [("at the start", &rest, rest_tasks), ("at the end", &end, end_tasks)] {
+            println!("\nBystander at rest {when}: p50 {} / p99 {} ({} queries in {} s), {:.1} tasks/s", ms(percentile(samples, 0.5)), ms(percentile(samples, 0.99)), samples.len(), ATTACK.as_secs(), tasks as f64 / ATTACK.as_secs_f64());
+        }
+        println!();
+        println!("| attack ({} s) | bystander p50 | p99 | p99 at rest just before | p99 / rest | tasks/s | at rest just before | / rest | memory before | peak | after |", ATTACK.as_secs());
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for row in rows {
             println!(
-                "| {} | {} | {} | {:.1}x | {:.1} | {:.2}x | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.1}x | {:.1} | {:.1} | {:.2}x | {} | {} | {} |",
                 row.attack,
                 ms(row.p50),
                 ms(row.p99),
-                row.p99.as_secs_f64() / rest99.as_secs_f64(),
+                ms(row.rest_p99),
+                row.p99.as_secs_f64() / row.rest_p99.as_secs_f64(),
                 row.tasks,
-                row.tasks / rest_rate,
+                row.rest_tasks,
+                row.tasks / row.rest_tasks,
                 mib(row.before),
                 mib(row.peak),
                 mib(row.after)

@@ -120,6 +120,44 @@ impl Default for RobotConfig {
     }
 }
 
+/// How long finished work is kept before retention retires it, and where retired rows go
+/// first. Every process that shares the database runs it (`service::retention`).
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Ended tasks, with their events and policy runs, counted from their end (`None`:
+    /// for ever).
+    pub tasks: Option<Duration>,
+    /// Events of ended tasks, counted from the event: a task's progress steps, which
+    /// matter least once it has ended.
+    pub events: Option<Duration>,
+    /// Closed snapshots and their history (who did what to which snapshot, when), counted
+    /// from the close: what auditors ask for, kept longest. An open snapshot's history is
+    /// kept for as long as it is open.
+    pub history: Option<Duration>,
+    /// A directory the retired rows are written to first, as gzipped JSON lines (one file
+    /// per kind, day and process); none: they are dropped.
+    pub archive: Option<PathBuf>,
+    /// How long a pass waits after one that found nothing more to retire.
+    pub every: Duration,
+    /// Rows per statement: small, so that a pass never holds SQLite's one writer for
+    /// long, and the API and the robot go on between batches.
+    pub batch: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            tasks: Some(Duration::from_secs(90 * DAY)),
+            events: Some(Duration::from_secs(14 * DAY)),
+            history: Some(Duration::from_secs(400 * DAY)),
+            archive: None,
+            every: Duration::from_secs(10),
+            batch: 500,
+        }
+    }
+}
+
 /// How long one driver call of each kind of task may take.
 #[derive(Clone, Debug)]
 pub struct Timeouts {

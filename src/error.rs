@@ -60,6 +60,15 @@ pub enum AppError {
     /// The operation passed its deadline and was cancelled.
     #[error("{0}")]
     Timeout(String),
+    /// A replay's cursor names an event older than what retention keeps: events after it
+    /// may be gone. `oldest_event_id` is where the kept events start (none: none kept).
+    #[error(
+        "Events after {after} have been retired (retention keeps them for a while only); read the current state afresh, then follow without a cursor."
+    )]
+    CursorExpired {
+        after: i64,
+        oldest_event_id: Option<i64>,
+    },
     /// A rule of `snapshots.md` or of the names refused.
     #[error(transparent)]
     Rejected(#[from] Rejection),
@@ -190,6 +199,7 @@ impl AppError {
         "QUERY_TOO_COMPLEX",
         "RATE_LIMITED",
         "TIMEOUT",
+        "CURSOR_EXPIRED",
         "INTERNAL",
     ];
 
@@ -205,6 +215,7 @@ impl AppError {
             Self::QueryTooComplex { .. } => "QUERY_TOO_COMPLEX",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Timeout(_) => "TIMEOUT",
+            Self::CursorExpired { .. } => "CURSOR_EXPIRED",
             Self::Rejected(rejection) => match rejection.kind() {
                 Kind::Invalid => "VALIDATION",
                 Kind::State => "INVALID_STATE",

@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::db::retention::Growth;
 use crate::db::tasks::Queue;
 use crate::domain::{TaskKind, TaskState};
 use crate::error::AppError;
@@ -85,6 +86,20 @@ pub fn known_code(code: &str) -> &'static str {
         .unwrap_or("OTHER")
 }
 
+/// A kind of row retention retires.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    /// `events`, `tasks`, `policy_runs`, `snapshots` or `snapshot_history`.
+    pub kind: &'static str,
+}
+
+/// A table of the database.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Table {
+    /// Its name.
+    pub table: &'static str,
+}
+
 /// One host's running tasks.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Host {
@@ -132,6 +147,12 @@ pub struct Metrics {
     /// `host_connections_opened`: connections opened to each host, brought up to the
     /// drivers' own counts at a scrape.
     connections: Family<Host, Counter>,
+    /// `retired_rows`: rows this process's retention retired, by kind.
+    retired: Family<Kind, Counter>,
+    /// `table_rows`: each table's rows (the span of its ids), set at a scrape.
+    table_rows: Family<Table, Gauge>,
+    /// `table_oldest_row_age_seconds`: how old each table's oldest kept row is.
+    table_oldest: Family<Table, Gauge<f64, AtomicU64>>,
 }
 
 /// 1 ms to about 27 minutes: host calls and tasks both, on a simulated host or a slow one.
@@ -217,8 +238,29 @@ impl Default for Metrics {
             "Connections this process has opened to each host (virsh shells, SSH sessions)",
             connections.clone(),
         );
+        let retired = Family::<Kind, Counter>::default();
+        registry.register(
+            "retired_rows",
+            "Rows retention retired in this process, by kind",
+            retired.clone(),
+        );
+        let table_rows = Family::<Table, Gauge>::default();
+        registry.register(
+            "table_rows",
+            "Rows of each table retention retires from (the span of its ids), in the whole database",
+            table_rows.clone(),
+        );
+        let table_oldest = Family::<Table, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "table_oldest_row_age_seconds",
+            "How old each table's oldest kept row is",
+            table_oldest.clone(),
+        );
         Self {
             registry,
+            retired,
+            table_rows,
+            table_oldest,
             connections,
             tasks_ended,
             task_seconds,
@@ -290,14 +332,41 @@ impl Metrics {
         SocketOpen(self.subscriptions.clone())
     }
 
+    /// A pass of retention retired `done`.
+    pub fn retired(&self, done: &crate::db::retention::Retired) {
+        for (kind, n) in [
+            ("events", done.events),
+            ("tasks", done.tasks),
+            ("policy_runs", done.runs),
+            ("snapshots", done.snapshots),
+            ("snapshot_history", done.history),
+        ] {
+            self.retired.get_or_create(&Kind { kind }).inc_by(n as u64);
+        }
+    }
+
     /// The event pump delivered an event written `lag` ago.
     pub fn pumped(&self, lag: Duration) {
         self.pump_lag.observe(lag.as_secs_f64());
     }
 
-    /// The text a scrape gets, with the queue as read now and the connections this
-    /// process has opened to each host so far.
-    pub fn render(&self, queue: &Queue, connections: &[(String, u64)]) -> String {
+    /// The text a scrape gets, with the queue and the tables' growth as read `now`, and
+    /// the connections this process has opened to each host so far.
+    pub fn render(
+        &self,
+        queue: &Queue,
+        growth: &[Growth],
+        now: chrono::NaiveDateTime,
+        connections: &[(String, u64)],
+    ) -> String {
+        for g in growth {
+            let table = Table { table: g.table };
+            self.table_rows.get_or_create(&table).set(g.rows);
+            let age = g
+                .oldest
+                .map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0));
+            self.table_oldest.get_or_create(&table).set(age);
+        }
         for (host, opened) in connections {
             let counter = self.connections.get_or_create(&Host { host: host.clone() });
             counter.inc_by(opened.saturating_sub(counter.get()));

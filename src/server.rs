@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::config::{DatabaseUrl, DriverConfig, Limits, RobotConfig};
+use crate::config::{DatabaseUrl, DriverConfig, Limits, Retention, RobotConfig};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub drivers: DriverConfig,
     /// What requests, connections and tokens may cost.
     pub limits: Limits,
+    /// How long finished work is kept.
+    pub retention: Retention,
     /// Origins besides the server's own whose pages may use it.
     pub origins: crate::http::Origins,
     /// Who may read `/metrics`, and where.
@@ -88,11 +90,21 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts the event pump and, with `robot`, a robot and the policy runner: policies
-    /// run where a robot does, and a server with no robot leaves them to those.
-    pub fn start(service: &Service, db: Db, robot: Option<RobotConfig>) -> Self {
+    /// Starts the event pump, retention and, with `robot`, a robot and the policy
+    /// runner: policies run where a robot does, and a server with no robot leaves them to
+    /// those. Every process retires (`service::retention` keeps them from doubling work).
+    pub fn start(
+        service: &Service,
+        db: Db,
+        robot: Option<RobotConfig>,
+        retention: Retention,
+    ) -> Self {
         let (shutdown, stop) = watch::channel(false);
-        let mut parts = Vec::new();
+        let mut parts = vec![crate::service::retention::spawn(
+            service.clone(),
+            retention,
+            stop.clone(),
+        )];
         if let Some(config) = robot {
             let policies = crate::service::policies::spawn_runner(
                 service.clone(),
@@ -151,7 +163,8 @@ impl Server {
             })?),
             None => None,
         };
-        let workers = Workers::start(&service, db, options.robot).serving_clients(&service);
+        let workers = Workers::start(&service, db, options.robot, options.retention)
+            .serving_clients(&service);
         let stop = workers.stopping();
         let metrics = match metrics_listener {
             Some(listener) => {

@@ -341,7 +341,7 @@ async fn host_calls_are_shared_within_a_request_limited_per_host_and_cut_off() {
             &virsh_flag,
         ],
     );
-    let client = reqwest::Client::new();
+    let client = common::target::client().build().unwrap();
     let request = client
         .post(format!("{}graphql", patient.url))
         .bearer_auth(t.admin())
@@ -793,7 +793,7 @@ async fn wait_for_running(t: &Target, task: &str) {
 #[tokio::test]
 async fn budgets_limit_tokens_but_not_admin() {
     let t = Target::start(&[]).await;
-    let client = reqwest::Client::new();
+    let client = common::target::client().build().unwrap();
     let mut limited = None;
     for _ in 0..200 {
         let response = client
@@ -827,7 +827,7 @@ async fn budgets_limit_tokens_but_not_admin() {
 #[tokio::test]
 async fn graphql_answers_are_never_cached_or_sniffed() {
     let t = Target::start(&[]).await;
-    let response = reqwest::Client::new()
+    let response = common::target::client().build().unwrap()
         .post(&t.api.url)
         .bearer_auth(t.admin())
         .json(&json!({
@@ -840,7 +840,9 @@ async fn graphql_answers_are_never_cached_or_sniffed() {
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     // Refusals too.
-    let response = reqwest::Client::new()
+    let response = common::target::client()
+        .build()
+        .unwrap()
         .post(&t.api.url)
         .json(&json!({ "query": "{ hosts { id } }" }))
         .send()
@@ -857,7 +859,7 @@ async fn rest_and_graphql_share_each_tokens_budget() {
     // A budget that refills once a second: "at once" below then has a second's margin,
     // not the 50 ms of the default 20 a second, which a loaded machine can overrun.
     let t = Target::start(&["--rate-limit", "VIEWER=1:25000"]).await;
-    let client = reqwest::Client::new();
+    let client = common::target::client().build().unwrap();
     let rest = t.url().trim_end_matches("graphql").to_owned();
     let mut limited = None;
     for _ in 0..200 {
@@ -913,13 +915,10 @@ async fn rest_and_graphql_share_each_tokens_budget() {
 #[tokio::test]
 async fn rest_bodies_and_list_requests_are_bounded() {
     let t = Target::start(&[]).await;
-    // A fresh connection per request: the server closes one after refusing a body it
-    // did not read (413), and a pooled client may try to reuse it before it sees that
-    // (CI saw the next request fail with a broken pipe).
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    // One pooled client throughout: the server closes a connection after refusing a body
+    // it did not read (413), and says so (`Connection: close`), so that the client does
+    // not send its next request on it (which CI once saw fail with a broken pipe).
+    let client = common::target::client().build().unwrap();
     let rest = t.url().trim_end_matches("graphql").to_owned();
     let before = t.baseline().await;
     let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));

@@ -83,6 +83,28 @@ async fn the_dashboard_in_chromium() {
     let script_token = api.create_token(&project, "OPERATOR").await;
     // The fixtures are made with the ADMIN's token (no budget).
     let builder = api.admin.clone();
+    // A policy whose token ends within a day: when the script moves the clock three days
+    // on, the page must say the policy stopped, and why. Its filter matches no VM, so
+    // that it never acts on the scenario's.
+    let in_a_day = (chrono::Utc::now() + chrono::Duration::hours(24)).to_rfc3339();
+    let brief = api
+        .data(
+            &builder,
+            "mutation($p: ID!, $e: DateTime) { createToken(projectId: $p, name: \"nightly\",
+               role: OPERATOR, expiresAt: $e) { token } }",
+            json!({ "p": project, "e": in_a_day }),
+        )
+        .await["createToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.data(
+        &brief,
+        "mutation { createPolicy(input: { name: \"nightly\", vmFilter: \"archive-*\",
+           everySeconds: 86400 }) { id } }",
+        json!({}),
+    )
+    .await;
     // One task at a time on the slow host: a task for "web" waits while "web2" has one,
     // so that the page can cancel a queued task.
     let slow = api

@@ -314,3 +314,40 @@ async fn the_dashboard_modules_are_served_by_name_and_nothing_else() {
         assert_eq!(status, 404, "{path}");
     }
 }
+
+/// A request refused before its body was read leaves the rest of the body on the
+/// connection, which the server then closes: the answer says so (`Connection: close`),
+/// so that a pooled client does not send its next request on it and lose it.
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_says_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let addr = app
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/graphql");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // An unknown token, and a body of 100 kB of which only the start is sent.
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer snaptree_{}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"query\":",
+        "0".repeat(64)
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // The server answers and closes: reading to the end returns.
+    socket.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    // A request whose body was read keeps its connection, and says for how long.
+    let response = reqwest::Client::new()
+        .post(&app.url)
+        .bearer_auth(&app.admin)
+        .json(&json!({ "query": "{ me { name } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("connection").is_none());
+    assert!(response.headers().contains_key("keep-alive"));
+}

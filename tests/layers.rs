@@ -34,8 +34,8 @@ const MAY_USE: &[(&str, &[&str])] = &[
         "robot",
         &["config", "domain", "hypervisor", "metrics", "service"],
     ),
-    // The GraphQL and REST layers read row types from `db::models` and `db::listing`,
-    // and act only through `service`.
+    // The GraphQL and REST layers read row types from `db::models`, `db::listing` and
+    // `db::pages`, and act only through `service`.
     (
         "graphql",
         &["config", "db", "domain", "error", "events", "service"],

@@ -276,7 +276,7 @@ async fn on_a_clock() -> (
 
 /// A client of its own on loopback address `from`.
 fn client_from(from: std::net::IpAddr) -> reqwest::Client {
-    reqwest::Client::builder()
+    common::target::client()
         .local_address(from)
         .build()
         .unwrap()
@@ -561,7 +561,9 @@ async fn tokens_end_at_their_expiry_on_every_transport() {
     assert_eq!(code, 4403, "{reason}");
     let body = t.api.request(Some(&operator), me, json!({})).await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");
-    let response = reqwest::Client::new()
+    let response = common::target::client()
+        .build()
+        .unwrap()
         .get(format!("{rest}snapshot/"))
         .header("X-Auth-Token", &operator)
         .send()
@@ -572,11 +574,30 @@ async fn tokens_end_at_their_expiry_on_every_transport() {
         .api
         .data(
             &t.api.admin,
-            "query($p: ID!) { policy(id: $p) { stoppedBecause } }",
+            "query($p: ID!) { policy(id: $p) { stoppedBecause
+               actions { resume { allowed reason refusal } } } }",
             json!({ "p": policy["id"] }),
         )
         .await;
     assert_eq!(stopped["policy"]["stoppedBecause"], "its token has expired");
+    // Nothing resumes it, and the offer says so before anyone asks.
+    let resume = &stopped["policy"]["actions"]["resume"];
+    assert_eq!(resume["allowed"], false);
+    assert_eq!(resume["refusal"], "POLICY_STATE");
+    let why = resume["reason"].as_str().unwrap();
+    assert!(
+        why.contains("cannot run again: its token has expired"),
+        "{why}"
+    );
+    let refused = t
+        .api
+        .request(
+            Some(&t.api.admin),
+            "mutation($p: ID!) { resumePolicy(id: $p) { id } }",
+            json!({ "p": policy["id"] }),
+        )
+        .await;
+    assert_eq!(error_code(&refused), "INVALID_STATE", "{refused}");
     // Other tokens go on.
     assert!(t.api.data(&viewer, me, json!({})).await["me"].is_object());
 }
@@ -718,7 +739,7 @@ async fn a_viewer_cannot_monopolise_a_shared_kvm_host() {
     // 240 drift requests of the project's VMs, 24 at a time (an ADMIN's token, which
     // no budget holds back: the project's share of the host must), each abandoned by
     // its client after 50 ms.
-    let impatient = reqwest::Client::builder()
+    let impatient = common::target::client()
         .timeout(Duration::from_millis(50))
         .build()
         .unwrap();
@@ -805,9 +826,20 @@ async fn a_policy_whose_runs_keep_being_missed_pauses_saying_why_until_resumed()
         .unwrap()
         .to_owned();
     let state =
-        "query($p: ID!) { policy(id: $p) { nextDueAt stoppedBecause runs(first: 50) { state } } }";
+        "query($p: ID!) { policy(id: $p) { nextDueAt stoppedBecause runs(first: 50) { state }
+                   actions { resume { allowed reason refusal } } } }";
     let read =
         || async { t.api.data(admin, state, json!({ "p": policy })).await["policy"].clone() };
+    // Running, it has nothing to resume: not offered, and refused if asked.
+    let running = read().await;
+    assert_eq!(running["actions"]["resume"]["allowed"], false);
+    assert_eq!(running["actions"]["resume"]["refusal"], "POLICY_STATE");
+    let resume = "mutation($p: ID!) { resumePolicy(id: $p) { stoppedBecause } }";
+    let refused = t
+        .api
+        .request(Some(&t.operator), resume, json!({ "p": policy }))
+        .await;
+    assert_eq!(error_code(&refused), "INVALID_STATE", "{refused}");
     // Slot after slot: each run is missed when the next slot comes.
     let mut paused = None;
     for hour in 1..=12 {
@@ -838,6 +870,7 @@ async fn a_policy_whose_runs_keep_being_missed_pauses_saying_why_until_resumed()
         why.contains("paused after 10 runs in a row were missed"),
         "{why}"
     );
+    assert_eq!(p["actions"]["resume"]["allowed"], true, "{p}");
     let runs = p["runs"].as_array().unwrap().len();
     // Paused, it makes no more runs.
     std::fs::write(&clock, (t0 + chrono::Duration::hours(14)).to_rfc3339()).unwrap();
@@ -853,11 +886,7 @@ async fn a_policy_whose_runs_keep_being_missed_pauses_saying_why_until_resumed()
         .await;
     let resumed = t
         .api
-        .data(
-            &t.operator,
-            "mutation($p: ID!) { resumePolicy(id: $p) { stoppedBecause } }",
-            json!({ "p": policy }),
-        )
+        .data(&t.operator, resume, json!({ "p": policy }))
         .await;
     assert_eq!(resumed["resumePolicy"]["stoppedBecause"], Value::Null);
     let start = Instant::now();

@@ -18,6 +18,7 @@ use diesel::result::QueryResult;
 use diesel_async::RunQueryDsl;
 
 use super::models::{NewTaskEvent, TaskEvent};
+use super::pages::{Page, read_pages};
 use super::schema::task_events::dsl::*;
 use super::{Conn, run};
 
@@ -55,14 +56,9 @@ pub async fn insert(conn: &mut Conn<'_>, new: &[NewTaskEvent]) -> QueryResult<()
     Ok(())
 }
 
-/// The events of `vms`' tasks, oldest first.
-pub async fn of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<TaskEvent>> {
-    run!(conn, |c| task_events
-        .filter(vm_id.eq_any(vms))
-        .select(TaskEvent::as_select())
-        .order(id)
-        .load(c)
-        .await)
+/// Pages of tasks' events (each page's scope a task), on `task_events_task`.
+pub async fn pages_of_tasks(conn: &mut Conn<'_>, pages: &[Page]) -> QueryResult<Vec<TaskEvent>> {
+    read_pages!(conn, pages, task_events, task_id, id, TaskEvent)
 }
 
 /// Which events a reader follows.

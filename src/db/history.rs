@@ -7,6 +7,7 @@ use diesel::result::QueryResult;
 use diesel_async::RunQueryDsl;
 
 use super::models::{HistoryEntry, NewHistoryEntry};
+use super::pages::{Page, read_pages};
 use super::schema::snapshot_history::dsl::*;
 use super::{Conn, run};
 use crate::domain::SnapshotState;
@@ -36,24 +37,27 @@ pub async fn insert(conn: &mut Conn<'_>, entries: &[NewHistoryEntry<'_>]) -> Que
     Ok(())
 }
 
-/// The history of `vms`' snapshots, oldest first.
-pub async fn of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<HistoryEntry>> {
-    run!(conn, |c| snapshot_history
-        .filter(vm_id.eq_any(vms))
-        .select(HistoryEntry::as_select())
-        .order(id)
-        .load(c)
-        .await)
+/// Which history a page is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A VM's snapshots' (on `snapshot_history_vm`).
+    Vm,
+    /// One snapshot's (on `snapshot_history_snapshot`).
+    Snapshot,
 }
 
-/// The history of snapshots `ids`, oldest first.
-pub async fn of_snapshots(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<HistoryEntry>> {
-    run!(conn, |c| snapshot_history
-        .filter(snapshot_id.eq_any(ids))
-        .select(HistoryEntry::as_select())
-        .order(id)
-        .load(c)
-        .await)
+/// Pages of history, each page's scope a VM or a snapshot as `scope` says.
+pub async fn pages(
+    conn: &mut Conn<'_>,
+    scope: Scope,
+    pages: &[Page],
+) -> QueryResult<Vec<HistoryEntry>> {
+    match scope {
+        Scope::Vm => read_pages!(conn, pages, snapshot_history, vm_id, id, HistoryEntry),
+        Scope::Snapshot => {
+            read_pages!(conn, pages, snapshot_history, snapshot_id, id, HistoryEntry)
+        }
+    }
 }
 
 /// Each snapshot's last state before it was scrubbed (SCRUB, SCRUBBING), so that a failed

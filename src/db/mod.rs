@@ -10,14 +10,17 @@
 //! to upgrade a read lock and fail with `SQLITE_BUSY`; readers use their own pool (WAL).
 
 pub mod events;
+pub mod generate;
 pub mod history;
 pub mod hosts;
 pub mod listing;
 mod migrate;
 pub mod models;
+pub mod pages;
 pub mod policies;
 mod pool;
 pub mod projects;
+pub mod retention;
 pub mod schema;
 pub mod snapshots;
 mod stamp;

@@ -181,7 +181,7 @@ pub struct NewVm<'a> {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Clone, Debug, serde::Serialize)]
 #[diesel(table_name = snapshots)]
 pub struct Snapshot {
     /// Its id; its name on the host is made of it (see `host_name`).
@@ -274,7 +274,7 @@ pub struct NewSnapshot<'a> {
     pub policy_due_at: Option<NaiveDateTime>,
 }
 
-#[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Clone, Debug, serde::Serialize)]
 #[diesel(table_name = snapshot_history)]
 pub struct HistoryEntry {
     /// Its id; a snapshot's history reads in id order.
@@ -319,7 +319,7 @@ pub struct NewHistoryEntry<'a> {
     pub at: NaiveDateTime,
 }
 
-#[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Clone, Debug, serde::Serialize)]
 #[diesel(table_name = tasks)]
 pub struct Task {
     /// Its id; a host's waiting tasks are claimed in id order.
@@ -420,7 +420,7 @@ pub struct NewTask<'a> {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Queryable, Selectable, Clone, Debug, PartialEq)]
+#[derive(Queryable, Selectable, Clone, Debug, PartialEq, serde::Serialize)]
 #[diesel(table_name = task_events)]
 pub struct TaskEvent {
     /// Increases monotonically across the whole system.
@@ -562,7 +562,7 @@ pub struct NewPolicy<'a> {
 }
 
 /// One VM's part of one slot of a policy.
-#[derive(Queryable, QueryableByName, Selectable, Clone, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Clone, Debug, serde::Serialize)]
 #[diesel(table_name = policy_runs)]
 pub struct PolicyRun {
     /// Its id; each project's pending runs are tried in id order.

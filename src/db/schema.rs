@@ -168,6 +168,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    retention_marks (name) {
+        name -> Text,
+        through_id -> BigInt,
+    }
+}
+
 diesel::joinable!(tokens -> projects (project_id));
 diesel::joinable!(vms -> hosts (host_id));
 diesel::joinable!(vms -> projects (project_id));

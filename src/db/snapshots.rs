@@ -6,6 +6,7 @@ use diesel::result::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::models::{NewHistoryEntry, NewSnapshot, Snapshot, Vm};
+use super::pages::{Page, read_pages};
 use super::schema::snapshots::dsl::*;
 use super::{Cached, Conn, SqliteConn, history, now, run, sql_constant};
 
@@ -203,6 +204,12 @@ pub async fn of_vms(
                 .await
         }
     }
+}
+
+/// Pages of VMs' snapshots, closed ones too (each page's scope a VM), on
+/// `snapshots_vm`.
+pub async fn pages_of_vms(conn: &mut Conn<'_>, pages: &[Page]) -> QueryResult<Vec<Snapshot>> {
+    read_pages!(conn, pages, snapshots, vm_id, id, Snapshot)
 }
 
 /// The tree rules' view of VM `vm`'s non-closed snapshots, oldest first: only the

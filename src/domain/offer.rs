@@ -4,9 +4,9 @@
 //! of [`lifecycle`]). Nothing here decides an action: an offer is a forecast, and the
 //! action is checked again when it is asked for.
 
-use super::lifecycle;
 use super::tree::Tree;
 use super::{Rejection, Role, TaskState};
+use super::{lifecycle, policy};
 
 /// Why an action is not offered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub enum Refusal {
     Limit,
     /// The task's state does not allow it (it has ended, or was asked to stop already).
     TaskState,
+    /// The policy's state does not allow it (it is not paused, or its token has ended).
+    PolicyState,
 }
 
 /// An action's forecast: allowed, or refused with the sentence a person reads.
@@ -152,11 +154,21 @@ pub fn cancel(role: Role, state: TaskState, asked: bool) -> Offer {
     Offer(lifecycle::cancel(state, asked).map_err(refusal))
 }
 
+/// Resuming a policy that is `paused`, whose token no longer lets it run when
+/// `stopped` says why: by a role that may act, under [`policy::resume`]'s rule.
+pub fn resume(role: Role, paused: bool, stopped: Option<&'static str>) -> Offer {
+    if !role.may_act() {
+        return Offer(Err(Blocked::Role.refusal()));
+    }
+    Offer(policy::resume(paused, stopped).map_err(refusal))
+}
+
 fn refusal(rejection: Rejection) -> (Refusal, String) {
     let kind = match rejection {
         Rejection::LimitReached { .. } | Rejection::QuotaReached { .. } => Refusal::Limit,
         Rejection::VmState { .. } => Refusal::VmState,
         Rejection::TaskEnded { .. } | Rejection::CancelAsked => Refusal::TaskState,
+        Rejection::NotPaused | Rejection::PolicyStopped { .. } => Refusal::PolicyState,
         _ => Refusal::SnapshotState,
     };
     (kind, rejection.to_string())

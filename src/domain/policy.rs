@@ -9,6 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
+use super::Rejection;
+
 /// When a policy runs.
 #[derive(Clone, Debug)]
 pub enum Schedule {
@@ -242,6 +244,18 @@ pub fn pause_because(misses: i32) -> Option<String> {
     })
 }
 
+/// Whether a policy may be resumed: only a `paused` one, and only while its token lets it
+/// run (`stopped` says why not).
+pub fn resume(paused: bool, stopped: Option<&'static str>) -> Result<(), Rejection> {
+    if let Some(why) = stopped {
+        return Err(Rejection::PolicyStopped { why });
+    }
+    if !paused {
+        return Err(Rejection::NotPaused);
+    }
+    Ok(())
+}
+
 /// An interval a policy may run at: a minute to ten years.
 fn check_interval(seconds: i64) -> Result<(), String> {
     if seconds < MIN_INTERVAL.num_seconds() {
@@ -296,6 +310,18 @@ pub fn check_definition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_paused_policy_whose_token_lives_resumes() {
+        assert_eq!(resume(true, None), Ok(()));
+        assert_eq!(resume(false, None), Err(Rejection::NotPaused));
+        assert_eq!(
+            resume(true, Some("its token has expired")),
+            Err(Rejection::PolicyStopped {
+                why: "its token has expired"
+            })
+        );
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

@@ -60,6 +60,14 @@ pub enum Rejection {
     /// The robot running the task was asked to stop it already.
     #[error("A cancel was asked for already; the robot stops the task at its next safe point.")]
     CancelAsked,
+    /// A policy that is not paused has nothing to resume.
+    #[error("This policy is not paused; there is nothing to resume.")]
+    NotPaused,
+    /// A policy runs as its token; once that token has ended (`why`), nothing resumes it.
+    #[error(
+        "This policy cannot run again: {why}. A policy runs as its token; create it anew with a live one."
+    )]
+    PolicyStopped { why: &'static str },
 }
 
 /// What kind of refusal a [`Rejection`] is, for transports that group them.
@@ -89,7 +97,9 @@ impl Rejection {
             | Self::NoActiveSnapshot
             | Self::NotDeletable { .. }
             | Self::TaskEnded { .. }
-            | Self::CancelAsked => Kind::State,
+            | Self::CancelAsked
+            | Self::NotPaused
+            | Self::PolicyStopped { .. } => Kind::State,
         }
     }
 }

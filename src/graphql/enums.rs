@@ -107,4 +107,6 @@ pub enum Refusal {
     Limit,
     /// The task's state does not allow it (it has ended, or was asked to stop already).
     TaskState,
+    /// The policy's state does not allow it (it is not paused, or its token has ended).
+    PolicyState,
 }

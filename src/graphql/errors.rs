@@ -41,6 +41,10 @@ impl AppError {
                 retry_after_seconds,
                 ..
             } => ext.set("retryAfterSeconds", *retry_after_seconds),
+            AppError::CursorExpired {
+                oldest_event_id: Some(oldest),
+                ..
+            } => ext.set("oldestEventId", oldest.to_string()),
             _ => {}
         }
     }

@@ -16,7 +16,9 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
+use crate::db::history::Scope;
 use crate::db::models::{HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Vm};
+use crate::db::pages::Page;
 use crate::domain::drift::Drift;
 use crate::domain::tree::Tree;
 use crate::error::AppError;
@@ -36,6 +38,13 @@ pub struct Loaders {
     /// Per key type, a `HashMap<K, Memo<V>>`; `None` keeps nothing (subscriptions, whose
     /// connection outlives any one answer).
     memo: Option<Mutex<HashMap<TypeId, Box<dyn Any + Send>>>>,
+    /// Tasks loaded together (a tree's snapshots' tasks), by task: their events are asked
+    /// for as one ([`Pages`]).
+    task_groups: Mutex<HashMap<i64, Arc<[i64]>>>,
+    /// VMs whose open snapshots the request lists whole (`snapshotTree`, `snapshots`):
+    /// their snapshots' lists are asked for as one ([`Pages`]), as the cost model counts
+    /// them.
+    trees: Mutex<std::collections::HashSet<i64>>,
 }
 
 impl Loaders {
@@ -60,7 +69,36 @@ impl Loaders {
             reads,
             caller,
             memo: Some(Mutex::new(HashMap::new())),
+            task_groups: Mutex::new(HashMap::new()),
+            trees: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Records that the request lists VM `vm`'s open snapshots whole.
+    pub fn list_tree(&self, vm: i64) {
+        let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        trees.insert(vm);
+    }
+
+    /// Whether the request lists VM `vm`'s open snapshots whole.
+    pub fn tree_listed(&self, vm: i64) -> bool {
+        let trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        trees.contains(&vm)
+    }
+
+    /// Records `tasks` as loaded together.
+    pub fn group_tasks(&self, tasks: &[Task]) {
+        let group: Arc<[i64]> = tasks.iter().map(|t| t.id).collect();
+        let mut groups = self.task_groups.lock().unwrap_or_else(|p| p.into_inner());
+        for task in tasks {
+            groups.entry(task.id).or_insert_with(|| Arc::clone(&group));
+        }
+    }
+
+    /// The tasks loaded with task `id` (itself alone when none were).
+    pub fn task_group(&self, id: i64) -> Arc<[i64]> {
+        let groups = self.task_groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.get(&id).cloned().unwrap_or_else(|| Arc::from([id]))
     }
 
     /// Loaders for a subscription: each event's fields are read afresh.
@@ -123,18 +161,59 @@ pub struct TaskId(pub i64);
 /// A VM's non-closed snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OpenSnapshotsOf(pub i64);
-/// All of a VM's snapshots, closed ones too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AllSnapshotsOf(pub i64);
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct HistoryOf(pub i64);
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TasksOf(pub i64);
+/// Pages of VMs' snapshots, closed ones too.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AllSnapshotsOf(pub Pages);
+/// Pages of the history of VMs' snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HistoryOfVms(pub Pages);
+/// The same page of each of several scopes, asked for as one: a tree's snapshots ask
+/// for their history, their tasks and those tasks' events level by level, and keying
+/// the request by the whole set (the VM's open snapshots, the tasks loaded together)
+/// makes every level find the first one's load, so that a tree of any depth costs the
+/// same statements. The rows are read page by page all the same (`db::pages`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Pages {
+    /// The scopes (snapshot or task ids).
+    pub scopes: Arc<[i64]>,
+    /// Each page starts after this id.
+    pub after: Option<i64>,
+    /// Each page holds at most this many rows.
+    pub first: i64,
+}
+
+impl Pages {
+    fn pages(&self) -> impl Iterator<Item = Page> + '_ {
+        self.scopes
+            .iter()
+            .map(|&scope| Page::oldest(scope, self.after, self.first))
+    }
+
+    /// Scope `scope`'s page of `rows` (which hold every scope's).
+    pub fn pick<T: Clone>(
+        &self,
+        scope: i64,
+        rows: &[T],
+        scope_of: impl Fn(&T) -> i64,
+        id: impl Fn(&T) -> i64,
+    ) -> Vec<T> {
+        Page::oldest(scope, self.after, self.first).pick(rows, scope_of, id)
+    }
+}
+
+/// Pages of snapshots' history.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HistoryOfSnapshots(pub Pages);
+/// Pages of the tasks that acted on snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TasksOfSnapshots(pub Pages);
+/// Pages of tasks' events.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventsOfTasks(pub Pages);
 /// A VM's queued or running task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OpenTaskOf(pub i64);
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct EventsOf(pub i64);
+
 /// The caller's VMs on a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VmsOn(pub i64);
@@ -252,6 +331,35 @@ macro_rules! by_key {
     };
 }
 
+/// Declares a loader of [`Pages`]: one statement reads every page of every key (each
+/// scope's once), and each key gets all the rows; its resolvers pick their own.
+macro_rules! grouped_pages {
+    ($key:ident => $row_ty:ty, |$this:ident, $pages:ident| $read:expr) => {
+        impl Loader<$key> for Batch {
+            type Value = Arc<Vec<$row_ty>>;
+            type Error = AppError;
+
+            async fn load(
+                &self,
+                keys: &[$key],
+            ) -> Result<HashMap<$key, Arc<Vec<$row_ty>>>, AppError> {
+                let $this = self;
+                let $pages: Vec<Page> = keys
+                    .iter()
+                    .flat_map(|k| k.0.pages())
+                    .collect::<std::collections::HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                let rows = Arc::new($read.await?);
+                Ok(keys
+                    .iter()
+                    .map(|k| (k.clone(), Arc::clone(&rows)))
+                    .collect())
+            }
+        }
+    };
+}
+
 /// Declares a loader of lists: every key gets one, empty when it has no rows.
 macro_rules! lists {
     ($key:ident => $row_ty:ty, |$this:ident, $ids:ident| $read:expr, |$row:ident| $row_key:expr) => {
@@ -280,8 +388,9 @@ by_key!(SnapshotId => Snapshot, |b, ids| b.reads.snapshots_by_ids(&ids), |r| Sna
 by_key!(TaskId => Task, |b, ids| b.reads.tasks_by_ids(&ids), |r| TaskId(r.id));
 by_key!(OpenTaskOf => Task, |b, ids| b.reads.open_tasks_of_vms(&ids), |r| OpenTaskOf(r.vm_id));
 lists!(OpenSnapshotsOf => Snapshot, |b, ids| b.reads.snapshots_of_vms(&ids, false), |r| OpenSnapshotsOf(r.vm_id));
-lists!(AllSnapshotsOf => Snapshot, |b, ids| b.reads.snapshots_of_vms(&ids, true), |r| AllSnapshotsOf(r.vm_id));
-lists!(HistoryOf => HistoryEntry, |b, ids| b.reads.history_of_vms(&ids), |r| HistoryOf(r.vm_id));
-lists!(TasksOf => Task, |b, ids| b.reads.tasks_of_vms(&ids), |r| TasksOf(r.vm_id));
-lists!(EventsOf => TaskEvent, |b, ids| b.reads.events_of_vms(&ids), |r| EventsOf(r.vm_id));
+grouped_pages!(AllSnapshotsOf => Snapshot, |b, pages| b.reads.snapshot_pages_of_vms(&pages));
+grouped_pages!(HistoryOfVms => HistoryEntry, |b, pages| b.reads.history_pages(Scope::Vm, &pages));
+grouped_pages!(HistoryOfSnapshots => HistoryEntry, |b, pages| b.reads.history_pages(Scope::Snapshot, &pages));
+grouped_pages!(TasksOfSnapshots => Task, |b, pages| b.reads.task_pages_of_snapshots(&pages));
+grouped_pages!(EventsOfTasks => TaskEvent, |b, pages| b.reads.event_pages(&pages));
 lists!(VmsOn => Vm, |b, ids| b.reads.vms_on_hosts(&b.caller, &ids), |r| VmsOn(r.host_id));

@@ -108,6 +108,15 @@ impl Page {
         })
     }
 
+    /// This page of each of `scopes`, asked for as one (`loaders::Pages`).
+    pub(crate) fn of_scopes(&self, scopes: std::sync::Arc<[i64]>) -> loaders::Pages {
+        loaders::Pages {
+            scopes,
+            after: self.after,
+            first: i64::try_from(self.first).unwrap_or(i64::MAX),
+        }
+    }
+
     /// The page of `items` (in ascending id order), as `wrap` makes them.
     pub(crate) fn of<T: Clone, O>(
         &self,
@@ -115,20 +124,9 @@ impl Page {
         id: impl Fn(&T) -> i64,
         wrap: impl Fn(T) -> O,
     ) -> Vec<O> {
-        self.of_matching(items, |_| true, id, wrap)
-    }
-
-    /// The page of the `items` that `keep` keeps.
-    pub(crate) fn of_matching<T: Clone, O>(
-        &self,
-        items: &[T],
-        keep: impl Fn(&T) -> bool,
-        id: impl Fn(&T) -> i64,
-        wrap: impl Fn(T) -> O,
-    ) -> Vec<O> {
         items
             .iter()
-            .filter(|item| keep(item) && self.after.is_none_or(|after| id(item) > after))
+            .filter(|item| self.after.is_none_or(|after| id(item) > after))
             .take(self.first)
             .cloned()
             .map(wrap)

@@ -2,7 +2,7 @@
 //! before it asks ([`crate::domain::offer`] and [`lifecycle::forecast_delete`], read
 //! off the request's tree of the VM), so that no client encodes a rule.
 
-use async_graphql::{Context, Object, Result, SimpleObject};
+use async_graphql::{Context, Object, Result, ResultExt, SimpleObject};
 
 use super::enums::Refusal;
 use super::loaders::{HostId, Loaders, OpenTaskOf, ProjectId, SnapshotCountOf};
@@ -67,6 +67,26 @@ pub fn task_actions(ctx: &Context<'_>, task: &models::Task) -> TaskActions {
     TaskActions {
         cancel: Allowance(offer::cancel(role, task.state(), task.cancel_requested)),
     }
+}
+
+/// The actions on a policy, for the caller, now.
+#[derive(SimpleObject)]
+pub struct PolicyActions {
+    /// Resuming it: only a paused policy, and only while its token lets it run.
+    resume: Allowance,
+}
+
+/// What the caller may do with policy `policy` now.
+pub async fn policy_actions(ctx: &Context<'_>, policy: &models::Policy) -> Result<PolicyActions> {
+    let caller = ctx.data_unchecked::<Caller>();
+    let resume = ctx
+        .data_unchecked::<Service>()
+        .resume_offer(caller, policy)
+        .await
+        .extend()?;
+    Ok(PolicyActions {
+        resume: Allowance(resume),
+    })
 }
 
 /// What deleting a snapshot would do, as the tree stands now.

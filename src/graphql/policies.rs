@@ -125,6 +125,11 @@ impl Policy {
             .extend()
     }
 
+    /// The actions on it the caller may take now, each with the reason when not.
+    async fn actions(&self, ctx: &Context<'_>) -> Result<super::offers::PolicyActions> {
+        super::offers::policy_actions(ctx, &self.0).await
+    }
+
     /// Its next slot.
     async fn next_due_at(&self) -> DateTime<Utc> {
         self.0.next_due_at.and_utc()

@@ -49,15 +49,39 @@ pub(crate) struct DeadlineBody {
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// The time it had, for the refusal.
     limit: Duration,
+    /// Set while some of the body has not been read, for the connection to see once
+    /// the response is ready ([`Unread`]).
+    unread: Unread,
 }
 
 impl DeadlineBody {
-    pub(crate) fn new(body: Incoming, limit: Duration) -> Self {
+    pub(crate) fn new(body: Incoming, limit: Duration, unread: Unread) -> Self {
+        unread.set(!hyper::body::Body::is_end_stream(&body));
         Self {
             body,
             deadline: Box::pin(tokio::time::sleep(limit)),
             limit,
+            unread,
         }
+    }
+}
+
+/// Whether a request's body is still partly unread. A request refused before its body
+/// was read (unauthenticated, too large) leaves the rest of it on the connection; hyper
+/// then closes the connection after the response, and a client that was not told would
+/// send its next request on it and lose it. The listener answers such a request with
+/// `Connection: close`, which every client honours.
+#[derive(Clone, Default)]
+pub(crate) struct Unread(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Unread {
+    fn set(&self, unread: bool) {
+        self.0.store(unread, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True while the body has not been read to its end.
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -89,14 +113,19 @@ impl hyper::body::Body for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         if self.body.is_end_stream() {
+            self.unread.set(false);
             return Poll::Ready(None);
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.limit)))));
         }
-        Pin::new(&mut self.body)
+        let frame = Pin::new(&mut self.body)
             .poll_frame(cx)
-            .map_err(axum::BoxError::from)
+            .map_err(axum::BoxError::from);
+        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.unread.set(false);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

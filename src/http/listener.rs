@@ -36,6 +36,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::header::CONNECTION;
 use axum::http::{HeaderName, HeaderValue, Request};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -47,6 +48,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
+use super::body::{DeadlineBody, Unread};
 use crate::config::Limits;
 
 /// The header that tells clients how long an idle connection stays open.
@@ -143,14 +145,22 @@ pub async fn serve(
             let body_deadline = deadlines.header;
             hyper::service::service_fn(move |request: Request<Incoming>| {
                 activity.set(Phase::Busy);
+                let unread = Unread::default();
                 let mut request = request
-                    .map(|body| Body::new(super::body::DeadlineBody::new(body, body_deadline)));
+                    .map(|body| Body::new(DeadlineBody::new(body, body_deadline, unread.clone())));
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let answer = hyper::service::Service::call(&app, request);
                 let (activity, keep_alive) = (activity.clone(), keep_alive.clone());
                 async move {
                     let Ok(mut response) = answer.await;
-                    response.headers_mut().insert(KEEP_ALIVE, keep_alive);
+                    let headers = response.headers_mut();
+                    if unread.get() {
+                        // Answered before its body was read: hyper closes the
+                        // connection after this response; the client must know.
+                        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                    } else {
+                        headers.insert(KEEP_ALIVE, keep_alive);
+                    }
                     // The connection is idle again once hyper has sent the whole body
                     // and dropped it.
                     let idle = IdleOnDrop(activity);

@@ -50,6 +50,7 @@ const DASHBOARD_MODULES: &[(&str, &str)] = &[
     ("details.js", include_str!("../../web/js/details.js")),
     ("live.js", include_str!("../../web/js/live.js")),
     ("page.js", include_str!("../../web/js/page.js")),
+    ("policies.js", include_str!("../../web/js/policies.js")),
     ("queries.js", include_str!("../../web/js/queries.js")),
     ("session.js", include_str!("../../web/js/session.js")),
     ("tree.js", include_str!("../../web/js/tree.js")),

@@ -11,7 +11,7 @@ use super::Published;
 use super::{Caller, Reads};
 use crate::db::events::{self, Filter};
 use crate::db::models::{Task, TaskEvent};
-use crate::db::tasks;
+use crate::db::{retention, tasks};
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
 
@@ -51,6 +51,24 @@ struct Follower {
 }
 
 impl Reads {
+    /// Refuses a replay from `after` when retention has retired events after it: the
+    /// client would otherwise miss them without knowing. 0 asks for everything still
+    /// kept, and is never refused.
+    async fn check_cursor(&self, after: Option<i64>) -> AppResult<()> {
+        let Some(after) = after.filter(|a| *a > 0) else {
+            return Ok(());
+        };
+        let mut conn = self.core.db.reader().await?;
+        let conn = &mut conn.conn();
+        if after >= retention::events_retired_through(conn).await? {
+            return Ok(());
+        }
+        Err(AppError::CursorExpired {
+            after,
+            oldest_event_id: retention::oldest_event(conn).await?,
+        })
+    }
+
     /// The events `what` names that the caller may see.
     pub async fn follow(
         &self,
@@ -82,13 +100,17 @@ impl Reads {
                 self.vm(caller, vm)
                     .await?
                     .ok_or_else(|| AppError::not_found("VM", vm))?;
+                self.check_cursor(after).await?;
                 let filter = Filter {
                     vm: Some(vm),
                     ..scope
                 };
                 (filter, after.unwrap_or(position), false)
             }
-            Follow::All { after } => (scope, after.unwrap_or(position), false),
+            Follow::All { after } => {
+                self.check_cursor(after).await?;
+                (scope, after.unwrap_or(position), false)
+            }
         };
         let follower = Follower {
             reads: self.clone(),

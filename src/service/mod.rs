@@ -13,6 +13,7 @@ pub mod handoff;
 pub mod ledger;
 pub mod policies;
 mod read;
+pub mod retention;
 pub mod sessions;
 pub mod tasks;
 mod throttle;
@@ -194,12 +195,14 @@ impl Service {
         &self.core.metrics
     }
 
-    /// The metrics' text, with the queue as the database holds it now.
+    /// The metrics' text, with the queue and the tables as the database holds them now.
     pub async fn scrape(&self) -> AppResult<String> {
         let mut conn = self.core.db.reader().await?;
+        let now = self.clock().now_naive();
         let queue = db::tasks::queue(&mut conn.conn(), db::now()).await?;
+        let growth = db::retention::growth(&mut conn.conn()).await?;
         let connections = self.core.drivers.connections();
-        Ok(self.core.metrics.render(&queue, &connections))
+        Ok(self.core.metrics.render(&queue, &growth, now, &connections))
     }
 
     /// The most non-closed snapshots a VM of a host with limit `host_limit` may have.

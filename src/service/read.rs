@@ -7,6 +7,7 @@ use super::admin::host_failed_for_tenants;
 use super::{Caller, Core};
 use crate::db::listing::{self, HistoryField, Listing, SnapshotField};
 use crate::db::models::{HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Vm};
+use crate::db::pages::Page;
 use crate::db::{events, history, hosts, projects, snapshots, tasks, vms};
 use crate::domain::TaskState;
 use crate::domain::drift::{self, Drift, Listed, Recorded};
@@ -143,9 +144,22 @@ impl Reads {
         Ok(listing::history(&mut conn.conn(), caller.scope(), listing).await?)
     }
 
-    /// The history of snapshots `ids`, oldest first.
-    pub async fn history_of_snapshots(&self, ids: &[i64]) -> AppResult<Vec<HistoryEntry>> {
-        Ok(history::of_snapshots(&mut self.core.db.reader().await?.conn(), ids).await?)
+    /// The newest `n` history rows of each of snapshots `ids`, oldest first.
+    pub async fn recent_history_of_snapshots(
+        &self,
+        ids: &[i64],
+        n: i64,
+    ) -> AppResult<Vec<HistoryEntry>> {
+        let pages: Vec<Page> = ids.iter().map(|&id| Page::newest(id, n)).collect();
+        let mut rows = self.history_pages(history::Scope::Snapshot, &pages).await?;
+        rows.sort_by_key(|h| h.id);
+        Ok(rows)
+    }
+
+    /// Snapshot `id`'s first history row: how it was asked for.
+    pub async fn first_history_of_snapshot(&self, id: i64) -> AppResult<Vec<HistoryEntry>> {
+        self.history_pages(history::Scope::Snapshot, &[Page::oldest(id, None, 1)])
+            .await
     }
 
     pub async fn projects(&self, caller: &Caller) -> AppResult<Vec<Project>> {
@@ -204,20 +218,32 @@ impl Reads {
         .await?)
     }
 
-    pub async fn history_of_vms(&self, vms: &[i64]) -> AppResult<Vec<HistoryEntry>> {
-        Ok(history::of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
+    /// Pages of history, each of a VM or of a snapshot as `scope` says.
+    pub async fn history_pages(
+        &self,
+        scope: history::Scope,
+        pages: &[Page],
+    ) -> AppResult<Vec<HistoryEntry>> {
+        Ok(history::pages(&mut self.core.db.reader().await?.conn(), scope, pages).await?)
     }
 
-    pub async fn tasks_of_vms(&self, vms: &[i64]) -> AppResult<Vec<Task>> {
-        Ok(tasks::of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
+    /// Pages of the tasks that acted on snapshots.
+    pub async fn task_pages_of_snapshots(&self, pages: &[Page]) -> AppResult<Vec<Task>> {
+        Ok(tasks::pages_of_snapshots(&mut self.core.db.reader().await?.conn(), pages).await?)
+    }
+
+    /// Pages of VMs' snapshots, closed ones too.
+    pub async fn snapshot_pages_of_vms(&self, pages: &[Page]) -> AppResult<Vec<Snapshot>> {
+        Ok(snapshots::pages_of_vms(&mut self.core.db.reader().await?.conn(), pages).await?)
     }
 
     pub async fn open_tasks_of_vms(&self, vms: &[i64]) -> AppResult<Vec<Task>> {
         Ok(tasks::open_of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
     }
 
-    pub async fn events_of_vms(&self, vms: &[i64]) -> AppResult<Vec<TaskEvent>> {
-        Ok(events::of_vms(&mut self.core.db.reader().await?.conn(), vms).await?)
+    /// Pages of tasks' events.
+    pub async fn event_pages(&self, pages: &[Page]) -> AppResult<Vec<TaskEvent>> {
+        Ok(events::pages_of_tasks(&mut self.core.db.reader().await?.conn(), pages).await?)
     }
 
     pub async fn projects_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Project>> {

@@ -568,6 +568,10 @@ try {
   await signIn(spage, token);
   await openVm(spage, "small");
   assert.equal(await spage.locator("#tree .badge.stale").count(), 0, "nothing is stale yet");
+  // The project's policy runs, with its schedule and next run.
+  const nightly = spage.locator("#policies li", { hasText: "nightly" });
+  assert.match(await nightly.textContent(), /every 1 day · VMs named like “archive-\*”Next run/);
+  assert.equal(await nightly.locator(".warning").count(), 0, "it runs");
   writeFileSync(process.env.SNAPTREE_CLOCK_FILE, new Date(Date.now() + 73 * 3600e3).toISOString());
   try {
     await openVm(spage, "web");
@@ -579,10 +583,22 @@ try {
     assert.match(await spage.locator("#d-stale").textContent(), /more than 72 hours/);
     await shot(spage, "desktop-stale");
     await audit(spage, "stale snapshots");
+    // By now the policy's token has expired (it had a day): read afresh, the page says
+    // the policy stopped and why, and offers no Resume (the API says none would help).
+    await spage.reload();
+    const policy = spage.locator("#policies li", { hasText: "nightly" });
+    await policy.locator(".warning").waitFor();
+    assert.equal(await policy.locator(".warning").textContent(), "Stopped: its token has expired");
+    assert.match(await policy.locator(".help").textContent(), /cannot run again/);
+    assert.equal(await policy.locator("button").count(), 0, "nothing to resume");
+    await policy.scrollIntoViewIfNeeded();
+    await shot(spage, "desktop-policy-stopped");
+    await audit(spage, "a stopped policy");
   } finally {
     unlinkSync(process.env.SNAPTREE_CLOCK_FILE);
   }
   console.log("ok: stale snapshots are flagged in the tree and the details, with the reason");
+  console.log("ok: a policy whose token expired shows as stopped, with the reason, and no Resume");
   await staleContext.close();
 
   assert.deepEqual(problems, []);

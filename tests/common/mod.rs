@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, RobotConfig};
+use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, Retention, RobotConfig};
 use snaptree::domain::Role;
 use snaptree::server::{ServeOptions, Server};
 use tempfile::TempDir;
@@ -167,7 +167,13 @@ pub struct Api {
 }
 
 /// What a server is started with: its database, its directory, its drivers, its robot.
-type Parts = (TestDb, TempDir, DriverConfig, Option<RobotConfig>);
+type Parts = (
+    TestDb,
+    TempDir,
+    DriverConfig,
+    Option<RobotConfig>,
+    Retention,
+);
 
 /// A change to the host drivers' configuration.
 type Tune = Box<dyn FnOnce(&mut DriverConfig)>;
@@ -181,6 +187,8 @@ pub struct TestAppBuilder {
     /// A database (and the directory of the server's files) made beforehand; `None`: a
     /// fresh one of the backend the environment chooses.
     on: Option<(TestDb, TempDir)>,
+    /// What the server's retention keeps (the default: months, so nothing goes in a test).
+    retention: Retention,
 }
 
 impl TestAppBuilder {
@@ -202,6 +210,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Retires what `retention` says has aged out (by the server's clock, which
+    /// [`TestApp::set_clock`] moves).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// Runs the server on `db`, keeping its files in `dir` (a benchmark picks each
     /// backend in turn).
     pub fn on(mut self, db: TestDb, dir: TempDir) -> Self {
@@ -211,17 +226,18 @@ impl TestAppBuilder {
 
     /// Starts the server (on a fresh database unless [`Self::on`] gave one).
     pub async fn spawn(self) -> TestApp {
-        let (db, dir, drivers, robot) = self.parts().await;
-        TestApp::start(db, dir, robot, drivers).await
+        let (db, dir, drivers, robot, retention) = self.parts().await;
+        TestApp::start(db, dir, robot, drivers, retention).await
     }
 
     /// Starts the server with the stand-in Windows host as its Hyper-V hosts (their ssh
     /// is the stand-in's).
     pub async fn spawn_with_standin(self) -> (TestApp, hyperv::StandIn) {
-        let (db, dir, mut drivers, robot) = self.parts().await;
+        let (db, dir, mut drivers, robot, retention) = self.parts().await;
         let standin = hyperv::StandIn::new(dir.path());
         drivers.ssh = standin.ssh.clone();
-        (TestApp::start(db, dir, robot, drivers).await, standin)
+        let app = TestApp::start(db, dir, robot, drivers, retention).await;
+        (app, standin)
     }
 
     /// The database, the server's directory, its drivers as tuned, and its robot.
@@ -237,7 +253,7 @@ impl TestAppBuilder {
         if let Some(tune) = self.tune {
             tune(&mut drivers);
         }
-        (db, dir, drivers, self.robot)
+        (db, dir, drivers, self.robot, self.retention)
     }
 }
 
@@ -253,6 +269,7 @@ impl TestApp {
             robot: Some(test_robot()),
             tune: None,
             on: None,
+            retention: Retention::default(),
         }
     }
 
@@ -261,6 +278,7 @@ impl TestApp {
         dir: TempDir,
         robot: Option<RobotConfig>,
         drivers: DriverConfig,
+        retention: Retention,
     ) -> Self {
         let runtime = snaptree::server::runtime().unwrap();
         let options = ServeOptions {
@@ -268,6 +286,7 @@ impl TestApp {
             database: db.url.clone(),
             robot,
             drivers,
+            retention,
             limits: test_limits(),
             origins: Default::default(),
             metrics: snaptree::http::MetricsAccess {

@@ -34,6 +34,18 @@ pub const FAST: &[&str] = &[
     "--host-check-timeout",
     "2",
 ];
+/// How long a test's client keeps an idle pooled connection: under the `--keep-alive`
+/// of [`FAST`] (3 s), as a client that honours the server's `Keep-Alive: timeout=3`
+/// does. Kept as long as reqwest's default (90 s), a request sent just as the server
+/// closes the idle connection is lost (`IncompleteMessage`): the race a real server's
+/// keep-alive (120 s by default) is longer than common clients' pools to avoid.
+pub const CLIENT_IDLE: Duration = Duration::from_secs(1);
+
+/// A client for a [`Target`], see [`CLIENT_IDLE`].
+pub fn client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(CLIENT_IDLE)
+}
+
 /// How long a hang guard waits.
 pub const GUARD: Duration = Duration::from_secs(90);
 
@@ -71,7 +83,10 @@ impl Target {
         let admin = process::token(&db.cli_url(), "ops", "ADMIN");
         let server = ServerProcess::start(&db.cli_url(), &dir.path().join("sim"), flags);
         let watchdog = Watchdog::new(server.pid(), CEILING_KIB);
-        let api = Api::new(&server.url, admin);
+        let api = Api {
+            client: client().build().unwrap(),
+            ..Api::new(&server.url, admin)
+        };
         let project = api.create_project("tenant").await;
         let viewer = api.create_token(&project, "VIEWER").await;
         let operator = api.create_token(&project, "OPERATOR").await;

@@ -44,10 +44,13 @@ export function connectEvents() {
     const msg = JSON.parse(message.data);
     if (msg.type === "connection_ack") {
       state.retries = 0;
-      socket.send(JSON.stringify({
-        id: "events", type: "subscribe", payload: { query: EVENTS, variables: { after: state.lastEvent } },
-      }));
+      subscribe(socket);
       if (state.offline) { setOffline(false); refreshAll(); }
+    } else if (msg.type === "error" && errorCode(msg.payload) === "CURSOR_EXPIRED") {
+      // Away so long that the events missed were retired: read afresh, then follow.
+      state.lastEvent = null;
+      refreshAll();
+      subscribe(socket);
     } else if (msg.type === "next" && msg.payload.data) {
       onEvent(msg.payload.data.events);
     } else if (msg.type === "ping") {
@@ -65,6 +68,19 @@ export function connectEvents() {
     state.retries += 1;
     setTimeout(connectEvents, delay);
   };
+}
+
+/** Follows every event the page may see, after the last one it saw. */
+function subscribe(socket) {
+  socket.send(JSON.stringify({
+    id: "events", type: "subscribe", payload: { query: EVENTS, variables: { after: state.lastEvent } },
+  }));
+}
+
+/** The code of the first of a subscription's errors. */
+function errorCode(errors) {
+  const first = Array.isArray(errors) ? errors[0] : null;
+  return first && first.extensions ? first.extensions.code : null;
 }
 
 export function setOffline(offline) {

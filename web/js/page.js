@@ -24,6 +24,7 @@ export const state = {
   shownVm: 0,        // the VM read on screen: an older one answering late is dropped
   shownHosts: 0,     // the same for the host list
   healthTimer: null, // reloads the hosts now and then: health changes send no event
+  policies: [],      // the project's policies, as last loaded
 };
 
 /** How often the host list (and with it each host's health) is read again. */

@@ -27,4 +27,8 @@ export const VM_QUERY = `query($v: ID!) {
     events(first: 20) { id state progress phase message at } } } } }`;
 
 
+// The project's policies, with why each one stopped, if it did, and the offer to resume.
+export const POLICIES = `{ policies(first: 50) { id name everySeconds cron timeZone nextDueAt
+  stoppedBecause vm { id name } vmFilter actions { resume ${OFFER} } } }`;
+
 export const PAYLOAD = `{ snapshot { id name } task { ${TASK_FIELDS} } }`;

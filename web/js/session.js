@@ -3,6 +3,7 @@
 import { $, HEALTH_EVERY_MS, TOKEN_KEY, state } from "./page.js";
 import { connectEvents, gql, setOffline } from "./api.js";
 import { loadHosts } from "./vms.js";
+import { loadPolicies } from "./policies.js";
 
 $("sign-in-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -57,7 +58,11 @@ export async function start() {
   const project = state.me.project ? ` · project ${state.me.project.name}` : "";
   $("who").textContent = `${state.me.name} · ${state.me.role.toLowerCase()}${project}`;
   loadHosts();
+  loadPolicies();
   clearInterval(state.healthTimer);
-  state.healthTimer = setInterval(() => { if (!document.hidden) loadHosts(); }, HEALTH_EVERY_MS);
+  // Health and policies change without an event: read them again now and then.
+  state.healthTimer = setInterval(() => {
+    if (!document.hidden) { loadHosts(); loadPolicies(); }
+  }, HEALTH_EVERY_MS);
   connectEvents();
 }

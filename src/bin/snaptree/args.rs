@@ -33,7 +33,7 @@ pub(crate) enum Command {
     /// Serve the API and the dashboard, with a robot in the same process.
     Serve(Box<ServeArgs>),
     /// Run only a robot, next to other servers sharing the database.
-    Robot(RobotArgs),
+    Robot(Box<RobotArgs>),
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -331,6 +331,9 @@ pub(crate) struct ServeArgs {
     /// What one request, connection and token may cost.
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+    /// How long finished work is kept.
+    #[command(flatten)]
+    pub(crate) retention: RetentionArgs,
 }
 
 #[derive(Args)]
@@ -348,6 +351,71 @@ pub(crate) struct RobotArgs {
     /// The robot's tuning, and how hosts are reached.
     #[command(flatten)]
     pub(crate) tuning: RobotTuning,
+    /// How long finished work is kept (give the servers' values).
+    #[command(flatten)]
+    pub(crate) retention: RetentionArgs,
+}
+
+/// How long finished work is kept before it is retired, as durations (`12h`, `30d`,
+/// `1y`); `0` keeps it for ever. Every process sharing the database retires.
+#[derive(Args)]
+pub(crate) struct RetentionArgs {
+    /// Ended tasks, with what is left of their events and their policy runs, counted
+    /// from their end.
+    #[arg(long, env = "SNAPTREE_KEEP_TASKS", default_value = "90d")]
+    pub(crate) keep_tasks: Age,
+    /// Events of ended tasks (their progress steps), counted from the event.
+    #[arg(long, env = "SNAPTREE_KEEP_EVENTS", default_value = "14d")]
+    pub(crate) keep_events: Age,
+    /// Closed snapshots and their history (who did what, when), counted from the close;
+    /// at least --keep-tasks.
+    #[arg(long, env = "SNAPTREE_KEEP_HISTORY", default_value = "400d")]
+    pub(crate) keep_history: Age,
+    /// Write retired rows here first, as gzipped JSON lines, one file per kind, day and
+    /// process (`events-2026-12-07-4242.jsonl.gz`); without it they are dropped.
+    #[arg(long, env = "SNAPTREE_ARCHIVE_DIR")]
+    pub(crate) archive_dir: Option<PathBuf>,
+    /// For tests: milliseconds between passes that find nothing more to retire.
+    #[arg(
+        long,
+        env = "SNAPTREE_RETENTION_EVERY_MS",
+        default_value_t = 10_000,
+        hide = true
+    )]
+    pub(crate) retention_every_ms: u64,
+    /// For tests: rows per statement.
+    #[arg(long, env = "SNAPTREE_RETENTION_BATCH", default_value_t = 500, hide = true,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub(crate) retention_batch: i64,
+}
+
+impl RetentionArgs {
+    pub(crate) fn retention(&self) -> Result<Retention, String> {
+        let retention = Retention {
+            tasks: self.keep_tasks.0,
+            events: self.keep_events.0,
+            history: self.keep_history.0,
+            archive: self.archive_dir.clone(),
+            every: Duration::from_millis(self.retention_every_ms.max(1)),
+            batch: self.retention_batch,
+        };
+        snaptree::service::retention::check(&retention)?;
+        Ok(retention)
+    }
+}
+
+/// A keep age: a duration, or none for `0` (for ever).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Age(Option<Duration>);
+
+impl FromStr for Age {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let age = humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{s:?} is not a duration such as 12h or 30d ({e})"))?;
+        Ok(Self((!age.is_zero()).then_some(age)))
+    }
 }
 
 #[derive(Subcommand)]

@@ -3,12 +3,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use snaptree::clock::Clock;
-use snaptree::config::{DatabaseUrl, DriverConfig, Limits, RateLimits, RobotConfig, Timeouts};
+use snaptree::config::{
+    DatabaseUrl, DriverConfig, Limits, RateLimits, Retention, RobotConfig, Timeouts,
+};
 use snaptree::db::Db;
 use snaptree::domain::Role;
 use snaptree::server::{self, ServeOptions, Server};
@@ -62,7 +65,7 @@ fn describe(err: &AppError) -> String {
 async fn run(command: Command) -> AppResult<()> {
     match command {
         Command::Serve(args) => serve(*args).await,
-        Command::Robot(args) => robot(args).await,
+        Command::Robot(args) => robot(*args).await,
         Command::Token(TokenCommand::Create {
             project,
             role,
@@ -100,12 +103,17 @@ async fn serve(args: ServeArgs) -> AppResult<()> {
         .map_err(|e| AppError::validation(format!("bad limits: {e}")))?;
     let origins = snaptree::http::Origins::parse(&args.cors_origins)
         .map_err(|e| AppError::validation(format!("bad --cors-origins: {e}")))?;
+    let retention = args
+        .retention
+        .retention()
+        .map_err(|e| AppError::validation(format!("bad retention: {e}")))?;
     let server = Server::start(ServeOptions {
         listen: args.listen,
         database: args.database.database_url.clone(),
         robot,
         drivers: args.tuning.hosts.config(),
         limits,
+        retention,
         origins,
         metrics: snaptree::http::MetricsAccess {
             token: args.metrics_token.clone(),
@@ -148,8 +156,13 @@ async fn robot(args: RobotArgs) -> AppResult<()> {
         snapshots_per_vm: args.max_snapshots_per_vm.max(1),
         ..hosts.limits()
     };
+    let retention = args
+        .retention
+        .retention()
+        .map_err(|e| AppError::validation(format!("bad retention: {e}")))?;
     let service = server::service(db.clone(), hosts.config(), limits, hosts.clock.clock());
-    let workers = server::Workers::start(&service, db, Some(args.tuning.config(args.hosts)));
+    let robot = Some(args.tuning.config(args.hosts));
+    let workers = server::Workers::start(&service, db, robot, retention);
     shutdown_signal().await;
     workers.stop().await;
     Ok(())

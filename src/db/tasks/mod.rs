@@ -10,6 +10,7 @@ use diesel::sql_types::{Bool, Text};
 use diesel_async::RunQueryDsl;
 
 use super::models::{NewTask, Task};
+use super::pages::{Page, read_pages};
 use super::schema::tasks::dsl::*;
 use super::{Cached, Conn, run, sql_constant};
 use crate::domain::TaskState;
@@ -108,14 +109,10 @@ pub async fn open_of_vm(conn: &mut Conn<'_>, vm: i64) -> QueryResult<Option<Task
         .optional())
 }
 
-/// Every task of `vms`, oldest first.
-pub async fn of_vms(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<Task>> {
-    run!(conn, |c| tasks
-        .filter(vm_id.eq_any(vms))
-        .select(Task::as_select())
-        .order(id)
-        .load(c)
-        .await)
+/// Pages of the tasks that acted on snapshots (each page's scope a snapshot), on
+/// `tasks_snapshot`.
+pub async fn pages_of_snapshots(conn: &mut Conn<'_>, pages: &[Page]) -> QueryResult<Vec<Task>> {
+    read_pages!(conn, pages, tasks, snapshot_id, id, Task)
 }
 
 /// Which tasks a listing shows.

@@ -4,6 +4,22 @@ use super::*;
 
 pub struct Snapshot(pub models::Snapshot);
 
+impl Snapshot {
+    /// The snapshots whose lists are asked for with this one's: its VM's open ones when
+    /// the request lists them whole (a tree, walked level by level), else itself alone.
+    async fn with_listed(&self, ctx: &Context<'_>) -> Result<Arc<[i64]>> {
+        let alone = || Arc::from([self.0.id]);
+        if !ctx.data_unchecked::<Loaders>().tree_listed(self.0.vm_id) {
+            return Ok(alone());
+        }
+        let open = list(ctx, OpenSnapshotsOf(self.0.vm_id)).await?;
+        if !open.iter().any(|s| s.id == self.0.id) {
+            return Ok(alone());
+        }
+        Ok(open.iter().map(|s| s.id).collect())
+    }
+}
+
 /// A point-in-time state of a VM. Snapshots of one VM form a tree.
 #[Object]
 impl Snapshot {
@@ -117,14 +133,12 @@ impl Snapshot {
         #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
         after: Option<ID>,
     ) -> Result<Vec<SnapshotHistoryEntry>> {
-        let page = Page::new(first, after.as_ref()).extend()?;
-        let rows = list(ctx, HistoryOf(self.0.vm_id)).await?;
-        Ok(page.of_matching(
-            &rows,
-            |h| h.snapshot_id == self.0.id,
-            |h| h.id,
-            SnapshotHistoryEntry,
-        ))
+        let pages = Page::new(first, after.as_ref())
+            .extend()?
+            .of_scopes(self.with_listed(ctx).await?);
+        let rows = list(ctx, HistoryOfSnapshots(pages.clone())).await?;
+        let mine = pages.pick(self.0.id, &rows, |h| h.snapshot_id, |h| h.id);
+        Ok(mine.into_iter().map(SnapshotHistoryEntry).collect())
     }
 
     /// The tasks that acted on this snapshot, oldest first: `first` of them after
@@ -135,9 +149,14 @@ impl Snapshot {
         #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
         after: Option<ID>,
     ) -> Result<Vec<Task>> {
-        let page = Page::new(first, after.as_ref()).extend()?;
-        let rows = list(ctx, TasksOf(self.0.vm_id)).await?;
-        Ok(page.of_matching(&rows, |t| t.snapshot_id == self.0.id, |t| t.id, Task))
+        let pages = Page::new(first, after.as_ref())
+            .extend()?
+            .of_scopes(self.with_listed(ctx).await?);
+        let rows = list(ctx, TasksOfSnapshots(pages.clone())).await?;
+        // Their events are asked for together too.
+        ctx.data_unchecked::<Loaders>().group_tasks(&rows);
+        let mine = pages.pick(self.0.id, &rows, |t| t.snapshot_id, |t| t.id);
+        Ok(mine.into_iter().map(Task).collect())
     }
 }
 

@@ -105,9 +105,11 @@ impl Task {
         #[graphql(default_with = "DEFAULT_PAGE")] first: i32,
         after: Option<ID>,
     ) -> Result<Vec<TaskEvent>> {
-        let page = Page::new(first, after.as_ref()).extend()?;
-        let rows = list(ctx, EventsOf(self.0.vm_id)).await?;
-        Ok(page.of_matching(&rows, |e| e.task_id == self.0.id, |e| e.id, TaskEvent::row))
+        let group = ctx.data_unchecked::<Loaders>().task_group(self.0.id);
+        let pages = Page::new(first, after.as_ref()).extend()?.of_scopes(group);
+        let rows = list(ctx, EventsOfTasks(pages.clone())).await?;
+        let mine = pages.pick(self.0.id, &rows, |e| e.task_id, |e| e.id);
+        Ok(mine.into_iter().map(TaskEvent::row).collect())
     }
 }
 

@@ -8,6 +8,12 @@ impl Vm {
     async fn open_snapshots(&self, ctx: &Context<'_>) -> Result<Arc<Vec<models::Snapshot>>> {
         list(ctx, OpenSnapshotsOf(self.0.id)).await
     }
+
+    /// The open snapshots, listed whole: their lists are then asked for as one.
+    async fn listed(&self, ctx: &Context<'_>) -> Result<Arc<Vec<models::Snapshot>>> {
+        ctx.data_unchecked::<Loaders>().list_tree(self.0.id);
+        self.open_snapshots(ctx).await
+    }
 }
 
 /// A virtual machine.
@@ -47,7 +53,7 @@ impl Vm {
 
     /// The roots of the snapshot tree; walk down through `Snapshot.children`.
     async fn snapshot_tree(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
-        let open = self.open_snapshots(ctx).await?;
+        let open = self.listed(ctx).await?;
         let is_open = |id: i64| open.iter().any(|s| s.id == id);
         Ok(open
             .iter()
@@ -67,11 +73,14 @@ impl Vm {
         after: Option<ID>,
     ) -> Result<Vec<Snapshot>> {
         let page = Page::new(first, after.as_ref()).extend()?;
-        let rows = if include_closed {
-            list(ctx, AllSnapshotsOf(self.0.id)).await?
-        } else {
-            self.open_snapshots(ctx).await?
-        };
+        if include_closed {
+            let pages = page.of_scopes(Arc::from([self.0.id]));
+            let rows = list(ctx, AllSnapshotsOf(pages.clone())).await?;
+            let mine = pages.pick(self.0.id, &rows, |s| s.vm_id, |s| s.id);
+            return Ok(mine.into_iter().map(Snapshot).collect());
+        }
+        // A VM's open snapshots are few (the host's limit): read whole, for the tree.
+        let rows = self.listed(ctx).await?;
         Ok(page.of(&rows, |s| s.id, Snapshot))
     }
 
@@ -131,8 +140,10 @@ impl Vm {
         after: Option<ID>,
     ) -> Result<Vec<SnapshotHistoryEntry>> {
         let page = Page::new(first, after.as_ref()).extend()?;
-        let rows = list(ctx, HistoryOf(self.0.id)).await?;
-        Ok(page.of(&rows, |h| h.id, SnapshotHistoryEntry))
+        let pages = page.of_scopes(Arc::from([self.0.id]));
+        let rows = list(ctx, HistoryOfVms(pages.clone())).await?;
+        let mine = pages.pick(self.0.id, &rows, |h| h.vm_id, |h| h.id);
+        Ok(mine.into_iter().map(SnapshotHistoryEntry).collect())
     }
 }
 

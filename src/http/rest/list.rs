@@ -137,7 +137,9 @@ async fn snapshot_page(
         .map(|vm| (vm.id, vm))
         .collect();
     let ids: Vec<i64> = rows.iter().map(|s| s.id).collect();
-    let history = reads.history_of_snapshots(&ids).await?;
+    let history = reads
+        .recent_history_of_snapshots(&ids, super::snapshot::HISTORY_EMBEDDED)
+        .await?;
     let content = rows
         .iter()
         .filter_map(|s| Some(snapshot_json(s, vms.get(&s.vm_id)?, &history)))

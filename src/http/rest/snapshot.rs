@@ -16,6 +16,10 @@ use crate::domain::{SnapshotState, state};
 use crate::error::{AppError, AppResult};
 use crate::service::{Caller, Service};
 
+/// How many history rows a snapshot object or tree node holds: its newest (a snapshot
+/// applied every day for years has thousands). `snapshot_history/` lists them all.
+pub const HISTORY_EMBEDDED: i64 = 50;
+
 /// A history row. CloudCIX's `modified_by` is a user id and `customer_address` a billing
 /// address; snaptree has neither, and gives the token's name as `actor`.
 pub fn history_json(entry: &HistoryEntry) -> Value {
@@ -81,12 +85,7 @@ async fn as_created(service: &Service, caller: &Caller, snapshot: &Snapshot) -> 
         .vm(caller, snapshot.vm_id)
         .await?
         .ok_or_else(|| AppError::internal(format!("snapshot {} has no VM", snapshot.id)))?;
-    let history = reads.history_of_vms(&[vm.id]).await?;
-    let made: Vec<HistoryEntry> = history
-        .into_iter()
-        .filter(|h| h.snapshot_id == snapshot.id)
-        .take(1)
-        .collect();
+    let made = reads.first_history_of_snapshot(snapshot.id).await?;
     Ok(snapshot_json(snapshot, &vm, &made))
 }
 
@@ -100,7 +99,9 @@ async fn load(service: &Service, caller: &Caller, id: i64) -> AppResult<Option<V
         .vm(caller, snapshot.vm_id)
         .await?
         .ok_or_else(|| AppError::internal(format!("snapshot {id} has no VM")))?;
-    let history = reads.history_of_vms(&[vm.id]).await?;
+    let history = reads
+        .recent_history_of_snapshots(&[snapshot.id], HISTORY_EMBEDDED)
+        .await?;
     Ok(Some(snapshot_json(&snapshot, &vm, &history)))
 }
 
@@ -387,7 +388,10 @@ async fn branches(service: &Service, caller: &Caller, vm_id: i64) -> AppResult<O
     };
     let mut snapshots = reads.snapshots_of_vms(&[vm.id], false).await?;
     snapshots.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    let history = reads.history_of_vms(&[vm.id]).await?;
+    let ids: Vec<i64> = snapshots.iter().map(|s| s.id).collect();
+    let history = reads
+        .recent_history_of_snapshots(&ids, HISTORY_EMBEDDED)
+        .await?;
     let mut history_of: HashMap<i64, Vec<&HistoryEntry>> = HashMap::new();
     for entry in &history {
         history_of.entry(entry.snapshot_id).or_default().push(entry);

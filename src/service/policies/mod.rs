@@ -16,6 +16,7 @@ use super::{Caller, Service};
 use crate::db::models::{NewPolicy, NewPolicyRun, Policy, PolicyRun, Vm};
 use crate::db::{self, policies, tasks, tokens, vms};
 use crate::domain::names;
+use crate::domain::offer::{self, Offer};
 use crate::domain::policy::{self, Made, Retention, Schedule};
 use crate::error::{AppError, AppResult};
 
@@ -244,20 +245,38 @@ impl Service {
     /// stops when that token is revoked or expires; it pauses when its runs keep being
     /// missed (`None` while it runs).
     pub async fn policy_stopped(&self, p: &Policy) -> AppResult<Option<String>> {
-        let mut conn = self.core.db.reader().await?;
-        let token = tokens::by_id(&mut conn.conn(), p.token_id).await?;
-        let stopped = stopped_because(token.as_ref(), self.clock().now_naive());
+        let stopped = self.policy_token_stopped(p).await?;
         Ok(stopped
             .map(str::to_owned)
             .or_else(|| p.paused_because.clone()))
     }
 
-    /// Resumes paused policy `id`: its next slot runs as if it had never paused.
+    /// Why policy `p`'s token no longer lets it run, if it does not.
+    pub async fn policy_token_stopped(&self, p: &Policy) -> AppResult<Option<&'static str>> {
+        let mut conn = self.core.db.reader().await?;
+        let token = tokens::by_id(&mut conn.conn(), p.token_id).await?;
+        Ok(stopped_because(token.as_ref(), self.clock().now_naive()))
+    }
+
+    /// Whether `caller` may resume policy `p` now, and why not (`policy::resume`).
+    pub async fn resume_offer(&self, caller: &Caller, p: &Policy) -> AppResult<Offer> {
+        let stopped = self.policy_token_stopped(p).await?;
+        Ok(offer::resume(
+            caller.role,
+            p.paused_because.is_some(),
+            stopped,
+        ))
+    }
+
+    /// Resumes paused policy `id`: its next slot runs as if it had never paused. Refused
+    /// when it is not paused, or when its token no longer lets it run.
     pub async fn resume_policy(&self, caller: &Caller, id: i64) -> AppResult<Policy> {
         caller.require_operator()?;
-        if self.policy(caller, id).await?.is_none() {
+        let Some(p) = self.policy(caller, id).await? else {
             return Err(AppError::not_found("policy", id));
-        }
+        };
+        let stopped = self.policy_token_stopped(&p).await?;
+        policy::resume(p.paused_because.is_some(), stopped)?;
         let mut tx = self.core.begin_for(caller).await?;
         let result = async {
             let conn = &mut tx.conn();

@@ -1,0 +1,2 @@
+DROP INDEX snapshots_closed;
+DROP TABLE retention_marks;

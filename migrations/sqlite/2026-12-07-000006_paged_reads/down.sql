@@ -1,0 +1,11 @@
+DROP INDEX policy_runs_policy_id_due;
+DROP INDEX tasks_snapshot;
+DROP INDEX tasks_vm;
+CREATE INDEX tasks_vm ON tasks (vm_id);
+DROP INDEX snapshot_history_vm;
+CREATE INDEX snapshot_history_vm ON snapshot_history (vm_id);
+DROP INDEX snapshots_open;
+DROP INDEX snapshots_vm;
+CREATE INDEX snapshots_vm ON snapshots (vm_id);
+DROP INDEX vms_project;
+CREATE INDEX vms_project ON vms (project_id);

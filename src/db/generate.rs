@@ -1,0 +1,356 @@
+//! A simulated past, for benchmarks: fills an empty database with the VMs of a busy
+//! cloud, a year (or any span) of their snapshots made and deleted by tasks, with each
+//! task's events and each snapshot's history, and a present that is the same whatever
+//! the past (each VM's three open snapshots, made within the last day). Rows are made by
+//! the database itself (`INSERT ... SELECT` over a series of numbers), a few million a
+//! minute, with the times they would have had: the server's clock needs no moving.
+//!
+//! Ids are given, not drawn, so that every row can name the rows it refers to, and
+//! they grow with time, as real ones do.
+
+use chrono::{DateTime, Duration, Utc};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+
+use super::{Conn, DbResult, Error};
+
+/// What to make.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// VMs, spread over [`PROJECTS`] projects on one simulated host.
+    pub vms: i64,
+    /// Snapshots each VM made and deleted in the past (two tasks each).
+    pub past_snapshots_per_vm: i64,
+    /// How far back the past goes; it ends a day before `now`.
+    pub past: Duration,
+    /// The present: the last day ends here.
+    pub now: DateTime<Utc>,
+}
+
+/// Projects the VMs are spread over (`gen-0` ...).
+pub const PROJECTS: i64 = 10;
+/// Open snapshots each VM has now, in a chain, the last one active.
+pub const OPEN_PER_VM: i64 = 3;
+/// Events of each task: queued, running at 0, 25, 50, 75 %, then done.
+const EVENTS_PER_TASK: i64 = 6;
+
+/// What was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Made {
+    pub vms: i64,
+    pub snapshots: i64,
+    pub tasks: i64,
+    pub events: i64,
+    pub history: i64,
+}
+
+/// Fills the empty database behind `conn` as `spec` says.
+pub async fn fill(conn: &mut Conn<'_>, spec: Spec) -> DbResult<Made> {
+    let sql = Sql::new(conn, spec);
+    let (v, k) = (spec.vms, spec.past_snapshots_per_vm);
+    let past = v * k;
+    let present = v * OPEN_PER_VM;
+    let statements = [
+        sql.projects(),
+        sql.host(),
+        sql.vms(),
+        sql.past_snapshots(),
+        sql.present_snapshots(),
+        sql.past_tasks(),
+        sql.present_tasks(),
+        sql.events(2 * past + present),
+        sql.past_history(),
+        sql.present_history(),
+    ];
+    for statement in statements.iter().filter(|s| !s.is_empty()) {
+        exec(conn, statement).await?;
+    }
+    if let Conn::Pg(c) = conn {
+        // Identity columns were given their values: move each sequence past them.
+        for table in [
+            "projects",
+            "hosts",
+            "vms",
+            "snapshots",
+            "tasks",
+            "task_events",
+            "snapshot_history",
+        ] {
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+            );
+            diesel::sql_query(sql).execute(&mut **c).await?;
+        }
+        c.batch_execute("ANALYZE").await?;
+    }
+    Ok(Made {
+        vms: v,
+        snapshots: past + present,
+        tasks: 2 * past + present,
+        events: (2 * past + present) * EVENTS_PER_TASK,
+        history: past * 6 + present * 3,
+    })
+}
+
+async fn exec(conn: &mut Conn<'_>, sql: &str) -> DbResult<()> {
+    match conn {
+        Conn::Sqlite(c) => c.batch_execute(sql).await,
+        Conn::Pg(c) => c.batch_execute(sql).await,
+    }
+    .map_err(Error::from)
+}
+
+/// The statements, in each backend's words.
+struct Sql {
+    spec: Spec,
+    pg: bool,
+    /// When the past begins.
+    start: DateTime<Utc>,
+    /// Seconds between two past snapshots, over all VMs.
+    step: f64,
+}
+
+impl Sql {
+    fn new(conn: &Conn<'_>, spec: Spec) -> Self {
+        let start = spec.now - Duration::days(1) - spec.past;
+        let made = (spec.vms * spec.past_snapshots_per_vm).max(1) as f64;
+        Self {
+            spec,
+            pg: matches!(conn, Conn::Pg(_)),
+            start,
+            step: spec.past.num_seconds() as f64 / made,
+        }
+    }
+
+    /// `INSERT INTO table (columns) SELECT select FROM` the numbers 0 to `n` - 1 as `i`.
+    fn insert(&self, table: &str, columns: &str, n: i64, select: &str) -> String {
+        if n <= 0 {
+            return String::new();
+        }
+        let last = n - 1;
+        if self.pg {
+            format!(
+                "INSERT INTO {table} ({columns}) OVERRIDING SYSTEM VALUE SELECT {select} \
+                 FROM generate_series(0, {last}) AS n(i)"
+            )
+        } else {
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
+                 INSERT INTO {table} ({columns}) SELECT {select} FROM n"
+            )
+        }
+    }
+
+    /// The time `seconds` (an SQL expression) after `at`.
+    fn time(&self, at: DateTime<Utc>, seconds: &str) -> String {
+        let at = at.format("%Y-%m-%d %H:%M:%S");
+        if self.pg {
+            format!("(TIMESTAMP '{at}' + ({seconds}) * INTERVAL '1 second')")
+        } else {
+            format!("datetime('{at}', '+' || CAST(({seconds}) AS INTEGER) || ' seconds')")
+        }
+    }
+
+    fn flag(&self, expr: &str) -> String {
+        if self.pg {
+            format!("({expr})")
+        } else {
+            format!("CASE WHEN {expr} THEN 1 ELSE 0 END")
+        }
+    }
+
+    fn projects(&self) -> String {
+        let at = self.time(self.start, "0");
+        self.insert(
+            "projects",
+            "id, name, created_at",
+            PROJECTS,
+            &format!("i + 1, 'gen-' || i, {at}"),
+        )
+    }
+
+    fn host(&self) -> String {
+        let at = self.time(self.start, "0");
+        self.insert(
+            "hosts",
+            "id, name, hypervisor, uri, created_at",
+            1,
+            &format!("1, 'gen-sim', 'SIMULATED', 'sim://', {at}"),
+        )
+    }
+
+    fn vms(&self) -> String {
+        let at = self.time(self.start, "0");
+        self.insert(
+            "vms",
+            "id, host_id, project_id, name, identifier, state, created_at",
+            self.spec.vms,
+            &format!("i + 1, 1, (i % {PROJECTS}) + 1, 'vm-' || i, 'gen-' || i, 4, {at}"),
+        )
+    }
+
+    /// Past snapshot `i` (0-based) is VM `i % V`'s `i / V`-th; made at `start + i *
+    /// step`, deleted a minute later.
+    fn past_snapshots(&self) -> String {
+        let v = self.spec.vms;
+        let made = self.time(self.start, &format!("i * {}", self.step));
+        let gone = self.time(self.start, &format!("i * {} + 60", self.step));
+        self.insert(
+            "snapshots",
+            "id, vm_id, name, host_name, active, state, remove_subtree, created_at, updated_at",
+            v * self.spec.past_snapshots_per_vm,
+            &format!(
+                "i + 1, (i % {v}) + 1, 'past-' || (i / {v}), 'past-' || (i / {v}), {}, 99, {}, {made}, {gone}",
+                self.flag("1 = 0"),
+                self.flag("1 = 0")
+            ),
+        )
+    }
+
+    /// Present snapshot `i` is VM `i % V`'s `i / V`-th open one, a child of its previous
+    /// one, made within the last day; the last is active.
+    fn present_snapshots(&self) -> String {
+        let v = self.spec.vms;
+        let base = v * self.spec.past_snapshots_per_vm;
+        let step = 86_400.0 / (v * OPEN_PER_VM) as f64;
+        let made = self.time(self.spec.now - Duration::days(1), &format!("i * {step}"));
+        self.insert(
+            "snapshots",
+            "id, vm_id, parent_id, name, host_name, active, state, remove_subtree, created_at, updated_at",
+            v * OPEN_PER_VM,
+            &format!(
+                "{base} + i + 1, (i % {v}) + 1, CASE WHEN i < {v} THEN NULL ELSE {base} + i + 1 - {v} END, \
+                 'now-' || (i / {v}), 'now-' || (i / {v}), {}, 4, {}, {made}, {made}",
+                self.flag(&format!("i >= {}", v * (OPEN_PER_VM - 1))),
+                self.flag("1 = 0")
+            ),
+        )
+    }
+
+    /// Two tasks per past snapshot `s` (ids `2s + 1`, its create, and `2s + 2`, its
+    /// delete).
+    fn past_tasks(&self) -> String {
+        let v = self.spec.vms;
+        let past = v * self.spec.past_snapshots_per_vm;
+        let s = "(i / 2)";
+        let began = self.time(self.start, &format!("{s} * {} + (i % 2) * 60", self.step));
+        let ended = self.time(
+            self.start,
+            &format!("{s} * {} + (i % 2) * 60 + 5", self.step),
+        );
+        self.insert(
+            "tasks",
+            "id, kind, state, vm_id, host_id, snapshot_id, requested_by, progress, attempts, \
+             cancel_requested, created_at, started_at, finished_at, fence",
+            2 * past,
+            &format!(
+                "i + 1, CASE WHEN i % 2 = 0 THEN 'BUILD' ELSE 'SCRUB' END, 'SUCCEEDED', \
+                 ({s} % {v}) + 1, 1, {s} + 1, 'policy gen', 100, 1, {}, {began}, {began}, {ended}, 1",
+                self.flag("1 = 0")
+            ),
+        )
+    }
+
+    /// One create per present snapshot.
+    fn present_tasks(&self) -> String {
+        let v = self.spec.vms;
+        let past = v * self.spec.past_snapshots_per_vm;
+        let step = 86_400.0 / (v * OPEN_PER_VM) as f64;
+        let day = self.spec.now - Duration::days(1);
+        let began = self.time(day, &format!("i * {step}"));
+        let ended = self.time(day, &format!("i * {step} + 5"));
+        self.insert(
+            "tasks",
+            "id, kind, state, vm_id, host_id, snapshot_id, requested_by, progress, attempts, \
+             cancel_requested, created_at, started_at, finished_at, fence",
+            v * OPEN_PER_VM,
+            &format!(
+                "{} + i + 1, 'BUILD', 'SUCCEEDED', (i % {v}) + 1, 1, {past} + i + 1, 'ops', 100, 1, {}, \
+                 {began}, {began}, {ended}, 1",
+                2 * past,
+                self.flag("1 = 0")
+            ),
+        )
+    }
+
+    /// [`EVENTS_PER_TASK`] events of each of the first `tasks` tasks, a second apart from
+    /// its start, read off the task.
+    fn events(&self, tasks: i64) -> String {
+        let e = EVENTS_PER_TASK;
+        let n = tasks * e;
+        if n == 0 {
+            return String::new();
+        }
+        let last = n - 1;
+        let at = if self.pg {
+            format!("t.started_at + (n.i % {e}) * INTERVAL '1 second'")
+        } else {
+            format!("datetime(t.started_at, '+' || (n.i % {e}) || ' seconds')")
+        };
+        let columns = "id, task_id, vm_id, project_id, state, progress, phase, at";
+        let select = format!(
+            "n.i + 1, t.id, t.vm_id, v.project_id, \
+             CASE n.i % {e} WHEN 0 THEN 'QUEUED' WHEN {} THEN 'SUCCEEDED' ELSE 'RUNNING' END, \
+             CASE n.i % {e} WHEN 0 THEN NULL ELSE ((n.i % {e}) - 1) * 25 END, \
+             CASE n.i % {e} WHEN 0 THEN NULL WHEN {} THEN NULL ELSE 'working' END, {at} \
+             FROM tasks t JOIN vms v ON v.id = t.vm_id",
+            e - 1,
+            e - 1
+        );
+        if self.pg {
+            format!(
+                "INSERT INTO task_events ({columns}) OVERRIDING SYSTEM VALUE SELECT {select} \
+                 JOIN generate_series(0, {last}) AS n(i) ON t.id = n.i / {e} + 1"
+            )
+        } else {
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
+                 INSERT INTO task_events ({columns}) SELECT {select} \
+                 JOIN n ON t.id = n.i / {e} + 1"
+            )
+        }
+    }
+
+    /// Six rows per past snapshot: requested, building, running; then scrub, scrubbing,
+    /// closed a minute later.
+    fn past_history(&self) -> String {
+        let v = self.spec.vms;
+        let past = v * self.spec.past_snapshots_per_vm;
+        let s = "(i / 6)";
+        let at = self.time(
+            self.start,
+            &format!("{s} * {} + ((i % 6) / 3) * 60 + (i % 3)", self.step),
+        );
+        self.insert(
+            "snapshot_history",
+            "id, snapshot_id, vm_id, project_id, state, actor, at",
+            6 * past,
+            &format!(
+                "i + 1, {s} + 1, ({s} % {v}) + 1, (({s} % {v}) % {PROJECTS}) + 1, \
+                 CASE i % 6 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 4 WHEN 3 THEN 8 WHEN 4 THEN 17 ELSE 99 END, \
+                 CASE WHEN i % 6 < 3 THEN 'policy gen' ELSE 'robot' END, {at}"
+            ),
+        )
+    }
+
+    /// Three rows per present snapshot: requested, building, running.
+    fn present_history(&self) -> String {
+        let v = self.spec.vms;
+        let past = v * self.spec.past_snapshots_per_vm;
+        let step = 86_400.0 / (v * OPEN_PER_VM) as f64;
+        let s = "(i / 3)";
+        let at = self.time(
+            self.spec.now - Duration::days(1),
+            &format!("{s} * {step} + (i % 3)"),
+        );
+        self.insert(
+            "snapshot_history",
+            "id, snapshot_id, vm_id, project_id, state, actor, at",
+            3 * v * OPEN_PER_VM,
+            &format!(
+                "{} + i + 1, {past} + {s} + 1, ({s} % {v}) + 1, (({s} % {v}) % {PROJECTS}) + 1, \
+                 CASE i % 3 WHEN 0 THEN 1 WHEN 1 THEN 2 ELSE 4 END, 'ops', {at}",
+                6 * past
+            ),
+        )
+    }
+}
