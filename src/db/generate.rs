@@ -30,8 +30,8 @@ pub struct Spec {
 pub const PROJECTS: i64 = 10;
 /// Open snapshots each VM has now, in a chain, the last one active.
 pub const OPEN_PER_VM: i64 = 3;
-/// Events of each task: queued, running at 0, 25, 50, 75 %, then done.
-const EVENTS_PER_TASK: i64 = 6;
+/// Events of each task: queued, running at 0, 20, 40, 60, 80 %, then done.
+const EVENTS_PER_TASK: i64 = 7;
 
 /// What was made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -290,9 +290,10 @@ impl Sql {
         let select = format!(
             "n.i + 1, t.id, t.vm_id, v.project_id, \
              CASE n.i % {e} WHEN 0 THEN 'QUEUED' WHEN {} THEN 'SUCCEEDED' ELSE 'RUNNING' END, \
-             CASE n.i % {e} WHEN 0 THEN NULL ELSE ((n.i % {e}) - 1) * 25 END, \
+             CASE n.i % {e} WHEN 0 THEN NULL WHEN {} THEN 100 ELSE ((n.i % {e}) - 1) * 20 END, \
              CASE n.i % {e} WHEN 0 THEN NULL WHEN {} THEN NULL ELSE 'working' END, {at} \
              FROM tasks t JOIN vms v ON v.id = t.vm_id",
+            e - 1,
             e - 1,
             e - 1
         );
