@@ -46,6 +46,8 @@ struct Side {
     name: &'static str,
     /// The server.
     server: ServerProcess,
+    /// Its GraphQL endpoint.
+    graphql: String,
     /// An OPERATOR of project `gen-0`.
     token: String,
     /// A recent task of VM 1, whose events are read.
@@ -76,13 +78,33 @@ async fn side(name: &'static str, db: TestDb, past: i64, dir: &std::path::Path) 
     let hour = last_hour(&db, now).await;
     let token = process::token(&db.cli_url(), "gen-0", "OPERATOR");
     let sim = dir.join(format!("sim-{name}"));
-    let server = ServerProcess::start(&db.cli_url(), &sim, &["--rate-limit", "OPERATOR=none"]);
+    // Retention off: the year stays for the whole measurement.
+    let flags = [
+        "--rate-limit",
+        "OPERATOR=none",
+        "--keep-events",
+        "0",
+        "--keep-tasks",
+        "0",
+        "--keep-history",
+        "0",
+    ];
+    let server = ServerProcess::start(&db.cli_url(), &sim, &flags);
     let api = common::Api::new(&server.url, token.clone());
     let newest = api
         .data(&token, "{ tasks(vmId: 1, first: 1) { edges { node { id } } } }", json!({}))
         .await;
     let task = newest["tasks"]["edges"][0]["node"]["id"].as_str().unwrap().to_owned();
-    Side { name, server, token, task, hour, _db: db }
+    let graphql = api.url.clone();
+    Side {
+        name,
+        server,
+        graphql,
+        token,
+        task,
+        hour,
+        _db: db,
+    }
 }
 
 /// The event before project 1's last hour, and its last event.
@@ -156,7 +178,7 @@ impl Read {
     async fn once(self, client: &reqwest::Client, side: &Side) {
         let graphql = |query: &str, variables: Value| {
             client
-                .post(&side.server.url)
+                .post(&side.graphql)
                 .bearer_auth(&side.token)
                 .json(&json!({ "query": query, "variables": variables }))
                 .send()
@@ -219,7 +241,7 @@ impl Read {
 
 /// Replays the last hour of project `gen-0`'s events, to its last one.
 async fn replay(side: &Side) {
-    let mut socket = Subscriber::connect(&side.server.url, Some(&side.token))
+    let mut socket = Subscriber::connect(&side.graphql, Some(&side.token))
         .await
         .unwrap();
     let (after, last) = side.hour;
