@@ -1,6 +1,7 @@
 //! `cargo bench --bench lifetime`: what a year of a busy cloud costs the reads of today
 //! (issue 29). Two databases with the same present, 10,000 VMs with three open snapshots
-//! each and the last day's tasks (`snaptree::db::generate`), one of them with a year of
+//! each and the last day's tasks (ten snapshots made and deleted per VM, and the open
+//! ones' creates: `snaptree::db::generate`), one of them with a year of
 //! past behind it: 50 snapshots per VM made and deleted, 1,000,000 tasks, 7,000,000
 //! events, 3,000,000 history rows. A release `snaptree serve` runs on each, as its own
 //! process; the same reads go to both, alternately, one at a time, and each costs at most
@@ -19,9 +20,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::TestDb;
 use common::process::{self, ServerProcess};
 use common::ws::{Frame, Subscriber};
-use common::TestDb;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
@@ -37,6 +38,9 @@ fn vms() -> i64 {
 }
 /// Snapshots each VM made and deleted in the old database's year.
 const PAST_PER_VM: i64 = 50;
+/// Snapshots each VM made and deleted in the last day, in both databases: the present
+/// fills a page of tasks.
+const RECENT_PER_VM: i64 = 10;
 /// Samples of each read on each database (after as many to warm up).
 const SAMPLES: usize = 200;
 
@@ -69,12 +73,16 @@ async fn side(name: &'static str, db: TestDb, past: i64, dir: &std::path::Path) 
             vms: vms(),
             past_snapshots_per_vm: past,
             past: chrono::Duration::days(365),
+            recent_snapshots_per_vm: RECENT_PER_VM,
             now,
         };
         let made = generate::fill(&mut tx.conn(), spec).await;
         tx.finish(made).await.unwrap()
     };
-    eprintln!("{name}: made {made:?} in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{name}: made {made:?} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let hour = last_hour(&db, now).await;
     let token = process::token(&db.cli_url(), "gen-0", "OPERATOR");
     let sim = dir.join(format!("sim-{name}"));
@@ -92,9 +100,16 @@ async fn side(name: &'static str, db: TestDb, past: i64, dir: &std::path::Path) 
     let server = ServerProcess::start(&db.cli_url(), &sim, &flags);
     let api = common::Api::new(&server.url, token.clone());
     let newest = api
-        .data(&token, "{ tasks(vmId: 1, first: 1) { edges { node { id } } } }", json!({}))
+        .data(
+            &token,
+            "{ tasks(vmId: 1, first: 1) { edges { node { id } } } }",
+            json!({}),
+        )
         .await;
-    let task = newest["tasks"]["edges"][0]["node"]["id"].as_str().unwrap().to_owned();
+    let task = newest["tasks"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let graphql = api.url.clone();
     Side {
         name,
@@ -169,7 +184,7 @@ impl Read {
             Self::TaskList => "a VM's task list (20)",
             Self::TaskEvents => "Task.events",
             Self::Dashboard => "the dashboard's VM read",
-            Self::RestList => "REST list of a VM's snapshots",
+            Self::RestList => "REST list of a VM's running snapshots",
             Self::Replay => "replay of the last hour (WebSocket)",
         }
     }
@@ -221,7 +236,7 @@ impl Read {
             Self::RestList => {
                 let rest = side.server.url.trim_end_matches("graphql");
                 client
-                    .get(format!("{rest}snapshot/?search[vm_id]=1&exclude[state]=99"))
+                    .get(format!("{rest}snapshot/?search[vm_id]=1&search[state]=4"))
                     .header("X-Auth-Token", &side.token)
                     .send()
                     .await
@@ -255,7 +270,11 @@ async fn replay(side: &Side) {
     loop {
         match socket.next().await {
             Frame::Next(_, payload) => {
-                let id: i64 = payload["data"]["events"]["id"].as_str().unwrap().parse().unwrap();
+                let id: i64 = payload["data"]["events"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 if id >= last {
                     return;
                 }
@@ -278,7 +297,11 @@ async fn measure(read: Read, sides: &[Side]) -> Vec<Vec<Duration>> {
     let client = reqwest::Client::new();
     let mut samples = vec![Vec::with_capacity(SAMPLES); sides.len()];
     let warm = if matches!(read, Read::Replay) { 3 } else { 20 };
-    let count = if matches!(read, Read::Replay) { 20 } else { SAMPLES };
+    let count = if matches!(read, Read::Replay) {
+        20
+    } else {
+        SAMPLES
+    };
     for i in 0..warm + count {
         for (side, times) in sides.iter().zip(&mut samples) {
             let start = Instant::now();

@@ -1,7 +1,8 @@
 //! A simulated past, for benchmarks: fills an empty database with the VMs of a busy
 //! cloud, a year (or any span) of their snapshots made and deleted by tasks, with each
 //! task's events and each snapshot's history, and a present that is the same whatever
-//! the past (each VM's three open snapshots, made within the last day). Rows are made by
+//! the past (each VM's snapshots made and deleted in the first half of the last day, and
+//! its three open snapshots, made in the second). Rows are made by
 //! the database itself (`INSERT ... SELECT` over a series of numbers), a few million a
 //! minute, with the times they would have had: the server's clock needs no moving.
 //!
@@ -22,6 +23,9 @@ pub struct Spec {
     pub past_snapshots_per_vm: i64,
     /// How far back the past goes; it ends a day before `now`.
     pub past: Duration,
+    /// Snapshots each VM made and deleted in the first half of the last day: the present
+    /// has tasks enough to fill a page, whatever the past.
+    pub recent_snapshots_per_vm: i64,
     /// The present: the last day ends here.
     pub now: DateTime<Utc>,
 }
@@ -46,20 +50,41 @@ pub struct Made {
 /// Fills the empty database behind `conn` as `spec` says.
 pub async fn fill(conn: &mut Conn<'_>, spec: Spec) -> DbResult<Made> {
     let sql = Sql::new(conn, spec);
-    let (v, k) = (spec.vms, spec.past_snapshots_per_vm);
-    let past = v * k;
+    let v = spec.vms;
+    let day = spec.now - Duration::days(1);
+    let past = Churn {
+        start: day - spec.past,
+        span: spec.past,
+        per_vm: spec.past_snapshots_per_vm,
+        snapshots: 0,
+        history: 0,
+        actor: "policy gen",
+    };
+    let recent = Churn {
+        start: day,
+        span: Duration::hours(12),
+        per_vm: spec.recent_snapshots_per_vm,
+        snapshots: past.snapshots + past.count(v),
+        history: past.history + 6 * past.count(v),
+        actor: "ops",
+    };
+    let open = recent.snapshots + recent.count(v);
     let present = v * OPEN_PER_VM;
+    let tasks = 2 * open + present;
     let statements = [
         sql.projects(),
         sql.host(),
         sql.vms(),
-        sql.past_snapshots(),
-        sql.present_snapshots(),
-        sql.past_tasks(),
-        sql.present_tasks(),
-        sql.events(2 * past + present),
-        sql.past_history(),
-        sql.present_history(),
+        sql.churn_snapshots(&past),
+        sql.churn_snapshots(&recent),
+        sql.present_snapshots(open),
+        sql.churn_tasks(&past),
+        sql.churn_tasks(&recent),
+        sql.present_tasks(open),
+        sql.events(tasks),
+        sql.churn_history(&past),
+        sql.churn_history(&recent),
+        sql.present_history(open, recent.history + 6 * recent.count(v)),
     ];
     for statement in statements.iter().filter(|s| !s.is_empty()) {
         exec(conn, statement).await?;
@@ -84,10 +109,10 @@ pub async fn fill(conn: &mut Conn<'_>, spec: Spec) -> DbResult<Made> {
     }
     Ok(Made {
         vms: v,
-        snapshots: past + present,
-        tasks: 2 * past + present,
-        events: (2 * past + present) * EVENTS_PER_TASK,
-        history: past * 6 + present * 3,
+        snapshots: open + present,
+        tasks,
+        events: tasks * EVENTS_PER_TASK,
+        history: 6 * open + 3 * present,
     })
 }
 
@@ -99,25 +124,49 @@ async fn exec(conn: &mut Conn<'_>, sql: &str) -> DbResult<()> {
     .map_err(Error::from)
 }
 
+/// Snapshots made and deleted over a span of time, two tasks each (ids `2s + 1` and
+/// `2s + 2` for the `s`-th snapshot overall, so that a task's id is read off its
+/// snapshot's), six history rows each.
+struct Churn {
+    /// When the first is made.
+    start: DateTime<Utc>,
+    /// Over how long they are spread.
+    span: Duration,
+    /// How many per VM.
+    per_vm: i64,
+    /// Snapshots made before these (their ids come after).
+    snapshots: i64,
+    /// History rows made before these.
+    history: i64,
+    /// Who asked for them.
+    actor: &'static str,
+}
+
+impl Churn {
+    fn count(&self, vms: i64) -> i64 {
+        vms * self.per_vm
+    }
+
+    /// Seconds between two of them, over all VMs.
+    fn step(&self, vms: i64) -> f64 {
+        self.span.num_seconds() as f64 / self.count(vms).max(1) as f64
+    }
+}
+
 /// The statements, in each backend's words.
 struct Sql {
     spec: Spec,
     pg: bool,
-    /// When the past begins.
+    /// When everything begins (projects, the host, the VMs).
     start: DateTime<Utc>,
-    /// Seconds between two past snapshots, over all VMs.
-    step: f64,
 }
 
 impl Sql {
     fn new(conn: &Conn<'_>, spec: Spec) -> Self {
-        let start = spec.now - Duration::days(1) - spec.past;
-        let made = (spec.vms * spec.past_snapshots_per_vm).max(1) as f64;
         Self {
             spec,
             pg: matches!(conn, Conn::Pg(_)),
-            start,
-            step: spec.past.num_seconds() as f64 / made,
+            start: spec.now - Duration::days(1) - spec.past,
         }
     }
 
@@ -188,31 +237,33 @@ impl Sql {
         )
     }
 
-    /// Past snapshot `i` (0-based) is VM `i % V`'s `i / V`-th; made at `start + i *
+    /// `c`'s snapshot `i` (0-based) is VM `i % V`'s `i / V`-th; made at `start + i *
     /// step`, deleted a minute later.
-    fn past_snapshots(&self) -> String {
+    fn churn_snapshots(&self, c: &Churn) -> String {
         let v = self.spec.vms;
-        let made = self.time(self.start, &format!("i * {}", self.step));
-        let gone = self.time(self.start, &format!("i * {} + 60", self.step));
+        let step = c.step(v);
+        let made = self.time(c.start, &format!("i * {step}"));
+        let gone = self.time(c.start, &format!("i * {step} + 60"));
+        let base = c.snapshots;
         self.insert(
             "snapshots",
             "id, vm_id, name, host_name, active, state, remove_subtree, created_at, updated_at",
-            v * self.spec.past_snapshots_per_vm,
+            c.count(v),
             &format!(
-                "i + 1, (i % {v}) + 1, 'past-' || (i / {v}), 'past-' || (i / {v}), {}, 99, {}, {made}, {gone}",
+                "{base} + i + 1, (i % {v}) + 1, 'gone-' || ({base} + i), 'gone-' || ({base} + i), {}, 99, {}, {made}, {gone}",
                 self.flag("1 = 0"),
                 self.flag("1 = 0")
             ),
         )
     }
 
-    /// Present snapshot `i` is VM `i % V`'s `i / V`-th open one, a child of its previous
-    /// one, made within the last day; the last is active.
-    fn present_snapshots(&self) -> String {
+    /// Open snapshot `i` is VM `i % V`'s `i / V`-th, a child of its previous one, made
+    /// in the last twelve hours (its id after the `base` snapshots before it); the last
+    /// is active.
+    fn present_snapshots(&self, base: i64) -> String {
         let v = self.spec.vms;
-        let base = v * self.spec.past_snapshots_per_vm;
-        let step = 86_400.0 / (v * OPEN_PER_VM) as f64;
-        let made = self.time(self.spec.now - Duration::days(1), &format!("i * {step}"));
+        let (at, step) = self.present();
+        let made = self.time(at, &format!("i * {step}"));
         self.insert(
             "snapshots",
             "id, vm_id, parent_id, name, host_name, active, state, remove_subtree, created_at, updated_at",
@@ -226,47 +277,48 @@ impl Sql {
         )
     }
 
-    /// Two tasks per past snapshot `s` (ids `2s + 1`, its create, and `2s + 2`, its
-    /// delete).
-    fn past_tasks(&self) -> String {
+    /// When the open snapshots begin, and the seconds between two.
+    fn present(&self) -> (DateTime<Utc>, f64) {
+        let step = 43_200.0 / (self.spec.vms * OPEN_PER_VM).max(1) as f64;
+        (self.spec.now - Duration::hours(12), step)
+    }
+
+    /// Two tasks per snapshot of `c`: its create, then its delete a minute later.
+    fn churn_tasks(&self, c: &Churn) -> String {
         let v = self.spec.vms;
-        let past = v * self.spec.past_snapshots_per_vm;
+        let step = c.step(v);
         let s = "(i / 2)";
-        let began = self.time(self.start, &format!("{s} * {} + (i % 2) * 60", self.step));
-        let ended = self.time(
-            self.start,
-            &format!("{s} * {} + (i % 2) * 60 + 5", self.step),
-        );
+        let began = self.time(c.start, &format!("{s} * {step} + (i % 2) * 60"));
+        let ended = self.time(c.start, &format!("{s} * {step} + (i % 2) * 60 + 5"));
+        let base = c.snapshots;
         self.insert(
             "tasks",
             "id, kind, state, vm_id, host_id, snapshot_id, requested_by, progress, attempts, \
              cancel_requested, created_at, started_at, finished_at, fence",
-            2 * past,
+            2 * c.count(v),
             &format!(
-                "i + 1, CASE WHEN i % 2 = 0 THEN 'BUILD' ELSE 'SCRUB' END, 'SUCCEEDED', \
-                 ({s} % {v}) + 1, 1, {s} + 1, 'policy gen', 100, 1, {}, {began}, {began}, {ended}, 1",
+                "2 * {base} + i + 1, CASE WHEN i % 2 = 0 THEN 'BUILD' ELSE 'SCRUB' END, 'SUCCEEDED', \
+                 ({s} % {v}) + 1, 1, {base} + {s} + 1, '{}', 100, 1, {}, {began}, {began}, {ended}, 1",
+                c.actor,
                 self.flag("1 = 0")
             ),
         )
     }
 
-    /// One create per present snapshot.
-    fn present_tasks(&self) -> String {
+    /// One create per open snapshot (task ids after the `2 * base` of the churns).
+    fn present_tasks(&self, base: i64) -> String {
         let v = self.spec.vms;
-        let past = v * self.spec.past_snapshots_per_vm;
-        let step = 86_400.0 / (v * OPEN_PER_VM) as f64;
-        let day = self.spec.now - Duration::days(1);
-        let began = self.time(day, &format!("i * {step}"));
-        let ended = self.time(day, &format!("i * {step} + 5"));
+        let (at, step) = self.present();
+        let began = self.time(at, &format!("i * {step}"));
+        let ended = self.time(at, &format!("i * {step} + 5"));
         self.insert(
             "tasks",
             "id, kind, state, vm_id, host_id, snapshot_id, requested_by, progress, attempts, \
              cancel_requested, created_at, started_at, finished_at, fence",
             v * OPEN_PER_VM,
             &format!(
-                "{} + i + 1, 'BUILD', 'SUCCEEDED', (i % {v}) + 1, 1, {past} + i + 1, 'ops', 100, 1, {}, \
+                "2 * {base} + i + 1, 'BUILD', 'SUCCEEDED', (i % {v}) + 1, 1, {base} + i + 1, 'ops', 100, 1, {}, \
                  {began}, {began}, {ended}, 1",
-                2 * past,
                 self.flag("1 = 0")
             ),
         )
@@ -311,46 +363,44 @@ impl Sql {
         }
     }
 
-    /// Six rows per past snapshot: requested, building, running; then scrub, scrubbing,
-    /// closed a minute later.
-    fn past_history(&self) -> String {
+    /// Six rows per snapshot of `c`: requested, building, running; then scrub,
+    /// scrubbing, closed a minute later.
+    fn churn_history(&self, c: &Churn) -> String {
         let v = self.spec.vms;
-        let past = v * self.spec.past_snapshots_per_vm;
+        let step = c.step(v);
         let s = "(i / 6)";
         let at = self.time(
-            self.start,
-            &format!("{s} * {} + ((i % 6) / 3) * 60 + (i % 3)", self.step),
+            c.start,
+            &format!("{s} * {step} + ((i % 6) / 3) * 60 + (i % 3)"),
         );
+        let (base, snapshots) = (c.history, c.snapshots);
         self.insert(
             "snapshot_history",
             "id, snapshot_id, vm_id, project_id, state, actor, at",
-            6 * past,
+            6 * c.count(v),
             &format!(
-                "i + 1, {s} + 1, ({s} % {v}) + 1, (({s} % {v}) % {PROJECTS}) + 1, \
+                "{base} + i + 1, {snapshots} + {s} + 1, ({s} % {v}) + 1, (({s} % {v}) % {PROJECTS}) + 1, \
                  CASE i % 6 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 4 WHEN 3 THEN 8 WHEN 4 THEN 17 ELSE 99 END, \
-                 CASE WHEN i % 6 < 3 THEN 'policy gen' ELSE 'robot' END, {at}"
+                 CASE WHEN i % 6 < 3 THEN '{}' ELSE 'robot' END, {at}",
+                c.actor
             ),
         )
     }
 
-    /// Three rows per present snapshot: requested, building, running.
-    fn present_history(&self) -> String {
+    /// Three rows per open snapshot (ids after `snapshots` snapshots and `base` rows):
+    /// requested, building, running.
+    fn present_history(&self, snapshots: i64, base: i64) -> String {
         let v = self.spec.vms;
-        let past = v * self.spec.past_snapshots_per_vm;
-        let step = 86_400.0 / (v * OPEN_PER_VM) as f64;
+        let (start, step) = self.present();
         let s = "(i / 3)";
-        let at = self.time(
-            self.spec.now - Duration::days(1),
-            &format!("{s} * {step} + (i % 3)"),
-        );
+        let at = self.time(start, &format!("{s} * {step} + (i % 3)"));
         self.insert(
             "snapshot_history",
             "id, snapshot_id, vm_id, project_id, state, actor, at",
             3 * v * OPEN_PER_VM,
             &format!(
-                "{} + i + 1, {past} + {s} + 1, ({s} % {v}) + 1, (({s} % {v}) % {PROJECTS}) + 1, \
-                 CASE i % 3 WHEN 0 THEN 1 WHEN 1 THEN 2 ELSE 4 END, 'ops', {at}",
-                6 * past
+                "{base} + i + 1, {snapshots} + {s} + 1, ({s} % {v}) + 1, (({s} % {v}) % {PROJECTS}) + 1, \
+                 CASE i % 3 WHEN 0 THEN 1 WHEN 1 THEN 2 ELSE 4 END, 'ops', {at}"
             ),
         )
     }
