@@ -738,9 +738,12 @@ async fn a_viewer_cannot_monopolise_a_shared_kvm_host() {
 
     // 240 drift requests of the project's VMs, 24 at a time (an ADMIN's token, which
     // no budget holds back: the project's share of the host must), each abandoned by
-    // its client after 50 ms.
-    let impatient = common::target::client()
-        .timeout(Duration::from_millis(50))
+    // its client after 150 ms: before any listing (a fifth of a second) can answer it,
+    // and after a refusal can. (At 50 ms, 24 requests arriving at once on PostgreSQL
+    // sometimes all gave up before their database reads brought them to the share's
+    // check, and nothing was measured.)
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
         .build()
         .unwrap();
     let (mut abandoned, mut crowded) = (0, 0);
