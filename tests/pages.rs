@@ -176,3 +176,23 @@ async fn rest_objects_hold_a_snapshots_newest_history_and_the_list_holds_all() {
     assert_eq!(node["id"].to_string(), base);
     assert_eq!(node["history"].as_array().unwrap()[..], all[4..]);
 }
+
+/// A request may ask for more pages than SQLite takes terms in one compound statement
+/// (500): 600 aliased pages of one task's events, each after another cursor, are all
+/// answered.
+#[tokio::test]
+async fn a_request_of_six_hundred_pages_is_answered() {
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("many-pages", "sim://").await;
+    let op = f.operator.as_str();
+    let (_, task) = app.create_snapshot(op, &f.vm, "one").await;
+    app.finished(op, &task).await;
+    let aliases: String = (0..600)
+        .map(|k| format!("e{k}: events(first: 1, after: \"{}\") {{ id }} ", k + 1))
+        .collect();
+    let query = format!("query($t: ID!) {{ task(id: $t) {{ {aliases} }} }}");
+    let data = app.data(op, &query, json!({ "t": task })).await;
+    let first = ids(&data["task"]["e0"]);
+    assert_eq!(first.len(), 1, "{data}");
+    assert!(data["task"]["e599"].is_array(), "{data}");
+}

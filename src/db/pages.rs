@@ -84,17 +84,16 @@ macro_rules! page {
 }
 pub(crate) use page;
 
-/// Reads `pages` of a table in one statement: `read_pages!(conn, pages, table,
-/// scope_column, id_column, Row)`, each page's rows those whose `scope_column` is its
-/// scope. Empty pages ask nothing.
+/// Reads `pages` of a table, [`ARMS`] pages to a statement: `read_pages!(conn, pages,
+/// table, scope_column, id_column, Row)`, each page's rows those whose `scope_column` is
+/// its scope. Empty pages ask nothing.
 macro_rules! read_pages {
     ($conn:expr, $pages:expr, $table:expr, $scope:expr, $id:expr, $row:ty) => {{
         let pages: &[$crate::db::pages::Page] = $pages;
-        if pages.is_empty() {
-            Ok(Vec::new())
-        } else {
-            $crate::db::run!($conn, |c| {
-                let arms = pages
+        let mut rows: Vec<$row> = Vec::new();
+        for chunk in pages.chunks($crate::db::pages::ARMS) {
+            let read: diesel::QueryResult<Vec<$row>> = $crate::db::run!($conn, |c| {
+                let arms = chunk
                     .iter()
                     .map(|p| {
                         let query = $table
@@ -105,11 +104,17 @@ macro_rules! read_pages {
                     })
                     .collect();
                 $crate::db::pages::UnionAll(arms).load(c).await
-            })
+            });
+            rows.extend(read?);
         }
+        Ok(rows)
     }};
 }
 pub(crate) use read_pages;
+
+/// Most pages one statement reads: SQLite refuses a compound of more than 500 terms, and
+/// a request may ask for many pages (a page per alias, per task, per snapshot).
+pub const ARMS: usize = 200;
 
 /// Queries of one row type joined with `UNION ALL`, each in a sub-select of its own so
 /// that its `ORDER BY` and `LIMIT` apply to it alone (SQLite refuses them on a compound
