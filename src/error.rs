@@ -66,7 +66,9 @@ pub enum AppError {
         "Events after {after} have been retired (retention keeps them for a while only); read the current state afresh, then follow without a cursor."
     )]
     CursorExpired {
+        /// The cursor asked for.
         after: i64,
+        /// The oldest event still kept.
         oldest_event_id: Option<i64>,
     },
     /// A rule of `snapshots.md` or of the names refused.

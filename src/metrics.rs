@@ -43,7 +43,9 @@ pub struct OnHost {
 /// Whether a failed host call is worth retrying.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ErrorClass {
+    /// The host may answer later (unreachable, busy, timed out): retried.
     Transient,
+    /// The host refused for good: the task fails.
     Permanent,
 }
 

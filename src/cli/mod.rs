@@ -133,8 +133,7 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
 
 /// Runs `command`: a VM's tree or list, or a mutation whose task, with `--wait`, is followed
 /// to its end (the exit code then says how it ended).
-/// Long: a table of the four mutations (query, variables, verb), then sending one and printing
-/// or following its task; a candidate to split (the following apart).
+/// A table of the four mutations (query, variables, verb), then the one asked for is sent.
 async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<ExitCode, Failure> {
     let (mutation, variables, field, wait) = match command {
         SnapshotCommand::Tree { vm } => return tree(client, &vm, out, true).await,
@@ -194,7 +193,25 @@ async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<
         });
         return Ok(ExitCode::SUCCESS);
     }
-    let task_id = task["id"].as_str().unwrap_or_default();
+    follow(
+        client,
+        snapshot,
+        task["id"].as_str().unwrap_or_default(),
+        field,
+        out,
+    )
+    .await
+}
+
+/// Follows task `task_id`, accepted for `snapshot`, to its end and prints how it ended
+/// (`done` says what succeeding did to the snapshot).
+async fn follow(
+    client: &Client,
+    snapshot: &Value,
+    task_id: &str,
+    done: &str,
+    out: &Output,
+) -> Result<ExitCode, Failure> {
     let mut progress = show::Progress::new(!out.json && std::io::stderr().is_terminal());
     let last = client.follow(task_id, |event| progress.event(event)).await;
     progress.finish();
@@ -203,7 +220,7 @@ async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<
     let ended = json!({ "snapshot": snapshot, "task": { "id": task_id, "state": state, "message": last["message"] } });
     out.print(&ended, || match state {
         "SUCCEEDED" => format!(
-            "{field} snapshot {} ({})",
+            "{done} snapshot {} ({})",
             show::field(&snapshot["id"]),
             show::field(&snapshot["name"])
         ),

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Duration, Utc};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
-use super::{Conn, DbResult, Error};
+use super::{Conn, DbResult, Error, run};
 
 /// What to make.
 #[derive(Clone, Copy, Debug)]
@@ -40,10 +40,15 @@ const EVENTS_PER_TASK: i64 = 7;
 /// What was made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Made {
+    /// VMs made.
     pub vms: i64,
+    /// Snapshot rows, open and closed.
     pub snapshots: i64,
+    /// Tasks, all of them ended.
     pub tasks: i64,
+    /// Task events.
     pub events: i64,
+    /// Snapshot history entries.
     pub history: i64,
 }
 
@@ -55,6 +60,7 @@ pub async fn fill(conn: &mut Conn<'_>, spec: Spec) -> DbResult<Made> {
     let past = Churn {
         start: day - spec.past,
         span: spec.past,
+        vms: v,
         per_vm: spec.past_snapshots_per_vm,
         snapshots: 0,
         history: 0,
@@ -63,12 +69,13 @@ pub async fn fill(conn: &mut Conn<'_>, spec: Spec) -> DbResult<Made> {
     let recent = Churn {
         start: day,
         span: Duration::hours(12),
+        vms: v,
         per_vm: spec.recent_snapshots_per_vm,
-        snapshots: past.snapshots + past.count(v),
-        history: past.history + 6 * past.count(v),
+        snapshots: past.snapshots + past.count(),
+        history: past.history + 6 * past.count(),
         actor: "ops",
     };
-    let open = recent.snapshots + recent.count(v);
+    let open = recent.snapshots + recent.count();
     let present = v * OPEN_PER_VM;
     let tasks = 2 * open + present;
     let statements = [
@@ -81,30 +88,16 @@ pub async fn fill(conn: &mut Conn<'_>, spec: Spec) -> DbResult<Made> {
         sql.churn_tasks(&past),
         sql.churn_tasks(&recent),
         sql.present_tasks(open),
-        sql.events(tasks),
+        sql.events(0, tasks, 0),
         sql.churn_history(&past),
         sql.churn_history(&recent),
-        sql.present_history(open, recent.history + 6 * recent.count(v)),
+        sql.present_history(open, recent.history + 6 * recent.count()),
     ];
     for statement in statements.iter().filter(|s| !s.is_empty()) {
         exec(conn, statement).await?;
     }
     if let Conn::Pg(c) = conn {
-        // Identity columns were given their values: move each sequence past them.
-        for table in [
-            "projects",
-            "hosts",
-            "vms",
-            "snapshots",
-            "tasks",
-            "task_events",
-            "snapshot_history",
-        ] {
-            let sql = format!(
-                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
-            );
-            diesel::sql_query(sql).execute(&mut **c).await?;
-        }
+        sequences(c).await?;
         c.batch_execute("ANALYZE").await?;
     }
     Ok(Made {
@@ -114,6 +107,90 @@ pub async fn fill(conn: &mut Conn<'_>, spec: Spec) -> DbResult<Made> {
         events: tasks * EVENTS_PER_TASK,
         history: 6 * open + 3 * present,
     })
+}
+
+/// Adds a day of churn after what is stored (by [`fill`] and earlier days): one snapshot
+/// made and deleted on each of the first `vms` VMs, spread over the day from `start`,
+/// with its two tasks, their events and its history, ids after the largest stored. A
+/// simulated month is made a day at a time, the clock moved between them.
+pub async fn day(conn: &mut Conn<'_>, vms: i64, start: DateTime<Utc>) -> DbResult<Made> {
+    let snapshots = last_id(conn, "snapshots").await?;
+    // A task's id is read off its snapshot's (`2s + 1`, `2s + 2`): they must be free.
+    if last_id(conn, "tasks").await? > 2 * snapshots {
+        return Err(Error::setup(
+            "the tasks' ids have outrun the snapshots': only generated databases take a day",
+        ));
+    }
+    let churn = Churn {
+        start,
+        span: Duration::days(1),
+        vms,
+        per_vm: 1,
+        snapshots,
+        history: last_id(conn, "snapshot_history").await?,
+        actor: "policy gen",
+    };
+    let spec = Spec {
+        vms,
+        past_snapshots_per_vm: 0,
+        past: Duration::zero(),
+        recent_snapshots_per_vm: 0,
+        now: start,
+    };
+    let sql = Sql::new(conn, spec);
+    let tasks = 2 * churn.count();
+    let events = last_id(conn, "task_events").await?;
+    let statements = [
+        sql.churn_snapshots(&churn),
+        sql.churn_tasks(&churn),
+        sql.events(2 * snapshots, tasks, events),
+        sql.churn_history(&churn),
+    ];
+    for statement in statements.iter().filter(|s| !s.is_empty()) {
+        exec(conn, statement).await?;
+    }
+    if let Conn::Pg(c) = conn {
+        sequences(c).await?;
+    }
+    Ok(Made {
+        vms: 0,
+        snapshots: churn.count(),
+        tasks,
+        events: tasks * EVENTS_PER_TASK,
+        history: 6 * churn.count(),
+    })
+}
+
+/// The largest id stored in `table` (0 when empty).
+async fn last_id(conn: &mut Conn<'_>, table: &str) -> DbResult<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Last {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let sql = format!("SELECT COALESCE(MAX(id), 0) AS id FROM {table}");
+    let last: Last = run!(conn, |c| diesel::sql_query(&sql).get_result(c).await)?;
+    Ok(last.id)
+}
+
+/// After PostgreSQL's identity columns were given their values: moves each sequence past
+/// them.
+async fn sequences(c: &mut diesel_async::AsyncPgConnection) -> DbResult<()> {
+    for table in [
+        "projects",
+        "hosts",
+        "vms",
+        "snapshots",
+        "tasks",
+        "task_events",
+        "snapshot_history",
+    ] {
+        let sql = format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+        );
+        diesel::sql_query(sql).execute(c).await?;
+    }
+    Ok(())
 }
 
 async fn exec(conn: &mut Conn<'_>, sql: &str) -> DbResult<()> {
@@ -132,6 +209,8 @@ struct Churn {
     start: DateTime<Utc>,
     /// Over how long they are spread.
     span: Duration,
+    /// The VMs they are made on: the first `vms`.
+    vms: i64,
     /// How many per VM.
     per_vm: i64,
     /// Snapshots made before these (their ids come after).
@@ -143,19 +222,21 @@ struct Churn {
 }
 
 impl Churn {
-    fn count(&self, vms: i64) -> i64 {
-        vms * self.per_vm
+    fn count(&self) -> i64 {
+        self.vms * self.per_vm
     }
 
-    /// Seconds between two of them, over all VMs.
-    fn step(&self, vms: i64) -> f64 {
-        self.span.num_seconds() as f64 / self.count(vms).max(1) as f64
+    /// Seconds between two of them, over all its VMs.
+    fn step(&self) -> f64 {
+        self.span.num_seconds() as f64 / self.count().max(1) as f64
     }
 }
 
 /// The statements, in each backend's words.
 struct Sql {
+    /// What to make.
     spec: Spec,
+    /// PostgreSQL's words rather than SQLite's (they differ in series and casts).
     pg: bool,
     /// When everything begins (projects, the host, the VMs).
     start: DateTime<Utc>,
@@ -240,15 +321,15 @@ impl Sql {
     /// `c`'s snapshot `i` (0-based) is VM `i % V`'s `i / V`-th; made at `start + i *
     /// step`, deleted a minute later.
     fn churn_snapshots(&self, c: &Churn) -> String {
-        let v = self.spec.vms;
-        let step = c.step(v);
+        let v = c.vms;
+        let step = c.step();
         let made = self.time(c.start, &format!("i * {step}"));
         let gone = self.time(c.start, &format!("i * {step} + 60"));
         let base = c.snapshots;
         self.insert(
             "snapshots",
             "id, vm_id, name, host_name, active, state, remove_subtree, created_at, updated_at",
-            c.count(v),
+            c.count(),
             &format!(
                 "{base} + i + 1, (i % {v}) + 1, 'gone-' || ({base} + i), 'gone-' || ({base} + i), {}, 99, {}, {made}, {gone}",
                 self.flag("1 = 0"),
@@ -285,8 +366,8 @@ impl Sql {
 
     /// Two tasks per snapshot of `c`: its create, then its delete a minute later.
     fn churn_tasks(&self, c: &Churn) -> String {
-        let v = self.spec.vms;
-        let step = c.step(v);
+        let v = c.vms;
+        let step = c.step();
         let s = "(i / 2)";
         let began = self.time(c.start, &format!("{s} * {step} + (i % 2) * 60"));
         let ended = self.time(c.start, &format!("{s} * {step} + (i % 2) * 60 + 5"));
@@ -295,7 +376,7 @@ impl Sql {
             "tasks",
             "id, kind, state, vm_id, host_id, snapshot_id, requested_by, progress, attempts, \
              cancel_requested, created_at, started_at, finished_at, fence",
-            2 * c.count(v),
+            2 * c.count(),
             &format!(
                 "2 * {base} + i + 1, CASE WHEN i % 2 = 0 THEN 'BUILD' ELSE 'SCRUB' END, 'SUCCEEDED', \
                  ({s} % {v}) + 1, 1, {base} + {s} + 1, '{}', 100, 1, {}, {began}, {began}, {ended}, 1",
@@ -324,9 +405,9 @@ impl Sql {
         )
     }
 
-    /// [`EVENTS_PER_TASK`] events of each of the first `tasks` tasks, a second apart from
-    /// its start, read off the task.
-    fn events(&self, tasks: i64) -> String {
+    /// [`EVENTS_PER_TASK`] events of each of the `tasks` tasks after the first `skip`, a
+    /// second apart from its start, read off the task; their ids after `base`.
+    fn events(&self, skip: i64, tasks: i64, base: i64) -> String {
         let e = EVENTS_PER_TASK;
         let n = tasks * e;
         if n == 0 {
@@ -340,7 +421,7 @@ impl Sql {
         };
         let columns = "id, task_id, vm_id, project_id, state, progress, phase, at";
         let select = format!(
-            "n.i + 1, t.id, t.vm_id, v.project_id, \
+            "{base} + n.i + 1, t.id, t.vm_id, v.project_id, \
              CASE n.i % {e} WHEN 0 THEN 'QUEUED' WHEN {} THEN 'SUCCEEDED' ELSE 'RUNNING' END, \
              CASE n.i % {e} WHEN 0 THEN NULL WHEN {} THEN 100 ELSE ((n.i % {e}) - 1) * 20 END, \
              CASE n.i % {e} WHEN 0 THEN NULL WHEN {} THEN NULL ELSE 'working' END, {at} \
@@ -352,13 +433,13 @@ impl Sql {
         if self.pg {
             format!(
                 "INSERT INTO task_events ({columns}) OVERRIDING SYSTEM VALUE SELECT {select} \
-                 JOIN generate_series(0, {last}) AS n(i) ON t.id = n.i / {e} + 1"
+                 JOIN generate_series(0, {last}) AS n(i) ON t.id = {skip} + n.i / {e} + 1"
             )
         } else {
             format!(
                 "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
                  INSERT INTO task_events ({columns}) SELECT {select} \
-                 JOIN n ON t.id = n.i / {e} + 1"
+                 JOIN n ON t.id = {skip} + n.i / {e} + 1"
             )
         }
     }
@@ -366,8 +447,8 @@ impl Sql {
     /// Six rows per snapshot of `c`: requested, building, running; then scrub,
     /// scrubbing, closed a minute later.
     fn churn_history(&self, c: &Churn) -> String {
-        let v = self.spec.vms;
-        let step = c.step(v);
+        let v = c.vms;
+        let step = c.step();
         let s = "(i / 6)";
         let at = self.time(
             c.start,
@@ -377,7 +458,7 @@ impl Sql {
         self.insert(
             "snapshot_history",
             "id, snapshot_id, vm_id, project_id, state, actor, at",
-            6 * c.count(v),
+            6 * c.count(),
             &format!(
                 "{base} + i + 1, {snapshots} + {s} + 1, ({s} % {v}) + 1, (({s} % {v}) % {PROJECTS}) + 1, \
                  CASE i % 6 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 4 WHEN 3 THEN 8 WHEN 4 THEN 17 ELSE 99 END, \

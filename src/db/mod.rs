@@ -107,7 +107,9 @@ pub type DbResult<T> = Result<T, Error>;
 
 /// A borrowed connection to either backend.
 pub enum Conn<'c> {
+    /// The embedded database's (diesel's sync connection, run on a blocking thread).
     Sqlite(&'c mut SqliteConn),
+    /// PostgreSQL's, async and pipelining.
     Pg(&'c mut AsyncPgConnection),
 }
 

@@ -20,12 +20,14 @@ struct Inner {
 }
 
 enum Pools {
+    /// The embedded database: one writer, several readers.
     Sqlite {
         /// One connection: SQLite has one writer.
         writer: Pool<SqliteConn>,
         /// Read-only connections; WAL lets them read while the writer writes.
         readers: Pool<SqliteConn>,
     },
+    /// PostgreSQL: one pool for all.
     Pg(Pool<AsyncPgConnection>),
 }
 
@@ -168,6 +170,7 @@ impl Db {
 
 /// A pooled connection to either backend.
 pub enum Pooled {
+    /// From SQLite's writer or readers.
     Sqlite(Object<SqliteConn>),
     /// Boxed: a PostgreSQL connection is several times the size of a SQLite one.
     Pg(Box<Object<AsyncPgConnection>>),

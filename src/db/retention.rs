@@ -53,10 +53,15 @@ diesel::define_sql_function! {
 /// Rows one pass retired, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Retired {
+    /// Progress events of ended tasks.
     pub events: usize,
+    /// Ended tasks (with what was left of their events).
     pub tasks: usize,
+    /// Policy runs that pointed at those tasks.
     pub runs: usize,
+    /// Closed snapshots' rows.
     pub snapshots: usize,
+    /// History entries of those snapshots.
     pub history: usize,
 }
 
@@ -69,15 +74,20 @@ impl Retired {
 /// What one batch of tasks took with it.
 #[derive(Debug, Default)]
 pub struct RetiredTasks {
+    /// The tasks, as they were.
     pub tasks: Vec<Task>,
+    /// Their events that were still stored.
     pub events: Vec<TaskEvent>,
+    /// The policy runs that named them.
     pub runs: Vec<PolicyRun>,
 }
 
 /// What one batch of closed snapshots took with it.
 #[derive(Debug, Default)]
 pub struct RetiredSnapshots {
+    /// The closed snapshots, as they were.
     pub snapshots: Vec<Snapshot>,
+    /// Their history entries, for the archive.
     pub history: Vec<HistoryEntry>,
 }
 

@@ -38,7 +38,10 @@ pub enum Rejection {
     #[error(
         "This project already has {limit} snapshots, the most its quota allows; delete one first."
     )]
-    QuotaReached { limit: i32 },
+    QuotaReached {
+        /// The project's quota.
+        limit: i32,
+    },
     /// The VM is in a state (of CloudCIX's state table) that allows no snapshot work.
     #[error("The VM is {}; snapshots need it RUNNING or QUIESCED.", state_name(*state))]
     VmState { state: i32 },
@@ -67,7 +70,10 @@ pub enum Rejection {
     #[error(
         "This policy cannot run again: {why}. A policy runs as its token; create it anew with a live one."
     )]
-    PolicyStopped { why: &'static str },
+    PolicyStopped {
+        /// What ended the token.
+        why: &'static str,
+    },
 }
 
 /// What kind of refusal a [`Rejection`] is, for transports that group them.

@@ -381,7 +381,9 @@ enum Phase {
 
 /// Which deadline a connection missed.
 enum Overdue {
+    /// A request's headers or body came too slowly: closed at once.
     Headers,
+    /// Idle past the keep-alive: closed gracefully.
     Idle,
 }
 

@@ -268,7 +268,9 @@ async fn answer(
 /// when the client's `Accept` names it, `application/json` otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Media {
+    /// `application/json`: errors answered 200, as older clients expect.
     Json,
+    /// `application/graphql-response+json`: a request not run answers 4xx.
     GraphQLResponse,
 }
 

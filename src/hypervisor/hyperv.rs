@@ -214,7 +214,9 @@ fn state(name: &str) -> i32 {
 /// looks at the host before it acts again (Hyper-V takes two checkpoints of one name).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Resend {
+    /// A read: sent again on a new session.
     Safe,
+    /// A change: never sent twice.
     Never,
 }
 
@@ -266,8 +268,6 @@ impl HypervDriver {
 
     /// Runs a script in the host's session; returns its `SNAPTREE-RESULT` payload (or
     /// `DONE`'s empty one).
-    /// Long: the resend loop on the session on loan, then the reading of the answer's lines;
-    /// a candidate to split (the reading apart).
     async fn run(
         &self,
         vm: &str,
@@ -313,6 +313,11 @@ impl HypervDriver {
                 Err(e) => return Err(e),
             }
         };
+        self.read(vm, &text)
+    }
+
+    /// The payload of a script's answer `text`, or the error it reports.
+    fn read(&self, vm: &str, text: &str) -> Result<String, DriverError> {
         let mut result = None;
         for line in text.lines().map(str::trim_end) {
             if let Some(message) = line.strip_prefix("SNAPTREE-ERROR ") {

@@ -18,8 +18,11 @@ const KVM_PARAMETERS: &[(&str, &[&str])] = &[("no_tty", &["1"])];
 /// A host's URI, checked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostUri {
+    /// libvirt's own URI (`qemu:///system`, `qemu+ssh://user@host/system`).
     Kvm(KvmUri),
+    /// A Windows host's SSH target, where PowerShell runs.
     Hyperv(Target),
+    /// The simulated host's behaviour (delays, failures).
     Sim(SimParams),
 }
 

@@ -72,7 +72,9 @@ enum Interrupt {
 
 /// How a run of a task ended.
 enum Ending {
+    /// The task ended here, as recorded.
     Done(Outcome),
+    /// The run stopped before the task ended (lease lost, shutdown): another run finishes it.
     Interrupted(Interrupt),
 }
 

@@ -210,8 +210,6 @@ impl Robot {
     }
 
     /// One driver call, with progress reports while it runs; cut if the lease is lost.
-    /// Long: the driver call for each task kind, then the loop that relays its progress and
-    /// watches the lease; a candidate to split (the call for each kind apart).
     async fn attempt(
         &self,
         claimed: &Arc<Claimed>,
@@ -219,41 +217,10 @@ impl Robot {
         attempt: i32,
         lease: &mut Lease,
     ) -> Result<Result<(), CallFailed>, Interrupt> {
-        let vm = claimed.vm.identifier.as_str();
-        let name = claimed.snapshot.host_name.as_str();
         let (progress, mut updates) = Progress::channel();
         let limit = self.config.timeouts.of(claimed.task.kind());
         let began = Instant::now();
-        let call = timeout(limit, async {
-            match claimed.task.kind() {
-                TaskKind::Build => driver.create(vm, name, &progress).await.map_err(Into::into),
-                TaskKind::Update => match claimed.task.save_snapshot_id {
-                    // The save first (idempotent, as every driver operation: a run taken
-                    // up again finds it done), then the apply.
-                    Some(save) => {
-                        let save = host_snapshot_name(claimed.vm.id, save);
-                        let saving = progress.stage(0, 50, "saving the current state");
-                        driver
-                            .create(vm, &save, &saving)
-                            .await
-                            .map_err(|e| CallFailed::doing(e, SAVE_FAILED))?;
-                        let applying = progress.stage(50, 100, "applying");
-                        driver
-                            .apply(vm, name, &applying)
-                            .await
-                            .map_err(|e| CallFailed::doing(e, APPLY_AFTER_SAVE_FAILED))
-                    }
-                    None => driver.apply(vm, name, &progress).await.map_err(Into::into),
-                },
-                TaskKind::Scrub => {
-                    let subtree = claimed.snapshot.remove_subtree;
-                    driver
-                        .delete(vm, name, subtree, &progress)
-                        .await
-                        .map_err(Into::into)
-                }
-            }
-        });
+        let call = timeout(limit, drive(driver, claimed, &progress));
         tokio::pin!(call);
         loop {
             tokio::select! {
@@ -448,5 +415,40 @@ impl CallFailed {
 impl From<DriverError> for CallFailed {
     fn from(error: DriverError) -> Self {
         Self { error, doing: None }
+    }
+}
+
+/// The driver call that does `claimed`'s work, reporting to `progress`.
+async fn drive(
+    driver: &dyn Driver,
+    claimed: &Claimed,
+    progress: &Progress,
+) -> Result<(), CallFailed> {
+    let vm = claimed.vm.identifier.as_str();
+    let name = claimed.snapshot.host_name.as_str();
+    match claimed.task.kind() {
+        TaskKind::Build => driver.create(vm, name, progress).await.map_err(Into::into),
+        TaskKind::Update => match claimed.task.save_snapshot_id {
+            // The save first (idempotent, as every driver operation: a run taken up again
+            // finds it done), then the apply.
+            Some(save) => {
+                let save = host_snapshot_name(claimed.vm.id, save);
+                let saving = progress.stage(0, 50, "saving the current state");
+                driver
+                    .create(vm, &save, &saving)
+                    .await
+                    .map_err(|e| CallFailed::doing(e, SAVE_FAILED))?;
+                let applying = progress.stage(50, 100, "applying");
+                driver
+                    .apply(vm, name, &applying)
+                    .await
+                    .map_err(|e| CallFailed::doing(e, APPLY_AFTER_SAVE_FAILED))
+            }
+            None => driver.apply(vm, name, progress).await.map_err(Into::into),
+        },
+        TaskKind::Scrub => driver
+            .delete(vm, name, claimed.snapshot.remove_subtree, progress)
+            .await
+            .map_err(Into::into),
     }
 }

@@ -42,6 +42,7 @@ pub(crate) fn lease_from_now(length: Duration) -> (Instant, chrono::NaiveDateTim
 /// How a task ended.
 #[derive(Clone, Debug)]
 pub enum Outcome {
+    /// The host did what the task asked.
     Succeeded,
     /// For good, or out of retries. `host` is the host's snapshot list, when it could tell.
     Failed {

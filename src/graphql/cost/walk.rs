@@ -266,39 +266,11 @@ impl<'a> Walker<'a> {
 
     /// `set` on the snapshots of a tree walk (see [`TreeCost`]): `children` goes on down
     /// the walk; every other field costs per snapshot.
-    /// Long: one arm per kind of selection, the field's and the spread's inline where
-    /// `selection_set` calls `field` and `spread`; a candidate to split.
     fn tree(&mut self, set: &'a SelectionSet, ty: &str) -> Result<TreeCost, AppError> {
         let mut cost = TreeCost::default();
         for selection in &set.items {
             match &selection.node {
-                Selection::Field(field) => {
-                    let field = &field.node;
-                    let down = TREE_WALKS.contains(&(ty, field.name.node.as_str()));
-                    let info = self
-                        .catalog
-                        .types
-                        .get(ty)
-                        .and_then(|t| t.get(field.name.node.as_str()));
-                    match info {
-                        Some(info) if down => {
-                            let below = self.tree(&field.selection_set.node, &info.ty)?;
-                            cost.merge(TreeCost {
-                                own: Tally::fields(info.weight),
-                                below: below.per_snapshot(),
-                                depth: below.depth + 1,
-                            });
-                        }
-                        _ => {
-                            let one = self.field(field, ty, None, 1)?;
-                            cost.merge(TreeCost {
-                                own: one.tally,
-                                below: Tally::default(),
-                                depth: one.depth,
-                            });
-                        }
-                    }
-                }
+                Selection::Field(field) => cost.merge(self.tree_field(&field.node, ty)?),
                 Selection::InlineFragment(inline) => {
                     let inline = &inline.node;
                     let on = inline.type_condition.as_ref();
@@ -307,29 +279,63 @@ impl<'a> Walker<'a> {
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = spread.node.fragment_name.node.as_str();
-                    let Some(fragment) = self.doc.fragments.get(name) else {
-                        continue;
-                    };
-                    if let Some(known) = self.tree_memo.get(name) {
-                        cost.merge(*known);
-                        continue;
-                    }
-                    if self.visiting.contains(&name) {
-                        return Err(AppError::validation(format!(
-                            "The fragment {name} spreads itself; fragments must not form a cycle."
-                        )));
-                    }
-                    let on = fragment.node.type_condition.node.on.node.as_str();
-                    self.visiting.push(name);
-                    let measured = self.tree(&fragment.node.selection_set.node, on);
-                    self.visiting.pop();
-                    let measured = measured?;
-                    self.tree_memo.insert(name, measured);
-                    cost.merge(measured);
+                    cost.merge(self.tree_spread(name)?);
                 }
             }
         }
         Ok(cost)
+    }
+
+    /// `field` of a snapshot in a tree walk: down the walk if it is `children`, else
+    /// measured as anywhere else, once per snapshot.
+    fn tree_field(&mut self, field: &'a Field, ty: &str) -> Result<TreeCost, AppError> {
+        let down = TREE_WALKS.contains(&(ty, field.name.node.as_str()));
+        let info = self
+            .catalog
+            .types
+            .get(ty)
+            .and_then(|t| t.get(field.name.node.as_str()));
+        Ok(match info {
+            Some(info) if down => {
+                let below = self.tree(&field.selection_set.node, &info.ty)?;
+                TreeCost {
+                    own: Tally::fields(info.weight),
+                    below: below.per_snapshot(),
+                    depth: below.depth + 1,
+                }
+            }
+            _ => {
+                let one = self.field(field, ty, None, 1)?;
+                TreeCost {
+                    own: one.tally,
+                    below: Tally::default(),
+                    depth: one.depth,
+                }
+            }
+        })
+    }
+
+    /// Fragment `name` spread on a snapshot in a tree walk, measured once per document
+    /// (an unknown one costs nothing: validation refuses it later).
+    fn tree_spread(&mut self, name: &'a str) -> Result<TreeCost, AppError> {
+        let Some(fragment) = self.doc.fragments.get(name) else {
+            return Ok(TreeCost::default());
+        };
+        if let Some(known) = self.tree_memo.get(name) {
+            return Ok(*known);
+        }
+        if self.visiting.contains(&name) {
+            return Err(AppError::validation(format!(
+                "The fragment {name} spreads itself; fragments must not form a cycle."
+            )));
+        }
+        let on = fragment.node.type_condition.node.on.node.as_str();
+        self.visiting.push(name);
+        let measured = self.tree(&fragment.node.selection_set.node, on);
+        self.visiting.pop();
+        let measured = measured?;
+        self.tree_memo.insert(name, measured);
+        Ok(measured)
     }
 
     /// How long a list can be under one parent.

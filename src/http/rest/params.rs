@@ -84,8 +84,6 @@ pub const MAX_LIMIT: i64 = 100;
 
 /// Reads `query` for a list of `fields`, ordered by one of `orders` (the first is the
 /// default). `Err` names a value its field cannot hold.
-/// Long: one pass over the pairs, its arm for filters (`search[..]`, `exclude[..]`, the old
-/// style, their warnings) inline; a candidate to split.
 pub fn parse<F: Copy>(
     query: &str,
     fields: &Fields<F>,
@@ -97,8 +95,7 @@ pub fn parse<F: Copy>(
         .collect();
     let (mut order, mut descending) = (orders[0], false);
     let (mut limit, mut page): (i64, i64) = (DEFAULT_LIMIT, 0);
-    let mut conditions = Vec::new();
-    let mut warnings = Vec::new();
+    let mut filters = Filters::default();
     for (key, value) in &pairs {
         match key.as_str() {
             "limit" => {
@@ -118,51 +115,13 @@ pub fn parse<F: Copy>(
                     (order, descending) = (*found, down);
                 }
             }
-            _ => {
-                let (filter, negated, deprecated) = if let Some(inner) = deep(key, "search") {
-                    (inner, false, false)
-                } else if let Some(inner) = deep(key, "exclude") {
-                    (inner, true, false)
-                } else if let Some(inner) = key.strip_prefix("exclude__") {
-                    (inner, true, true)
-                } else {
-                    (key.as_str(), false, true)
-                };
-                let warning = |what: &str| {
-                    format!(
-                        "{}: {what} `{key}` is not used.",
-                        if negated {
-                            "ExcludeFilterWarning"
-                        } else {
-                            "SearchFilterWarning"
-                        }
-                    )
-                };
-                match condition(filter, value, negated, fields)? {
-                    Some(condition) => {
-                        if deprecated {
-                            warnings.push(format!(
-                                "DeprecationWarning: `{key}` is the old style; use `{}[{filter}]`.",
-                                if negated { "exclude" } else { "search" }
-                            ));
-                        }
-                        conditions.push(condition);
-                    }
-                    None => warnings.push(warning("the filter")),
-                }
-            }
+            _ => filters.add(key, value, fields)?,
         }
     }
-    if conditions.len() > MAX_CONDITIONS {
-        return Err(format!("At most {MAX_CONDITIONS} filters are accepted."));
-    }
-    // Each unused name costs a line of the answer: a bound on what a long query string
-    // can make the server write.
-    if warnings.len() > MAX_CONDITIONS {
-        let more = warnings.len() - MAX_CONDITIONS;
-        warnings.truncate(MAX_CONDITIONS);
-        warnings.push(format!("{more} more parameters are not used."));
-    }
+    let Filters {
+        conditions,
+        warnings,
+    } = filters.bounded()?;
     Ok(ListParams {
         listing: Listing {
             conditions,
@@ -175,6 +134,76 @@ pub fn parse<F: Copy>(
         order: format!("{}{}", if descending { "-" } else { "" }, order.0),
         warnings,
     })
+}
+
+/// The filters of a list request, as they are read.
+struct Filters<F> {
+    /// The ones used, as the database query takes them.
+    conditions: Vec<Condition<F>>,
+    /// Why others are not used, or are old style.
+    warnings: Vec<String>,
+}
+
+impl<F> Default for Filters<F> {
+    fn default() -> Self {
+        Self {
+            conditions: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl<F: Copy> Filters<F> {
+    /// Adds the filter `key=value` (`search[..]`, `exclude[..]` or the old style), or a
+    /// warning saying why it is not used.
+    fn add(&mut self, key: &str, value: &str, fields: &Fields<F>) -> Result<(), String> {
+        let (filter, negated, old_style) = if let Some(inner) = deep(key, "search") {
+            (inner, false, false)
+        } else if let Some(inner) = deep(key, "exclude") {
+            (inner, true, false)
+        } else if let Some(inner) = key.strip_prefix("exclude__") {
+            (inner, true, true)
+        } else {
+            (key, false, true)
+        };
+        match condition(filter, value, negated, fields)? {
+            Some(condition) => {
+                if old_style {
+                    self.warnings.push(format!(
+                        "DeprecationWarning: `{key}` is the old style; use `{}[{filter}]`.",
+                        if negated { "exclude" } else { "search" }
+                    ));
+                }
+                self.conditions.push(condition);
+            }
+            None => self.warnings.push(format!(
+                "{}: the filter `{key}` is not used.",
+                if negated {
+                    "ExcludeFilterWarning"
+                } else {
+                    "SearchFilterWarning"
+                }
+            )),
+        }
+        Ok(())
+    }
+
+    /// These filters within their bounds: too many used ones are refused, and warnings
+    /// past the bound are counted rather than listed.
+    fn bounded(mut self) -> Result<Self, String> {
+        if self.conditions.len() > MAX_CONDITIONS {
+            return Err(format!("At most {MAX_CONDITIONS} filters are accepted."));
+        }
+        // Each unused name costs a line of the answer: a bound on what a long query string
+        // can make the server write.
+        if self.warnings.len() > MAX_CONDITIONS {
+            let more = self.warnings.len() - MAX_CONDITIONS;
+            self.warnings.truncate(MAX_CONDITIONS);
+            self.warnings
+                .push(format!("{more} more parameters are not used."));
+        }
+        Ok(self)
+    }
 }
 
 /// `inner` of `name[inner]`.

@@ -46,7 +46,9 @@ pub struct Accepted {
 /// What an action names: a VM, or one of its snapshots.
 #[derive(Clone, Copy)]
 enum Target {
+    /// The VM of this id (create, revert).
     Vm(i64),
+    /// The snapshot of this id (apply, delete).
     Snapshot(i64),
 }
 
@@ -62,6 +64,7 @@ impl Target {
 
 /// What the rules decided for an action.
 enum Step {
+    /// A new snapshot under `parent`.
     Create {
         name: String,
         description: Option<String>,
@@ -69,12 +72,10 @@ enum Step {
         /// The policy whose run asks for it, and the run's slot.
         policy: Option<(i64, chrono::NaiveDateTime)>,
     },
+    /// A change to existing snapshots (apply, revert, delete), as the domain planned it.
     Change(Plan),
     /// An apply with the current state saved first, as a new snapshot (`save`).
-    ApplySaving {
-        save: NewChild,
-        apply: Plan,
-    },
+    ApplySaving { save: NewChild, apply: Plan },
 }
 
 impl Step {
@@ -247,6 +248,7 @@ impl Actions {
 enum Fate {
     /// Not refused (yet): accepted once its writes are done.
     Open,
+    /// Refused, with the error its caller gets.
     Refused(AppError),
     /// Another action on its VM is in this batch: it goes in the next.
     Later,
