@@ -15,7 +15,7 @@
 //! of their p99 without retention. Reads made while a day is added are not counted in
 //! either run: the generator's bulk insert is not a client's load.
 //!
-//! A simulated day lasts `WINDOW` (8 s): a day's rows arrive about 10,000 times faster
+//! A simulated day lasts `WINDOW` (5 s): a day's rows arrive about 10,000 times faster
 //! than in a real cloud, and retention looks every second (`--retention-every-ms 1000`)
 //! rather than every 10 s. Runs on SQLite, and on PostgreSQL too when
 //! `SNAPTREE_BENCH_POSTGRES_URL` names a server.
@@ -44,7 +44,7 @@ const DAY_VMS: i64 = 1_370;
 /// Simulated days.
 const DAYS: i64 = 30;
 /// How long a simulated day lasts.
-const WINDOW: Duration = Duration::from_secs(8);
+const WINDOW: Duration = Duration::from_secs(5);
 /// Clients reading at once.
 const READERS: usize = 2;
 /// The keep ages of the run with retention.

@@ -47,7 +47,7 @@ const ORPHANS: [&str; 6] = [
     "SELECT count(*) AS n FROM task_events e JOIN tasks t ON t.id = e.task_id JOIN vms v ON v.id = t.vm_id \
      WHERE e.vm_id <> t.vm_id OR e.project_id <> v.project_id",
     "SELECT count(*) AS n FROM tasks t LEFT JOIN snapshots s ON s.id = t.snapshot_id \
-     WHERE s.id IS NULL OR s.vm_id <> t.vm_id",
+     JOIN vms v ON v.id = t.vm_id WHERE s.id IS NULL OR s.vm_id <> t.vm_id OR t.project_id <> v.project_id",
     "SELECT count(*) AS n FROM snapshot_history h LEFT JOIN snapshots s ON s.id = h.snapshot_id \
      LEFT JOIN vms v ON v.id = h.vm_id WHERE s.id IS NULL OR s.vm_id <> h.vm_id OR v.project_id <> h.project_id",
     "SELECT count(*) AS n FROM snapshots c LEFT JOIN snapshots p ON p.id = c.parent_id \

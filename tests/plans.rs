@@ -110,6 +110,17 @@ const READS: &[(&str, &str, &str)] = &[
         "tasks_",
     ),
     (
+        "a project's tasks (`tasks` without `vmId`)",
+        "SELECT * FROM tasks WHERE project_id = 1 ORDER BY id DESC LIMIT 20",
+        "tasks_project",
+    ),
+    (
+        "a project's tasks after a cursor, in a state",
+        "SELECT * FROM tasks WHERE project_id = 1 AND state = 'FAILED' AND id < 100 \
+         ORDER BY id DESC LIMIT 20",
+        "tasks_project",
+    ),
+    (
         "a policy's snapshots",
         "SELECT id FROM snapshots WHERE policy_id = 1",
         "snapshots_policy",

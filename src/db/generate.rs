@@ -374,12 +374,12 @@ impl Sql {
         let base = c.snapshots;
         self.insert(
             "tasks",
-            "id, kind, state, vm_id, host_id, snapshot_id, requested_by, progress, attempts, \
-             cancel_requested, created_at, started_at, finished_at, fence",
+            "id, kind, state, vm_id, project_id, host_id, snapshot_id, requested_by, progress, \
+             attempts, cancel_requested, created_at, started_at, finished_at, fence",
             2 * c.count(),
             &format!(
                 "2 * {base} + i + 1, CASE WHEN i % 2 = 0 THEN 'BUILD' ELSE 'SCRUB' END, 'SUCCEEDED', \
-                 ({s} % {v}) + 1, 1, {base} + {s} + 1, '{}', 100, 1, {}, {began}, {began}, {ended}, 1",
+                 ({s} % {v}) + 1, (({s} % {v}) % {PROJECTS}) + 1, 1, {base} + {s} + 1, '{}', 100, 1, {}, {began}, {began}, {ended}, 1",
                 c.actor,
                 self.flag("1 = 0")
             ),
@@ -394,11 +394,11 @@ impl Sql {
         let ended = self.time(at, &format!("i * {step} + 5"));
         self.insert(
             "tasks",
-            "id, kind, state, vm_id, host_id, snapshot_id, requested_by, progress, attempts, \
-             cancel_requested, created_at, started_at, finished_at, fence",
+            "id, kind, state, vm_id, project_id, host_id, snapshot_id, requested_by, progress, \
+             attempts, cancel_requested, created_at, started_at, finished_at, fence",
             v * OPEN_PER_VM,
             &format!(
-                "2 * {base} + i + 1, 'BUILD', 'SUCCEEDED', (i % {v}) + 1, 1, {base} + i + 1, 'ops', 100, 1, {}, \
+                "2 * {base} + i + 1, 'BUILD', 'SUCCEEDED', (i % {v}) + 1, ((i % {v}) % {PROJECTS}) + 1, 1, {base} + i + 1, 'ops', 100, 1, {}, \
                  {began}, {began}, {ended}, 1",
                 self.flag("1 = 0")
             ),

@@ -381,6 +381,9 @@ pub struct Task {
     /// What the host said of its failure, for ADMIN tokens only (it may name hosts,
     /// addresses and paths); `error` holds snaptree's own words.
     pub error_detail: Option<String>,
+    /// Its VM's project (a copy: a VM never changes project), the scope of a project's
+    /// task list.
+    pub project_id: i64,
 }
 
 impl Task {
@@ -406,6 +409,8 @@ pub struct NewTask<'a> {
     pub state: &'a str,
     /// The VM it works on.
     pub vm_id: i64,
+    /// The VM's project (a copy).
+    pub project_id: i64,
     /// The VM's host.
     pub host_id: i64,
     /// The snapshot it acts on.

@@ -111,6 +111,7 @@ diesel::table! {
         fence -> BigInt,
         error_code -> Nullable<Text>,
         error_detail -> Nullable<Text>,
+        project_id -> BigInt,
     }
 }
 

@@ -111,7 +111,9 @@ impl Reads {
             return Err(AppError::not_found("VM", vm));
         }
         let filter = tasks::Filter {
-            project: caller.scope(),
+            // A VM's tasks are its project's: the VM's index alone reads them, and a
+            // second scope would let SQLite's planner pick the wider one.
+            project: caller.scope().filter(|_| filter.vm.is_none()),
             vm: filter.vm,
             state: filter.state,
         };

@@ -133,7 +133,6 @@ pub async fn page(
     before: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<Task>> {
-    use super::schema::vms;
     run!(conn, |c| {
         let mut query = tasks
             .select(Task::as_select())
@@ -141,13 +140,7 @@ pub async fn page(
             .limit(limit)
             .into_boxed();
         if let Some(project) = filter.project {
-            query = query.filter(
-                vm_id.eq_any(
-                    vms::table
-                        .filter(vms::project_id.eq(project))
-                        .select(vms::id),
-                ),
-            );
+            query = query.filter(project_id.eq(project));
         }
         if let Some(vm) = filter.vm {
             query = query.filter(vm_id.eq(vm));

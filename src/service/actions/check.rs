@@ -148,6 +148,7 @@ async fn decide_all(
             Ok(step) => works.push(Work {
                 request: i,
                 vm: vm.id,
+                project: vm.project_id,
                 host: host.clone(),
                 prev_active: tree.active(),
                 tree,

@@ -252,6 +252,7 @@ async fn queue_tasks(
             kind: w.kind.as_str(),
             state: TaskState::Queued.as_str(),
             vm_id: w.vm,
+            project_id: w.project,
             host_id: w.host.id,
             snapshot_id: w.target,
             prev_active_id: w.prev_active,

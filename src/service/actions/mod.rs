@@ -269,6 +269,8 @@ struct Work {
     request: usize,
     /// The VM acted on.
     vm: i64,
+    /// The VM's project, copied onto the task.
+    project: i64,
     /// The VM's host: its snapshot limit, and its task limit for a take at once.
     host: Host,
     /// The VM's tree, kept as the writes change it.

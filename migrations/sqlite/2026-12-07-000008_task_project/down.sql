@@ -1,0 +1,2 @@
+DROP INDEX tasks_project;
+ALTER TABLE tasks DROP COLUMN project_id;
