@@ -1,5 +1,7 @@
 //! Unit tests of `sim`.
 
+use std::time::Duration;
+
 use super::*;
 
 #[test]
