@@ -358,7 +358,10 @@ async function operator(view) {
   assert.equal(await page.locator("#save-first").isChecked(), true);
   await page.locator("#save-name").fill(`safety net ${tag}`);
   await page.locator("#confirm-ok").click();
-  await page.waitForFunction(() => document.getElementById("progress").className.includes("succeeded"));
+  // This task's end: until its first event or answer, the bar still shows the last
+  // task's ("live ..." above, succeeded), and the VM is busy while this one runs.
+  await page.waitForFunction((name) => document.getElementById("progress").className.includes("succeeded")
+    && document.getElementById("progress-label").textContent.includes(name), `safety net ${tag}`);
   await node(page, `safety net ${tag}`).waitFor();
   assert.match(await page.locator("#progress-label").textContent(), new RegExp(`Save the current state as “safety net ${tag}”, then apply`));
   console.log(`ok: ${tag}: apply with the current state saved first`);
