@@ -202,6 +202,7 @@ impl AppError {
         "RATE_LIMITED",
         "TIMEOUT",
         "CURSOR_EXPIRED",
+        "PROTECTED",
         "INTERNAL",
     ];
 
@@ -222,6 +223,7 @@ impl AppError {
                 Kind::Invalid => "VALIDATION",
                 Kind::State => "INVALID_STATE",
                 Kind::Limit => "LIMIT_REACHED",
+                Kind::Protected => "PROTECTED",
             },
             Self::Internal(_) => "INTERNAL",
         }

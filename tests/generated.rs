@@ -30,6 +30,7 @@ const CODES: &[&str] = &[
     "QUERY_TOO_COMPLEX",
     "RATE_LIMITED",
     "TIMEOUT",
+    "PROTECTED",
     "INTERNAL",
 ];
 /// The server's deadline in this test, and how much later an answer may arrive (the

@@ -287,7 +287,7 @@ pub async fn made_by(
     conn: &mut Conn<'_>,
     id: i64,
     vm: i64,
-) -> QueryResult<Vec<(i64, Option<NaiveDateTime>, bool, String, i32)>> {
+) -> QueryResult<Vec<(i64, Option<NaiveDateTime>, bool, String, i32, bool)>> {
     run!(conn, |c| snapshots::table
         .filter(snapshots::policy_id.eq(id))
         .filter(snapshots::vm_id.eq(vm))
@@ -298,6 +298,7 @@ pub async fn made_by(
             snapshots::active,
             snapshots::name,
             snapshots::state,
+            snapshots::protected,
         ))
         .order(snapshots::id)
         .load(c)

@@ -71,6 +71,7 @@ diesel::table! {
         updated_at -> Timestamp,
         policy_id -> Nullable<BigInt>,
         policy_due_at -> Nullable<Timestamp>,
+        protected -> Bool,
     }
 }
 

@@ -128,11 +128,13 @@ pub async fn set_details(
     wanted: i64,
     new_name: &str,
     new_description: Option<&str>,
+    kept: bool,
 ) -> QueryResult<Snapshot> {
     run!(conn, |c| diesel::update(snapshots.find(wanted))
         .set((
             name.eq(new_name),
             description.eq(new_description),
+            protected.eq(kept),
             updated_at.eq(now()),
         ))
         .returning(Snapshot::as_returning())
@@ -215,17 +217,14 @@ pub async fn pages_of_vms(conn: &mut Conn<'_>, pages: &[Page]) -> QueryResult<Ve
 /// The tree rules' view of VM `vm`'s non-closed snapshots, oldest first: only the
 /// columns they use (every column would cost two timestamps parsed per row).
 pub async fn nodes_of(conn: &mut Conn<'_>, vm: i64) -> QueryResult<Vec<Node>> {
-    let rows: Vec<(i64, Option<i64>, String, i32, bool)> = run!(conn, |c| snapshots
+    let rows: Vec<NodeRow> = run!(conn, |c| snapshots
         .filter(vm_id.eq(vm))
         .filter(state.ne(Closed))
-        .select((id, parent_id, name, state, active))
+        .select((id, parent_id, name, state, active, protected))
         .order(id)
         .load(c)
         .await)?;
-    Ok(rows
-        .into_iter()
-        .map(|(node, parent, named, code, is_active)| node_of(node, parent, named, code, is_active))
-        .collect())
+    Ok(rows.into_iter().map(node_of).collect())
 }
 
 /// [`nodes_of`] for each of `vms` (every one of them has an entry).
@@ -243,31 +242,32 @@ pub async fn nodes_of_all(
             }
         }
         Conn::Pg(c) => {
-            let rows: Vec<(i64, i64, Option<i64>, String, i32, bool)> = snapshots
+            let rows: Vec<(i64, NodeRow)> = snapshots
                 .filter(vm_id.eq_any(vms))
                 .filter(state.ne(Closed))
-                .select((vm_id, id, parent_id, name, state, active))
+                .select((vm_id, (id, parent_id, name, state, active, protected)))
                 .order(id)
                 .load(&mut **c)
                 .await?;
-            for (vm, node, parent, named, code, is_active) in rows {
-                trees
-                    .entry(vm)
-                    .or_default()
-                    .push(node_of(node, parent, named, code, is_active));
+            for (vm, row) in rows {
+                trees.entry(vm).or_default().push(node_of(row));
             }
         }
     }
     Ok(trees)
 }
 
-fn node_of(node: i64, parent: Option<i64>, named: String, code: i32, is_active: bool) -> Node {
+/// A node's columns: id, parent, name, state, active, protected.
+type NodeRow = (i64, Option<i64>, String, i32, bool, bool);
+
+fn node_of((node, parent, named, code, is_active, kept): NodeRow) -> Node {
     Node {
         id: node,
         parent_id: parent,
         name: named,
         state: SnapshotState::from_code(code).expect("snapshots.state is checked by the database"),
         active: is_active,
+        protected: kept,
     }
 }
 

@@ -194,13 +194,30 @@ pub fn revert(tree: &Tree) -> Result<Plan, Rejection> {
     apply(tree, active)
 }
 
-/// Delete one or a subtree: the snapshot must be RUNNING or UNRESOURCED; state SCRUB.
+/// Delete one or a subtree: the snapshot must be RUNNING or UNRESOURCED, and neither it
+/// nor (for a subtree) any under it protected; state SCRUB.
 pub fn delete(tree: &Tree, id: i64, remove_subtree: bool) -> Result<Plan, Rejection> {
     let node = node_in(tree, id)?;
     if !matches!(node.state, Running | Unresourced) {
         return Err(Rejection::NotDeletable {
             id,
             state: node.state,
+        });
+    }
+    let gone = if remove_subtree {
+        tree.subtree(id)
+    } else {
+        vec![id]
+    };
+    if let Some(kept) = gone
+        .iter()
+        .filter_map(|&g| tree.get(g))
+        .find(|n| n.protected)
+    {
+        return Err(Rejection::Protected {
+            id: kept.id,
+            name: kept.name.clone(),
+            below: kept.id != id,
         });
     }
     Ok(Plan {

@@ -25,6 +25,8 @@ pub enum Refusal {
     TaskState,
     /// The policy's state does not allow it (it is not paused, or its token has ended).
     PolicyState,
+    /// A protected snapshot would go.
+    Protected,
 }
 
 /// An action's forecast: allowed, or refused with the sentence a person reads.
@@ -169,6 +171,7 @@ fn refusal(rejection: Rejection) -> (Refusal, String) {
         Rejection::VmState { .. } => Refusal::VmState,
         Rejection::TaskEnded { .. } | Rejection::CancelAsked => Refusal::TaskState,
         Rejection::NotPaused | Rejection::PolicyStopped { .. } => Refusal::PolicyState,
+        Rejection::Protected { .. } => Refusal::Protected,
         _ => Refusal::SnapshotState,
     };
     (kind, rejection.to_string())

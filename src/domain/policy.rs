@@ -170,13 +170,16 @@ pub struct Made {
     pub due: DateTime<Utc>,
     /// The VM runs from it: never pruned.
     pub active: bool,
+    /// Kept until unprotected: out of the rotation, neither pruned nor counted.
+    pub protected: bool,
 }
 
 /// The snapshots retention prunes at `now`, oldest first: beyond the newest
-/// `keep_last`, or made more than `max_age` ago; never the active one. Only a policy's
-/// own snapshots are ever given here.
+/// `keep_last`, or made more than `max_age` ago; never the active one, and never a
+/// protected one (which does not count among the newest either). Only a policy's own
+/// snapshots are ever given here.
 pub fn prune(made: &[Made], retention: Retention, now: DateTime<Utc>) -> Vec<i64> {
-    let mut by_age: Vec<&Made> = made.iter().collect();
+    let mut by_age: Vec<&Made> = made.iter().filter(|m| !m.protected).collect();
     by_age.sort_by_key(|m| (std::cmp::Reverse(m.due), std::cmp::Reverse(m.id)));
     let keep = retention
         .keep_last
@@ -398,6 +401,7 @@ mod tests {
                 id: d + 1,
                 due: day(d),
                 active: d == 1,
+                protected: false,
             })
             .collect();
         let keep3 = Retention {
@@ -417,6 +421,12 @@ mod tests {
         };
         assert_eq!(prune(&made, both, day(6)), [1, 3, 4]);
         assert!(prune(&made, Retention::default(), day(100)).is_empty());
+        // A protected one is out of the rotation: kept, and not one of the newest three.
+        let mut guarded = made.clone();
+        guarded[4].protected = true;
+        assert_eq!(prune(&guarded, keep3, day(6)), [1]);
+        guarded[0].protected = true;
+        assert!(prune(&guarded, keep3, day(6)).is_empty());
     }
 
     #[test]

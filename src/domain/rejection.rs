@@ -63,6 +63,17 @@ pub enum Rejection {
     /// The robot running the task was asked to stop it already.
     #[error("A cancel was asked for already; the robot stops the task at its next safe point.")]
     CancelAsked,
+    /// A delete would remove a protected snapshot: `name` (`id`) is the one asked for,
+    /// or, when `below`, one in the subtree under it.
+    #[error("{}", protected_words(name, *below))]
+    Protected {
+        /// The protected snapshot's id.
+        id: i64,
+        /// Its name.
+        name: String,
+        /// Whether it is under the snapshot asked for rather than that one.
+        below: bool,
+    },
     /// A policy that is not paused has nothing to resume.
     #[error("This policy is not paused; there is nothing to resume.")]
     NotPaused,
@@ -85,6 +96,8 @@ pub enum Kind {
     State,
     /// A limit leaves no room.
     Limit,
+    /// A protected snapshot stands in the way.
+    Protected,
 }
 
 impl Rejection {
@@ -97,6 +110,7 @@ impl Rejection {
             | Self::LongDescription { .. }
             | Self::NameTaken { .. } => Kind::Invalid,
             Self::LimitReached { .. } | Self::QuotaReached { .. } => Kind::Limit,
+            Self::Protected { .. } => Kind::Protected,
             Self::VmState { .. }
             | Self::Closed { .. }
             | Self::NotApplicable { .. }
@@ -107,5 +121,15 @@ impl Rejection {
             | Self::NotPaused
             | Self::PolicyStopped { .. } => Kind::State,
         }
+    }
+}
+
+fn protected_words(name: &str, below: bool) -> String {
+    if below {
+        format!(
+            "Snapshot {name:?}, below this one, is protected; unprotect it first, or delete the others one at a time."
+        )
+    } else {
+        format!("Snapshot {name:?} is protected; unprotect it first.")
     }
 }

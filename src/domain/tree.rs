@@ -18,6 +18,8 @@ pub struct Node {
     pub state: SnapshotState,
     /// Whether it is the VM's active snapshot (at most one node is).
     pub active: bool,
+    /// Kept from every delete until unprotected.
+    pub protected: bool,
 }
 
 /// What an action or a robot step changes in a VM's tree, applied in one transaction.
@@ -171,6 +173,7 @@ pub(crate) mod tests {
                     name: format!("s{id}"),
                     state: Running,
                     active: Some(id) == active,
+                    protected: false,
                 })
                 .collect(),
         )
@@ -211,6 +214,7 @@ pub(crate) mod tests {
             name: "new".into(),
             state: Requested,
             active: false,
+            protected: false,
         });
         assert_eq!(t.subtree(3), vec![3, 9]);
     }

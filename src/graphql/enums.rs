@@ -109,4 +109,6 @@ pub enum Refusal {
     TaskState,
     /// The policy's state does not allow it (it is not paused, or its token has ended).
     PolicyState,
+    /// A protected snapshot would go (`Snapshot.protected`): unprotect it first.
+    Protected,
 }

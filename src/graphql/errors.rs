@@ -41,6 +41,9 @@ impl AppError {
                 retry_after_seconds,
                 ..
             } => ext.set("retryAfterSeconds", *retry_after_seconds),
+            AppError::Rejected(Rejection::Protected { id, .. }) => {
+                ext.set("snapshotId", id.to_string())
+            }
             AppError::CursorExpired {
                 oldest_event_id: Some(oldest),
                 ..

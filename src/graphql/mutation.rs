@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::enums::{Hypervisor, Role};
 use super::parse_id;
 use super::types::{CreatedToken, Host, Project, Snapshot, SnapshotPayload, Task, Vm};
-use crate::service::{Caller, Service};
+use crate::service::{Caller, Create, Service};
 
 pub struct Mutation;
 
@@ -21,17 +21,25 @@ fn service<'a>(ctx: &'a Context<'_>) -> &'a Service {
 #[Object]
 impl Mutation {
     /// Snapshots a VM. The new snapshot is a child of the active one and becomes active.
+    /// A `protected` one is kept from every delete (alone, in a subtree, by a policy)
+    /// until `updateSnapshot` unprotects it.
     async fn create_snapshot(
         &self,
         ctx: &Context<'_>,
         vm_id: ID,
         name: String,
         description: Option<String>,
+        #[graphql(default = false)] protected: bool,
     ) -> Result<SnapshotPayload> {
         let vm = parse_id(&vm_id, "VM").extend()?;
+        let ask = Create {
+            name: &name,
+            description: description.as_deref(),
+            protected,
+        };
         let accepted = service(ctx)
             .actions()
-            .create_snapshot(caller(ctx), vm, &name, description.as_deref())
+            .create_snapshot(caller(ctx), vm, ask)
             .await
             .extend()?;
         Ok(SnapshotPayload(accepted))
@@ -85,15 +93,17 @@ impl Mutation {
         Ok(SnapshotPayload(accepted))
     }
 
-    /// Renames a snapshot or changes its description (`null` clears it); what is not
-    /// given is kept. No task runs: the host knows snapshots by ids, not names. The name
-    /// must be unused among the VM's other snapshots.
+    /// Renames a snapshot, changes its description (`null` clears it) or protects it
+    /// from deletes (`protected`); what is not given is kept. No task runs: the host
+    /// knows snapshots by ids, not names. The name must be unused among the VM's other
+    /// snapshots.
     async fn update_snapshot(
         &self,
         ctx: &Context<'_>,
         id: ID,
         name: Option<String>,
         description: MaybeUndefined<String>,
+        protected: Option<bool>,
     ) -> Result<Snapshot> {
         let id = parse_id(&id, "snapshot").extend()?;
         let description = match &description {
@@ -103,7 +113,7 @@ impl Mutation {
         };
         let updated = service(ctx)
             .actions()
-            .update_snapshot(caller(ctx), id, name.as_deref(), description)
+            .update_snapshot(caller(ctx), id, name.as_deref(), description, protected)
             .await
             .extend()?;
         Ok(Snapshot(updated))

@@ -400,6 +400,7 @@ async fn import_vm(
                     updated_at: now,
                     policy_id: None,
                     policy_due_at: None,
+                    protected: false,
                 },
                 &caller.name,
             )

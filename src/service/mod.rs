@@ -30,7 +30,7 @@ use crate::hypervisor::{DriverError, Drivers, HostRef};
 use crate::metrics::Metrics;
 
 pub use crate::events::Published;
-pub use actions::{Accepted, Actions};
+pub use actions::{Accepted, Actions, Create};
 pub use admin::{Admin, IMPORT_BATCH};
 pub use auth::Caller;
 pub use follow::Follow;

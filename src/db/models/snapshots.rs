@@ -40,6 +40,9 @@ pub struct Snapshot {
     /// When its name, description, parent, state or `active` last changed.
     #[diesel(deserialize_as = Stamp)]
     pub updated_at: NaiveDateTime,
+    /// Kept from every delete (alone, in a subtree, by a policy's retention) until
+    /// unprotected; set and cleared by an OPERATOR or ADMIN.
+    pub protected: bool,
 }
 
 impl From<&Snapshot> for crate::domain::tree::Node {
@@ -50,6 +53,7 @@ impl From<&Snapshot> for crate::domain::tree::Node {
             name: s.name.clone(),
             state: s.state(),
             active: s.active,
+            protected: s.protected,
         }
     }
 }
@@ -67,6 +71,7 @@ impl Snapshot {
             name: self.name.clone(),
             state: self.state(),
             active: self.active,
+            protected: self.protected,
         }
     }
 }
@@ -98,6 +103,8 @@ pub struct NewSnapshot<'a> {
     pub policy_id: Option<i64>,
     /// That run's slot (`PolicyRun::due_at`), which dates it for retention.
     pub policy_due_at: Option<NaiveDateTime>,
+    /// Kept from every delete until unprotected.
+    pub protected: bool,
 }
 
 #[derive(Queryable, QueryableByName, Selectable, Clone, Debug, serde::Serialize)]

@@ -99,6 +99,37 @@ fn delete_needs_a_stable_snapshot() {
 }
 
 #[test]
+fn a_protected_snapshot_is_deleted_neither_alone_nor_in_a_subtree() {
+    // 1 -> 2 -> 3, and 1 -> 4; 3 is protected.
+    let mut all = nodes(&tree(
+        &[(1, None), (2, Some(1)), (3, Some(2)), (4, Some(1))],
+        Some(4),
+    ));
+    all.iter_mut().find(|n| n.id == 3).unwrap().protected = true;
+    let t = Tree::new(all);
+    assert_eq!(
+        delete(&t, 3, false),
+        Err(Rejection::Protected {
+            id: 3,
+            name: "s3".into(),
+            below: false
+        })
+    );
+    assert_eq!(
+        delete(&t, 1, true),
+        Err(Rejection::Protected {
+            id: 3,
+            name: "s3".into(),
+            below: true
+        }),
+        "a subtree that holds it"
+    );
+    // Deleting one above it alone is fine: it moves up.
+    assert!(delete(&t, 2, false).is_ok());
+    assert!(delete(&t, 4, true).is_ok());
+}
+
+#[test]
 fn a_subtree_delete_scrubs_every_descendant() {
     let t = tree(&[(1, None), (2, Some(1)), (3, Some(2))], Some(3));
     let task = TaskFacts {
@@ -202,6 +233,7 @@ fn an_apply_saving_first_saves_then_applies_and_keeps_a_save_the_host_has() {
         name: "before".into(),
         state: Requested,
         active: false,
+        protected: false,
     });
     let mut t = Tree::new(nodes);
     t.apply(&apply.changes);

@@ -72,6 +72,13 @@ impl Snapshot {
         self.0.active
     }
 
+    /// Kept from every delete (alone, in a subtree, by a policy's retention) until
+    /// `updateSnapshot(protected: false)`; a delete that would remove it is refused
+    /// `PROTECTED`.
+    async fn protected(&self) -> bool {
+        self.0.protected
+    }
+
     async fn state(&self) -> SnapshotState {
         self.0.state().into()
     }

@@ -14,7 +14,7 @@ use super::{RestCaller, no_route, path_id, wire};
 use crate::db::models::{HistoryEntry, Snapshot, Vm};
 use crate::domain::{SnapshotState, state};
 use crate::error::{AppError, AppResult};
-use crate::service::{Caller, Service};
+use crate::service::{Caller, Create, Service};
 
 /// How many history rows a snapshot object or tree node holds: its newest (a snapshot
 /// applied every day for years has thousands). `snapshot_history/` lists them all.
@@ -148,7 +148,15 @@ pub async fn create(
     let description = body["description"].as_str();
     let accepted = service
         .actions()
-        .create_snapshot(&caller, vm_id, name, description)
+        .create_snapshot(
+            &caller,
+            vm_id,
+            Create {
+                name,
+                description,
+                protected: false,
+            },
+        )
         .await;
     let result = match accepted {
         Ok(accepted) => as_created(&service, &caller, &accepted.snapshot).await,
@@ -206,7 +214,7 @@ pub async fn update(
     // nothing has changed. (A refused state change after it leaves the new name.)
     if update.name.is_some() || update.description.is_some() {
         let updated = actions
-            .update_snapshot(&caller, id, update.name, update.description)
+            .update_snapshot(&caller, id, update.name, update.description, None)
             .await;
         if let Err(err) = updated {
             return refusal(Op::Update, err);

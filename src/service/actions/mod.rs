@@ -71,6 +71,8 @@ enum Step {
         parent: Option<i64>,
         /// The policy whose run asks for it, and the run's slot.
         policy: Option<(i64, chrono::NaiveDateTime)>,
+        /// Kept from every delete until unprotected.
+        protected: bool,
     },
     /// A change to existing snapshots (apply, revert, delete), as the domain planned it.
     Change(Plan),
@@ -110,17 +112,26 @@ struct Request {
     reply: oneshot::Sender<AppResult<Accepted>>,
 }
 
+/// What a create asks for besides its VM.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Create<'a> {
+    /// The new snapshot's name (checked here).
+    pub name: &'a str,
+    /// Its description; `None`: none.
+    pub description: Option<&'a str>,
+    /// Kept from every delete until unprotected.
+    pub protected: bool,
+}
+
 impl Actions {
     /// Creates a snapshot of VM `vm_id`, a child of its active snapshot.
     pub async fn create_snapshot(
         &self,
         caller: &Caller,
         vm_id: i64,
-        name: &str,
-        description: Option<&str>,
+        ask: Create<'_>,
     ) -> AppResult<Accepted> {
-        self.create_made_by(caller, vm_id, name, description, None)
-            .await
+        self.create_made_by(caller, vm_id, ask, None).await
     }
 
     /// [`Self::create_snapshot`], made by policy `policy.0`'s run of slot `policy.1`
@@ -129,12 +140,12 @@ impl Actions {
         &self,
         caller: &Caller,
         vm_id: i64,
-        name: &str,
-        description: Option<&str>,
+        ask: Create<'_>,
         policy: Option<(i64, chrono::NaiveDateTime)>,
     ) -> AppResult<Accepted> {
-        let name = names::name("snapshot name", name)?;
-        let description = names::description(description)?;
+        let name = names::name("snapshot name", ask.name)?;
+        let description = names::description(ask.description)?;
+        let protected = ask.protected;
         let core = Arc::clone(&self.core);
         self.act(caller, Target::Vm(vm_id), move |host, tree| {
             let limit = core.snapshot_limit(host.max_snapshots_per_vm);
@@ -144,6 +155,7 @@ impl Actions {
                 description: description.clone(),
                 parent: plan.parent,
                 policy,
+                protected,
             })
         })
         .await
@@ -211,6 +223,7 @@ impl Actions {
         id: i64,
         name: Option<&str>,
         description: Option<Option<&str>>,
+        protected: Option<bool>,
     ) -> AppResult<Snapshot> {
         caller.require_operator()?;
         let name = name.map(|n| names::name("snapshot name", n)).transpose()?;
@@ -231,7 +244,8 @@ impl Actions {
             let name = name.unwrap_or_else(|| current.name.clone());
             lifecycle::rename(&tree, id, &name)?;
             let description = description.unwrap_or_else(|| current.description.clone());
-            snapshots::set_details(conn, id, &name, description.as_deref())
+            let protected = protected.unwrap_or(current.protected);
+            snapshots::set_details(conn, id, &name, description.as_deref(), protected)
                 .await
                 .map_err(|err| match db::is_unique_violation(&err) {
                     // Another rename to the same name committed first.

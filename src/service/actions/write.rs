@@ -46,6 +46,7 @@ async fn insert_snapshots(
         Option<&'a str>,
         Option<i64>,
         Option<(i64, chrono::NaiveDateTime)>,
+        bool,
     );
     let creates: Vec<Creating> = works
         .iter()
@@ -56,7 +57,15 @@ async fn insert_snapshots(
                 description,
                 parent,
                 policy,
-            }) => Some((w, name.as_str(), description.as_deref(), *parent, *policy)),
+                protected,
+            }) => Some((
+                w,
+                name.as_str(),
+                description.as_deref(),
+                *parent,
+                *policy,
+                *protected,
+            )),
             Some(Step::ApplySaving {
                 save:
                     NewChild {
@@ -65,13 +74,20 @@ async fn insert_snapshots(
                         parent,
                     },
                 ..
-            }) => Some((w, name.as_str(), description.as_deref(), *parent, None)),
+            }) => Some((
+                w,
+                name.as_str(),
+                description.as_deref(),
+                *parent,
+                None,
+                false,
+            )),
             Some(Step::Change(_)) | None => None,
         })
         .collect();
     let new: Vec<(&Vm, NewSnapshot, &str)> = creates
         .iter()
-        .map(|&(w, name, description, parent, policy)| {
+        .map(|&(w, name, description, parent, policy, protected)| {
             let vm = &vms[&works[w].vm];
             let row = NewSnapshot {
                 vm_id: vm.id,
@@ -86,6 +102,7 @@ async fn insert_snapshots(
                 updated_at: now,
                 policy_id: policy.map(|p| p.0),
                 policy_due_at: policy.map(|p| p.1),
+                protected,
             };
             (vm, row, requests[works[w].request].caller.name.as_str())
         })
@@ -126,7 +143,12 @@ fn decide_changes(works: &mut [Work], created: &HashMap<usize, i64>) -> (Vec<Cha
     let mut remove_subtree = Vec::new();
     for (w, work) in works.iter_mut().enumerate() {
         let change = match work.step.take().expect("each work is written once") {
-            Step::Create { name, parent, .. } => {
+            Step::Create {
+                name,
+                parent,
+                protected,
+                ..
+            } => {
                 let id = created[&w];
                 let change = lifecycle::created(id);
                 work.tree.insert(Node {
@@ -135,6 +157,7 @@ fn decide_changes(works: &mut [Work], created: &HashMap<usize, i64>) -> (Vec<Cha
                     name,
                     state: SnapshotState::Requested,
                     active: false,
+                    protected,
                 });
                 (work.target, work.kind) = (id, TaskKind::Build);
                 change
@@ -154,6 +177,7 @@ fn decide_changes(works: &mut [Work], created: &HashMap<usize, i64>) -> (Vec<Cha
                     name: save.name,
                     state: SnapshotState::Requested,
                     active: false,
+                    protected: false,
                 });
                 (work.target, work.kind, work.save) = (apply.target, apply.kind, Some(id));
                 apply.changes

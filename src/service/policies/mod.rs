@@ -12,7 +12,7 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Caller, Service};
+use super::{Caller, Create, Service};
 use crate::db::models::{NewPolicy, NewPolicyRun, Policy, PolicyRun, Vm};
 use crate::db::{self, policies, tasks, tokens, vms};
 use crate::domain::names;
@@ -332,6 +332,7 @@ impl Service {
                 id: i64::MIN,
                 due,
                 active: true,
+                protected: false,
             });
             let pruned: Vec<i64> = policy::prune(&made, retention_of(p), due)
                 .into_iter()
@@ -381,11 +382,12 @@ async fn made_by(conn: &mut db::Conn<'_>, p: &Policy, vm: i64) -> AppResult<Vec<
     Ok(policies::made_by(conn, p.id, vm)
         .await?
         .into_iter()
-        .filter(|(.., state)| *state == running)
-        .map(|(id, due, active, _, _)| Made {
+        .filter(|(.., state, _)| *state == running)
+        .map(|(id, due, active, _, _, protected)| Made {
             id,
             due: due.unwrap_or_default().and_utc(),
             active,
+            protected,
         })
         .collect())
 }

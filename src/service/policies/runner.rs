@@ -181,8 +181,11 @@ impl Service {
             .create_made_by(
                 caller,
                 vm.id,
-                &name,
-                Some(&description),
+                Create {
+                    name: &name,
+                    description: Some(&description),
+                    protected: false,
+                },
                 Some((p.id, run.due_at)),
             )
             .await;
@@ -227,7 +230,7 @@ impl Service {
                 let own = policies::made_by(conn, p.id, vm.id)
                     .await?
                     .into_iter()
-                    .find(|(_, due, _, made, _)| *made == name && *due == Some(run.due_at));
+                    .find(|(_, due, _, made, ..)| *made == name && *due == Some(run.due_at));
                 if let Some((snapshot, ..)) = own {
                     policies::created(conn, run.id, snapshot, None, at).await?;
                     return Ok(());
