@@ -142,6 +142,12 @@ pub fn rename(tree: &Tree, id: i64, name: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Protecting or unprotecting snapshot `id`: it must not be deleted. No task: only
+/// snaptree keeps deletes from it.
+pub fn protect(tree: &Tree, id: i64) -> Result<(), Rejection> {
+    node_in(tree, id).map(drop)
+}
+
 /// The changes once the new snapshot (in REQUESTED) exists: it becomes active at once.
 pub fn created(new_id: i64) -> Changes {
     Changes {

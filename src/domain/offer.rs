@@ -137,6 +137,15 @@ impl Standing {
         self.offer(|| lifecycle::delete(tree, id, subtree).map(drop))
     }
 
+    /// Protecting or unprotecting snapshot `id`: no task, so only the role and the
+    /// snapshot matter.
+    pub fn protect(&self, tree: &Tree, id: i64) -> Offer {
+        Offer(
+            self.role()
+                .and_then(|()| lifecycle::protect(tree, id).map_err(refusal)),
+        )
+    }
+
     /// Renaming snapshot `id`: no task, so only the role and the snapshot matter.
     pub fn rename(&self, tree: &Tree, id: i64) -> Offer {
         let name = tree.get(id).map(|n| n.name.as_str()).unwrap_or_default();

@@ -52,6 +52,8 @@ pub struct SnapshotActions {
     delete_subtree: Allowance,
     /// Renaming it or changing its description.
     rename: Allowance,
+    /// Protecting it from deletes, or lifting that (`updateSnapshot(protected:)`).
+    protect: Allowance,
 }
 
 /// The actions on a task, for the caller, now.
@@ -172,6 +174,7 @@ pub async fn snapshot_actions(ctx: &Context<'_>, s: &models::Snapshot) -> Result
         delete: Allowance(standing.delete(&tree, s.id, false)),
         delete_subtree: Allowance(standing.delete(&tree, s.id, true)),
         rename: Allowance(standing.rename(&tree, s.id)),
+        protect: Allowance(standing.protect(&tree, s.id)),
     })
 }
 

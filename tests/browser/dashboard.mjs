@@ -377,6 +377,22 @@ async function operator(view) {
   }
   console.log(`ok: ${tag}: 9 the page offers what the API's actions say`);
 
+  // Protection (issue 30): the page's button protects the selected snapshot; the tree
+  // marks it, the details say so, and the API's offers disable its deletes with why.
+  const guarded = offers.vm.snapshots.find((s) => s.actions.delete.allowed);
+  await page.locator(`#tree [data-id="${guarded.id}"]`).click();
+  await page.locator("#protect", { hasText: /^Protect$/ }).click();
+  await page.locator(`#tree [data-id="${guarded.id}"] .badge.protected`).waitFor();
+  await page.waitForFunction(() => document.getElementById("delete").disabled);
+  assert.match(await page.locator("#d-protected").textContent(), /^yes/);
+  assert.match(await page.locator("#snapshot-whys").textContent(), /is protected; unprotect it first/);
+  await shot(page, `${tag}-protected`);
+  await audit(page, "a protected snapshot");
+  await page.locator("#protect", { hasText: "Unprotect" }).click();
+  await page.waitForFunction(() => !document.getElementById("delete").disabled);
+  assert.equal(await page.locator(`#tree [data-id="${guarded.id}"] .badge.protected`).count(), 0);
+  console.log(`ok: ${tag}: protection shown in the tree and the details, its deletes refused with why`);
+
   // ---------------------------------------------------------------- 200 snapshots
   const measures = (name) => page.evaluate((n) => performance.getEntriesByName(n)
     .filter((e) => e.detail && e.detail.snapshots >= 200).map((e) => e.duration), name);

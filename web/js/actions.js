@@ -112,6 +112,17 @@ $("rename").addEventListener("click", async () => {
   } catch (e) { showError(e.message); }
 });
 
+$("protect").addEventListener("click", async () => {
+  const s = selectedSnapshot();
+  if (!s) return;
+  try {
+    await gql("mutation($s: ID!, $p: Boolean) { updateSnapshot(id: $s, protected: $p) { id protected } }",
+      { s: s.id, p: !s.protected });
+    showError("");
+    loadVm(state.vmId);
+  } catch (e) { showError(e.message); }
+});
+
 /** A modal question; resolves to null (cancelled) or what was entered. */
 export function ask({ title, text, now = "", save = null, fields = null, verb, safe = false }) {
   const dialog = $("confirm");

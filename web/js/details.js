@@ -34,6 +34,8 @@ export function drawDetails() {
   $("d-description").textContent = s.description || "";
   $("d-state").textContent = `${SNAPSHOT_STATE[s.state] || s.state.toLowerCase()}${s.active ? " · active: the VM runs from here" : ""}`;
   $("d-created").textContent = time(s.createdAt);
+  $("d-protected").textContent = s.protected ? "yes: kept from deletes until unprotected" : "no";
+  $("protect").textContent = s.protected ? "Unprotect" : "Protect";
   $("d-stale").hidden = !s.stale;
   $("d-stale").textContent = s.stale ? staleWords(s) : "";
   const failure = s.state === "UNRESOURCED" ? failedTasks().get(s.id) : null;
@@ -43,7 +45,8 @@ export function drawDetails() {
   whys.replaceChildren();
   const actions = s.actions;
   for (const [id, key, label] of [["apply", "apply", "Apply"], ["rename", "rename", "Rename"],
-    ["delete", "delete", "Delete"], ["delete-subtree", "deleteSubtree", "Delete with all below"]]) {
+    ["protect", "protect", "Protect"], ["delete", "delete", "Delete"],
+    ["delete-subtree", "deleteSubtree", "Delete with all below"]]) {
     const button = $(id);
     if (!actions) { button.disabled = true; continue; } // just arrived by an event: offers follow
     offer(button, null, actions[key]);

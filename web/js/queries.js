@@ -2,7 +2,7 @@
 // from these selections. Imports nothing, so that the other modules can use them at
 // once.
 
-export const SNAP_FIELDS = "id name description state active createdAt stale staleSince parent { id }";
+export const SNAP_FIELDS = "id name description state active protected createdAt stale staleSince parent { id }";
 export const OFFER = "{ allowed reason refusal }";
 // Each event brings its task's snapshots and the VM's active snapshot as they are when
 // it is delivered, and whether the task may still be cancelled.
@@ -21,7 +21,7 @@ export const VM_QUERY = `query($v: ID!) {
     activeSnapshot { id name }
     actions { create ${OFFER} revert ${OFFER} }
     snapshots { ${SNAP_FIELDS}
-      actions { apply ${OFFER} delete ${OFFER} deleteSubtree ${OFFER} rename ${OFFER} } }
+      actions { apply ${OFFER} delete ${OFFER} deleteSubtree ${OFFER} rename ${OFFER} protect ${OFFER} } }
     currentTask { ${TASK_FIELDS} } }
   tasks(vmId: $v, first: 10) { edges { node { ${TASK_FIELDS}
     events(first: 20) { id state progress phase message at } } } } }`;

@@ -104,6 +104,7 @@ export function rowOf(s, failures, hidden) {
     el("span", { className: "twisty", "aria-hidden": "true" }),
     el("span", { className: "name", title: s.name }, s.name),
     s.active ? el("span", { className: "badge active-mark" }, "active") : null,
+    s.protected ? el("span", { className: "badge protected", title: "Kept from deletes until unprotected" }, "protected") : null,
     s.state === "RUNNING" ? null
       : el("span", { className: `badge ${s.state === "UNRESOURCED" ? "failed" : "working"}` }, words),
     s.stale ? el("span", { className: "badge stale", title: staleWords(s) }, "stale") : null,

@@ -243,6 +243,9 @@ impl Actions {
             let tree = super::tasks::load_tree(conn, current.vm_id).await?;
             let name = name.unwrap_or_else(|| current.name.clone());
             lifecycle::rename(&tree, id, &name)?;
+            if protected.is_some() {
+                lifecycle::protect(&tree, id)?;
+            }
             let description = description.unwrap_or_else(|| current.description.clone());
             let protected = protected.unwrap_or(current.protected);
             snapshots::set_details(conn, id, &name, description.as_deref(), protected)
