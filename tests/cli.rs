@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::process::{self, ServerProcess};
 use common::{Api, TestDb};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A server process, an ADMIN's client of it, and a project with a VM.
 struct Setup {
@@ -191,6 +191,21 @@ async fn every_command_with_and_without_wait() {
         stdout.lines().nth(2).unwrap().contains("current"),
         "{stdout}"
     );
+
+    // protect: the tree says so, and a delete of the subtree is refused (exit 3, with
+    // the reason) until unprotect.
+    let (code, doc) = s.json(&["protect", &base]).await;
+    assert_eq!((code, &doc["protected"]), (0, &json!(true)), "{doc}");
+    let out = s.run(&["tree", "--vm", vm]).await;
+    assert!(text(&out).1.contains("(protected)"), "{}", text(&out).1);
+    let out = s.run(&["delete", &base, "--subtree", "--wait"]).await;
+    let (code, stdout, stderr) = text(&out);
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stderr.contains("is protected"), "{stderr}");
+    let out = s.run(&["unprotect", &base]).await;
+    let (code, stdout, _) = text(&out);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("unprotected"), "{stdout}");
 
     // delete without --wait; delete --subtree --wait.
     let saved = tree[2].0.clone();

@@ -61,8 +61,21 @@ enum SnapshotCommand {
         name: String,
         #[arg(long)]
         description: Option<String>,
+        /// Keep it from every delete until it is unprotected.
+        #[arg(long)]
+        protected: bool,
         #[command(flatten)]
         wait: Wait,
+    },
+    /// Keep a snapshot from every delete (alone, in a subtree, by a policy).
+    Protect {
+        /// The snapshot's id.
+        snapshot: String,
+    },
+    /// Let a protected snapshot be deleted again.
+    Unprotect {
+        /// The snapshot's id.
+        snapshot: String,
     },
     /// Return a VM to a snapshot, which becomes its active one.
     Apply {
@@ -109,7 +122,7 @@ struct Wait {
     wait: bool,
 }
 
-const SNAPSHOT: &str = "id name state active stale createdAt description parent { id }";
+const SNAPSHOT: &str = "id name state active protected stale createdAt description parent { id }";
 const PAYLOAD: &str = "snapshot { id name state } task { id kind state }";
 
 /// Runs a snapshot command; the process's exit code.
@@ -138,14 +151,21 @@ async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<
     let (mutation, variables, field, wait) = match command {
         SnapshotCommand::Tree { vm } => return tree(client, &vm, out, true).await,
         SnapshotCommand::List { vm } => return tree(client, &vm, out, false).await,
+        SnapshotCommand::Protect { snapshot } => {
+            return protect(client, &snapshot, true, out).await;
+        }
+        SnapshotCommand::Unprotect { snapshot } => {
+            return protect(client, &snapshot, false, out).await;
+        }
         SnapshotCommand::Create {
             vm,
             name,
             description,
+            protected,
             wait,
         } => (
-            "mutation($v: ID!, $n: String!, $d: String) { r: createSnapshot(vmId: $v, name: $n, description: $d) { PAYLOAD } }",
-            json!({ "v": vm, "n": name, "d": description }),
+            "mutation($v: ID!, $n: String!, $d: String, $p: Boolean!) { r: createSnapshot(vmId: $v, name: $n, description: $d, protected: $p) { PAYLOAD } }",
+            json!({ "v": vm, "n": name, "d": description, "p": protected }),
             "created",
             wait.wait,
         ),
@@ -236,6 +256,30 @@ async fn follow(
     } else {
         ExitCode::from(TASK_FAILED)
     })
+}
+
+/// Protects snapshot `id` (or lifts it), and prints the snapshot.
+async fn protect(client: &Client, id: &str, on: bool, out: &Output) -> Result<ExitCode, Failure> {
+    let data = client
+        .run(
+            "mutation($s: ID!, $p: Boolean) { r: updateSnapshot(id: $s, protected: $p) { id name protected } }",
+            json!({ "s": id, "p": on }),
+        )
+        .await?;
+    let snapshot = &data["r"];
+    out.print(snapshot, || {
+        format!(
+            "snapshot {} ({}) {}",
+            show::field(&snapshot["id"]),
+            show::field(&snapshot["name"]),
+            if on {
+                "protected: kept from every delete"
+            } else {
+                "unprotected"
+            }
+        )
+    });
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints VM `vm`'s snapshots, as a tree or a list.

@@ -127,6 +127,9 @@ fn marks(s: &Value) -> String {
     if s["active"] == true {
         marks.push_str(" *current");
     }
+    if s["protected"] == true {
+        marks.push_str(" (protected)");
+    }
     if s["stale"] == true {
         marks.push_str(" (stale)");
     }
@@ -184,6 +187,9 @@ pub fn list_text(snapshots: &[Value]) -> String {
         let mut flags = Vec::new();
         if s["active"] == true {
             flags.push("current");
+        }
+        if s["protected"] == true {
+            flags.push("protected");
         }
         if s["stale"] == true {
             flags.push("stale");
