@@ -226,3 +226,45 @@ async fn a_task_on_a_domain_that_is_gone_fails_at_once_naming_it() {
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("cannot reach the host"), "{message}");
 }
+
+#[tokio::test]
+async fn a_protected_snapshot_stays_on_the_host_through_the_deletes_around_it() {
+    if !libvirt::available() {
+        return;
+    }
+    let domain = TestDomain::new(true);
+    let app = TestApp::spawn().await;
+    let (project, op, host) = kvm_project(&app, "guarded").await;
+    let vm = app.register_vm(&host, &project, &domain.name).await;
+    let op = op.as_str();
+    let protect = "mutation($s: ID!, $p: Boolean) { updateSnapshot(id: $s, protected: $p) { id } }";
+
+    // a -> b (protected) -> c.
+    let a = app.snapshot_built(op, &vm, "a").await;
+    let b = app.snapshot_built(op, &vm, "b").await;
+    app.snapshot_built(op, &vm, "c").await;
+    app.data(op, protect, json!({ "s": b, "p": true })).await;
+
+    // A delete above it goes through, and it moves up, on the host too.
+    let (_, task) = app.delete(op, &a, false).await;
+    succeeds(&app, op, &task).await;
+    assert_agrees(&app, op, &vm, &domain).await;
+    // A subtree delete that would take it is refused before the host hears of it.
+    let body = app
+        .request(
+            Some(op),
+            "mutation($s: ID!) { deleteSnapshot(id: $s, removeSubtree: true) { task { id } } }",
+            json!({ "s": b }),
+        )
+        .await;
+    assert_eq!(common::error_code(&body), "PROTECTED", "{body}");
+    assert_eq!(domain.tree().len(), 2, "b and c are still on the host");
+    assert_agrees(&app, op, &vm, &domain).await;
+
+    // Unprotected, the subtree goes from the host.
+    app.data(op, protect, json!({ "s": b, "p": false })).await;
+    let (_, task) = app.delete(op, &b, true).await;
+    succeeds(&app, op, &task).await;
+    assert_agrees(&app, op, &vm, &domain).await;
+    assert!(domain.tree().is_empty());
+}
