@@ -211,3 +211,32 @@ async fn connections_page_through_vms_and_tasks() {
     );
     assert_eq!(data["tasks"]["pageInfo"]["hasNextPage"], true);
 }
+
+#[tokio::test]
+async fn policies_load_with_a_fixed_number_of_statements() {
+    // Each policy runs as a token of its own: why it stopped and whether it may be
+    // resumed are read off the tokens of all of them at once, not one read per policy.
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("policies", "sim://").await;
+    let create = "mutation($i: PolicyInput!) { createPolicy(input: $i) { id } }";
+    let query = "{ policies { id stoppedBecause actions { resume { allowed reason } } } }";
+    let mut counts = Vec::new();
+    for n in 0..6 {
+        let token = app.create_token(&f.project, "OPERATOR").await;
+        app.data(
+            &token,
+            create,
+            json!({ "i": { "name": format!("p{n}"), "vmId": f.vm, "everySeconds": 3600 } }),
+        )
+        .await;
+        if n == 1 || n == 5 {
+            let (count, data) = statements(&app, &f.operator, query, json!({})).await;
+            assert_eq!(data["policies"].as_array().unwrap().len(), n + 1);
+            counts.push(count);
+        }
+    }
+    assert_eq!(
+        counts[0], counts[1],
+        "statements for 2 policies and for 6: {counts:?}"
+    );
+}

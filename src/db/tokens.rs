@@ -101,6 +101,15 @@ pub async fn is_live(conn: &mut Conn<'_>, wanted: i64, at: NaiveDateTime) -> Que
     Ok(found.is_some())
 }
 
+/// The tokens of `ids` that exist, one statement for all.
+pub async fn by_ids(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Token>> {
+    run!(conn, |c| tokens
+        .filter(id.eq_any(ids))
+        .select(Token::as_select())
+        .load(c)
+        .await)
+}
+
 pub async fn by_id(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<Option<Token>> {
     run!(conn, |c| tokens
         .find(wanted)

@@ -17,7 +17,9 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
 use crate::db::history::Scope;
-use crate::db::models::{HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Vm};
+use crate::db::models::{
+    HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Token, Vm,
+};
 use crate::db::pages::Page;
 use crate::domain::drift::Drift;
 use crate::domain::tree::Tree;
@@ -158,6 +160,9 @@ pub struct SnapshotId(pub i64);
 pub struct ProjectId(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TaskId(pub i64);
+/// A token, as a policy runs as it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TokenId(pub i64);
 /// A VM's non-closed snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OpenSnapshotsOf(pub i64);
@@ -386,6 +391,7 @@ by_key!(HealthOf => HostHealth, |b, ids| b.reads.health_of_hosts(&ids), |r| Heal
 by_key!(ProjectId => Project, |b, ids| b.reads.projects_by_ids(&ids), |r| ProjectId(r.id));
 by_key!(SnapshotId => Snapshot, |b, ids| b.reads.snapshots_by_ids(&ids), |r| SnapshotId(r.id));
 by_key!(TaskId => Task, |b, ids| b.reads.tasks_by_ids(&ids), |r| TaskId(r.id));
+by_key!(TokenId => Token, |b, ids| b.reads.tokens_by_ids(&ids), |r| TokenId(r.id));
 by_key!(OpenTaskOf => Task, |b, ids| b.reads.open_tasks_of_vms(&ids), |r| OpenTaskOf(r.vm_id));
 lists!(OpenSnapshotsOf => Snapshot, |b, ids| b.reads.snapshots_of_vms(&ids, false), |r| OpenSnapshotsOf(r.vm_id));
 grouped_pages!(AllSnapshotsOf => Snapshot, |b, pages| b.reads.snapshot_pages_of_vms(&pages));

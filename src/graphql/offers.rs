@@ -2,7 +2,7 @@
 //! before it asks ([`crate::domain::offer`] and [`lifecycle::forecast_delete`], read
 //! off the request's tree of the VM), so that no client encodes a rule.
 
-use async_graphql::{Context, Object, Result, ResultExt, SimpleObject};
+use async_graphql::{Context, Object, Result, SimpleObject};
 
 use super::enums::Refusal;
 use super::loaders::{HostId, Loaders, OpenTaskOf, ProjectId, SnapshotCountOf};
@@ -81,11 +81,10 @@ pub struct PolicyActions {
 /// What the caller may do with policy `policy` now.
 pub async fn policy_actions(ctx: &Context<'_>, policy: &models::Policy) -> Result<PolicyActions> {
     let caller = ctx.data_unchecked::<Caller>();
+    let token = super::policies::token_of(ctx, policy).await?;
     let resume = ctx
         .data_unchecked::<Service>()
-        .resume_offer(caller, policy)
-        .await
-        .extend()?;
+        .resume_offer(caller, policy, token.as_ref());
     Ok(PolicyActions {
         resume: Allowance(resume),
     })

@@ -4,7 +4,7 @@
 use async_graphql::{Context, ID, InputObject, Object, Result, ResultExt};
 use chrono::{DateTime, Utc};
 
-use super::loaders::{SnapshotId, VmId};
+use super::loaders::{Loaders, SnapshotId, TokenId, VmId};
 use super::types::{Snapshot, Vm, maybe};
 use super::{MAX_PAGE, parse_id};
 use crate::db::models;
@@ -119,10 +119,10 @@ impl Policy {
     /// is revoked or expires ("its token has expired"); it pauses when its runs keep
     /// being missed, until `resumePolicy`; null while it runs.
     async fn stopped_because(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        ctx.data_unchecked::<Service>()
-            .policy_stopped(&self.0)
-            .await
-            .extend()
+        let token = token_of(ctx, &self.0).await?;
+        Ok(ctx
+            .data_unchecked::<Service>()
+            .policy_stopped(&self.0, token.as_ref()))
     }
 
     /// The actions on it the caller may take now, each with the reason when not.
@@ -272,4 +272,15 @@ impl PreviewVm {
         }
         Ok(out)
     }
+}
+
+/// The token policy `p` runs as (`None`: gone), read once for every policy of a request.
+pub(super) async fn token_of(
+    ctx: &Context<'_>,
+    p: &models::Policy,
+) -> Result<Option<models::Token>> {
+    ctx.data_unchecked::<Loaders>()
+        .load(TokenId(p.token_id))
+        .await
+        .extend()
 }

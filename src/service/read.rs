@@ -6,9 +6,11 @@ use std::sync::Arc;
 use super::admin::host_failed_for_tenants;
 use super::{Caller, Core};
 use crate::db::listing::{self, HistoryField, Listing, SnapshotField};
-use crate::db::models::{HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Vm};
+use crate::db::models::{
+    HistoryEntry, Host, HostHealth, Project, Snapshot, Task, TaskEvent, Token, Vm,
+};
 use crate::db::pages::Page;
-use crate::db::{events, history, hosts, projects, snapshots, tasks, vms};
+use crate::db::{events, history, hosts, projects, snapshots, tasks, tokens, vms};
 use crate::domain::TaskState;
 use crate::domain::drift::{self, Drift, Listed, Recorded};
 use crate::error::{AppError, AppResult};
@@ -246,6 +248,11 @@ impl Reads {
     /// Pages of tasks' events.
     pub async fn event_pages(&self, pages: &[Page]) -> AppResult<Vec<TaskEvent>> {
         Ok(events::pages_of_tasks(&mut self.core.db.reader().await?.conn(), pages).await?)
+    }
+
+    /// The tokens of `ids` (policies run as theirs).
+    pub async fn tokens_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Token>> {
+        Ok(tokens::by_ids(&mut self.core.db.reader().await?.conn(), ids).await?)
     }
 
     pub async fn projects_by_ids(&self, ids: &[i64]) -> AppResult<Vec<Project>> {

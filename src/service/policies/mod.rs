@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Caller, Create, Service};
-use crate::db::models::{NewPolicy, NewPolicyRun, Policy, PolicyRun, Vm};
+use crate::db::models::{NewPolicy, NewPolicyRun, Policy, PolicyRun, Token, Vm};
 use crate::db::{self, policies, tasks, tokens, vms};
 use crate::domain::names;
 use crate::domain::offer::{self, Offer};
@@ -244,11 +244,11 @@ impl Service {
     /// Why policy `p` makes nothing any more, if it does not: it runs as its token, and
     /// stops when that token is revoked or expires; it pauses when its runs keep being
     /// missed (`None` while it runs).
-    pub async fn policy_stopped(&self, p: &Policy) -> AppResult<Option<String>> {
-        let stopped = self.policy_token_stopped(p).await?;
-        Ok(stopped
+    /// `token` is `p`'s, read by the caller (`None`: it is gone).
+    pub fn policy_stopped(&self, p: &Policy, token: Option<&Token>) -> Option<String> {
+        stopped_because(token, self.clock().now_naive())
             .map(str::to_owned)
-            .or_else(|| p.paused_because.clone()))
+            .or_else(|| p.paused_because.clone())
     }
 
     /// Why policy `p`'s token no longer lets it run, if it does not.
@@ -259,13 +259,10 @@ impl Service {
     }
 
     /// Whether `caller` may resume policy `p` now, and why not (`policy::resume`).
-    pub async fn resume_offer(&self, caller: &Caller, p: &Policy) -> AppResult<Offer> {
-        let stopped = self.policy_token_stopped(p).await?;
-        Ok(offer::resume(
-            caller.role,
-            p.paused_because.is_some(),
-            stopped,
-        ))
+    /// With `p`'s token already read (`None`: it is gone).
+    pub fn resume_offer(&self, caller: &Caller, p: &Policy, token: Option<&Token>) -> Offer {
+        let stopped = stopped_because(token, self.clock().now_naive());
+        offer::resume(caller.role, p.paused_because.is_some(), stopped)
     }
 
     /// Resumes paused policy `id`: its next slot runs as if it had never paused. Refused
@@ -394,10 +391,7 @@ async fn made_by(conn: &mut db::Conn<'_>, p: &Policy, vm: i64) -> AppResult<Vec<
 
 /// Why a policy running as `token` makes nothing at `now`: its token was revoked, has
 /// expired, or is gone; `None` while the token is live.
-fn stopped_because(
-    token: Option<&crate::db::models::Token>,
-    now: chrono::NaiveDateTime,
-) -> Option<&'static str> {
+fn stopped_because(token: Option<&Token>, now: chrono::NaiveDateTime) -> Option<&'static str> {
     match token {
         None => Some("its token is gone"),
         Some(t) if t.revoked_at.is_some() => Some("its token was revoked"),
