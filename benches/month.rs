@@ -141,7 +141,10 @@ async fn month(db: &TestDb, retention: bool, dir: &Path) -> Month {
                 let client = reqwest::Client::new();
                 let mut i = n;
                 while !stop.load(Ordering::Relaxed) {
-                    let vm = (i as i64 * 7919) % DAY_VMS + 1;
+                    // A VM of project `gen-0` (VM `v` is in project `(v - 1) % 10 + 1`)
+                    // among those that churn each day.
+                    let vm =
+                        (i as i64 * 7919) % (DAY_VMS / generate::PROJECTS) * generate::PROJECTS + 1;
                     let at = Instant::now();
                     read(&client, &url, &token, i % 4, vm).await;
                     if measuring.load(Ordering::Relaxed) {
