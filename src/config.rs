@@ -270,6 +270,10 @@ pub struct Limits {
     /// that); past them its requests are refused `RATE_LIMITED` before any token is
     /// looked up.
     pub failed_logins_per_peer: u32,
+    /// Operations refused as too complex one token may send per second (bursts of three
+    /// times that); past them its operations are refused `RATE_LIMITED` before they are
+    /// parsed, for three seconds.
+    pub refused_per_token: u32,
     /// Longest a WebSocket may stay open before its `connection_init` (closed with 4408).
     pub ws_init_timeout: Duration,
     /// How often a WebSocket is pinged; a client that answers nothing for three
@@ -306,6 +310,7 @@ impl Default for Limits {
             max_connections: 10_000,
             connections_per_peer: 256,
             failed_logins_per_peer: 10,
+            refused_per_token: 10,
             ws_init_timeout: Duration::from_secs(10),
             ws_keepalive: Duration::from_secs(30),
             subscriptions_per_socket: 100,

@@ -167,6 +167,18 @@ impl AppError {
         }
     }
 
+    /// A token whose operations keep being refused as too complex, barred for
+    /// `retry_after` before its next ones are parsed.
+    pub fn too_many_refusals(retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
+        Self::RateLimited {
+            message: format!(
+                "Your token's operations keep being refused as too complex; ask for less, and try again in {secs} s."
+            ),
+            retry_after_seconds: secs,
+        }
+    }
+
     /// A token opening more WebSockets than `cap`.
     pub fn too_many_connections(cap: usize) -> Self {
         Self::RateLimited {

@@ -986,3 +986,52 @@ async fn rest_bodies_and_list_requests_are_bounded() {
         t.server.rss_kib()
     );
 }
+
+#[tokio::test]
+async fn a_token_that_keeps_sending_refused_documents_is_refused_before_parsing() {
+    // Five refusals a second, in bursts of fifteen; the ADMIN token has no budget, so only
+    // this bar stands between a flood of documents built to be refused and the parser.
+    let t = Target::start(&["--refused-per-token", "5"]).await;
+    let mut doubling = String::from("fragment F0 on Query { hosts { id } }\n");
+    for i in 1..=39 {
+        let p = i - 1;
+        doubling.push_str(&format!("fragment F{i} on Query {{ ...F{p} ...F{p} }}\n"));
+    }
+    doubling.push_str("{ ...F39 }");
+    let admin = t.admin();
+    let mut barred = None;
+    for i in 0..200 {
+        let body = t.api.request(Some(&admin), &doubling, json!({})).await;
+        match error_code(&body).as_str() {
+            "QUERY_TOO_COMPLEX" => {}
+            "RATE_LIMITED" => {
+                barred = Some((i, body));
+                break;
+            }
+            other => panic!("refusal {i} answered {other}: {body}"),
+        }
+    }
+    let (i, body) = barred.expect("a flood of refused documents is barred");
+    // The burst is fifteen: the sixteenth refusal bars the token, the next is refused.
+    assert!(i >= 16, "barred after {i} refusals, before its burst");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("refused as too complex"), "{message}");
+    let wait = body["errors"][0]["extensions"]["retryAfterSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!((1..=3).contains(&wait), "{body}");
+    // The bar is the token's: even a simple query of it is refused, while another
+    // token's is answered.
+    let body = t
+        .api
+        .request(Some(&admin), "{ me { role } }", json!({}))
+        .await;
+    assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
+    let mine = t.api.data(&t.viewer, "{ me { role } }", json!({})).await;
+    assert_eq!(mine["me"]["role"], "VIEWER");
+    // Once the bar lifts, the token is answered again.
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let again = t.api.data(&admin, "{ me { role } }", json!({})).await;
+    assert_eq!(again["me"]["role"], "ADMIN");
+    t.still_answers().await;
+}

@@ -442,7 +442,14 @@ async fn random_documents_and_bytes_always_get_an_answer_with_a_code() {
     let mut server = ServerProcess::start_logging(
         &db.cli_url(),
         &dir.path().join("sim"),
-        &["--request-timeout", &deadline],
+        // Every document is parsed and measured: the bar on a token whose operations keep
+        // being refused (tested in tests/abuse.rs) would answer many of them unparsed.
+        &[
+            "--request-timeout",
+            &deadline,
+            "--refused-per-token",
+            "1000000",
+        ],
         Some(&log),
     );
     let api = Api::new(&server.url, admin.clone());
@@ -606,7 +613,12 @@ async fn random_rest_bodies_and_parameters_never_reach_a_panic() {
     let mut server = ServerProcess::start_logging(
         &db.cli_url(),
         &dir.path().join("sim"),
-        &["--request-timeout", &DEADLINE_SECS.to_string()],
+        &[
+            "--request-timeout",
+            &DEADLINE_SECS.to_string(),
+            "--refused-per-token",
+            "1000000",
+        ],
         Some(&log),
     );
     let api = Api::new(&server.url, admin.clone());

@@ -52,16 +52,33 @@ impl Gate {
     }
 
     /// Checks `request` for `caller` and charges the caller's budget; the request keeps
-    /// its parsed document for execution.
-    /// Long because it is a list: the checks in order, cheapest first (size, bracket nesting),
-    /// then the measured depth, nodes and cost, each with its refusal.
+    /// its parsed document for execution. A token whose operations keep being refused as
+    /// too complex is refused before its next ones are parsed (`service::throttle`).
     pub fn admit(
         &self,
         service: &Service,
         caller: &Caller,
         request: &mut Request,
     ) -> AppResult<Admitted> {
-        service.throttle().request(caller)?;
+        let throttle = service.throttle();
+        throttle.may_send(caller)?;
+        throttle.request(caller)?;
+        let admitted = self.check(service, caller, request);
+        if let Err(AppError::QueryTooComplex { .. }) = &admitted {
+            throttle.refused(caller);
+        }
+        admitted
+    }
+
+    /// [`Self::admit`]'s checks of the document.
+    /// Long because it is a list: the checks in order, cheapest first (size, bracket nesting),
+    /// then the measured depth, nodes and cost, each with its refusal.
+    fn check(
+        &self,
+        service: &Service,
+        caller: &Caller,
+        request: &mut Request,
+    ) -> AppResult<Admitted> {
         let limits = &self.limits;
         let bytes = request.query.len();
         if bytes > limits.max_query_bytes {

@@ -127,7 +127,11 @@ impl Service {
             drivers,
             local: OnceLock::new(),
             combiner: OnceLock::new(),
-            throttle: Throttle::new(&limits.rates, limits.failed_logins_per_peer),
+            throttle: Throttle::new(
+                &limits.rates,
+                limits.failed_logins_per_peer,
+                limits.refused_per_token,
+            ),
             rejected: auth::Rejected::new(),
             sessions: Arc::new(Sessions::default()),
             metrics: Arc::new(Metrics::default()),

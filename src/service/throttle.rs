@@ -6,8 +6,14 @@
 //! Before there is a token, there is an address: failed authentications are counted per
 //! client address, and an address past its budget is refused before any token it sends
 //! is looked up, so that a flood of invented tokens costs no database work.
+//!
+//! And a token's operations refused as too complex are counted: past its budget of them,
+//! the token is refused before its next documents are parsed (parsing is most of what a
+//! refusal costs), whatever its role, so that a flood of documents built to be refused
+//! costs little more than reading them.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -31,19 +37,69 @@ pub struct Throttle {
     /// Budgets of VIEWER tokens.
     viewer: Option<Budget>,
     /// Failed authentications by address.
-    logins: Logins,
+    logins: Bar<IpAddr>,
+    /// Operations refused as too complex, by token id.
+    refusals: Bar<i64>,
 }
 
-/// Failed authentications by client address.
-struct Logins {
-    /// Each address's budget of failures.
-    failures: DefaultKeyedRateLimiter<IpAddr>,
-    /// Addresses past their budget, and until when they are refused.
-    barred: Mutex<HashMap<IpAddr, Instant>>,
-    /// How long an address past its budget is refused: until its whole burst has
-    /// refilled, so that a flood meets a pause it can see rather than one try in
-    /// every gap of a tenth of a second.
+/// Failures counted per key (an address's failed logins, a token's refused operations):
+/// a key past its budget is refused until its whole burst has refilled.
+struct Bar<K: Hash + Eq + Clone> {
+    /// Each key's budget of failures.
+    failures: DefaultKeyedRateLimiter<K>,
+    /// Keys past their budget, and until when they are refused.
+    barred: Mutex<HashMap<K, Instant>>,
+    /// How long a key past its budget is refused: until its whole burst has refilled,
+    /// so that a flood meets a pause it can see rather than one try in every gap of a
+    /// tenth of a second.
     bar: Duration,
+}
+
+impl<K: Hash + Eq + Clone> Bar<K> {
+    /// Seconds of failures a key may make at once, at `per_second`.
+    const BURST_SECONDS: u32 = 3;
+
+    /// A budget of `per_second` failures, in bursts of [`Self::BURST_SECONDS`] of them.
+    fn new(per_second: u32) -> Self {
+        let n = |v: u32| NonZeroU32::new(v.max(1)).expect("at least 1");
+        let quota = Quota::per_second(n(per_second))
+            .allow_burst(n(per_second.saturating_mul(Self::BURST_SECONDS)));
+        Self {
+            failures: DefaultKeyedRateLimiter::keyed(quota),
+            barred: Mutex::new(HashMap::new()),
+            bar: Duration::from_secs(Self::BURST_SECONDS.into()),
+        }
+    }
+
+    /// How long `key` is still refused, if it is.
+    fn barred_for(&self, key: &K) -> Option<Duration> {
+        let mut barred = self.barred.lock().unwrap();
+        match barred.get(key) {
+            Some(until) if *until > Instant::now() => {
+                Some(until.saturating_duration_since(Instant::now()))
+            }
+            Some(_) => {
+                barred.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Counts a failure of `key`; past its budget, it is barred (no failure is counted
+    /// while it is barred, so the budget is full when the bar lifts).
+    fn fail(&self, key: K) {
+        if self.failures.check_key(&key).is_err() {
+            let mut barred = self.barred.lock().unwrap();
+            barred.insert(key, Instant::now() + self.bar);
+        }
+    }
+
+    fn forget_idle(&self) {
+        self.failures.retain_recent();
+        let now = Instant::now();
+        self.barred.lock().unwrap().retain(|_, until| *until > now);
+    }
 }
 
 /// The budgets of one role.
@@ -71,49 +127,45 @@ impl Budget {
 }
 
 impl Throttle {
-    /// Budgets of `rates` per token, and `failed_logins` failures a second per address
-    /// (bursts of three times that, then three seconds' bar).
-    pub fn new(rates: &RateLimits, failed_logins: u32) -> Self {
-        const BURST_SECONDS: u32 = 3;
-        let n = |v: u32| NonZeroU32::new(v.max(1)).expect("at least 1");
-        let failures = Quota::per_second(n(failed_logins))
-            .allow_burst(n(failed_logins.saturating_mul(BURST_SECONDS)));
+    /// Budgets of `rates` per token, `failed_logins` failures a second per address and
+    /// `refused` refused operations a second per token (each in bursts of three times
+    /// that, then three seconds' bar).
+    pub fn new(rates: &RateLimits, failed_logins: u32, refused: u32) -> Self {
         Self {
             admin: rates.admin.map(Budget::new),
             operator: rates.operator.map(Budget::new),
             viewer: rates.viewer.map(Budget::new),
-            logins: Logins {
-                failures: DefaultKeyedRateLimiter::keyed(failures),
-                barred: Mutex::new(HashMap::new()),
-                bar: Duration::from_secs(BURST_SECONDS.into()),
-            },
+            logins: Bar::new(failed_logins),
+            refusals: Bar::new(refused),
         }
     }
 
     /// Whether `peer` may try a token now: refused while it is past its budget of
     /// failures.
     pub fn may_log_in(&self, peer: IpAddr) -> AppResult<()> {
-        let mut barred = self.logins.barred.lock().unwrap();
-        match barred.get(&peer) {
-            Some(until) if *until > Instant::now() => Err(AppError::too_many_failed_logins(
-                until.saturating_duration_since(Instant::now()),
-            )),
-            Some(_) => {
-                barred.remove(&peer);
-                Ok(())
-            }
+        match self.logins.barred_for(&peer) {
+            Some(wait) => Err(AppError::too_many_failed_logins(wait)),
             None => Ok(()),
         }
     }
 
-    /// Counts a failed authentication of `peer`; past its budget, it is barred until
-    /// its whole burst has refilled (no failure is counted while it is barred, so the
-    /// budget is full when the bar lifts).
+    /// Counts a failed authentication of `peer`.
     pub fn failed_login(&self, peer: IpAddr) {
-        if self.logins.failures.check_key(&peer).is_err() {
-            let mut barred = self.logins.barred.lock().unwrap();
-            barred.insert(peer, Instant::now() + self.logins.bar);
+        self.logins.fail(peer);
+    }
+
+    /// Whether `caller`'s token may send an operation now: refused, before it is
+    /// parsed, while the token is past its budget of refused operations.
+    pub fn may_send(&self, caller: &Caller) -> AppResult<()> {
+        match self.refusals.barred_for(&caller.token_id) {
+            Some(wait) => Err(AppError::too_many_refusals(wait)),
+            None => Ok(()),
         }
+    }
+
+    /// Counts an operation of `caller`'s token refused as too complex.
+    pub fn refused(&self, caller: &Caller) {
+        self.refusals.fail(caller.token_id);
     }
 
     fn budget(&self, role: Role) -> Option<&Budget> {
@@ -169,13 +221,8 @@ impl Throttle {
             budget.requests.retain_recent();
             budget.cost.retain_recent();
         }
-        self.logins.failures.retain_recent();
-        let now = Instant::now();
-        self.logins
-            .barred
-            .lock()
-            .unwrap()
-            .retain(|_, until| *until > now);
+        self.logins.forget_idle();
+        self.refusals.forget_idle();
     }
 }
 
@@ -204,6 +251,7 @@ mod tests {
                 }),
                 viewer: None,
             },
+            10,
             10,
         );
         let op = caller(Role::Operator);
@@ -238,7 +286,7 @@ mod tests {
 
     #[test]
     fn an_address_past_its_failed_logins_is_refused_before_a_lookup() {
-        let throttle = Throttle::new(&RateLimits::default(), 2);
+        let throttle = Throttle::new(&RateLimits::default(), 2, 10);
         let (bad, good): (IpAddr, IpAddr) = ([127, 0, 0, 9].into(), [127, 0, 0, 8].into());
         for _ in 0..7 {
             throttle.may_log_in(bad).unwrap(); // a burst of three times the rate, and one
@@ -256,5 +304,30 @@ mod tests {
             }
         ));
         throttle.may_log_in(good).unwrap();
+    }
+
+    #[test]
+    fn a_token_past_its_refused_operations_is_barred_and_others_are_not() {
+        let throttle = Throttle::new(&RateLimits::default(), 10, 2);
+        let admin = caller(Role::Admin);
+        for _ in 0..7 {
+            throttle.may_send(&admin).unwrap(); // a burst of three times the rate, and one
+            throttle.refused(&admin);
+        }
+        let err = throttle.may_send(&admin).unwrap_err();
+        assert_eq!(err.code(), "RATE_LIMITED");
+        assert!(err.public_message().contains("refused"), "{err:?}");
+        assert!(matches!(
+            err,
+            AppError::RateLimited {
+                retry_after_seconds: 3,
+                ..
+            }
+        ));
+        let other = Caller {
+            token_id: 8,
+            ..admin
+        };
+        throttle.may_send(&other).unwrap();
     }
 }

@@ -180,6 +180,12 @@ pub(crate) struct LimitArgs {
     #[arg(long, env = "SNAPTREE_FAILED_LOGINS_PER_PEER", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) failed_logins_per_peer: u32,
+    /// Operations refused as too complex per second one token may send (bursts of three
+    /// times that); past them it is refused for three seconds before its documents are
+    /// parsed, whatever its role.
+    #[arg(long, env = "SNAPTREE_REFUSED_PER_TOKEN", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) refused_per_token: u32,
     /// Seconds a WebSocket may wait before its connection_init.
     #[arg(long, env = "SNAPTREE_WS_INIT_TIMEOUT", default_value_t = 10)]
     pub(crate) ws_init_timeout: u64,
@@ -230,6 +236,7 @@ impl LimitArgs {
             max_connections: self.max_connections as usize,
             connections_per_peer: self.max_connections_per_peer as usize,
             failed_logins_per_peer: self.failed_logins_per_peer,
+            refused_per_token: self.refused_per_token,
             ws_init_timeout: secs(self.ws_init_timeout),
             ws_keepalive: secs(self.ws_keepalive),
             subscriptions_per_socket: self.subscriptions_per_socket,
