@@ -257,10 +257,6 @@ async fn answer(
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    // A token barred for its refused operations is refused before its body is read.
-    if let Err(err) = app.service.throttle().may_send(&caller) {
-        return refused(app, media, status_of(&err), err);
-    }
     match read(media, parts, body).await {
         Ok(request) => execute(app, caller, media, request, read_only).await,
         Err(response) => response,
