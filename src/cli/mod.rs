@@ -146,7 +146,8 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
 
 /// Runs `command`: a VM's tree or list, or a mutation whose task, with `--wait`, is followed
 /// to its end (the exit code then says how it ended).
-/// A table of the four mutations (query, variables, verb), then the one asked for is sent.
+/// Long because it is a table: the views and protection first, then the four mutations
+/// (query, variables, verb); the one asked for is sent, and followed by [`follow`].
 async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<ExitCode, Failure> {
     let (mutation, variables, field, wait) = match command {
         SnapshotCommand::Tree { vm } => return tree(client, &vm, out, true).await,

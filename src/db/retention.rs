@@ -126,6 +126,8 @@ pub async fn events(
 
 /// Retires up to `batch` tasks that ended before `before`, oldest first, with their
 /// events and policy runs, and the runs that made no task, due before `before`.
+/// One function: one batch's deletes in the order the references need (events and runs
+/// before their tasks), sharing the ids the first read picked.
 pub async fn tasks(
     conn: &mut Conn<'_>,
     before: NaiveDateTime,
