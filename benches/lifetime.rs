@@ -152,20 +152,6 @@ async fn last_hour(db: &TestDb, now: chrono::DateTime<chrono::Utc>) -> (i64, i64
     (before.unwrap_or(0), last.unwrap())
 }
 
-/// The dashboard's VM read (`web/js/queries.js`, `VM_QUERY`).
-const DASHBOARD: &str = "query($v: ID!) {
-  vm(id: $v) { id name identifier stateName snapshotCount snapshotLimit
-    host { id name hypervisor health { reachable since } }
-    activeSnapshot { id name }
-    actions { create { allowed reason refusal } revert { allowed reason refusal } }
-    snapshots { id name description state active createdAt stale staleSince parent { id }
-      actions { apply { allowed reason refusal } delete { allowed reason refusal }
-        deleteSubtree { allowed reason refusal } rename { allowed reason refusal } } }
-    currentTask { id } }
-  tasks(vmId: $v, first: 10) { edges { node { id kind state finished error progress phase
-    requestedBy createdAt finishedAt snapshot { id name }
-    events(first: 20) { id state progress phase message at } } } } }";
-
 /// One read, as a client makes it.
 #[derive(Clone, Copy)]
 enum Read {
@@ -205,7 +191,7 @@ impl Read {
                 "query($t: ID!) { task(id: $t) { events(first: 50) { id state progress at } } }",
                 json!({ "t": side.task }),
             ),
-            Self::Dashboard => (DASHBOARD, json!({ "v": "1" })),
+            Self::Dashboard => (common::DASHBOARD_VM_QUERY, json!({ "v": "1" })),
             Self::RestList => {
                 let rest = side.server.url.trim_end_matches("graphql");
                 let body: Value = client

@@ -214,20 +214,6 @@ fn set_clock(path: &Path, at: DateTime<Utc>) {
     std::fs::rename(&next, path).unwrap();
 }
 
-/// The dashboard's VM read (`web/js/queries.js`, `VM_QUERY`), as the lifetime bench sends it.
-const DASHBOARD: &str = "query($v: ID!) {
-  vm(id: $v) { id name identifier stateName snapshotCount snapshotLimit
-    host { id name hypervisor health { reachable since } }
-    activeSnapshot { id name }
-    actions { create { allowed reason refusal } revert { allowed reason refusal } }
-    snapshots { id name description state active createdAt stale staleSince parent { id }
-      actions { apply { allowed reason refusal } delete { allowed reason refusal }
-        deleteSubtree { allowed reason refusal } rename { allowed reason refusal } } }
-    currentTask { id } }
-  tasks(vmId: $v, first: 10) { edges { node { id kind state finished error progress phase
-    requestedBy createdAt finishedAt snapshot { id name }
-    events(first: 20) { id state progress phase message at } } } } }";
-
 /// Read `which` (the tree, the task list, the dashboard's, the REST list) of VM `vm`.
 async fn read(client: &reqwest::Client, base: &str, token: &str, which: usize, vm: i64) {
     let query = match which {
@@ -238,7 +224,7 @@ async fn read(client: &reqwest::Client, base: &str, token: &str, which: usize, v
         1 => {
             "query($v: ID!) { tasks(vmId: $v, first: 20) { edges { node { id kind state finishedAt } } } }"
         }
-        2 => DASHBOARD,
+        2 => common::DASHBOARD_VM_QUERY,
         _ => {
             let body: Value = client
                 .get(format!(

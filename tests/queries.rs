@@ -240,3 +240,22 @@ async fn policies_load_with_a_fixed_number_of_statements() {
         "statements for 2 policies and for 6: {counts:?}"
     );
 }
+
+#[tokio::test]
+async fn the_dashboards_vm_read_as_the_benchmarks_send_it_is_answered() {
+    // `common::DASHBOARD_VM_QUERY` is the page's read written out for the benchmarks:
+    // answered without an error, it is one the schema still takes.
+    let app = TestApp::spawn().await;
+    let f = app.project_with_vm("dashboard", "sim://").await;
+    app.snapshot_built(&f.operator, &f.vm, "a").await;
+    let data = app
+        .data(
+            &f.operator,
+            common::DASHBOARD_VM_QUERY,
+            json!({ "v": f.vm }),
+        )
+        .await;
+    let snapshot = &data["vm"]["snapshots"][0];
+    assert_eq!(snapshot["protected"], false);
+    assert_eq!(snapshot["actions"]["protect"]["allowed"], true);
+}

@@ -15,6 +15,24 @@ pub mod proxy;
 pub mod target;
 pub mod ws;
 
+/// The dashboard's VM read (`web/js/queries.js`, `VM_QUERY`, its fragments written out),
+/// as the benchmarks send it: keep it in step with the page.
+pub const DASHBOARD_VM_QUERY: &str = "query($v: ID!) {
+  vm(id: $v) { id name identifier stateName snapshotCount snapshotLimit
+    host { id name hypervisor health { reachable since } }
+    activeSnapshot { id name }
+    actions { create { allowed reason refusal } revert { allowed reason refusal } }
+    snapshots { id name description state active protected createdAt stale staleSince parent { id }
+      actions { apply { allowed reason refusal } delete { allowed reason refusal }
+        deleteSubtree { allowed reason refusal } rename { allowed reason refusal }
+        protect { allowed reason refusal } } }
+    currentTask { id kind state finished error progress phase requestedBy createdAt finishedAt
+      snapshot { id name } savedAs { id name } actions { cancel { allowed reason refusal } } } }
+  tasks(vmId: $v, first: 10) { edges { node { id kind state finished error progress phase
+    requestedBy createdAt finishedAt snapshot { id name } savedAs { id name }
+    actions { cancel { allowed reason refusal } }
+    events(first: 20) { id state progress phase message at } } } } }";
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
