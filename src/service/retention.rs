@@ -40,14 +40,19 @@ pub fn check(r: &Retention) -> Result<(), String> {
     }
 }
 
-/// Retires, every `r.every` (at once again after a pass that found a full batch), until
+/// Retires, every `r.every` (again soon after a pass that found a full batch), until
 /// `stop`.
 pub fn spawn(service: Service, r: Retention, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            let began = std::time::Instant::now();
             let pause = match service.retire(&r).await {
-                // More is waiting: go on, after a breath for the API and the robot.
-                Ok(done) if done.total() as i64 >= r.batch => Duration::from_millis(20),
+                // More is waiting: go on after a pause as long as the pass (at least
+                // 20 ms), so that catching up on a backlog takes at most half of the
+                // time, and the API and the robot have the rest.
+                Ok(done) if done.total() as i64 >= r.batch => {
+                    began.elapsed().max(Duration::from_millis(20))
+                }
                 Ok(_) => r.every,
                 Err(err) => {
                     tracing::warn!(error = %err, "retention could not retire");
