@@ -121,6 +121,21 @@ const READS: &[(&str, &str, &str)] = &[
         "tasks_project",
     ),
     (
+        "a deleted snapshot's children (its reference check, and retention's)",
+        "SELECT id FROM snapshots WHERE parent_id = 5",
+        "snapshots_parent",
+    ),
+    (
+        "tasks that return to a snapshot (a reference check)",
+        "SELECT id FROM tasks WHERE prev_active_id = 5",
+        "tasks_prev_active",
+    ),
+    (
+        "tasks that save to a snapshot (a reference check)",
+        "SELECT id FROM tasks WHERE save_snapshot_id = 5",
+        "tasks_save_snapshot",
+    ),
+    (
         "a policy's snapshots",
         "SELECT id FROM snapshots WHERE policy_id = 1",
         "snapshots_policy",
