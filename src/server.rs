@@ -113,6 +113,7 @@ impl Workers {
             );
             parts.push(Robot::new(service.ledger().clone(), config).spawn(stop.clone()));
             parts.push(policies);
+            parts.push(crate::service::expiry::spawn(service.clone(), stop.clone()));
         }
         // The pump's listener also hears of tasks other processes queue.
         let pump =

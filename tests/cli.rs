@@ -207,6 +207,25 @@ async fn every_command_with_and_without_wait() {
     assert_eq!(code, 0);
     assert!(stdout.contains("unprotected"), "{stdout}");
 
+    // expire: an expiry set (and shown in the tree and the list), then removed.
+    let (code, doc) = s.json(&["expire", &base, "--expires-in", "36h"]).await;
+    assert_eq!(code, 0, "{doc}");
+    let at = doc["expiresAt"].as_str().unwrap().to_owned();
+    let out = s.run(&["tree", "--vm", vm]).await;
+    assert!(text(&out).1.contains(&format!("(expires {at})")), "{}", text(&out).1);
+    let out = s.run(&["list", "--vm", vm]).await;
+    assert!(text(&out).1.contains(&format!("expires {at}")), "{}", text(&out).1);
+    let out = s.run(&["expire", &base, "--expires-at", "2000-01-01T00:00:00Z"]).await;
+    let (code, _, stderr) = text(&out);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("not in the future"), "{stderr}");
+    let out = s.run(&["expire", &base]).await;
+    assert_eq!(text(&out).0, 2, "one of --expires-in, --expires-at or --never");
+    let out = s.run(&["expire", &base, "--never"]).await;
+    let (code, stdout, _) = text(&out);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("never expires"), "{stdout}");
+
     // delete without --wait; delete --subtree --wait.
     let saved = tree[2].0.clone();
     let (code, doc) = s.json(&["delete", &saved]).await;

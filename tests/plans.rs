@@ -136,6 +136,14 @@ const READS: &[(&str, &str, &str)] = &[
         "tasks_save_snapshot",
     ),
     (
+        "the expiry sweep's due snapshots (not a tenant's read, but every process's)",
+        "SELECT id, vm_id, expires_at FROM snapshots WHERE expires_at <= '2026-12-07 10:00:00' \
+         AND state != 99 AND NOT (protected) AND NOT (active) \
+         AND (expires_at > '1970-01-01 00:00:00' OR (expires_at = '1970-01-01 00:00:00' AND id > 0)) \
+         ORDER BY expires_at, id LIMIT 200",
+        "snapshots_expiry",
+    ),
+    (
         "a policy's snapshots",
         "SELECT id FROM snapshots WHERE policy_id = 1",
         "snapshots_policy",

@@ -65,7 +65,19 @@ enum SnapshotCommand {
         #[arg(long)]
         protected: bool,
         #[command(flatten)]
+        expiry: Expiry,
+        #[command(flatten)]
         wait: Wait,
+    },
+    /// Change when a snapshot expires (is deleted by the robot), or make it never.
+    Expire {
+        /// The snapshot's id.
+        snapshot: String,
+        #[command(flatten)]
+        expiry: Expiry,
+        /// Never: remove its expiry (refused where the project has a maximum lifetime).
+        #[arg(long, conflicts_with_all = ["expires_in", "expires_at"], required_unless_present_any = ["expires_in", "expires_at"])]
+        never: bool,
     },
     /// Keep a snapshot from every delete (alone, in a subtree, by a policy).
     Protect {
@@ -114,6 +126,38 @@ enum SnapshotCommand {
     },
 }
 
+/// When a snapshot expires: the robot then deletes it (within a minute; never while it
+/// is protected or the VM's active one).
+#[derive(Args)]
+struct Expiry {
+    /// Expire after this long from now (12h, 7d, ...).
+    #[arg(long, value_parser = lifetime, conflicts_with = "expires_at")]
+    expires_in: Option<chrono::Duration>,
+    /// Expire at this time (RFC 3339, such as 2026-12-31T18:00:00Z).
+    #[arg(long)]
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A lifetime such as `12h` or `30d`, of at most a hundred years.
+fn lifetime(text: &str) -> Result<chrono::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    chrono::Duration::from_std(d)
+        .ok()
+        .filter(|d| *d <= chrono::Duration::days(36_525))
+        .ok_or_else(|| "at most 100 years".to_owned())
+}
+
+impl Expiry {
+    /// The time asked for, as the API takes it; `None`: none asked.
+    fn at(&self) -> Option<String> {
+        let at = match self.expires_in {
+            Some(d) => Some(chrono::Utc::now() + d),
+            None => self.expires_at,
+        };
+        at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    }
+}
+
 #[derive(Args)]
 struct Wait {
     /// Follow the task to its end (a progress bar on a terminal, lines otherwise); the
@@ -122,7 +166,8 @@ struct Wait {
     wait: bool,
 }
 
-const SNAPSHOT: &str = "id name state active protected stale createdAt description parent { id }";
+const SNAPSHOT: &str =
+    "id name state active protected expiresAt stale createdAt description parent { id }";
 const PAYLOAD: &str = "snapshot { id name state } task { id kind state }";
 
 /// Runs a snapshot command; the process's exit code.
@@ -158,15 +203,23 @@ async fn act(client: &Client, command: SnapshotCommand, out: &Output) -> Result<
         SnapshotCommand::Unprotect { snapshot } => {
             return protect(client, &snapshot, false, out).await;
         }
+        SnapshotCommand::Expire {
+            snapshot,
+            expiry,
+            never: _,
+        } => {
+            return expire(client, &snapshot, expiry.at(), out).await;
+        }
         SnapshotCommand::Create {
             vm,
             name,
             description,
             protected,
+            expiry,
             wait,
         } => (
-            "mutation($v: ID!, $n: String!, $d: String, $p: Boolean!) { r: createSnapshot(vmId: $v, name: $n, description: $d, protected: $p) { PAYLOAD } }",
-            json!({ "v": vm, "n": name, "d": description, "p": protected }),
+            "mutation($v: ID!, $n: String!, $d: String, $p: Boolean!, $e: DateTime) { r: createSnapshot(vmId: $v, name: $n, description: $d, protected: $p, expiresAt: $e) { PAYLOAD } }",
+            json!({ "v": vm, "n": name, "d": description, "p": protected, "e": expiry.at() }),
             "created",
             wait.wait,
         ),
@@ -278,6 +331,34 @@ async fn protect(client: &Client, id: &str, on: bool, out: &Output) -> Result<Ex
             } else {
                 "unprotected"
             }
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets snapshot `id`'s expiry to `at` (`None`: never), and prints the snapshot.
+async fn expire(
+    client: &Client,
+    id: &str,
+    at: Option<String>,
+    out: &Output,
+) -> Result<ExitCode, Failure> {
+    let data = client
+        .run(
+            "mutation($s: ID!, $e: DateTime) { r: updateSnapshot(id: $s, expiresAt: $e) { id name expiresAt } }",
+            json!({ "s": id, "e": at }),
+        )
+        .await?;
+    let snapshot = &data["r"];
+    out.print(snapshot, || {
+        let when = match snapshot["expiresAt"].as_str() {
+            Some(at) => format!("expires {at}"),
+            None => "never expires".into(),
+        };
+        format!(
+            "snapshot {} ({}) {when}",
+            show::field(&snapshot["id"]),
+            show::field(&snapshot["name"]),
         )
     });
     Ok(ExitCode::SUCCESS)

@@ -130,6 +130,9 @@ fn marks(s: &Value) -> String {
     if s["protected"] == true {
         marks.push_str(" (protected)");
     }
+    if let Some(at) = s["expiresAt"].as_str() {
+        marks.push_str(&format!(" (expires {at})"));
+    }
     if s["stale"] == true {
         marks.push_str(" (stale)");
     }
@@ -185,6 +188,7 @@ pub fn list_text(snapshots: &[Value]) -> String {
     );
     for s in snapshots {
         let mut flags = Vec::new();
+        let expires = s["expiresAt"].as_str().map(|at| format!("expires {at}"));
         if s["active"] == true {
             flags.push("current");
         }
@@ -194,6 +198,7 @@ pub fn list_text(snapshots: &[Value]) -> String {
         if s["stale"] == true {
             flags.push("stale");
         }
+        flags.extend(expires.as_deref());
         out.push_str(&format!(
             "{:<8} {:<32} {:<12} {:<25} {}\n",
             field(&s["id"]),

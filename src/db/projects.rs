@@ -54,42 +54,52 @@ pub async fn list(conn: &mut Conn<'_>, only: Option<i64>) -> QueryResult<Vec<Pro
     })
 }
 
-/// Sets project `wanted`'s snapshot quota (`None`: no quota); the row, if any.
-pub async fn set_max_snapshots(
-    conn: &mut Conn<'_>,
-    wanted: i64,
-    quota: Option<i32>,
-) -> QueryResult<Option<Project>> {
+/// Sets project `wanted`'s [`Limits`]; the row as it is now.
+pub async fn set_limits(conn: &mut Conn<'_>, wanted: i64, new: Limits) -> QueryResult<Project> {
     run!(conn, |c| diesel::update(projects.find(wanted))
-        .set(max_snapshots.eq(quota))
+        .set((
+            max_snapshots.eq(new.max_snapshots),
+            max_lifetime_hours.eq(new.max_lifetime_hours),
+        ))
         .returning(Project::as_returning())
         .get_result(c)
-        .await
-        .optional())
+        .await)
 }
 
-/// The quotas of those of `wanted` that have one, their rows locked on PostgreSQL (as
-/// an update that changes no key), so
-/// that two creates in one project on different VMs (whose VM locks do not meet) are
-/// counted one after the other. SQLite has one writer: its transactions are already so.
-pub async fn lock_quotas(
+/// What limits the new snapshots of a project.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The most non-closed snapshots across its VMs; `None`: no quota.
+    pub max_snapshots: Option<i32>,
+    /// The longest lifetime of a new snapshot, in hours; `None`: none.
+    pub max_lifetime_hours: Option<i32>,
+}
+
+/// The limits of those of `wanted` that have any, their rows locked on PostgreSQL (as
+/// an update that changes no key), so that two creates in one project on different VMs
+/// (whose VM locks do not meet) are counted one after the other. SQLite has one writer:
+/// its transactions are already so.
+pub async fn lock_limits(
     conn: &mut Conn<'_>,
     wanted: &[i64],
-) -> QueryResult<std::collections::HashMap<i64, i32>> {
-    let rows: Vec<(i64, Option<i32>)> = match conn {
+) -> QueryResult<std::collections::HashMap<i64, Limits>> {
+    let limited = max_snapshots
+        .is_not_null()
+        .or(max_lifetime_hours.is_not_null());
+    let rows: Vec<(i64, Option<i32>, Option<i32>)> = match conn {
         Conn::Sqlite(c) => {
             projects
                 .filter(id.eq_any(wanted))
-                .filter(max_snapshots.is_not_null())
-                .select((id, max_snapshots))
+                .filter(limited)
+                .select((id, max_snapshots, max_lifetime_hours))
                 .load(&mut **c)
                 .await?
         }
         Conn::Pg(c) => {
             projects
                 .filter(id.eq_any(wanted))
-                .filter(max_snapshots.is_not_null())
-                .select((id, max_snapshots))
+                .filter(limited)
+                .select((id, max_snapshots, max_lifetime_hours))
                 .order(id)
                 // Not FOR UPDATE: that would also block every insert that refers to the
                 // project (history and event rows, through their foreign keys), the
@@ -101,6 +111,12 @@ pub async fn lock_quotas(
     };
     Ok(rows
         .into_iter()
-        .filter_map(|(project, quota)| quota.map(|q| (project, q)))
+        .map(|(project, quota, hours)| {
+            let limits = Limits {
+                max_snapshots: quota,
+                max_lifetime_hours: hours,
+            };
+            (project, limits)
+        })
         .collect())
 }

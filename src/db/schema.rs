@@ -7,6 +7,7 @@ diesel::table! {
         name -> Text,
         created_at -> Timestamp,
         max_snapshots -> Nullable<Integer>,
+        max_lifetime_hours -> Nullable<Integer>,
     }
 }
 
@@ -72,6 +73,7 @@ diesel::table! {
         policy_id -> Nullable<BigInt>,
         policy_due_at -> Nullable<Timestamp>,
         protected -> Bool,
+        expires_at -> Nullable<Timestamp>,
     }
 }
 
@@ -84,6 +86,7 @@ diesel::table! {
         state -> Integer,
         actor -> Text,
         at -> Timestamp,
+        reason -> Nullable<Text>,
     }
 }
 

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel::result::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::models::{NewHistoryEntry, NewSnapshot, Snapshot, Vm};
+use super::models::{Actor, NewHistoryEntry, NewSnapshot, Snapshot, Vm};
 use super::pages::{Page, read_pages};
 use super::schema::snapshots::dsl::*;
 use super::{Cached, Conn, SqliteConn, history, now, run, sql_constant};
@@ -21,7 +21,7 @@ pub async fn insert(
     conn: &mut Conn<'_>,
     vm: &Vm,
     new: NewSnapshot<'_>,
-    actor: &str,
+    actor: Actor<'_>,
 ) -> QueryResult<Snapshot> {
     let row: Snapshot = run!(conn, |c| diesel::insert_into(snapshots)
         .values(&new)
@@ -37,7 +37,7 @@ pub async fn insert(
 /// in the order given.
 pub async fn insert_all(
     conn: &mut Conn<'_>,
-    new: &[(&Vm, NewSnapshot<'_>, &str)],
+    new: &[(&Vm, NewSnapshot<'_>, Actor<'_>)],
 ) -> QueryResult<Vec<Snapshot>> {
     let rows: Vec<Snapshot> = match conn {
         Conn::Sqlite(c) => {
@@ -68,7 +68,7 @@ pub async fn insert_all(
     let entries: Vec<_> = new
         .iter()
         .zip(&rows)
-        .map(|((vm, _, actor), row)| entry(vm, row.id, row.state, actor))
+        .map(|((vm, _, actor), row)| entry(vm, row.id, row.state, *actor))
         .collect();
     history::insert(conn, &entries).await?;
     Ok(rows)
@@ -102,14 +102,15 @@ pub async fn set_host_names(conn: &mut Conn<'_>, names: &[(i64, String)]) -> Que
     Ok(())
 }
 
-fn entry<'a>(vm: &Vm, snapshot: i64, code: i32, actor: &'a str) -> NewHistoryEntry<'a> {
+fn entry<'a>(vm: &Vm, snapshot: i64, code: i32, actor: Actor<'a>) -> NewHistoryEntry<'a> {
     NewHistoryEntry {
         snapshot_id: snapshot,
         vm_id: vm.id,
         project_id: vm.project_id,
         state: code,
-        actor,
+        actor: actor.name,
         at: now(),
+        reason: actor.reason.as_str(),
     }
 }
 
@@ -122,19 +123,31 @@ pub async fn set_host_name(conn: &mut Conn<'_>, wanted: i64, new: &str) -> Query
     Ok(())
 }
 
-/// Sets snapshot `wanted`'s name and description; the row as it is now.
+/// What a person may change of a snapshot without a task.
+#[derive(Clone, Copy, Debug)]
+pub struct Details<'a> {
+    /// Its name (already checked).
+    pub name: &'a str,
+    /// Its description; `None`: none.
+    pub description: Option<&'a str>,
+    /// Kept from every delete.
+    pub protected: bool,
+    /// When the expiry sweep deletes it; `None`: never.
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+/// Sets snapshot `wanted`'s [`Details`]; the row as it is now.
 pub async fn set_details(
     conn: &mut Conn<'_>,
     wanted: i64,
-    new_name: &str,
-    new_description: Option<&str>,
-    kept: bool,
+    new: Details<'_>,
 ) -> QueryResult<Snapshot> {
     run!(conn, |c| diesel::update(snapshots.find(wanted))
         .set((
-            name.eq(new_name),
-            description.eq(new_description),
-            protected.eq(kept),
+            name.eq(new.name),
+            description.eq(new.description),
+            protected.eq(new.protected),
+            expires_at.eq(new.expires_at),
             updated_at.eq(now()),
         ))
         .returning(Snapshot::as_returning())
@@ -166,6 +179,43 @@ pub async fn by_ids(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Snapsho
         .select(Snapshot::as_select())
         .load(c)
         .await)
+}
+
+/// A place in the expiry sweep's order: an expiry and a snapshot id.
+pub type ExpiryCursor = (NaiveDateTime, i64);
+
+/// Up to `limit` snapshots the expiry sweep may delete (expired by `now`, not closed,
+/// protected or active) after `after` in (expiry, id) order, as (id, VM, expiry). The
+/// conditions are `snapshots_expiry`'s, word for word, so that the read walks that
+/// index and costs what is due, not what has ever expired.
+pub async fn expired(
+    conn: &mut Conn<'_>,
+    now: NaiveDateTime,
+    after: Option<ExpiryCursor>,
+    limit: i64,
+) -> QueryResult<Vec<(i64, i64, NaiveDateTime)>> {
+    use diesel::dsl::not;
+    // From the start: every expiry is after 1970 (it was in the future when set).
+    let (from_at, from_id) = after.unwrap_or((chrono::DateTime::UNIX_EPOCH.naive_utc(), 0));
+    let rows: Vec<(i64, i64, Option<NaiveDateTime>)> = run!(conn, |c| snapshots
+        .filter(expires_at.le(now))
+        .filter(state.ne(Closed))
+        .filter(not(protected))
+        .filter(not(active))
+        .filter(
+            expires_at
+                .gt(from_at)
+                .or(expires_at.eq(from_at).and(id.gt(from_id))),
+        )
+        .select((id, vm_id, expires_at))
+        .order((expires_at, id))
+        .limit(limit)
+        .load(c)
+        .await)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(s, vm, at)| Some((s, vm, at?)))
+        .collect())
 }
 
 /// The snapshots of `vms`, oldest first; the closed ones only with `include_closed`.
@@ -220,7 +270,7 @@ pub async fn nodes_of(conn: &mut Conn<'_>, vm: i64) -> QueryResult<Vec<Node>> {
     let rows: Vec<NodeRow> = run!(conn, |c| snapshots
         .filter(vm_id.eq(vm))
         .filter(state.ne(Closed))
-        .select((id, parent_id, name, state, active, protected))
+        .select((id, parent_id, name, state, active, protected, expires_at))
         .order(id)
         .load(c)
         .await)?;
@@ -245,7 +295,10 @@ pub async fn nodes_of_all(
             let rows: Vec<(i64, NodeRow)> = snapshots
                 .filter(vm_id.eq_any(vms))
                 .filter(state.ne(Closed))
-                .select((vm_id, (id, parent_id, name, state, active, protected)))
+                .select((
+                    vm_id,
+                    (id, parent_id, name, state, active, protected, expires_at),
+                ))
                 .order(id)
                 .load(&mut **c)
                 .await?;
@@ -257,10 +310,18 @@ pub async fn nodes_of_all(
     Ok(trees)
 }
 
-/// A node's columns: id, parent, name, state, active, protected.
-type NodeRow = (i64, Option<i64>, String, i32, bool, bool);
+/// A node's columns: id, parent, name, state, active, protected, expiry.
+type NodeRow = (
+    i64,
+    Option<i64>,
+    String,
+    i32,
+    bool,
+    bool,
+    Option<NaiveDateTime>,
+);
 
-fn node_of((node, parent, named, code, is_active, kept): NodeRow) -> Node {
+fn node_of((node, parent, named, code, is_active, kept, expiry): NodeRow) -> Node {
     Node {
         id: node,
         parent_id: parent,
@@ -268,6 +329,7 @@ fn node_of((node, parent, named, code, is_active, kept): NodeRow) -> Node {
         state: SnapshotState::from_code(code).expect("snapshots.state is checked by the database"),
         active: is_active,
         protected: kept,
+        expires_at: expiry,
     }
 }
 
@@ -276,7 +338,7 @@ pub async fn apply(
     conn: &mut Conn<'_>,
     vm: &Vm,
     changes: &Changes,
-    actor: &str,
+    actor: Actor<'_>,
 ) -> QueryResult<()> {
     apply_all(conn, &[(vm, changes, actor)]).await
 }
@@ -285,7 +347,7 @@ pub async fn apply(
 /// actor. On PostgreSQL each kind of change is one statement for all the VMs (a round
 /// trip and an executor start per row were most of what a batch of task ends cost);
 /// SQLite runs a statement per row, a function call in-process.
-pub async fn apply_all(conn: &mut Conn<'_>, all: &[(&Vm, &Changes, &str)]) -> QueryResult<()> {
+pub async fn apply_all(conn: &mut Conn<'_>, all: &[(&Vm, &Changes, Actor<'_>)]) -> QueryResult<()> {
     // Each VM once: the statements below apply all of one kind of change at a time.
     debug_assert!(
         all.iter()
@@ -306,7 +368,7 @@ pub async fn apply_all(conn: &mut Conn<'_>, all: &[(&Vm, &Changes, &str)]) -> Qu
         .flat_map(|(vm, c, actor)| {
             c.states
                 .iter()
-                .map(|&(target, new_state)| entry(vm, target, new_state.code(), actor))
+                .map(|&(target, new_state)| entry(vm, target, new_state.code(), *actor))
         })
         .collect();
     history::insert(conn, &entries).await
@@ -326,7 +388,7 @@ struct Writes {
 }
 
 impl Writes {
-    fn of(all: &[(&Vm, &Changes, &str)]) -> Self {
+    fn of(all: &[(&Vm, &Changes, Actor<'_>)]) -> Self {
         Self {
             parents: all
                 .iter()

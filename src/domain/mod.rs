@@ -4,6 +4,7 @@
 pub mod drift;
 pub mod failure;
 pub mod lifecycle;
+pub mod lifetime;
 pub mod names;
 pub mod offer;
 pub mod policy;
@@ -13,4 +14,4 @@ pub mod tree;
 
 pub use failure::{Failure, FailureCode};
 pub use rejection::Rejection;
-pub use state::{Hypervisor, Role, SnapshotState, TaskKind, TaskState};
+pub use state::{Hypervisor, Reason, Role, SnapshotState, TaskKind, TaskState};

@@ -74,6 +74,41 @@ pub enum Rejection {
         /// Whether it is under the snapshot asked for rather than that one.
         below: bool,
     },
+    /// An expiry asked for is not in the future.
+    #[error("expiresAt is not in the future; give a time to come, or none.")]
+    ExpiryPast,
+    /// An expiry later than the project's maximum lifetime allows.
+    #[error(
+        "This project keeps snapshots at most {hours} hours: expiresAt must be no later than {latest} UTC."
+    )]
+    LifetimeTooLong {
+        /// The project's maximum lifetime.
+        hours: i32,
+        /// The latest expiry it allows for this snapshot.
+        latest: chrono::NaiveDateTime,
+    },
+    /// An expiry removed in a project whose snapshots must all expire.
+    #[error(
+        "This project keeps snapshots at most {hours} hours; a snapshot's expiry cannot be removed."
+    )]
+    LifetimeRequired {
+        /// The project's maximum lifetime.
+        hours: i32,
+    },
+    /// A project's maximum lifetime out of range.
+    #[error(
+        "maxLifetimeHours is {hours}; it must be from 1 to {} (null: none).",
+        super::lifetime::MAX_LIFETIME_HOURS
+    )]
+    LifetimeOutOfRange { hours: i32 },
+    /// The expiry sweep found a snapshot's expiry moved (or removed) since it read it.
+    #[error("Snapshot {id} has not expired; it is kept.")]
+    NotExpired { id: i64 },
+    /// The expiry sweep keeps an expired snapshot that is the VM's active one.
+    #[error(
+        "Snapshot {id} has expired but is the VM's active snapshot; it is kept until another is active."
+    )]
+    ExpiredButActive { id: i64 },
     /// A policy that is not paused has nothing to resume.
     #[error("This policy is not paused; there is nothing to resume.")]
     NotPaused,
@@ -108,7 +143,11 @@ impl Rejection {
             | Self::ControlInName { .. }
             | Self::ControlInDescription
             | Self::LongDescription { .. }
-            | Self::NameTaken { .. } => Kind::Invalid,
+            | Self::NameTaken { .. }
+            | Self::ExpiryPast
+            | Self::LifetimeTooLong { .. }
+            | Self::LifetimeRequired { .. }
+            | Self::LifetimeOutOfRange { .. } => Kind::Invalid,
             Self::LimitReached { .. } | Self::QuotaReached { .. } => Kind::Limit,
             Self::Protected { .. } => Kind::Protected,
             Self::VmState { .. }
@@ -119,7 +158,9 @@ impl Rejection {
             | Self::TaskEnded { .. }
             | Self::CancelAsked
             | Self::NotPaused
-            | Self::PolicyStopped { .. } => Kind::State,
+            | Self::PolicyStopped { .. }
+            | Self::NotExpired { .. }
+            | Self::ExpiredButActive { .. } => Kind::State,
         }
     }
 }

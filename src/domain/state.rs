@@ -64,6 +64,20 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Why a snapshot's state changed, as its history says (`SnapshotHistoryEntry.reason`).
+    pub enum Reason {
+        /// A person's (or a script's) action through a token.
+        User = "user",
+        /// A snapshot policy's run or its retention.
+        Policy = "policy",
+        /// The snapshot's `expiresAt` passed: the expiry sweep deleted it.
+        Expired = "expired",
+        /// The robot carrying out a task (its start, end, failure or cancel).
+        Robot = "robot",
+    }
+}
+
 impl Role {
     /// Whether the role may act on snapshots (ADMIN, OPERATOR), not only read them.
     pub fn may_act(self) -> bool {

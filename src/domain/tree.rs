@@ -20,6 +20,8 @@ pub struct Node {
     pub active: bool,
     /// Kept from every delete until unprotected.
     pub protected: bool,
+    /// When the expiry sweep may delete it; `None`: never.
+    pub expires_at: Option<chrono::NaiveDateTime>,
 }
 
 /// What an action or a robot step changes in a VM's tree, applied in one transaction.
@@ -174,6 +176,7 @@ pub(crate) mod tests {
                     state: Running,
                     active: Some(id) == active,
                     protected: false,
+                    expires_at: None,
                 })
                 .collect(),
         )
@@ -215,6 +218,7 @@ pub(crate) mod tests {
             state: Requested,
             active: false,
             protected: false,
+            expires_at: None,
         });
         assert_eq!(t.subtree(3), vec![3, 9]);
     }

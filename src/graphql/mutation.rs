@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::enums::{Hypervisor, Role};
 use super::parse_id;
 use super::types::{CreatedToken, Host, Project, Snapshot, SnapshotPayload, Task, Vm};
-use crate::service::{Caller, Create, Service};
+use crate::service::{Caller, Change, Create, Service};
 
 pub struct Mutation;
 
@@ -18,11 +18,22 @@ fn service<'a>(ctx: &'a Context<'_>) -> &'a Service {
     ctx.data_unchecked::<Service>()
 }
 
+/// An optional argument as a change: absent keeps (`None`), `null` removes (`Some(None)`).
+fn change<T>(value: MaybeUndefined<T>) -> Option<Option<T>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(Some(v)),
+    }
+}
+
 #[Object]
 impl Mutation {
     /// Snapshots a VM. The new snapshot is a child of the active one and becomes active.
     /// A `protected` one is kept from every delete (alone, in a subtree, by a policy)
-    /// until `updateSnapshot` unprotects it.
+    /// until `updateSnapshot` unprotects it. One with `expiresAt` is deleted once that
+    /// time has passed (within a minute; never while protected or active); a project's
+    /// `maxLifetimeHours` is the default and the latest allowed.
     async fn create_snapshot(
         &self,
         ctx: &Context<'_>,
@@ -30,12 +41,14 @@ impl Mutation {
         name: String,
         description: Option<String>,
         #[graphql(default = false)] protected: bool,
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<SnapshotPayload> {
         let vm = parse_id(&vm_id, "VM").extend()?;
         let ask = Create {
             name: &name,
             description: description.as_deref(),
             protected,
+            expires_at: expires_at.map(|at| at.naive_utc()),
         };
         let accepted = service(ctx)
             .actions()
@@ -93,10 +106,11 @@ impl Mutation {
         Ok(SnapshotPayload(accepted))
     }
 
-    /// Renames a snapshot, changes its description (`null` clears it) or protects it
-    /// from deletes (`protected`); what is not given is kept. No task runs: the host
-    /// knows snapshots by ids, not names. The name must be unused among the VM's other
-    /// snapshots.
+    /// Renames a snapshot, changes its description (`null` clears it), protects it
+    /// from deletes (`protected`) or changes when it expires (`expiresAt`; `null`: never,
+    /// unless its project has a maximum lifetime); what is not given is kept. No task
+    /// runs: the host knows snapshots by ids, not names. The name must be unused among
+    /// the VM's other snapshots.
     async fn update_snapshot(
         &self,
         ctx: &Context<'_>,
@@ -104,16 +118,18 @@ impl Mutation {
         name: Option<String>,
         description: MaybeUndefined<String>,
         protected: Option<bool>,
+        expires_at: MaybeUndefined<DateTime<Utc>>,
     ) -> Result<Snapshot> {
         let id = parse_id(&id, "snapshot").extend()?;
-        let description = match &description {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(text) => Some(Some(text.as_str())),
+        let change = Change {
+            name: name.as_deref(),
+            description: description.as_opt_deref(),
+            protected,
+            expires_at: change(expires_at.map_value(|at| at.naive_utc())),
         };
         let updated = service(ctx)
             .actions()
-            .update_snapshot(caller(ctx), id, name.as_deref(), description, protected)
+            .update_snapshot(caller(ctx), id, change)
             .await
             .extend()?;
         Ok(Snapshot(updated))
@@ -159,40 +175,52 @@ impl Mutation {
         Ok(super::policies::Policy(policy))
     }
 
-    /// A new project; `maxSnapshots` caps the non-closed snapshots of all its VMs.
+    /// A new project; `maxSnapshots` caps the non-closed snapshots of all its VMs, and
+    /// `maxLifetimeHours` how long each new snapshot lives (its expiry by default and at
+    /// the latest).
     async fn create_project(
         &self,
         ctx: &Context<'_>,
         name: String,
         max_snapshots: Option<i32>,
+        max_lifetime_hours: Option<i32>,
     ) -> Result<Project> {
         let admin = service(ctx).admin();
         let project = admin.create_project(caller(ctx), &name).await.extend()?;
-        if max_snapshots.is_none() {
+        if max_snapshots.is_none() && max_lifetime_hours.is_none() {
             return Ok(Project(project));
         }
         let project = admin
-            .set_project_quota(caller(ctx), project.id, max_snapshots)
+            .set_project_limits(
+                caller(ctx),
+                project.id,
+                Some(max_snapshots),
+                Some(max_lifetime_hours),
+            )
             .await
             .extend()?;
         Ok(Project(project))
     }
 
-    /// Sets a project's snapshot quota: the most non-closed snapshots its VMs may have
-    /// together (null: no quota). A lower quota than the project has refuses new
-    /// snapshots only; none is deleted.
+    /// Changes a project's limits; what is not given is kept, `null` removes one.
+    /// `maxSnapshots`: the most non-closed snapshots its VMs may have together (a quota
+    /// below what the project has refuses new snapshots only; none is deleted).
+    /// `maxLifetimeHours`: every new snapshot expires at most this long after it is made
+    /// (existing snapshots keep their expiry).
     async fn update_project(
         &self,
         ctx: &Context<'_>,
         id: ID,
-        max_snapshots: Option<i32>,
+        max_snapshots: MaybeUndefined<i32>,
+        max_lifetime_hours: MaybeUndefined<i32>,
     ) -> Result<Project> {
         let project = service(ctx)
             .admin()
-            .set_project_quota(
+            .set_project_limits(
                 caller(ctx),
                 parse_id(&id, "project").extend()?,
-                max_snapshots,
+                change(max_snapshots),
+                change(max_lifetime_hours),
             )
             .await
             .extend()?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Caller, Core};
 use crate::db::models::{Host, NewHost, NewSnapshot, NewVm, Project, Vm};
 use crate::db::{self, Conn, hosts, projects, snapshots, vms};
-use crate::domain::{Hypervisor, SnapshotState, names};
+use crate::domain::{Hypervisor, SnapshotState, lifetime, names};
 use crate::error::{AppError, AppResult};
 use crate::hypervisor::{Capabilities, DriverError, HostSnapshot, HostUri};
 
@@ -94,25 +94,37 @@ impl Admin {
         tx.finish(result).await
     }
 
-    /// Sets project `id`'s snapshot quota (`None`: none). A quota below what the project
-    /// has already refuses only new snapshots; nothing is deleted.
-    pub async fn set_project_quota(
+    /// Changes project `id`'s limits: its snapshot quota and its snapshots' maximum
+    /// lifetime (`Some(None)` removes one; `None` keeps it). A quota below what the
+    /// project has refuses only new snapshots, and a lifetime applies to new snapshots
+    /// only: nothing is deleted.
+    pub async fn set_project_limits(
         &self,
         caller: &Caller,
         id: i64,
-        quota: Option<i32>,
+        quota: Option<Option<i32>>,
+        lifetime_hours: Option<Option<i32>>,
     ) -> AppResult<Project> {
         caller.require_admin()?;
-        if quota.is_some_and(|q| q < 0) {
+        if quota.flatten().is_some_and(|q| q < 0) {
             return Err(AppError::validation(
                 "maxSnapshots must be 0 or more (null: no quota).",
             ));
         }
+        lifetime::check_max_lifetime(lifetime_hours.flatten())?;
         let mut tx = self.core.begin_for(caller).await?;
-        let result = projects::set_max_snapshots(&mut tx.conn(), id, quota)
-            .await
-            .map_err(AppError::from)
-            .and_then(|p| p.ok_or_else(|| AppError::not_found("project", id)));
+        let result = async {
+            let conn = &mut tx.conn();
+            let current = projects::by_id(conn, id)
+                .await?
+                .ok_or_else(|| AppError::not_found("project", id))?;
+            let limits = projects::Limits {
+                max_snapshots: quota.unwrap_or(current.max_snapshots),
+                max_lifetime_hours: lifetime_hours.unwrap_or(current.max_lifetime_hours),
+            };
+            Ok(projects::set_limits(conn, id, limits).await?)
+        }
+        .await;
         tx.finish(result).await
     }
 
@@ -401,8 +413,10 @@ async fn import_vm(
                     policy_id: None,
                     policy_due_at: None,
                     protected: false,
+                    // Made on the host before snaptree knew it: no lifetime is imposed.
+                    expires_at: None,
                 },
-                &caller.name,
+                caller.actor(),
             )
             .await?;
             ids.insert(&snap.name, row.id);

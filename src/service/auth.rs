@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::{Admin, Core, Service};
+use crate::db::models::Actor;
 use crate::db::models::{NewToken, Project, Token};
 use crate::db::{self, Conn, Tx, projects, tokens};
 use crate::domain::offer::Blocked;
-use crate::domain::{Role, names};
+use crate::domain::{Reason, Role, names};
 use crate::error::{AppError, AppResult};
 
 /// The authenticated caller of a request.
@@ -29,9 +30,41 @@ pub struct Caller {
     pub role: Role,
     /// When the token stops being accepted; `None`: never.
     pub expires_at: Option<chrono::NaiveDateTime>,
+    /// Why it acts, as the history of what it changes says: [`Reason::User`] for a
+    /// token's own requests.
+    pub reason: Reason,
 }
 
+/// The token id of snaptree's own work (no token has it: ids start at 1).
+pub const SNAPTREE_TOKEN: i64 = 0;
+
 impl Caller {
+    /// snaptree itself, acting in project `project_id` as `name` for `reason` (the
+    /// expiry sweep): an OPERATOR of that project that no revocation ends.
+    pub fn snaptree(project_id: i64, name: &str, reason: Reason) -> Self {
+        Self {
+            token_id: SNAPTREE_TOKEN,
+            name: name.to_owned(),
+            project_id,
+            role: Role::Operator,
+            expires_at: None,
+            reason,
+        }
+    }
+
+    /// Whether this is snaptree's own work rather than a token's.
+    pub fn is_snaptree(&self) -> bool {
+        self.token_id == SNAPTREE_TOKEN
+    }
+
+    /// Who its changes are recorded as in snapshot history, and why.
+    pub fn actor(&self) -> Actor<'_> {
+        Actor {
+            name: &self.name,
+            reason: self.reason,
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
@@ -155,6 +188,7 @@ impl Service {
                 project_id: token.project_id,
                 role: token.role(),
                 expires_at: token.expires_at,
+                reason: Reason::User,
             }),
             _ => {
                 self.core.rejected.insert(hash);
@@ -322,6 +356,7 @@ mod tests {
             project_id: 7,
             role,
             expires_at: None,
+            reason: Reason::User,
         };
         assert_eq!(caller(Role::Admin).scope(), None);
         assert_eq!(caller(Role::Viewer).scope(), Some(7));

@@ -53,7 +53,7 @@ impl Actions {
                 let facts = facts(&task, &snapshot);
                 let before = history::states_before_scrub(&mut conn, &facts.scope(&tree)).await?;
                 let changes = lifecycle::cancelled(&tree, &facts, &before);
-                snapshots::apply(&mut conn, &vm, &changes, &caller.name).await?;
+                snapshots::apply(&mut conn, &vm, &changes, caller.actor()).await?;
                 if facts.kind == TaskKind::Scrub {
                     snapshots::set_remove_subtree(&mut conn, snapshot.id, false).await?;
                 }

@@ -8,6 +8,7 @@ mod admin;
 pub mod auth;
 mod cancel;
 mod claiming;
+pub mod expiry;
 mod follow;
 pub mod handoff;
 pub mod ledger;
@@ -30,7 +31,7 @@ use crate::hypervisor::{DriverError, Drivers, HostRef};
 use crate::metrics::Metrics;
 
 pub use crate::events::Published;
-pub use actions::{Accepted, Actions, Create};
+pub use actions::{Accepted, Actions, Change, Create};
 pub use admin::{Admin, IMPORT_BATCH};
 pub use auth::Caller;
 pub use follow::Follow;
@@ -41,7 +42,10 @@ pub use tasks::Claimed;
 pub use throttle::Throttle;
 
 /// The actor recorded for the robot's own changes.
-pub const ROBOT: &str = "robot";
+pub const ROBOT: db::models::Actor<'static> = db::models::Actor {
+    name: "robot",
+    reason: crate::domain::Reason::Robot,
+};
 
 /// Host `host` as drivers know it. A kind this build does not know (a row written by a
 /// newer one) is refused, not guessed.

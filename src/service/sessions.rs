@@ -156,6 +156,7 @@ mod tests {
             project_id: 1,
             role: Role::Viewer,
             expires_at: None,
+            reason: crate::domain::Reason::User,
         };
         let a = sessions.open(&caller, Some(2)).unwrap();
         let b = sessions.open(&caller, Some(2)).unwrap();

@@ -237,6 +237,7 @@ mod tests {
             project_id: 1,
             role,
             expires_at: None,
+            reason: crate::domain::Reason::User,
         }
     }
 

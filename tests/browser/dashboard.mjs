@@ -393,6 +393,22 @@ async function operator(view) {
   assert.equal(await page.locator(`#tree [data-id="${guarded.id}"] .badge.protected`).count(), 0);
   console.log(`ok: ${tag}: protection shown in the tree and the details, its deletes refused with why`);
 
+  // Lifetimes (issue 30): a snapshot made to expire in a day says so in the tree and the
+  // details; one made without an expiry never expires.
+  await page.getByRole("button", { name: "Create snapshot…" }).click();
+  await page.locator("#snap-name").fill(`expiring ${tag}`);
+  await page.locator("#snap-expires").selectOption("24");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  const expiring = node(page, `expiring ${tag}`);
+  await expiring.locator(".badge.expiry", { hasText: /^expires in 2[34] hours$/ }).first().waitFor();
+  await expiring.locator(".row").first().click();
+  await page.waitForFunction(() => /\(in 2[34] hours\)$/.test(document.getElementById("d-expires").textContent));
+  await shot(page, `${tag}-expiring`);
+  await audit(page, "an expiring snapshot");
+  await node(page, `safety net ${tag}`).locator(".row").first().click();
+  await page.waitForFunction(() => document.getElementById("d-expires").textContent === "never");
+  console.log(`ok: ${tag}: an expiry shown in the tree and the details`);
+
   // ---------------------------------------------------------------- 200 snapshots
   const measures = (name) => page.evaluate((n) => performance.getEntriesByName(n)
     .filter((e) => e.detail && e.detail.snapshots >= 200).map((e) => e.duration), name);

@@ -31,8 +31,10 @@ $("create").addEventListener("click", () => {
 $("create-cancel").addEventListener("click", () => { $("create-form").reset(); $("create-form").hidden = true; $("create").focus(); });
 $("create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const ok = await act(`mutation($v: ID!, $n: String!, $d: String) { createSnapshot(vmId: $v, name: $n, description: $d) ${PAYLOAD} }`,
-    { v: state.vmId, n: $("snap-name").value, d: $("snap-description").value || null });
+  const hours = Number($("snap-expires").value);
+  const expires = hours ? new Date(Date.now() + hours * 36e5).toISOString() : null;
+  const ok = await act(`mutation($v: ID!, $n: String!, $d: String, $e: DateTime) { createSnapshot(vmId: $v, name: $n, description: $d, expiresAt: $e) ${PAYLOAD} }`,
+    { v: state.vmId, n: $("snap-name").value, d: $("snap-description").value || null, e: expires });
   if (ok) { $("create-form").reset(); $("create-form").hidden = true; }
 });
 

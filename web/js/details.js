@@ -3,7 +3,7 @@
 import { $, NOW, SNAPSHOT_STATE, TASK_STATE, clock, el, quoted, state, taskWords, time } from "./page.js";
 import { gql } from "./api.js";
 import { offer } from "./vms.js";
-import { childrenOf, failedTasks, staleWords } from "./tree.js";
+import { childrenOf, expiryWords, failedTasks, staleWords } from "./tree.js";
 
 export function selectedSnapshot() {
   return state.vm && state.vm.snapshots.find((s) => s.id === state.selected);
@@ -35,6 +35,7 @@ export function drawDetails() {
   $("d-state").textContent = `${SNAPSHOT_STATE[s.state] || s.state.toLowerCase()}${s.active ? " · active: the VM runs from here" : ""}`;
   $("d-created").textContent = time(s.createdAt);
   $("d-protected").textContent = s.protected ? "yes: kept from deletes until unprotected" : "no";
+  $("d-expires").textContent = s.expiresAt ? `${time(s.expiresAt)} (${expiryWords(s)})` : "never";
   $("protect").textContent = s.protected ? "Unprotect" : "Protect";
   $("d-stale").hidden = !s.stale;
   $("d-stale").textContent = s.stale ? staleWords(s) : "";

@@ -2,7 +2,7 @@
 // from these selections. Imports nothing, so that the other modules can use them at
 // once.
 
-export const SNAP_FIELDS = "id name description state active protected createdAt stale staleSince parent { id }";
+export const SNAP_FIELDS = "id name description state active protected expiresAt createdAt stale staleSince parent { id }";
 export const OFFER = "{ allowed reason refusal }";
 // Each event brings its task's snapshots and the VM's active snapshot as they are when
 // it is delivered, and whether the task may still be cancelled.

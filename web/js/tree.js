@@ -96,6 +96,19 @@ export function staleWords(s) {
   return `Kept for more than ${plural(hours, "hour")}: an old snapshot slows its VM and keeps growing. Delete it, or keep it on purpose.`;
 }
 
+/** When a snapshot expires, in words: "in 3 hours", or why an expired one is kept. */
+export function expiryWords(s) {
+  if (!s.expiresAt) return "";
+  const left = Date.parse(s.expiresAt) - Date.now();
+  if (left > 0) {
+    const hours = Math.round(left / 36e5);
+    return hours >= 48 ? `in ${plural(Math.round(hours / 24), "day")}`
+      : hours >= 1 ? `in ${plural(hours, "hour")}` : `in ${plural(Math.max(1, Math.round(left / 6e4)), "minute")}`;
+  }
+  return s.protected ? "expired; kept while protected"
+    : s.active ? "expired; kept while it is the active snapshot" : "expired; the robot deletes it shortly";
+}
+
 /** A snapshot's row: its name, marks, state in words, failure and date. */
 export function rowOf(s, failures, hidden) {
   const words = SNAPSHOT_STATE[s.state] || s.state.toLowerCase();
@@ -108,6 +121,8 @@ export function rowOf(s, failures, hidden) {
     s.state === "RUNNING" ? null
       : el("span", { className: `badge ${s.state === "UNRESOURCED" ? "failed" : "working"}` }, words),
     s.stale ? el("span", { className: "badge stale", title: staleWords(s) }, "stale") : null,
+    s.expiresAt ? el("span", { className: "badge expiry", title: `Expires ${time(s.expiresAt)}: ${expiryWords(s)}` },
+      Date.parse(s.expiresAt) > Date.now() ? `expires ${expiryWords(s)}` : "expired") : null,
     failure ? el("span", { className: "reason", title: failure }, failure) : null,
     hidden ? el("span", { className: "hidden-count" }, `+${plural(hidden, "hidden snapshot")}`) : null,
     el("time", { dateTime: s.createdAt }, time(s.createdAt)));

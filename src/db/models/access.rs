@@ -19,6 +19,9 @@ pub struct Project {
     pub created_at: NaiveDateTime,
     /// The most non-closed snapshots across the project's VMs; `None`: no quota.
     pub max_snapshots: Option<i32>,
+    /// The longest a new snapshot lives, in hours: its expiry by default and at the
+    /// latest; `None`: no maximum.
+    pub max_lifetime_hours: Option<i32>,
 }
 
 #[derive(Queryable, Selectable, Clone, Debug)]

@@ -43,6 +43,9 @@ pub struct Snapshot {
     /// Kept from every delete (alone, in a subtree, by a policy's retention) until
     /// unprotected; set and cleared by an OPERATOR or ADMIN.
     pub protected: bool,
+    /// When the expiry sweep deletes it (unless protected or active); `None`: kept until
+    /// deleted. See `domain::lifetime`.
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 impl From<&Snapshot> for crate::domain::tree::Node {
@@ -54,6 +57,7 @@ impl From<&Snapshot> for crate::domain::tree::Node {
             state: s.state(),
             active: s.active,
             protected: s.protected,
+            expires_at: s.expires_at,
         }
     }
 }
@@ -72,6 +76,7 @@ impl Snapshot {
             state: self.state(),
             active: self.active,
             protected: self.protected,
+            expires_at: self.expires_at,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct NewSnapshot<'a> {
     pub policy_due_at: Option<NaiveDateTime>,
     /// Kept from every delete until unprotected.
     pub protected: bool,
+    /// When the expiry sweep deletes it; `None`: never.
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 #[derive(Queryable, QueryableByName, Selectable, Clone, Debug, serde::Serialize)]
@@ -121,12 +128,15 @@ pub struct HistoryEntry {
     /// The [`SnapshotState`] code it entered; a delete that fails or is cancelled puts
     /// back the last one here before SCRUB.
     pub state: i32,
-    /// Who moved it: the caller's token name (`policy NAME` for a policy's action), or
-    /// `robot`.
+    /// Who moved it: the caller's token name (`policy NAME` for a policy's action),
+    /// `expiry` for the expiry sweep, or `robot`.
     pub actor: String,
     /// When it changed.
     #[diesel(deserialize_as = Stamp)]
     pub at: NaiveDateTime,
+    /// Why: a [`Reason`](crate::domain::Reason)'s text; `None` on rows written before
+    /// reasons were kept.
+    pub reason: Option<String>,
 }
 
 impl HistoryEntry {
@@ -150,4 +160,15 @@ pub struct NewHistoryEntry<'a> {
     pub actor: &'a str,
     /// When it changed.
     pub at: NaiveDateTime,
+    /// Why (a [`Reason`](crate::domain::Reason)'s text).
+    pub reason: &'static str,
+}
+
+/// Who changes snapshots' states, and why: what their history rows record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actor<'a> {
+    /// The caller's token name, `policy NAME`, `expiry` or `robot`.
+    pub name: &'a str,
+    /// Why it acts.
+    pub reason: crate::domain::Reason,
 }

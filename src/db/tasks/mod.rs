@@ -70,6 +70,23 @@ pub async fn open_of_each(conn: &mut Conn<'_>, vms: &[i64]) -> QueryResult<Vec<T
     }
 }
 
+/// For each of `snapshots` whose deletes have failed: how many have, and when the last
+/// one ended. On `tasks_snapshot`: a snapshot has few tasks.
+pub async fn failed_deletes(
+    conn: &mut Conn<'_>,
+    snapshots: &[i64],
+) -> QueryResult<Vec<(i64, i64, Option<NaiveDateTime>)>> {
+    use diesel::dsl::{count_star, max};
+    run!(conn, |c| tasks
+        .filter(snapshot_id.eq_any(snapshots))
+        .filter(kind.eq(crate::domain::TaskKind::Scrub.as_str()))
+        .filter(state.eq(TaskState::Failed.as_str()))
+        .group_by(snapshot_id)
+        .select((snapshot_id, count_star(), max(finished_at)))
+        .load(c)
+        .await)
+}
+
 pub async fn by_id(conn: &mut Conn<'_>, wanted: i64) -> QueryResult<Option<Task>> {
     run!(conn, |c| tasks
         .find(wanted)

@@ -234,6 +234,7 @@ fn an_apply_saving_first_saves_then_applies_and_keeps_a_save_the_host_has() {
         state: Requested,
         active: false,
         protected: false,
+        expires_at: None,
     });
     let mut t = Tree::new(nodes);
     t.apply(&apply.changes);

@@ -81,6 +81,12 @@ impl Project {
         self.0.max_snapshots
     }
 
+    /// The longest a new snapshot lives, in hours: its expiry when none is asked for,
+    /// and the latest one allowed; null: no maximum.
+    async fn max_lifetime_hours(&self) -> Option<i32> {
+        self.0.max_lifetime_hours
+    }
+
     /// Its VMs' non-closed snapshots, together.
     async fn snapshot_count(&self, ctx: &Context<'_>) -> Result<i32> {
         let n = one::<_, i64>(ctx, crate::graphql::loaders::SnapshotCountOf(self.0.id)).await?;

@@ -79,6 +79,13 @@ impl Snapshot {
         self.0.protected
     }
 
+    /// When the robot deletes it, as a user's delete of it alone would (within a minute
+    /// of this time; never while it is protected or the VM's active snapshot, which is
+    /// kept until another is active); null: kept until deleted.
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.expires_at.map(at)
+    }
+
     async fn state(&self) -> SnapshotState {
         self.0.state().into()
     }
@@ -180,9 +187,16 @@ impl SnapshotHistoryEntry {
         self.0.state
     }
 
-    /// The API token's name, or `robot`.
+    /// The API token's name, `policy NAME`, `expiry`, or `robot`.
     async fn actor(&self) -> &str {
         &self.0.actor
+    }
+
+    /// Why the state changed: `user` (a token's action), `policy`, `expired` (the
+    /// expiry sweep), or `robot` (a task started, ended, failed or was cancelled); null
+    /// on entries older than reasons.
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
     }
 
     async fn at(&self) -> DateTime<Utc> {

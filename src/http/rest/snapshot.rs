@@ -14,7 +14,7 @@ use super::{RestCaller, no_route, path_id, wire};
 use crate::db::models::{HistoryEntry, Snapshot, Vm};
 use crate::domain::{SnapshotState, state};
 use crate::error::{AppError, AppResult};
-use crate::service::{Caller, Create, Service};
+use crate::service::{Caller, Change, Create, Service};
 
 /// How many history rows a snapshot object or tree node holds: its newest (a snapshot
 /// applied every day for years has thousands). `snapshot_history/` lists them all.
@@ -154,7 +154,7 @@ pub async fn create(
             Create {
                 name,
                 description,
-                protected: false,
+                ..Create::default()
             },
         )
         .await;
@@ -213,9 +213,12 @@ pub async fn update(
     // The rename first: it is the part a request is likelier to be refused for, and then
     // nothing has changed. (A refused state change after it leaves the new name.)
     if update.name.is_some() || update.description.is_some() {
-        let updated = actions
-            .update_snapshot(&caller, id, update.name, update.description, None)
-            .await;
+        let change = Change {
+            name: update.name,
+            description: update.description,
+            ..Change::default()
+        };
+        let updated = actions.update_snapshot(&caller, id, change).await;
         if let Err(err) = updated {
             return refusal(Op::Update, err);
         }

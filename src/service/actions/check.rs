@@ -23,7 +23,7 @@ impl Actions {
             .collect();
         precheck_all(conn, requests, fates, &vm_of, &vms).await?;
         let mut works = decide_all(conn, requests, fates, &vm_of, &vms).await?;
-        check_quotas(conn, &vms, &mut works, fates).await?;
+        check_projects(conn, &vms, &mut works, fates, self.core.clock.now_naive()).await?;
         Ok((vms, works))
     }
 
@@ -61,7 +61,8 @@ impl Actions {
                 Target::Vm(id) => Some(id),
                 Target::Snapshot(id) => owners.get(&id).copied(),
             };
-            match (live.contains(&r.caller.token_id), vm) {
+            let live = live.contains(&r.caller.token_id) || r.caller.is_snaptree();
+            match (live, vm) {
                 (false, _) => fates[i] = Fate::Refused(AppError::revoked()),
                 (true, None) => fates[i] = Fate::Refused(r.target.not_found()),
                 (true, Some(vm)) => vm_of[i] = vm,
@@ -156,6 +157,7 @@ async fn decide_all(
                 target: 0,
                 kind: TaskKind::Build,
                 save: None,
+                expires: None,
             }),
             Err(err) => fates[i] = Fate::Refused(err),
         }
@@ -163,17 +165,20 @@ async fn decide_all(
     Ok(works)
 }
 
-/// Refuses the creates (and saves) that would take a project past its quota: counted
-/// over the project's VMs, with the ones accepted earlier in this batch, in order.
-async fn check_quotas(
+/// Refuses the creates (and saves) that would take a project past its quota (counted
+/// over the project's VMs, with the ones accepted earlier in this batch, in order) or
+/// ask for an expiry past its maximum lifetime; sets each one's expiry (`Work::expires`).
+async fn check_projects(
     conn: &mut Conn<'_>,
     vms: &HashMap<i64, Vm>,
     works: &mut Vec<Work>,
     fates: &mut [Fate],
+    now: chrono::NaiveDateTime,
 ) -> AppResult<()> {
+    let creates = |w: &Work| w.step.as_ref().is_some_and(Step::creates);
     let mut projects: Vec<i64> = works
         .iter()
-        .filter(|w| w.step.as_ref().is_some_and(Step::creates))
+        .filter(|w| creates(w))
         .map(|w| vms[&w.vm].project_id)
         .collect();
     if projects.is_empty() {
@@ -181,24 +186,34 @@ async fn check_quotas(
     }
     projects.sort_unstable();
     projects.dedup();
-    let quotas = db::projects::lock_quotas(conn, &projects).await?;
-    if quotas.is_empty() {
-        return Ok(());
-    }
-    let limited: Vec<i64> = quotas.keys().copied().collect();
-    let mut used = snapshots::open_counts_of_projects(conn, &limited).await?;
-    works.retain(|w| {
-        let project = vms[&w.vm].project_id;
-        let (Some(&quota), true) = (
-            quotas.get(&project),
-            w.step.as_ref().is_some_and(Step::creates),
-        ) else {
+    let limits = db::projects::lock_limits(conn, &projects).await?;
+    let asked = |w: &Work| match &w.step {
+        Some(Step::Create { expires_at, .. }) => *expires_at,
+        _ => None,
+    };
+    let limited: Vec<i64> = limits
+        .iter()
+        .filter(|(_, l)| l.max_snapshots.is_some())
+        .map(|(p, _)| *p)
+        .collect();
+    let mut used = if limited.is_empty() {
+        HashMap::new()
+    } else {
+        snapshots::open_counts_of_projects(conn, &limited).await?
+    };
+    works.retain_mut(|w| {
+        if !creates(w) {
             return true;
-        };
+        }
+        let project = vms[&w.vm].project_id;
+        let limit = limits.get(&project).copied().unwrap_or_default();
         let count = used.entry(project).or_default();
-        match lifecycle::quota(*count, Some(quota)) {
-            Ok(()) => {
+        let checked = lifecycle::quota(*count, limit.max_snapshots)
+            .and_then(|()| lifetime::expiry(asked(w), limit.max_lifetime_hours, now, now));
+        match checked {
+            Ok(expires) => {
                 *count += 1;
+                w.expires = expires;
                 true
             }
             Err(err) => {

@@ -16,6 +16,7 @@ use super::{Caller, Claimed, Core, ROBOT};
 use crate::db::models::{Host, NewSnapshot, NewTask, NewTaskEvent, Snapshot, Task, Vm};
 use crate::db::{self, Conn, hosts, snapshots, tasks, tokens, vms};
 use crate::domain::lifecycle::{self, Plan};
+use crate::domain::lifetime;
 use crate::domain::offer::precheck;
 use crate::domain::tree::{Changes, Node, Tree};
 use crate::domain::{Rejection, SnapshotState, TaskKind, TaskState, names};
@@ -73,6 +74,8 @@ enum Step {
         policy: Option<(i64, chrono::NaiveDateTime)>,
         /// Kept from every delete until unprotected.
         protected: bool,
+        /// The expiry asked for (`None`: none; the project's maximum lifetime may set one).
+        expires_at: Option<chrono::NaiveDateTime>,
     },
     /// A change to existing snapshots (apply, revert, delete), as the domain planned it.
     Change(Plan),
@@ -121,6 +124,9 @@ pub struct Create<'a> {
     pub description: Option<&'a str>,
     /// Kept from every delete until unprotected.
     pub protected: bool,
+    /// When the expiry sweep deletes it; `None`: never, unless its project's maximum
+    /// lifetime says when.
+    pub expires_at: Option<chrono::NaiveDateTime>,
 }
 
 impl Actions {
@@ -146,6 +152,14 @@ impl Actions {
         let name = names::name("snapshot name", ask.name)?;
         let description = names::description(ask.description)?;
         let protected = ask.protected;
+        let expires_at = ask.expires_at;
+        // Refused before any lock; the project's maximum is checked with its quota.
+        lifetime::expiry(
+            expires_at,
+            None,
+            self.core.clock.now_naive(),
+            self.core.clock.now_naive(),
+        )?;
         let core = Arc::clone(&self.core);
         self.act(caller, Target::Vm(vm_id), move |host, tree| {
             let limit = core.snapshot_limit(host.max_snapshots_per_vm);
@@ -156,6 +170,7 @@ impl Actions {
                 parent: plan.parent,
                 policy,
                 protected,
+                expires_at,
             })
         })
         .await
@@ -215,40 +230,77 @@ impl Actions {
         .await
     }
 
-    /// Renames snapshot `id` or changes its description (`Some(None)` clears it); what is
-    /// not given is kept. No task: the host knows snapshots by ids, not names.
+    /// The expiry sweep's delete of snapshot `id` (see `domain::lifetime::expire`),
+    /// asked by `caller` (snaptree's own, for [`Reason::Expired`](crate::domain::Reason)).
+    pub(crate) async fn expire_snapshot(&self, caller: &Caller, id: i64) -> AppResult<Accepted> {
+        let now = self.core.clock.now_naive();
+        self.act(caller, Target::Snapshot(id), move |_, tree| {
+            Ok(Step::Change(lifetime::expire(tree, id, now)?))
+        })
+        .await
+    }
+
+    /// Changes snapshot `id`'s name, description, protection or expiry, as `change`
+    /// says; what it leaves out is kept. No task: the host knows snapshots by ids, not
+    /// names, and protection and expiry are snaptree's.
     pub async fn update_snapshot(
         &self,
         caller: &Caller,
         id: i64,
-        name: Option<&str>,
-        description: Option<Option<&str>>,
-        protected: Option<bool>,
+        change: Change<'_>,
     ) -> AppResult<Snapshot> {
         caller.require_operator()?;
-        let name = name.map(|n| names::name("snapshot name", n)).transpose()?;
-        let description = description.map(names::description).transpose()?;
+        let name = change
+            .name
+            .map(|n| names::name("snapshot name", n))
+            .transpose()?;
+        let description = change.description.map(names::description).transpose()?;
+        let now = self.core.clock.now_naive();
         let mut tx = self.core.begin_for(caller).await?;
         let result = async {
             let conn = &mut tx.conn();
             let not_found = || AppError::not_found("snapshot", id);
+            let vm_id = snapshots::by_ids(conn, &[id])
+                .await?
+                .pop()
+                .ok_or_else(not_found)?
+                .vm_id;
+            // The VM's lock, as actions take it: an expiry changed here and the expiry
+            // sweep's delete of the snapshot see each other, one after the other.
+            let vm = vms::lock_all(conn, &[vm_id])
+                .await?
+                .pop()
+                .filter(|vm| caller.can_see(vm.project_id))
+                .ok_or_else(not_found)?;
             let current = snapshots::by_ids(conn, &[id])
                 .await?
                 .pop()
                 .ok_or_else(not_found)?;
-            let vm = vms::by_ids(conn, &[current.vm_id]).await?.pop();
-            if !vm.is_some_and(|vm| caller.can_see(vm.project_id)) {
-                return Err(not_found());
-            }
-            let tree = super::tasks::load_tree(conn, current.vm_id).await?;
+            let tree = super::tasks::load_tree(conn, vm_id).await?;
             let name = name.unwrap_or_else(|| current.name.clone());
             lifecycle::rename(&tree, id, &name)?;
-            if protected.is_some() {
+            if change.protected.is_some() || change.expires_at.is_some() {
                 lifecycle::protect(&tree, id)?;
             }
-            let description = description.unwrap_or_else(|| current.description.clone());
-            let protected = protected.unwrap_or(current.protected);
-            snapshots::set_details(conn, id, &name, description.as_deref(), protected)
+            let expires_at = match change.expires_at {
+                None => current.expires_at,
+                Some(asked) => {
+                    let max = db::projects::by_id(conn, vm.project_id)
+                        .await?
+                        .and_then(|p| p.max_lifetime_hours);
+                    lifetime::change_expiry(asked, max, current.created_at, now)?
+                }
+            };
+            let details = snapshots::Details {
+                name: &name,
+                description: match &description {
+                    Some(asked) => asked.as_deref(),
+                    None => current.description.as_deref(),
+                },
+                protected: change.protected.unwrap_or(current.protected),
+                expires_at,
+            };
+            snapshots::set_details(conn, id, details)
                 .await
                 .map_err(|err| match db::is_unique_violation(&err) {
                     // Another rename to the same name committed first.
@@ -259,6 +311,20 @@ impl Actions {
         .await;
         tx.finish(result).await
     }
+}
+
+/// What an update changes in a snapshot; `None` keeps what it has.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Change<'a> {
+    /// A new name (checked here).
+    pub name: Option<&'a str>,
+    /// A new description; `Some(None)` clears it.
+    pub description: Option<Option<&'a str>>,
+    /// Protect or unprotect it.
+    pub protected: Option<bool>,
+    /// A new expiry; `Some(None)` removes it (refused when its project has a maximum
+    /// lifetime).
+    pub expires_at: Option<Option<chrono::NaiveDateTime>>,
 }
 
 /// What became of a request in a batch.
@@ -303,4 +369,6 @@ struct Work {
     kind: TaskKind,
     /// The snapshot an apply saves the current state as, once known.
     save: Option<i64>,
+    /// When the snapshot it creates expires, once its project's lifetime is checked.
+    expires: Option<chrono::NaiveDateTime>,
 }

@@ -1,6 +1,7 @@
 //! The writes of a batch of accepted actions: the new snapshots and each tree's changes.
 
 use super::*;
+use crate::db::models::Actor;
 
 /// Writes the new snapshots (REQUESTED, with their names on the host) and every work's
 /// changes to its tree.
@@ -17,7 +18,7 @@ pub(super) async fn write_snapshots(
         .iter()
         .zip(&changes)
         .map(|(work, c)| {
-            let actor = requests[work.request].caller.name.as_str();
+            let actor = requests[work.request].caller.actor();
             (&vms[&work.vm], c, actor)
         })
         .collect();
@@ -58,6 +59,7 @@ async fn insert_snapshots(
                 parent,
                 policy,
                 protected,
+                ..
             }) => Some((
                 w,
                 name.as_str(),
@@ -85,7 +87,7 @@ async fn insert_snapshots(
             Some(Step::Change(_)) | None => None,
         })
         .collect();
-    let new: Vec<(&Vm, NewSnapshot, &str)> = creates
+    let new: Vec<(&Vm, NewSnapshot, Actor)> = creates
         .iter()
         .map(|&(w, name, description, parent, policy, protected)| {
             let vm = &vms[&works[w].vm];
@@ -103,8 +105,9 @@ async fn insert_snapshots(
                 policy_id: policy.map(|p| p.0),
                 policy_due_at: policy.map(|p| p.1),
                 protected,
+                expires_at: works[w].expires,
             };
-            (vm, row, requests[works[w].request].caller.name.as_str())
+            (vm, row, requests[works[w].request].caller.actor())
         })
         .collect();
     let rows = if new.is_empty() {
@@ -158,6 +161,7 @@ fn decide_changes(works: &mut [Work], created: &HashMap<usize, i64>) -> (Vec<Cha
                     state: SnapshotState::Requested,
                     active: false,
                     protected,
+                    expires_at: work.expires,
                 });
                 (work.target, work.kind) = (id, TaskKind::Build);
                 change
@@ -178,6 +182,7 @@ fn decide_changes(works: &mut [Work], created: &HashMap<usize, i64>) -> (Vec<Cha
                     state: SnapshotState::Requested,
                     active: false,
                     protected: false,
+                    expires_at: work.expires,
                 });
                 (work.target, work.kind, work.save) = (apply.target, apply.kind, Some(id));
                 apply.changes

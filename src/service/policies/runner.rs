@@ -104,6 +104,7 @@ impl Service {
             project_id: token.project_id,
             role: token.role(),
             expires_at: token.expires_at,
+            reason: crate::domain::Reason::Policy,
         }))
     }
 
@@ -185,6 +186,9 @@ impl Service {
                     name: &name,
                     description: Some(&description),
                     protected: false,
+                    // Retention prunes a policy's snapshots; a project's maximum
+                    // lifetime still applies.
+                    expires_at: None,
                 },
                 Some((p.id, run.due_at)),
             )
