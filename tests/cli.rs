@@ -212,15 +212,29 @@ async fn every_command_with_and_without_wait() {
     assert_eq!(code, 0, "{doc}");
     let at = doc["expiresAt"].as_str().unwrap().to_owned();
     let out = s.run(&["tree", "--vm", vm]).await;
-    assert!(text(&out).1.contains(&format!("(expires {at})")), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains(&format!("(expires {at})")),
+        "{}",
+        text(&out).1
+    );
     let out = s.run(&["list", "--vm", vm]).await;
-    assert!(text(&out).1.contains(&format!("expires {at}")), "{}", text(&out).1);
-    let out = s.run(&["expire", &base, "--expires-at", "2000-01-01T00:00:00Z"]).await;
+    assert!(
+        text(&out).1.contains(&format!("expires {at}")),
+        "{}",
+        text(&out).1
+    );
+    let out = s
+        .run(&["expire", &base, "--expires-at", "2000-01-01T00:00:00Z"])
+        .await;
     let (code, _, stderr) = text(&out);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("not in the future"), "{stderr}");
     let out = s.run(&["expire", &base]).await;
-    assert_eq!(text(&out).0, 2, "one of --expires-in, --expires-at or --never");
+    assert_eq!(
+        text(&out).0,
+        2,
+        "one of --expires-in, --expires-at or --never"
+    );
     let out = s.run(&["expire", &base, "--never"]).await;
     let (code, stdout, _) = text(&out);
     assert_eq!(code, 0);

@@ -268,3 +268,48 @@ async fn a_protected_snapshot_stays_on_the_host_through_the_deletes_around_it() 
     assert_agrees(&app, op, &vm, &domain).await;
     assert!(domain.tree().is_empty());
 }
+
+#[tokio::test]
+async fn expired_snapshots_leave_the_host_but_the_protected_and_the_active_stay() {
+    if !libvirt::available() {
+        return;
+    }
+    let domain = TestDomain::new(true);
+    let app = TestApp::spawn().await;
+    let (project, op, host) = kvm_project(&app, "ageing").await;
+    let vm = app.register_vm(&host, &project, &domain.name).await;
+    let op = op.as_str();
+    let now = chrono::Utc::now();
+    app.set_clock(now);
+    let expire = "mutation($s: ID!, $e: DateTime, $p: Boolean) {
+        updateSnapshot(id: $s, expiresAt: $e, protected: $p) { id } }";
+    let soon = (now + chrono::Duration::hours(1)).to_rfc3339();
+
+    // a -> b (protected) -> c -> d (active), all expiring in an hour.
+    let a = app.snapshot_built(op, &vm, "a").await;
+    let b = app.snapshot_built(op, &vm, "b").await;
+    let c = app.snapshot_built(op, &vm, "c").await;
+    let d = app.snapshot_built(op, &vm, "d").await;
+    for (s, protected) in [(&a, false), (&b, true), (&c, false), (&d, false)] {
+        app.data(op, expire, json!({ "s": s, "e": soon, "p": protected }))
+            .await;
+    }
+
+    // Two hours on, a and c leave the host, each alone: b and d remain, d under b.
+    app.set_clock(now + chrono::Duration::hours(2));
+    for _ in 0..15_000 {
+        if domain.tree().len() == 2 && app.tree(op, &vm).await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_agrees(&app, op, &vm, &domain).await;
+    let tree = app.tree(op, &vm).await;
+    assert_eq!(
+        tree.iter()
+            .map(|(id, parent, ..)| (id.clone(), parent.clone()))
+            .collect::<Vec<_>>(),
+        vec![(b.clone(), None), (d.clone(), Some(b.clone()))]
+    );
+    assert_eq!(app.active(op, &vm).await, Some(d));
+}

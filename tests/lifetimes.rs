@@ -21,7 +21,7 @@ const LIMITS: &str = "mutation($p: ID!, $h: Int) {
     updateProject(id: $p, maxLifetimeHours: $h) { maxSnapshots maxLifetimeHours } }";
 
 fn iso(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
 /// Creates snapshot `name` expiring at `expires` (protected if asked) and waits for it.
@@ -170,8 +170,24 @@ async fn an_expiry_moved_later_or_removed_keeps_the_snapshot() {
     let now = Utc::now().trunc_subsecs(0);
     app.set_clock(now);
 
-    let (first, _) = made(&app, op, &f.vm, "first", Some(now + Duration::hours(1)), false).await;
-    let (second, _) = made(&app, op, &f.vm, "second", Some(now + Duration::hours(1)), false).await;
+    let (first, _) = made(
+        &app,
+        op,
+        &f.vm,
+        "first",
+        Some(now + Duration::hours(1)),
+        false,
+    )
+    .await;
+    let (second, _) = made(
+        &app,
+        op,
+        &f.vm,
+        "second",
+        Some(now + Duration::hours(1)),
+        false,
+    )
+    .await;
     made(&app, op, &f.vm, "top", None, false).await;
 
     // A VIEWER cannot change an expiry; an expiry in the past is refused.
@@ -210,8 +226,7 @@ async fn an_expiry_moved_later_or_removed_keeps_the_snapshot() {
 }
 
 #[tokio::test]
-async fn a_projects_maximum_lifetime_is_every_new_snapshots_expiry_by_default_and_at_the_latest()
-{
+async fn a_projects_maximum_lifetime_is_every_new_snapshots_expiry_by_default_and_at_the_latest() {
     let app = TestApp::spawn().await;
     let f = app.project_with_vm("short-lived", "sim://").await;
     let op = f.operator.as_str();
@@ -254,7 +269,7 @@ async fn a_projects_maximum_lifetime_is_every_new_snapshots_expiry_by_default_an
         .request(
             Some(op),
             CREATE,
-            json!({ "v": f.vm, "n": "c", "e": iso(now + Duration::hours(3)) }),
+            json!({ "v": f.vm, "n": "c", "e": iso(now + Duration::hours(3)), "p": false }),
         )
         .await;
     assert_eq!(error_code(&body), "VALIDATION", "{body}");

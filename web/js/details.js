@@ -61,16 +61,19 @@ export function drawDetails() {
   detailsTimer = setTimeout(() => loadHistory(s.id), 120);
 }
 
+/** Why a state changed, where the actor alone does not say it. */
+const HISTORY_REASON = { expired: ", expired" };
+
 export async function loadHistory(id) {
   let data;
   try {
-    data = await gql(`query($s: ID!) { snapshot(id: $s) { history { state actor at } } }`, { s: id });
+    data = await gql(`query($s: ID!) { snapshot(id: $s) { history { state actor reason at } } }`, { s: id });
   } catch { return; }
   if (state.selected !== id || !data.snapshot) return;
   const history = data.snapshot.history;
   $("d-by").textContent = history.length ? history[0].actor : "";
   $("history").replaceChildren(...history.map((h) =>
-    el("li", {}, `${time(h.at)}: ${SNAPSHOT_STATE[h.state] || h.state.toLowerCase()} (${h.actor})`)));
+    el("li", {}, `${time(h.at)}: ${SNAPSHOT_STATE[h.state] || h.state.toLowerCase()} (${h.actor}${HISTORY_REASON[h.reason] || ""})`)));
 }
 
 export function drawTasks() {
