@@ -364,3 +364,98 @@ async fn the_legacy_protocol_delivers_events_and_refuses_bad_tokens() {
     }
     assert_eq!(refused, Some(4403));
 }
+
+/// A server told to stop (SIGTERM) says so on every WebSocket before it exits: each
+/// subscriber gets the close code 1001 ("go elsewhere", so a client resubscribes on
+/// another server), never a connection that just breaks (1006). Many sockets, events
+/// flowing and clients writing (pings) as it stops: a server that exits before its
+/// sockets have said goodbye, or closes one with the client's bytes unread (a reset,
+/// which can take the close frame with it), would show.
+#[tokio::test]
+async fn a_stopping_server_closes_every_socket_with_1001() {
+    use common::process::{self, ServerProcess};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    const TOKENS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::TestDb::new(dir.path()).await;
+    let admin = process::token(&db.cli_url(), "ops", "ADMIN");
+    // Its robot lets go of its tasks at once, so that nothing else holds the stop.
+    let mut server = ServerProcess::start(
+        &db.cli_url(),
+        &dir.path().join("sim"),
+        &["--shutdown-grace-seconds", "0"],
+    );
+    let api = common::Api::new(&server.url, admin);
+    let project = api.create_project("goodbye").await;
+    let operator = api.create_token(&project, "OPERATOR").await;
+    let host = api
+        .create_host("goodbye", "SIMULATED", "sim://", None)
+        .await;
+    let mut vms = Vec::new();
+    for i in 0..10 {
+        vms.push(api.create_vm(&host, &project, &format!("vm{i}")).await);
+    }
+    let mut readers = Vec::new();
+    let mut pingers = Vec::new();
+    for _ in 0..TOKENS {
+        let token = api.create_token(&project, "VIEWER").await;
+        // As many sockets as a token may hold.
+        for _ in 0..20 {
+            let mut sub = Subscriber::connect(&api.url, Some(&token)).await.unwrap();
+            sub.subscribe("e", "subscription { events { id } }", json!({}))
+                .await;
+            let (mut tx, rx) = sub.into_socket().split();
+            pingers.push(tokio::spawn(async move {
+                let ping = r#"{"type":"ping"}"#;
+                while tx.send(Message::Text(ping.into())).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }));
+            readers.push(rx);
+        }
+    }
+    // Events flow to every socket while the server stops.
+    let busy: Vec<_> = vms
+        .iter()
+        .map(|vm| {
+            let (api, op, vm) = (api.clone(), operator.clone(), vm.clone());
+            tokio::spawn(async move {
+                let query = "mutation($v: ID!, $n: String!) { createSnapshot(vmId: $v, name: $n) { task { id } } }";
+                for n in 0.. {
+                    let body = json!({ "query": query, "variables": { "v": vm, "n": format!("n{n}") } });
+                    // Busy VMs refuse; a stopped server ends the loop.
+                    let sent = api.client.post(&api.url).bearer_auth(&op).json(&body).send().await;
+                    if sent.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        server.terminate().success(),
+        "the server did not stop cleanly"
+    );
+    for task in busy.into_iter().chain(pingers) {
+        task.abort();
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    for mut rx in readers {
+        let code = loop {
+            match rx.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map_or(1005, |f| f.code.into()),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => break 1006,
+            }
+        };
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert_eq!(
+        codes,
+        std::collections::BTreeMap::from([(1001, TOKENS * 20)]),
+        "close codes of the sockets of a stopping server"
+    );
+}

@@ -177,6 +177,7 @@ pub async fn serve(
             stream: tcp,
             activity: Arc::clone(&activity),
             _slot: slot,
+            _open: open_rx.clone(),
         };
         let conn = builder
             .serve_connection(TokioIo::new(io), service)
@@ -465,6 +466,11 @@ struct Watched {
     /// Its place in the connection count, given back when the socket closes (after an
     /// upgrade too: the socket lives on in the WebSocket).
     _slot: Slot,
+    /// Held while the socket is open, so that a stopping server waits (up to [`DRAIN`])
+    /// for it: after an upgrade the HTTP connection has ended but the WebSocket still
+    /// has its close frame (1001) to send, and a process that exited first would leave
+    /// its clients a connection that just broke (1006).
+    _open: watch::Receiver<()>,
 }
 
 impl AsyncRead for Watched {

@@ -80,6 +80,11 @@ impl Subscriber {
         }
     }
 
+    /// The socket itself, to write and read at once.
+    pub fn into_socket(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
     /// Connects to `url` (the server's `http://.../graphql`) and sends `connection_init`
     /// with `token`; `Err((code, reason))` when the server closes instead of accepting.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, (u16, String)> {

@@ -64,9 +64,27 @@ pub(super) async fn serve(app: AppState, socket: WebSocket, protocol: Protocol, 
             code,
             reason: Utf8Bytes::from(close_reason(reason)),
         };
-        let _ = tokio::time::timeout(STALL, conn.sink.send(Message::Close(Some(frame)))).await;
+        let sent = tokio::time::timeout(STALL, conn.sink.send(Message::Close(Some(frame)))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            // The closing handshake: read (and drop) what the client still sends until
+            // its own close frame. A socket closed with bytes unread sends a reset, not a
+            // FIN, and a reset can make the client's system throw away what it has not
+            // read yet, the close frame among it: the client would see a connection
+            // that broke (1006) instead of the code sent.
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
 }
+
+/// How long a server that has sent its close frame waits for the client's.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `reason` cut to the 123 bytes a close frame can carry (a longer one would make the
 /// frame invalid, and the connection would end without a code).
