@@ -261,6 +261,7 @@ impl From<Blocked> for AppError {
                 task_id: task,
             },
             Blocked::VmState(rejection) => Self::Rejected(rejection),
+            Blocked::Unsupported(why) => Self::InvalidState(why),
         }
     }
 }

@@ -313,3 +313,69 @@ async fn expired_snapshots_leave_the_host_but_the_protected_and_the_active_stay(
     );
     assert_eq!(app.active(op, &vm).await, Some(d));
 }
+
+/// libvirt before 10.10 takes no internal snapshot of a UEFI guest: snaptree says so on
+/// the VM's offers and refuses every action before any task, as libvirt itself would
+/// refuse the snapshot (checked here with virsh, on the same domain).
+#[tokio::test]
+async fn a_uefi_guest_on_an_older_libvirt_is_refused_before_any_task() {
+    if !libvirt::available() {
+        return;
+    }
+    let domain = TestDomain::uefi();
+    let refused = virsh(&[
+        "snapshot-create-as",
+        "--domain",
+        &domain.name,
+        "--name",
+        "probe",
+    ]);
+    let version = virsh(&["version", "--daemon"]).unwrap();
+    let app = TestApp::spawn().await;
+    let (project, op, host) = kvm_project(&app, "firmware").await;
+    let vm = app.register_vm(&host, &project, &domain.name).await;
+    let op = op.as_str();
+    let offers = app
+        .data(
+            op,
+            "query($v: ID!) { vm(id: $v) { actions { create { allowed refusal reason } revert { refusal } } } }",
+            json!({ "v": vm }),
+        )
+        .await;
+    let create = &offers["vm"]["actions"]["create"];
+    match refused {
+        // This libvirt takes no internal snapshot of the domain: neither does snaptree.
+        Err(err) => {
+            assert!(err.contains("pflash"), "{err}");
+            assert_eq!(create["allowed"], false, "{offers}");
+            assert_eq!(create["refusal"], "UNSUPPORTED", "{offers}");
+            assert!(
+                create["reason"].as_str().unwrap().contains("UEFI"),
+                "{offers}"
+            );
+            assert_eq!(offers["vm"]["actions"]["revert"]["refusal"], "UNSUPPORTED");
+            let body = app
+                .request(
+                    Some(op),
+                    "mutation($v: ID!) { createSnapshot(vmId: $v, name: \"a\") { task { id } } }",
+                    json!({ "v": vm }),
+                )
+                .await;
+            assert_eq!(common::error_code(&body), "INVALID_STATE", "{body}");
+            assert_eq!(
+                body["errors"][0]["message"], create["reason"],
+                "the action and its offer say the same"
+            );
+            let tasks = app
+                .data(
+                    op,
+                    "query($v: ID!) { tasks(vmId: $v, first: 5) { edges { node { id } } } }",
+                    json!({ "v": vm }),
+                )
+                .await;
+            assert_eq!(tasks["tasks"]["edges"], json!([]), "no task was queued");
+        }
+        // A libvirt that does (10.10 on, qcow2 NVRAM): offered like any other.
+        Ok(_) => assert_eq!(create["allowed"], true, "{version}\n{offers}"),
+    }
+}

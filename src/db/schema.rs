@@ -54,6 +54,7 @@ diesel::table! {
         identifier -> Text,
         state -> Integer,
         created_at -> Timestamp,
+        unsupported -> Nullable<Text>,
     }
 }
 

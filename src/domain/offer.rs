@@ -27,6 +27,8 @@ pub enum Refusal {
     PolicyState,
     /// A protected snapshot would go.
     Protected,
+    /// The VM's host cannot snapshot it (a UEFI guest on an older libvirt).
+    Unsupported,
 }
 
 /// An action's forecast: allowed, or refused with the sentence a person reads.
@@ -47,6 +49,9 @@ pub enum Blocked {
     /// The caller's role may not act (a VIEWER).
     #[error("Your token is a VIEWER's: it may look at snapshots and tasks, not act on them.")]
     Role,
+    /// The VM's host cannot snapshot it, for the reason given.
+    #[error("{0}")]
+    Unsupported(String),
     /// A task (`task`, when known) is queued or running for the VM.
     #[error("This VM is busy with another task; wait for it to end, or cancel it.")]
     Busy { task: Option<i64> },
@@ -61,6 +66,7 @@ impl Blocked {
         let kind = match self {
             Self::Role => Refusal::Role,
             Self::Busy { .. } => Refusal::Busy,
+            Self::Unsupported(_) => Refusal::Unsupported,
             Self::VmState(_) => Refusal::VmState,
         };
         (kind, self.to_string())
@@ -68,11 +74,20 @@ impl Blocked {
 }
 
 /// The checks every task-making action meets before the rules of [`lifecycle`]: the
-/// caller's `role` may act, no task (`busy`, its id) is under way on the VM, and the
-/// VM's state (`vm_state`) allows snapshot work.
-pub fn precheck(role: Role, busy: Option<i64>, vm_state: i32) -> Result<(), Blocked> {
+/// caller's `role` may act, the VM's host can snapshot it at all (`unsupported` says
+/// why not), no task (`busy`, its id) is under way on the VM, and the VM's state
+/// (`vm_state`) allows snapshot work.
+pub fn precheck(
+    role: Role,
+    unsupported: Option<&str>,
+    busy: Option<i64>,
+    vm_state: i32,
+) -> Result<(), Blocked> {
     if !role.may_act() {
         return Err(Blocked::Role);
+    }
+    if let Some(why) = unsupported {
+        return Err(Blocked::Unsupported(why.to_owned()));
     }
     if let Some(task) = busy {
         return Err(Blocked::Busy { task: Some(task) });
@@ -81,10 +96,12 @@ pub fn precheck(role: Role, busy: Option<i64>, vm_state: i32) -> Result<(), Bloc
 }
 
 /// What every action on a VM depends on besides its tree.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Standing {
     /// The caller's role (its token's); a VIEWER is refused every action.
     pub role: Role,
+    /// Why the VM's host cannot snapshot it, if it cannot.
+    pub unsupported: Option<String>,
     /// The task queued or running for the VM, if any.
     pub busy: Option<i64>,
     /// The VM's CloudCIX state.
@@ -110,7 +127,13 @@ impl Standing {
     }
 
     fn before_rules(&self) -> Result<(), (Refusal, String)> {
-        precheck(self.role, self.busy, self.vm_state).map_err(|blocked| blocked.refusal())
+        precheck(
+            self.role,
+            self.unsupported.as_deref(),
+            self.busy,
+            self.vm_state,
+        )
+        .map_err(|blocked| blocked.refusal())
     }
 
     /// Creating a snapshot (or saving the current state before an apply).
@@ -199,6 +222,7 @@ mod tests {
     fn standing(role: Role) -> Standing {
         Standing {
             role,
+            unsupported: None,
             busy: None,
             vm_state: vm_state::RUNNING,
             limit: Some(3),
@@ -229,6 +253,13 @@ mod tests {
             ..standing(Role::Operator)
         };
         assert_eq!(refused(stopped.apply(&t, 1)), Refusal::VmState);
+        let uefi = Standing {
+            unsupported: Some("UEFI".into()),
+            busy: Some(9),
+            ..standing(Role::Operator)
+        };
+        assert_eq!(refused(uefi.create(&t)), Refusal::Unsupported);
+        assert_eq!(uefi.create(&t).0.unwrap_err().1, "UEFI");
         assert_eq!(refused(standing(Role::Admin).create(&t)), Refusal::Limit);
         assert!(standing(Role::Admin).apply(&t, 1).allowed());
         let quota = |used| Standing {

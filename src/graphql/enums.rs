@@ -111,4 +111,7 @@ pub enum Refusal {
     PolicyState,
     /// A protected snapshot would go (`Snapshot.protected`): unprotect it first.
     Protected,
+    /// The VM's host cannot snapshot it at all (a UEFI guest on a libvirt older than
+    /// 10.10); the reason says what would.
+    Unsupported,
 }

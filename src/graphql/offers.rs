@@ -148,6 +148,7 @@ async fn standing(ctx: &Context<'_>, vm: &models::Vm) -> Result<Standing> {
     };
     Ok(Standing {
         role: ctx.data_unchecked::<Caller>().role,
+        unsupported: vm.unsupported.clone(),
         busy,
         vm_state: vm.state,
         limit: Some(limit),

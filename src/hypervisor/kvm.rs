@@ -313,6 +313,21 @@ impl Driver for KvmDriver {
         Ok(CAPABILITIES.state(domstate.trim()))
     }
 
+    async fn unsupported(&self, vm: &str) -> Result<Option<String>, DriverError> {
+        let xml = self
+            .call(vm, &["dumpxml", "--inactive", "--domain", vm])
+            .await?;
+        if !firmware::pflash(&xml) {
+            // Supported whatever the version: no need to ask the daemon's.
+            return Ok(None);
+        }
+        let version = self.call("", &["version", "--daemon"]).await?;
+        Ok(firmware::unsupported(
+            &xml,
+            firmware::daemon_version(&version),
+        ))
+    }
+
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
         let mut vms = Vec::new();
         for identifier in Self::names(&self.call("", &["list", "--all", "--name"]).await?) {
@@ -436,3 +451,5 @@ impl Driver for KvmDriver {
 
 #[cfg(test)]
 mod tests;
+
+mod firmware;

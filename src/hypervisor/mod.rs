@@ -216,6 +216,14 @@ pub trait Driver: Send + Sync {
     /// The VM's state on the host.
     async fn vm_state(&self, vm: &str) -> Result<i32, DriverError>;
 
+    /// Why the host cannot snapshot the VM at all, in words for its owner, if it cannot
+    /// (KVM: a UEFI guest on a libvirt that takes no internal snapshots of it); `None`:
+    /// it can.
+    async fn unsupported(&self, vm: &str) -> Result<Option<String>, DriverError> {
+        let _ = vm;
+        Ok(None)
+    }
+
     /// The VMs on the host.
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError>;
 

@@ -270,6 +270,11 @@ impl Driver for Tracked {
         self.saw(self.inner.vm_state(vm).await)
     }
 
+    async fn unsupported(&self, vm: &str) -> Result<Option<String>, DriverError> {
+        let _turn = self.turn().await;
+        self.saw(self.inner.unsupported(vm).await)
+    }
+
     async fn list_vms(&self) -> Result<Vec<HostVm>, DriverError> {
         let _turn = self.turn().await;
         self.saw(self.inner.list_vms().await)

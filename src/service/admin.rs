@@ -250,6 +250,7 @@ impl Admin {
             .for_host(&super::host_ref(&host).map_err(host_failed)?)
             .map_err(host_failed)?;
         let state = driver.vm_state(&identifier).await.map_err(host_failed)?;
+        let unsupported = driver.unsupported(&identifier).await.map_err(host_failed)?;
         let mut tx = self.core.begin_for(caller).await?;
         let new = NewVm {
             host_id: host.id,
@@ -258,6 +259,7 @@ impl Admin {
             identifier: &identifier,
             state,
             created_at: db::now(),
+            unsupported: unsupported.as_deref(),
         };
         let result = vms::insert(&mut tx.conn(), new)
             .await
@@ -334,8 +336,18 @@ impl Admin {
                     limit,
                 });
             }
+            let unsupported = match driver.unsupported(&found.identifier).await {
+                Ok(why) => why,
+                Err(DriverError::NoSuchVm(_)) => continue,
+                Err(e) => return Err(host_failed(e)),
+            };
             let mut tx = self.core.begin_for(caller).await?;
-            let result = import_vm(&mut tx.conn(), caller, &host, &project, &found, &listed).await;
+            let found = Found {
+                vm: &found,
+                snapshots: &listed,
+                unsupported: unsupported.as_deref(),
+            };
+            let result = import_vm(&mut tx.conn(), caller, &host, &project, found).await;
             imported.push(tx.finish(result).await?);
         }
         Ok((imported, refused))
@@ -354,6 +366,17 @@ impl Admin {
     }
 }
 
+/// A VM found on a host, as it is imported.
+#[derive(Clone, Copy)]
+struct Found<'a> {
+    /// The VM, as the host lists it.
+    vm: &'a crate::hypervisor::HostVm,
+    /// Its snapshots on the host.
+    snapshots: &'a [HostSnapshot],
+    /// Why the host cannot snapshot it, if it cannot.
+    unsupported: Option<&'a str>,
+}
+
 /// Inserts one discovered VM and its snapshots, parents first, all RUNNING, the host's
 /// current snapshot active.
 /// One function: the VM's insert, then its snapshots in rounds, parents before children;
@@ -363,9 +386,13 @@ async fn import_vm(
     caller: &Caller,
     host: &Host,
     project: &Project,
-    found: &crate::hypervisor::HostVm,
-    listed: &[HostSnapshot],
+    found: Found<'_>,
 ) -> AppResult<Vm> {
+    let Found {
+        vm: found,
+        snapshots: listed,
+        unsupported,
+    } = found;
     let vm = vms::insert(
         conn,
         NewVm {
@@ -375,6 +402,7 @@ async fn import_vm(
             identifier: &found.identifier,
             state: found.state,
             created_at: db::now(),
+            unsupported,
         },
     )
     .await?;

@@ -123,6 +123,27 @@ pub struct TestDomain {
 impl TestDomain {
     /// Defines (and with `running`, starts) a new domain.
     pub fn new(running: bool) -> Self {
+        Self::with_os(
+            running,
+            "<os><type arch='x86_64' machine='pc'>hvm</type></os>",
+        )
+    }
+
+    /// Defines (not started) a domain that boots with UEFI firmware (OVMF, in pflash,
+    /// its variables in a raw file), as virt-install's `--boot uefi` makes.
+    pub fn uefi() -> Self {
+        Self::with_os(
+            false,
+            "<os><type arch='x86_64' machine='pc'>hvm</type>\
+             <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\
+             <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>NVRAM</nvram></os>\
+             <features><acpi/></features>",
+        )
+    }
+
+    /// Defines (and with `running`, starts) a new domain with `os` (its `<os>` element
+    /// and any features; `NVRAM` stands for a file of its own).
+    fn with_os(running: bool, os: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // QEMU runs as another user: it must reach the disk.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -139,9 +160,10 @@ impl TestDomain {
             .status()
             .unwrap();
         assert!(made.success());
+        let os = os.replace("NVRAM", &dir.path().join("vars.fd").display().to_string());
         let xml = format!(
             "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
-             <os><type arch='x86_64' machine='pc'>hvm</type></os><devices>\
+             {os}<devices>\
              <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
              <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
             disk.display()
@@ -192,6 +214,6 @@ impl TestDomain {
 impl Drop for TestDomain {
     fn drop(&mut self) {
         let _ = virsh_patiently(&["destroy", &self.name]);
-        let _ = virsh_patiently(&["undefine", "--snapshots-metadata", &self.name]);
+        let _ = virsh_patiently(&["undefine", "--snapshots-metadata", "--nvram", &self.name]);
     }
 }

@@ -91,6 +91,9 @@ pub struct Vm {
     /// When it was registered.
     #[diesel(deserialize_as = Stamp)]
     pub created_at: NaiveDateTime,
+    /// Why its host cannot snapshot it, read when it was registered (a UEFI guest on a
+    /// libvirt without internal snapshots of pflash firmware); `None`: it can.
+    pub unsupported: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -108,4 +111,6 @@ pub struct NewVm<'a> {
     pub state: i32,
     /// When it is registered.
     pub created_at: NaiveDateTime,
+    /// Why its host cannot snapshot it; `None`: it can.
+    pub unsupported: Option<&'a str>,
 }

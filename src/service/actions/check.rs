@@ -102,8 +102,12 @@ async fn precheck_all(
         let vm = vm_of[i];
         fates[i] = if !visible(i) {
             Fate::Refused(r.target.not_found())
-        } else if let Err(blocked) = precheck(r.caller.role, busy.get(&vm).copied(), vms[&vm].state)
-        {
+        } else if let Err(blocked) = precheck(
+            r.caller.role,
+            vms[&vm].unsupported.as_deref(),
+            busy.get(&vm).copied(),
+            vms[&vm].state,
+        ) {
             Fate::Refused(blocked.into())
         } else if !acting.insert(vm) {
             Fate::Later
