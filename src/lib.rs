@@ -17,6 +17,7 @@ pub mod graphql;
 pub mod http;
 pub mod hypervisor;
 pub mod metrics;
+pub mod monitoring;
 pub mod robot;
 pub mod server;
 pub mod service;

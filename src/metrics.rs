@@ -1,11 +1,13 @@
 //! Prometheus metrics of this process, in one registry (prometheus-client), served at
 //! `/metrics` in the Prometheus text format. Labels are bounded: task kinds and states,
-//! error codes, outcomes, and host names (which only an ADMIN sets); never a token, a
-//! project, a VM or a snapshot name.
+//! error codes, outcomes, and host and project names (which only an ADMIN sets); never a
+//! token, a VM or a snapshot name.
 //!
-//! Counters and histograms are kept as things happen; the queue's depth and age and the
-//! running tasks are read from the database at each scrape, so that every process sees
-//! the whole fleet's queue, whichever robot holds the tasks.
+//! Counters and histograms are kept as things happen; the queue's depth and age, the
+//! running tasks and the hosts' health are read from the database at each scrape, and
+//! each project's snapshots at most once a minute, so that every process sees the whole
+//! fleet, whichever robot holds the tasks. `src/monitoring` holds the alerts and the
+//! dashboard built on them.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::db::retention::Growth;
+use crate::db::snapshots::ProjectSnapshots;
 use crate::db::tasks::Queue;
 use crate::domain::{TaskKind, TaskState};
 use crate::error::AppError;
@@ -109,6 +112,36 @@ pub struct Host {
     pub host: String,
 }
 
+/// One project's snapshots.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Project {
+    /// The project's name.
+    pub project: String,
+}
+
+/// What a scrape reads from the database and the drivers.
+pub struct Reading<'a> {
+    /// The queue: its depth, its oldest task's wait, the running tasks by host.
+    pub queue: &'a Queue,
+    /// Each retired table's rows and oldest row.
+    pub growth: &'a [Growth],
+    /// Each project's open snapshots, when read this time (at most once a minute).
+    pub snapshots: Option<&'a [ProjectSnapshots]>,
+    /// Each host's name and whether it answers (hosts never called are left out).
+    pub hosts: &'a [(String, bool)],
+    /// The connections this process has opened to each host so far.
+    pub connections: &'a [(String, u64)],
+    /// The time of the reading (the service's clock), which ages rows.
+    pub now: chrono::NaiveDateTime,
+}
+
+/// When the projects' snapshots were last read (`None`: never), and each project's
+/// oldest snapshot's time then.
+type SnapshotsRead = (
+    Option<std::time::Instant>,
+    Vec<(String, chrono::NaiveDateTime)>,
+);
+
 /// A WebSocket or a subscription counted as open until dropped.
 pub struct SocketOpen(Gauge);
 
@@ -155,6 +188,18 @@ pub struct Metrics {
     table_rows: Family<Table, Gauge>,
     /// `table_oldest_row_age_seconds`: how old each table's oldest kept row is.
     table_oldest: Family<Table, Gauge<f64, AtomicU64>>,
+    /// `host_reachable`: 1 when a host answers, 0 when it does not, by host.
+    reachable: Family<Host, Gauge>,
+    /// `snapshots_open`: each project's non-closed snapshots.
+    snapshots_open: Family<Project, Gauge>,
+    /// `snapshot_oldest_age_seconds`: how old each project's oldest open snapshot is.
+    snapshot_oldest: Family<Project, Gauge<f64, AtomicU64>>,
+    /// `snapshot_chain_depth_max`: each project's longest chain of snapshots.
+    chain_depth: Family<Project, Gauge>,
+    /// When the projects' snapshots were last read (`None`: never), and when each
+    /// project's oldest snapshot was made, so its age is brought up to date at every
+    /// scrape in between.
+    snapshots_read: std::sync::Mutex<SnapshotsRead>,
 }
 
 /// 1 ms to about 27 minutes: host calls and tasks both, on a simulated host or a slow one.
@@ -258,7 +303,36 @@ impl Default for Metrics {
             "How old each table's oldest kept row is",
             table_oldest.clone(),
         );
+        let reachable = Family::<Host, Gauge>::default();
+        registry.register(
+            "host_reachable",
+            "Whether each host answers (1) or not (0), as the processes that call it last found",
+            reachable.clone(),
+        );
+        let snapshots_open = Family::<Project, Gauge>::default();
+        registry.register(
+            "snapshots_open",
+            "Non-closed snapshots, by project, read at most once a minute",
+            snapshots_open.clone(),
+        );
+        let snapshot_oldest = Family::<Project, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "snapshot_oldest_age_seconds",
+            "How old each project's oldest non-closed snapshot is",
+            snapshot_oldest.clone(),
+        );
+        let chain_depth = Family::<Project, Gauge>::default();
+        registry.register(
+            "snapshot_chain_depth_max",
+            "Each project's longest chain of snapshots, from a root to a leaf",
+            chain_depth.clone(),
+        );
         Self {
+            reachable,
+            snapshots_open,
+            snapshot_oldest,
+            chain_depth,
+            snapshots_read: std::sync::Mutex::new((None, Vec::new())),
             registry,
             retired,
             table_rows,
@@ -352,27 +426,42 @@ impl Metrics {
         self.pump_lag.observe(lag.as_secs_f64());
     }
 
-    /// The text a scrape gets, with the queue and the tables' growth as read `now`, and
-    /// the connections this process has opened to each host so far.
-    pub fn render(
-        &self,
-        queue: &Queue,
-        growth: &[Growth],
-        now: chrono::NaiveDateTime,
-        connections: &[(String, u64)],
-    ) -> String {
+    /// Whether the projects' snapshots are to be read at this scrape: not within a
+    /// minute of the last read (a walk of every open snapshot of the fleet).
+    pub fn snapshots_due(&self) -> bool {
+        let read = self.snapshots_read.lock().expect("not poisoned");
+        read.0
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+    }
+
+    /// The text a scrape gets, from what it read (`reading`).
+    pub fn render(&self, reading: &Reading<'_>) -> String {
+        let Reading {
+            queue,
+            growth,
+            snapshots,
+            hosts,
+            connections,
+            now,
+        } = *reading;
+        let age = |at: chrono::NaiveDateTime| (now - at).as_seconds_f64().max(0.0);
         for g in growth {
             let table = Table { table: g.table };
             self.table_rows.get_or_create(&table).set(g.rows);
-            let age = g
-                .oldest
-                .map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0));
-            self.table_oldest.get_or_create(&table).set(age);
+            self.table_oldest
+                .get_or_create(&table)
+                .set(g.oldest.map_or(0.0, age));
         }
         for (host, opened) in connections {
             let counter = self.connections.get_or_create(&Host { host: host.clone() });
             counter.inc_by(opened.saturating_sub(counter.get()));
         }
+        for (host, up) in hosts {
+            self.reachable
+                .get_or_create(&Host { host: host.clone() })
+                .set(i64::from(*up));
+        }
+        self.render_snapshots(snapshots, age);
         self.queued.set(queue.queued);
         self.oldest_queued.set(queue.oldest_seconds);
         self.running.clear();
@@ -385,5 +474,40 @@ impl Metrics {
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    /// Sets the projects' snapshot gauges from `read` when they were read this time, and
+    /// otherwise brings the ages of the last read up to date (`age` of a time).
+    fn render_snapshots(
+        &self,
+        read: Option<&[ProjectSnapshots]>,
+        age: impl Fn(chrono::NaiveDateTime) -> f64,
+    ) {
+        let mut last = self.snapshots_read.lock().expect("not poisoned");
+        if let Some(read) = read {
+            // Projects without open snapshots (or gone) leave the families.
+            self.snapshots_open.clear();
+            self.snapshot_oldest.clear();
+            self.chain_depth.clear();
+            for p in read {
+                let project = Project {
+                    project: p.project.clone(),
+                };
+                self.snapshots_open.get_or_create(&project).set(p.open);
+                self.chain_depth.get_or_create(&project).set(p.deepest);
+            }
+            *last = (
+                Some(std::time::Instant::now()),
+                read.iter().map(|p| (p.project.clone(), p.oldest)).collect(),
+            );
+        }
+        for (project, oldest) in &last.1 {
+            let project = Project {
+                project: project.clone(),
+            };
+            self.snapshot_oldest
+                .get_or_create(&project)
+                .set(age(*oldest));
+        }
     }
 }

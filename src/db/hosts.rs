@@ -136,3 +136,13 @@ pub async fn health_of(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Host
         .load(c)
         .await)
 }
+
+/// Each host that has been called, by name, and whether it answered last.
+pub async fn reachability(conn: &mut Conn<'_>) -> QueryResult<Vec<(String, bool)>> {
+    run!(conn, |c| hosts::table
+        .inner_join(host_health::table)
+        .select((hosts::name, host_health::reachable))
+        .order(hosts::name)
+        .load(c)
+        .await)
+}

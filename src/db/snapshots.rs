@@ -181,6 +181,42 @@ pub async fn by_ids(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Snapsho
         .await)
 }
 
+/// One project's open snapshots, for `/metrics` and its alerts.
+#[derive(QueryableByName, Clone, Debug, PartialEq)]
+pub struct ProjectSnapshots {
+    /// The project's name.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub project: String,
+    /// Its non-closed snapshots.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub open: i64,
+    /// When its oldest non-closed snapshot was made.
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    pub oldest: NaiveDateTime,
+    /// Its longest chain: the most snapshots from a root down to one of its VMs' leaves.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub deepest: i64,
+}
+
+/// Every project with open snapshots, with their count, the oldest and the longest
+/// chain. A walk of every open snapshot (down `snapshots_parent` from the roots: an
+/// open snapshot's parent is open, since children move up when theirs closes), so its
+/// cost follows the fleet's open snapshots, which each VM's limit bounds; the service
+/// reads it at most once a minute.
+pub async fn per_project(conn: &mut Conn<'_>) -> QueryResult<Vec<ProjectSnapshots>> {
+    let sql = "WITH RECURSIVE chain (id, depth) AS ( \
+           SELECT id, 1 FROM snapshots WHERE parent_id IS NULL AND state <> 99 \
+           UNION ALL \
+           SELECT s.id, chain.depth + 1 FROM snapshots s JOIN chain ON s.parent_id = chain.id \
+           WHERE s.state <> 99) \
+         SELECT p.name AS project, COUNT(*) AS open, MIN(s.created_at) AS oldest, \
+           CAST(MAX(chain.depth) AS BIGINT) AS deepest \
+         FROM chain JOIN snapshots s ON s.id = chain.id JOIN vms v ON v.id = s.vm_id \
+           JOIN projects p ON p.id = v.project_id \
+         GROUP BY p.name ORDER BY p.name";
+    run!(conn, |c| diesel::sql_query(sql).load(c).await)
+}
+
 /// A place in the expiry sweep's order: an expiry and a snapshot id.
 pub type ExpiryCursor = (NaiveDateTime, i64);
 

@@ -206,11 +206,23 @@ impl Service {
     /// The metrics' text, with the queue and the tables as the database holds them now.
     pub async fn scrape(&self) -> AppResult<String> {
         let mut conn = self.core.db.reader().await?;
-        let now = self.clock().now_naive();
-        let queue = db::tasks::queue(&mut conn.conn(), db::now()).await?;
-        let growth = db::retention::growth(&mut conn.conn()).await?;
+        let conn = &mut conn.conn();
+        let queue = db::tasks::queue(conn, db::now()).await?;
+        let growth = db::retention::growth(conn).await?;
+        let snapshots = match self.core.metrics.snapshots_due() {
+            true => Some(db::snapshots::per_project(conn).await?),
+            false => None,
+        };
+        let hosts = db::hosts::reachability(conn).await?;
         let connections = self.core.drivers.connections();
-        Ok(self.core.metrics.render(&queue, &growth, now, &connections))
+        Ok(self.core.metrics.render(&crate::metrics::Reading {
+            queue: &queue,
+            growth: &growth,
+            snapshots: snapshots.as_deref(),
+            hosts: &hosts,
+            connections: &connections,
+            now: self.clock().now_naive(),
+        }))
     }
 
     /// The most non-closed snapshots a VM of a host with limit `host_limit` may have.

@@ -44,10 +44,27 @@ pub(crate) enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Print what to load into monitoring: Prometheus alerting rules, their promtool
+    /// tests, or a Grafana dashboard.
+    Monitoring {
+        #[arg(value_enum)]
+        file: MonitoringFile,
+    },
     /// Snapshots through a server's API, for scripts: create, apply, revert, delete,
     /// tree, list. The token comes from SNAPTREE_TOKEN. Exit codes: 0 done, 1 the task
     /// failed (--wait), 2 bad usage, 3 refused (the code is printed), 4 unreachable.
     Snapshot(snaptree::cli::SnapshotArgs),
+}
+
+/// A file of [`snaptree::monitoring`].
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum MonitoringFile {
+    /// Prometheus alerting rules (rules.yml).
+    Rules,
+    /// Their unit tests, for `promtool test rules` (next to rules.yml).
+    RulesTests,
+    /// A Grafana dashboard (JSON, to import).
+    Dashboard,
 }
 
 #[derive(Args)]

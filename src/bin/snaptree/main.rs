@@ -91,6 +91,18 @@ async fn run(command: Command) -> AppResult<()> {
             print!("{}", graphql::sdl());
             Ok(())
         }
+        Command::Monitoring { file } => {
+            use snaptree::monitoring;
+            print!(
+                "{}",
+                match file {
+                    MonitoringFile::Rules => monitoring::RULES,
+                    MonitoringFile::RulesTests => monitoring::RULES_TESTS,
+                    MonitoringFile::Dashboard => monitoring::DASHBOARD,
+                }
+            );
+            Ok(())
+        }
         Command::Snapshot(_) => unreachable!("run by main"),
     }
 }
