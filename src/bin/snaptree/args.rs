@@ -44,6 +44,18 @@ pub(crate) enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Print the shell's completions for snaptree (for bash: `snaptree completions bash >
+    /// /etc/bash_completion.d/snaptree`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff: `snaptree man > snaptree.1; man ./snaptree.1`), or a
+    /// command's (`snaptree man serve`: snaptree-serve(1), with all its options).
+    Man {
+        /// The command whose page to print; none: snaptree(1).
+        command: Option<String>,
+    },
     /// Print what to load into monitoring: Prometheus alerting rules, their promtool
     /// tests, or a Grafana dashboard.
     Monitoring {

@@ -36,6 +36,40 @@ fn main() -> ExitCode {
         // The request's or task's span goes in each line, as `span` and `spans`.
         LogFormat::Json => logs.json().with_current_span(true).init(),
     }
+    // Made from the command line's own definition, so they never disagree with it.
+    let mut definition = <Cli as clap::CommandFactory>::command();
+    let mut made = Vec::new();
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut definition, "snaptree", &mut made);
+            return emit(&made);
+        }
+        Command::Man { command } => {
+            let page = match command {
+                None => definition,
+                Some(name) => match definition.find_subcommand(&name) {
+                    // Leaked: clap names commands with static text, and the
+                    // process ends once the page is printed.
+                    Some(sub) => sub
+                        .clone()
+                        .name(&*Box::leak(format!("snaptree-{name}").into_boxed_str())),
+                    None => {
+                        eprintln!("snaptree: no command {name:?} (see snaptree --help)");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            let rendered = clap_mangen::Man::new(page).render(&mut made);
+            return match rendered {
+                Ok(()) => emit(&made),
+                Err(err) => {
+                    eprintln!("snaptree: cannot make the manual page: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let runtime = server::runtime().expect("a tokio runtime starts");
     let log_format = cli.log_format;
     if let Command::Snapshot(args) = cli.command {
@@ -103,7 +137,9 @@ async fn run(command: Command) -> AppResult<()> {
             );
             Ok(())
         }
-        Command::Snapshot(_) => unreachable!("run by main"),
+        Command::Snapshot(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("run by main")
+        }
     }
 }
 
@@ -178,6 +214,19 @@ async fn robot(args: RobotArgs) -> AppResult<()> {
     shutdown_signal().await;
     workers.stop().await;
     Ok(())
+}
+
+/// Writes `bytes` to stdout; a reader that has gone (`| head`) is no error of ours.
+fn emit(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("snaptree: cannot write to stdout: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM.
