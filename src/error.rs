@@ -71,6 +71,17 @@ pub enum AppError {
         /// The oldest event still kept.
         oldest_event_id: Option<i64>,
     },
+    /// An automatic persisted query's hash that no server has been sent the document of
+    /// (Apollo's protocol: the client then sends the document with its hash). The
+    /// message is the one Apollo's clients look for.
+    #[error("PersistedQueryNotFound")]
+    PersistedQueryNotFound {
+        /// The hash asked for.
+        hash: String,
+    },
+    /// A persisted query in a form this server does not take (a version other than 1).
+    #[error("{0}")]
+    PersistedQueryNotSupported(String),
     /// A rule of `snapshots.md` or of the names refused.
     #[error(transparent)]
     Rejected(#[from] Rejection),
@@ -173,7 +184,7 @@ impl AppError {
         let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
         Self::RateLimited {
             message: format!(
-                "Your token's operations keep being refused as too complex; ask for less, and try again in {secs} s."
+                "Your token's operations keep being refused (too complex, or an unknown persisted query); ask for less, and try again in {secs} s."
             ),
             retry_after_seconds: secs,
         }
@@ -214,6 +225,8 @@ impl AppError {
         "RATE_LIMITED",
         "TIMEOUT",
         "CURSOR_EXPIRED",
+        "PERSISTED_QUERY_NOT_FOUND",
+        "PERSISTED_QUERY_NOT_SUPPORTED",
         "PROTECTED",
         "INTERNAL",
     ];
@@ -231,6 +244,8 @@ impl AppError {
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Timeout(_) => "TIMEOUT",
             Self::CursorExpired { .. } => "CURSOR_EXPIRED",
+            Self::PersistedQueryNotFound { .. } => "PERSISTED_QUERY_NOT_FOUND",
+            Self::PersistedQueryNotSupported(_) => "PERSISTED_QUERY_NOT_SUPPORTED",
             Self::Rejected(rejection) => match rejection.kind() {
                 Kind::Invalid => "VALIDATION",
                 Kind::State => "INVALID_STATE",

@@ -17,6 +17,7 @@ pub mod listing;
 mod migrate;
 pub mod models;
 pub mod pages;
+pub mod persisted;
 pub mod policies;
 mod pool;
 pub mod projects;

@@ -59,6 +59,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    persisted_queries (hash) {
+        hash -> Text,
+        document -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     snapshots (id) {
         id -> BigInt,
         vm_id -> BigInt,
@@ -200,4 +208,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     task_events,
     snapshot_policies,
     policy_runs,
+    persisted_queries,
 );

@@ -48,6 +48,14 @@ impl AppError {
                 oldest_event_id: Some(oldest),
                 ..
             } => ext.set("oldestEventId", oldest.to_string()),
+            AppError::PersistedQueryNotFound { hash } => {
+                let mut asked = async_graphql::indexmap::IndexMap::new();
+                asked.insert(
+                    async_graphql::Name::new("sha256Hash"),
+                    async_graphql::Value::String(hash.clone()),
+                );
+                ext.set("persistedQuery", async_graphql::Value::Object(asked));
+            }
             _ => {}
         }
     }

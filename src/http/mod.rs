@@ -36,6 +36,7 @@ mod explorer;
 pub mod listener;
 pub mod metrics;
 mod origins;
+mod persisted;
 mod rest;
 mod subscriptions;
 
@@ -367,6 +368,10 @@ async fn execute(
     read_only: bool,
 ) -> Response {
     let refused = |status: StatusCode, err: AppError| refused(app, media, status, err);
+    let to_persist = match persisted::resolve(&app.service, &caller, &mut request).await {
+        Ok(hash) => hash,
+        Err(err) => return refused(status_of(&err), err),
+    };
     let admitted = match app.gate.admit(&app.service, &caller, &mut request) {
         Ok(admitted) => admitted,
         Err(err) => return refused(status_of(&err), err),
@@ -385,6 +390,12 @@ async fn execute(
             return refused(StatusCode::METHOD_NOT_ALLOWED, err);
         }
         _ => {}
+    }
+    if let Some(hash) = to_persist
+        && let Err(err) = app.service.persist_query(&hash, &request.query).await
+    {
+        // The answer does not depend on it: the client sends the document again.
+        tracing::warn!(error = %err, "could not keep a persisted query");
     }
     let loaders = Loaders::new(app.service.clone(), caller.clone());
     let request = request.data(caller).data(loaders);

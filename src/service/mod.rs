@@ -12,6 +12,7 @@ pub mod expiry;
 mod follow;
 pub mod handoff;
 pub mod ledger;
+pub mod persisted;
 pub mod policies;
 mod read;
 pub mod retention;
@@ -88,6 +89,8 @@ pub(crate) struct Core {
     metrics: Arc<Metrics>,
     /// The time that ages snapshots and makes policies due.
     clock: Clock,
+    /// Automatic persisted queries' documents this process keeps at hand.
+    persisted: persisted::Cache,
 }
 
 impl Core {
@@ -141,6 +144,7 @@ impl Service {
             metrics: Arc::new(Metrics::default()),
             limits,
             clock,
+            persisted: persisted::Cache::default(),
         });
         Self {
             actions: Actions {

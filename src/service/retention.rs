@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::Service;
 use crate::config::Retention;
+use crate::db;
 use crate::db::retention::{self, Retired};
 use crate::error::{AppError, AppResult};
 
@@ -92,6 +93,12 @@ impl Service {
             done.snapshots = snapshots;
             done.history = history;
         }
+        // Persisted queries are bounded by count, not age.
+        let mut tx = self.core.db.begin().await?;
+        let trimmed = db::persisted::trim(&mut tx.conn(), super::persisted::KEPT)
+            .await
+            .map_err(AppError::from);
+        tx.finish(trimmed).await?;
         if done.total() > 0 {
             self.metrics().retired(&done);
             tracing::info!(?done, "retention retired rows");
