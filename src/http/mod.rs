@@ -8,8 +8,8 @@
 //! the caller and a fresh set of loaders go into the request's data.
 
 use async_graphql::parser::types::OperationType;
-use async_graphql::{Request, Response as GqlResponse};
-use async_graphql_axum::GraphQLRequest;
+use async_graphql::{BatchRequest, Request, Response as GqlResponse};
+use async_graphql_axum::GraphQLBatchRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::error::AppError;
-use crate::graphql::{self, AppSchema, Gate, Loaders};
+use crate::graphql::{self, Admitted, AppSchema, Gate, Loaders};
 use crate::service::{Caller, Service};
 
 pub use metrics::MetricsAccess;
@@ -259,7 +259,8 @@ async fn answer(
         Err(response) => return response,
     };
     match read(media, parts, body).await {
-        Ok(request) => execute(app, caller, media, request, read_only).await,
+        Ok(BatchRequest::Single(request)) => execute(app, caller, media, request, read_only).await,
+        Ok(BatchRequest::Batch(requests)) => execute_batch(app, caller, requests, read_only).await,
         Err(response) => response,
     }
 }
@@ -305,12 +306,13 @@ impl Media {
 }
 
 /// Reads a GraphQL request: its body whole (bounded, within its deadline), then the
-/// operation in it (or, for GET, in the query string).
+/// operation in it, or the operations of a batch (a JSON array); for GET, the operation
+/// in the query string.
 async fn read(
     media: Media,
     parts: axum::http::request::Parts,
     body: axum::body::Body,
-) -> Result<Request, Response> {
+) -> Result<BatchRequest, Response> {
     let body = match body::read(body).await {
         Ok(body) => body,
         Err(refusal) => {
@@ -337,7 +339,7 @@ async fn read(
         }
     };
     let request = axum::extract::Request::from_parts(parts, body.into());
-    match GraphQLRequest::<GraphQLRejection>::from_request(request, &()).await {
+    match GraphQLBatchRequest::<GraphQLRejection>::from_request(request, &()).await {
         Ok(request) => Ok(request.into_inner()),
         Err(rejection) => Err(rejected(media, rejection)),
     }
@@ -364,33 +366,137 @@ async fn execute(
     app: &AppState,
     caller: Caller,
     media: Media,
-    mut request: Request,
+    request: Request,
     read_only: bool,
 ) -> Response {
-    let refused = |status: StatusCode, err: AppError| refused(app, media, status, err);
-    let to_persist = match persisted::resolve(&app.service, &caller, &mut request).await {
-        Ok(hash) => hash,
-        Err(err) => return refused(status_of(&err), err),
-    };
-    let admitted = match app.gate.admit(&app.service, &caller, &mut request) {
-        Ok(admitted) => admitted,
-        Err(err) => return refused(status_of(&err), err),
-    };
-    match admitted.kind {
-        Some(OperationType::Subscription) => {
-            let err = AppError::validation(
-                "Subscriptions run over a WebSocket (GET /graphql with graphql-transport-ws).",
-            );
-            return refused(StatusCode::BAD_REQUEST, err);
-        }
-        Some(OperationType::Mutation) if read_only => {
-            let err = AppError::validation(
-                "Only queries may be sent with GET; send mutations with POST.",
-            );
-            return refused(StatusCode::METHOD_NOT_ALLOWED, err);
-        }
-        _ => {}
+    match admit(app, &caller, request, read_only).await {
+        Ok(ready) => json(media, StatusCode::OK, &run(app, caller, ready).await),
+        Err((status, err)) => refused(app, media, status, err),
     }
+}
+
+/// The most operations one batch may hold (Apollo's `BatchHttpLink` sends 10 at most
+/// by default).
+pub const MAX_BATCH: usize = 20;
+
+/// Runs a batch of operations (a JSON array, as Apollo's `BatchHttpLink` posts it) and
+/// answers an array of their answers, in order. Each operation is admitted as a lone
+/// one would be (and spends the token's budget); those refused are answered their
+/// refusal in their place. Together they may cost what one request may: a batch over
+/// that, or holding more than [`MAX_BATCH`] operations, is refused whole.
+async fn execute_batch(
+    app: &AppState,
+    caller: Caller,
+    requests: Vec<Request>,
+    read_only: bool,
+) -> Response {
+    let media = Media::Json;
+    if requests.len() > MAX_BATCH || requests.is_empty() {
+        let err = AppError::too_complex(format!(
+            "A batch holds from 1 to {MAX_BATCH} operations; this one holds {}.",
+            requests.len()
+        ));
+        return refused(app, media, StatusCode::PAYLOAD_TOO_LARGE, err);
+    }
+    let mut admitted = Vec::with_capacity(requests.len());
+    for request in requests {
+        admitted.push(admit(app, &caller, request, read_only).await);
+    }
+    let cost: u64 = admitted
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .map(|ready| ready.admitted.cost)
+        .sum();
+    let limit = app.service.limits().max_cost;
+    if cost > limit {
+        let err = AppError::QueryTooComplex {
+            message: format!(
+                "The batch's operations would cost {cost} together; a request may cost at most {limit}. Send fewer at once."
+            ),
+            cost: Some(cost),
+            limit: Some(limit),
+        };
+        return refused(app, media, StatusCode::OK, err);
+    }
+    let mut answers = Vec::with_capacity(admitted.len());
+    for ready in admitted {
+        answers.push(match ready {
+            Ok(ready) => run(app, caller.clone(), ready).await,
+            Err((_, err)) => {
+                app.service.metrics().operation("refused", err.code());
+                GqlResponse::from_errors(vec![err.into_server_error()])
+            }
+        });
+    }
+    let body = serde_json::to_vec(&answers).expect("GraphQL responses serialise");
+    let mut out = (StatusCode::OK, body).into_response();
+    let headers = out.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    out
+}
+
+/// An operation admitted to run.
+struct Ready {
+    /// The request, its document resolved.
+    request: Request,
+    /// What the gate found: its kind and cost.
+    admitted: Admitted,
+    /// The persisted query's hash to keep its document under, if it came with one.
+    to_persist: Option<String>,
+}
+
+/// Resolves a request's persisted query, admits it through the gate (charging the
+/// token's budget), and checks its kind against the transport (only a query when
+/// `read_only`; never a subscription over HTTP); the status and error of a refusal.
+async fn admit(
+    app: &AppState,
+    caller: &Caller,
+    mut request: Request,
+    read_only: bool,
+) -> Result<Ready, (StatusCode, AppError)> {
+    let with_status = |err: AppError| (status_of(&err), err);
+    let to_persist = persisted::resolve(&app.service, caller, &mut request)
+        .await
+        .map_err(with_status)?;
+    let admitted = app
+        .gate
+        .admit(&app.service, caller, &mut request)
+        .map_err(with_status)?;
+    match admitted.kind {
+        Some(OperationType::Subscription) => Err((
+            StatusCode::BAD_REQUEST,
+            AppError::validation(
+                "Subscriptions run over a WebSocket (GET /graphql with graphql-transport-ws).",
+            ),
+        )),
+        Some(OperationType::Mutation) if read_only => Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            AppError::validation("Only queries may be sent with GET; send mutations with POST."),
+        )),
+        _ => Ok(Ready {
+            request,
+            admitted,
+            to_persist,
+        }),
+    }
+}
+
+/// Runs an admitted operation, keeping its persisted query's document first; counts it
+/// by how it ended.
+async fn run(app: &AppState, caller: Caller, ready: Ready) -> GqlResponse {
+    let Ready {
+        request,
+        admitted,
+        to_persist,
+    } = ready;
     if let Some(hash) = to_persist
         && let Err(err) = app.service.persist_query(&hash, &request.query).await
     {
@@ -414,7 +520,7 @@ async fn execute(
         None => metrics.operation("ok", ""),
         Some(code) => metrics.operation("error", code),
     }
-    json(media, StatusCode::OK, &response)
+    response
 }
 
 /// The HTTP status of an error answered before execution.
