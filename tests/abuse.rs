@@ -1035,3 +1035,67 @@ async fn a_token_that_keeps_sending_refused_documents_is_refused_before_parsing(
     assert_eq!(again["me"]["role"], "ADMIN");
     t.still_answers().await;
 }
+
+/// Apollo's protocols as attacks (issue 31): many connections flooding invented
+/// persisted-query hashes, and batches of a thousand operations. Every one is refused
+/// clearly (an unknown hash, the token's refused-documents bar, a batch too large), the
+/// server's memory stays bounded, and others are still answered.
+#[tokio::test]
+async fn floods_of_unknown_hashes_and_huge_batches_are_refused_with_memory_bounded() {
+    use sha2::{Digest, Sha256};
+    let t = Target::start(&[]).await;
+    let before = t.baseline().await;
+    let batch: Vec<serde_json::Value> = (0..1000)
+        .map(|i| json!({ "query": format!("{{ a{i}: me {{ role }} }}") }))
+        .collect();
+    let batch = serde_json::to_vec(&batch).unwrap();
+    let attackers: Vec<_> = (0..8)
+        .map(|n| {
+            let (url, token, batch) = (t.url(), t.viewer.clone(), batch.clone());
+            tokio::spawn(async move {
+                let client = common::target::client().build().unwrap();
+                let mut codes = std::collections::BTreeMap::<String, usize>::new();
+                for i in 0..100 {
+                    let hash = hex::encode(Sha256::digest(format!("{n}-{i}").as_bytes()));
+                    let unknown = json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } });
+                    for body in [serde_json::to_vec(&unknown).unwrap(), batch.clone()] {
+                        let answer: serde_json::Value = client
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap()
+                            .json()
+                            .await
+                            .unwrap();
+                        *codes.entry(error_code(&answer)).or_default() += 1;
+                    }
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    for attacker in attackers {
+        for (code, n) in attacker.await.unwrap() {
+            *codes.entry(code).or_default() += n;
+        }
+        t.still_answers().await;
+    }
+    eprintln!("{codes:?}");
+    let refused: usize = [
+        "PERSISTED_QUERY_NOT_FOUND",
+        "RATE_LIMITED",
+        "QUERY_TOO_COMPLEX",
+    ]
+    .iter()
+    .map(|c| codes.get(*c).copied().unwrap_or(0))
+    .sum();
+    assert_eq!(
+        refused, 1600,
+        "every request refused, and clearly: {codes:?}"
+    );
+    t.settles(before, "unknown hashes and huge batches").await;
+}
