@@ -17,6 +17,11 @@ pub(crate) struct Cli {
         default_value = "text"
     )]
     pub(crate) log_format: LogFormat,
+    /// A TOML file of settings, each a flag's long name (`listen = "0.0.0.0:8080"`);
+    /// the environment and flags override it. Default: /etc/snaptree/snaptree.toml,
+    /// when it exists.
+    #[arg(long, global = true, env = "SNAPTREE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// The command to run.
     #[command(subcommand)]
     pub(crate) command: Command,

@@ -18,10 +18,15 @@ use snaptree::server::{self, ServeOptions, Server};
 use snaptree::{AppError, AppResult, demo, graphql};
 
 mod args;
+mod config_file;
 
 use args::*;
 
 fn main() -> ExitCode {
+    if let Err(err) = read_config_file() {
+        eprintln!("snaptree: {err}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -213,6 +218,26 @@ async fn robot(args: RobotArgs) -> AppResult<()> {
     let workers = server::Workers::start(&service, db, robot, retention);
     shutdown_signal().await;
     workers.stop().await;
+    Ok(())
+}
+
+/// Sets the environment variables of the configuration file's settings that the
+/// environment does not set (see [`config_file`]). Runs first, while the process has one
+/// thread.
+fn read_config_file() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(path) = config_file::locate(&args) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
+    let known = config_file::known(&<Cli as clap::CommandFactory>::command());
+    for (variable, value) in config_file::settings(&path, &text, &known)? {
+        if std::env::var_os(&variable).is_none() {
+            // SAFETY: no other thread exists yet (the runtime starts after this).
+            unsafe { std::env::set_var(&variable, value) };
+        }
+    }
     Ok(())
 }
 
