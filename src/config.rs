@@ -293,6 +293,37 @@ pub struct Limits {
     /// How long a new OPERATOR or VIEWER token is accepted when `createToken` names no
     /// end; `None`: until revoked.
     pub token_lifetime: Option<Duration>,
+    /// The only documents operations may run, by their SHA-256 in hex
+    /// (`--trusted-documents`); `None`: any document within the limits.
+    pub trusted_documents: Option<std::sync::Arc<std::collections::HashMap<String, String>>>,
+}
+
+/// The documents of an Apollo persisted query manifest (`{"format":
+/// "apollo-persisted-query-manifest", "version": 1, "operations": [{"id", "body", ...}]}`),
+/// by id; each id must be its body's SHA-256.
+pub fn trusted_documents(
+    manifest: &str,
+) -> Result<std::collections::HashMap<String, String>, String> {
+    use sha2::Digest;
+    let manifest: serde_json::Value =
+        serde_json::from_str(manifest).map_err(|e| format!("not JSON: {e}"))?;
+    if manifest["format"] != "apollo-persisted-query-manifest" || manifest["version"] != 1 {
+        return Err("not an Apollo persisted query manifest, version 1".into());
+    }
+    let operations = manifest["operations"]
+        .as_array()
+        .ok_or("it lists no operations")?;
+    let mut documents = std::collections::HashMap::new();
+    for op in operations {
+        let (Some(id), Some(body)) = (op["id"].as_str(), op["body"].as_str()) else {
+            return Err("an operation lacks its id or its body".into());
+        };
+        if hex::encode(sha2::Sha256::digest(body.as_bytes())) != id {
+            return Err(format!("operation {id}'s body does not have that SHA-256"));
+        }
+        documents.insert(id.to_owned(), body.to_owned());
+    }
+    Ok(documents)
 }
 
 impl Default for Limits {
@@ -319,6 +350,7 @@ impl Default for Limits {
             host_check_timeout: Duration::from_secs(10),
             rates: RateLimits::default(),
             token_lifetime: Some(Duration::from_secs(90 * 24 * 3600)),
+            trusted_documents: None,
         }
     }
 }

@@ -199,3 +199,90 @@ async fn a_flood_of_unknown_hashes_is_refused_before_any_lookup() {
     let (_, body) = post(&api, token, json!({ "query": QUERY })).await;
     assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
 }
+
+/// A deployment that runs only its trusted documents (an Apollo persisted query
+/// manifest): listed operations run, by hash alone or in full, over HTTP and WebSocket;
+/// anything else is refused, and nothing new is kept.
+#[tokio::test]
+async fn with_trusted_documents_nothing_else_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let admin = process::token(&db.cli_url(), "ops", "ADMIN");
+    let manifest = json!({
+        "format": "apollo-persisted-query-manifest",
+        "version": 1,
+        "operations": [{ "id": sha(QUERY), "name": "Mine", "type": "query", "body": QUERY }]
+    });
+    let path = dir.path().join("manifest.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let server = ServerProcess::start(
+        &db.cli_url(),
+        &dir.path().join("sim"),
+        &["--no-robot", "--trusted-documents", path.to_str().unwrap()],
+    );
+    let api = Api::new(&server.url, admin.clone());
+    let token = admin.as_str();
+
+    let (_, body) = post(
+        &api,
+        token,
+        json!({ "extensions": extensions(&sha(QUERY)) }),
+    )
+    .await;
+    assert_eq!(body["data"]["me"]["role"], "ADMIN", "{body}");
+    let (_, body) = post(&api, token, json!({ "query": QUERY })).await;
+    assert_eq!(body["data"]["me"]["role"], "ADMIN", "{body}");
+    let other = "{ me { name } }";
+    for request in [
+        json!({ "query": other }),
+        json!({ "query": other, "extensions": extensions(&sha(other)) }),
+    ] {
+        let (_, body) = post(&api, token, request).await;
+        assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    }
+    let (_, body) = post(
+        &api,
+        token,
+        json!({ "extensions": extensions(&sha(other)) }),
+    )
+    .await;
+    assert_eq!(
+        error_code(&body),
+        "PERSISTED_QUERY_NOT_FOUND",
+        "nothing new was kept: {body}"
+    );
+    let mut socket = common::ws::Subscriber::connect(&api.url, Some(token))
+        .await
+        .unwrap();
+    socket
+        .subscribe("e", "subscription { events { id } }", json!({}))
+        .await;
+    match socket.next().await {
+        common::ws::Frame::Error(_, payload) => {
+            assert_eq!(payload[0]["extensions"]["code"], "FORBIDDEN", "{payload}")
+        }
+        other => panic!("an untrusted subscription answered {other:?}"),
+    }
+
+    // A manifest whose ids are not their bodies' hashes is refused at start.
+    let bad = json!({ "format": "apollo-persisted-query-manifest", "version": 1,
+        "operations": [{ "id": sha(other), "body": QUERY }] });
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snaptree"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.cli_url(),
+        ])
+        .args(["--trusted-documents", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not have that SHA-256"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

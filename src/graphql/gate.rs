@@ -63,6 +63,14 @@ impl Gate {
         let throttle = service.throttle();
         throttle.may_send(caller)?;
         throttle.request(caller)?;
+        if let Some(trusted) = &self.limits.trusted_documents
+            && !trusted.contains_key(&crate::service::persisted::hash_of(&request.query))
+        {
+            throttle.refused(caller);
+            return Err(AppError::Forbidden(
+                "This server runs only its trusted documents (--trusted-documents), and this operation is not one of them.".into(),
+            ));
+        }
         let admitted = self.check(service, caller, request);
         if let Err(AppError::QueryTooComplex { .. }) = &admitted {
             throttle.refused(caller);

@@ -220,6 +220,11 @@ pub(crate) struct LimitArgs {
     #[arg(long, env = "SNAPTREE_REFUSED_PER_TOKEN", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) refused_per_token: u32,
+    /// Run only the operations of this Apollo persisted query manifest (JSON: {"format":
+    /// "apollo-persisted-query-manifest", "version": 1, "operations": [{"id", "body"}]});
+    /// every other document is refused.
+    #[arg(long, env = "SNAPTREE_TRUSTED_DOCUMENTS")]
+    pub(crate) trusted_documents: Option<PathBuf>,
     /// Seconds a WebSocket may wait before its connection_init.
     #[arg(long, env = "SNAPTREE_WS_INIT_TIMEOUT", default_value_t = 10)]
     pub(crate) ws_init_timeout: u64,
@@ -280,6 +285,16 @@ impl LimitArgs {
             rates,
             token_lifetime: (self.token_lifetime_days > 0)
                 .then(|| Duration::from_secs(u64::from(self.token_lifetime_days) * 24 * 3600)),
+            trusted_documents: match &self.trusted_documents {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let documents = snaptree::config::trusted_documents(&text)
+                        .map_err(|e| format!("--trusted-documents {}: {e}", path.display()))?;
+                    Some(std::sync::Arc::new(documents))
+                }
+            },
         };
         for (role, rate) in [
             ("OPERATOR", limits.rates.operator),
