@@ -16,6 +16,8 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("hypervisor", &["config", "domain"]),
     ("error", &["db", "domain"]),
     ("metrics", &["db", "domain", "error"]),
+    // What operators load into their monitoring: text, built on `metrics`' names.
+    ("monitoring", &[]),
     ("events", &["db", "error", "metrics"]),
     (
         "service",
