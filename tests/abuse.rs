@@ -1015,7 +1015,10 @@ async fn a_token_that_keeps_sending_refused_documents_is_refused_before_parsing(
     // The burst is fifteen: the sixteenth refusal bars the token, the next is refused.
     assert!(i >= 16, "barred after {i} refusals, before its burst");
     let message = body["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains("keep being refused (too complex"), "{message}");
+    assert!(
+        message.contains("keep being refused (too complex"),
+        "{message}"
+    );
     let wait = body["errors"][0]["extensions"]["retryAfterSeconds"]
         .as_u64()
         .unwrap();
