@@ -8,19 +8,6 @@ mod common;
 use common::{TestApp, error_code};
 use serde_json::{Value, json};
 
-/// POSTs `body` with `token`; the status and the answer.
-async fn post(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .client
-        .post(&app.url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn a_batch_is_answered_in_order_each_operation_on_its_own() {
     let app = TestApp::spawn().await;
@@ -34,7 +21,7 @@ async fn a_batch_is_answered_in_order_each_operation_on_its_own() {
         { "query": "subscription { events { id } }" },
         { "query": "query($v: ID!) { vm(id: $v) { name } }", "variables": { "v": f.vm } },
     ]);
-    let (status, answers) = post(&app, op, batch).await;
+    let (status, answers) = app.post_json(op, batch).await;
     assert_eq!(status, 200, "{answers}");
     let answers = answers.as_array().unwrap();
     assert_eq!(answers.len(), 5);
@@ -58,7 +45,7 @@ async fn a_batch_too_large_or_too_costly_is_refused_whole() {
     let many: Vec<Value> = (0..1000)
         .map(|_| json!({ "query": "{ me { role } }" }))
         .collect();
-    let (status, body) = post(&app, op, json!(many)).await;
+    let (status, body) = app.post_json(op, json!(many)).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(error_code(&body), "QUERY_TOO_COMPLEX", "{body}");
     assert!(
@@ -79,7 +66,7 @@ async fn a_batch_too_large_or_too_costly_is_refused_whole() {
     }));
     let alone = app.request(Some(op), heavy, json!({})).await;
     assert!(alone["errors"].is_null(), "one alone is admitted: {alone}");
-    let (status, body) = post(&app, op, json!(ops)).await;
+    let (status, body) = app.post_json(op, json!(ops)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(error_code(&body), "QUERY_TOO_COMPLEX", "{body}");
     let ext = &body["errors"][0]["extensions"];
@@ -93,6 +80,6 @@ async fn a_batch_too_large_or_too_costly_is_refused_whole() {
     );
 
     // An empty batch is no operation.
-    let (_, body) = post(&app, op, json!([])).await;
+    let (_, body) = app.post_json(op, json!([])).await;
     assert_eq!(error_code(&body), "VALIDATION", "{body}");
 }

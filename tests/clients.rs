@@ -6,27 +6,14 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::process::{self, ServerProcess};
 use common::{Api, TestDb};
 
 #[tokio::test]
 async fn apollo_clients_persisted_queries_and_batches_work_unchanged() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apollo");
-    let ready = dir.join("node_modules/@apollo/client").exists()
-        && std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ready {
-        assert!(
-            std::env::var("SNAPTREE_TEST_REQUIRE_NODE").as_deref() != Ok("1"),
-            "SNAPTREE_TEST_REQUIRE_NODE=1 but node or tests/apollo/node_modules is missing"
-        );
-        eprintln!("skipped: node or tests/apollo/node_modules is missing");
+    let Some(dir) = common::node_package("apollo", "@apollo/client") else {
         return;
-    }
+    };
     let data = tempfile::tempdir().unwrap();
     let db = TestDb::new(data.path()).await;
     let admin = process::token(&db.cli_url(), "ops", "ADMIN");

@@ -105,22 +105,10 @@ async fn malformed_and_oversized_requests_are_refused_with_a_code() {
 #[tokio::test]
 async fn graphql_http_audit_finds_no_must_or_should_failure() {
     use common::process::{self, ServerProcess};
-    use std::path::Path;
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-http");
-    let ready = dir.join("node_modules/graphql-http").exists()
-        && std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ready {
-        assert!(
-            std::env::var("SNAPTREE_TEST_REQUIRE_NODE").as_deref() != Ok("1"),
-            "SNAPTREE_TEST_REQUIRE_NODE=1 but node or tests/graphql-http/node_modules is missing"
-        );
-        eprintln!("skipped: node or tests/graphql-http/node_modules is missing");
+    let Some(dir) = common::node_package("graphql-http", "graphql-http") else {
         return;
-    }
+    };
     let data = tempfile::tempdir().unwrap();
     let db = common::TestDb::new(data.path()).await;
     let viewer = process::token(&db.cli_url(), "audit", "VIEWER");

@@ -21,19 +21,6 @@ fn extensions(hash: &str) -> Value {
     json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })
 }
 
-/// POSTs `body` with `token`; the status and the answer.
-async fn post(api: &Api, token: &str, body: Value) -> (u16, Value) {
-    let response = api
-        .client
-        .post(&api.url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 /// GETs the hash alone (Apollo's `useGETForHashedQueries`); the status and the answer.
 async fn get(api: &Api, token: &str, hash: &str) -> (u16, Value) {
     let response = api
@@ -85,7 +72,9 @@ async fn a_hash_sent_to_one_server_is_known_to_another() {
     let hash = sha(QUERY);
 
     // Unknown: the code and the message Apollo's link looks for, naming the hash.
-    let (status, body) = post(&second, token, json!({ "extensions": extensions(&hash) })).await;
+    let (status, body) = second
+        .post_json(token, json!({ "extensions": extensions(&hash) }))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(error_code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
     assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
@@ -96,11 +85,13 @@ async fn a_hash_sent_to_one_server_is_known_to_another() {
 
     // The document with its hash, to the first server: run, and kept.
     let full = json!({ "query": QUERY, "extensions": extensions(&hash) });
-    let (_, body) = post(&first, token, full).await;
+    let (_, body) = first.post_json(token, full).await;
     assert_eq!(body["data"]["me"]["role"], "OPERATOR", "{body}");
 
     // The hash alone, to the second server, by POST and by GET.
-    let (_, body) = post(&second, token, json!({ "extensions": extensions(&hash) })).await;
+    let (_, body) = second
+        .post_json(token, json!({ "extensions": extensions(&hash) }))
+        .await;
     assert_eq!(body["data"]["me"]["role"], "OPERATOR", "{body}");
     let (status, body) = get(&second, token, &hash).await;
     assert_eq!(
@@ -118,25 +109,31 @@ async fn documents_must_match_their_hash_and_go_through_the_gate() {
 
     // A document with another's hash is refused, and not kept under either.
     let other = sha("{ me { name } }");
-    let (_, body) = post(
-        &api,
-        token,
-        json!({ "query": QUERY, "extensions": extensions(&other) }),
-    )
-    .await;
+    let (_, body) = api
+        .post_json(
+            token,
+            json!({ "query": QUERY, "extensions": extensions(&other) }),
+        )
+        .await;
     assert_eq!(error_code(&body), "VALIDATION", "{body}");
     assert_eq!(
         body["errors"][0]["message"],
         "provided sha does not match query"
     );
-    let (_, body) = post(&api, token, json!({ "extensions": extensions(&other) })).await;
+    let (_, body) = api
+        .post_json(token, json!({ "extensions": extensions(&other) }))
+        .await;
     assert_eq!(error_code(&body), "PERSISTED_QUERY_NOT_FOUND");
 
     // Another version of the protocol, or a hash that is not one.
     let v2 = json!({ "persistedQuery": { "version": 2, "sha256Hash": sha(QUERY) } });
-    let (_, body) = post(&api, token, json!({ "query": QUERY, "extensions": v2 })).await;
+    let (_, body) = api
+        .post_json(token, json!({ "query": QUERY, "extensions": v2 }))
+        .await;
     assert_eq!(error_code(&body), "PERSISTED_QUERY_NOT_SUPPORTED", "{body}");
-    let (_, body) = post(&api, token, json!({ "extensions": extensions("abc") })).await;
+    let (_, body) = api
+        .post_json(token, json!({ "extensions": extensions("abc") }))
+        .await;
     assert_eq!(error_code(&body), "VALIDATION", "{body}");
 
     // A document the gate refuses (it would cost more than a request may) is not kept:
@@ -147,26 +144,22 @@ async fn documents_must_match_their_hash_and_go_through_the_gate() {
         )
     };
     let deep = format!("{{ {} }}", (0..10).map(alias).collect::<Vec<_>>().join(" "));
-    let (_, body) = post(
-        &api,
-        token,
-        json!({ "query": deep, "extensions": extensions(&sha(&deep)) }),
-    )
-    .await;
+    let (_, body) = api
+        .post_json(
+            token,
+            json!({ "query": deep, "extensions": extensions(&sha(&deep)) }),
+        )
+        .await;
     assert_eq!(error_code(&body), "QUERY_TOO_COMPLEX", "{body}");
-    let (_, body) = post(
-        &api,
-        token,
-        json!({ "extensions": extensions(&sha(&deep)) }),
-    )
-    .await;
+    let (_, body) = api
+        .post_json(token, json!({ "extensions": extensions(&sha(&deep)) }))
+        .await;
     assert_eq!(error_code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
 
     // A mutation is kept by POST, but its hash alone by GET is not run.
     let mutation = "mutation { revokeToken(id: \"999999\") }";
     let hash = sha(mutation);
-    post(
-        &api,
+    api.post_json(
         token,
         json!({ "query": mutation, "extensions": extensions(&hash) }),
     )
@@ -184,7 +177,9 @@ async fn a_flood_of_unknown_hashes_is_refused_before_any_lookup() {
     let mut codes = Vec::new();
     for i in 0..200 {
         let hash = sha(&format!("{{ unknown{i} }}"));
-        let (_, body) = post(&api, token, json!({ "extensions": extensions(&hash) })).await;
+        let (_, body) = api
+            .post_json(token, json!({ "extensions": extensions(&hash) }))
+            .await;
         codes.push(error_code(&body));
     }
     let not_found = codes
@@ -196,7 +191,7 @@ async fn a_flood_of_unknown_hashes_is_refused_before_any_lookup() {
     // The refused-documents bar (10 a second, a burst of 30) stops the lookups.
     assert!(barred > 100, "{not_found} looked up, {barred} barred");
     // The bar is the token's: its other operations wait too.
-    let (_, body) = post(&api, token, json!({ "query": QUERY })).await;
+    let (_, body) = api.post_json(token, json!({ "query": QUERY })).await;
     assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
 }
 
@@ -223,29 +218,23 @@ async fn with_trusted_documents_nothing_else_runs() {
     let api = Api::new(&server.url, admin.clone());
     let token = admin.as_str();
 
-    let (_, body) = post(
-        &api,
-        token,
-        json!({ "extensions": extensions(&sha(QUERY)) }),
-    )
-    .await;
+    let (_, body) = api
+        .post_json(token, json!({ "extensions": extensions(&sha(QUERY)) }))
+        .await;
     assert_eq!(body["data"]["me"]["role"], "ADMIN", "{body}");
-    let (_, body) = post(&api, token, json!({ "query": QUERY })).await;
+    let (_, body) = api.post_json(token, json!({ "query": QUERY })).await;
     assert_eq!(body["data"]["me"]["role"], "ADMIN", "{body}");
     let other = "{ me { name } }";
     for request in [
         json!({ "query": other }),
         json!({ "query": other, "extensions": extensions(&sha(other)) }),
     ] {
-        let (_, body) = post(&api, token, request).await;
+        let (_, body) = api.post_json(token, request).await;
         assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
     }
-    let (_, body) = post(
-        &api,
-        token,
-        json!({ "extensions": extensions(&sha(other)) }),
-    )
-    .await;
+    let (_, body) = api
+        .post_json(token, json!({ "extensions": extensions(&sha(other)) }))
+        .await;
     assert_eq!(
         error_code(&body),
         "PERSISTED_QUERY_NOT_FOUND",

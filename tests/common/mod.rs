@@ -398,6 +398,20 @@ impl Api {
         request.send().await.unwrap().json().await.unwrap()
     }
 
+    /// POSTs `body` as it is (an operation, a batch, a hash alone) with `token`; the
+    /// status and the answer.
+    pub async fn post_json(&self, token: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
     /// The response's data; fails the test on any error.
     pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
         let body = self.request(Some(token), query, variables).await;
@@ -725,4 +739,28 @@ pub struct Fixture {
     pub operator: String,
     pub host: String,
     pub vm: String,
+}
+
+/// `tests/<dir>`, when node and its npm package `package` (from its lockfile) can run
+/// there; `None` (the test is skipped) otherwise, unless `SNAPTREE_TEST_REQUIRE_NODE=1`
+/// (CI), which makes it a failure.
+pub fn node_package(dir: &str, package: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir);
+    let ready = dir.join("node_modules").join(package).exists()
+        && std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if ready {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("SNAPTREE_TEST_REQUIRE_NODE").as_deref() != Ok("1"),
+        "SNAPTREE_TEST_REQUIRE_NODE=1 but node or {}/node_modules is missing",
+        dir.display()
+    );
+    eprintln!("skipped: node or {}/node_modules is missing", dir.display());
+    None
 }
